@@ -1,0 +1,152 @@
+//! Request and response bodies of the HTTP API under `/api/v1`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::DeviceKind;
+use crate::settings::RuleSettings;
+
+/// Every error the API returns: a stable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+/// What a user may do: admins everything, staff the daily work, family read their residents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Staff,
+    Family,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Staff => "staff",
+            Role::Family => "family",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Admin, Role::Staff, Role::Family].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    #[serde(default)]
+    pub resident_ids: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub resident_ids: Vec<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A point on Earth.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatLon {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewResident {
+    pub name: String,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub home: Option<LatLon>,
+    /// Rule settings; fields left out take their defaults.
+    #[serde(default)]
+    pub rules: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resident {
+    pub id: i64,
+    pub name: String,
+    pub timezone: String,
+    pub home: Option<LatLon>,
+    pub rules: RuleSettings,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewDevice {
+    pub resident_id: i64,
+    pub kind: DeviceKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub resident_id: i64,
+    pub kind: DeviceKind,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub battery: Option<u8>,
+}
+
+/// MQTT credentials of a device; the password is shown only in this response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MqttCredentials {
+    pub username: String,
+    pub password: String,
+    pub topic_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceCreated {
+    pub id: String,
+    pub resident_id: i64,
+    pub kind: DeviceKind,
+    pub name: String,
+    pub mqtt: MqttCredentials,
+}
+
+/// A message the hub refused, as kept in the dead-letter table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedMessage {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub device_id: Option<String>,
+    pub topic: String,
+    pub reason: String,
+    pub detail: String,
+    /// The start of the payload, lossily decoded, for diagnosis.
+    pub payload: String,
+}
+
+/// Body of `POST /alerts/{id}/ack` and `/resolve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AlertAction {
+    #[serde(default)]
+    pub note: Option<String>,
+}

@@ -1,0 +1,25 @@
+//! Wire types shared by the Mimamori hub, its rules engine and `device-sim`.
+//!
+//! Everything that crosses a process boundary is defined once here:
+//! - [`topic`]: the native MQTT topic layout `watch/v1/{device_id}/{kind}`;
+//! - [`native`]: the native JSON payloads and their validation into [`event::Reading`]s;
+//! - [`event`]: the validated, resident-keyed events that flow from ingest into the rules;
+//! - [`settings`]: per-resident rule settings with their documented defaults;
+//! - [`zone`]: safe-zone geometry as it travels in the API (GeoJSON polygon or circle);
+//! - [`alert`]: alerts as the API, MQTT and WebSocket show them;
+//! - [`api`]: request and response bodies of the HTTP API.
+//!
+//! This crate does no I/O and never reads the clock: callers pass the receive time in.
+
+pub mod alert;
+pub mod api;
+pub mod event;
+pub mod native;
+pub mod settings;
+pub mod topic;
+pub mod zone;
+
+pub use alert::{Alert, AlertKind, AlertState, Severity};
+pub use event::{DeviceEvent, DeviceKind, Reading};
+pub use native::{parse_native, RejectReason};
+pub use settings::RuleSettings;

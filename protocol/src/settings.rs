@@ -1,0 +1,223 @@
+//! Per-resident rule settings, with the defaults documented in `docs/rules.md`.
+//!
+//! Every field has a default, so a resident created with no settings is watched
+//! sensibly, and a PATCH may name only the fields it changes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::DeviceKind;
+
+/// All rule settings of one resident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleSettings {
+    pub inactivity: InactivitySettings,
+    pub geofence: GeofenceSettings,
+    pub offline: OfflineSettings,
+    /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
+    pub low_battery_pct: u8,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings {
+            inactivity: InactivitySettings::default(),
+            geofence: GeofenceSettings::default(),
+            offline: OfflineSettings::default(),
+            low_battery_pct: 15,
+        }
+    }
+}
+
+/// The inactivity rule and the morning check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InactivitySettings {
+    pub enabled: bool,
+    /// Longest allowed stillness while it is day at the resident's home.
+    pub day_threshold_s: u64,
+    /// Longest allowed stillness while it is night.
+    pub night_threshold_s: u64,
+    /// Local time ("HH:MM") at which day starts.
+    pub day_starts: String,
+    /// Local time ("HH:MM") at which night starts.
+    pub night_starts: String,
+    /// Local time ("HH:MM") by which some activity must have been seen since `day_starts`.
+    pub morning_deadline: Option<String>,
+    /// Pause the inactivity rule while the resident is confirmed outside every safe zone.
+    pub pause_when_away: bool,
+}
+
+impl Default for InactivitySettings {
+    fn default() -> Self {
+        InactivitySettings {
+            enabled: true,
+            day_threshold_s: 3 * 3600,
+            night_threshold_s: 12 * 3600,
+            day_starts: "06:00".into(),
+            night_starts: "22:00".into(),
+            morning_deadline: Some("10:00".into()),
+            pause_when_away: true,
+        }
+    }
+}
+
+/// The geofence rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeofenceSettings {
+    /// Consecutive outside (or inside) fixes needed to open (or resolve) the alert.
+    pub confirm_fixes: u32,
+    /// Fixes less accurate than this never count towards a change of state.
+    pub max_accuracy_m: f64,
+    /// A fix must lie this far inside a zone to count as back inside.
+    pub reentry_margin_m: f64,
+    /// Local time ("HH:MM") from which an exit is critical rather than high.
+    pub night_starts: String,
+    /// Local time ("HH:MM") until which an exit is critical.
+    pub night_ends: String,
+}
+
+impl Default for GeofenceSettings {
+    fn default() -> Self {
+        GeofenceSettings {
+            confirm_fixes: 2,
+            max_accuracy_m: 100.0,
+            reentry_margin_m: 50.0,
+            night_starts: "18:00".into(),
+            night_ends: "06:00".into(),
+        }
+    }
+}
+
+/// How long each kind of device may stay silent before `device_offline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineSettings {
+    pub motion_s: u64,
+    pub door_s: u64,
+    pub button_s: u64,
+    pub gps_s: u64,
+    pub gateway_s: u64,
+}
+
+impl Default for OfflineSettings {
+    fn default() -> Self {
+        OfflineSettings { motion_s: 3600, door_s: 3600, button_s: 6 * 3600, gps_s: 900, gateway_s: 900 }
+    }
+}
+
+impl OfflineSettings {
+    /// The silence allowed for one kind of device, in seconds.
+    pub fn after_s(&self, kind: DeviceKind) -> u64 {
+        match kind {
+            DeviceKind::Motion => self.motion_s,
+            DeviceKind::Door => self.door_s,
+            DeviceKind::Button => self.button_s,
+            DeviceKind::Gps => self.gps_s,
+            DeviceKind::Gateway => self.gateway_s,
+        }
+    }
+}
+
+/// A local time of day parsed from "HH:MM".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LocalTime {
+    pub hour: u8,
+    pub minute: u8,
+}
+
+impl LocalTime {
+    pub fn parse(s: &str) -> Option<LocalTime> {
+        let (h, m) = s.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (hour, minute) = (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?);
+        (hour < 24 && minute < 60).then_some(LocalTime { hour, minute })
+    }
+
+    pub fn minutes_of_day(self) -> u32 {
+        u32::from(self.hour) * 60 + u32::from(self.minute)
+    }
+}
+
+impl RuleSettings {
+    /// Checks what serde cannot: times of day, non-zero thresholds, sane ranges.
+    /// The message names the field, so an API caller knows what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let i = &self.inactivity;
+        let times = [
+            ("inactivity.day_starts", Some(&i.day_starts)),
+            ("inactivity.night_starts", Some(&i.night_starts)),
+            ("inactivity.morning_deadline", i.morning_deadline.as_ref()),
+            ("geofence.night_starts", Some(&self.geofence.night_starts)),
+            ("geofence.night_ends", Some(&self.geofence.night_ends)),
+        ];
+        for (name, value) in times {
+            if let Some(v) = value {
+                if LocalTime::parse(v).is_none() {
+                    return Err(format!("{name} must be a time of day \"HH:MM\", got {v:?}"));
+                }
+            }
+        }
+        if i.day_starts == i.night_starts {
+            return Err("inactivity.day_starts and inactivity.night_starts must differ".into());
+        }
+        if i.day_threshold_s == 0 || i.night_threshold_s == 0 {
+            return Err("inactivity thresholds must be at least 1 second".into());
+        }
+        let g = &self.geofence;
+        if g.confirm_fixes == 0 || g.confirm_fixes > 100 {
+            return Err("geofence.confirm_fixes must be between 1 and 100".into());
+        }
+        if !(g.max_accuracy_m.is_finite() && g.max_accuracy_m > 0.0) {
+            return Err("geofence.max_accuracy_m must be a positive number of metres".into());
+        }
+        if !(g.reentry_margin_m.is_finite() && g.reentry_margin_m >= 0.0) {
+            return Err("geofence.reentry_margin_m must be zero or more metres".into());
+        }
+        let o = &self.offline;
+        if [o.motion_s, o.door_s, o.button_s, o.gps_s, o.gateway_s].contains(&0) {
+            return Err("offline thresholds must be at least 1 second".into());
+        }
+        if self.low_battery_pct > 95 {
+            return Err("low_battery_pct must be between 0 and 95".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_partial_json_fills_the_rest() -> Result<(), serde_json::Error> {
+        assert_eq!(RuleSettings::default().validate(), Ok(()));
+        let s: RuleSettings = serde_json::from_str(r#"{"inactivity":{"day_threshold_s":60}}"#)?;
+        assert_eq!(s.inactivity.day_threshold_s, 60);
+        assert_eq!(s.inactivity.night_threshold_s, 12 * 3600);
+        assert_eq!(s.geofence.confirm_fixes, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let mut s = RuleSettings::default();
+        s.inactivity.morning_deadline = Some("25:00".into());
+        assert!(s.validate().unwrap_err().contains("morning_deadline"));
+        let mut s = RuleSettings::default();
+        s.geofence.confirm_fixes = 0;
+        assert!(s.validate().unwrap_err().contains("confirm_fixes"));
+        assert!(serde_json::from_str::<RuleSettings>(r#"{"inactivty":{}}"#).is_err());
+    }
+
+    #[test]
+    fn local_times_parse_strictly() {
+        assert_eq!(LocalTime::parse("06:30"), Some(LocalTime { hour: 6, minute: 30 }));
+        assert_eq!(LocalTime::parse("6:30"), None);
+        assert_eq!(LocalTime::parse("24:00"), None);
+        assert_eq!(LocalTime::parse("12:60"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! The pure rules engine (see README of the crate).
