@@ -1,0 +1,2 @@
+//! The Mimamori hub.
+pub mod store;

@@ -1,0 +1,241 @@
+//! Persistence: one [`Store`] trait, implemented once in SQL for SQLite and PostgreSQL.
+//!
+//! Error policy: every method returns [`StoreError`]; `NotFound` and `Conflict` are
+//! outcomes the API turns into 404 and 409, `Invalid` is data that failed to decode
+//! (a defect or a hand-edited database), `Db` is everything else and is logged.
+//!
+//! Times are stored as epoch milliseconds in both backends so that one set of
+//! queries compares and orders them identically.
+
+mod rows;
+mod sql;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mimamori_protocol::alert::AlertEvent;
+use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
+use mimamori_protocol::native::RejectReason;
+use mimamori_protocol::zone::{Zone, ZoneShape};
+use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings, Severity};
+
+pub use sql::{connect, PgStore, SqliteStore};
+
+/// How many dead letters are kept; older ones are pruned as new ones arrive.
+pub const REJECTED_KEEP: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is invalid: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => {
+                StoreError::Conflict(d.message().to_string())
+            }
+            other => StoreError::Db(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a CONNECT is checked against.
+#[derive(Debug, Clone)]
+pub struct DeviceAuth {
+    pub id: String,
+    pub resident_id: i64,
+    pub kind: DeviceKind,
+    pub secret_hash: String,
+}
+
+/// A user together with the hash of their password.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewResidentRow {
+    pub name: String,
+    pub timezone: String,
+    pub home: Option<LatLon>,
+    pub rules: RuleSettings,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything the rules engine needs to know about one resident.
+#[derive(Debug, Clone)]
+pub struct ResidentSetup {
+    pub resident: Resident,
+    pub zones: Vec<Zone>,
+    pub devices: Vec<(String, DeviceKind)>,
+}
+
+/// A refused message on its way into the dead-letter table.
+#[derive(Debug, Clone)]
+pub struct RejectedRow {
+    pub received_at: DateTime<Utc>,
+    pub device_id: Option<String>,
+    pub topic: String,
+    pub reason: RejectReason,
+    pub detail: String,
+    pub payload: String,
+}
+
+/// A change the rules engine decided for the live alert of (resident, kind, subject).
+#[derive(Debug, Clone)]
+pub enum AlertChange {
+    /// Opens an alert; if one is already live for the key, it is updated instead.
+    Open {
+        resident_id: i64,
+        kind: AlertKind,
+        subject: String,
+        device_id: Option<String>,
+        severity: Severity,
+        at: DateTime<Utc>,
+        details: serde_json::Value,
+    },
+    /// Replaces the details of the live alert, if there is one.
+    Update { resident_id: i64, kind: AlertKind, subject: String, at: DateTime<Utc>, details: serde_json::Value },
+    /// Resolves the live alert, if there is one, as `condition_cleared`.
+    Resolve { resident_id: i64, kind: AlertKind, subject: String, at: DateTime<Utc>, reason: String },
+}
+
+/// One ingest batch: written in a single transaction, before any PUBACK leaves.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub readings: Vec<DeviceEvent>,
+    pub rejected: Vec<RejectedRow>,
+    /// Rules-engine state of each resident the batch touched, as JSON.
+    pub rule_states: Vec<(i64, String)>,
+    pub alert_changes: Vec<AlertChange>,
+    pub at: DateTime<Utc>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+            && self.rejected.is_empty()
+            && self.rule_states.is_empty()
+            && self.alert_changes.is_empty()
+    }
+}
+
+/// Which alerts a listing returns.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub state: Option<AlertState>,
+    pub resident_id: Option<i64>,
+    pub kind: Option<AlertKind>,
+    /// Only these residents (a family user's scope); `None` is every resident.
+    pub within: Option<Vec<i64>>,
+    pub limit: i64,
+}
+
+/// What staff do to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffAction {
+    Acknowledge,
+    Resolve,
+}
+
+/// A staff action on the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: Option<serde_json::Value>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and `/healthz`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> StoreResult<()>;
+
+    // users and sessions
+    async fn create_user(&self, username: &str, password_hash: &str, role: Role, resident_ids: &[i64], at: DateTime<Utc>) -> StoreResult<User>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn delete_user(&self, id: i64) -> StoreResult<()>;
+    async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: DateTime<Utc>) -> StoreResult<()>;
+    async fn session_user(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<User>>;
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    // residents and their zones
+    async fn create_resident(&self, r: &NewResidentRow) -> StoreResult<Resident>;
+    async fn resident(&self, id: i64) -> StoreResult<Resident>;
+    async fn list_residents(&self, within: Option<&[i64]>) -> StoreResult<Vec<Resident>>;
+    async fn update_resident(&self, r: &Resident) -> StoreResult<()>;
+    async fn delete_resident(&self, id: i64) -> StoreResult<()>;
+    async fn create_zone(&self, resident_id: i64, name: &str, shape: &ZoneShape, at: DateTime<Utc>) -> StoreResult<Zone>;
+    async fn list_zones(&self, resident_id: i64) -> StoreResult<Vec<Zone>>;
+    async fn zone(&self, id: i64) -> StoreResult<Zone>;
+    async fn delete_zone(&self, id: i64) -> StoreResult<()>;
+    async fn resident_setup(&self, id: i64) -> StoreResult<ResidentSetup>;
+    async fn all_resident_setups(&self) -> StoreResult<Vec<ResidentSetup>>;
+
+    // devices
+    async fn create_device(&self, d: &Device, secret_hash: &str) -> StoreResult<()>;
+    async fn device(&self, id: &str) -> StoreResult<Device>;
+    async fn list_devices(&self, within: Option<&[i64]>) -> StoreResult<Vec<Device>>;
+    async fn delete_device(&self, id: &str) -> StoreResult<()>;
+    async fn set_device_secret(&self, id: &str, secret_hash: &str) -> StoreResult<()>;
+    async fn device_auth(&self, id: &str) -> StoreResult<Option<DeviceAuth>>;
+
+    // ingest
+    /// Writes a whole batch atomically; returns every alert it opened or changed.
+    async fn commit_batch(&self, batch: &Batch) -> StoreResult<Vec<Alert>>;
+    async fn rule_states(&self) -> StoreResult<Vec<(i64, String)>>;
+    async fn rule_state(&self, resident_id: i64) -> StoreResult<Option<String>>;
+    async fn list_rejected(&self, limit: i64) -> StoreResult<Vec<RejectedMessage>>;
+    async fn count_readings(&self, resident_id: i64) -> StoreResult<i64>;
+    async fn recent_readings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>>;
+
+    // alerts
+    async fn list_alerts(&self, f: &AlertFilter) -> StoreResult<Vec<Alert>>;
+    async fn alert(&self, id: i64) -> StoreResult<Alert>;
+    async fn alert_history(&self, id: i64) -> StoreResult<Vec<AlertEvent>>;
+    /// Acknowledges or resolves; `Conflict` with a sentence when the alert's state forbids it.
+    async fn staff_action(&self, id: i64, action: StaffAction, actor: &str, note: Option<&str>, at: DateTime<Utc>) -> StoreResult<Alert>;
+
+    // audit trail
+    async fn audit(&self, e: &AuditEntry) -> StoreResult<()>;
+    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// A reading as stored, for the API and tests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredReading {
+    pub id: i64,
+    pub device_id: String,
+    pub kind: String,
+    pub ts: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub accuracy_m: Option<f64>,
+    pub battery: Option<u8>,
+    pub data: Option<serde_json::Value>,
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

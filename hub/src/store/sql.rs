@@ -1,0 +1,892 @@
+//! The SQL behind [`Store`], written once and expanded for SQLite and PostgreSQL.
+//!
+//! Both dialects accept the same statements here (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`, partial unique indexes); only the DDL differs, so the migrations
+//! are kept per backend in `migrations/sqlite` and `migrations/postgres`. A macro
+//! rather than a generic impl keeps each expansion concrete, without the trait
+//! bounds sqlx would otherwise need on every query.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mimamori_protocol::alert::AlertEvent;
+use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
+use mimamori_protocol::zone::{Zone, ZoneShape};
+use mimamori_protocol::{Alert, AlertState, DeviceEvent, DeviceKind, Reading};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::QueryBuilder;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::rows::*;
+use super::*;
+
+/// Rows per multi-row INSERT, well under both backends' bind-parameter limits.
+const CHUNK: usize = 500;
+
+/// Opens the store the URL names (`postgres://…` or `sqlite:…`) and runs its migrations.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let opts = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await.context("PostgreSQL migrations failed")?;
+        Ok(Arc::new(PgStore::from_pool(pool)))
+    } else {
+        let opts = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("DATABASE_URL {url:?} is neither postgres:// nor a valid sqlite: URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL loses no committed transaction on a process crash; only an OS
+            // crash could, which a SIGKILL of the hub is not.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await.context("SQLite migrations failed")?;
+        Ok(Arc::new(SqliteStore::from_pool(pool)))
+    }
+}
+
+/// PostgreSQL, for installations that outgrow one file.
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub fn from_pool(pool: PgPool) -> Self {
+        PgStore { pool }
+    }
+
+    /// PostgreSQL serialises conflicting writers itself.
+    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        None
+    }
+}
+
+/// SQLite, the embedded default.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// SQLite allows one writer; taking turns here avoids `SQLITE_BUSY` when a deferred
+    /// transaction that began with a read tries to write after another writer.
+    writer: Mutex<()>,
+}
+
+impl SqliteStore {
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        SqliteStore { pool, writer: Mutex::new(()) }
+    }
+
+    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        Some(self.writer.lock().await)
+    }
+}
+
+/// The columns of `alerts` in the order `AlertRow` reads them.
+const ALERT_COLS: &str = "id, resident_id, device_id, kind, severity, state, escalated, opened_at, acknowledged_at, \
+     acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at";
+
+fn reading_data(ev: &DeviceEvent) -> Option<String> {
+    match &ev.reading {
+        Reading::Motion { motion, room } => Some(serde_json::json!({"motion": motion, "room": room}).to_string()),
+        Reading::Door { open } => Some(serde_json::json!({"open": open}).to_string()),
+        _ => None,
+    }
+}
+
+fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>) {
+    match ev.reading {
+        Reading::Position { lat, lon, accuracy_m } => (Some(lat), Some(lon), accuracy_m),
+        _ => (None, None, None),
+    }
+}
+
+/// The newest receive time and last battery level of each device in a batch.
+fn device_updates(readings: &[DeviceEvent]) -> HashMap<&str, (i64, Option<u8>)> {
+    let mut out: HashMap<&str, (i64, Option<u8>)> = HashMap::new();
+    for ev in readings {
+        let e = out.entry(ev.device_id.as_str()).or_insert((i64::MIN, None));
+        e.0 = e.0.max(ms(ev.received_at));
+        if ev.battery.is_some() {
+            e.1 = ev.battery;
+        }
+    }
+    out
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $name:literal) => {
+        impl $store {
+            async fn user_resident_ids(&self, user_id: i64) -> StoreResult<Vec<i64>> {
+                let ids: Vec<(i64,)> =
+                    sqlx::query_as("SELECT resident_id FROM user_residents WHERE user_id = $1 ORDER BY resident_id")
+                        .bind(user_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(ids.into_iter().map(|(i,)| i).collect())
+            }
+
+            async fn alert_in(tx: &mut sqlx::Transaction<'_, $db>, id: i64) -> StoreResult<Alert> {
+                let q = format!("SELECT {ALERT_COLS} FROM alerts WHERE id = $1");
+                let row: AlertRow = sqlx::query_as(&q).bind(id).fetch_one(&mut **tx).await?;
+                row.try_into()
+            }
+
+            async fn alert_event_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                alert_id: i64,
+                at: DateTime<Utc>,
+                action: &str,
+                actor: &str,
+                note: Option<&str>,
+                details: Option<String>,
+            ) -> StoreResult<()> {
+                sqlx::query("INSERT INTO alert_events (alert_id, at, action, actor, note, details) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(alert_id)
+                    .bind(ms(at))
+                    .bind(action)
+                    .bind(actor)
+                    .bind(note)
+                    .bind(details)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn live_alert_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                resident_id: i64,
+                kind: mimamori_protocol::AlertKind,
+                subject: &str,
+            ) -> StoreResult<Option<i64>> {
+                let id: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM alerts WHERE resident_id = $1 AND kind = $2 AND subject = $3 AND state <> 'resolved'",
+                )
+                .bind(resident_id)
+                .bind(kind.as_str())
+                .bind(subject)
+                .fetch_optional(&mut **tx)
+                .await?;
+                Ok(id.map(|(i,)| i))
+            }
+
+            /// Applies one rules decision; returns the id of the alert it touched.
+            async fn apply_change(tx: &mut sqlx::Transaction<'_, $db>, c: &AlertChange) -> StoreResult<Option<i64>> {
+                match c {
+                    AlertChange::Open { resident_id, kind, subject, device_id, severity, at, details } => {
+                        let details_text = details.to_string();
+                        if let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? {
+                            sqlx::query("UPDATE alerts SET details = $1, updated_at = $2 WHERE id = $3")
+                                .bind(&details_text)
+                                .bind(ms(*at))
+                                .bind(id)
+                                .execute(&mut **tx)
+                                .await?;
+                            Self::alert_event_in(tx, id, *at, "updated", "hub", Some("condition detected again"), Some(details_text)).await?;
+                            return Ok(Some(id));
+                        }
+                        let (id,): (i64,) = sqlx::query_as(
+                            "INSERT INTO alerts (resident_id, device_id, kind, subject, severity, state, escalated, opened_at, details, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, 'open', FALSE, $6, $7, $6) RETURNING id",
+                        )
+                        .bind(resident_id)
+                        .bind(device_id.as_deref())
+                        .bind(kind.as_str())
+                        .bind(subject)
+                        .bind(severity.as_str())
+                        .bind(ms(*at))
+                        .bind(&details_text)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                        Self::alert_event_in(tx, id, *at, "opened", "hub", None, Some(details_text)).await?;
+                        Ok(Some(id))
+                    }
+                    AlertChange::Update { resident_id, kind, subject, at, details } => {
+                        let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? else {
+                            return Ok(None);
+                        };
+                        let details_text = details.to_string();
+                        sqlx::query("UPDATE alerts SET details = $1, updated_at = $2 WHERE id = $3")
+                            .bind(&details_text)
+                            .bind(ms(*at))
+                            .bind(id)
+                            .execute(&mut **tx)
+                            .await?;
+                        Self::alert_event_in(tx, id, *at, "updated", "hub", None, Some(details_text)).await?;
+                        Ok(Some(id))
+                    }
+                    AlertChange::Resolve { resident_id, kind, subject, at, reason } => {
+                        let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? else {
+                            return Ok(None);
+                        };
+                        let resolution = format!("condition_cleared: {reason}");
+                        sqlx::query(
+                            "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = 'hub', resolution = $2, updated_at = $1 WHERE id = $3",
+                        )
+                        .bind(ms(*at))
+                        .bind(&resolution)
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                        Self::alert_event_in(tx, id, *at, "resolved", "hub", Some(reason), None).await?;
+                        Ok(Some(id))
+                    }
+                }
+            }
+
+            /// Which of these residents still exist: a batch may trail a deletion.
+            async fn existing_residents(tx: &mut sqlx::Transaction<'_, $db>, ids: &BTreeSet<i64>) -> StoreResult<BTreeSet<i64>> {
+                if ids.is_empty() {
+                    return Ok(BTreeSet::new());
+                }
+                let mut q = QueryBuilder::<$db>::new("SELECT id FROM residents WHERE id IN (");
+                let mut sep = q.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<(i64,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                Ok(rows.into_iter().map(|(i,)| i).collect())
+            }
+
+            async fn insert_readings(tx: &mut sqlx::Transaction<'_, $db>, readings: &[&DeviceEvent]) -> StoreResult<()> {
+                for chunk in readings.chunks(CHUNK) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO readings (resident_id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data) ",
+                    );
+                    q.push_values(chunk, |mut b, ev| {
+                        let (lat, lon, acc) = reading_position(ev);
+                        b.push_bind(ev.resident_id)
+                            .push_bind(ev.device_id.clone())
+                            .push_bind(ev.reading.kind_str())
+                            .push_bind(ms(ev.ts))
+                            .push_bind(ms(ev.received_at))
+                            .push_bind(lat)
+                            .push_bind(lon)
+                            .push_bind(acc)
+                            .push_bind(ev.battery.map(i32::from))
+                            .push_bind(reading_data(ev));
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_rejected(tx: &mut sqlx::Transaction<'_, $db>, rejected: &[RejectedRow]) -> StoreResult<()> {
+                for chunk in rejected.chunks(CHUNK) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO rejected (received_at, device_id, topic, reason, detail, payload) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(ms(r.received_at))
+                            .push_bind(r.device_id.clone())
+                            .push_bind(r.topic.clone())
+                            .push_bind(r.reason.as_str())
+                            .push_bind(r.detail.clone())
+                            .push_bind(r.payload.clone());
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                sqlx::query("DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - $1")
+                    .bind(REJECTED_KEEP)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, username: &str, password_hash: &str, role: Role, resident_ids: &[i64], at: DateTime<Utc>) -> StoreResult<User> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                )
+                .bind(username)
+                .bind(password_hash)
+                .bind(role.as_str())
+                .bind(ms(at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!("a user named {username:?} already exists")),
+                    other => other,
+                })?;
+                let ids: BTreeSet<i64> = resident_ids.iter().copied().collect();
+                let existing = Self::existing_residents(&mut tx, &ids).await?;
+                if let Some(missing) = ids.difference(&existing).next() {
+                    return Err(StoreError::Conflict(format!("resident {missing} does not exist")));
+                }
+                for rid in &ids {
+                    sqlx::query("INSERT INTO user_residents (user_id, resident_id) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(rid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(User { id, username: username.to_string(), role, resident_ids: ids.into_iter().collect(), created_at: from_ms(ms(at)) })
+            }
+
+            async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+                let row: Option<UserRow> =
+                    sqlx::query_as("SELECT id, username, password_hash, role, created_at FROM users WHERE username = $1")
+                        .bind(username)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let Some(row) = row else { return Ok(None) };
+                let ids = self.user_resident_ids(row.id).await?;
+                let (user, password_hash) = row.into_user(ids)?;
+                Ok(Some(UserRecord { user, password_hash }))
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                let rows: Vec<UserRow> =
+                    sqlx::query_as("SELECT id, username, password_hash, role, created_at FROM users ORDER BY id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let ids = self.user_resident_ids(row.id).await?;
+                    out.push(row.into_user(ids)?.0);
+                }
+                Ok(out)
+            }
+
+            async fn delete_user(&self, id: i64) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: DateTime<Utc>) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                    .bind(token_hash)
+                    .bind(user_id)
+                    .bind(ms(expires_at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn session_user(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = sqlx::query_as(
+                    "SELECT u.id, u.username, u.password_hash, u.role, u.created_at FROM sessions s \
+                     JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(ms(now))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let ids = self.user_resident_ids(row.id).await?;
+                Ok(Some(row.into_user(ids)?.0))
+            }
+
+            async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_resident(&self, r: &NewResidentRow) -> StoreResult<Resident> {
+                let _w = self.write_guard().await;
+                let rules = serde_json::to_string(&r.rules).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO residents (name, timezone, home_lat, home_lon, rules, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(&r.name)
+                .bind(&r.timezone)
+                .bind(r.home.map(|h| h.lat))
+                .bind(r.home.map(|h| h.lon))
+                .bind(rules)
+                .bind(ms(r.created_at))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(Resident {
+                    id,
+                    name: r.name.clone(),
+                    timezone: r.timezone.clone(),
+                    home: r.home,
+                    rules: r.rules.clone(),
+                    created_at: from_ms(ms(r.created_at)),
+                })
+            }
+
+            async fn resident(&self, id: i64) -> StoreResult<Resident> {
+                let row: ResidentRow = sqlx::query_as(
+                    "SELECT id, name, timezone, home_lat, home_lon, rules, created_at FROM residents WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn list_residents(&self, within: Option<&[i64]>) -> StoreResult<Vec<Resident>> {
+                let mut q = QueryBuilder::<$db>::new("SELECT id, name, timezone, home_lat, home_lon, rules, created_at FROM residents");
+                if let Some(ids) = within {
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    q.push(" WHERE id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in ids {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY id");
+                let rows: Vec<ResidentRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(Resident::try_from).collect()
+            }
+
+            async fn update_resident(&self, r: &Resident) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let rules = serde_json::to_string(&r.rules).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let done = sqlx::query(
+                    "UPDATE residents SET name = $1, timezone = $2, home_lat = $3, home_lon = $4, rules = $5 WHERE id = $6",
+                )
+                .bind(&r.name)
+                .bind(&r.timezone)
+                .bind(r.home.map(|h| h.lat))
+                .bind(r.home.map(|h| h.lon))
+                .bind(rules)
+                .bind(r.id)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_resident(&self, id: i64) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM residents WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn create_zone(&self, resident_id: i64, name: &str, shape: &ZoneShape, at: DateTime<Utc>) -> StoreResult<Zone> {
+                let _w = self.write_guard().await;
+                let text = serde_json::to_string(shape).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO geofences (resident_id, name, shape, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                )
+                .bind(resident_id)
+                .bind(name)
+                .bind(text)
+                .bind(ms(at))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(Zone { id, resident_id, name: name.to_string(), shape: shape.clone() })
+            }
+
+            async fn list_zones(&self, resident_id: i64) -> StoreResult<Vec<Zone>> {
+                let rows: Vec<ZoneRow> =
+                    sqlx::query_as("SELECT id, resident_id, name, shape FROM geofences WHERE resident_id = $1 ORDER BY id")
+                        .bind(resident_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(Zone::try_from).collect()
+            }
+
+            async fn zone(&self, id: i64) -> StoreResult<Zone> {
+                let row: ZoneRow = sqlx::query_as("SELECT id, resident_id, name, shape FROM geofences WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                row.try_into()
+            }
+
+            async fn delete_zone(&self, id: i64) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM geofences WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn resident_setup(&self, id: i64) -> StoreResult<ResidentSetup> {
+                let resident = self.resident(id).await?;
+                let zones = self.list_zones(id).await?;
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT id, kind FROM devices WHERE resident_id = $1 ORDER BY id")
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                let devices = rows
+                    .into_iter()
+                    .map(|(id, kind)| DeviceKind::parse(&kind).map(|k| (id, k)).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}"))))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok(ResidentSetup { resident, zones, devices })
+            }
+
+            async fn all_resident_setups(&self) -> StoreResult<Vec<ResidentSetup>> {
+                let residents = self.list_residents(None).await?;
+                let zones: Vec<ZoneRow> = sqlx::query_as("SELECT id, resident_id, name, shape FROM geofences ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                let devices: Vec<(String, i64, String)> =
+                    sqlx::query_as("SELECT id, resident_id, kind FROM devices ORDER BY id").fetch_all(&self.pool).await?;
+                let mut setups: HashMap<i64, ResidentSetup> = residents
+                    .into_iter()
+                    .map(|r| (r.id, ResidentSetup { resident: r, zones: Vec::new(), devices: Vec::new() }))
+                    .collect();
+                for z in zones {
+                    let zone = Zone::try_from(z)?;
+                    if let Some(s) = setups.get_mut(&zone.resident_id) {
+                        s.zones.push(zone);
+                    }
+                }
+                for (id, rid, kind) in devices {
+                    let kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
+                    if let Some(s) = setups.get_mut(&rid) {
+                        s.devices.push((id, kind));
+                    }
+                }
+                let mut out: Vec<ResidentSetup> = setups.into_values().collect();
+                out.sort_by_key(|s| s.resident.id);
+                Ok(out)
+            }
+
+            async fn create_device(&self, d: &Device, secret_hash: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO devices (id, resident_id, kind, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&d.id)
+                .bind(d.resident_id)
+                .bind(d.kind.as_str())
+                .bind(&d.name)
+                .bind(secret_hash)
+                .bind(ms(d.created_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn device(&self, id: &str) -> StoreResult<Device> {
+                let row: DeviceRow = sqlx::query_as(
+                    "SELECT id, resident_id, kind, name, created_at, last_seen_at, battery FROM devices WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn list_devices(&self, within: Option<&[i64]>) -> StoreResult<Vec<Device>> {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT id, resident_id, kind, name, created_at, last_seen_at, battery FROM devices",
+                );
+                if let Some(ids) = within {
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    q.push(" WHERE resident_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in ids {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY resident_id, id");
+                let rows: Vec<DeviceRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(Device::try_from).collect()
+            }
+
+            async fn delete_device(&self, id: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM devices WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn set_device_secret(&self, id: &str, secret_hash: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("UPDATE devices SET secret_hash = $1 WHERE id = $2")
+                    .bind(secret_hash)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn device_auth(&self, id: &str) -> StoreResult<Option<DeviceAuth>> {
+                let row: Option<(String, i64, String, String)> =
+                    sqlx::query_as("SELECT id, resident_id, kind, secret_hash FROM devices WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let Some((id, resident_id, kind, secret_hash)) = row else { return Ok(None) };
+                let kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
+                Ok(Some(DeviceAuth { id, resident_id, kind, secret_hash }))
+            }
+
+            async fn commit_batch(&self, batch: &Batch) -> StoreResult<Vec<Alert>> {
+                if batch.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let mentioned: BTreeSet<i64> = batch
+                    .readings
+                    .iter()
+                    .map(|r| r.resident_id)
+                    .chain(batch.rule_states.iter().map(|(r, _)| *r))
+                    .collect();
+                let alive = Self::existing_residents(&mut tx, &mentioned).await?;
+                let readings: Vec<&DeviceEvent> = batch.readings.iter().filter(|r| alive.contains(&r.resident_id)).collect();
+                Self::insert_readings(&mut tx, &readings).await?;
+                let updates = device_updates(&batch.readings);
+                for (device, (seen, battery)) in &updates {
+                    sqlx::query(
+                        "UPDATE devices SET last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN $1 ELSE last_seen_at END, \
+                         battery = COALESCE($2, battery) WHERE id = $3",
+                    )
+                    .bind(*seen)
+                    .bind(battery.map(i32::from))
+                    .bind(*device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if !batch.rejected.is_empty() {
+                    Self::insert_rejected(&mut tx, &batch.rejected).await?;
+                }
+                for (rid, state) in batch.rule_states.iter().filter(|(r, _)| alive.contains(r)) {
+                    sqlx::query(
+                        "INSERT INTO rule_state (resident_id, state, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (resident_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    )
+                    .bind(rid)
+                    .bind(state)
+                    .bind(ms(batch.at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut touched = Vec::new();
+                for change in &batch.alert_changes {
+                    if let Some(id) = Self::apply_change(&mut tx, change).await? {
+                        if !touched.contains(&id) {
+                            touched.push(id);
+                        }
+                    }
+                }
+                let mut alerts = Vec::with_capacity(touched.len());
+                for id in touched {
+                    alerts.push(Self::alert_in(&mut tx, id).await?);
+                }
+                tx.commit().await?;
+                Ok(alerts)
+            }
+
+            async fn rule_states(&self) -> StoreResult<Vec<(i64, String)>> {
+                Ok(sqlx::query_as("SELECT resident_id, state FROM rule_state ORDER BY resident_id").fetch_all(&self.pool).await?)
+            }
+
+            async fn rule_state(&self, resident_id: i64) -> StoreResult<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT state FROM rule_state WHERE resident_id = $1")
+                    .bind(resident_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(s,)| s))
+            }
+
+            async fn list_rejected(&self, limit: i64) -> StoreResult<Vec<RejectedMessage>> {
+                let rows: Vec<RejectedDbRow> = sqlx::query_as(
+                    "SELECT id, received_at, device_id, topic, reason, detail, payload FROM rejected ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(RejectedMessage::from).collect())
+            }
+
+            async fn count_readings(&self, resident_id: i64) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM readings WHERE resident_id = $1")
+                    .bind(resident_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
+            }
+
+            async fn recent_readings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>> {
+                let rows: Vec<ReadingRow> = sqlx::query_as(
+                    "SELECT id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data FROM readings \
+                     WHERE resident_id = $1 ORDER BY id DESC LIMIT $2",
+                )
+                .bind(resident_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(StoredReading::from).collect())
+            }
+
+            async fn list_alerts(&self, f: &AlertFilter) -> StoreResult<Vec<Alert>> {
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {ALERT_COLS} FROM alerts WHERE 1 = 1"));
+                if let Some(s) = f.state {
+                    q.push(" AND state = ").push_bind(s.as_str());
+                }
+                if let Some(r) = f.resident_id {
+                    q.push(" AND resident_id = ").push_bind(r);
+                }
+                if let Some(k) = f.kind {
+                    q.push(" AND kind = ").push_bind(k.as_str());
+                }
+                if let Some(ids) = &f.within {
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    q.push(" AND resident_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in ids {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY opened_at DESC, id DESC LIMIT ").push_bind(f.limit);
+                let rows: Vec<AlertRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(Alert::try_from).collect()
+            }
+
+            async fn alert(&self, id: i64) -> StoreResult<Alert> {
+                let q = format!("SELECT {ALERT_COLS} FROM alerts WHERE id = $1");
+                let row: AlertRow = sqlx::query_as(&q).bind(id).fetch_one(&self.pool).await?;
+                row.try_into()
+            }
+
+            async fn alert_history(&self, id: i64) -> StoreResult<Vec<AlertEvent>> {
+                let rows: Vec<AlertEventRow> =
+                    sqlx::query_as("SELECT at, action, actor, note FROM alert_events WHERE alert_id = $1 ORDER BY id")
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(AlertEvent::from).collect())
+            }
+
+            async fn staff_action(&self, id: i64, action: StaffAction, actor: &str, note: Option<&str>, at: DateTime<Utc>) -> StoreResult<Alert> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let done = match action {
+                    StaffAction::Acknowledge => sqlx::query(
+                        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, acknowledged_by = $2, updated_at = $1 \
+                         WHERE id = $3 AND state = 'open'",
+                    )
+                    .bind(ms(at))
+                    .bind(actor)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?,
+                    StaffAction::Resolve => sqlx::query(
+                        "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, resolution = $3, updated_at = $1 \
+                         WHERE id = $4 AND state <> 'resolved'",
+                    )
+                    .bind(ms(at))
+                    .bind(actor)
+                    .bind(note.unwrap_or("resolved by staff"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?,
+                };
+                let alert = Self::alert_in(&mut tx, id).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Conflict(refusal(&alert, action)));
+                }
+                let name = match action {
+                    StaffAction::Acknowledge => "acknowledged",
+                    StaffAction::Resolve => "resolved",
+                };
+                Self::alert_event_in(&mut tx, id, at, name, actor, note, None).await?;
+                sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(ms(at))
+                    .bind(actor)
+                    .bind(format!("alert.{name}"))
+                    .bind(format!("alert/{id}"))
+                    .bind(note.map(|n| serde_json::json!({ "note": n }).to_string()))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(alert)
+            }
+
+            async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(ms(e.at))
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.target)
+                    .bind(e.details.as_ref().map(|d| d.to_string()))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+                let rows: Vec<AuditRow> =
+                    sqlx::query_as("SELECT at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT $1")
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(AuditEntry::from).collect())
+            }
+        }
+    };
+}
+
+/// Why a staff action was refused, in words for the person who tried it.
+fn refusal(alert: &Alert, action: StaffAction) -> String {
+    match (alert.state, action) {
+        (AlertState::Resolved, StaffAction::Acknowledge) => format!(
+            "alert {} is already resolved{}; there is nothing left to acknowledge",
+            alert.id,
+            alert.resolved_by.as_deref().map(|b| format!(" (by {b})")).unwrap_or_default()
+        ),
+        (AlertState::Acknowledged, StaffAction::Acknowledge) => format!(
+            "alert {} was already acknowledged{}",
+            alert.id,
+            alert.acknowledged_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+        ),
+        _ => format!("alert {} is already resolved", alert.id),
+    }
+}
+
+impl_store!(PgStore, sqlx::Postgres, "postgres");
+impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
