@@ -380,10 +380,7 @@ impl Compiled {
             let th = if day { day_s } else { night_s };
             let candidate = anchor.checked_add_signed(secs(th))?.max(s);
             let end = clock::next_change(self.tz(), s, &boundaries)?;
-            if candidate >= backstop {
-                break;
-            }
-            if candidate < end {
+            if candidate < end && candidate <= backstop {
                 return Some((candidate, th));
             }
             if end >= backstop {

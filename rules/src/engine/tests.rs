@@ -36,9 +36,30 @@ fn config(settings: RuleSettings, zones: Vec<SafeZone>, devices: Vec<DeviceInfo>
     ResidentConfig { resident_id: R, timezone: tokyo(), settings, zones, devices }
 }
 
-/// Settings with only the inactivity rule (no morning check), day 3 h / night 12 h.
-fn inactivity_only() -> RuleSettings {
+/// Default settings except that device_offline waits 30 days, so it stays out of other rules' timings.
+fn quiet_devices() -> RuleSettings {
     let mut s = RuleSettings::default();
+    let month = 30 * 24 * 3600;
+    s.offline = mimamori_protocol::settings::OfflineSettings {
+        motion_s: month,
+        door_s: month,
+        button_s: month,
+        gps_s: month,
+        gateway_s: month,
+    };
+    s
+}
+
+/// Default settings without the morning check: device_offline at its defaults.
+fn no_morning() -> RuleSettings {
+    let mut s = RuleSettings::default();
+    s.inactivity.morning_deadline = None;
+    s
+}
+
+/// Inactivity day 3 h / night 12 h, no morning check, quiet devices.
+fn inactivity_only() -> RuleSettings {
+    let mut s = quiet_devices();
     s.inactivity.morning_deadline = None;
     s
 }
@@ -101,8 +122,8 @@ fn inactivity_fires_exactly_at_the_deadline_and_once() -> TestResult {
     assert_eq!(details["threshold_s"], 3 * 3600);
     assert_eq!(details["room"], "kitchen");
     assert_eq!(details["last_activity_at"], serde_json::to_value(t("2026-05-11T10:00:00+09:00"))?);
-    // A persisting condition never opens twice.
-    assert_eq!(e.poll_timeout(), None);
+    // A persisting condition never opens twice; only the sensor's 30-day offline deadline is left.
+    assert!(e.poll_timeout() > Some(deadline + Duration::days(29)));
     e.handle_timeout(deadline + Duration::hours(30));
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.status(R).map(|s| s.open_conditions), Some(vec![AlertKind::Inactivity]));
@@ -133,7 +154,7 @@ fn inactivity_needs_a_motion_or_door_device_and_the_rule_enabled() {
     let t0 = t("2026-05-11T08:00:00+09:00");
     e.configure(config(RuleSettings::default(), vec![], vec![dev("b1", DeviceKind::Button)]), t0);
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(6)), "only the button's offline deadline");
-    let mut off = inactivity_only();
+    let mut off = RuleSettings::default();
     off.inactivity.enabled = false;
     e.configure(config(off, vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(1)), "only the sensor's offline deadline");
@@ -144,7 +165,7 @@ fn day_and_night_thresholds_count_the_silence_within_the_current_period() {
     // Day [06:00, 22:00) 3 h, night 12 h, Tokyo. (last activity, expected deadline, threshold)
     let cases = [
         ("2026-05-11T12:00:00+09:00", "2026-05-11T15:00:00+09:00", 3),
-        ("2026-05-11T20:30:00+09:00", "2026-05-11T23:30:00+09:00", 3), // day threshold reached before night
+        ("2026-05-11T20:30:00+09:00", "2026-05-12T08:30:00+09:00", 12), // 1.5 h of day, then the 12 h backstop
         ("2026-05-11T21:00:00+09:00", "2026-05-12T09:00:00+09:00", 3), // night never reaches 12 h; day clock from 06:00
         ("2026-05-11T23:00:00+09:00", "2026-05-12T09:00:00+09:00", 3), // not at 06:00 although 7 h > 3 h
         ("2026-05-12T05:00:00+09:00", "2026-05-12T09:00:00+09:00", 3),
@@ -209,7 +230,7 @@ fn inactivity_across_a_dst_change_uses_the_new_offset() {
 #[test]
 fn morning_check_opens_without_activity_since_day_start_and_resolves_on_activity() {
     let mut e = Engine::new();
-    let mut s = RuleSettings::default();
+    let mut s = quiet_devices();
     s.inactivity.night_threshold_s = 20 * 3600;
     s.inactivity.day_threshold_s = 20 * 3600;
     let t0 = t("2026-05-10T20:00:00+09:00");
@@ -246,11 +267,11 @@ fn morning_check_on_dst_days_in_new_york_and_london() {
         (chrono_tz::Europe::London, "10:00", "2026-03-28T20:00:00Z", "2026-03-29T09:00:00Z"),
     ];
     for (tz, deadline, at, want) in cases {
-        let mut s = RuleSettings::default();
+        let mut s = quiet_devices();
         s.inactivity.morning_deadline = Some(deadline.into());
         s.inactivity.day_starts = "01:00".into();
-        s.inactivity.day_threshold_s = 40 * 3600;
-        s.inactivity.night_threshold_s = 40 * 3600;
+        s.inactivity.day_threshold_s = 100 * 3600;
+        s.inactivity.night_threshold_s = 100 * 3600;
         let mut c = config(s, vec![], vec![dev("m1", DeviceKind::Motion)]);
         c.timezone = tz;
         let mut e = Engine::new();
@@ -295,7 +316,7 @@ fn geofence_confirms_exit_updates_and_confirms_return() {
     );
     assert_eq!(
         got,
-        ["open geofence_exit high", "update geofence_exit", "resolve geofence_exit: back inside home"],
+        ["open geofence_exit high", "update geofence_exit", "update geofence_exit", "resolve geofence_exit: back inside home"],
         "the first inside fix (100 m deep) starts the return, the second confirms it"
     );
 }
@@ -384,7 +405,7 @@ fn polygon_hole_and_several_zones() -> TestResult {
 fn away_pauses_inactivity_and_the_clock_restarts_on_return() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![home()], vec![dev("m1", DeviceKind::Motion)]), t0);
+    e.configure(config(no_morning(), vec![home()], vec![dev("m1", DeviceKind::Motion)]), t0);
     e.handle_event(&motion(t0, "hall"), t0);
     let got = feed(&mut e, "2026-05-11T09:00:00+09:00", &[(500.0, None), (500.0, None)]);
     assert_eq!(got, ["open geofence_exit high"]);
@@ -433,7 +454,7 @@ fn sos_presses_join_within_sixty_seconds_of_the_previous_one() -> TestResult {
 fn offline_by_silence_and_by_will_resolve_when_the_device_reports_again() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![], vec![dev("g1", DeviceKind::Gps), dev("gw", DeviceKind::Gateway)]), t0);
+    e.configure(config(no_morning(), vec![], vec![dev("g1", DeviceKind::Gps), dev("gw", DeviceKind::Gateway)]), t0);
     // Never heard from: counts from configuration; gps and gateway 900 s.
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::seconds(900)));
     e.handle_event(&ev("gw", DeviceKind::Gateway, t0 + Duration::seconds(100), Reading::Heartbeat), t0 + Duration::seconds(100));
@@ -484,12 +505,12 @@ fn config_changes_resolve_what_no_longer_holds() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
     let devices = vec![dev("m1", DeviceKind::Motion), dev("b1", DeviceKind::Button)];
-    e.configure(config(inactivity_only(), vec![home()], devices.clone()), t0);
+    e.configure(config(no_morning(), vec![home()], devices.clone()), t0);
     let mut hb = ev("b1", DeviceKind::Button, t0, Reading::Offline);
     hb.battery = Some(5);
     e.handle_event(&hb, t0);
     feed(&mut e, "2026-05-11T10:00:00+09:00", &[(500.0, None), (500.0, None)]);
-    let mut s = inactivity_only();
+    let mut s = no_morning();
     s.inactivity.pause_when_away = false;
     e.configure(config(s.clone(), vec![home()], devices.clone()), t0 + Duration::minutes(5));
     e.handle_timeout(t("2026-05-11T13:00:00+09:00"));
@@ -556,6 +577,10 @@ fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult
     e2.restore(cfg(), Some(state.clone()), restart);
     assert!(drain(&mut e2).is_empty());
     assert_eq!(e2.status(R).map(|s| s.open_conditions), Some(vec![AlertKind::GeofenceExit]));
+    // The 10:00 morning check was missed while down; it runs now and finds the 09:00 activity.
+    assert_eq!(e2.poll_timeout(), Some(t("2026-05-11T10:00:00+09:00")));
+    e2.handle_timeout(restart);
+    assert!(drain(&mut e2).is_empty());
     // Device clocks restart from the restore (hub downtime is not device silence): 11:15 for the gps.
     assert_eq!(e2.poll_timeout(), Some(t("2026-05-11T11:15:00+09:00")));
     let got = feed(&mut e2, "2026-05-11T11:00:00+09:00", &[(500.0, None)]);
@@ -589,7 +614,7 @@ fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult
 fn missed_morning_check_fires_once_after_restore() -> TestResult {
     let mut e = Engine::new();
     let t0 = t("2026-05-10T20:00:00+09:00");
-    let mut s = RuleSettings::default();
+    let mut s = quiet_devices();
     s.inactivity.day_threshold_s = 100 * 3600;
     s.inactivity.night_threshold_s = 100 * 3600;
     let cfg = config(s, vec![], vec![dev("m1", DeviceKind::Motion)]);
@@ -620,7 +645,7 @@ fn unknown_residents_and_removed_residents_are_ignored() {
 fn future_timestamps_are_clamped_to_now() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
+    e.configure(config(no_morning(), vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
     e.handle_event(&motion(t0 + Duration::minutes(9), "kitchen"), t0);
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(1)), "offline first; inactivity at 13:00, not 13:09");
     assert_eq!(e.status(R).and_then(|s| s.last_activity_at), Some(t0));
@@ -644,7 +669,7 @@ fn a_hundred_thousand_residents_share_one_timer_set() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
     for id in 0..100_000_i64 {
-        let mut c = config(inactivity_only(), vec![], vec![dev(&format!("m{id}"), DeviceKind::Motion)]);
+        let mut c = config(no_morning(), vec![], vec![dev(&format!("m{id}"), DeviceKind::Motion)]);
         c.resident_id = id;
         e.configure(c, t0 + Duration::seconds(id % 3_600));
     }
