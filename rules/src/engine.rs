@@ -314,7 +314,9 @@ impl Compiled {
         let di = InactivitySettings::default();
         let dg = GeofenceSettings::default();
         let parse = |s: &str, fallback: &str| {
-            LocalTime::parse(s).or_else(|| LocalTime::parse(fallback)).unwrap_or(LocalTime { hour: 0, minute: 0 })
+            LocalTime::parse(s)
+                .or_else(|| LocalTime::parse(fallback))
+                .unwrap_or(LocalTime { hour: 0, minute: 0 })
         };
         let i = &cfg.settings.inactivity;
         let g = &cfg.settings.geofence;
@@ -330,7 +332,13 @@ impl Compiled {
             clock::secs(parse(&g.night_starts, &dg.night_starts)),
             clock::secs(parse(&g.night_ends, &dg.night_ends)),
         );
-        Compiled { day_starts, night_starts, morning, geo_night, cfg }
+        Compiled {
+            day_starts,
+            night_starts,
+            morning,
+            geo_night,
+            cfg,
+        }
     }
 
     fn id(&self) -> i64 {
@@ -347,7 +355,11 @@ impl Compiled {
 
     fn inactivity_applies(&self) -> bool {
         self.settings().inactivity.enabled
-            && self.cfg.devices.iter().any(|d| matches!(d.kind, DeviceKind::Motion | DeviceKind::Door))
+            && self
+                .cfg
+                .devices
+                .iter()
+                .any(|d| matches!(d.kind, DeviceKind::Motion | DeviceKind::Door))
     }
 
     fn device(&self, id: &str) -> Option<&DeviceInfo> {
@@ -355,7 +367,11 @@ impl Compiled {
     }
 
     fn key(&self, kind: AlertKind, subject: &str) -> AlertKey {
-        AlertKey { resident_id: self.id(), kind, subject: subject.to_owned() }
+        AlertKey {
+            resident_id: self.id(),
+            kind,
+            subject: subject.to_owned(),
+        }
     }
 
     fn is_day(&self, t: DateTime<Utc>) -> bool {
@@ -415,7 +431,10 @@ impl Compiled {
             .map(|z| (z, z.signed_distance_m(p.lat, p.lon)))
             .min_by(|a, b| a.1.total_cmp(&b.1));
         let acc = p.accuracy_m.unwrap_or(0.0);
-        if !(acc.is_finite() && acc >= 0.0) || acc > g.max_accuracy_m || !(p.lat.is_finite() && p.lon.is_finite()) {
+        if !(acc.is_finite() && acc >= 0.0)
+            || acc > g.max_accuracy_m
+            || !(p.lat.is_finite() && p.lon.is_finite())
+        {
             return (FixClass::Ambiguous, nearest);
         }
         let inside = self.cfg.zones.iter().any(|z| {
@@ -464,17 +483,44 @@ struct Resident {
 type Out = VecDeque<Decision>;
 
 impl Resident {
-    fn open(&self, out: &mut Out, kind: AlertKind, subject: &str, severity: Severity, at: DateTime<Utc>, details: serde_json::Value) {
+    fn open(
+        &self,
+        out: &mut Out,
+        kind: AlertKind,
+        subject: &str,
+        severity: Severity,
+        at: DateTime<Utc>,
+        details: serde_json::Value,
+    ) {
         let device_id = (!subject.is_empty()).then(|| subject.to_owned());
-        out.push_back(Decision::Open { key: self.c.key(kind, subject), device_id, severity, at, details });
+        out.push_back(Decision::Open {
+            key: self.c.key(kind, subject),
+            device_id,
+            severity,
+            at,
+            details,
+        });
     }
 
-    fn resolve(&self, out: &mut Out, kind: AlertKind, subject: &str, at: DateTime<Utc>, reason: impl Into<String>) {
-        out.push_back(Decision::Resolve { key: self.c.key(kind, subject), at, reason: reason.into() });
+    fn resolve(
+        &self,
+        out: &mut Out,
+        kind: AlertKind,
+        subject: &str,
+        at: DateTime<Utc>,
+        reason: impl Into<String>,
+    ) {
+        out.push_back(Decision::Resolve {
+            key: self.c.key(kind, subject),
+            at,
+            reason: reason.into(),
+        });
     }
 
     fn away(&self) -> bool {
-        self.c.settings().inactivity.pause_when_away && self.state.geofence.open && !self.c.cfg.zones.is_empty()
+        self.c.settings().inactivity.pause_when_away
+            && self.state.geofence.open
+            && !self.c.cfg.zones.is_empty()
     }
 
     fn inactivity_reference(&self) -> Option<DateTime<Utc>> {
@@ -503,7 +549,12 @@ impl Resident {
     }
 
     fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        let devices = self.c.cfg.devices.iter().filter_map(|d| self.offline_deadline(d));
+        let devices = self
+            .c
+            .cfg
+            .devices
+            .iter()
+            .filter_map(|d| self.offline_deadline(d));
         self.inactivity_deadline()
             .map(|(t, _)| t)
             .into_iter()
@@ -513,13 +564,23 @@ impl Resident {
     }
 
     /// Applies a (new) configuration to the state, resolving what no longer holds.
-    fn apply_config(&mut self, prev: Option<&Compiled>, restoring: bool, now: DateTime<Utc>, out: &mut Out) {
+    fn apply_config(
+        &mut self,
+        prev: Option<&Compiled>,
+        restoring: bool,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
         let st = &mut self.state;
         st.configured_at.get_or_insert(now);
 
         // Device health.
-        let removed: Vec<String> =
-            st.devices.keys().filter(|id| self.c.device(id).is_none()).cloned().collect();
+        let removed: Vec<String> = st
+            .devices
+            .keys()
+            .filter(|id| self.c.device(id).is_none())
+            .cloned()
+            .collect();
         for id in removed {
             if let Some(ds) = self.state.devices.remove(&id) {
                 if ds.offline.is_some() {
@@ -531,7 +592,9 @@ impl Resident {
             }
         }
         let configured: BTreeSet<&str> = self.c.cfg.devices.iter().map(|d| d.id.as_str()).collect();
-        self.state.sos.retain(|id, _| configured.contains(id.as_str()));
+        self.state
+            .sos
+            .retain(|id, _| configured.contains(id.as_str()));
         let pct = self.c.settings().low_battery_pct;
         for d in self.c.cfg.devices.clone() {
             let ds = self.state.devices.entry(d.id.clone()).or_default();
@@ -541,15 +604,27 @@ impl Resident {
             let mut cleared = Vec::new();
             if ds.offline == Some(OfflineCause::Silent) {
                 let base = later(ds.last_seen_at, ds.watch_from);
-                let due = base.and_then(|b| b.checked_add_signed(secs(self.c.settings().offline.after_s(d.kind))));
+                let due = base.and_then(|b| {
+                    b.checked_add_signed(secs(self.c.settings().offline.after_s(d.kind)))
+                });
                 if due.is_some_and(|t| t > now) {
                     ds.offline = None;
-                    cleared.push((AlertKind::DeviceOffline, "offline threshold raised".to_owned()));
+                    cleared.push((
+                        AlertKind::DeviceOffline,
+                        "offline threshold raised".to_owned(),
+                    ));
                 }
             }
-            if ds.low_battery && ds.battery.is_some_and(|b| b > pct.saturating_add(BATTERY_HYSTERESIS)) {
+            if ds.low_battery
+                && ds
+                    .battery
+                    .is_some_and(|b| b > pct.saturating_add(BATTERY_HYSTERESIS))
+            {
                 ds.low_battery = false;
-                cleared.push((AlertKind::LowBattery, "battery above the new threshold".to_owned()));
+                cleared.push((
+                    AlertKind::LowBattery,
+                    "battery above the new threshold".to_owned(),
+                ));
             }
             for (kind, reason) in cleared {
                 self.resolve(out, kind, &d.id, now, reason);
@@ -566,8 +641,11 @@ impl Resident {
             let reason = if !self.c.inactivity_applies() {
                 Some("inactivity rule no longer applies")
             } else {
-                let due = self.inactivity_reference().and_then(|r| self.c.inactivity_deadline(r));
-                due.is_some_and(|(t, _)| t > now).then_some("inactivity threshold raised")
+                let due = self
+                    .inactivity_reference()
+                    .and_then(|r| self.c.inactivity_deadline(r));
+                due.is_some_and(|(t, _)| t > now)
+                    .then_some("inactivity threshold raised")
             };
             if let Some(reason) = reason {
                 self.state.inactivity.open = false;
@@ -578,15 +656,26 @@ impl Resident {
         // Morning check.
         if self.c.inactivity_applies() && self.c.morning.is_some() {
             let changed = prev.is_some_and(|p| {
-                p.morning != self.c.morning || p.tz() != self.c.tz() || p.day_starts != self.c.day_starts
+                p.morning != self.c.morning
+                    || p.tz() != self.c.tz()
+                    || p.day_starts != self.c.day_starts
             }) || !prev.is_some_and(|p| p.inactivity_applies());
             if self.state.morning.next_check.is_none() || (changed && !restoring) {
-                self.state.morning.next_check = self.c.morning.and_then(|m| clock::next_local(self.c.tz(), now, m));
+                self.state.morning.next_check = self
+                    .c
+                    .morning
+                    .and_then(|m| clock::next_local(self.c.tz(), now, m));
             }
         } else {
             self.state.morning.next_check = None;
             if self.state.morning.open_since.take().is_some() {
-                self.resolve(out, AlertKind::NoMorningActivity, "", now, "morning check turned off");
+                self.resolve(
+                    out,
+                    AlertKind::NoMorningActivity,
+                    "",
+                    now,
+                    "morning check turned off",
+                );
             }
         }
 
@@ -597,10 +686,19 @@ impl Resident {
             g.in_streak = 0;
             if std::mem::take(&mut g.open) {
                 g.returned_at = Some(now);
-                self.resolve(out, AlertKind::GeofenceExit, "", now, "no safe zone configured");
+                self.resolve(
+                    out,
+                    AlertKind::GeofenceExit,
+                    "",
+                    now,
+                    "no safe zone configured",
+                );
             }
         } else if !restoring
-            && prev.is_some_and(|p| p.cfg.zones != self.c.cfg.zones || p.settings().geofence != self.c.settings().geofence)
+            && prev.is_some_and(|p| {
+                p.cfg.zones != self.c.cfg.zones
+                    || p.settings().geofence != self.c.settings().geofence
+            })
         {
             self.state.geofence.out_streak = 0;
             self.state.geofence.in_streak = 0;
@@ -609,10 +707,18 @@ impl Resident {
                 let confirm = self.c.settings().geofence.confirm_fixes.max(1);
                 match class {
                     FixClass::Inside if self.state.geofence.open => {
-                        let name = nearest.map(|(z, _)| z.name().to_owned()).unwrap_or_default();
+                        let name = nearest
+                            .map(|(z, _)| z.name().to_owned())
+                            .unwrap_or_default();
                         self.state.geofence.open = false;
                         self.state.geofence.returned_at = Some(now);
-                        self.resolve(out, AlertKind::GeofenceExit, "", now, format!("inside {name} after the safe zones changed"));
+                        self.resolve(
+                            out,
+                            AlertKind::GeofenceExit,
+                            "",
+                            now,
+                            format!("inside {name} after the safe zones changed"),
+                        );
                     }
                     FixClass::Inside => self.state.geofence.in_streak = 1,
                     FixClass::Outside if !self.state.geofence.open => {
@@ -639,19 +745,36 @@ impl Resident {
         })
     }
 
-    fn open_geofence(&mut self, fix: &Position, device: Option<&str>, now: DateTime<Utc>, out: &mut Out) {
+    fn open_geofence(
+        &mut self,
+        fix: &Position,
+        device: Option<&str>,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
         self.state.geofence.open = true;
         let details = self.geofence_details(fix);
         let key = self.c.key(AlertKind::GeofenceExit, "");
         let severity = self.c.severity_of_exit(fix.ts);
-        out.push_back(Decision::Open { key, device_id: device.map(str::to_owned), severity, at: now, details });
+        out.push_back(Decision::Open {
+            key,
+            device_id: device.map(str::to_owned),
+            severity,
+            at: now,
+            details,
+        });
     }
 
     fn on_fix(&mut self, fix: Position, device: &str, now: DateTime<Utc>, out: &mut Out) {
         if !(fix.lat.is_finite() && fix.lon.is_finite()) {
             return;
         }
-        if self.state.geofence.last_fix.is_some_and(|last| fix.ts <= last.ts) {
+        if self
+            .state
+            .geofence
+            .last_fix
+            .is_some_and(|last| fix.ts <= last.ts)
+        {
             return;
         }
         self.state.geofence.last_fix = Some(fix);
@@ -681,17 +804,37 @@ impl Resident {
             g.open = false;
             g.out_streak = 0;
             g.returned_at = Some(fix.ts);
-            let name = nearest.map(|(z, _)| z.name().to_owned()).unwrap_or_default();
-            self.resolve(out, AlertKind::GeofenceExit, "", now, format!("back inside {name}"));
+            let name = nearest
+                .map(|(z, _)| z.name().to_owned())
+                .unwrap_or_default();
+            self.resolve(
+                out,
+                AlertKind::GeofenceExit,
+                "",
+                now,
+                format!("back inside {name}"),
+            );
         } else {
             let details = self.geofence_details(&fix);
-            out.push_back(Decision::Update { key: self.c.key(AlertKind::GeofenceExit, ""), at: now, details });
+            out.push_back(Decision::Update {
+                key: self.c.key(AlertKind::GeofenceExit, ""),
+                at: now,
+                details,
+            });
         }
     }
 
-    fn on_activity(&mut self, ts: DateTime<Utc>, reading: &Reading, now: DateTime<Utc>, out: &mut Out) {
+    fn on_activity(
+        &mut self,
+        ts: DateTime<Utc>,
+        reading: &Reading,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
         let (room, reason) = match reading {
-            Reading::Motion { room: Some(r), .. } => (Some(r.clone()), format!("motion resumed ({r})")),
+            Reading::Motion { room: Some(r), .. } => {
+                (Some(r.clone()), format!("motion resumed ({r})"))
+            }
             Reading::Door { open: true } => (None, "door opened".to_owned()),
             Reading::Door { open: false } => (None, "door closed".to_owned()),
             _ => (None, "motion resumed".to_owned()),
@@ -702,13 +845,20 @@ impl Resident {
             i.last_activity_room = room;
         }
         if self.state.inactivity.open {
-            let due = self.inactivity_reference().and_then(|r| self.c.inactivity_deadline(r));
+            let due = self
+                .inactivity_reference()
+                .and_then(|r| self.c.inactivity_deadline(r));
             if due.is_none_or(|(t, _)| t > now) {
                 self.state.inactivity.open = false;
                 self.resolve(out, AlertKind::Inactivity, "", now, reason.clone());
             }
         }
-        if self.state.morning.open_since.is_some_and(|since| ts >= since) {
+        if self
+            .state
+            .morning
+            .open_since
+            .is_some_and(|since| ts >= since)
+        {
             self.state.morning.open_since = None;
             self.resolve(out, AlertKind::NoMorningActivity, "", now, reason);
         }
@@ -721,7 +871,11 @@ impl Resident {
                 last_press_at: b.last_press_at.max(ts),
                 presses: b.presses.saturating_add(1),
             },
-            _ => SosBurst { first_press_at: ts, last_press_at: ts, presses: 1 },
+            _ => SosBurst {
+                first_press_at: ts,
+                last_press_at: ts,
+                presses: 1,
+            },
         };
         self.state.sos.insert(device.to_owned(), burst);
         let details = json!({
@@ -730,13 +884,30 @@ impl Resident {
             "last_press_at": burst.last_press_at,
         });
         if burst.presses == 1 {
-            self.open(out, AlertKind::Sos, device, Severity::Critical, now, details);
+            self.open(
+                out,
+                AlertKind::Sos,
+                device,
+                Severity::Critical,
+                now,
+                details,
+            );
         } else {
-            out.push_back(Decision::Update { key: self.c.key(AlertKind::Sos, device), at: now, details });
+            out.push_back(Decision::Update {
+                key: self.c.key(AlertKind::Sos, device),
+                at: now,
+                details,
+            });
         }
     }
 
-    fn on_device_message(&mut self, ev: &DeviceEvent, received: DateTime<Utc>, now: DateTime<Utc>, out: &mut Out) {
+    fn on_device_message(
+        &mut self,
+        ev: &DeviceEvent,
+        received: DateTime<Utc>,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
         let Some(info) = self.c.device(&ev.device_id).cloned() else {
             return;
         };
@@ -752,12 +923,20 @@ impl Resident {
                     "after_s": settings.offline.after_s(info.kind),
                     "cause": "will",
                 });
-                decisions.push((AlertKind::DeviceOffline, Some((Severity::Warning, details)), String::new()));
+                decisions.push((
+                    AlertKind::DeviceOffline,
+                    Some((Severity::Warning, details)),
+                    String::new(),
+                ));
             }
         } else {
             ds.last_seen_at = later(ds.last_seen_at, Some(received));
             if ds.offline.take().is_some() {
-                decisions.push((AlertKind::DeviceOffline, None, "device reported again".to_owned()));
+                decisions.push((
+                    AlertKind::DeviceOffline,
+                    None,
+                    "device reported again".to_owned(),
+                ));
             }
         }
         if let Some(b) = ev.battery {
@@ -766,7 +945,11 @@ impl Resident {
             if !ds.low_battery && b < pct {
                 ds.low_battery = true;
                 let details = json!({ "battery": b, "threshold": pct });
-                decisions.push((AlertKind::LowBattery, Some((Severity::Warning, details)), String::new()));
+                decisions.push((
+                    AlertKind::LowBattery,
+                    Some((Severity::Warning, details)),
+                    String::new(),
+                ));
             } else if ds.low_battery && b > pct.saturating_add(BATTERY_HYSTERESIS) {
                 ds.low_battery = false;
                 decisions.push((AlertKind::LowBattery, None, format!("battery at {b}%")));
@@ -796,14 +979,31 @@ impl Resident {
         if let Some(check) = self.state.morning.next_check.filter(|t| *t <= now) {
             let tz = self.c.tz();
             let since = clock::prev_local(tz, check, self.c.day_starts);
-            let seen = later(self.state.inactivity.last_activity_at, self.state.inactivity.watch_since);
+            let seen = later(
+                self.state.inactivity.last_activity_at,
+                self.state.inactivity.watch_since,
+            );
             let quiet = since.is_some_and(|s| seen.is_none_or(|t| t < s));
-            if quiet && self.state.morning.open_since.is_none() && self.c.inactivity_applies() && !self.away() {
+            if quiet
+                && self.state.morning.open_since.is_none()
+                && self.c.inactivity_applies()
+                && !self.away()
+            {
                 self.state.morning.open_since = since;
                 let details = json!({ "deadline": check, "since": since });
-                self.open(out, AlertKind::NoMorningActivity, "", Severity::High, check, details);
+                self.open(
+                    out,
+                    AlertKind::NoMorningActivity,
+                    "",
+                    Severity::High,
+                    check,
+                    details,
+                );
             }
-            self.state.morning.next_check = self.c.morning.and_then(|m| clock::next_local(tz, check.max(now), m));
+            self.state.morning.next_check = self
+                .c
+                .morning
+                .and_then(|m| clock::next_local(tz, check.max(now), m));
         }
 
         for d in self.c.cfg.devices.clone() {
@@ -815,8 +1015,16 @@ impl Resident {
                 continue;
             };
             ds.offline = Some(OfflineCause::Silent);
-            let details = json!({ "last_seen_at": ds.last_seen_at, "after_s": after_s, "cause": "silent" });
-            self.open(out, AlertKind::DeviceOffline, &d.id, Severity::Warning, due, details);
+            let details =
+                json!({ "last_seen_at": ds.last_seen_at, "after_s": after_s, "cause": "silent" });
+            self.open(
+                out,
+                AlertKind::DeviceOffline,
+                &d.id,
+                Severity::Warning,
+                due,
+                details,
+            );
         }
     }
 
@@ -911,7 +1119,11 @@ impl Engine {
                 r.apply_config(Some(&prev), false, now, &mut self.decisions);
             }
             None => {
-                let mut r = Resident { c, state: ResidentState::default(), scheduled: None };
+                let mut r = Resident {
+                    c,
+                    state: ResidentState::default(),
+                    scheduled: None,
+                };
                 r.apply_config(None, false, now, &mut self.decisions);
                 self.residents.insert(id, r);
             }
@@ -921,7 +1133,12 @@ impl Engine {
 
     /// Installs a resident at start-up from its configuration and persisted state (`None` for a
     /// new resident). Overdue deadlines stay pending for the next [`Engine::handle_timeout`].
-    pub fn restore(&mut self, cfg: ResidentConfig, state: Option<ResidentState>, now: DateTime<Utc>) {
+    pub fn restore(
+        &mut self,
+        cfg: ResidentConfig,
+        state: Option<ResidentState>,
+        now: DateTime<Utc>,
+    ) {
         let id = cfg.resident_id;
         if let Some(old) = self.residents.remove(&id) {
             if let Some(t) = old.scheduled {
@@ -929,7 +1146,11 @@ impl Engine {
             }
         }
         let restoring = state.is_some();
-        let mut r = Resident { c: Compiled::new(cfg), state: state.unwrap_or_default(), scheduled: None };
+        let mut r = Resident {
+            c: Compiled::new(cfg),
+            state: state.unwrap_or_default(),
+            scheduled: None,
+        };
         r.apply_config(None, restoring, now, &mut self.decisions);
         self.residents.insert(id, r);
         self.after_change(id);
@@ -955,8 +1176,17 @@ impl Engine {
         let received = ev.received_at.min(now);
         match &ev.reading {
             Reading::Sos => r.on_sos(&ev.device_id, ts, now, out),
-            Reading::Position { lat, lon, accuracy_m } => {
-                let fix = Position { lat: *lat, lon: *lon, accuracy_m: *accuracy_m, ts };
+            Reading::Position {
+                lat,
+                lon,
+                accuracy_m,
+            } => {
+                let fix = Position {
+                    lat: *lat,
+                    lon: *lon,
+                    accuracy_m: *accuracy_m,
+                    ts,
+                };
                 r.on_fix(fix, &ev.device_id, now, out);
             }
             reading if reading.is_activity() => r.on_activity(ts, reading, now, out),

@@ -11,7 +11,7 @@ pub mod engine;
 pub mod zone;
 
 pub use engine::{
-    AlertKey, Decision, DeviceInfo, DeviceStatus, Engine, Location, Position, ResidentConfig, ResidentState,
-    ResidentStatus,
+    AlertKey, Decision, DeviceInfo, DeviceStatus, Engine, Location, Position, ResidentConfig,
+    ResidentState, ResidentStatus,
 };
 pub use zone::SafeZone;

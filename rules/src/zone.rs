@@ -42,7 +42,12 @@ impl SafeZone {
             ZoneShape::Circle(c) => circle_geometry(c)?,
             ZoneShape::Polygon(p) => Geometry::Polygon(polygon_geometry(p)?),
         };
-        let mut zone = SafeZone { id, name, geometry, max_depth_m: 0.0 };
+        let mut zone = SafeZone {
+            id,
+            name,
+            geometry,
+            max_depth_m: 0.0,
+        };
         zone.max_depth_m = zone.estimate_max_depth();
         Ok(zone)
     }
@@ -129,7 +134,11 @@ fn segment_distance_m(p: Coord<f64>, a: Coord<f64>, b: Coord<f64>) -> f64 {
     let (ax, ay) = ((a.x - p.x) * k, a.y - p.y);
     let (dx, dy) = ((b.x - a.x) * k, b.y - a.y);
     let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 { (-(ax * dx + ay * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+    let t = if len2 > 0.0 {
+        (-(ax * dx + ay * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let nearest = Point::new(a.x + t * (b.x - a.x), a.y + t * (b.y - a.y));
     Haversine.distance(Point(p), nearest)
 }
@@ -142,7 +151,10 @@ fn circle_geometry(c: &Circle) -> Result<Geometry, String> {
             c.radius_m
         ));
     }
-    Ok(Geometry::Circle { center: Point::new(c.lon, c.lat), radius_m: c.radius_m })
+    Ok(Geometry::Circle {
+        center: Point::new(c.lon, c.lat),
+        radius_m: c.radius_m,
+    })
 }
 
 fn check_lat_lon(lat: f64, lon: f64, what: &str) -> Result<(), String> {
@@ -168,14 +180,19 @@ fn ring_name(i: usize) -> String {
 
 fn polygon_geometry(p: &GeoJsonPolygon) -> Result<Polygon<f64>, String> {
     if p.kind != "Polygon" {
-        return Err(format!("polygon \"type\" must be \"Polygon\", got {:?}", p.kind));
+        return Err(format!(
+            "polygon \"type\" must be \"Polygon\", got {:?}",
+            p.kind
+        ));
     }
     if p.coordinates.is_empty() {
         return Err("polygon \"coordinates\" must hold at least the outer ring".into());
     }
     let total: usize = p.coordinates.iter().map(Vec::len).sum();
     if total > MAX_POSITIONS {
-        return Err(format!("a zone may have at most {MAX_POSITIONS} positions, got {total}"));
+        return Err(format!(
+            "a zone may have at most {MAX_POSITIONS} positions, got {total}"
+        ));
     }
     let mut rings = Vec::with_capacity(p.coordinates.len());
     for (i, ring) in p.coordinates.iter().enumerate() {
@@ -198,13 +215,17 @@ fn polygon_geometry(p: &GeoJsonPolygon) -> Result<Polygon<f64>, String> {
                 }
             };
             if pos.iter().any(|v| !v.is_finite()) {
-                return Err(format!("position {j} of {name} holds a number that is not finite"));
+                return Err(format!(
+                    "position {j} of {name} holds a number that is not finite"
+                ));
             }
             check_lat_lon(lat, lon, &format!("position {j} of {name}"))?;
             coords.push(Coord { x: lon, y: lat });
         }
         if coords.first() != coords.last() {
-            return Err(format!("{name} is not closed: its last position must repeat its first"));
+            return Err(format!(
+                "{name} is not closed: its last position must repeat its first"
+            ));
         }
         rings.push(LineString::new(coords));
     }
@@ -213,8 +234,11 @@ fn polygon_geometry(p: &GeoJsonPolygon) -> Result<Polygon<f64>, String> {
     let outer = Polygon::new(exterior.clone(), Vec::new());
     // Area first: a flat ring also fails geo's validation, but with a less telling message.
     // A crossing ring can have zero signed area too, so flatness is judged on its positions.
-    if is_flat(&exterior) || (outer.chamberlain_duquette_unsigned_area() < 1.0 && outer.is_valid()) {
-        return Err("the outer ring encloses no area: its positions lie on one line or one point".into());
+    if is_flat(&exterior) || (outer.chamberlain_duquette_unsigned_area() < 1.0 && outer.is_valid())
+    {
+        return Err(
+            "the outer ring encloses no area: its positions lie on one line or one point".into(),
+        );
     }
     let poly = Polygon::new(exterior, rings.collect());
     if let Err(e) = poly.check_validation() {
@@ -232,7 +256,9 @@ fn is_flat(ring: &LineString<f64>) -> bool {
         return true;
     };
     let (dx, dy) = (b.x - a.x, b.y - a.y);
-    ring.0.iter().all(|c| ((c.x - a.x) * dy - (c.y - a.y) * dx).abs() <= 1e-12)
+    ring.0
+        .iter()
+        .all(|c| ((c.x - a.x) * dy - (c.y - a.y) * dx).abs() <= 1e-12)
 }
 
 #[cfg(test)]
@@ -254,16 +280,29 @@ mod tests {
     }
 
     fn poly(rings: Vec<Vec<Vec<f64>>>) -> ZoneShape {
-        ZoneShape::Polygon(GeoJsonPolygon { kind: "Polygon".into(), coordinates: rings })
+        ZoneShape::Polygon(GeoJsonPolygon {
+            kind: "Polygon".into(),
+            coordinates: rings,
+        })
     }
 
     fn err(shape: ZoneShape) -> String {
-        SafeZone::new(1, "z".into(), &shape).err().unwrap_or_default()
+        SafeZone::new(1, "z".into(), &shape)
+            .err()
+            .unwrap_or_default()
     }
 
     #[test]
     fn circle_distance_is_metres_not_degrees() -> Result<(), String> {
-        let z = SafeZone::new(1, "home".into(), &ZoneShape::Circle(Circle { lat: LAT, lon: LON, radius_m: 200.0 }))?;
+        let z = SafeZone::new(
+            1,
+            "home".into(),
+            &ZoneShape::Circle(Circle {
+                lat: LAT,
+                lon: LON,
+                radius_m: 200.0,
+            }),
+        )?;
         assert!((z.signed_distance_m(LAT, LON) + 200.0).abs() < 1e-6);
         // 0.001° north ≈ 111.2 m.
         let d = z.signed_distance_m(LAT + 0.001, LON);
@@ -276,7 +315,11 @@ mod tests {
 
     #[test]
     fn polygon_signs_and_holes() -> Result<(), String> {
-        let z = SafeZone::new(2, "block".into(), &poly(vec![square(0.002), square(0.0005)]))?;
+        let z = SafeZone::new(
+            2,
+            "block".into(),
+            &poly(vec![square(0.002), square(0.0005)]),
+        )?;
         // Between hole and outer ring: inside, ~0.00075° from both.
         let d = z.signed_distance_m(LAT + 0.00125, LON);
         assert!(d < 0.0 && (d + 83.4).abs() < 1.0, "{d}");
@@ -288,7 +331,11 @@ mod tests {
         let d = z.signed_distance_m(LAT, LON + 0.003);
         let expect = 0.001 * 111_195.0 * LAT.to_radians().cos();
         assert!((d - expect).abs() < 1.0, "{d} vs {expect}");
-        assert!(z.max_depth_m() > 60.0 && z.max_depth_m() < 90.0, "{}", z.max_depth_m());
+        assert!(
+            z.max_depth_m() > 60.0 && z.max_depth_m() < 90.0,
+            "{}",
+            z.max_depth_m()
+        );
         assert_eq!(z.signed_distance_m(f64::NAN, LON), f64::INFINITY);
         Ok(())
     }
@@ -306,18 +353,54 @@ mod tests {
     fn rejections_say_what_is_wrong() {
         let cases: Vec<(ZoneShape, &str)> = vec![
             (
-                ZoneShape::Polygon(GeoJsonPolygon { kind: "MultiPolygon".into(), coordinates: vec![square(0.001)] }),
+                ZoneShape::Polygon(GeoJsonPolygon {
+                    kind: "MultiPolygon".into(),
+                    coordinates: vec![square(0.001)],
+                }),
                 "must be \"Polygon\"",
             ),
             (poly(vec![]), "outer ring"),
             (poly(vec![square(0.001)[..3].to_vec()]), "at least 4"),
             (poly(vec![square(0.001)[..4].to_vec()]), "not closed"),
-            (poly(vec![{ let mut r = square(0.001); r[1] = vec![LON]; r }]), "position 1 of the outer ring"),
-            (poly(vec![{ let mut r = square(0.001); r[2][1] = 95.0; r }]), "latitude 95"),
-            (poly(vec![{ let mut r = square(0.001); r[2][0] = 181.0; r }]), "longitude 181"),
-            (poly(vec![{ let mut r = square(0.001); r[2][0] = f64::INFINITY; r }]), "not finite"),
             (
-                poly(vec![vec![vec![LON, LAT], vec![LON + 0.001, LAT], vec![LON + 0.002, LAT], vec![LON, LAT]]]),
+                poly(vec![{
+                    let mut r = square(0.001);
+                    r[1] = vec![LON];
+                    r
+                }]),
+                "position 1 of the outer ring",
+            ),
+            (
+                poly(vec![{
+                    let mut r = square(0.001);
+                    r[2][1] = 95.0;
+                    r
+                }]),
+                "latitude 95",
+            ),
+            (
+                poly(vec![{
+                    let mut r = square(0.001);
+                    r[2][0] = 181.0;
+                    r
+                }]),
+                "longitude 181",
+            ),
+            (
+                poly(vec![{
+                    let mut r = square(0.001);
+                    r[2][0] = f64::INFINITY;
+                    r
+                }]),
+                "not finite",
+            ),
+            (
+                poly(vec![vec![
+                    vec![LON, LAT],
+                    vec![LON + 0.001, LAT],
+                    vec![LON + 0.002, LAT],
+                    vec![LON, LAT],
+                ]]),
                 "no area",
             ),
             (
@@ -333,18 +416,52 @@ mod tests {
             ),
             (
                 poly(vec![square(0.001), {
-                    square(0.001).into_iter().map(|p| vec![p[0] + 0.01, p[1]]).collect()
+                    square(0.001)
+                        .into_iter()
+                        .map(|p| vec![p[0] + 0.01, p[1]])
+                        .collect()
                 }]),
                 "not contained",
             ),
-            (ZoneShape::Circle(Circle { lat: LAT, lon: LON, radius_m: 5.0 }), "between 10 and 50000"),
-            (ZoneShape::Circle(Circle { lat: LAT, lon: LON, radius_m: f64::NAN }), "radius_m"),
-            (ZoneShape::Circle(Circle { lat: 91.0, lon: LON, radius_m: 100.0 }), "latitude 91"),
-            (ZoneShape::Circle(Circle { lat: LAT, lon: f64::NAN, radius_m: 100.0 }), "finite"),
+            (
+                ZoneShape::Circle(Circle {
+                    lat: LAT,
+                    lon: LON,
+                    radius_m: 5.0,
+                }),
+                "between 10 and 50000",
+            ),
+            (
+                ZoneShape::Circle(Circle {
+                    lat: LAT,
+                    lon: LON,
+                    radius_m: f64::NAN,
+                }),
+                "radius_m",
+            ),
+            (
+                ZoneShape::Circle(Circle {
+                    lat: 91.0,
+                    lon: LON,
+                    radius_m: 100.0,
+                }),
+                "latitude 91",
+            ),
+            (
+                ZoneShape::Circle(Circle {
+                    lat: LAT,
+                    lon: f64::NAN,
+                    radius_m: 100.0,
+                }),
+                "finite",
+            ),
         ];
         for (i, (shape, want)) in cases.into_iter().enumerate() {
             let got = err(shape);
-            assert!(got.contains(want), "case {i}: {got:?} should mention {want:?}");
+            assert!(
+                got.contains(want),
+                "case {i}: {got:?} should mention {want:?}"
+            );
         }
     }
 }

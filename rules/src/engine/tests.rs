@@ -13,7 +13,9 @@ const M_PER_DEG: f64 = 111_195.0;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).map(|d| d.with_timezone(&Utc)).unwrap_or_default()
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_default()
 }
 
 fn tokyo() -> Tz {
@@ -21,19 +23,37 @@ fn tokyo() -> Tz {
 }
 
 fn dev(id: &str, kind: DeviceKind) -> DeviceInfo {
-    DeviceInfo { id: id.into(), kind }
+    DeviceInfo {
+        id: id.into(),
+        kind,
+    }
 }
 
 fn circle(id: i64, name: &str, lat: f64, lon: f64, radius_m: f64) -> SafeZone {
-    SafeZone::new(id, name.into(), &ZoneShape::Circle(Circle { lat, lon, radius_m })).unwrap_or_else(|e| panic!("{e}"))
+    SafeZone::new(
+        id,
+        name.into(),
+        &ZoneShape::Circle(Circle { lat, lon, radius_m }),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn home() -> SafeZone {
     circle(1, "home", LAT, LON, 200.0)
 }
 
-fn config(settings: RuleSettings, zones: Vec<SafeZone>, devices: Vec<DeviceInfo>) -> ResidentConfig {
-    ResidentConfig { resident_id: R, timezone: tokyo(), settings, zones, devices }
+fn config(
+    settings: RuleSettings,
+    zones: Vec<SafeZone>,
+    devices: Vec<DeviceInfo>,
+) -> ResidentConfig {
+    ResidentConfig {
+        resident_id: R,
+        timezone: tokyo(),
+        settings,
+        zones,
+        devices,
+    }
 }
 
 /// Default settings except that device_offline waits 30 days, so it stays out of other rules' timings.
@@ -65,16 +85,36 @@ fn inactivity_only() -> RuleSettings {
 }
 
 fn ev(device: &str, kind: DeviceKind, ts: DateTime<Utc>, reading: Reading) -> DeviceEvent {
-    DeviceEvent { device_id: device.into(), device_kind: kind, resident_id: R, ts, received_at: ts, reading, battery: None }
+    DeviceEvent {
+        device_id: device.into(),
+        device_kind: kind,
+        resident_id: R,
+        ts,
+        received_at: ts,
+        reading,
+        battery: None,
+    }
 }
 
 fn motion(ts: DateTime<Utc>, room: &str) -> DeviceEvent {
-    ev("m1", DeviceKind::Motion, ts, Reading::Motion { motion: true, room: Some(room.into()) })
+    ev(
+        "m1",
+        DeviceKind::Motion,
+        ts,
+        Reading::Motion {
+            motion: true,
+            room: Some(room.into()),
+        },
+    )
 }
 
 /// A fix `north_m` metres north of home's centre.
 fn fix(ts: DateTime<Utc>, north_m: f64, accuracy_m: Option<f64>) -> DeviceEvent {
-    let reading = Reading::Position { lat: LAT + north_m / M_PER_DEG, lon: LON, accuracy_m };
+    let reading = Reading::Position {
+        lat: LAT + north_m / M_PER_DEG,
+        lon: LON,
+        accuracy_m,
+    };
     ev("g1", DeviceKind::Gps, ts, reading)
 }
 
@@ -85,7 +125,9 @@ fn drain(e: &mut Engine) -> Vec<Decision> {
 /// Short labels make expectations readable: "open inactivity", "resolve geofence_exit: back inside home".
 fn label(d: &Decision) -> String {
     match d {
-        Decision::Open { key, severity, .. } => format!("open {} {}", key.kind.as_str(), severity.as_str()),
+        Decision::Open { key, severity, .. } => {
+            format!("open {} {}", key.kind.as_str(), severity.as_str())
+        }
         Decision::Update { key, .. } => format!("update {}", key.kind.as_str()),
         Decision::Resolve { key, reason, .. } => format!("resolve {}: {reason}", key.kind.as_str()),
     }
@@ -108,8 +150,18 @@ fn details(d: &Decision) -> serde_json::Value {
 fn inactivity_fires_exactly_at_the_deadline_and_once() -> TestResult {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
-    e.handle_event(&motion(t("2026-05-11T10:00:00+09:00"), "kitchen"), t("2026-05-11T10:00:01+09:00"));
+    e.configure(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        t0,
+    );
+    e.handle_event(
+        &motion(t("2026-05-11T10:00:00+09:00"), "kitchen"),
+        t("2026-05-11T10:00:01+09:00"),
+    );
     let deadline = t("2026-05-11T13:00:00+09:00");
     assert_eq!(e.poll_timeout(), Some(deadline));
     e.handle_timeout(deadline - Duration::seconds(1));
@@ -117,18 +169,42 @@ fn inactivity_fires_exactly_at_the_deadline_and_once() -> TestResult {
     e.handle_timeout(deadline);
     let d = drain(&mut e);
     assert_eq!(d.len(), 1);
-    let Decision::Open { key, severity, at, details, device_id } = &d[0] else { panic!("{d:?}") };
-    assert_eq!((key.kind, key.subject.as_str(), *severity, *at, device_id), (AlertKind::Inactivity, "", Severity::High, deadline, &None));
+    let Decision::Open {
+        key,
+        severity,
+        at,
+        details,
+        device_id,
+    } = &d[0]
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (key.kind, key.subject.as_str(), *severity, *at, device_id),
+        (AlertKind::Inactivity, "", Severity::High, deadline, &None)
+    );
     assert_eq!(details["threshold_s"], 3 * 3600);
     assert_eq!(details["room"], "kitchen");
-    assert_eq!(details["last_activity_at"], serde_json::to_value(t("2026-05-11T10:00:00+09:00"))?);
+    assert_eq!(
+        details["last_activity_at"],
+        serde_json::to_value(t("2026-05-11T10:00:00+09:00"))?
+    );
     // A persisting condition never opens twice; only the sensor's 30-day offline deadline is left.
     assert!(e.poll_timeout() > Some(deadline + Duration::days(29)));
     e.handle_timeout(deadline + Duration::hours(30));
     assert!(drain(&mut e).is_empty());
-    assert_eq!(e.status(R).map(|s| s.open_conditions), Some(vec![AlertKind::Inactivity]));
-    e.handle_event(&motion(t("2026-05-11T15:00:00+09:00"), "hall"), t("2026-05-11T15:00:00+09:00"));
-    assert_eq!(labels(&mut e), ["resolve inactivity: motion resumed (hall)"]);
+    assert_eq!(
+        e.status(R).map(|s| s.open_conditions),
+        Some(vec![AlertKind::Inactivity])
+    );
+    e.handle_event(
+        &motion(t("2026-05-11T15:00:00+09:00"), "hall"),
+        t("2026-05-11T15:00:00+09:00"),
+    );
+    assert_eq!(
+        labels(&mut e),
+        ["resolve inactivity: motion resumed (hall)"]
+    );
     assert_eq!(e.poll_timeout(), Some(t("2026-05-11T18:00:00+09:00")));
     Ok(())
 }
@@ -137,14 +213,33 @@ fn inactivity_fires_exactly_at_the_deadline_and_once() -> TestResult {
 fn never_seen_resident_counts_from_configuration_and_doors_count_as_activity() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T08:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![], vec![dev("d1", DeviceKind::Door)]), t0);
+    e.configure(
+        config(inactivity_only(), vec![], vec![dev("d1", DeviceKind::Door)]),
+        t0,
+    );
     assert_eq!(e.poll_timeout(), Some(t("2026-05-11T11:00:00+09:00")));
     e.handle_timeout(t("2026-05-11T11:00:00+09:00"));
     assert_eq!(labels(&mut e), ["open inactivity high"]);
-    e.handle_event(&ev("d1", DeviceKind::Door, t("2026-05-11T11:30:00+09:00"), Reading::Door { open: false }), t("2026-05-11T11:30:00+09:00"));
+    e.handle_event(
+        &ev(
+            "d1",
+            DeviceKind::Door,
+            t("2026-05-11T11:30:00+09:00"),
+            Reading::Door { open: false },
+        ),
+        t("2026-05-11T11:30:00+09:00"),
+    );
     assert_eq!(labels(&mut e), ["resolve inactivity: door closed"]);
     // motion:false and heartbeats are not activity.
-    e.handle_event(&ev("d1", DeviceKind::Door, t("2026-05-11T12:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T12:00:00+09:00"));
+    e.handle_event(
+        &ev(
+            "d1",
+            DeviceKind::Door,
+            t("2026-05-11T12:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T12:00:00+09:00"),
+    );
     assert_eq!(e.poll_timeout(), Some(t("2026-05-11T14:30:00+09:00")));
 }
 
@@ -152,12 +247,27 @@ fn never_seen_resident_counts_from_configuration_and_doors_count_as_activity() {
 fn inactivity_needs_a_motion_or_door_device_and_the_rule_enabled() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T08:00:00+09:00");
-    e.configure(config(RuleSettings::default(), vec![], vec![dev("b1", DeviceKind::Button)]), t0);
-    assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(6)), "only the button's offline deadline");
+    e.configure(
+        config(
+            RuleSettings::default(),
+            vec![],
+            vec![dev("b1", DeviceKind::Button)],
+        ),
+        t0,
+    );
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + Duration::hours(6)),
+        "only the button's offline deadline"
+    );
     let mut off = RuleSettings::default();
     off.inactivity.enabled = false;
     e.configure(config(off, vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
-    assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(1)), "only the sensor's offline deadline");
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + Duration::hours(1)),
+        "only the sensor's offline deadline"
+    );
 }
 
 #[test]
@@ -174,12 +284,23 @@ fn day_and_night_thresholds_count_the_silence_within_the_current_period() {
     ];
     for (last, want, th_h) in cases {
         let mut e = Engine::new();
-        e.configure(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), t(last));
+        e.configure(
+            config(
+                inactivity_only(),
+                vec![],
+                vec![dev("m1", DeviceKind::Motion)],
+            ),
+            t(last),
+        );
         e.handle_event(&motion(t(last), "bed"), t(last));
         assert_eq!(e.poll_timeout(), Some(t(want)), "last activity {last}");
         e.handle_timeout(t(want));
         let d = drain(&mut e);
-        assert_eq!(details(&d[0])["threshold_s"], th_h * 3600, "last activity {last}");
+        assert_eq!(
+            details(&d[0])["threshold_s"],
+            th_h * 3600,
+            "last activity {last}"
+        );
     }
 }
 
@@ -198,7 +319,10 @@ fn night_backstop_and_a_day_that_wraps_midnight() {
     ];
     for (last, want) in cases {
         let mut e = Engine::new();
-        e.configure(config(s.clone(), vec![], vec![dev("m1", DeviceKind::Motion)]), t(last));
+        e.configure(
+            config(s.clone(), vec![], vec![dev("m1", DeviceKind::Motion)]),
+            t(last),
+        );
         e.handle_event(&motion(t(last), "desk"), t(last));
         assert_eq!(e.poll_timeout(), Some(t(want)), "last activity {last}");
     }
@@ -219,7 +343,11 @@ fn night_backstop_and_a_day_that_wraps_midnight() {
 fn inactivity_across_a_dst_change_uses_the_new_offset() {
     // London springs forward at 2026-03-29 01:00Z; 06:00 BST that day is 05:00Z.
     let mut e = Engine::new();
-    let mut c = config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]);
+    let mut c = config(
+        inactivity_only(),
+        vec![],
+        vec![dev("m1", DeviceKind::Motion)],
+    );
     c.timezone = chrono_tz::Europe::London;
     let last = t("2026-03-29T00:30:00Z");
     e.configure(c, last);
@@ -235,18 +363,40 @@ fn morning_check_opens_without_activity_since_day_start_and_resolves_on_activity
     s.inactivity.day_threshold_s = 20 * 3600;
     let t0 = t("2026-05-10T20:00:00+09:00");
     e.configure(config(s, vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
-    e.handle_event(&motion(t("2026-05-10T21:00:00+09:00"), "bed"), t("2026-05-10T21:00:00+09:00"));
+    e.handle_event(
+        &motion(t("2026-05-10T21:00:00+09:00"), "bed"),
+        t("2026-05-10T21:00:00+09:00"),
+    );
     let check = t("2026-05-11T10:00:00+09:00");
     assert_eq!(e.poll_timeout(), Some(check));
     e.handle_timeout(check);
     let d = drain(&mut e);
-    assert_eq!(d.iter().map(label).collect::<Vec<_>>(), ["open no_morning_activity high"]);
-    assert_eq!(details(&d[0])["since"], serde_json::to_value(t("2026-05-11T06:00:00+09:00")).unwrap_or_default());
-    assert_eq!(e.poll_timeout(), Some(t("2026-05-11T17:00:00+09:00")), "inactivity backstop 20 h after 21:00");
-    e.handle_event(&motion(t("2026-05-11T10:20:00+09:00"), "kitchen"), t("2026-05-11T10:20:00+09:00"));
-    assert_eq!(labels(&mut e), ["resolve no_morning_activity: motion resumed (kitchen)"]);
+    assert_eq!(
+        d.iter().map(label).collect::<Vec<_>>(),
+        ["open no_morning_activity high"]
+    );
+    assert_eq!(
+        details(&d[0])["since"],
+        serde_json::to_value(t("2026-05-11T06:00:00+09:00")).unwrap_or_default()
+    );
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t("2026-05-11T17:00:00+09:00")),
+        "inactivity backstop 20 h after 21:00"
+    );
+    e.handle_event(
+        &motion(t("2026-05-11T10:20:00+09:00"), "kitchen"),
+        t("2026-05-11T10:20:00+09:00"),
+    );
+    assert_eq!(
+        labels(&mut e),
+        ["resolve no_morning_activity: motion resumed (kitchen)"]
+    );
     // Next day the resident is up at 07:00: no alert.
-    e.handle_event(&motion(t("2026-05-12T07:00:00+09:00"), "kitchen"), t("2026-05-12T07:00:00+09:00"));
+    e.handle_event(
+        &motion(t("2026-05-12T07:00:00+09:00"), "kitchen"),
+        t("2026-05-12T07:00:00+09:00"),
+    );
     e.handle_timeout(t("2026-05-12T10:00:00+09:00"));
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.poll_timeout(), Some(t("2026-05-13T03:00:00+09:00")));
@@ -257,14 +407,39 @@ fn morning_check_on_dst_days_in_new_york_and_london() {
     // (zone, morning_deadline, configured at, expected first check)
     let cases = [
         // 10:00 EDT on the spring-forward day is 14:00Z.
-        (chrono_tz::America::New_York, "10:00", "2026-03-07T20:00:00Z", "2026-03-08T14:00:00Z"),
+        (
+            chrono_tz::America::New_York,
+            "10:00",
+            "2026-03-07T20:00:00Z",
+            "2026-03-08T14:00:00Z",
+        ),
         // 02:30 does not exist that day: the earliest valid instant is 03:00 EDT = 07:00Z.
-        (chrono_tz::America::New_York, "02:30", "2026-03-07T20:00:00Z", "2026-03-08T07:00:00Z"),
+        (
+            chrono_tz::America::New_York,
+            "02:30",
+            "2026-03-07T20:00:00Z",
+            "2026-03-08T07:00:00Z",
+        ),
         // 01:30 happens twice on the fall-back day: the first one, 01:30 EDT = 05:30Z.
-        (chrono_tz::America::New_York, "01:30", "2026-10-31T20:00:00Z", "2026-11-01T05:30:00Z"),
+        (
+            chrono_tz::America::New_York,
+            "01:30",
+            "2026-10-31T20:00:00Z",
+            "2026-11-01T05:30:00Z",
+        ),
         // London, 01:30 does not exist on 29 March: 02:00 BST = 01:00Z.
-        (chrono_tz::Europe::London, "01:30", "2026-03-28T20:00:00Z", "2026-03-29T01:00:00Z"),
-        (chrono_tz::Europe::London, "10:00", "2026-03-28T20:00:00Z", "2026-03-29T09:00:00Z"),
+        (
+            chrono_tz::Europe::London,
+            "01:30",
+            "2026-03-28T20:00:00Z",
+            "2026-03-29T01:00:00Z",
+        ),
+        (
+            chrono_tz::Europe::London,
+            "10:00",
+            "2026-03-28T20:00:00Z",
+            "2026-03-29T09:00:00Z",
+        ),
     ];
     for (tz, deadline, at, want) in cases {
         let mut s = quiet_devices();
@@ -278,9 +453,16 @@ fn morning_check_on_dst_days_in_new_york_and_london() {
         e.configure(c, t(at));
         assert_eq!(e.poll_timeout(), Some(t(want)), "{tz} {deadline}");
         e.handle_timeout(t(want));
-        assert_eq!(labels(&mut e), ["open no_morning_activity high"], "{tz} {deadline}");
+        assert_eq!(
+            labels(&mut e),
+            ["open no_morning_activity high"],
+            "{tz} {deadline}"
+        );
         let next = e.poll_timeout().unwrap_or_default();
-        assert!(next > t(want) + Duration::hours(22) && next < t(want) + Duration::hours(26), "{tz} {deadline}: {next}");
+        assert!(
+            next > t(want) + Duration::hours(22) && next < t(want) + Duration::hours(26),
+            "{tz} {deadline}: {next}"
+        );
     }
 }
 
@@ -312,22 +494,51 @@ fn geofence_confirms_exit_updates_and_confirms_return() {
     let got = feed(
         &mut e,
         "2026-05-11T10:00:00+09:00",
-        &[(0.0, Some(10.0)), (500.0, Some(20.0)), (520.0, Some(20.0)), (600.0, None), (100.0, Some(5.0)), (0.0, Some(5.0))],
+        &[
+            (0.0, Some(10.0)),
+            (500.0, Some(20.0)),
+            (520.0, Some(20.0)),
+            (600.0, None),
+            (100.0, Some(5.0)),
+            (0.0, Some(5.0)),
+        ],
     );
     assert_eq!(
         got,
-        ["open geofence_exit high", "update geofence_exit", "update geofence_exit", "resolve geofence_exit: back inside home"],
+        [
+            "open geofence_exit high",
+            "update geofence_exit",
+            "update geofence_exit",
+            "resolve geofence_exit: back inside home"
+        ],
         "the first inside fix (100 m deep) starts the return, the second confirms it"
     );
 }
 
 #[test]
 fn exit_details_and_night_severity() {
-    let mut e = geo_engine(vec![home(), circle(2, "day centre", LAT + 0.02, LON, 150.0)]);
-    e.handle_event(&fix(t("2026-05-11T19:00:00+09:00"), 500.0, Some(20.0)), t("2026-05-11T19:00:00+09:00"));
-    e.handle_event(&fix(t("2026-05-11T19:01:00+09:00"), 510.0, Some(20.0)), t("2026-05-11T19:01:00+09:00"));
+    let mut e = geo_engine(vec![
+        home(),
+        circle(2, "day centre", LAT + 0.02, LON, 150.0),
+    ]);
+    e.handle_event(
+        &fix(t("2026-05-11T19:00:00+09:00"), 500.0, Some(20.0)),
+        t("2026-05-11T19:00:00+09:00"),
+    );
+    e.handle_event(
+        &fix(t("2026-05-11T19:01:00+09:00"), 510.0, Some(20.0)),
+        t("2026-05-11T19:01:00+09:00"),
+    );
     let d = drain(&mut e);
-    let Decision::Open { severity, device_id, details, .. } = &d[0] else { panic!("{d:?}") };
+    let Decision::Open {
+        severity,
+        device_id,
+        details,
+        ..
+    } = &d[0]
+    else {
+        panic!("{d:?}")
+    };
     assert_eq!(*severity, Severity::Critical, "18:00–06:00 is night");
     assert_eq!(device_id.as_deref(), Some("g1"));
     assert_eq!(details["zone"], "home");
@@ -340,11 +551,27 @@ fn exit_details_and_night_severity() {
 fn jitter_at_the_edge_with_coarse_accuracy_never_alerts() {
     let mut e = geo_engine(vec![home()]);
     // 30 m outside with 50 m accuracy, 10 m inside, 210 m with 150 m (beyond max_accuracy_m): all ambiguous.
-    let jitter: Vec<(f64, Option<f64>)> =
-        (0..60).map(|i| [(230.0, Some(50.0)), (190.0, Some(30.0)), (410.0, Some(150.0)), (260.0, Some(80.0))][i % 4]).collect();
+    let jitter: Vec<(f64, Option<f64>)> = (0..60)
+        .map(|i| {
+            [
+                (230.0, Some(50.0)),
+                (190.0, Some(30.0)),
+                (410.0, Some(150.0)),
+                (260.0, Some(80.0)),
+            ][i % 4]
+        })
+        .collect();
     assert!(feed(&mut e, "2026-05-11T10:00:00+09:00", &jitter).is_empty());
     // Outside, ambiguous, outside: the streak restarts, so no alert either.
-    let got = feed(&mut e, "2026-05-11T12:00:00+09:00", &[(400.0, Some(10.0)), (230.0, Some(50.0)), (400.0, Some(10.0))]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T12:00:00+09:00",
+        &[
+            (400.0, Some(10.0)),
+            (230.0, Some(50.0)),
+            (400.0, Some(10.0)),
+        ],
+    );
     assert!(got.is_empty(), "{got:?}");
     assert_eq!(e.status(R).map(|s| s.location), Some(Location::Inside));
 }
@@ -353,12 +580,34 @@ fn jitter_at_the_edge_with_coarse_accuracy_never_alerts() {
 fn reentry_needs_the_margin_capped_by_zone_size() {
     // Home: 200 m radius, margin 50 m. A fix 30 m inside is ambiguous and does not count as back.
     let mut e = geo_engine(vec![home()]);
-    let got = feed(&mut e, "2026-05-11T10:00:00+09:00", &[(400.0, None), (400.0, None), (170.0, None), (170.0, None)]);
-    assert_eq!(got, ["open geofence_exit high", "update geofence_exit", "update geofence_exit"]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[(400.0, None), (400.0, None), (170.0, None), (170.0, None)],
+    );
+    assert_eq!(
+        got,
+        [
+            "open geofence_exit high",
+            "update geofence_exit",
+            "update geofence_exit"
+        ]
+    );
     // A 40 m zone: the margin is capped at 20 m, so 25 m deep is inside.
     let mut e = geo_engine(vec![circle(3, "flat", LAT, LON, 40.0)]);
-    let got = feed(&mut e, "2026-05-11T10:00:00+09:00", &[(100.0, None), (100.0, None), (15.0, None), (15.0, None)]);
-    assert_eq!(got, ["open geofence_exit high", "update geofence_exit", "resolve geofence_exit: back inside flat"]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[(100.0, None), (100.0, None), (15.0, None), (15.0, None)],
+    );
+    assert_eq!(
+        got,
+        [
+            "open geofence_exit high",
+            "update geofence_exit",
+            "resolve geofence_exit: back inside flat"
+        ]
+    );
 }
 
 #[test]
@@ -368,10 +617,16 @@ fn stale_and_out_of_order_fixes_change_nothing() {
     e.handle_event(&fix(t0, 500.0, None), t0);
     let before = e.state(R).cloned();
     // Older and equal timestamps, delivered late, inside: ignored.
-    e.handle_event(&fix(t0 - Duration::minutes(5), 0.0, None), t0 + Duration::minutes(1));
+    e.handle_event(
+        &fix(t0 - Duration::minutes(5), 0.0, None),
+        t0 + Duration::minutes(1),
+    );
     e.handle_event(&fix(t0, 0.0, None), t0 + Duration::minutes(1));
     assert_eq!(e.state(R).cloned(), before);
-    e.handle_event(&fix(t0 + Duration::minutes(2), 500.0, None), t0 + Duration::minutes(2));
+    e.handle_event(
+        &fix(t0 + Duration::minutes(2), 500.0, None),
+        t0 + Duration::minutes(2),
+    );
     assert_eq!(labels(&mut e), ["open geofence_exit high"]);
 }
 
@@ -380,23 +635,50 @@ fn polygon_hole_and_several_zones() -> TestResult {
     // A block with a hole (a pond) around home; a second zone (day centre) 1 km north.
     let sq = |c_lat: f64, half: f64| -> Vec<Vec<f64>> {
         let h = half / M_PER_DEG;
-        vec![vec![LON - h, c_lat - h], vec![LON + h, c_lat - h], vec![LON + h, c_lat + h], vec![LON - h, c_lat + h], vec![LON - h, c_lat - h]]
+        vec![
+            vec![LON - h, c_lat - h],
+            vec![LON + h, c_lat - h],
+            vec![LON + h, c_lat + h],
+            vec![LON - h, c_lat + h],
+            vec![LON - h, c_lat - h],
+        ]
     };
     let block = SafeZone::new(
         1,
         "block".into(),
-        &ZoneShape::Polygon(GeoJsonPolygon { kind: "Polygon".into(), coordinates: vec![sq(LAT, 400.0), sq(LAT, 150.0)] }),
+        &ZoneShape::Polygon(GeoJsonPolygon {
+            kind: "Polygon".into(),
+            coordinates: vec![sq(LAT, 400.0), sq(LAT, 150.0)],
+        }),
     )?;
     let centre = circle(2, "day centre", LAT + 1_000.0 / M_PER_DEG, LON, 150.0);
     let mut e = geo_engine(vec![block, centre]);
     // In the pond (the hole): outside.
-    let got = feed(&mut e, "2026-05-11T10:00:00+09:00", &[(0.0, Some(5.0)), (10.0, Some(5.0))]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[(0.0, Some(5.0)), (10.0, Some(5.0))],
+    );
     assert_eq!(got, ["open geofence_exit high"]);
     // Deep in the day centre: inside a zone, so back.
-    let got = feed(&mut e, "2026-05-11T11:00:00+09:00", &[(1_000.0, Some(10.0)), (1_010.0, Some(10.0))]);
-    assert_eq!(got, ["update geofence_exit", "resolve geofence_exit: back inside day centre"]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T11:00:00+09:00",
+        &[(1_000.0, Some(10.0)), (1_010.0, Some(10.0))],
+    );
+    assert_eq!(
+        got,
+        [
+            "update geofence_exit",
+            "resolve geofence_exit: back inside day centre"
+        ]
+    );
     // Between the zones, 150 m from both: outside again.
-    let got = feed(&mut e, "2026-05-11T12:00:00+09:00", &[(700.0, Some(10.0)), (700.0, Some(10.0))]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T12:00:00+09:00",
+        &[(700.0, Some(10.0)), (700.0, Some(10.0))],
+    );
     assert_eq!(got, ["open geofence_exit high"]);
     Ok(())
 }
@@ -405,24 +687,93 @@ fn polygon_hole_and_several_zones() -> TestResult {
 fn away_pauses_inactivity_and_the_clock_restarts_on_return() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
-    e.configure(config(no_morning(), vec![home()], vec![dev("m1", DeviceKind::Motion)]), t0);
+    e.configure(
+        config(
+            no_morning(),
+            vec![home()],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        t0,
+    );
     e.handle_event(&motion(t0, "hall"), t0);
-    let got = feed(&mut e, "2026-05-11T09:00:00+09:00", &[(500.0, None), (500.0, None)]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T09:00:00+09:00",
+        &[(500.0, None), (500.0, None)],
+    );
     assert_eq!(got, ["open geofence_exit high"]);
-    assert_eq!(e.poll_timeout(), Some(t("2026-05-11T10:00:00+09:00")), "only the motion sensor's offline deadline");
-    e.handle_event(&ev("m1", DeviceKind::Motion, t("2026-05-11T12:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T12:00:00+09:00"));
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t("2026-05-11T10:00:00+09:00")),
+        "only the motion sensor's offline deadline"
+    );
+    e.handle_event(
+        &ev(
+            "m1",
+            DeviceKind::Motion,
+            t("2026-05-11T12:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T12:00:00+09:00"),
+    );
     e.handle_timeout(t("2026-05-11T12:30:00+09:00"));
     assert!(drain(&mut e).is_empty(), "no inactivity while away");
-    let got = feed(&mut e, "2026-05-11T13:00:00+09:00", &[(0.0, None), (0.0, None)]);
-    assert_eq!(got, ["update geofence_exit", "resolve geofence_exit: back inside home"]);
-    assert_eq!(e.poll_timeout(), Some(t("2026-05-11T13:00:00+09:00")), "offline: heartbeat 12:00 + 1 h");
-    e.handle_event(&ev("m1", DeviceKind::Motion, t("2026-05-11T13:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T13:00:00+09:00"));
+    let got = feed(
+        &mut e,
+        "2026-05-11T13:00:00+09:00",
+        &[(0.0, None), (0.0, None)],
+    );
+    assert_eq!(
+        got,
+        [
+            "update geofence_exit",
+            "resolve geofence_exit: back inside home"
+        ]
+    );
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t("2026-05-11T13:00:00+09:00")),
+        "offline: heartbeat 12:00 + 1 h"
+    );
+    e.handle_event(
+        &ev(
+            "m1",
+            DeviceKind::Motion,
+            t("2026-05-11T13:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T13:00:00+09:00"),
+    );
     assert_eq!(e.poll_timeout(), Some(t("2026-05-11T14:00:00+09:00")));
-    e.handle_event(&ev("m1", DeviceKind::Motion, t("2026-05-11T14:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T14:00:00+09:00"));
-    e.handle_event(&ev("m1", DeviceKind::Motion, t("2026-05-11T15:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T15:00:00+09:00"));
+    e.handle_event(
+        &ev(
+            "m1",
+            DeviceKind::Motion,
+            t("2026-05-11T14:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T14:00:00+09:00"),
+    );
+    e.handle_event(
+        &ev(
+            "m1",
+            DeviceKind::Motion,
+            t("2026-05-11T15:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T15:00:00+09:00"),
+    );
     // Returned at 13:02: inactivity deadline 16:02, not 12:00 (3 h after the last motion).
     assert_eq!(e.poll_timeout(), Some(t("2026-05-11T16:00:00+09:00")));
-    e.handle_event(&ev("m1", DeviceKind::Motion, t("2026-05-11T16:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T16:00:00+09:00"));
+    e.handle_event(
+        &ev(
+            "m1",
+            DeviceKind::Motion,
+            t("2026-05-11T16:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T16:00:00+09:00"),
+    );
     assert_eq!(e.poll_timeout(), Some(t("2026-05-11T16:02:00+09:00")));
 }
 
@@ -432,21 +783,57 @@ fn away_pauses_inactivity_and_the_clock_restarts_on_return() {
 fn sos_presses_join_within_sixty_seconds_of_the_previous_one() -> TestResult {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![], vec![dev("b1", DeviceKind::Button)]), t0);
-    let press = |s: i64| ev("b1", DeviceKind::Button, t0 + Duration::seconds(s), Reading::Sos);
+    e.configure(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("b1", DeviceKind::Button)],
+        ),
+        t0,
+    );
+    let press = |s: i64| {
+        ev(
+            "b1",
+            DeviceKind::Button,
+            t0 + Duration::seconds(s),
+            Reading::Sos,
+        )
+    };
     let mut got = Vec::new();
     for s in [0, 30, 85, 146, 300] {
         e.handle_event(&press(s), t0 + Duration::seconds(s));
         got.extend(drain(&mut e));
     }
     let l: Vec<String> = got.iter().map(label).collect();
-    assert_eq!(l, ["open sos critical", "update sos", "update sos", "open sos critical", "open sos critical"]);
+    assert_eq!(
+        l,
+        [
+            "open sos critical",
+            "update sos",
+            "update sos",
+            "open sos critical",
+            "open sos critical"
+        ]
+    );
     assert_eq!(details(&got[2])["presses"], 3);
-    assert_eq!(details(&got[2])["first_press_at"], serde_json::to_value(t0)?);
-    let Decision::Open { key, device_id, .. } = &got[3] else { panic!() };
-    assert_eq!((key.subject.as_str(), device_id.as_deref()), ("b1", Some("b1")));
+    assert_eq!(
+        details(&got[2])["first_press_at"],
+        serde_json::to_value(t0)?
+    );
+    let Decision::Open { key, device_id, .. } = &got[3] else {
+        panic!()
+    };
+    assert_eq!(
+        (key.subject.as_str(), device_id.as_deref()),
+        ("b1", Some("b1"))
+    );
     assert_eq!(details(&got[3])["presses"], 1);
-    assert!(e.status(R).map(|s| s.open_conditions.is_empty()).unwrap_or(false), "sos is not a condition");
+    assert!(
+        e.status(R)
+            .map(|s| s.open_conditions.is_empty())
+            .unwrap_or(false),
+        "sos is not a condition"
+    );
     Ok(())
 }
 
@@ -454,30 +841,84 @@ fn sos_presses_join_within_sixty_seconds_of_the_previous_one() -> TestResult {
 fn offline_by_silence_and_by_will_resolve_when_the_device_reports_again() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
-    e.configure(config(no_morning(), vec![], vec![dev("g1", DeviceKind::Gps), dev("gw", DeviceKind::Gateway)]), t0);
+    e.configure(
+        config(
+            no_morning(),
+            vec![],
+            vec![dev("g1", DeviceKind::Gps), dev("gw", DeviceKind::Gateway)],
+        ),
+        t0,
+    );
     // Never heard from: counts from configuration; gps and gateway 900 s.
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::seconds(900)));
-    e.handle_event(&ev("gw", DeviceKind::Gateway, t0 + Duration::seconds(100), Reading::Heartbeat), t0 + Duration::seconds(100));
+    e.handle_event(
+        &ev(
+            "gw",
+            DeviceKind::Gateway,
+            t0 + Duration::seconds(100),
+            Reading::Heartbeat,
+        ),
+        t0 + Duration::seconds(100),
+    );
     e.handle_timeout(t0 + Duration::seconds(899));
     assert!(drain(&mut e).is_empty());
     e.handle_timeout(t0 + Duration::seconds(900));
     let d = drain(&mut e);
-    assert_eq!(d.iter().map(label).collect::<Vec<_>>(), ["open device_offline warning"]);
-    let Decision::Open { key, at, .. } = &d[0] else { panic!() };
-    assert_eq!((key.subject.as_str(), *at), ("g1", t0 + Duration::seconds(900)));
+    assert_eq!(
+        d.iter().map(label).collect::<Vec<_>>(),
+        ["open device_offline warning"]
+    );
+    let Decision::Open { key, at, .. } = &d[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (key.subject.as_str(), *at),
+        ("g1", t0 + Duration::seconds(900))
+    );
     assert_eq!(details(&d[0])["after_s"], 900);
-    e.handle_event(&fix(t0 + Duration::seconds(950), 0.0, None), t0 + Duration::seconds(950));
-    assert_eq!(labels(&mut e), ["resolve device_offline: device reported again"]);
+    e.handle_event(
+        &fix(t0 + Duration::seconds(950), 0.0, None),
+        t0 + Duration::seconds(950),
+    );
+    assert_eq!(
+        labels(&mut e),
+        ["resolve device_offline: device reported again"]
+    );
     // The will: at once; a second will does not reopen; a message resolves.
-    let will = ev("gw", DeviceKind::Gateway, t0 + Duration::seconds(960), Reading::Offline);
+    let will = ev(
+        "gw",
+        DeviceKind::Gateway,
+        t0 + Duration::seconds(960),
+        Reading::Offline,
+    );
     e.handle_event(&will, t0 + Duration::seconds(960));
     e.handle_event(&will, t0 + Duration::seconds(961));
     assert_eq!(labels(&mut e), ["open device_offline warning"]);
-    assert_eq!(e.status(R).map(|s| s.devices.iter().map(|d| d.online).collect::<Vec<_>>()), Some(vec![true, false]));
-    e.handle_event(&ev("gw", DeviceKind::Gateway, t0 + Duration::seconds(970), Reading::Heartbeat), t0 + Duration::seconds(970));
-    assert_eq!(labels(&mut e), ["resolve device_offline: device reported again"]);
+    assert_eq!(
+        e.status(R)
+            .map(|s| s.devices.iter().map(|d| d.online).collect::<Vec<_>>()),
+        Some(vec![true, false])
+    );
+    e.handle_event(
+        &ev(
+            "gw",
+            DeviceKind::Gateway,
+            t0 + Duration::seconds(970),
+            Reading::Heartbeat,
+        ),
+        t0 + Duration::seconds(970),
+    );
+    assert_eq!(
+        labels(&mut e),
+        ["resolve device_offline: device reported again"]
+    );
     // A will older than the last message (delivered late) is ignored.
-    let late = ev("gw", DeviceKind::Gateway, t0 + Duration::seconds(965), Reading::Offline);
+    let late = ev(
+        "gw",
+        DeviceKind::Gateway,
+        t0 + Duration::seconds(965),
+        Reading::Offline,
+    );
     e.handle_event(&late, t0 + Duration::seconds(980));
     assert!(drain(&mut e).is_empty());
 }
@@ -486,7 +927,14 @@ fn offline_by_silence_and_by_will_resolve_when_the_device_reports_again() {
 fn low_battery_has_hysteresis() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
-    e.configure(config(inactivity_only(), vec![], vec![dev("b1", DeviceKind::Button)]), t0);
+    e.configure(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("b1", DeviceKind::Button)],
+        ),
+        t0,
+    );
     let mut got = Vec::new();
     for (i, battery) in [16, 14, 12, 18, 20, 21, 14].into_iter().enumerate() {
         let now = t0 + Duration::minutes(i as i64);
@@ -495,7 +943,18 @@ fn low_battery_has_hysteresis() {
         e.handle_event(&hb, now);
         got.push(labels(&mut e).join(","));
     }
-    assert_eq!(got, ["", "open low_battery warning", "", "", "", "resolve low_battery: battery at 21%", "open low_battery warning"]);
+    assert_eq!(
+        got,
+        [
+            "",
+            "open low_battery warning",
+            "",
+            "",
+            "",
+            "resolve low_battery: battery at 21%",
+            "open low_battery warning"
+        ]
+    );
 }
 
 // ---------------------------------------------------------------- configuration and restore
@@ -509,16 +968,36 @@ fn config_changes_resolve_what_no_longer_holds() {
     let mut hb = ev("b1", DeviceKind::Button, t0, Reading::Offline);
     hb.battery = Some(5);
     e.handle_event(&hb, t0);
-    feed(&mut e, "2026-05-11T10:00:00+09:00", &[(500.0, None), (500.0, None)]);
+    feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[(500.0, None), (500.0, None)],
+    );
     let mut s = no_morning();
     s.inactivity.pause_when_away = false;
-    e.configure(config(s.clone(), vec![home()], devices.clone()), t0 + Duration::minutes(5));
+    e.configure(
+        config(s.clone(), vec![home()], devices.clone()),
+        t0 + Duration::minutes(5),
+    );
     e.handle_timeout(t("2026-05-11T13:00:00+09:00"));
-    e.handle_event(&ev("m1", DeviceKind::Motion, t("2026-05-11T13:00:00+09:00"), Reading::Heartbeat), t("2026-05-11T13:00:00+09:00"));
+    e.handle_event(
+        &ev(
+            "m1",
+            DeviceKind::Motion,
+            t("2026-05-11T13:00:00+09:00"),
+            Reading::Heartbeat,
+        ),
+        t("2026-05-11T13:00:00+09:00"),
+    );
     drain(&mut e);
     assert_eq!(
         e.status(R).map(|s| s.open_conditions),
-        Some(vec![AlertKind::Inactivity, AlertKind::GeofenceExit, AlertKind::DeviceOffline, AlertKind::LowBattery])
+        Some(vec![
+            AlertKind::Inactivity,
+            AlertKind::GeofenceExit,
+            AlertKind::DeviceOffline,
+            AlertKind::LowBattery
+        ])
     );
     // Threshold raised, button removed, zones deleted.
     s.inactivity.day_threshold_s = 5 * 3600;
@@ -541,16 +1020,29 @@ fn config_changes_resolve_what_no_longer_holds() {
 #[test]
 fn a_zone_change_re_evaluates_the_last_fix() {
     let mut e = geo_engine(vec![home()]);
-    feed(&mut e, "2026-05-11T10:00:00+09:00", &[(500.0, None), (500.0, None)]);
+    feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[(500.0, None), (500.0, None)],
+    );
     drain(&mut e);
     let mut s = inactivity_only();
     s.inactivity.enabled = false;
     // Staff add the daughter's house where the resident is.
     let daughter = circle(5, "daughter", LAT + 500.0 / M_PER_DEG, LON, 300.0);
-    e.configure(config(s.clone(), vec![home(), daughter], vec![]), t("2026-05-11T10:10:00+09:00"));
-    assert_eq!(labels(&mut e), ["resolve geofence_exit: inside daughter after the safe zones changed"]);
+    e.configure(
+        config(s.clone(), vec![home(), daughter], vec![]),
+        t("2026-05-11T10:10:00+09:00"),
+    );
+    assert_eq!(
+        labels(&mut e),
+        ["resolve geofence_exit: inside daughter after the safe zones changed"]
+    );
     // Remove it again: one outside fix is on record, one more confirms.
-    e.configure(config(s, vec![home()], vec![]), t("2026-05-11T10:20:00+09:00"));
+    e.configure(
+        config(s, vec![home()], vec![]),
+        t("2026-05-11T10:20:00+09:00"),
+    );
     assert!(drain(&mut e).is_empty());
     let got = feed(&mut e, "2026-05-11T10:20:00+09:00", &[(500.0, None)]);
     assert_eq!(got, ["open geofence_exit high"]);
@@ -560,10 +1052,20 @@ fn a_zone_change_re_evaluates_the_last_fix() {
 fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
-    let cfg = || config(RuleSettings::default(), vec![home()], vec![dev("m1", DeviceKind::Motion), dev("g1", DeviceKind::Gps)]);
+    let cfg = || {
+        config(
+            RuleSettings::default(),
+            vec![home()],
+            vec![dev("m1", DeviceKind::Motion), dev("g1", DeviceKind::Gps)],
+        )
+    };
     e.configure(cfg(), t0);
     e.handle_event(&motion(t0, "kitchen"), t0);
-    feed(&mut e, "2026-05-11T09:00:00+09:00", &[(500.0, None), (500.0, None)]);
+    feed(
+        &mut e,
+        "2026-05-11T09:00:00+09:00",
+        &[(500.0, None), (500.0, None)],
+    );
     assert_eq!(labels(&mut e), Vec::<String>::new(), "feed drained them");
     assert_eq!(e.take_dirty(), vec![R]);
     assert!(e.take_dirty().is_empty());
@@ -576,7 +1078,10 @@ fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult
     let mut e2 = Engine::new();
     e2.restore(cfg(), Some(state.clone()), restart);
     assert!(drain(&mut e2).is_empty());
-    assert_eq!(e2.status(R).map(|s| s.open_conditions), Some(vec![AlertKind::GeofenceExit]));
+    assert_eq!(
+        e2.status(R).map(|s| s.open_conditions),
+        Some(vec![AlertKind::GeofenceExit])
+    );
     // The 10:00 morning check was missed while down; it runs now and finds the 09:00 activity.
     assert_eq!(e2.poll_timeout(), Some(t("2026-05-11T10:00:00+09:00")));
     e2.handle_timeout(restart);
@@ -588,25 +1093,57 @@ fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult
 
     // An inactivity deadline that passed while the hub was down fires at the first handle_timeout.
     let mut e3 = Engine::new();
-    e3.configure(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
+    e3.configure(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        t0,
+    );
     e3.handle_event(&motion(t0, "kitchen"), t0);
-    let state: ResidentState = serde_json::from_str(&serde_json::to_string(e3.state(R).ok_or("no state")?)?)?;
+    let state: ResidentState =
+        serde_json::from_str(&serde_json::to_string(e3.state(R).ok_or("no state")?)?)?;
     let mut e4 = Engine::new();
     let late = t("2026-05-11T15:00:00+09:00");
-    e4.restore(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), Some(state), late);
+    e4.restore(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        Some(state),
+        late,
+    );
     assert!(drain(&mut e4).is_empty(), "restore itself fires nothing");
     assert_eq!(e4.poll_timeout(), Some(t("2026-05-11T12:00:00+09:00")));
     e4.handle_timeout(late);
     let d = drain(&mut e4);
-    assert_eq!(d.iter().map(label).collect::<Vec<_>>(), ["open inactivity high"]);
-    let Decision::Open { at, .. } = &d[0] else { panic!() };
+    assert_eq!(
+        d.iter().map(label).collect::<Vec<_>>(),
+        ["open inactivity high"]
+    );
+    let Decision::Open { at, .. } = &d[0] else {
+        panic!()
+    };
     assert_eq!(*at, t("2026-05-11T12:00:00+09:00"));
     // Persist and restore again: it is open, so it does not open twice.
-    let state: ResidentState = serde_json::from_str(&serde_json::to_string(e4.state(R).ok_or("no state")?)?)?;
+    let state: ResidentState =
+        serde_json::from_str(&serde_json::to_string(e4.state(R).ok_or("no state")?)?)?;
     let mut e5 = Engine::new();
-    e5.restore(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), Some(state), late);
+    e5.restore(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        Some(state),
+        late,
+    );
     e5.handle_timeout(late + Duration::hours(2));
-    assert!(drain(&mut e5).iter().all(|d| !matches!(d, Decision::Open { key, .. } if key.kind == AlertKind::Inactivity)));
+    assert!(drain(&mut e5)
+        .iter()
+        .all(|d| !matches!(d, Decision::Open { key, .. } if key.kind == AlertKind::Inactivity)));
     Ok(())
 }
 
@@ -634,20 +1171,45 @@ fn unknown_residents_and_removed_residents_are_ignored() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
     e.handle_event(&motion(t0, "x"), t0);
-    assert_eq!((e.resident_count(), e.poll_decision(), e.take_dirty().len()), (0, None, 0));
-    e.configure(config(inactivity_only(), vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
+    assert_eq!(
+        (e.resident_count(), e.poll_decision(), e.take_dirty().len()),
+        (0, None, 0)
+    );
+    e.configure(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        t0,
+    );
     assert_eq!(e.resident_count(), 1);
     e.remove_resident(R);
-    assert_eq!((e.resident_count(), e.poll_timeout(), e.poll_decision(), e.take_dirty().len()), (0, None, None, 0));
+    assert_eq!(
+        (
+            e.resident_count(),
+            e.poll_timeout(),
+            e.poll_decision(),
+            e.take_dirty().len()
+        ),
+        (0, None, None, 0)
+    );
 }
 
 #[test]
 fn future_timestamps_are_clamped_to_now() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
-    e.configure(config(no_morning(), vec![], vec![dev("m1", DeviceKind::Motion)]), t0);
+    e.configure(
+        config(no_morning(), vec![], vec![dev("m1", DeviceKind::Motion)]),
+        t0,
+    );
     e.handle_event(&motion(t0 + Duration::minutes(9), "kitchen"), t0);
-    assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(1)), "offline first; inactivity at 13:00, not 13:09");
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + Duration::hours(1)),
+        "offline first; inactivity at 13:00, not 13:09"
+    );
     assert_eq!(e.status(R).and_then(|s| s.last_activity_at), Some(t0));
 }
 
@@ -669,7 +1231,11 @@ fn a_hundred_thousand_residents_share_one_timer_set() {
     let mut e = Engine::new();
     let t0 = t("2026-05-11T10:00:00+09:00");
     for id in 0..100_000_i64 {
-        let mut c = config(no_morning(), vec![], vec![dev(&format!("m{id}"), DeviceKind::Motion)]);
+        let mut c = config(
+            no_morning(),
+            vec![],
+            vec![dev(&format!("m{id}"), DeviceKind::Motion)],
+        );
         c.resident_id = id;
         e.configure(c, t0 + Duration::seconds(id % 3_600));
     }
@@ -679,10 +1245,17 @@ fn a_hundred_thousand_residents_share_one_timer_set() {
     assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(1)));
     e.handle_timeout(t0 + Duration::hours(1) + Duration::seconds(59));
     assert_eq!(drain(&mut e).len(), 60 * (100_000 / 3_600 + 1));
-    assert_eq!(e.poll_timeout(), Some(t0 + Duration::hours(1) + Duration::seconds(60)));
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + Duration::hours(1) + Duration::seconds(60))
+    );
     e.handle_timeout(t0 + Duration::hours(4));
     let d = drain(&mut e);
-    assert_eq!(d.len(), 100_000 - 60 * (100_000 / 3_600 + 1) + 100_000, "the rest offline, everyone inactive");
+    assert_eq!(
+        d.len(),
+        100_000 - 60 * (100_000 / 3_600 + 1) + 100_000,
+        "the rest offline, everyone inactive"
+    );
     assert_eq!(e.poll_timeout(), None);
 }
 
@@ -691,7 +1264,12 @@ fn a_hundred_thousand_residents_share_one_timer_set() {
 fn arb_fixes() -> impl Strategy<Value = Vec<(i64, f64, f64, Option<f64>)>> {
     // (seconds after the start, metres north, metres east, accuracy), around a 200 m circle.
     prop::collection::vec(
-        (0_i64..3_600, -450.0..450.0_f64, -450.0..450.0_f64, prop::option::of(0.0..160.0_f64)),
+        (
+            0_i64..3_600,
+            -450.0..450.0_f64,
+            -450.0..450.0_f64,
+            prop::option::of(0.0..160.0_f64),
+        ),
         1..40,
     )
     .prop_shuffle()
@@ -738,5 +1316,44 @@ proptest! {
                 prop_assert!(!stale);
             }
         }
+    }
+}
+
+#[test]
+fn extreme_times_and_settings_do_not_panic() {
+    let mut s = RuleSettings::default();
+    s.inactivity.day_threshold_s = u64::MAX;
+    s.inactivity.night_threshold_s = u64::MAX;
+    s.inactivity.day_starts = "bogus".into();
+    s.offline.motion_s = u64::MAX;
+    let devices = vec![dev("m1", DeviceKind::Motion), dev("g1", DeviceKind::Gps)];
+    for now in [
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::<Utc>::MAX_UTC,
+        t("2026-05-11T10:00:00Z"),
+    ] {
+        let mut e = Engine::new();
+        e.configure(config(s.clone(), vec![home()], devices.clone()), now);
+        for ts in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            e.handle_event(&motion(ts, "x"), now);
+            e.handle_event(&fix(ts, 1e9, Some(f64::NAN)), now);
+            e.handle_event(
+                &ev(
+                    "g1",
+                    DeviceKind::Gps,
+                    ts,
+                    Reading::Position {
+                        lat: f64::NAN,
+                        lon: 0.0,
+                        accuracy_m: None,
+                    },
+                ),
+                now,
+            );
+            e.handle_event(&ev("b9", DeviceKind::Button, ts, Reading::Sos), now);
+        }
+        e.handle_timeout(DateTime::<Utc>::MAX_UTC);
+        drain(&mut e);
+        let _ = e.status(R);
     }
 }
