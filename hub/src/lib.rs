@@ -1,2 +1,28 @@
-//! The Mimamori hub.
+//! The Mimamori hub: an MQTT edge with an embedded broker, ingest, the rules
+//! engine's shell, alerts, a store and the HTTP/WebSocket API.
+//!
+//! Module map (data flows top to bottom):
+//! - [`edge`]: accepts MQTT connections, authenticates them, enforces topic ACLs, and
+//!   proxies to the embedded rumqttd router ([`edge::router`]);
+//! - [`ingest`]: validates what devices publish into resident-keyed events;
+//! - [`pipeline`]: the single writer; runs the pure rules engine (`mimamori-rules`)
+//!   and commits readings, state and alert changes in one transaction per batch;
+//! - [`store`]: SQLite or PostgreSQL behind one trait;
+//! - [`events`]: the numbered live stream for WebSocket clients;
+//! - [`api`]: the HTTP API and the dashboard's files;
+//! - [`app`]: wiring, start-up and shutdown.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod edge;
+pub mod events;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod security;
 pub mod store;
+pub mod telemetry;
+
+pub use app::Hub;

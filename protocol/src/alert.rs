@@ -60,7 +60,9 @@ impl Severity {
     }
 
     pub fn parse(s: &str) -> Option<Severity> {
-        [Severity::Warning, Severity::High, Severity::Critical].into_iter().find(|k| k.as_str() == s)
+        [Severity::Warning, Severity::High, Severity::Critical]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -83,9 +85,13 @@ impl AlertState {
     }
 
     pub fn parse(s: &str) -> Option<AlertState> {
-        [AlertState::Open, AlertState::Acknowledged, AlertState::Resolved]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            AlertState::Open,
+            AlertState::Acknowledged,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -32,7 +32,9 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Admin, Role::Staff, Role::Family].into_iter().find(|r| r.as_str() == s)
+        [Role::Admin, Role::Staff, Role::Family]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 }
 

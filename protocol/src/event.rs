@@ -50,7 +50,11 @@ pub enum Reading {
     /// An entrance or room door opened or closed.
     Door { open: bool },
     /// A position fix; `accuracy_m` is the radius of the fix's uncertainty.
-    Position { lat: f64, lon: f64, accuracy_m: Option<f64> },
+    Position {
+        lat: f64,
+        lon: f64,
+        accuracy_m: Option<f64>,
+    },
     /// The resident pressed an SOS button.
     Sos,
     /// The device is alive; it carries nothing else than perhaps a battery level.
@@ -74,7 +78,10 @@ impl Reading {
 
     /// Whether this reading shows the resident is active at home.
     pub fn is_activity(&self) -> bool {
-        matches!(self, Reading::Motion { motion: true, .. } | Reading::Door { .. })
+        matches!(
+            self,
+            Reading::Motion { motion: true, .. } | Reading::Door { .. }
+        )
     }
 }
 

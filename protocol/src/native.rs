@@ -68,7 +68,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -152,6 +155,16 @@ pub struct BarePayload {
     pub battery: Option<f64>,
 }
 
+/// The payload of `status`: whether the device is online (a will says `false`).
+#[derive(Debug, Deserialize, Serialize)]
+pub struct StatusPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<Timestamp>,
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
+}
+
 /// Validates one native message. `received_at` stands in for a missing `ts`.
 pub fn parse_native(
     kind: &str,
@@ -161,20 +174,30 @@ pub fn parse_native(
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(Rejection::new(
             RejectReason::TooLarge,
-            format!("payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}", payload.len()),
+            format!(
+                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                payload.len()
+            ),
         ));
     }
     let kind = MessageKind::parse(kind).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnknownKind,
-            format!("unknown message kind {kind:?}; expected motion, gps, sos, heartbeat or door"),
+            format!("unknown message kind {kind:?}; expected motion, gps, sos, heartbeat, door or status"),
         )
     })?;
     let (ts, reading, battery) = match kind {
         MessageKind::Motion => {
             let p: MotionPayload = decode(payload)?;
             let room = p.room.filter(|r| !r.is_empty());
-            (p.ts, Reading::Motion { motion: p.motion, room }, p.battery)
+            (
+                p.ts,
+                Reading::Motion {
+                    motion: p.motion,
+                    room,
+                },
+                p.battery,
+            )
         }
         MessageKind::Door => {
             let p: DoorPayload = decode(payload)?;
@@ -193,6 +216,15 @@ pub fn parse_native(
             let p: BarePayload = decode(payload)?;
             (p.ts, Reading::Heartbeat, p.battery)
         }
+        MessageKind::Status => {
+            let p: StatusPayload = decode(payload)?;
+            let reading = if p.online {
+                Reading::Heartbeat
+            } else {
+                Reading::Offline
+            };
+            (p.ts, reading, p.battery)
+        }
     };
     Ok(ParsedMessage {
         ts: check_ts(ts.map(|t| t.0), received_at)?,
@@ -204,35 +236,58 @@ pub fn parse_native(
 /// Builds a position reading, refusing coordinates no place on Earth has.
 pub fn position(lat: f64, lon: f64, accuracy_m: Option<f64>) -> Result<Reading, Rejection> {
     if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-        return Err(Rejection::new(RejectReason::OutOfRange, format!("lat {lat} is not within -90..90")));
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            format!("lat {lat} is not within -90..90"),
+        ));
     }
     if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-        return Err(Rejection::new(RejectReason::OutOfRange, format!("lon {lon} is not within -180..180")));
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            format!("lon {lon} is not within -180..180"),
+        ));
     }
     if let Some(a) = accuracy_m {
         if !a.is_finite() || a < 0.0 {
-            return Err(Rejection::new(RejectReason::OutOfRange, format!("accuracy_m {a} must be a non-negative number")));
+            return Err(Rejection::new(
+                RejectReason::OutOfRange,
+                format!("accuracy_m {a} must be a non-negative number"),
+            ));
         }
     }
-    Ok(Reading::Position { lat, lon, accuracy_m })
+    Ok(Reading::Position {
+        lat,
+        lon,
+        accuracy_m,
+    })
 }
 
 /// A battery level as a whole percentage, refusing values outside 0..=100.
 pub fn battery_pct(b: f64) -> Result<u8, Rejection> {
     if !b.is_finite() || !(0.0..=100.0).contains(&b) {
-        return Err(Rejection::new(RejectReason::OutOfRange, format!("battery {b} is not within 0..100")));
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            format!("battery {b} is not within 0..100"),
+        ));
     }
     // In range and finite, so the cast cannot truncate.
     Ok(b.round() as u8)
 }
 
 /// The reading's time: its own `ts` unless absent, and never far in the future.
-pub fn check_ts(ts: Option<DateTime<Utc>>, received_at: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
+pub fn check_ts(
+    ts: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Rejection> {
     let ts = ts.unwrap_or(received_at);
     if ts > received_at + MAX_FUTURE_SKEW {
         return Err(Rejection::new(
             RejectReason::FutureTimestamp,
-            format!("ts {} is more than 10 minutes after the hub's clock ({})", ts.to_rfc3339(), received_at.to_rfc3339()),
+            format!(
+                "ts {} is more than 10 minutes after the hub's clock ({})",
+                ts.to_rfc3339(),
+                received_at.to_rfc3339()
+            ),
         ));
     }
     Ok(ts)
@@ -240,7 +295,11 @@ pub fn check_ts(ts: Option<DateTime<Utc>>, received_at: DateTime<Utc>) -> Result
 
 fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
     serde_json::from_slice(payload).map_err(|e| {
-        let reason = if e.is_syntax() || e.is_eof() { RejectReason::NotJson } else { RejectReason::BadField };
+        let reason = if e.is_syntax() || e.is_eof() {
+            RejectReason::NotJson
+        } else {
+            RejectReason::BadField
+        };
         Rejection::new(reason, e.to_string())
     })
 }
@@ -250,7 +309,9 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 25, 1, 0, 0).single().unwrap_or_default()
+        Utc.with_ymd_and_hms(2026, 11, 25, 1, 0, 0)
+            .single()
+            .unwrap_or_default()
     }
 
     fn reason(kind: &str, payload: &str) -> RejectReason {
@@ -262,39 +323,97 @@ mod tests {
 
     #[test]
     fn accepts_documented_examples() -> Result<(), Rejection> {
-        let m = parse_native("motion", br#"{"ts":1764032400000,"motion":true,"room":"kitchen"}"#, now())?;
-        assert_eq!(m.reading, Reading::Motion { motion: true, room: Some("kitchen".into()) });
+        let m = parse_native(
+            "motion",
+            br#"{"ts":1764032400000,"motion":true,"room":"kitchen"}"#,
+            now(),
+        )?;
+        assert_eq!(
+            m.reading,
+            Reading::Motion {
+                motion: true,
+                room: Some("kitchen".into())
+            }
+        );
         assert_eq!(m.ts.timestamp_millis(), 1764032400000);
         let g = parse_native("gps", br#"{"ts":"2026-11-25T09:59:00+09:00","lat":35.7074,"lon":139.6638,"accuracy_m":12.5,"battery":81}"#, now())?;
-        assert_eq!(g.reading, Reading::Position { lat: 35.7074, lon: 139.6638, accuracy_m: Some(12.5) });
+        assert_eq!(
+            g.reading,
+            Reading::Position {
+                lat: 35.7074,
+                lon: 139.6638,
+                accuracy_m: Some(12.5)
+            }
+        );
         assert_eq!(g.battery, Some(81));
-        assert_eq!(g.ts, Utc.with_ymd_and_hms(2026, 11, 25, 0, 59, 0).single().unwrap_or_default());
+        assert_eq!(
+            g.ts,
+            Utc.with_ymd_and_hms(2026, 11, 25, 0, 59, 0)
+                .single()
+                .unwrap_or_default()
+        );
         assert_eq!(parse_native("sos", b"{}", now())?.ts, now());
-        assert_eq!(parse_native("heartbeat", br#"{"battery":55}"#, now())?.battery, Some(55));
-        assert_eq!(parse_native("door", br#"{"open":true}"#, now())?.reading, Reading::Door { open: true });
+        assert_eq!(
+            parse_native("heartbeat", br#"{"battery":55}"#, now())?.battery,
+            Some(55)
+        );
+        assert_eq!(
+            parse_native("door", br#"{"open":true}"#, now())?.reading,
+            Reading::Door { open: true }
+        );
         Ok(())
     }
 
     #[test]
     fn rejects_each_kind_of_bad_message_with_its_reason() {
         assert_eq!(reason("motion", "not json"), RejectReason::NotJson);
-        assert_eq!(reason("motion", r#"{"motion":"yes"}"#), RejectReason::BadField);
-        assert_eq!(reason("motion", r#"{"room":"kitchen"}"#), RejectReason::BadField);
-        assert_eq!(reason("gps", r#"{"lat":91,"lon":0}"#), RejectReason::OutOfRange);
-        assert_eq!(reason("gps", r#"{"lat":0,"lon":-180.5}"#), RejectReason::OutOfRange);
-        assert_eq!(reason("gps", r#"{"lat":0,"lon":0,"accuracy_m":-1}"#), RejectReason::OutOfRange);
-        assert_eq!(reason("heartbeat", r#"{"battery":101}"#), RejectReason::OutOfRange);
-        assert_eq!(reason("sos", r#"{"ts":1900000000000}"#), RejectReason::FutureTimestamp);
-        assert_eq!(reason("sos", r#"{"ts":"yesterday"}"#), RejectReason::BadField);
+        assert_eq!(
+            reason("motion", r#"{"motion":"yes"}"#),
+            RejectReason::BadField
+        );
+        assert_eq!(
+            reason("motion", r#"{"room":"kitchen"}"#),
+            RejectReason::BadField
+        );
+        assert_eq!(
+            reason("gps", r#"{"lat":91,"lon":0}"#),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason("gps", r#"{"lat":0,"lon":-180.5}"#),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason("gps", r#"{"lat":0,"lon":0,"accuracy_m":-1}"#),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason("heartbeat", r#"{"battery":101}"#),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason("sos", r#"{"ts":1900000000000}"#),
+            RejectReason::FutureTimestamp
+        );
+        assert_eq!(
+            reason("sos", r#"{"ts":"yesterday"}"#),
+            RejectReason::BadField
+        );
         assert_eq!(reason("temperature", "{}"), RejectReason::UnknownKind);
-        let big = format!(r#"{{"motion":true,"room":"{}"}}"#, "x".repeat(MAX_PAYLOAD_BYTES));
+        let big = format!(
+            r#"{{"motion":true,"room":"{}"}}"#,
+            "x".repeat(MAX_PAYLOAD_BYTES)
+        );
         assert_eq!(reason("motion", &big), RejectReason::TooLarge);
     }
 
     #[test]
     fn nan_cannot_be_smuggled_in() {
         // JSON has no NaN literal; the parser must refuse it rather than read 0.
-        assert_eq!(reason("gps", r#"{"lat":NaN,"lon":0}"#), RejectReason::NotJson);
+        assert_eq!(
+            reason("gps", r#"{"lat":NaN,"lon":0}"#),
+            RejectReason::NotJson
+        );
         assert!(position(f64::NAN, 0.0, None).is_err());
         assert!(position(0.0, f64::INFINITY, None).is_err());
     }

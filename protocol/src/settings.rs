@@ -103,7 +103,13 @@ pub struct OfflineSettings {
 
 impl Default for OfflineSettings {
     fn default() -> Self {
-        OfflineSettings { motion_s: 3600, door_s: 3600, button_s: 6 * 3600, gps_s: 900, gateway_s: 900 }
+        OfflineSettings {
+            motion_s: 3600,
+            door_s: 3600,
+            button_s: 6 * 3600,
+            gps_s: 900,
+            gateway_s: 900,
+        }
     }
 }
 
@@ -215,7 +221,13 @@ mod tests {
 
     #[test]
     fn local_times_parse_strictly() {
-        assert_eq!(LocalTime::parse("06:30"), Some(LocalTime { hour: 6, minute: 30 }));
+        assert_eq!(
+            LocalTime::parse("06:30"),
+            Some(LocalTime {
+                hour: 6,
+                minute: 30
+            })
+        );
         assert_eq!(LocalTime::parse("6:30"), None);
         assert_eq!(LocalTime::parse("24:00"), None);
         assert_eq!(LocalTime::parse("12:60"), None);

@@ -12,15 +12,18 @@ pub enum MessageKind {
     Sos,
     Heartbeat,
     Door,
+    /// `{"online": false}` as a device's MQTT will, `true` when it comes back.
+    Status,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 5] = [
+    pub const ALL: [MessageKind; 6] = [
         MessageKind::Motion,
         MessageKind::Gps,
         MessageKind::Sos,
         MessageKind::Heartbeat,
         MessageKind::Door,
+        MessageKind::Status,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +33,7 @@ impl MessageKind {
             MessageKind::Sos => "sos",
             MessageKind::Heartbeat => "heartbeat",
             MessageKind::Door => "door",
+            MessageKind::Status => "status",
         }
     }
 

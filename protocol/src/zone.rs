@@ -55,7 +55,10 @@ impl NewZone {
             (Some(p), None) => Ok(ZoneShape::Polygon(p.clone())),
             (None, Some(c)) => Ok(ZoneShape::Circle(*c)),
             (Some(_), Some(_)) => Err("give either \"polygon\" or \"circle\", not both".into()),
-            (None, None) => Err("a zone needs a \"polygon\" (GeoJSON Polygon) or a \"circle\" {lat, lon, radius_m}".into()),
+            (None, None) => Err(
+                "a zone needs a \"polygon\" (GeoJSON Polygon) or a \"circle\" {lat, lon, radius_m}"
+                    .into(),
+            ),
         }
     }
 }

@@ -16,7 +16,9 @@ use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
-use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings, Severity};
+use mimamori_protocol::{
+    Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings, Severity,
+};
 
 pub use sql::{connect, PgStore, SqliteStore};
 
@@ -107,9 +109,21 @@ pub enum AlertChange {
         details: serde_json::Value,
     },
     /// Replaces the details of the live alert, if there is one.
-    Update { resident_id: i64, kind: AlertKind, subject: String, at: DateTime<Utc>, details: serde_json::Value },
+    Update {
+        resident_id: i64,
+        kind: AlertKind,
+        subject: String,
+        at: DateTime<Utc>,
+        details: serde_json::Value,
+    },
     /// Resolves the live alert, if there is one, as `condition_cleared`.
-    Resolve { resident_id: i64, kind: AlertKind, subject: String, at: DateTime<Utc>, reason: String },
+    Resolve {
+        resident_id: i64,
+        kind: AlertKind,
+        subject: String,
+        at: DateTime<Utc>,
+        reason: String,
+    },
 }
 
 /// One ingest batch: written in a single transaction, before any PUBACK leaves.
@@ -167,12 +181,25 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     // users and sessions
-    async fn create_user(&self, username: &str, password_hash: &str, role: Role, resident_ids: &[i64], at: DateTime<Utc>) -> StoreResult<User>;
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        resident_ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> StoreResult<User>;
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn delete_user(&self, id: i64) -> StoreResult<()>;
-    async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: DateTime<Utc>) -> StoreResult<()>;
-    async fn session_user(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<User>>;
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn session_user(&self, token_hash: &str, now: DateTime<Utc>)
+        -> StoreResult<Option<User>>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
 
     // residents and their zones
@@ -181,7 +208,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_residents(&self, within: Option<&[i64]>) -> StoreResult<Vec<Resident>>;
     async fn update_resident(&self, r: &Resident) -> StoreResult<()>;
     async fn delete_resident(&self, id: i64) -> StoreResult<()>;
-    async fn create_zone(&self, resident_id: i64, name: &str, shape: &ZoneShape, at: DateTime<Utc>) -> StoreResult<Zone>;
+    async fn create_zone(
+        &self,
+        resident_id: i64,
+        name: &str,
+        shape: &ZoneShape,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Zone>;
     async fn list_zones(&self, resident_id: i64) -> StoreResult<Vec<Zone>>;
     async fn zone(&self, id: i64) -> StoreResult<Zone>;
     async fn delete_zone(&self, id: i64) -> StoreResult<()>;
@@ -203,14 +236,25 @@ pub trait Store: Send + Sync + 'static {
     async fn rule_state(&self, resident_id: i64) -> StoreResult<Option<String>>;
     async fn list_rejected(&self, limit: i64) -> StoreResult<Vec<RejectedMessage>>;
     async fn count_readings(&self, resident_id: i64) -> StoreResult<i64>;
-    async fn recent_readings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>>;
+    async fn recent_readings(
+        &self,
+        resident_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredReading>>;
 
     // alerts
     async fn list_alerts(&self, f: &AlertFilter) -> StoreResult<Vec<Alert>>;
     async fn alert(&self, id: i64) -> StoreResult<Alert>;
     async fn alert_history(&self, id: i64) -> StoreResult<Vec<AlertEvent>>;
     /// Acknowledges or resolves; `Conflict` with a sentence when the alert's state forbids it.
-    async fn staff_action(&self, id: i64, action: StaffAction, actor: &str, note: Option<&str>, at: DateTime<Utc>) -> StoreResult<Alert>;
+    async fn staff_action(
+        &self,
+        id: i64,
+        action: StaffAction,
+        actor: &str,
+        note: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Alert>;
 
     // audit trail
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()>;

@@ -27,7 +27,13 @@ pub struct UserRow {
 impl UserRow {
     pub fn into_user(self, resident_ids: Vec<i64>) -> StoreResult<(User, String)> {
         let role = Role::parse(&self.role).ok_or_else(|| invalid("role", &self.role))?;
-        let user = User { id: self.id, username: self.username, role, resident_ids, created_at: from_ms(self.created_at) };
+        let user = User {
+            id: self.id,
+            username: self.username,
+            role,
+            resident_ids,
+            created_at: from_ms(self.created_at),
+        };
         Ok((user, self.password_hash))
     }
 }
@@ -51,7 +57,14 @@ impl TryFrom<ResidentRow> for Resident {
             (Some(lat), Some(lon)) => Some(LatLon { lat, lon }),
             _ => None,
         };
-        Ok(Resident { id: r.id, name: r.name, timezone: r.timezone, home, rules, created_at: from_ms(r.created_at) })
+        Ok(Resident {
+            id: r.id,
+            name: r.name,
+            timezone: r.timezone,
+            home,
+            rules,
+            created_at: from_ms(r.created_at),
+        })
     }
 }
 
@@ -67,7 +80,12 @@ impl TryFrom<ZoneRow> for Zone {
     type Error = StoreError;
     fn try_from(z: ZoneRow) -> StoreResult<Zone> {
         let shape: ZoneShape = json("zone shape", &z.shape)?;
-        Ok(Zone { id: z.id, resident_id: z.resident_id, name: z.name, shape })
+        Ok(Zone {
+            id: z.id,
+            resident_id: z.resident_id,
+            name: z.name,
+            shape,
+        })
     }
 }
 
@@ -125,7 +143,8 @@ impl TryFrom<AlertRow> for Alert {
             resident_id: a.resident_id,
             device_id: a.device_id,
             kind: AlertKind::parse(&a.kind).ok_or_else(|| invalid("alert kind", &a.kind))?,
-            severity: Severity::parse(&a.severity).ok_or_else(|| invalid("severity", &a.severity))?,
+            severity: Severity::parse(&a.severity)
+                .ok_or_else(|| invalid("severity", &a.severity))?,
             state: AlertState::parse(&a.state).ok_or_else(|| invalid("alert state", &a.state))?,
             escalated: a.escalated,
             opened_at: from_ms(a.opened_at),
@@ -150,7 +169,12 @@ pub struct AlertEventRow {
 
 impl From<AlertEventRow> for AlertEvent {
     fn from(e: AlertEventRow) -> AlertEvent {
-        AlertEvent { at: from_ms(e.at), action: e.action, actor: e.actor, note: e.note }
+        AlertEvent {
+            at: from_ms(e.at),
+            action: e.action,
+            actor: e.actor,
+            note: e.note,
+        }
     }
 }
 

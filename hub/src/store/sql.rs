@@ -19,7 +19,9 @@ use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertState, DeviceEvent, DeviceKind, Reading};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::QueryBuilder;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -32,18 +34,24 @@ const CHUNK: usize = 500;
 /// Opens the store the URL names (`postgres://…` or `sqlite:…`) and runs its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let opts = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        let opts = PgConnectOptions::from_str(url)
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await
             .context("cannot connect to PostgreSQL")?;
-        sqlx::migrate!("../migrations/postgres").run(&pool).await.context("PostgreSQL migrations failed")?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .context("PostgreSQL migrations failed")?;
         Ok(Arc::new(PgStore::from_pool(pool)))
     } else {
         let opts = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("DATABASE_URL {url:?} is neither postgres:// nor a valid sqlite: URL"))?
+            .with_context(|| {
+                format!("DATABASE_URL {url:?} is neither postgres:// nor a valid sqlite: URL")
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL with NORMAL loses no committed transaction on a process crash; only an OS
@@ -56,7 +64,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .connect_with(opts)
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await.context("SQLite migrations failed")?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("SQLite migrations failed")?;
         Ok(Arc::new(SqliteStore::from_pool(pool)))
     }
 }
@@ -87,7 +98,10 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> Self {
-        SqliteStore { pool, writer: Mutex::new(()) }
+        SqliteStore {
+            pool,
+            writer: Mutex::new(()),
+        }
     }
 
     async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
@@ -96,12 +110,15 @@ impl SqliteStore {
 }
 
 /// The columns of `alerts` in the order `AlertRow` reads them.
-const ALERT_COLS: &str = "id, resident_id, device_id, kind, severity, state, escalated, opened_at, acknowledged_at, \
+const ALERT_COLS: &str =
+    "id, resident_id, device_id, kind, severity, state, escalated, opened_at, acknowledged_at, \
      acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at";
 
 fn reading_data(ev: &DeviceEvent) -> Option<String> {
     match &ev.reading {
-        Reading::Motion { motion, room } => Some(serde_json::json!({"motion": motion, "room": room}).to_string()),
+        Reading::Motion { motion, room } => {
+            Some(serde_json::json!({"motion": motion, "room": room}).to_string())
+        }
         Reading::Door { open } => Some(serde_json::json!({"open": open}).to_string()),
         _ => None,
     }
@@ -109,7 +126,11 @@ fn reading_data(ev: &DeviceEvent) -> Option<String> {
 
 fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>) {
     match ev.reading {
-        Reading::Position { lat, lon, accuracy_m } => (Some(lat), Some(lon), accuracy_m),
+        Reading::Position {
+            lat,
+            lon,
+            accuracy_m,
+        } => (Some(lat), Some(lon), accuracy_m),
         _ => (None, None, None),
     }
 }
@@ -877,12 +898,20 @@ fn refusal(alert: &Alert, action: StaffAction) -> String {
         (AlertState::Resolved, StaffAction::Acknowledge) => format!(
             "alert {} is already resolved{}; there is nothing left to acknowledge",
             alert.id,
-            alert.resolved_by.as_deref().map(|b| format!(" (by {b})")).unwrap_or_default()
+            alert
+                .resolved_by
+                .as_deref()
+                .map(|b| format!(" (by {b})"))
+                .unwrap_or_default()
         ),
         (AlertState::Acknowledged, StaffAction::Acknowledge) => format!(
             "alert {} was already acknowledged{}",
             alert.id,
-            alert.acknowledged_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+            alert
+                .acknowledged_by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
         ),
         _ => format!("alert {} is already resolved", alert.id),
     }

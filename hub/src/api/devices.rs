@@ -1,0 +1,156 @@
+//! Devices and their MQTT credentials: issued once, stored hashed, revocable at once.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use mimamori_protocol::api::{Device, DeviceCreated, MqttCredentials, NewDevice};
+use mimamori_protocol::topic::device_prefix;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::{audit, AppState};
+use crate::pipeline::Command;
+use crate::security;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/devices", post(create).get(list))
+        .route("/devices/{id}", delete(remove).get(one))
+        .route("/devices/{id}/rotate-secret", post(rotate))
+}
+
+async fn create(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiJson(req): ApiJson<NewDevice>,
+) -> ApiResult<(StatusCode, Json<DeviceCreated>)> {
+    caller.require_staff()?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::Invalid("name must be 1 to 100 characters".into()));
+    }
+    st.store
+        .resident(req.resident_id)
+        .await
+        .map_err(|_| ApiError::Invalid(format!("resident {} does not exist", req.resident_id)))?;
+    let device = Device {
+        id: security::random_id("dev-", 12),
+        resident_id: req.resident_id,
+        kind: req.kind,
+        name: name.to_string(),
+        created_at: st.clock.now(),
+        last_seen_at: None,
+        battery: None,
+    };
+    let secret = security::random_secret();
+    st.store
+        .create_device(&device, &security::hash_token(&secret))
+        .await?;
+    st.pipeline.send(Command::Reload(device.resident_id)).await;
+    audit(
+        &st,
+        &caller,
+        "device.create",
+        format!("device/{}", device.id),
+        serde_json::json!({"resident_id": device.resident_id, "kind": device.kind}),
+    )
+    .await?;
+    let created = DeviceCreated {
+        mqtt: credentials(&device.id, secret),
+        id: device.id,
+        resident_id: device.resident_id,
+        kind: device.kind,
+        name: device.name,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+fn credentials(id: &str, secret: String) -> MqttCredentials {
+    MqttCredentials {
+        username: id.to_string(),
+        password: secret,
+        topic_prefix: device_prefix(id),
+    }
+}
+
+async fn list(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json<Vec<Device>>> {
+    Ok(Json(
+        st.store.list_devices(caller.scope().as_deref()).await?,
+    ))
+}
+
+async fn one(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Device>> {
+    let device = st
+        .store
+        .device(&id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+    caller
+        .check_resident(device.resident_id)
+        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+    Ok(Json(device))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_staff()?;
+    let device = st
+        .store
+        .device(&id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+    st.store.delete_device(&id).await?;
+    st.edge.kick(&id);
+    st.pipeline.send(Command::Reload(device.resident_id)).await;
+    audit(
+        &st,
+        &caller,
+        "device.delete",
+        format!("device/{id}"),
+        serde_json::json!({"resident_id": device.resident_id}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<DeviceCreated>> {
+    caller.require_staff()?;
+    let device = st
+        .store
+        .device(&id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+    let secret = security::random_secret();
+    st.store
+        .set_device_secret(&id, &security::hash_token(&secret))
+        .await?;
+    // A session opened with the old secret must not outlive it.
+    st.edge.kick(&id);
+    audit(
+        &st,
+        &caller,
+        "device.rotate_secret",
+        format!("device/{id}"),
+        serde_json::Value::Null,
+    )
+    .await?;
+    Ok(Json(DeviceCreated {
+        mqtt: credentials(&device.id, secret),
+        id: device.id,
+        resident_id: device.resident_id,
+        kind: device.kind,
+        name: device.name,
+    }))
+}

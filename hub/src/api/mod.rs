@@ -1,0 +1,96 @@
+//! The HTTP API under `/api/v1` and the dashboard's files at `/`.
+//!
+//! Every call but login, health and metrics needs a bearer token; roles decide
+//! what a caller may do, and a family user sees only their own residents. Every
+//! change made through the API is written to the audit trail.
+
+pub mod alerts;
+pub mod auth;
+pub mod devices;
+pub mod error;
+pub mod residents;
+pub mod system;
+pub mod users;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::Router;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::edge::router::HubPublisher;
+use crate::edge::EdgeCtx;
+use crate::events::Bus;
+use crate::metrics::Metrics;
+use crate::pipeline::PipelineHandle;
+use crate::store::{AuditEntry, Store};
+use auth::AuthUser;
+use error::{ApiError, ApiResult};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub pipeline: PipelineHandle,
+    pub edge: Arc<EdgeCtx>,
+    pub bus: Bus,
+    pub publisher: HubPublisher,
+    pub session_hours: u32,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(residents::router())
+        .merge(devices::router())
+        .merge(alerts::router())
+        .merge(system::router())
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
+    let index = dashboard_dir.join("index.html");
+    let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback_service(files)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+/// Writes one staff or admin action to the audit trail.
+pub async fn audit(
+    st: &AppState,
+    caller: &AuthUser,
+    action: &str,
+    target: String,
+    details: serde_json::Value,
+) -> ApiResult<()> {
+    let details = (!details.is_null()).then_some(details);
+    st.store
+        .audit(&AuditEntry {
+            at: st.clock.now(),
+            actor: caller.name().to_string(),
+            action: action.to_string(),
+            target,
+            details,
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Operations: health, metrics, dead letters and the audit trail.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use mimamori_protocol::api::{RejectedMessage, Role};
+use serde::{Deserialize, Serialize};
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiQuery, ApiResult};
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/rejected", get(rejected))
+        .route("/audit", get(audit_log))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub store: String,
+    pub mqtt_connections: usize,
+}
+
+/// 200 once the broker and store are ready (the hub only serves HTTP after both
+/// started), 503 while the store does not answer.
+async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    let store_ok = st.store.ping().await.is_ok();
+    let ready = st.ready.load(Ordering::Relaxed) && store_ok;
+    let body = Health {
+        status: if ready {
+            "ok".into()
+        } else {
+            "unavailable".into()
+        },
+        store: st.store.backend().into(),
+        mqtt_connections: st.edge.registry.len(),
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
+/// Prometheus text; counters only, no personal data, so scrapers need no login.
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+async fn rejected(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(q): ApiQuery<Limit>,
+) -> ApiResult<Json<Vec<RejectedMessage>>> {
+    caller.require_staff()?;
+    Ok(Json(
+        st.store
+            .list_rejected(q.limit.unwrap_or(100).clamp(1, 1000))
+            .await?,
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditItem {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: Option<serde_json::Value>,
+}
+
+async fn audit_log(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(q): ApiQuery<Limit>,
+) -> ApiResult<Json<Vec<AuditItem>>> {
+    caller.require(&[Role::Admin])?;
+    let entries = st
+        .store
+        .list_audit(q.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AuditItem {
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                details: e.details,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,105 @@
+//! User accounts: admins create staff and family users; a family user is tied to
+//! the residents they may see.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use mimamori_protocol::api::{NewUser, Role, User};
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::{audit, AppState};
+use crate::security;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", post(create).get(list))
+        .route("/users/{id}", delete(remove))
+}
+
+/// Shortest password accepted for a person's account.
+const MIN_PASSWORD: usize = 10;
+
+async fn create(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiJson(req): ApiJson<NewUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    caller.require(&[Role::Admin])?;
+    validate_username(&req.username)?;
+    if req.password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::Invalid(format!(
+            "password must have at least {MIN_PASSWORD} characters"
+        )));
+    }
+    if req.role == Role::Family && req.resident_ids.is_empty() {
+        return Err(ApiError::Invalid(
+            "a family user needs the resident_ids they may see".into(),
+        ));
+    }
+    let password = req.password.clone();
+    let hash = tokio::task::spawn_blocking(move || security::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+    let user = st
+        .store
+        .create_user(
+            &req.username,
+            &hash,
+            req.role,
+            &req.resident_ids,
+            st.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(m) if m.starts_with("resident") => {
+                ApiError::Invalid(m)
+            }
+            other => other.into(),
+        })?;
+    audit(&st, &caller, "user.create", format!("user/{}", user.id), serde_json::json!({"username": user.username, "role": user.role, "resident_ids": user.resident_ids})).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn list(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json<Vec<User>>> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(st.store.list_users().await?))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Role::Admin])?;
+    if id == caller.user.id {
+        return Err(ApiError::Conflict(
+            "you cannot delete your own account".into(),
+        ));
+    }
+    st.store.delete_user(id).await?;
+    audit(
+        &st,
+        &caller,
+        "user.delete",
+        format!("user/{id}"),
+        serde_json::Value::Null,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn validate_username(name: &str) -> ApiResult<()> {
+    let ok = (3..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(
+            "username must be 3 to 64 characters: letters, digits, '.', '_', '-' or '@'".into(),
+        ))
+    }
+}

@@ -1,0 +1,229 @@
+//! Wiring: [`Hub::build`] opens the store, starts the embedded broker, binds every
+//! listener (reading back the real ports, so tests can ask for port 0) and restores
+//! the rules engine; [`Hub::run_until_stopped`] serves until the given future ends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use mimamori_protocol::api::Role;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use crate::api::{self, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::edge::{self, router, EdgeCtx};
+use crate::events::Bus;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::security;
+use crate::store::{self, Store};
+
+/// Items that may wait for the pipeline before publishers are slowed down.
+const INGEST_QUEUE: usize = 65_536;
+
+pub struct Hub {
+    http: TcpListener,
+    mqtt: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    state: AppState,
+    pipeline: Pipeline,
+    dashboard_dir: std::path::PathBuf,
+}
+
+impl Hub {
+    /// Builds a hub on the real clock.
+    pub async fn build(cfg: Config) -> anyhow::Result<Hub> {
+        Self::build_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Hub> {
+        let http = TcpListener::bind(cfg.http_addr).await.with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (port {} in use?)",
+                cfg.http_addr,
+                cfg.http_addr.port()
+            )
+        })?;
+        let mqtt = edge::bind(cfg.mqtt_addr).await?;
+        let tls = match &cfg.mqtt_tls {
+            Some(t) => Some((
+                edge::bind(t.addr).await?,
+                edge::tls_acceptor(&t.cert, &t.key)?,
+            )),
+            None => None,
+        };
+        info!(addr = %http.local_addr()?, "HTTP listener bound");
+        info!(addr = %mqtt.local_addr()?, "MQTT listener bound");
+
+        let store = store::connect(&cfg.database_url).await?;
+        info!(backend = store.backend(), "store open, migrations applied");
+        ensure_admin(
+            store.as_ref(),
+            cfg.admin_password.as_deref(),
+            clock.as_ref(),
+        )
+        .await?;
+
+        let router = router::start(cfg.max_connections, edge::MAX_PACKET).await?;
+        let publisher = router::HubPublisher::connect(&router);
+        let metrics = Arc::new(Metrics::new());
+        let (items_tx, items_rx) = mpsc::channel(INGEST_QUEUE);
+        let ingest = Ingest::new(items_tx, clock.clone());
+        let edge = Arc::new(EdgeCtx::new(
+            store.clone(),
+            ingest,
+            metrics.clone(),
+            router,
+            cfg.max_connections,
+        ));
+        let first_seq = u64::try_from(clock.now().timestamp_millis())
+            .unwrap_or(1)
+            .saturating_mul(1000);
+        let bus = Bus::new(first_seq);
+
+        let (mut pipeline, handle) = Pipeline::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            bus.clone(),
+            publisher.clone(),
+            items_rx,
+        );
+        let watched = pipeline
+            .restore()
+            .await
+            .context("cannot restore the rules engine")?;
+        info!(
+            residents = watched,
+            "rules engine restored, timers re-armed"
+        );
+
+        let state = AppState {
+            store,
+            clock,
+            metrics,
+            pipeline: handle,
+            edge,
+            bus,
+            publisher,
+            session_hours: cfg.session_hours,
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Hub {
+            http,
+            mqtt,
+            tls,
+            state,
+            pipeline,
+            dashboard_dir: cfg.dashboard_dir,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes or a part of the hub stops.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Hub {
+            http,
+            mqtt,
+            tls,
+            state,
+            pipeline,
+            dashboard_dir,
+        } = self;
+        let edge = state.edge.clone();
+        let ready = state.ready.clone();
+        let app = api::app(state, &dashboard_dir);
+        let mqtt_task = tokio::spawn(edge::serve_tcp(mqtt, edge.clone()));
+        let tls_task = tokio::spawn(async move {
+            match tls {
+                Some((listener, acceptor)) => edge::serve_tls(listener, acceptor, edge).await,
+                None => std::future::pending().await,
+            }
+        });
+        let pipeline_task = tokio::spawn(pipeline.run());
+        let http_task = tokio::spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
+        ready.store(true, Ordering::Relaxed);
+        info!("hub ready");
+        tokio::select! {
+            r = http_task => report_exit("HTTP server", r.map(|r| r.map_err(anyhow::Error::from))),
+            r = mqtt_task => report_exit("MQTT edge", r.map(|()| Ok(()))),
+            r = tls_task => report_exit("MQTT TLS edge", r.map(|()| Ok(()))),
+            r = pipeline_task => report_exit("pipeline", r.map(|()| Ok(()))),
+        }
+    }
+}
+
+fn report_exit(
+    part: &str,
+    outcome: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match outcome {
+        Ok(Ok(())) => {
+            info!("{part} stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            error!(error.cause_chain = ?e, "{part} failed");
+            Err(e.context(format!("{part} failed")))
+        }
+        Err(e) => {
+            error!(error = %e, "{part} panicked");
+            Err(anyhow::anyhow!("{part} panicked: {e}"))
+        }
+    }
+}
+
+/// Creates the `admin` user on first start, with the configured password or a
+/// generated one that is printed once.
+async fn ensure_admin(
+    store: &dyn Store,
+    password: Option<&str>,
+    clock: &dyn Clock,
+) -> anyhow::Result<()> {
+    if store.user_by_name("admin").await?.is_some() {
+        return Ok(());
+    }
+    let (password, generated) = match password {
+        Some(p) => (p.to_string(), false),
+        None => (security::random_secret()[..20].to_string(), true),
+    };
+    let hash = security::hash_password(&password)?;
+    store
+        .create_user("admin", &hash, Role::Admin, &[], clock.now())
+        .await?;
+    if generated {
+        // Printed once, on the console of whoever started the hub; it is never stored in clear.
+        println!("Created user 'admin' with password: {password}");
+        println!("Keep it safe: it is not shown again. Set MIMAMORI_ADMIN_PASSWORD to choose it yourself.");
+    }
+    info!("admin user created");
+    Ok(())
+}

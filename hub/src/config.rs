@@ -1,0 +1,236 @@
+//! Configuration: defaults, then an optional TOML file, then flags and environment.
+//!
+//! Every setting has a flag and an environment variable (`--http-addr` /
+//! `MIMAMORI_HTTP_ADDR`, …); the file (`--config FILE`) uses the same names in
+//! snake_case. A flag or variable overrides the file, which overrides the default.
+//! `hub default-config` prints a commented file to start from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hub",
+    version,
+    about = "Mimamori hub: MQTT broker, rules, alerts and API for watching over residents"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a commented configuration file with every default.
+    DefaultConfig,
+}
+
+/// Settings as given on the command line or in the environment; unset ones fall back.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// TOML configuration file.
+    #[arg(long, env = "MIMAMORI_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API and dashboard.
+    #[arg(long, env = "MIMAMORI_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Address of the MQTT listener for devices (plain TCP).
+    #[arg(long, env = "MIMAMORI_MQTT_ADDR")]
+    pub mqtt_addr: Option<SocketAddr>,
+    /// Address of the MQTT-over-TLS listener; needs --tls-cert and --tls-key.
+    #[arg(long, env = "MIMAMORI_MQTT_TLS_ADDR")]
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listener.
+    #[arg(long, env = "MIMAMORI_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    #[arg(long, env = "MIMAMORI_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// `sqlite:FILE` (the default, created on first start) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Password of the `admin` user created on first start; generated and printed once if unset.
+    #[arg(long, env = "MIMAMORI_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Folder with the dashboard's files.
+    #[arg(long, env = "MIMAMORI_DASHBOARD_DIR")]
+    pub dashboard_dir: Option<PathBuf>,
+    /// Most MQTT connections held at once; further CONNECTs get "server unavailable".
+    #[arg(long, env = "MIMAMORI_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Hours an API login stays valid.
+    #[arg(long, env = "MIMAMORI_SESSION_HOURS")]
+    pub session_hours: Option<u32>,
+}
+
+/// The settings in force, every one resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub mqtt_tls: Option<TlsSettings>,
+    pub database_url: String,
+    pub admin_password: Option<String>,
+    pub dashboard_dir: PathBuf,
+    pub max_connections: usize,
+    pub session_hours: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub const DEFAULT_CONFIG: &str = r#"# Mimamori hub configuration. Every key can also be given as a flag
+# (--http-addr) or an environment variable (MIMAMORI_HTTP_ADDR); those win.
+
+# HTTP API and dashboard.
+http_addr = "127.0.0.1:8080"
+# MQTT for devices and gateways (MQTT 3.1 and 3.1.1).
+mqtt_addr = "0.0.0.0:1883"
+# MQTT over TLS: set all three to enable.
+# mqtt_tls_addr = "0.0.0.0:8883"
+# tls_cert = "/etc/mimamori/cert.pem"
+# tls_key = "/etc/mimamori/key.pem"
+# sqlite:FILE (created on first start) or postgres://user@host/db (env DATABASE_URL).
+database_url = "sqlite:mimamori.db"
+# admin_password = "…"   # better: MIMAMORI_ADMIN_PASSWORD
+dashboard_dir = "dashboard"
+max_connections = 20000
+session_hours = 12
+"#;
+
+impl Settings {
+    /// Values from `self` win over those of `file`.
+    fn over(self, file: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            http_addr: self.http_addr.or(file.http_addr),
+            mqtt_addr: self.mqtt_addr.or(file.mqtt_addr),
+            mqtt_tls_addr: self.mqtt_tls_addr.or(file.mqtt_tls_addr),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            database_url: self.database_url.or(file.database_url),
+            admin_password: self.admin_password.or(file.admin_password),
+            dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
+            max_connections: self.max_connections.or(file.max_connections),
+            session_hours: self.session_hours.or(file.session_hours),
+        }
+    }
+
+    /// Reads the file, if one is named, and resolves every setting.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let merged = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read configuration file {}", path.display())
+                })?;
+                let file: Settings = toml::from_str(&text)
+                    .with_context(|| format!("configuration file {} is invalid", path.display()))?;
+                self.over(file)
+            }
+            None => self,
+        };
+        merged.finish()
+    }
+
+    fn finish(self) -> anyhow::Result<Config> {
+        let mqtt_tls = match (self.mqtt_tls_addr, self.tls_cert, self.tls_key) {
+            (None, _, _) => None,
+            (Some(addr), Some(cert), Some(key)) => Some(TlsSettings { addr, cert, key }),
+            (Some(_), _, _) => anyhow::bail!("mqtt_tls_addr needs both tls_cert and tls_key"),
+        };
+        let max_connections = self.max_connections.unwrap_or(20_000);
+        if max_connections == 0 {
+            anyhow::bail!("max_connections must be at least 1");
+        }
+        let session_hours = self.session_hours.unwrap_or(12);
+        if session_hours == 0 || session_hours > 24 * 30 {
+            anyhow::bail!("session_hours must be between 1 and 720");
+        }
+        Ok(Config {
+            http_addr: self
+                .http_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            mqtt_addr: self
+                .mqtt_addr
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883))),
+            mqtt_tls,
+            database_url: self
+                .database_url
+                .unwrap_or_else(|| "sqlite:mimamori.db".into()),
+            admin_password: self.admin_password.filter(|p| !p.is_empty()),
+            dashboard_dir: self
+                .dashboard_dir
+                .unwrap_or_else(|| PathBuf::from("dashboard")),
+            max_connections,
+            session_hours,
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: every port chosen by the OS, one SQLite file.
+    pub fn ephemeral(database_url: impl Into<String>) -> Config {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt_tls: None,
+            database_url: database_url.into(),
+            admin_password: None,
+            dashboard_dir: PathBuf::from("dashboard"),
+            max_connections: 20_000,
+            session_hours: 12,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_file_parses_and_matches_the_defaults() -> anyhow::Result<()> {
+        let file: Settings = toml::from_str(DEFAULT_CONFIG)?;
+        let from_file = Settings::default().over(file).finish()?;
+        let built_in = Settings::default().finish()?;
+        assert_eq!(from_file.http_addr, built_in.http_addr);
+        assert_eq!(from_file.mqtt_addr, built_in.mqtt_addr);
+        assert_eq!(from_file.database_url, built_in.database_url);
+        assert_eq!(from_file.max_connections, built_in.max_connections);
+        Ok(())
+    }
+
+    #[test]
+    fn flags_win_over_the_file() -> anyhow::Result<()> {
+        let file: Settings = toml::from_str("http_addr = \"127.0.0.1:9000\"\nmax_connections = 5")?;
+        let flags = Settings {
+            max_connections: Some(7),
+            ..Settings::default()
+        };
+        let cfg = flags.over(file).finish()?;
+        assert_eq!(cfg.http_addr.port(), 9000);
+        assert_eq!(cfg.max_connections, 7);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_half_tls_are_refused() {
+        assert!(toml::from_str::<Settings>("http_adr = \"x\"").is_err());
+        let half = Settings {
+            mqtt_tls_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
+            ..Settings::default()
+        };
+        assert!(half.finish().is_err());
+    }
+}

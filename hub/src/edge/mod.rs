@@ -1,0 +1,287 @@
+//! The hub's MQTT edge: it owns the network side of MQTT.
+//!
+//! Devices never reach rumqttd directly. The edge accepts each connection (TCP, or
+//! TLS with a handshake timeout on the connection's own task), checks CONNECT
+//! against the store and answers refusals with the proper return code, binds the
+//! client id to the device, enforces the topic ACL on PUBLISH, SUBSCRIBE and the
+//! will, passes every device PUBLISH through ingest, and acknowledges QoS 1 and 2
+//! only once the pipeline has committed it. Everything else is proxied to the
+//! embedded router ([`router`]), which serves subscribers.
+
+pub mod acl;
+pub mod codec;
+pub mod router;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use mqttrs::{Connect, ConnectReturnCode};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{debug, warn};
+
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::security;
+use crate::store::Store;
+use acl::Principal;
+use router::RouterHandle;
+
+/// Largest MQTT packet the edge reads; native payloads over 16 KiB are refused by ingest.
+pub const MAX_PACKET: usize = 256 * 1024;
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection of the edge shares.
+pub struct EdgeCtx {
+    pub store: Arc<dyn Store>,
+    pub ingest: Ingest,
+    pub metrics: Arc<Metrics>,
+    pub router: RouterHandle,
+    pub registry: Registry,
+    pub max_packet: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl EdgeCtx {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ingest: Ingest,
+        metrics: Arc<Metrics>,
+        router: RouterHandle,
+        max_connections: usize,
+    ) -> Self {
+        EdgeCtx {
+            store,
+            ingest,
+            metrics,
+            router,
+            registry: Registry::default(),
+            max_packet: MAX_PACKET,
+            slots: Arc::new(Semaphore::new(max_connections)),
+        }
+    }
+
+    /// Checks a CONNECT's credentials: a device by its id and secret, or a user by name and password.
+    async fn authenticate(&self, c: &Connect<'_>) -> Result<Principal, ConnectReturnCode> {
+        let (Some(username), Some(password)) = (c.username, c.password) else {
+            return Err(ConnectReturnCode::NotAuthorized);
+        };
+        let device = self.store.device_auth(username).await.map_err(|e| {
+            warn!(error = %e, "store unavailable during CONNECT");
+            ConnectReturnCode::ServerUnavailable
+        })?;
+        if let Some(d) = device {
+            if !security::verify_token(password, &d.secret_hash) {
+                return Err(ConnectReturnCode::BadUsernamePassword);
+            }
+            if !c.client_id.is_empty() && c.client_id != d.id {
+                return Err(ConnectReturnCode::RefusedIdentifierRejected);
+            }
+            return Ok(Principal::Device {
+                id: d.id,
+                resident_id: d.resident_id,
+                kind: d.kind,
+            });
+        }
+        self.authenticate_user(username, password).await
+    }
+
+    async fn authenticate_user(
+        &self,
+        username: &str,
+        password: &[u8],
+    ) -> Result<Principal, ConnectReturnCode> {
+        let record = self
+            .store
+            .user_by_name(username)
+            .await
+            .map_err(|_| ConnectReturnCode::ServerUnavailable)?;
+        let password = String::from_utf8_lossy(password).into_owned();
+        let hash = record
+            .as_ref()
+            .map(|r| r.password_hash.clone())
+            .unwrap_or_else(|| security::decoy_password_hash().to_string());
+        // Argon2 is deliberately slow: keep it off the async workers.
+        let ok = tokio::task::spawn_blocking(move || security::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        match record {
+            Some(r) if ok => Ok(Principal::User {
+                username: r.user.username,
+                role: r.user.role,
+                resident_ids: r.user.resident_ids,
+            }),
+            _ => Err(ConnectReturnCode::BadUsernamePassword),
+        }
+    }
+
+    /// Closes every connection of a device at once (deleted or secret rotated).
+    pub fn kick(&self, client_id: &str) {
+        self.registry.kick(client_id);
+    }
+}
+
+/// Live connections by router client id, so that a takeover or a revocation can close them.
+#[derive(Default)]
+pub struct Registry {
+    live: Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    /// Registers a connection, closing any earlier one with the same client id.
+    fn register(&self, client_id: &str) -> (u64, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let old = self.lock().insert(client_id.to_string(), (id, tx));
+        if let Some((_, kick)) = old {
+            let _ = kick.send(());
+        }
+        (id, rx)
+    }
+
+    fn unregister(&self, client_id: &str, conn: u64) {
+        let mut live = self.lock();
+        if live.get(client_id).is_some_and(|(id, _)| *id == conn) {
+            live.remove(client_id);
+        }
+    }
+
+    fn kick(&self, client_id: &str) {
+        if let Some((_, kick)) = self.lock().remove(client_id) {
+            let _ = kick.send(());
+        }
+    }
+
+    /// How many connections are live.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, oneshot::Sender<()>)>> {
+        // A poisoned map is still a consistent map: every update is a single insert or remove.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Binds the plain MQTT listener, naming the address if it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen for MQTT on {addr} (port {} in use?)",
+            addr.port()
+        )
+    })
+}
+
+/// Accepts plain TCP connections until the task is dropped.
+pub async fn serve_tcp(listener: TcpListener, ctx: Arc<EdgeCtx>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(permit) = ctx.slots.clone().try_acquire_owned().ok() else {
+            ctx.metrics.refuse_connect("server_unavailable");
+            tokio::spawn(refuse_full(stream));
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            session::serve(stream, peer, ctx).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Accepts TLS connections; each handshake runs on its connection's task with a
+/// timeout, so a silent peer cannot hold up anyone else's connection.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ctx: Arc<EdgeCtx>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(permit) = ctx.slots.clone().try_acquire_owned().ok() else {
+            ctx.metrics.refuse_connect("server_unavailable");
+            continue;
+        };
+        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => session::serve(tls, peer, ctx).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Loads a PEM certificate chain and key into a TLS acceptor.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert)
+            .with_context(|| format!("cannot open TLS certificate {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("TLS certificate {} is not valid PEM", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key)
+            .with_context(|| format!("cannot open TLS key {}", key.display()))?,
+    ))
+    .with_context(|| format!("TLS key {} is not valid PEM", key.display()))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("TLS certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Tells a client over the connection limit so, instead of leaving it hanging.
+async fn refuse_full(stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = stream;
+    // CONNACK, return code 3 (server unavailable); sent without reading the CONNECT.
+    let packet = mqttrs::Packet::Connack(mqttrs::Connack {
+        session_present: false,
+        code: ConnectReturnCode::ServerUnavailable,
+    });
+    if let Ok(bytes) = codec::encode(&packet) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
+    }
+}

@@ -1,0 +1,593 @@
+//! One MQTT connection through the edge: CONNECT checked here, then a proxy to the
+//! router in which every packet from the device passes the ACL and every PUBLISH
+//! passes ingest before the device is acknowledged or any subscriber sees it.
+//!
+//! Two packet-id spaces stay apart: ids the device chose for its publishes are
+//! answered here (PUBACK/PUBREC), and the edge numbers its own publishes to the
+//! router and drops the router's PUBACKs for them. Ids the router chose for its
+//! publishes to the device pass through unchanged in both directions.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use mimamori_protocol::native::RejectReason;
+use mqttrs::{
+    Connack, Connect, ConnectReturnCode, LastWill, Packet, Pid, Protocol, Publish, QosPid, Suback,
+    Subscribe, SubscribeReturnCodes, SubscribeTopic,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, warn};
+
+use super::acl::Principal;
+use super::codec::{decode, write_frame, write_packet, CodecError, PacketReader};
+use super::EdgeCtx;
+use crate::ingest::{DeviceCtx, Item};
+
+/// How long a new connection may take to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the router may take to answer the edge's CONNECT.
+const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Publishes a device may have waiting for storage before the edge stops reading it.
+const MAX_PENDING_ACKS: usize = 256;
+
+/// Why a connection ended; decides whether the device's will is delivered.
+#[derive(Debug)]
+enum End {
+    /// The device sent DISCONNECT: no will.
+    Clean,
+    /// The socket closed, timed out or broke a rule: the will is delivered.
+    Abnormal(String),
+    /// Another connection took over this client id, or the device was revoked.
+    Kicked,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = (PendingPublish, bool)> + Send>>;
+
+/// A device PUBLISH waiting for the pipeline to store it.
+struct PendingPublish {
+    qospid: QosPid,
+    retain: bool,
+    topic: String,
+    payload: Bytes,
+    /// Accepted messages go on to subscribers; refused ones only to the dead-letter table.
+    forward: bool,
+}
+
+/// A will, owned, to replay through ingest when the connection ends abnormally.
+struct Will {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+struct Session<S> {
+    ctx: Arc<EdgeCtx>,
+    principal: Principal,
+    device: Option<DeviceCtx>,
+    dev_in: PacketReader<ReadHalf<S>>,
+    dev_out: WriteHalf<S>,
+    router_in: PacketReader<tokio::net::tcp::OwnedReadHalf>,
+    router_out: tokio::net::tcp::OwnedWriteHalf,
+    keep_alive: Duration,
+    next_pid: Pid,
+    /// SUBSCRIBE ids forwarded to the router, with which of their filters the ACL refused.
+    pending_subs: HashMap<u16, Vec<bool>>,
+    /// QoS 2 publishes stored and PUBREC'd, waiting for the device's PUBREL.
+    qos2_received: HashSet<u16>,
+    acks: FuturesOrdered<AckFuture>,
+    will: Option<Will>,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve<S>(stream: S, peer: std::net::SocketAddr, ctx: Arc<EdgeCtx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (rd, mut dev_out) = tokio::io::split(stream);
+    let mut dev_in = PacketReader::new(rd, ctx.max_packet);
+    let frame = match timeout(CONNECT_TIMEOUT, dev_in.next()).await {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return debug!(%peer, error = %e, "connection closed before CONNECT"),
+        Err(_) => return debug!(%peer, "no CONNECT within 10 s"),
+    };
+    let connect = match decode(&frame) {
+        Ok(Packet::Connect(c)) => c,
+        Err(CodecError::UnsupportedProtocol(name, level)) => {
+            ctx.metrics.refuse_connect("unsupported_protocol");
+            info!(%peer, %name, level, "refused: only MQTT 3.1 and 3.1.1 are spoken here");
+            let _ = refuse(&mut dev_out, ConnectReturnCode::RefusedProtocolVersion).await;
+            return;
+        }
+        Ok(other) => {
+            return debug!(%peer, packet = ?other.get_type(), "first packet was not CONNECT")
+        }
+        Err(e) => return debug!(%peer, error = %e, "malformed CONNECT"),
+    };
+    let principal = match ctx.authenticate(&connect).await {
+        Ok(p) => p,
+        Err(code) => {
+            ctx.metrics.refuse_connect(code_name(code));
+            info!(%peer, user = connect.username.unwrap_or(""), code = code_name(code), "CONNECT refused");
+            let _ = refuse(&mut dev_out, code).await;
+            return;
+        }
+    };
+    if let Some(w) = &connect.last_will {
+        if !principal.may_publish(w.topic) {
+            ctx.metrics.refuse_connect("not_authorized");
+            info!(%peer, who = principal.name(), topic = w.topic, "CONNECT refused: will topic outside the device's prefix");
+            let _ = refuse(&mut dev_out, ConnectReturnCode::NotAuthorized).await;
+            return;
+        }
+    }
+    let client_id = internal_client_id(&principal, connect.client_id);
+    let (router_in, router_out, session_present) = match open_router(&ctx, &connect, &client_id)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(%peer, who = principal.name(), error = %e, "router did not accept the connection");
+            ctx.metrics.refuse_connect("server_unavailable");
+            let _ = refuse(&mut dev_out, ConnectReturnCode::ServerUnavailable).await;
+            return;
+        }
+    };
+    let accepted = Packet::Connack(Connack {
+        session_present,
+        code: ConnectReturnCode::Accepted,
+    });
+    if write_packet(&mut dev_out, &accepted).await.is_err() {
+        return;
+    }
+    let (conn_id, kicked) = ctx.registry.register(&client_id);
+    ctx.metrics.connections.inc();
+    debug!(%peer, who = principal.name(), "connected");
+    let device = match &principal {
+        Principal::Device {
+            id,
+            resident_id,
+            kind,
+        } => Some(DeviceCtx {
+            id: id.clone(),
+            resident_id: *resident_id,
+            kind: *kind,
+        }),
+        Principal::User { .. } => None,
+    };
+    let mut session = Session {
+        will: connect.last_will.as_ref().map(|w| Will {
+            topic: w.topic.to_string(),
+            payload: w.message.to_vec(),
+        }),
+        keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
+        ctx: ctx.clone(),
+        principal,
+        device,
+        dev_in,
+        dev_out,
+        router_in,
+        router_out,
+        next_pid: Pid::new(),
+        pending_subs: HashMap::new(),
+        qos2_received: HashSet::new(),
+        acks: FuturesOrdered::new(),
+    };
+    let end = session.run(kicked).await;
+    match &end {
+        End::Abnormal(reason) => {
+            debug!(%peer, who = session.principal.name(), %reason, "connection lost");
+            session.deliver_will().await;
+        }
+        End::Clean | End::Kicked => {
+            debug!(%peer, who = session.principal.name(), ?end, "disconnected")
+        }
+    }
+    ctx.registry.unregister(&client_id, conn_id);
+    ctx.metrics.connections.dec();
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: ConnectReturnCode,
+) -> Result<(), CodecError> {
+    write_packet(
+        w,
+        &Packet::Connack(Connack {
+            session_present: false,
+            code,
+        }),
+    )
+    .await
+}
+
+fn code_name(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::Accepted => "accepted",
+        ConnectReturnCode::RefusedProtocolVersion => "unsupported_protocol",
+        ConnectReturnCode::RefusedIdentifierRejected => "identifier_rejected",
+        ConnectReturnCode::ServerUnavailable => "server_unavailable",
+        ConnectReturnCode::BadUsernamePassword => "bad_username_or_password",
+        ConnectReturnCode::NotAuthorized => "not_authorized",
+    }
+}
+
+/// The client id the router knows the connection by: the device id for devices,
+/// and a `user:` name for people, so neither can take over the other's session.
+fn internal_client_id(principal: &Principal, requested: &str) -> String {
+    match principal {
+        Principal::Device { id, .. } => id.clone(),
+        Principal::User { username, .. } if requested.is_empty() => {
+            crate::security::random_id(&format!("user:{username}:"), 8)
+        }
+        Principal::User { username, .. } => format!("user:{username}:{requested}"),
+    }
+}
+
+/// Connects to the router on the device's behalf and waits for its CONNACK.
+///
+/// Waiting for the CONNACK whatever the device does keeps the router from ever
+/// seeing a connection that drops before CONNACK (rumqttd 0.20 issue #1062).
+async fn open_router(
+    ctx: &EdgeCtx,
+    connect: &Connect<'_>,
+    client_id: &str,
+) -> Result<
+    (
+        PacketReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+        bool,
+    ),
+    CodecError,
+> {
+    let stream = timeout(ROUTER_TIMEOUT, TcpStream::connect(ctx.router.addr))
+        .await
+        .map_err(|_| CodecError::Malformed("router connect timed out".into()))??;
+    stream.set_nodelay(true)?;
+    let (rd, mut wr) = stream.into_split();
+    let mut rin = PacketReader::new(rd, ctx.max_packet);
+    let internal = Packet::Connect(Connect {
+        protocol: Protocol::MQTT311,
+        keep_alive: connect.keep_alive,
+        client_id,
+        clean_session: connect.clean_session,
+        last_will: connect.last_will.as_ref().map(|w| LastWill {
+            topic: w.topic,
+            message: w.message,
+            qos: w.qos,
+            retain: w.retain,
+        }),
+        username: Some(super::router::EDGE_USER),
+        password: Some(ctx.router.secret.as_bytes()),
+    });
+    write_packet(&mut wr, &internal).await?;
+    let reply = timeout(ROUTER_TIMEOUT, rin.next())
+        .await
+        .map_err(|_| CodecError::Malformed("router CONNACK timed out".into()))??
+        .ok_or_else(|| CodecError::Malformed("router closed before CONNACK".into()))?;
+    match decode(&reply)? {
+        Packet::Connack(Connack {
+            code: ConnectReturnCode::Accepted,
+            session_present,
+        }) => Ok((rin, wr, session_present)),
+        other => Err(CodecError::Malformed(format!("router answered {other:?}"))),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
+    async fn run(&mut self, mut kicked: tokio::sync::oneshot::Receiver<()>) -> End {
+        let mut device_deadline = self.idle_deadline();
+        let ping_every = (self.keep_alive / 2).max(Duration::from_secs(1));
+        let mut router_ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        loop {
+            let outcome = tokio::select! {
+                frame = self.dev_in.next(), if self.acks.len() < MAX_PENDING_ACKS => {
+                    device_deadline = self.idle_deadline();
+                    match frame {
+                        Ok(Some(f)) => self.from_device(f).await,
+                        Ok(None) => Err(End::Abnormal("device closed the connection".into())),
+                        Err(e) => {
+                            if let CodecError::TooLarge(n) = e {
+                                self.ctx.metrics.reject(RejectReason::TooLarge);
+                                warn!(who = self.principal.name(), bytes = n, "packet over the size limit; closing");
+                            }
+                            Err(End::Abnormal(e.to_string()))
+                        }
+                    }
+                }
+                frame = self.router_in.next() => match frame {
+                    Ok(Some(f)) => self.from_router(f).await,
+                    Ok(None) => Err(End::Abnormal("router closed the connection".into())),
+                    Err(e) => Err(End::Abnormal(format!("router: {e}"))),
+                },
+                Some((publish, stored)) = self.acks.next(), if !self.acks.is_empty() => self.stored(publish, stored).await,
+                _ = router_ping.tick(), if !self.keep_alive.is_zero() => {
+                    write_packet(&mut self.router_out, &Packet::Pingreq).await.map_err(|e| End::Abnormal(e.to_string()))
+                }
+                _ = sleep_until_opt(device_deadline) => Err(End::Abnormal("keep-alive expired".into())),
+                _ = &mut kicked => Err(End::Kicked),
+            };
+            if let Err(end) = outcome {
+                return end;
+            }
+        }
+    }
+
+    /// MQTT allows one and a half keep-alive periods of silence.
+    fn idle_deadline(&self) -> Option<Instant> {
+        (!self.keep_alive.is_zero()).then(|| Instant::now() + self.keep_alive.mul_f32(1.5))
+    }
+
+    async fn from_device(&mut self, frame: Bytes) -> Result<(), End> {
+        let packet = decode(&frame).map_err(|e| End::Abnormal(e.to_string()))?;
+        match packet {
+            Packet::Publish(p) => self.device_publish(p).await,
+            Packet::Pubrel(pid) => {
+                self.qos2_received.remove(&pid.get());
+                self.to_device(&Packet::Pubcomp(pid)).await
+            }
+            Packet::Subscribe(s) => self.device_subscribe(s).await,
+            Packet::Pingreq => {
+                self.to_device(&Packet::Pingresp).await?;
+                self.to_router_frame(&frame).await
+            }
+            Packet::Disconnect => {
+                let _ = self.to_router_frame(&frame).await;
+                Err(End::Clean)
+            }
+            // Acks of the router's publishes, and unsubscribes, pass through unchanged.
+            Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) | Packet::Unsubscribe(_) => {
+                self.to_router_frame(&frame).await
+            }
+            other => Err(End::Abnormal(format!(
+                "unexpected {:?} from client",
+                other.get_type()
+            ))),
+        }
+    }
+
+    async fn device_publish(&mut self, p: Publish<'_>) -> Result<(), End> {
+        if !self.principal.may_publish(p.topic_name) {
+            return self.unauthorized_publish(p).await;
+        }
+        let Some(device) = self.device.clone() else {
+            return Err(End::Abnormal("users may not publish".into()));
+        };
+        if let QosPid::ExactlyOnce(pid) = p.qospid {
+            if self.qos2_received.contains(&pid.get()) {
+                // A retransmission of a QoS 2 message already stored: answer, store nothing.
+                return self.to_device(&Packet::Pubrec(pid)).await;
+            }
+        }
+        let item = self.ctx.ingest.classify(&device, p.topic_name, p.payload);
+        let forward = matches!(item, Item::Accepted(_));
+        let pending = PendingPublish {
+            qospid: p.qospid,
+            retain: p.retain,
+            topic: p.topic_name.to_string(),
+            payload: Bytes::copy_from_slice(p.payload),
+            forward,
+        };
+        match p.qospid {
+            QosPid::AtMostOnce => {
+                self.ctx.ingest.submit(item, false).await;
+                self.stored(pending, true).await
+            }
+            _ => {
+                let rx = self.ctx.ingest.submit(item, true).await;
+                self.acks.push_back(Box::pin(async move {
+                    let stored = match rx {
+                        Some(rx) => rx.await.unwrap_or(false),
+                        None => false,
+                    };
+                    (pending, stored)
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    /// A publish outside the device's prefix: counted, dead-lettered, never forwarded,
+    /// and the connection closed (MQTT 3.1.1 has no way to refuse a single PUBLISH).
+    async fn unauthorized_publish(&mut self, p: Publish<'_>) -> Result<(), End> {
+        let who = self.principal.name().to_string();
+        warn!(who = %who, topic = p.topic_name, "publish outside the client's prefix refused; closing");
+        let item = self.ctx.ingest.refuse(
+            Some(&who),
+            p.topic_name,
+            p.payload,
+            RejectReason::NotAuthorized,
+            format!("{who} may not publish on {:?}", p.topic_name),
+        );
+        self.ctx.ingest.submit(item, false).await;
+        Err(End::Abnormal("publish not authorized".into()))
+    }
+
+    /// The pipeline has (or has not) stored a publish: acknowledge it and pass it on.
+    async fn stored(&mut self, p: PendingPublish, stored: bool) -> Result<(), End> {
+        if !stored {
+            // No ack: the device keeps the message and sends it again after reconnecting.
+            return Err(End::Abnormal(
+                "store failed; message left with the device".into(),
+            ));
+        }
+        match p.qospid {
+            QosPid::AtMostOnce => {}
+            QosPid::AtLeastOnce(pid) => self.to_device(&Packet::Puback(pid)).await?,
+            QosPid::ExactlyOnce(pid) => {
+                self.qos2_received.insert(pid.get());
+                self.to_device(&Packet::Pubrec(pid)).await?
+            }
+        }
+        if !p.forward {
+            return Ok(());
+        }
+        let qospid = match p.qospid {
+            QosPid::AtMostOnce => QosPid::AtMostOnce,
+            _ => {
+                self.next_pid = self.next_pid + 1;
+                QosPid::AtLeastOnce(self.next_pid)
+            }
+        };
+        let out = Packet::Publish(Publish {
+            dup: false,
+            qospid,
+            retain: p.retain,
+            topic_name: &p.topic,
+            payload: &p.payload,
+        });
+        write_packet(&mut self.router_out, &out)
+            .await
+            .map_err(|e| End::Abnormal(format!("router: {e}")))
+    }
+
+    async fn device_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let allowed: Vec<bool> = s
+            .topics
+            .iter()
+            .map(|t| self.principal.may_subscribe(&t.topic_path))
+            .collect();
+        if allowed.iter().any(|a| !a) {
+            info!(who = self.principal.name(), filters = ?s.topics.iter().map(|t| &t.topic_path).collect::<Vec<_>>(), "some subscriptions refused");
+        }
+        let permitted: Vec<SubscribeTopic> = s
+            .topics
+            .into_iter()
+            .zip(&allowed)
+            .filter(|(_, ok)| **ok)
+            .map(|(t, _)| t)
+            .collect();
+        if permitted.is_empty() {
+            let codes = allowed
+                .iter()
+                .map(|_| SubscribeReturnCodes::Failure)
+                .collect();
+            return self
+                .to_device(&Packet::Suback(Suback {
+                    pid: s.pid,
+                    return_codes: codes,
+                }))
+                .await;
+        }
+        self.pending_subs.insert(s.pid.get(), allowed);
+        let fwd = Packet::Subscribe(Subscribe {
+            pid: s.pid,
+            topics: permitted,
+        });
+        write_packet(&mut self.router_out, &fwd)
+            .await
+            .map_err(|e| End::Abnormal(format!("router: {e}")))
+    }
+
+    async fn from_router(&mut self, frame: Bytes) -> Result<(), End> {
+        let packet = decode(&frame).map_err(|e| End::Abnormal(format!("router: {e}")))?;
+        match packet {
+            // Acks of the edge's own publishes, and answers to its pings, end here.
+            Packet::Puback(_) | Packet::Pingresp => Ok(()),
+            Packet::Suback(s) => self.router_suback(s).await,
+            Packet::Publish(_) | Packet::Pubrel(_) | Packet::Unsuback(_) => {
+                write_frame(&mut self.dev_out, &frame)
+                    .await
+                    .map_err(|e| End::Abnormal(e.to_string()))
+            }
+            other => Err(End::Abnormal(format!(
+                "unexpected {:?} from router",
+                other.get_type()
+            ))),
+        }
+    }
+
+    /// Puts the refusals back into the router's SUBACK, in the device's order.
+    async fn router_suback(&mut self, s: Suback) -> Result<(), End> {
+        let Some(allowed) = self.pending_subs.remove(&s.pid.get()) else {
+            return self.to_device(&Packet::Suback(s)).await;
+        };
+        let mut granted = s.return_codes.into_iter();
+        let codes = allowed
+            .iter()
+            .map(|ok| {
+                if *ok {
+                    granted.next().unwrap_or(SubscribeReturnCodes::Failure)
+                } else {
+                    SubscribeReturnCodes::Failure
+                }
+            })
+            .collect();
+        self.to_device(&Packet::Suback(Suback {
+            pid: s.pid,
+            return_codes: codes,
+        }))
+        .await
+    }
+
+    async fn to_device(&mut self, p: &Packet<'_>) -> Result<(), End> {
+        write_packet(&mut self.dev_out, p)
+            .await
+            .map_err(|e| End::Abnormal(e.to_string()))
+    }
+
+    async fn to_router_frame(&mut self, frame: &Bytes) -> Result<(), End> {
+        write_frame(&mut self.router_out, frame)
+            .await
+            .map_err(|e| End::Abnormal(format!("router: {e}")))
+    }
+
+    /// The router publishes the will to subscribers itself; ingest must see it too,
+    /// so that a device announcing its own death raises `device_offline` at once.
+    async fn deliver_will(&mut self) {
+        let (Some(will), Some(device)) = (self.will.take(), self.device.as_ref()) else {
+            return;
+        };
+        let item = self.ctx.ingest.classify(device, &will.topic, &will.payload);
+        self.ctx.ingest.submit(item, false).await;
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mimamori_protocol::api::Role;
+    use mimamori_protocol::DeviceKind;
+
+    #[test]
+    fn people_and_devices_get_separate_router_identities() {
+        let d = Principal::Device {
+            id: "dev-a".into(),
+            resident_id: 1,
+            kind: DeviceKind::Gps,
+        };
+        assert_eq!(internal_client_id(&d, "anything"), "dev-a");
+        let u = Principal::User {
+            username: "dev-a".into(),
+            role: Role::Staff,
+            resident_ids: vec![],
+        };
+        assert_eq!(internal_client_id(&u, "c1"), "user:dev-a:c1");
+        assert!(internal_client_id(&u, "").starts_with("user:dev-a:"));
+    }
+
+    #[test]
+    fn connack_codes_have_metric_names() {
+        assert_eq!(
+            code_name(ConnectReturnCode::BadUsernamePassword),
+            "bad_username_or_password"
+        );
+        assert_eq!(
+            code_name(ConnectReturnCode::NotAuthorized),
+            "not_authorized"
+        );
+    }
+}

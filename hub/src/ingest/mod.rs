@@ -1,0 +1,121 @@
+//! Ingest: turns what a device published into a validated [`DeviceEvent`] or a
+//! counted, dead-lettered rejection, and hands it to the pipeline.
+//!
+//! Classification runs on the connection's own task, so a flood of bad messages
+//! from one device costs that device's task, not the hub's single writer. Each
+//! adapter (native protocol; gateways later) is a module beside this one and
+//! yields the same events, so nothing downstream knows where a reading came from.
+
+pub mod native;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use mimamori_protocol::native::{RejectReason, Rejection};
+use mimamori_protocol::{DeviceEvent, DeviceKind};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::store::RejectedRow;
+
+/// The device a message came from, as its CONNECT established.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceCtx {
+    pub id: String,
+    pub resident_id: i64,
+    pub kind: DeviceKind,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Accepted(DeviceEvent),
+    Rejected(RejectedRow),
+}
+
+/// An item on its way to the pipeline; `ack` fires once it is durably stored.
+#[derive(Debug)]
+pub struct Envelope {
+    pub item: Item,
+    pub ack: Option<oneshot::Sender<bool>>,
+}
+
+/// Bytes of a refused payload kept in the dead-letter table.
+const DEAD_LETTER_EXCERPT: usize = 512;
+
+/// The handle through which the edge and the HTTP adapters feed the pipeline.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Envelope>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ingest {
+    pub fn new(tx: mpsc::Sender<Envelope>, clock: Arc<dyn Clock>) -> Self {
+        Ingest { tx, clock }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Validates a message a device published on `topic`.
+    pub fn classify(&self, device: &DeviceCtx, topic: &str, payload: &[u8]) -> Item {
+        let now = self.now();
+        match native::classify(device, topic, payload, now) {
+            Ok(ev) => Item::Accepted(ev),
+            Err(r) => Item::Rejected(dead_letter(Some(&device.id), topic, payload, r, now)),
+        }
+    }
+
+    /// A dead letter for a message refused before classification (e.g. an ACL violation).
+    pub fn refuse(
+        &self,
+        who: Option<&str>,
+        topic: &str,
+        payload: &[u8],
+        reason: RejectReason,
+        detail: String,
+    ) -> Item {
+        Item::Rejected(dead_letter(
+            who,
+            topic,
+            payload,
+            Rejection::new(reason, detail),
+            self.now(),
+        ))
+    }
+
+    /// Queues an item; with `want_ack`, returns a receiver that fires once it is stored.
+    /// Waits while the pipeline is full, which slows only the submitting connection.
+    pub async fn submit(&self, item: Item, want_ack: bool) -> Option<oneshot::Receiver<bool>> {
+        let (ack, rx) = if want_ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if self.tx.send(Envelope { item, ack }).await.is_err() {
+            return None;
+        }
+        rx
+    }
+}
+
+fn dead_letter(
+    who: Option<&str>,
+    topic: &str,
+    payload: &[u8],
+    r: Rejection,
+    now: DateTime<Utc>,
+) -> RejectedRow {
+    let excerpt = &payload[..payload.len().min(DEAD_LETTER_EXCERPT)];
+    RejectedRow {
+        received_at: now,
+        device_id: who.map(str::to_string),
+        topic: topic.chars().take(256).collect(),
+        reason: r.reason,
+        detail: r.detail,
+        payload: String::from_utf8_lossy(excerpt).into_owned(),
+    }
+}

@@ -1,0 +1,127 @@
+//! Prometheus metrics of the hub, rendered at `GET /api/v1/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use mimamori_protocol::native::RejectReason;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// Every counter the hub keeps.
+pub struct Metrics {
+    registry: Registry,
+    pub accepted: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub connects_refused: Family<CodeLabel, Counter>,
+    pub batches: Counter,
+    pub batch_failures: Counter,
+    pub alerts_changed: Counter<u64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mimamori");
+        let accepted = Counter::default();
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let connections = Gauge::default();
+        let connects_refused = Family::<CodeLabel, Counter>::default();
+        let batches = Counter::default();
+        let batch_failures = Counter::default();
+        let alerts_changed = Counter::default();
+        registry.register(
+            "messages_accepted",
+            "Device messages validated and stored",
+            accepted.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Device messages refused, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "mqtt_connections",
+            "Open device and client MQTT connections",
+            connections.clone(),
+        );
+        registry.register(
+            "mqtt_connects_refused",
+            "CONNECTs refused, by CONNACK return code",
+            connects_refused.clone(),
+        );
+        registry.register(
+            "ingest_batches",
+            "Ingest transactions committed",
+            batches.clone(),
+        );
+        registry.register(
+            "ingest_batch_failures",
+            "Ingest transactions that failed and were not acknowledged",
+            batch_failures.clone(),
+        );
+        registry.register(
+            "alert_changes",
+            "Alert openings, updates and resolutions written",
+            alerts_changed.clone(),
+        );
+        // Every reason appears from the start, so a dashboard sees zeros rather than gaps.
+        for r in RejectReason::ALL {
+            let _ = rejected.get_or_create(&ReasonLabel {
+                reason: r.as_str().to_string(),
+            });
+        }
+        Metrics {
+            registry,
+            accepted,
+            rejected,
+            connections,
+            connects_refused,
+            batches,
+            batch_failures,
+            alerts_changed,
+        }
+    }
+
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    pub fn refuse_connect(&self, code: &str) {
+        self.connects_refused
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
