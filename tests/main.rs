@@ -1,1 +1,4 @@
+//! The integration tests: each module drives the real hub process.
 
+mod core;
+mod helpers;

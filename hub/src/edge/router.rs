@@ -39,7 +39,7 @@ pub async fn start(max_connections: usize, max_packet: usize) -> anyhow::Result<
             }
         })
         .context("cannot start the embedded broker thread")?;
-    wait_until_listening(addr).await?;
+    wait_until_listening(addr, &secret).await?;
     info!(%addr, "embedded broker ready (loopback, edge only)");
     Ok(RouterHandle { addr, secret })
 }
@@ -89,14 +89,41 @@ fn free_loopback_port() -> std::io::Result<SocketAddr> {
     l.local_addr()
 }
 
-async fn wait_until_listening(addr: SocketAddr) -> anyhow::Result<()> {
+/// Waits for a full MQTT handshake, not just an open port: rumqttd logs an error for
+/// every connection that closes before its CONNECT.
+async fn wait_until_listening(addr: SocketAddr, secret: &str) -> anyhow::Result<()> {
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if probe(addr, secret).await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     anyhow::bail!("embedded broker did not start listening on {addr}")
+}
+
+async fn probe(addr: SocketAddr, secret: &str) -> Result<(), super::codec::CodecError> {
+    use mqttrs::{Connect, Packet, Protocol};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (rd, mut wr) = stream.into_split();
+    let connect = Packet::Connect(Connect {
+        protocol: Protocol::MQTT311,
+        keep_alive: 10,
+        client_id: "mimamori-probe",
+        clean_session: true,
+        last_will: None,
+        username: Some(EDGE_USER),
+        password: Some(secret.as_bytes()),
+    });
+    super::codec::write_packet(&mut wr, &connect).await?;
+    let mut reader = super::codec::PacketReader::new(rd, 1024);
+    let reply = tokio::time::timeout(Duration::from_secs(2), reader.next())
+        .await
+        .map_err(|_| super::codec::CodecError::Malformed("no CONNACK".into()))??;
+    super::codec::write_packet(&mut wr, &Packet::Disconnect).await?;
+    match reply.as_deref().map(super::codec::decode) {
+        Some(Ok(Packet::Connack(_))) => Ok(()),
+        _ => Err(super::codec::CodecError::Malformed("no CONNACK".into())),
+    }
 }
 
 /// The hub's own connection to the router, for what it publishes itself (alerts).

@@ -1,0 +1,507 @@
+//! `TestHub`: the real hub binary on free ports with its own database, and typed
+//! helpers to drive it over HTTP and MQTT the way users and devices do.
+//!
+//! Every wait is for a condition ([`eventually`]), never a fixed sleep. Set
+//! `TEST_LOG=1` to see the hub's log on stderr; otherwise it is kept in the test's
+//! temporary folder and printed if the hub fails to start.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use mimamori_protocol::api::DeviceCreated;
+use reqwest::Method;
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// Which store a test hub uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("MIMAMORI_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A running hub process and what a test needs to talk to it.
+pub struct TestHub {
+    pub base: String,
+    pub mqtt_port: u16,
+    pub db_url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+    child: Option<Child>,
+    pg_db: Option<String>,
+    extra_args: Vec<String>,
+}
+
+impl TestHub {
+    /// A hub on a fresh SQLite file.
+    pub async fn start() -> Result<TestHub> {
+        Self::start_with(Backend::Sqlite, &[]).await
+    }
+
+    /// A hub on the given backend (a fresh database each time) with extra flags.
+    pub async fn start_with(backend: Backend, extra_args: &[&str]) -> Result<TestHub> {
+        let dir = tempfile::tempdir()?;
+        let (db_url, pg_db) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite:{}", dir.path().join("hub.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let name = format!("mimamori_test_{}", rand::random::<u64>());
+                psql(&format!("CREATE DATABASE {name}")).await?;
+                let admin = postgres_admin_url();
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .unwrap_or(admin);
+                (format!("{base}/{name}"), Some(name))
+            }
+        };
+        let mut hub = TestHub {
+            base: String::new(),
+            mqtt_port: 0,
+            db_url,
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            admin_token: String::new(),
+            child: None,
+            pg_db,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        hub.launch().await?;
+        hub.admin_token = hub.login("admin", ADMIN_PASSWORD).await?;
+        Ok(hub)
+    }
+
+    /// Starts the hub process on new free ports and waits until it says it is ready.
+    pub async fn launch(&mut self) -> Result<()> {
+        let log = self
+            .dir
+            .path()
+            .join(format!("hub-{}.log", rand::random::<u32>()));
+        let stderr = if std::env::var("TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::from(std::fs::File::create(&log)?)
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mimamori-test-hub"))
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--mqtt-addr",
+                "127.0.0.1:0",
+                "--database-url",
+                &self.db_url,
+            ])
+            .args(["--dashboard-dir", &dashboard_dir().display().to_string()])
+            .args(&self.extra_args)
+            .env("MIMAMORI_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,hub=debug".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the hub binary")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("mimamori hub ready: ") {
+                    return Ok::<_, anyhow::Error>(rest.to_string());
+                }
+            }
+            bail!("hub exited before it was ready")
+        })
+        .await;
+        let ready = match ready {
+            Ok(Ok(r)) => r,
+            other => {
+                let logged = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("hub did not start: {other:?}\n--- hub log ---\n{logged}");
+            }
+        };
+        // Keep draining stdout so the hub never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut http = None;
+        let mut mqtt = None;
+        for part in ready.split_whitespace() {
+            if let Some(v) = part.strip_prefix("http=") {
+                http = Some(v.to_string());
+            }
+            if let Some(v) = part.strip_prefix("mqtt=") {
+                mqtt = v.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+            }
+        }
+        self.base = http.ok_or_else(|| anyhow!("no http address in {ready:?}"))?;
+        self.mqtt_port = mqtt.ok_or_else(|| anyhow!("no mqtt port in {ready:?}"))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the process gets no chance to flush or say goodbye.
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Kills the hub if it runs, then starts it again on the same database.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill().await?;
+        self.launch().await?;
+        self.admin_token = self.login("admin", ADMIN_PASSWORD).await?;
+        Ok(())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.base, path)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<String> {
+        let (status, body) = self
+            .call(
+                None,
+                Method::POST,
+                "/auth/login",
+                Some(json!({"username": username, "password": password})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("login of {username} failed: {status} {body}");
+        }
+        body["token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no token in {body}"))
+    }
+
+    /// One API call with any token (or none); returns the status and the JSON body
+    /// (`Value::Null` for an empty or non-JSON body).
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// An API call as the admin.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        self.call(Some(&self.admin_token), method, path, body).await
+    }
+
+    /// An admin call that must answer with `expected`; returns the body.
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> Result<Value> {
+        let (status, v) = self.admin(method.clone(), path, body).await?;
+        if status != expected {
+            bail!("{method} {path}: expected {expected}, got {status} {v}");
+        }
+        Ok(v)
+    }
+
+    /// Creates a resident from a JSON body; returns its id.
+    pub async fn resident(&self, body: Value) -> Result<i64> {
+        let v = self
+            .expect(Method::POST, "/residents", Some(body), 201)
+            .await?;
+        v["id"].as_i64().ok_or_else(|| anyhow!("no id in {v}"))
+    }
+
+    /// Registers a device of `kind` for a resident; returns its credentials.
+    pub async fn device(&self, resident_id: i64, kind: &str) -> Result<DeviceCreated> {
+        let v = self
+            .expect(Method::POST, "/devices", Some(json!({"resident_id": resident_id, "kind": kind, "name": format!("{kind} sensor")})), 201)
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    /// Alerts of a resident, newest first.
+    pub async fn alerts(&self, resident_id: i64) -> Result<Vec<Value>> {
+        let v = self
+            .expect(
+                Method::GET,
+                &format!("/alerts?resident_id={resident_id}"),
+                None,
+                200,
+            )
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Waits until the resident has an alert of `kind` in `state`; returns it.
+    pub async fn wait_alert(
+        &self,
+        resident_id: i64,
+        kind: &str,
+        state: &str,
+        within: Duration,
+    ) -> Result<Value> {
+        eventually(
+            &format!("{kind} alert {state} for resident {resident_id}"),
+            within,
+            || async {
+                let alerts = self.alerts(resident_id).await.ok()?;
+                alerts
+                    .into_iter()
+                    .find(|a| a["kind"] == kind && a["state"] == state)
+            },
+        )
+        .await
+    }
+
+    /// Stored readings of a resident, newest first.
+    pub async fn readings(&self, resident_id: i64) -> Result<Vec<Value>> {
+        let v = self
+            .expect(
+                Method::GET,
+                &format!("/residents/{resident_id}/readings?limit=1000"),
+                None,
+                200,
+            )
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The value of one metric line, e.g. `mimamori_messages_rejected_total{reason="not_json"}`.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0))
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if let Some(db) = self.pg_db.take() {
+            // Blocking is fine in a test's teardown; the database must not pile up.
+            let _ = std::process::Command::new("psql")
+                .args([
+                    &postgres_admin_url(),
+                    "-q",
+                    "-c",
+                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+async fn psql(sql: &str) -> Result<()> {
+    let out = Command::new("psql")
+        .args([&postgres_admin_url(), "-q", "-c", sql])
+        .output()
+        .await
+        .context("psql not found")?;
+    if !out.status.success() {
+        bail!(
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The dashboard folder of the repository.
+pub fn dashboard_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboard")
+}
+
+/// Polls `probe` until it yields a value, or fails after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An MQTT client (rumqttc) connected to the hub, with its events on a channel.
+pub struct MqttClient {
+    pub client: AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Packet>,
+}
+
+/// Connects and waits for the CONNACK; `Err` carries the refusal.
+pub async fn mqtt_connect(
+    port: u16,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> Result<MqttClient, MqttRefusal> {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_credentials(username, password);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    first_connack(&mut eventloop).await?;
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(p)) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(MqttClient { client, events })
+}
+
+/// Why a CONNECT did not succeed.
+#[derive(Debug, PartialEq)]
+pub enum MqttRefusal {
+    Refused(ConnectReturnCode),
+    Other(String),
+}
+
+async fn first_connack(eventloop: &mut EventLoop) -> Result<(), MqttRefusal> {
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(c))) if c.code == ConnectReturnCode::Success => {
+                    return Ok(())
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    return Err(MqttRefusal::Refused(c.code))
+                }
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                    return Err(MqttRefusal::Refused(code))
+                }
+                Err(e) => return Err(MqttRefusal::Other(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .map_err(|_| MqttRefusal::Other("no CONNACK in 30 s".into()))?
+}
+
+/// A device connected with the credentials the hub issued.
+pub async fn connect_device(hub: &TestHub, creds: &DeviceCreated) -> Result<MqttClient> {
+    mqtt_connect(
+        hub.mqtt_port,
+        &creds.mqtt.username,
+        &creds.mqtt.username,
+        &creds.mqtt.password,
+    )
+    .await
+    .map_err(|e| anyhow!("device {} could not connect: {e:?}", creds.id))
+}
+
+impl MqttClient {
+    /// Publishes at QoS 1 and waits for the hub's PUBACK.
+    pub async fn publish_acked(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await?;
+        self.next_matching(Duration::from_secs(20), |p| matches!(p, Packet::PubAck(_)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits for the next incoming packet that `pred` accepts.
+    pub async fn next_matching(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&Packet) -> bool,
+    ) -> Result<Packet> {
+        tokio::time::timeout(within, async {
+            while let Some(p) = self.events.recv().await {
+                if pred(&p) {
+                    return Ok(p);
+                }
+            }
+            bail!("connection closed")
+        })
+        .await
+        .map_err(|_| anyhow!("nothing matching within {within:?}"))?
+    }
+
+    /// Waits until the connection is closed by the hub.
+    pub async fn closed(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            while self.events.recv().await.is_some() {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// The native topic of a device.
+pub fn topic(creds: &DeviceCreated, kind: &str) -> String {
+    format!("{}{kind}", creds.mqtt.topic_prefix)
+}
