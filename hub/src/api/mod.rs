@@ -59,6 +59,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(devices::router())
         .merge(alerts::router())
         .merge(system::router())
+        // -- more routers (issues 4, 6, 7) merge below this line --
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
     let index = dashboard_dir.join("index.html");
     let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));

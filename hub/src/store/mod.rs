@@ -259,6 +259,12 @@ pub trait Store: Send + Sync + 'static {
     // audit trail
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()>;
     async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
+
+    // -- dashboard (issue 4): add methods below this line --
+
+    // -- notifications (issue 6): add methods below this line --
+
+    // -- gateways (issue 7): add methods below this line --
 }
 
 /// A reading as stored, for the API and tests.

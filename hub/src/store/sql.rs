@@ -888,6 +888,12 @@ macro_rules! impl_store {
                         .await?;
                 Ok(rows.into_iter().map(AuditEntry::from).collect())
             }
+
+            // -- dashboard (issue 4): add methods below this line --
+
+            // -- notifications (issue 6): add methods below this line --
+
+            // -- gateways (issue 7): add methods below this line --
         }
     };
 }
