@@ -38,6 +38,8 @@ pub fn postgres_admin_url() -> String {
 pub struct TestHub {
     pub base: String,
     pub mqtt_port: u16,
+    /// The MQTT-over-TLS port, when the hub was started with a TLS listener.
+    pub mqtts_port: Option<u16>,
     pub db_url: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -75,6 +77,7 @@ impl TestHub {
         let mut hub = TestHub {
             base: String::new(),
             mqtt_port: 0,
+            mqtts_port: None,
             db_url,
             dir,
             http: reqwest::Client::builder()
@@ -150,6 +153,9 @@ impl TestHub {
             }
             if let Some(v) = part.strip_prefix("mqtt=") {
                 mqtt = v.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+            }
+            if let Some(v) = part.strip_prefix("mqtts=") {
+                self.mqtts_port = v.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
             }
         }
         self.base = http.ok_or_else(|| anyhow!("no http address in {ready:?}"))?;

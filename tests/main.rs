@@ -2,5 +2,6 @@
 
 mod core;
 mod docs;
+mod edge;
 mod helpers;
 mod rules;
