@@ -193,16 +193,15 @@ async fn publishing_as_another_device_is_refused_and_reaches_nobody() -> Result<
     let hub = TestHub::start().await?;
     let (rid, a) = resident_with_device(&hub, "motion").await?;
     let b = hub.device(rid, "button").await?;
-    hub.expect(
-        Method::POST,
-        "/users",
-        Some(json!({"username": "integrator", "password": "integrator-pw", "role": "staff"})),
-        201,
+    hub.user("integrator", "staff", &[]).await?;
+    let mut watcher = mqtt_connect(
+        hub.mqtt_port,
+        "watcher",
+        "integrator",
+        &password_of("integrator"),
     )
-    .await?;
-    let mut watcher = mqtt_connect(hub.mqtt_port, "watcher", "integrator", "integrator-pw")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     watcher
         .client
         .subscribe("watch/v1/#", QoS::AtLeastOnce)
@@ -320,8 +319,17 @@ async fn a_thousand_devices_connecting_at_once_all_get_in() -> Result<()> {
 }
 
 #[tokio::test]
-async fn an_acknowledged_message_survives_sigkill() -> Result<()> {
-    let mut hub = TestHub::start().await?;
+async fn sqlite_acknowledged_message_survives_sigkill() -> Result<()> {
+    acknowledged_message_survives_sigkill(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_acknowledged_message_survives_sigkill() -> Result<()> {
+    acknowledged_message_survives_sigkill(Backend::Postgres).await
+}
+
+async fn acknowledged_message_survives_sigkill(backend: Backend) -> Result<()> {
+    let mut hub = TestHub::start_with(backend, &[]).await?;
     let (rid, dev) = resident_with_device(&hub, "gps").await?;
     let mut mqtt = connect_device(&hub, &dev).await?;
     for i in 0..50 {
@@ -354,8 +362,7 @@ async fn every_call_needs_a_token_and_roles_limit_what_it_may_do() -> Result<()>
         .call(Some("forged"), Method::GET, "/residents", None)
         .await?;
     assert_eq!(status, 401);
-    hub.expect(Method::POST, "/users", Some(json!({"username": "daughter", "password": "family-secret", "role": "family", "resident_ids": [mine]})), 201).await?;
-    let family = hub.login("daughter", "family-secret").await?;
+    let family = hub.user("daughter", "family", &[mine]).await?;
     let (_, listed) = hub
         .call(Some(&family), Method::GET, "/residents", None)
         .await?;

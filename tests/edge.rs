@@ -13,7 +13,12 @@ use tokio_rustls::rustls;
 use crate::helpers::*;
 
 /// A CONNECT as raw bytes, encoded by the `mqttrs` codec.
-fn connect_packet(protocol: Protocol, client_id: &str, user: &str, password: &str) -> Result<Vec<u8>> {
+fn connect_packet(
+    protocol: Protocol,
+    client_id: &str,
+    user: &str,
+    password: &str,
+) -> Result<Vec<u8>> {
     let p = Packet::Connect(Connect {
         protocol,
         keep_alive: 60,
@@ -30,7 +35,10 @@ fn connect_packet(protocol: Protocol, client_id: &str, user: &str, password: &st
 }
 
 /// Sends raw bytes and returns the CONNACK's return code.
-async fn connack_code<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<ConnectReturnCode> {
+async fn connack_code<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+) -> Result<ConnectReturnCode> {
     stream.write_all(bytes).await?;
     let mut buf = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut buf)).await??;
@@ -63,13 +71,22 @@ async fn mqtt_3_1_clients_are_accepted_and_mqtt_5_is_told_which_version_to_speak
     v31.push(0x10);
     v31.push(u8::try_from(body.len())?);
     v31.extend(body);
-    assert_eq!(connack_code(&mut tcp, &v31).await?, ConnectReturnCode::Accepted);
+    assert_eq!(
+        connack_code(&mut tcp, &v31).await?,
+        ConnectReturnCode::Accepted
+    );
 
     // An MQTT 5 CONNECT: protocol "MQTT", level 5, then an empty properties block.
-    let mut v5 = vec![0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01, b'c'];
+    let mut v5 = vec![
+        0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01,
+        b'c',
+    ];
     v5[1] = u8::try_from(v5.len() - 2)?;
     let mut tcp5 = TcpStream::connect(("127.0.0.1", hub.mqtt_port)).await?;
-    assert_eq!(connack_code(&mut tcp5, &v5).await?, ConnectReturnCode::RefusedProtocolVersion);
+    assert_eq!(
+        connack_code(&mut tcp5, &v5).await?,
+        ConnectReturnCode::RefusedProtocolVersion
+    );
     Ok(())
 }
 
@@ -92,12 +109,19 @@ async fn malformed_packets_close_only_their_own_connection() -> Result<()> {
         // The edge closes the connection (or answers nothing) and stays up.
         let _ = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await;
     }
-    good.publish_acked(&topic(&dev, "motion"), r#"{"motion":true}"#).await?;
+    good.publish_acked(&topic(&dev, "motion"), r#"{"motion":true}"#)
+        .await?;
     assert_eq!(hub.readings(rid).await?.len(), 1);
     Ok(())
 }
 
-fn self_signed(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf, rustls::pki_types::CertificateDer<'static>)> {
+fn self_signed(
+    dir: &std::path::Path,
+) -> Result<(
+    std::path::PathBuf,
+    std::path::PathBuf,
+    rustls::pki_types::CertificateDer<'static>,
+)> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
@@ -111,8 +135,21 @@ async fn tls_devices_connect_and_a_silent_peer_blocks_nobody() -> Result<()> {
     let certs = tempfile::tempdir()?;
     let (cert, key, der) = self_signed(certs.path())?;
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
-    let hub = TestHub::start_with(Backend::Sqlite, &["--mqtt-tls-addr", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await?;
-    let port = hub.mqtts_port.ok_or_else(|| anyhow!("no TLS port announced"))?;
+    let hub = TestHub::start_with(
+        Backend::Sqlite,
+        &[
+            "--mqtt-tls-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )
+    .await?;
+    let port = hub
+        .mqtts_port
+        .ok_or_else(|| anyhow!("no TLS port announced"))?;
     let rid = hub.resident(json!({"name": "Over TLS"})).await?;
     let dev = hub.device(rid, "gps").await?;
 
@@ -121,19 +158,30 @@ async fn tls_devices_connect_and_a_silent_peer_blocks_nobody() -> Result<()> {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der)?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost")?;
-    let mut tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await??;
+    let mut tls =
+        tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await??;
     let connect = connect_packet(Protocol::MQTT311, &dev.id, &dev.id, &dev.mqtt.password)?;
-    assert_eq!(connack_code(&mut tls, &connect).await?, ConnectReturnCode::Accepted);
+    assert_eq!(
+        connack_code(&mut tls, &connect).await?,
+        ConnectReturnCode::Accepted
+    );
     let wrong = connect_packet(Protocol::MQTT311, &dev.id, &dev.id, "wrong")?;
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut tls2 = connector.connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp).await?;
-    assert_eq!(connack_code(&mut tls2, &wrong).await?, ConnectReturnCode::BadUsernamePassword);
+    let mut tls2 = connector
+        .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+        .await?;
+    assert_eq!(
+        connack_code(&mut tls2, &wrong).await?,
+        ConnectReturnCode::BadUsernamePassword
+    );
     Ok(())
 }

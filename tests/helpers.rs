@@ -249,6 +249,13 @@ impl TestHub {
         Ok(v)
     }
 
+    /// Creates a user (password from [`password_of`]) and logs in as them; returns the token.
+    pub async fn user(&self, username: &str, role: &str, resident_ids: &[i64]) -> Result<String> {
+        let body = json!({"username": username, "password": password_of(username), "role": role, "resident_ids": resident_ids});
+        self.expect(Method::POST, "/users", Some(body), 201).await?;
+        self.login(username, &password_of(username)).await
+    }
+
     /// Creates a resident from a JSON body; returns its id.
     pub async fn resident(&self, body: Value) -> Result<i64> {
         let v = self
@@ -365,6 +372,11 @@ async fn psql(sql: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The password [`TestHub::user`] gives a user: long enough for the hub's rules.
+pub fn password_of(username: &str) -> String {
+    format!("{username}-password")
 }
 
 /// The dashboard folder of the repository.

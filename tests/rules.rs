@@ -77,8 +77,17 @@ async fn inactivity_opens_at_its_threshold_and_resolves_when_motion_resumes() ->
 }
 
 #[tokio::test]
-async fn an_inactivity_timer_survives_sigkill_and_fires_once_at_its_deadline() -> Result<()> {
-    let mut hub = TestHub::start().await?;
+async fn sqlite_inactivity_timer_survives_sigkill_and_fires_once_at_its_deadline() -> Result<()> {
+    inactivity_timer_survives_sigkill(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_inactivity_timer_survives_sigkill_and_fires_once_at_its_deadline() -> Result<()> {
+    inactivity_timer_survives_sigkill(Backend::Postgres).await
+}
+
+async fn inactivity_timer_survives_sigkill(backend: Backend) -> Result<()> {
+    let mut hub = TestHub::start_with(backend, &[]).await?;
     let rid = hub
         .resident(json!({"name": "Kato Sen", "rules": quick_rules(8)}))
         .await?;
@@ -284,20 +293,21 @@ async fn low_battery_opens_below_the_threshold_and_resolves_five_points_above() 
 }
 
 #[tokio::test]
-async fn staff_acknowledge_and_resolve_with_a_trail_and_clear_refusals() -> Result<()> {
-    let hub = TestHub::start().await?;
+async fn sqlite_staff_acknowledge_and_resolve_with_a_trail_and_clear_refusals() -> Result<()> {
+    staff_acknowledge_and_resolve(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_staff_acknowledge_and_resolve_with_a_trail_and_clear_refusals() -> Result<()> {
+    staff_acknowledge_and_resolve(Backend::Postgres).await
+}
+
+async fn staff_acknowledge_and_resolve(backend: Backend) -> Result<()> {
+    let hub = TestHub::start_with(backend, &[]).await?;
     let rid = hub.resident(json!({"name": "Ogawa Tama"})).await?;
     let button = hub.device(rid, "button").await?;
-    hub.expect(
-        Method::POST,
-        "/users",
-        Some(json!({"username": "nurse.sato", "password": "nurse-password", "role": "staff"})),
-        201,
-    )
-    .await?;
-    hub.expect(Method::POST, "/users", Some(json!({"username": "son", "password": "family-password", "role": "family", "resident_ids": [rid]})), 201).await?;
-    let staff = hub.login("nurse.sato", "nurse-password").await?;
-    let family = hub.login("son", "family-password").await?;
+    let staff = hub.user("nurse.sato", "staff", &[]).await?;
+    let family = hub.user("son", "family", &[rid]).await?;
     let mut mqtt = connect_device(&hub, &button).await?;
     mqtt.publish_acked(&topic(&button, "sos"), "{}").await?;
     let id = hub.wait_alert(rid, "sos", "open", WAIT).await?["id"]
@@ -416,16 +426,15 @@ async fn alerts_go_out_on_mqtt_to_integrators() -> Result<()> {
     let hub = TestHub::start().await?;
     let rid = hub.resident(json!({"name": "Hayashi Nobu"})).await?;
     let button = hub.device(rid, "button").await?;
-    hub.expect(
-        Method::POST,
-        "/users",
-        Some(json!({"username": "integrator", "password": "integrator-pw", "role": "staff"})),
-        201,
+    hub.user("integrator", "staff", &[]).await?;
+    let mut sub = mqtt_connect(
+        hub.mqtt_port,
+        "alerts-sink",
+        "integrator",
+        &password_of("integrator"),
     )
-    .await?;
-    let mut sub = mqtt_connect(hub.mqtt_port, "alerts-sink", "integrator", "integrator-pw")
-        .await
-        .map_err(|e| anyhow!("{e:?}"))?;
+    .await
+    .map_err(|e| anyhow!("{e:?}"))?;
     sub.client
         .subscribe(format!("watch/v1/alerts/{rid}"), QoS::AtLeastOnce)
         .await?;
