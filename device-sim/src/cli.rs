@@ -1,0 +1,419 @@
+//! The command line: `provision`, `run` and `load`. Kept in the library so that other
+//! binaries (the test harness, a benchmark) start exactly the same program.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Timelike;
+use clap::{Args, Parser, Subcommand};
+use mimamori_protocol::api::{LatLon, NewDevice, NewResident};
+use mimamori_protocol::DeviceKind;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+
+use crate::fleet::Fleet;
+use crate::home::{self, Role};
+use crate::hub::HubApi;
+use crate::life::HOUR;
+use crate::mqtt::{host_port, DeviceLogin};
+use crate::play::{self, Player, RunConfig};
+use crate::provision::{self, FleetSpec};
+use crate::report::Reporter;
+use crate::rules::{self, Stillness};
+use crate::scenario::{self, ScenarioName, Setting};
+use crate::load;
+
+#[derive(Debug, Parser)]
+#[command(name = "device-sim", version, about = "Simulated residents, homes and trackers for the Mimamori hub")]
+pub struct Cli {
+    /// Print one JSON object per line instead of sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create residents with homes, safe zones and devices; write their credentials to a fleet file.
+    Provision(ProvisionArgs),
+    /// Play daily life for a fleet and/or scenarios; with --expect, check the hub's alerts.
+    Run(RunArgs),
+    /// Open device connections and publish at a fixed total rate.
+    Load(LoadArgs),
+}
+
+/// How to reach the hub.
+#[derive(Debug, Clone, Args)]
+pub struct HubArgs {
+    /// The hub's HTTP address.
+    #[arg(long, env = "MIMAMORI_HUB")]
+    pub hub: Option<String>,
+    /// The hub's MQTT address, host:port.
+    #[arg(long, env = "MIMAMORI_MQTT")]
+    pub mqtt: Option<String>,
+    /// A staff or admin user for the API.
+    #[arg(long, env = "MIMAMORI_USER", default_value = "admin")]
+    pub user: String,
+    /// That user's password.
+    #[arg(long, env = "MIMAMORI_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// How many residents to create.
+    #[arg(long)]
+    pub residents: usize,
+    /// Where to write the credentials (readable by you only).
+    #[arg(long, default_value = "fleet.json")]
+    pub fleet: PathBuf,
+    /// Centre of the neighbourhood, "LAT,LON" (default: Nakano, Tokyo).
+    #[arg(long, default_value = "35.7074,139.6638")]
+    pub centre: String,
+    /// Homes lie within this many metres of the centre.
+    #[arg(long, default_value_t = 1500.0)]
+    pub spread_m: f64,
+    /// Share of residents who carry a GPS tracker.
+    #[arg(long, default_value_t = 0.5)]
+    pub gps_share: f64,
+    /// Share of safe zones drawn as polygons rather than circles.
+    #[arg(long, default_value_t = 0.3)]
+    pub polygon_share: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// The fleet whose residents live their daily life.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+    /// Scenarios to play, each with a resident of its own (repeat the flag for several).
+    #[arg(long, value_enum)]
+    pub scenario: Vec<ScenarioName>,
+    /// Simulated days of daily life for the fleet.
+    #[arg(long, default_value_t = 1.0)]
+    pub days: f64,
+    /// Simulated local time the fleet's day starts at, "HH:MM" (default: now).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Time compression: 60 plays an hour in a minute; rule thresholds scale with it.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Check that the hub raised exactly the expected alerts; exit 1 otherwise.
+    #[arg(long)]
+    pub expect: bool,
+    /// Longest wait, in seconds, for an alert a scenario waits for.
+    #[arg(long, default_value_t = 120)]
+    pub wait_s: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Device connections to open.
+    #[arg(long)]
+    pub devices: usize,
+    /// Messages per second, all devices together.
+    #[arg(long)]
+    pub rate: f64,
+    /// How long to publish, e.g. "30s", "2m" or plain seconds.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Use this fleet's devices instead of registering new ones.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+}
+
+/// Parses "30s", "2m", "1h" or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 1h"))?;
+    let mult = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("{s:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(n * mult))
+}
+
+/// Parses the command line and runs the command; exit code 1 on error or failed expectation.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rep = Reporter { json: cli.json };
+    match runtime.block_on(dispatch(cli.command, rep)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Command, rep: Reporter) -> Result<bool> {
+    match cmd {
+        Command::Provision(a) => provision_cmd(a, rep).await,
+        Command::Run(a) => run_cmd(a, rep).await,
+        Command::Load(a) => load_cmd(a, rep).await,
+    }
+}
+
+/// The hub's HTTP and MQTT addresses: flags and environment first, then the fleet file.
+fn addresses(h: &HubArgs, fleet: Option<&Fleet>) -> Result<(String, String)> {
+    let hub = h.hub.clone().or_else(|| fleet.map(|f| f.hub.clone()));
+    let mqtt = h.mqtt.clone().or_else(|| fleet.map(|f| f.mqtt.clone()));
+    match (hub, mqtt) {
+        (Some(hub), Some(mqtt)) => Ok((hub, mqtt)),
+        _ => bail!("say where the hub is: --hub http://HOST:PORT and --mqtt HOST:PORT (or MIMAMORI_HUB, MIMAMORI_MQTT)"),
+    }
+}
+
+async fn login(h: &HubArgs, hub: &str) -> Result<HubApi> {
+    let password = h
+        .password
+        .as_deref()
+        .ok_or_else(|| anyhow!("the API needs a password: --password or MIMAMORI_PASSWORD"))?;
+    HubApi::login(hub, &h.user, password).await
+}
+
+fn parse_centre(s: &str) -> Result<LatLon> {
+    let (lat, lon) = s.split_once(',').ok_or_else(|| anyhow!("--centre must be LAT,LON, got {s:?}"))?;
+    let lat: f64 = lat.trim().parse().with_context(|| format!("--centre: bad latitude {lat:?}"))?;
+    let lon: f64 = lon.trim().parse().with_context(|| format!("--centre: bad longitude {lon:?}"))?;
+    if !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
+        bail!("--centre {s:?} is not a place on Earth");
+    }
+    Ok(LatLon { lat, lon })
+}
+
+async fn provision_cmd(a: ProvisionArgs, rep: Reporter) -> Result<bool> {
+    let (hub, mqtt) = addresses(&a.hub, None)?;
+    let api = login(&a.hub, &hub).await?;
+    let spec = FleetSpec {
+        residents: a.residents,
+        centre: parse_centre(&a.centre)?,
+        spread_m: a.spread_m,
+        gps_share: a.gps_share,
+        polygon_share: a.polygon_share,
+        seed: a.seed,
+    };
+    let mut rng = StdRng::seed_from_u64(a.seed);
+    let fleet = provision::fleet(&api, &mut rng, &spec, &hub, &mqtt, |r| {
+        let tracker = if r.roles().contains(&Role::Tracker) { ", GPS tracker" } else { "" };
+        let zone = if r.geo.zone.polygon.is_some() { "polygon" } else { "circle" };
+        rep.progress(&format!("resident {} {}: {} devices{tracker}, {zone} safe zone", r.id, r.name, r.devices.len()));
+    })
+    .await?;
+    fleet.save(&a.fleet)?;
+    let devices: usize = fleet.residents.iter().map(|r| r.devices.len()).sum();
+    let summary = json!({"residents": fleet.residents.len(), "devices": devices, "fleet": a.fleet.display().to_string()});
+    rep.summary(&summary, &[format!("{} residents and {devices} devices; credentials in {}", fleet.residents.len(), a.fleet.display())]);
+    Ok(true)
+}
+
+/// The real local time of day in the simulator's time zone, in seconds after midnight.
+fn local_now_tod() -> f64 {
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Tokyo);
+    f64::from(now.num_seconds_from_midnight()) + f64::from(now.nanosecond() % 1_000_000_000) / 1e9
+}
+
+fn parse_hhmm(s: &str) -> Result<f64> {
+    let t = mimamori_protocol::settings::LocalTime::parse(s).ok_or_else(|| anyhow!("--start must be HH:MM, got {s:?}"))?;
+    Ok(f64::from(t.minutes_of_day()) * 60.0)
+}
+
+/// The simulated time of day a scenario's story starts at.
+fn story_start(name: ScenarioName, now_tod: f64) -> f64 {
+    match name {
+        ScenarioName::Fall => 10.0 * HOUR,
+        ScenarioName::NoMorning => now_tod,
+        ScenarioName::Wander => 2.5 * HOUR,
+        ScenarioName::GpsJitter => 15.0 * HOUR,
+        ScenarioName::BatteryDies => 9.0 * HOUR,
+        ScenarioName::Sos => 19.0 * HOUR,
+        ScenarioName::OfflineGateway => 14.0 * HOUR,
+    }
+}
+
+async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
+    if !(a.speed.is_finite() && a.speed >= 1.0) {
+        bail!("--speed must be 1 or more");
+    }
+    if !(a.days.is_finite() && a.days > 0.0) {
+        bail!("--days must be positive");
+    }
+    let fleet = a.fleet.as_deref().map(Fleet::load).transpose()?;
+    if fleet.is_none() && a.scenario.is_empty() {
+        bail!("nothing to run: give --fleet FILE, --scenario NAME, or both");
+    }
+    let (hub, mqtt) = addresses(&a.hub, fleet.as_ref())?;
+    let (mqtt_host, mqtt_port) = host_port(&mqtt)?;
+    let api = login(&a.hub, &hub).await?;
+    let start_tod = a.start.as_deref().map(parse_hhmm).transpose()?.unwrap_or_else(local_now_tod);
+    let mut players = Vec::new();
+    if let Some(f) = &fleet {
+        for (i, r) in f.residents.iter().enumerate() {
+            let mut rng = StdRng::seed_from_u64(a.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            let act = scenario::daily(&mut rng, &r.geo, &r.roles(), start_tod, a.days);
+            players.push(Player {
+                resident: r.clone(),
+                label: r.name.clone(),
+                speed: a.speed,
+                start_tod,
+                rules: rules::scaled(a.speed, Stillness::Night),
+                acts: vec![act],
+                expect: vec![],
+            });
+        }
+    }
+    let centre = fleet.as_ref().map_or(LatLon { lat: 35.7074, lon: 139.6638 }, |f| f.centre);
+    for (i, name) in a.scenario.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(a.seed.wrapping_add(1_000 + i as u64));
+        let geo = home::place_home(&mut rng, centre, 1500.0, 0.0);
+        let now_tod = local_now_tod();
+        let s = scenario::script(&mut rng, *name, Setting { geo: &geo, speed: a.speed, now_tod });
+        let person = home::resident_name(&mut rng);
+        let resident = provision::resident(&api, format!("{person} ({})", name.as_str()), geo, &s.roles).await?;
+        rep.progress(&format!("scenario {}: resident {} {} at x{}", name.as_str(), resident.id, resident.name, s.speed));
+        players.push(Player {
+            label: resident.name.clone(),
+            resident,
+            speed: s.speed,
+            start_tod: story_start(*name, now_tod),
+            rules: s.rules,
+            acts: s.acts,
+            expect: s.expect,
+        });
+    }
+    let cfg = RunConfig { mqtt_host, mqtt_port, wait: Duration::from_secs(a.wait_s) };
+    let out = play::run(&api, players, &cfg, rep).await?;
+    let mut lines = vec![format!(
+        "{} residents, {} devices: {} messages sent, {} acked, {} errors",
+        out.residents, out.devices, out.sent, out.acked, out.errors
+    )];
+    for v in &out.verdicts {
+        let ok = v.missing.is_empty() && v.unexpected.is_empty();
+        if ok && v.expected.is_empty() && fleet.is_some() && !a.expect {
+            continue;
+        }
+        let mut line = format!("{} {}: expected [{}], raised [{}]", if ok { "ok  " } else { "FAIL" }, v.resident, v.expected.join(", "), v.raised.join(", "));
+        if !v.missing.is_empty() {
+            line.push_str(&format!("; missing [{}]", v.missing.join(", ")));
+        }
+        if !v.unexpected.is_empty() {
+            line.push_str(&format!("; unexpected [{}]", v.unexpected.join(", ")));
+        }
+        lines.push(line);
+    }
+    lines.push(if out.as_expected { "the hub raised exactly the expected alerts".into() } else { "the hub's alerts differ from the expected ones".into() });
+    rep.summary(&serde_json::to_value(&out)?, &lines);
+    Ok(out.as_expected || !a.expect)
+}
+
+async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {
+    if a.devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    let fleet = a.fleet.as_deref().map(Fleet::load).transpose()?;
+    let (hub, mqtt) = addresses(&a.hub, fleet.as_ref())?;
+    let (host, port) = host_port(&mqtt)?;
+    let creds: Vec<(String, String)> = match &fleet {
+        Some(f) => {
+            let all: Vec<(String, String)> = f
+                .residents
+                .iter()
+                .flat_map(|r| &r.devices)
+                .map(|d| (d.mqtt.username.clone(), d.mqtt.password.clone()))
+                .collect();
+            if all.len() < a.devices {
+                bail!("the fleet has {} devices, fewer than --devices {}", all.len(), a.devices);
+            }
+            all.into_iter().take(a.devices).collect()
+        }
+        None => register_load_devices(&a.hub, &hub, a.devices, rep).await?,
+    };
+    let devices = creds
+        .into_iter()
+        .map(|(id, password)| DeviceLogin { host: host.clone(), port, device_id: id, password })
+        .collect();
+    let report = load::run(load::LoadConfig { devices, rate: a.rate, duration: a.duration, progress: !rep.json }).await?;
+    let mut lines = vec![format!(
+        "{} connections ({} failed), {:.0} msg/s for {:.0} s: sent {}, acked {}, errors {}",
+        report.connections, report.connect_errors, report.target_rate, report.duration_s, report.sent, report.acked, report.errors
+    )];
+    for s in &report.per_second {
+        lines.push(format!("  second {:>3}: sent {:>6}, acked {:>6}", s.second, s.sent, s.acked));
+    }
+    if let (Some(p50), Some(p99)) = (report.ack_latency_ms_p50, report.ack_latency_ms_p99) {
+        lines.push(format!("PUBACK latency: p50 {p50:.1} ms, p99 {p99:.1} ms"));
+    }
+    rep.summary(&serde_json::to_value(&report)?, &lines);
+    Ok(report.errors == 0 && report.connect_errors == 0)
+}
+
+/// Registers `n` motion sensors on one resident named for the load test.
+async fn register_load_devices(h: &HubArgs, hub: &str, n: usize, rep: Reporter) -> Result<Vec<(String, String)>> {
+    let api = login(h, hub).await?;
+    let r = api
+        .create_resident(&NewResident { name: format!("load test ({n} devices)"), timezone: None, home: None, rules: None })
+        .await?;
+    rep.progress(&format!("registering {n} devices on resident {}", r.id));
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let d = api
+            .create_device(&NewDevice { resident_id: r.id, kind: DeviceKind::Motion, name: format!("load sensor {i}") })
+            .await?;
+        out.push((d.mqtt.username, d.mqtt.password));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses_the_documented_forms() {
+        let c = Cli::try_parse_from(["device-sim", "run", "--scenario", "fall", "--scenario", "gps-jitter", "--speed", "1800", "--expect"]);
+        assert!(c.is_ok());
+        assert!(Cli::try_parse_from(["device-sim", "run", "--scenario", "flood"]).is_err());
+        assert!(parse_centre("35.7,139.6").is_ok());
+        assert!(parse_centre("95,0").is_err());
+    }
+}

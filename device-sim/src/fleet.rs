@@ -1,0 +1,77 @@
+//! The fleet file: every simulated resident with their home, safe zone and the MQTT
+//! credentials the hub issued for each device. `provision` writes it, `run` reads it, and
+//! integrators can take credentials from it for devices of their own.
+//!
+//! The file holds device secrets: it is written readable by its owner only.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use mimamori_protocol::api::{LatLon, MqttCredentials};
+use mimamori_protocol::DeviceKind;
+use serde::{Deserialize, Serialize};
+
+use crate::home::{HomeGeo, Role};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub version: u32,
+    /// The hub's HTTP base address.
+    pub hub: String,
+    /// The hub's MQTT address, `host:port`.
+    pub mqtt: String,
+    pub centre: LatLon,
+    pub seed: u64,
+    pub residents: Vec<FleetResident>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetResident {
+    pub id: i64,
+    pub name: String,
+    pub timezone: String,
+    pub geo: HomeGeo,
+    pub devices: Vec<FleetDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetDevice {
+    pub id: String,
+    pub kind: DeviceKind,
+    pub role: Role,
+    pub name: String,
+    pub mqtt: MqttCredentials,
+}
+
+impl FleetResident {
+    pub fn roles(&self) -> Vec<Role> {
+        self.devices.iter().map(|d| d.role).collect()
+    }
+}
+
+impl Fleet {
+    pub fn load(path: &Path) -> Result<Fleet> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the fleet file {}", path.display()))?;
+        let fleet: Fleet = serde_json::from_str(&text).with_context(|| format!("{} is not a fleet file", path.display()))?;
+        if fleet.version != FORMAT_VERSION {
+            bail!("{} has format version {}, this simulator reads {FORMAT_VERSION}", path.display(), fleet.version);
+        }
+        Ok(fleet)
+    }
+
+    /// Writes the file with owner-only permissions, replacing any earlier one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(path).with_context(|| format!("cannot write the fleet file {}", path.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        Ok(())
+    }
+}

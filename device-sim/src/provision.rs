@@ -1,0 +1,60 @@
+//! Creating simulated residents in the hub: the resident, a safe zone around the home and a
+//! device for each role, keeping the MQTT credentials the hub issues.
+
+use anyhow::Result;
+use mimamori_protocol::api::{LatLon, NewDevice, NewResident};
+use rand::Rng;
+
+use crate::fleet::{Fleet, FleetDevice, FleetResident, FORMAT_VERSION};
+use crate::home::{self, HomeGeo, Role};
+use crate::hub::HubApi;
+
+pub const TIMEZONE: &str = "Asia/Tokyo";
+
+/// Creates one resident with its zone and devices. Rules stay at the hub's real-time
+/// defaults until a run sets its own.
+pub async fn resident(api: &HubApi, name: String, geo: HomeGeo, roles: &[Role]) -> Result<FleetResident> {
+    let body = NewResident { name: name.clone(), timezone: Some(TIMEZONE.into()), home: Some(geo.home), rules: None };
+    let r = api.create_resident(&body).await?;
+    api.create_zone(r.id, &geo.zone).await?;
+    let mut devices = Vec::with_capacity(roles.len());
+    for role in roles {
+        let created = api
+            .create_device(&NewDevice { resident_id: r.id, kind: role.kind(), name: role.label() })
+            .await?;
+        devices.push(FleetDevice { id: created.id, kind: created.kind, role: *role, name: created.name, mqtt: created.mqtt });
+    }
+    Ok(FleetResident { id: r.id, name, timezone: TIMEZONE.into(), geo, devices })
+}
+
+/// What `provision` makes.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub residents: usize,
+    pub centre: LatLon,
+    pub spread_m: f64,
+    pub gps_share: f64,
+    pub polygon_share: f64,
+    pub seed: u64,
+}
+
+/// Creates the whole fleet, reporting each resident as it is made.
+pub async fn fleet(
+    api: &HubApi,
+    rng: &mut impl Rng,
+    spec: &FleetSpec,
+    hub: &str,
+    mqtt: &str,
+    mut made: impl FnMut(&FleetResident),
+) -> Result<Fleet> {
+    let mut residents = Vec::with_capacity(spec.residents);
+    for _ in 0..spec.residents {
+        let name = home::resident_name(rng);
+        let geo = home::place_home(rng, spec.centre, spec.spread_m, spec.polygon_share);
+        let roles = Role::home_set(rng.gen_bool(spec.gps_share.clamp(0.0, 1.0)));
+        let r = resident(api, name, geo, &roles).await?;
+        made(&r);
+        residents.push(r);
+    }
+    Ok(Fleet { version: FORMAT_VERSION, hub: hub.into(), mqtt: mqtt.into(), centre: spec.centre, seed: spec.seed, residents })
+}
