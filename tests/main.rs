@@ -5,3 +5,4 @@ mod docs;
 mod edge;
 mod helpers;
 mod rules;
+mod ws;

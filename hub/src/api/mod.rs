@@ -4,6 +4,7 @@
 //! what a caller may do, and a family user sees only their own residents. Every
 //! change made through the API is written to the audit trail.
 
+pub mod activity;
 pub mod alerts;
 pub mod auth;
 pub mod devices;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod residents;
 pub mod system;
 pub mod users;
+pub mod ws;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(alerts::router())
         .merge(system::router())
         // -- more routers (issues 4, 6, 7) merge below this line --
+        .merge(ws::router())
+        .merge(activity::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
     let index = dashboard_dir.join("index.html");
     let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));

@@ -261,6 +261,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
 
     // -- dashboard (issue 4): add methods below this line --
+    /// Activity readings (motion seen, door used) per hour in `[from, to)`: pairs of the
+    /// hour's start and its count, oldest first; hours without activity are left out.
+    async fn activity_per_hour(
+        &self,
+        resident_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<(DateTime<Utc>, i64)>>;
+    /// Position fixes taken at or after `since`, oldest first, at most `limit` (the newest kept).
+    async fn positions_since(
+        &self,
+        resident_id: i64,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredReading>>;
+
 
     // -- notifications (issue 6): add methods below this line --
 

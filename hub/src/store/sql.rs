@@ -890,6 +890,40 @@ macro_rules! impl_store {
             }
 
             // -- dashboard (issue 4): add methods below this line --
+            async fn activity_per_hour(&self, resident_id: i64, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<(DateTime<Utc>, i64)>> {
+                // Integer division of epoch ms buckets by hour identically in both dialects.
+                // Motion data is written by `reading_data` with sorted keys, so the
+                // pattern below matches exactly the readings that saw movement.
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT ts / 3600000 AS hour, COUNT(*) FROM readings \
+                     WHERE resident_id = $1 AND ts >= $2 AND ts < $3 \
+                       AND (kind = 'door' OR (kind = 'motion' AND data LIKE '{\"motion\":true%')) \
+                     GROUP BY ts / 3600000 ORDER BY hour",
+                )
+                .bind(resident_id)
+                .bind(ms(from))
+                .bind(ms(to))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(h, n)| (from_ms(h * 3_600_000), n)).collect())
+            }
+
+            async fn positions_since(&self, resident_id: i64, since: DateTime<Utc>, limit: i64) -> StoreResult<Vec<StoredReading>> {
+                let rows: Vec<ReadingRow> = sqlx::query_as(
+                    "SELECT id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data FROM readings \
+                     WHERE resident_id = $1 AND kind = 'gps' AND ts >= $2 ORDER BY ts DESC, id DESC LIMIT $3",
+                )
+                .bind(resident_id)
+                .bind(ms(since))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut fixes: Vec<StoredReading> = rows.into_iter().map(StoredReading::from).collect();
+                fixes.reverse();
+                Ok(fixes)
+            }
+
+
 
             // -- notifications (issue 6): add methods below this line --
 
