@@ -6,3 +6,4 @@ mod edge;
 mod helpers;
 mod rules;
 mod ws;
+mod browser;

@@ -1,0 +1,17 @@
+// Site settings of the dashboard. Edit this file to change them for everyone;
+// a person can override the tile source for their own browser with
+// localStorage.setItem('mimamori.tiles', '<url template>' or 'none').
+
+export default {
+  tiles: {
+    // OpenStreetMap's standard tiles (please respect their tile usage policy).
+    url: 'https://tile.openstreetmap.org/{z}/{x}/{y}.png',
+    attribution: '&copy; OpenStreetMap contributors',
+    maxZoom: 19,
+    // The Geospatial Information Authority of Japan's standard map instead:
+    // url: 'https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png', attribution: '地理院タイル', maxZoom: 18,
+  },
+  // Where the map opens before any resident has a position (Tokyo).
+  center: [35.6895, 139.6917],
+  zoom: 13,
+};

@@ -1,0 +1,125 @@
+// Maps (Leaflet): the overview of every visible resident's last position, their
+// safe zones and the trails of open geofence alerts. Tiles come from config.js or
+// a per-browser override; markers and zones are drawn even when no tile loads.
+
+import config from '../config.js';
+import { api } from './api.js';
+import { ago, t } from './i18n.js';
+import { h } from './util.js';
+
+const L = window.L;
+const TILES_KEY = 'mimamori.tiles';
+
+/** The tile source: `?tiles=` (remembered), then localStorage, then config.js. */
+export function tileSource() {
+  const fromUrl = new URLSearchParams(location.search).get('tiles');
+  if (fromUrl) localStorage.setItem(TILES_KEY, fromUrl);
+  const override = localStorage.getItem(TILES_KEY);
+  if (override === 'none') return null;
+  if (override) return { ...config.tiles, url: override };
+  return config.tiles;
+}
+
+export function createMap(el) {
+  // No animations: views come and go quickly, and a map removed mid-animation throws.
+  const map = L.map(el, { zoomAnimation: false, fadeAnimation: false, markerZoomAnimation: false }).setView(config.center, config.zoom);
+  const tiles = tileSource();
+  const notice = () => {
+    if (el.querySelector('.tiles-off')) return;
+    el.append(h('div', { class: 'tiles-off' }, t('tiles_off')));
+  };
+  if (tiles) {
+    L.tileLayer(tiles.url, { attribution: tiles.attribution, maxZoom: tiles.maxZoom ?? 19 })
+      .on('tileerror', notice)
+      .addTo(map);
+  } else {
+    notice();
+  }
+  return map;
+}
+
+/** Safe zones as outlined shapes; returns their layer group. */
+export function drawZones(map, zones) {
+  const group = L.featureGroup();
+  for (const z of zones) {
+    const style = { color: '#2e7d32', weight: 2, fillOpacity: 0.08, className: 'zone' };
+    const layer = z.circle
+      ? L.circle([z.circle.lat, z.circle.lon], { ...style, radius: z.circle.radius_m })
+      : L.polygon(z.polygon.coordinates.map((ring) => ring.map(([lon, lat]) => [lat, lon])), style);
+    layer.bindTooltip(z.name);
+    group.addLayer(layer);
+  }
+  return group.addTo(map);
+}
+
+/** A trail of fixes, oldest first, as a dashed red line. */
+export function trailLayer(map, fixes) {
+  return L.polyline(
+    fixes.map((f) => [f.lat, f.lon]),
+    { color: '#c62828', weight: 3, dashArray: '6 6', className: 'trail' },
+  ).addTo(map);
+}
+
+function residentMarker(ctx, status) {
+  const p = status.last_position;
+  const outside = status.location === 'outside';
+  const icon = L.divIcon({
+    className: `resident-marker ${outside ? 'outside' : ''}`,
+    html: `<span>${outside ? '🚶' : '🏠'}</span>`,
+    iconSize: [28, 28],
+  });
+  return L.marker([p.lat, p.lon], { icon, title: ctx.residentName(status.resident_id) }).bindPopup(() =>
+    h(
+      'div',
+      {},
+      h('a', { href: `#/resident/${status.resident_id}` }, ctx.residentName(status.resident_id)),
+      h('br'),
+      `${t('last_position')}: ${ago(p.ts)}`,
+    ),
+  );
+}
+
+export async function mapView(ctx, el) {
+  const mapEl = h('div', { class: 'map', id: 'overview-map' });
+  el.append(h('h1', {}, t('nav_map')), mapEl);
+  const map = createMap(mapEl);
+  const residents = [...(await ctx.loadResidents()).values()];
+  const zoneSets = await Promise.all(residents.map((r) => api('GET', `/residents/${r.id}/geofences`)));
+  const zones = zoneSets.map((z) => drawZones(map, z));
+  const markers = new Map();
+  const trails = new Map();
+  const place = (status) => {
+    markers.get(status.resident_id)?.remove();
+    if (status.last_position) markers.set(status.resident_id, residentMarker(ctx, status).addTo(map));
+  };
+  for (const s of ctx.live.statuses.values()) place(s);
+  const drawTrail = async (alert) => {
+    if (alert.kind !== 'geofence_exit' || trails.has(alert.id)) return;
+    trails.set(alert.id, null);
+    const fixes = await api('GET', `/residents/${alert.resident_id}/track?since=${encodeURIComponent(alert.opened_at)}`);
+    trails.set(alert.id, trailLayer(map, fixes));
+  };
+  await Promise.all([...ctx.live.alerts.values()].map(drawTrail));
+  const layers = [...zones, ...markers.values()];
+  const bounds = L.featureGroup(layers).getBounds();
+  if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 16 });
+  const onFrame = (ev) => {
+    const f = ev.detail;
+    if (f.type === 'status') place(f.status);
+    if (f.type === 'snapshot') ctx.live.statuses.forEach(place);
+    if (f.type === 'alert' && f.alert.state === 'resolved') {
+      trails.get(f.alert.id)?.remove();
+      trails.delete(f.alert.id);
+    } else if (f.type === 'alert') drawTrail(f.alert);
+    if (f.type === 'position') {
+      for (const a of ctx.live.alerts.values()) {
+        if (a.kind === 'geofence_exit' && a.resident_id === f.resident_id) trails.get(a.id)?.addLatLng([f.lat, f.lon]);
+      }
+    }
+  };
+  ctx.live.addEventListener('frame', onFrame);
+  return () => {
+    ctx.live.removeEventListener('frame', onFrame);
+    map.remove();
+  };
+}

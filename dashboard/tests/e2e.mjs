@@ -1,0 +1,200 @@
+// Browser test of the dashboard against a real hub, driven by tests/browser.rs:
+// headless Debian Chromium through playwright-core, no browser download.
+//
+// The Rust side creates the users and residents, passes them in environment
+// variables, and publishes the MQTT message when this script prints READY,
+// writing PUBLISHING to our stdin first so the 2 s clock starts before the publish.
+
+import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`missing environment variable ${k}`);
+  return v;
+};
+const HUB = env('HUB_URL');
+const SHOTS = env('SCREENSHOT_DIR');
+const STAFF = [env('STAFF1_USER'), env('STAFF1_PASS')];
+const STAFF2 = [env('STAFF2_USER'), env('STAFF2_PASS')];
+const ADMIN = [env('ADMIN_USER'), env('ADMIN_PASS')];
+const FAMILY = [env('FAMILY_USER'), env('FAMILY_PASS')];
+const FAMILY_RESIDENT = env('FAMILY_RESIDENT_NAME');
+const OTHER_RESIDENT = env('OTHER_RESIDENT_NAME');
+const OTHER_ID = env('OTHER_RESIDENT_ID');
+const ALERT_WITHIN_MS = 2000;
+
+mkdirSync(SHOTS, { recursive: true });
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  console.log(`ok - ${what}`);
+}
+
+async function shot(page, name) {
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`screenshot ${path}`);
+}
+
+/** A browser context that reaches only the hub, with map tiles pointed at a dead
+ *  loopback port so the "tiles cannot load" path is what the test sees. */
+async function context(browser, locale) {
+  const ctx = await browser.newContext({ locale, viewport: { width: 1280, height: 860 } });
+  const hub = new URL(HUB);
+  await ctx.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    return url.host === hub.host ? route.continue() : route.abort();
+  });
+  await ctx.addInitScript(() => localStorage.setItem('mimamori.tiles', 'http://127.0.0.1:9/{z}/{x}/{y}.png'));
+  return ctx;
+}
+
+async function login(page, [user, pass]) {
+  await page.goto(HUB);
+  await page.fill('#username', user);
+  await page.fill('#password', pass);
+  await page.click('#sign-in');
+  await page.waitForSelector('#conn[data-state="live"]');
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+      '--no-first-run', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  try {
+    const a = await (await context(browser, 'en-US')).newPage();
+    const b = await (await context(browser, 'en-US')).newPage();
+    page_errors(a, 'staff A');
+    page_errors(b, 'staff B');
+
+    await a.goto(HUB);
+    await a.waitForSelector('#sign-in');
+    await shot(a, '01-login');
+    await login(a, STAFF);
+    await login(b, STAFF2);
+    check(await a.textContent('#conn') === '● live', 'connection state shows live');
+
+    // An alert published over MQTT appears within 2 s, with who, what and since when.
+    console.log('READY');
+    const line = await stdinLines.next();
+    check(line.value === 'PUBLISHING', 'the test is publishing the SOS');
+    const t0 = Date.now();
+    const row = a.locator('.alert-row[data-kind="sos"]');
+    await row.waitFor({ timeout: ALERT_WITHIN_MS });
+    check(Date.now() - t0 <= ALERT_WITHIN_MS, `alert shown ${Date.now() - t0} ms after the publish`);
+    check((await row.locator('.who').textContent()) === OTHER_RESIDENT, 'the alert names the resident');
+    check((await row.locator('.kind').textContent()) === 'SOS button', 'the alert says what happened');
+    check(/s ago|min ago/.test(await row.locator('[data-since]').textContent()), 'the alert says since when');
+    await b.locator('.alert-row[data-kind="sos"]').waitFor();
+    const alertId = await row.getAttribute('data-alert-id');
+    await shot(a, '02-alert-list');
+
+    // Acknowledge in A; B sees the state change live.
+    await row.locator('button.ack').click();
+    await a.fill('#action-note', 'Calling the resident now');
+    await a.click('#action-confirm');
+    await b.locator('.alert-row[data-kind="sos"] [data-state="acknowledged"]').waitFor({ timeout: 5000 });
+    check(true, 'the second browser sees the alert acknowledged');
+    await shot(b, '03-acknowledged-in-second-browser');
+
+    // The alert's page: facts and history; resolve with a note.
+    await a.locator('.alert-row[data-kind="sos"] a.kind').click();
+    await a.waitForSelector('#alert-state [data-state="acknowledged"]');
+    check((await a.textContent('.history')).includes('Calling the resident now'), 'the note is in the history');
+    await shot(a, '04-alert-page');
+    await a.click('button.resolve');
+    await a.fill('#action-note', 'She pressed it by accident; all well');
+    await a.click('#action-confirm');
+    await a.waitForSelector('#alert-state [data-state="resolved"]');
+    await b.locator('.alert-row[data-kind="sos"]').waitFor({ state: 'detached', timeout: 5000 });
+    check(true, 'resolving removes the alert from the live list in the other browser');
+
+    // Map: markers and zones even though no tile loads.
+    await a.goto(`${HUB}/#/map`);
+    await a.waitForSelector('.resident-marker');
+    await a.waitForSelector('path.zone');
+    await a.waitForSelector('.tiles-off');
+    check(true, 'the map shows markers and safe zones without tiles');
+    await shot(a, '05-map');
+
+    // Resident board and a resident page with the 7-day rhythm.
+    await a.goto(`${HUB}/#/residents`);
+    await a.waitForSelector('[data-resident-id]');
+    await shot(a, '06-resident-board');
+    await a.locator(`[data-resident-id] h2 a`, { hasText: FAMILY_RESIDENT }).click();
+    await a.waitForSelector('#rhythm-chart');
+    check(await a.locator('#rhythm-chart rect').count() === 7 * 24, 'the rhythm chart has 7 days × 24 hours');
+    check(await a.locator('#rhythm-chart rect:not([data-count="0"])').count() > 0, 'the rhythm chart shows activity');
+    await shot(a, '07-resident-page');
+
+    // Japanese.
+    await a.goto(`${HUB}/#/alerts`);
+    await a.click('#lang-switch');
+    await a.waitForSelector('text=通報一覧');
+    check(await a.getAttribute('html', 'lang') === 'ja', 'the page language is Japanese');
+    check((await a.textContent('#conn')).includes('接続中'), 'connection state in Japanese');
+    await a.goto(`${HUB}/#/alert/${alertId}`);
+    await a.waitForSelector('#alert-state [data-state="resolved"]');
+    check((await a.textContent('#alert-state')) === '解決済み', 'alert state in Japanese');
+    await shot(a, '08-japanese-alert');
+    await a.goto(`${HUB}/#/residents`);
+    await a.waitForSelector('[data-resident-id]');
+    await shot(a, '09-japanese-board');
+
+    // Admin: a device's secret is shown once.
+    const admin = await (await context(browser, 'ja-JP')).newPage();
+    page_errors(admin, 'admin');
+    await login(admin, ADMIN);
+    await admin.goto(`${HUB}/#/admin/devices`);
+    await admin.fill('#device-name', '玄関センサー');
+    await admin.selectOption('#device-kind', 'door');
+    await admin.click('form.card button.primary');
+    const secret = await admin.locator('#device-secret .secret-value').textContent();
+    check(/^[0-9a-f]{64}$/.test(secret), 'a new device secret is shown once');
+    await shot(admin, '10-admin-devices');
+    await admin.goto(`${HUB}/#/admin/residents`);
+    await admin.locator('button.link', { hasText: FAMILY_RESIDENT }).click();
+    await admin.waitForSelector('#zone-map path.zone');
+    await shot(admin, '11-admin-resident');
+
+    // A family user sees their own resident and nobody else.
+    const fam = await (await context(browser, 'ja-JP')).newPage();
+    page_errors(fam, 'family');
+    await login(fam, FAMILY);
+    await fam.waitForSelector('[data-resident-id]');
+    const cards = await fam.locator('[data-resident-id] h2').allTextContents();
+    check(cards.length === 1 && cards[0] === FAMILY_RESIDENT, `family board shows only ${FAMILY_RESIDENT}`);
+    check(!(await fam.textContent('body')).includes(OTHER_RESIDENT), 'the other resident is nowhere on the page');
+    check(await fam.locator('a[href="#/alerts"]').count() === 0, 'family users have no alert desk');
+    await shot(fam, '12-family-board');
+    await fam.goto(`${HUB}/#/resident/${OTHER_ID}`);
+    await fam.waitForSelector('.msg-error');
+    check((await fam.textContent('.msg-error')) === '見つかりません。', "another resident's page is not found");
+  } finally {
+    await browser.close();
+  }
+}
+
+const errors = [];
+function page_errors(page, who) {
+  page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
+}
+
+main()
+  .then(() => {
+    if (errors.length) throw new Error(`script errors in the page:\n${errors.join('\n')}`);
+    console.log('e2e: all checks passed');
+    process.exit(0);
+  })
+  .catch((e) => {
+    console.error(`e2e FAILED: ${e.stack || e}`);
+    process.exit(1);
+  });

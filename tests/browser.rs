@@ -1,0 +1,173 @@
+//! The dashboard in a real browser: headless Debian Chromium driven by
+//! `dashboard/tests/e2e.mjs` (playwright-core) against a real hub. This side sets
+//! up users, residents and devices, and publishes the MQTT alert when the script
+//! is ready for it. Screenshots go to `test-artifacts/screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::Method;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::helpers::*;
+
+/// Longest the whole browser script may run.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Fails with the command to run when something the browser test needs is missing.
+fn check_prerequisites(dashboard: &Path) -> Result<()> {
+    let setup = "run `scripts/setup-dashboard.sh` (it installs Debian's chromium and \
+                 the dashboard's npm packages)";
+    if !chromium().exists() {
+        bail!("{} not found: {setup}", chromium().display());
+    }
+    for pkg in ["leaflet", "playwright-core"] {
+        if !dashboard.join("node_modules").join(pkg).exists() {
+            bail!("dashboard/node_modules/{pkg} is missing: {setup}");
+        }
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!("node is not installed: {setup}");
+    }
+    Ok(())
+}
+
+fn screenshot_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-artifacts/screenshots")
+}
+
+/// Log in, see an MQTT alert appear within 2 s, acknowledge it and see the change in
+/// a second browser, resolve it, map, board, resident page, Japanese, admin, family.
+#[tokio::test]
+async fn dashboard_in_a_real_browser() -> Result<()> {
+    let dashboard = dashboard_dir();
+    check_prerequisites(&dashboard)?;
+    let hub = TestHub::start().await?;
+    let mother = hub
+        .resident(json!({"name": "Tanaka Hanako", "home": {"lat": 35.7074, "lon": 139.6638}}))
+        .await?;
+    let other = hub.resident(json!({"name": "Suzuki Jiro"})).await?;
+    hub.expect(
+        Method::POST,
+        &format!("/residents/{mother}/geofences"),
+        Some(json!({"name": "Home", "circle": {"lat": 35.7074, "lon": 139.6638, "radius_m": 300}})),
+        201,
+    )
+    .await?;
+    let users = [
+        ("staff-a", "staff-a-password", "staff", vec![]),
+        ("staff-b", "staff-b-password", "staff", vec![]),
+        ("daughter", "daughter-password", "family", vec![mother]),
+    ];
+    for (name, password, role, ids) in &users {
+        hub.expect(
+            Method::POST,
+            "/users",
+            Some(json!({"username": name, "password": password, "role": role, "resident_ids": ids})),
+            201,
+        )
+        .await?;
+    }
+    let tracker = hub.device(mother, "gps").await?;
+    let motion = hub.device(mother, "motion").await?;
+    let button = hub.device(other, "button").await?;
+    let mut tracker_dev = connect_device(&hub, &tracker).await?;
+    tracker_dev
+        .publish_acked(
+            &topic(&tracker, "gps"),
+            r#"{"lat":35.7080,"lon":139.6640,"accuracy_m":15}"#,
+        )
+        .await?;
+    let mut motion_dev = connect_device(&hub, &motion).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    for hours_ago in [3, 5, 26, 29, 50] {
+        let ts = now - hours_ago * 3_600_000;
+        motion_dev
+            .publish_acked(
+                &topic(&motion, "motion"),
+                json!({"ts": ts, "motion": true, "room": "kitchen"}).to_string(),
+            )
+            .await?;
+    }
+    let mut button_dev = connect_device(&hub, &button).await?;
+
+    let shots = screenshot_dir();
+    let mut node = Command::new("node")
+        .arg(dashboard.join("tests/e2e.mjs"))
+        .current_dir(&dashboard)
+        .env("HUB_URL", &hub.base)
+        .env("SCREENSHOT_DIR", &shots)
+        .env("ADMIN_USER", "admin")
+        .env("ADMIN_PASS", ADMIN_PASSWORD)
+        .env("STAFF1_USER", users[0].0)
+        .env("STAFF1_PASS", users[0].1)
+        .env("STAFF2_USER", users[1].0)
+        .env("STAFF2_PASS", users[1].1)
+        .env("FAMILY_USER", users[2].0)
+        .env("FAMILY_PASS", users[2].1)
+        .env("FAMILY_RESIDENT_NAME", "Tanaka Hanako")
+        .env("OTHER_RESIDENT_NAME", "Suzuki Jiro")
+        .env("OTHER_RESIDENT_ID", other.to_string())
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start node")?;
+    let mut stdin = node.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+    let stdout = node.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let stderr = node.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    });
+
+    let run = async {
+        let mut output = String::new();
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await? {
+            output.push_str(&line);
+            output.push('\n');
+            if line == "READY" {
+                stdin.write_all(b"PUBLISHING\n").await?;
+                stdin.flush().await?;
+                button_dev
+                    .publish_acked(&topic(&button, "sos"), "{}")
+                    .await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(output)
+    };
+    let output = tokio::time::timeout(SCRIPT_LIMIT, run)
+        .await
+        .map_err(|_| anyhow!("the browser script ran longer than {SCRIPT_LIMIT:?}"))??;
+    let status = node.wait().await?;
+    let errors = errors.await.unwrap_or_default();
+    println!("{output}");
+    if !status.success() {
+        bail!("browser test failed ({status})\n--- stdout ---\n{output}\n--- stderr ---\n{errors}");
+    }
+    assert!(output.contains("e2e: all checks passed"), "{output}");
+    println!("screenshots in {}", shots.display());
+    Ok(())
+}
