@@ -456,3 +456,71 @@ async fn activity_per_hour_counts_motion_and_door_readings() -> Result<()> {
     assert_eq!(track[0]["lat"], 35.7, "{track}");
     Ok(())
 }
+
+/// The keys of a JSON value, recursively: objects must have the same keys, and the
+/// first elements of non-empty arrays the same shape. Free-form `details` are skipped.
+fn same_shape(doc: &Value, real: &Value, path: &str) -> Result<()> {
+    match (doc, real) {
+        (Value::Object(d), Value::Object(r)) => {
+            let dk: Vec<&String> = d.keys().collect();
+            let rk: Vec<&String> = r.keys().collect();
+            if dk != rk {
+                bail!("{path}: the docs show keys {dk:?}, the hub sends {rk:?}");
+            }
+            for (k, v) in d {
+                if k != "details" {
+                    same_shape(v, &r[k], &format!("{path}.{k}"))?;
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(d), Value::Array(r)) => match (d.first(), r.first()) {
+            (Some(d0), Some(r0)) => same_shape(d0, r0, &format!("{path}[0]")),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Every frame example in docs/dashboard.md has the shape of a frame the hub sends.
+#[tokio::test]
+async fn the_documented_frames_are_the_real_ones() -> Result<()> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.md"),
+    )?;
+    let examples: Vec<Value> = doc
+        .split("```json")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let types: Vec<&str> = examples.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["snapshot", "alert", "position", "status", "resync"]);
+
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Abe Chiyo"})).await?;
+    let tracker = hub.device(rid, "gps").await?;
+    let button = hub.device(rid, "button").await?;
+    let mut ws = WsClient::connect(&hub, &hub.admin_token, None).await?;
+    ws.next().await?;
+    let mut g = connect_device(&hub, &tracker).await?;
+    g.publish_acked(&topic(&tracker, "gps"), gps(35.708))
+        .await?;
+    let mut b = connect_device(&hub, &button).await?;
+    b.publish_acked(&topic(&button, "sos"), "{}").await?;
+    let mut real = std::collections::HashMap::new();
+    while real.len() < 3 {
+        let f = ws.next().await?;
+        if let Some(t) = f["type"].as_str() {
+            real.entry(t.to_string()).or_insert(f);
+        }
+    }
+    let mut fresh = WsClient::connect(&hub, &hub.admin_token, None).await?;
+    real.insert("snapshot".into(), fresh.next().await?);
+    for example in &examples[..4] {
+        let t = example["type"].as_str().unwrap_or_default();
+        let frame = real.get(t).ok_or_else(|| anyhow!("no real {t} frame"))?;
+        same_shape(example, frame, t)?;
+    }
+    Ok(())
+}
