@@ -5,5 +5,6 @@ mod docs;
 mod edge;
 mod helpers;
 mod rules;
+mod store;
 mod ws;
 mod browser;

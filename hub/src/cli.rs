@@ -36,11 +36,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.settings.resolve()?;
     let hub = crate::Hub::build(config).await?;
     // One line on stdout that people and tests can read the bound ports from.
-    println!(
-        "mimamori hub ready: http=http://{} mqtt={}",
-        hub.http_addr(),
-        hub.mqtt_addr()
-    );
+    let tls = hub.mqtt_tls_addr().map(|a| format!(" mqtts={a}")).unwrap_or_default();
+    println!("mimamori hub ready: http=http://{} mqtt={}{tls}", hub.http_addr(), hub.mqtt_addr());
     hub.run_until_stopped(shutdown_signal()).await
 }
 
