@@ -71,7 +71,7 @@ impl Hub {
         .await?;
 
         let router = router::start(cfg.max_connections, edge::MAX_PACKET).await?;
-        let publisher = router::HubPublisher::connect(&router);
+        let publisher = router::HubPublisher::connect(&router).await?;
         let metrics = Arc::new(Metrics::new());
         let (items_tx, items_rx) = mpsc::channel(INGEST_QUEUE);
         let ingest = Ingest::new(items_tx, clock.clone());

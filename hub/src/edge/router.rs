@@ -25,7 +25,7 @@ pub struct RouterHandle {
     pub secret: String,
 }
 
-/// Starts the router on its own threads and waits until it accepts connections.
+/// Starts the router on its own threads; [`HubPublisher::connect`] then waits until it accepts connections.
 pub async fn start(max_connections: usize, max_packet: usize) -> anyhow::Result<RouterHandle> {
     let addr = free_loopback_port().context("no free loopback port for the embedded broker")?;
     let secret = crate::security::random_secret();
@@ -39,8 +39,6 @@ pub async fn start(max_connections: usize, max_packet: usize) -> anyhow::Result<
             }
         })
         .context("cannot start the embedded broker thread")?;
-    wait_until_listening(addr, &secret).await?;
-    info!(%addr, "embedded broker ready (loopback, edge only)");
     Ok(RouterHandle { addr, secret })
 }
 
@@ -89,43 +87,6 @@ fn free_loopback_port() -> std::io::Result<SocketAddr> {
     l.local_addr()
 }
 
-/// Waits for a full MQTT handshake, not just an open port: rumqttd logs an error for
-/// every connection that closes before its CONNECT.
-async fn wait_until_listening(addr: SocketAddr, secret: &str) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if probe(addr, secret).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    anyhow::bail!("embedded broker did not start listening on {addr}")
-}
-
-async fn probe(addr: SocketAddr, secret: &str) -> Result<(), super::codec::CodecError> {
-    use mqttrs::{Connect, Packet, Protocol};
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (rd, mut wr) = stream.into_split();
-    let connect = Packet::Connect(Connect {
-        protocol: Protocol::MQTT311,
-        keep_alive: 10,
-        client_id: "mimamori-probe",
-        clean_session: true,
-        last_will: None,
-        username: Some(EDGE_USER),
-        password: Some(secret.as_bytes()),
-    });
-    super::codec::write_packet(&mut wr, &connect).await?;
-    let mut reader = super::codec::PacketReader::new(rd, 1024);
-    let reply = tokio::time::timeout(Duration::from_secs(2), reader.next())
-        .await
-        .map_err(|_| super::codec::CodecError::Malformed("no CONNACK".into()))??;
-    super::codec::write_packet(&mut wr, &Packet::Disconnect).await?;
-    match reply.as_deref().map(super::codec::decode) {
-        Some(Ok(Packet::Connack(_))) => Ok(()),
-        _ => Err(super::codec::CodecError::Malformed("no CONNACK".into())),
-    }
-}
-
 /// The hub's own connection to the router, for what it publishes itself (alerts).
 #[derive(Clone)]
 pub struct HubPublisher {
@@ -133,26 +94,41 @@ pub struct HubPublisher {
 }
 
 impl HubPublisher {
-    /// Connects as `mimamori-hub` and keeps the connection alive on a task of its own.
-    pub fn connect(router: &RouterHandle) -> HubPublisher {
-        let mut opts = rumqttc::MqttOptions::new(
-            "mimamori-hub",
-            router.addr.ip().to_string(),
-            router.addr.port(),
-        );
+    /// Connects as `mimamori-hub`, keeps the connection alive on a task of its own, and
+    /// returns once the router has accepted it: that first CONNACK is how the hub knows
+    /// the embedded broker is up (a bare TCP probe would make rumqttd log an error).
+    pub async fn connect(router: &RouterHandle) -> anyhow::Result<HubPublisher> {
+        let mut opts = rumqttc::MqttOptions::new("mimamori-hub", router.addr.ip().to_string(), router.addr.port());
         opts.set_credentials(EDGE_USER, router.secret.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4096);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
             loop {
-                if let Err(e) = eventloop.poll().await {
-                    tracing::warn!(error = %e, "hub publisher lost the router; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    // Before the first CONNACK the broker is still starting: retry quickly.
+                    Err(_) if ready_tx.is_some() => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "hub publisher lost the router; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             }
         });
-        HubPublisher { client }
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .map_err(|_| anyhow::anyhow!("the embedded broker on {} did not accept the hub within 10 s", router.addr))?
+            .map_err(|_| anyhow::anyhow!("the hub's broker connection task stopped"))?;
+        info!(addr = %router.addr, "embedded broker ready (loopback, edge only)");
+        Ok(HubPublisher { client })
     }
 
     /// Publishes at QoS 1 without waiting; a full queue drops the message with a warning
