@@ -3,6 +3,7 @@
 mod core;
 mod docs;
 mod edge;
+mod gateways;
 mod helpers;
 mod rules;
 mod store;

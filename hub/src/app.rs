@@ -75,11 +75,17 @@ impl Hub {
         let metrics = Arc::new(Metrics::new());
         let (items_tx, items_rx) = mpsc::channel(INGEST_QUEUE);
         let ingest = Ingest::new(items_tx, clock.clone());
+        let mappings = store
+            .zigbee_devices(None)
+            .await
+            .context("cannot load the Zigbee2MQTT device mappings")?;
+        ingest.zigbee().replace_all(&mappings);
         let edge = Arc::new(EdgeCtx::new(
             store.clone(),
             ingest,
             metrics.clone(),
             router,
+            publisher.clone(),
             cfg.max_connections,
         ));
         let first_seq = u64::try_from(clock.now().timestamp_millis())

@@ -190,6 +190,7 @@ impl Pipeline {
                     readings.push(ev);
                 }
                 Item::Rejected(r) => rejected.push(r),
+                Item::Ignored => {}
             }
             acks.extend(env.ack);
         }

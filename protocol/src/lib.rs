@@ -7,13 +7,15 @@
 //! - [`settings`]: per-resident rule settings with their documented defaults;
 //! - [`zone`]: safe-zone geometry as it travels in the API (GeoJSON polygon or circle);
 //! - [`alert`]: alerts as the API, MQTT and WebSocket show them;
-//! - [`api`]: request and response bodies of the HTTP API.
+//! - [`api`]: request and response bodies of the HTTP API;
+//! - [`gateway`]: API bodies of the gateway adapters (Zigbee2MQTT device mapping).
 //!
 //! This crate does no I/O and never reads the clock: callers pass the receive time in.
 
 pub mod alert;
 pub mod api;
 pub mod event;
+pub mod gateway;
 pub mod native;
 pub mod settings;
 pub mod topic;

@@ -109,6 +109,7 @@ async fn remove(
         .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
     st.store.delete_device(&id).await?;
     st.edge.kick(&id);
+    st.edge.ingest.zigbee().forget_device(&id);
     st.pipeline.send(Command::Reload(device.resident_id)).await;
     audit(
         &st,

@@ -9,6 +9,8 @@ pub mod alerts;
 pub mod auth;
 pub mod devices;
 pub mod error;
+pub mod gateways;
+pub mod osmand;
 pub mod residents;
 pub mod system;
 pub mod users;
@@ -62,6 +64,8 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(alerts::router())
         .merge(system::router())
         // -- more routers (issues 4, 6, 7) merge below this line --
+        .merge(gateways::router())
+        .merge(osmand::router())
         .merge(ws::router())
         .merge(activity::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });

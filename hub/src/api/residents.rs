@@ -176,6 +176,7 @@ async fn create_zone(
         .create_zone(id, &name, &shape, st.clock.now())
         .await?;
     st.pipeline.send(Command::Reload(id)).await;
+    st.edge.waypoints.zones_changed(id).await;
     audit(
         &st,
         &caller,
@@ -209,6 +210,7 @@ async fn remove_zone(
         .map_err(|_| ApiError::NotFound(format!("no geofence {id}")))?;
     st.store.delete_zone(id).await?;
     st.pipeline.send(Command::Reload(zone.resident_id)).await;
+    st.edge.waypoints.zones_changed(zone.resident_id).await;
     audit(
         &st,
         &caller,

@@ -1,13 +1,18 @@
 //! Who is connected, and which topics they may publish and subscribe to.
 //!
 //! Pure functions, so every rule is unit-tested. A device may publish and subscribe
-//! only under its own prefix `watch/v1/{device_id}/`; staff and admins may read
+//! only under its own prefixes: `watch/v1/{device_id}/` for every device, and for the
+//! clients that cannot be given that layout, `zigbee2mqtt/{device_id}/` for a gateway
+//! (its Zigbee2MQTT base topic) and `owntracks/{device_id}/` for a gps device (an
+//! OwnTracks phone whose MQTT username is its device id); staff and admins may read
 //! everything under `watch/v1/` but publish nothing; a family member may read only
 //! the alerts topic of their own residents.
 
 use mimamori_protocol::api::Role;
 use mimamori_protocol::topic::{alerts_topic, device_prefix};
 use mimamori_protocol::DeviceKind;
+
+use crate::ingest::{owntracks, zigbee2mqtt};
 
 /// An authenticated MQTT client.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +44,7 @@ impl Principal {
             return false;
         }
         match self {
-            Principal::Device { id, .. } => topic.starts_with(&device_prefix(id)),
+            Principal::Device { id, kind, .. } => device_owns(id, *kind, topic),
             Principal::User { .. } => false,
         }
     }
@@ -53,7 +58,7 @@ impl Principal {
             return false;
         }
         match self {
-            Principal::Device { id, .. } => filter.starts_with(&device_prefix(id)),
+            Principal::Device { id, kind, .. } => device_owns(id, *kind, filter),
             Principal::User {
                 role: Role::Admin | Role::Staff,
                 ..
@@ -65,6 +70,16 @@ impl Principal {
             } => resident_ids.iter().any(|rid| filter == alerts_topic(*rid)),
         }
     }
+}
+
+/// Whether a topic or filter lies under one of the device's own prefixes.
+fn device_owns(id: &str, kind: DeviceKind, topic: &str) -> bool {
+    let foreign = match kind {
+        DeviceKind::Gateway => Some(format!("{}/", zigbee2mqtt::base_topic(id))),
+        DeviceKind::Gps => Some(owntracks::user_prefix(id)),
+        _ => None,
+    };
+    topic.starts_with(&device_prefix(id)) || foreign.is_some_and(|p| topic.starts_with(&p))
 }
 
 /// The filter inside a shared subscription `$share/{group}/{filter}`; other filters as they are.
@@ -80,11 +95,37 @@ mod tests {
     use super::*;
 
     fn device(id: &str) -> Principal {
+        of_kind(id, DeviceKind::Motion)
+    }
+
+    fn of_kind(id: &str, kind: DeviceKind) -> Principal {
         Principal::Device {
             id: id.into(),
             resident_id: 1,
-            kind: DeviceKind::Motion,
+            kind,
         }
+    }
+
+    #[test]
+    fn gateways_and_phones_get_their_clients_prefixes_and_no_more() {
+        let gw = of_kind("gw-a", DeviceKind::Gateway);
+        assert!(gw.may_publish("zigbee2mqtt/gw-a/bedroom motion"));
+        assert!(gw.may_publish("zigbee2mqtt/gw-a/bridge/state"));
+        assert!(gw.may_subscribe("zigbee2mqtt/gw-a/#"));
+        assert!(gw.may_publish("watch/v1/gw-a/heartbeat"));
+        assert!(!gw.may_publish("zigbee2mqtt/gw-b/bedroom"));
+        assert!(!gw.may_publish("zigbee2mqtt/gw-ab/bedroom"));
+        assert!(!gw.may_subscribe("zigbee2mqtt/#"));
+        assert!(!gw.may_publish("owntracks/gw-a/phone"));
+        let phone = of_kind("ph-a", DeviceKind::Gps);
+        assert!(phone.may_publish("owntracks/ph-a/pixel"));
+        assert!(phone.may_subscribe("owntracks/ph-a/pixel/cmd"));
+        assert!(!phone.may_subscribe("owntracks/+/+"));
+        assert!(!phone.may_publish("owntracks/ph-b/pixel"));
+        assert!(!phone.may_publish("zigbee2mqtt/ph-a/x"));
+        let motion = device("m-a");
+        assert!(!motion.may_publish("owntracks/m-a/pixel"));
+        assert!(!motion.may_publish("zigbee2mqtt/m-a/x"));
     }
 
     fn user(role: Role, residents: &[i64]) -> Principal {

@@ -12,6 +12,7 @@ pub mod acl;
 pub mod codec;
 pub mod router;
 mod session;
+pub mod waypoints;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ pub struct EdgeCtx {
     pub metrics: Arc<Metrics>,
     pub router: RouterHandle,
     pub registry: Registry,
+    pub waypoints: waypoints::Waypoints,
     pub max_packet: usize,
     slots: Arc<Semaphore>,
 }
@@ -54,9 +56,11 @@ impl EdgeCtx {
         ingest: Ingest,
         metrics: Arc<Metrics>,
         router: RouterHandle,
+        publisher: router::HubPublisher,
         max_connections: usize,
     ) -> Self {
         EdgeCtx {
+            waypoints: waypoints::Waypoints::new(store.clone(), publisher),
             store,
             ingest,
             metrics,

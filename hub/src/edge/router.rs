@@ -134,11 +134,20 @@ impl HubPublisher {
     /// Publishes at QoS 1 without waiting; a full queue drops the message with a warning
     /// rather than stall the pipeline that calls this.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        self.send(topic, payload, false)
+    }
+
+    /// Publishes at QoS 1, retained: a client that subscribes later still gets the last one.
+    pub fn publish_retained(&self, topic: String, payload: Vec<u8>) {
+        self.send(topic, payload, true)
+    }
+
+    fn send(&self, topic: String, payload: Vec<u8>, retain: bool) {
         if let Err(e) = self
             .client
-            .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
         {
-            tracing::warn!(error = %e, "alert not published on MQTT");
+            tracing::warn!(error = %e, "hub message not published on MQTT");
         }
     }
 }

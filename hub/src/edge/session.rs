@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::acl::Principal;
 use super::codec::{decode, write_frame, write_packet, CodecError, PacketReader};
 use super::EdgeCtx;
-use crate::ingest::{DeviceCtx, Item};
+use crate::ingest::{owntracks, DeviceCtx, Item};
 
 /// How long a new connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -476,13 +476,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 .await;
         }
         self.pending_subs.insert(s.pid.get(), allowed);
+        let phones: Vec<String> = match &self.device {
+            Some(d) => permitted
+                .iter()
+                .filter_map(|t| owntracks::phone_of_cmd_filter(&d.id, &t.topic_path))
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
         let fwd = Packet::Subscribe(Subscribe {
             pid: s.pid,
             topics: permitted,
         });
         write_packet(&mut self.router_out, &fwd)
             .await
-            .map_err(|e| End::Abnormal(format!("router: {e}")))
+            .map_err(|e| End::Abnormal(format!("router: {e}")))?;
+        if let Some(d) = &self.device {
+            for phone in phones {
+                self.ctx
+                    .waypoints
+                    .phone_subscribed(&d.id, d.resident_id, &phone)
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     async fn from_router(&mut self, frame: Bytes) -> Result<(), End> {

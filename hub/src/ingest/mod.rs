@@ -3,10 +3,15 @@
 //!
 //! Classification runs on the connection's own task, so a flood of bad messages
 //! from one device costs that device's task, not the hub's single writer. Each
-//! adapter (native protocol; gateways later) is a module beside this one and
-//! yields the same events, so nothing downstream knows where a reading came from.
+//! adapter is a module beside this one and yields the same events, so nothing
+//! downstream knows where a reading came from: [`native`] (`watch/v1/…`),
+//! [`zigbee2mqtt`] (`zigbee2mqtt/{gateway}/…`), [`owntracks`] (`owntracks/{device}/…`)
+//! over MQTT, and [`osmand`] over HTTP. The topic's first level picks the adapter.
 
 pub mod native;
+pub mod osmand;
+pub mod owntracks;
+pub mod zigbee2mqtt;
 
 use std::sync::Arc;
 
@@ -31,6 +36,8 @@ pub struct DeviceCtx {
 pub enum Item {
     Accepted(DeviceEvent),
     Rejected(RejectedRow),
+    /// Valid but of no use to the rules (e.g. Zigbee2MQTT bridge messages): nothing is stored.
+    Ignored,
 }
 
 /// An item on its way to the pipeline; `ack` fires once it is durably stored.
@@ -48,11 +55,21 @@ const DEAD_LETTER_EXCERPT: usize = 512;
 pub struct Ingest {
     tx: mpsc::Sender<Envelope>,
     clock: Arc<dyn Clock>,
+    zigbee: zigbee2mqtt::ZigbeeMap,
 }
 
 impl Ingest {
     pub fn new(tx: mpsc::Sender<Envelope>, clock: Arc<dyn Clock>) -> Self {
-        Ingest { tx, clock }
+        Ingest {
+            tx,
+            clock,
+            zigbee: zigbee2mqtt::ZigbeeMap::default(),
+        }
+    }
+
+    /// The Zigbee2MQTT mappings every connection reads; the API replaces them on change.
+    pub fn zigbee(&self) -> &zigbee2mqtt::ZigbeeMap {
+        &self.zigbee
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -62,8 +79,15 @@ impl Ingest {
     /// Validates a message a device published on `topic`.
     pub fn classify(&self, device: &DeviceCtx, topic: &str, payload: &[u8]) -> Item {
         let now = self.now();
-        match native::classify(device, topic, payload, now) {
-            Ok(ev) => Item::Accepted(ev),
+        let root = topic.split('/').next().unwrap_or_default();
+        let outcome = match root {
+            zigbee2mqtt::ROOT => self.zigbee.classify(device, topic, payload, now),
+            owntracks::ROOT => owntracks::classify(device, topic, payload, now),
+            _ => native::classify(device, topic, payload, now).map(Some),
+        };
+        match outcome {
+            Ok(Some(ev)) => Item::Accepted(ev),
+            Ok(None) => Item::Ignored,
             Err(r) => Item::Rejected(dead_letter(Some(&device.id), topic, payload, r, now)),
         }
     }

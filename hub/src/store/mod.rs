@@ -13,6 +13,7 @@ mod sql;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
+use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
@@ -281,6 +282,18 @@ pub trait Store: Send + Sync + 'static {
     // -- notifications (issue 6): add methods below this line --
 
     // -- gateways (issue 7): add methods below this line --
+    /// Maps a Zigbee device of a gateway to a hub device; `Conflict` if the name or device is taken.
+    async fn create_zigbee_device(
+        &self,
+        gateway_id: &str,
+        friendly_name: &str,
+        device_id: &str,
+        sos_actions: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Every mapping (of one gateway, or of all), with the mapped device's kind and resident.
+    async fn zigbee_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<ZigbeeDevice>>;
+    async fn delete_zigbee_device(&self, gateway_id: &str, friendly_name: &str) -> StoreResult<()>;
 }
 
 /// A reading as stored, for the API and tests.

@@ -15,6 +15,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
+use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertState, DeviceEvent, DeviceKind, Reading};
@@ -928,6 +929,52 @@ macro_rules! impl_store {
             // -- notifications (issue 6): add methods below this line --
 
             // -- gateways (issue 7): add methods below this line --
+            async fn create_zigbee_device(&self, gateway_id: &str, friendly_name: &str, device_id: &str, sos_actions: &[String], at: DateTime<Utc>) -> StoreResult<()> {
+                let actions = serde_json::to_string(sos_actions).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO zigbee_devices (gateway_id, friendly_name, device_id, sos_actions, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(gateway_id)
+                .bind(friendly_name)
+                .bind(device_id)
+                .bind(actions)
+                .bind(ms(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn zigbee_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<ZigbeeDevice>> {
+                let rows: Vec<(String, String, String, String, i64, String, i64)> = sqlx::query_as(
+                    "SELECT z.gateway_id, z.friendly_name, z.device_id, d.kind, d.resident_id, z.sos_actions, z.created_at \
+                     FROM zigbee_devices z JOIN devices d ON d.id = z.device_id \
+                     WHERE $1 IS NULL OR z.gateway_id = $1 ORDER BY z.gateway_id, z.friendly_name",
+                )
+                .bind(gateway_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(gateway_id, friendly_name, device_id, kind, resident_id, actions, created_at)| {
+                        let device_kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
+                        let sos_actions = serde_json::from_str(&actions).map_err(|e| StoreError::Invalid(format!("sos_actions: {e}")))?;
+                        Ok(ZigbeeDevice { gateway_id, friendly_name, device_id, device_kind, resident_id, sos_actions, created_at: from_ms(created_at) })
+                    })
+                    .collect()
+            }
+
+            async fn delete_zigbee_device(&self, gateway_id: &str, friendly_name: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM zigbee_devices WHERE gateway_id = $1 AND friendly_name = $2")
+                    .bind(gateway_id)
+                    .bind(friendly_name)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
         }
     };
 }

@@ -1,0 +1,210 @@
+//! Zigbee2MQTT gateways: which Zigbee device (by friendly name) behind a gateway is
+//! which hub device. Every change reloads the gateway's mappings into the edge's
+//! in-memory table, so messages are classified without a store query each.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use mimamori_protocol::gateway::{NewZigbeeDevice, ZigbeeDevice};
+use mimamori_protocol::DeviceKind;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::{audit, AppState};
+use crate::ingest::zigbee2mqtt::default_sos_actions;
+
+/// Longest friendly name accepted; Zigbee2MQTT itself sets no limit.
+const MAX_NAME: usize = 200;
+/// Most SOS actions per device, each at most this long.
+const MAX_ACTIONS: usize = 20;
+const MAX_ACTION_LEN: usize = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/devices/{id}/zigbee", post(create).get(list))
+        .route("/devices/{id}/zigbee/{*friendly_name}", delete(remove))
+}
+
+async fn create(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(gateway_id): ApiPath<String>,
+    ApiJson(req): ApiJson<NewZigbeeDevice>,
+) -> ApiResult<(StatusCode, Json<ZigbeeDevice>)> {
+    caller.require_staff()?;
+    gateway(&st, &gateway_id).await?;
+    let name = valid_friendly_name(&req.friendly_name)?;
+    let device = st
+        .store
+        .device(&req.device_id)
+        .await
+        .map_err(|_| ApiError::Invalid(format!("device {} does not exist", req.device_id)))?;
+    if !matches!(
+        device.kind,
+        DeviceKind::Motion | DeviceKind::Door | DeviceKind::Button
+    ) {
+        return Err(ApiError::Invalid(format!(
+            "device {} is a {} device; a Zigbee device can be a motion, door or button device",
+            device.id,
+            device.kind.as_str()
+        )));
+    }
+    let actions = req
+        .sos_actions
+        .unwrap_or_else(|| default_sos_actions(device.kind));
+    valid_actions(&actions)?;
+    st.store
+        .create_zigbee_device(&gateway_id, &name, &device.id, &actions, st.clock.now())
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                "{name:?} is already mapped on gateway {gateway_id}, or device {} is already mapped",
+                device.id
+            )),
+            other => other.into(),
+        })?;
+    let rows = reload(&st, &gateway_id).await?;
+    audit(
+        &st,
+        &caller,
+        "zigbee.map",
+        format!("device/{gateway_id}/zigbee/{name}"),
+        serde_json::json!({"device_id": device.id, "sos_actions": actions}),
+    )
+    .await?;
+    let created = rows
+        .into_iter()
+        .find(|z| z.friendly_name == name)
+        .ok_or_else(|| anyhow::anyhow!("mapping {name:?} vanished after it was created"))?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(gateway_id): ApiPath<String>,
+) -> ApiResult<Json<Vec<ZigbeeDevice>>> {
+    caller.require_staff()?;
+    gateway(&st, &gateway_id).await?;
+    Ok(Json(st.store.zigbee_devices(Some(&gateway_id)).await?))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath((gateway_id, name)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_staff()?;
+    gateway(&st, &gateway_id).await?;
+    st.store
+        .delete_zigbee_device(&gateway_id, &name)
+        .await
+        .map_err(|_| {
+            ApiError::NotFound(format!("no Zigbee device {name:?} on gateway {gateway_id}"))
+        })?;
+    reload(&st, &gateway_id).await?;
+    audit(
+        &st,
+        &caller,
+        "zigbee.unmap",
+        format!("device/{gateway_id}/zigbee/{name}"),
+        serde_json::Value::Null,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The gateway named in the path, which must be a device of kind `gateway`.
+async fn gateway(st: &AppState, id: &str) -> ApiResult<()> {
+    let device = st
+        .store
+        .device(id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+    if device.kind != DeviceKind::Gateway {
+        return Err(ApiError::Invalid(format!(
+            "device {id} is a {} device, not a gateway",
+            device.kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
+async fn reload(st: &AppState, gateway_id: &str) -> ApiResult<Vec<ZigbeeDevice>> {
+    let rows = st.store.zigbee_devices(Some(gateway_id)).await?;
+    st.edge.ingest.zigbee().replace_gateway(gateway_id, &rows);
+    Ok(rows)
+}
+
+/// A friendly name that can be a Zigbee2MQTT device topic and none of its other topics.
+fn valid_friendly_name(name: &str) -> ApiResult<String> {
+    let invalid = |why: &str| Err(ApiError::Invalid(format!("friendly_name {name:?} {why}")));
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return invalid("must be 1 to 200 characters");
+    }
+    if name.contains(['+', '#'])
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.contains("//")
+    {
+        return invalid("cannot be an MQTT topic: no + or #, and no empty levels");
+    }
+    if name == "bridge" || name.starts_with("bridge/") {
+        return invalid("is Zigbee2MQTT's own bridge topic");
+    }
+    let reserved = ["availability", "set", "get"];
+    if name.split('/').any(|level| reserved.contains(&level)) {
+        return invalid("contains a level Zigbee2MQTT reserves (availability, set, get)");
+    }
+    Ok(name.to_string())
+}
+
+fn valid_actions(actions: &[String]) -> ApiResult<()> {
+    if actions.len() > MAX_ACTIONS {
+        return Err(ApiError::Invalid(format!(
+            "at most {MAX_ACTIONS} sos_actions"
+        )));
+    }
+    if let Some(a) = actions
+        .iter()
+        .find(|a| a.is_empty() || a.len() > MAX_ACTION_LEN)
+    {
+        return Err(ApiError::Invalid(format!(
+            "sos action {a:?} must be 1 to {MAX_ACTION_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn friendly_names_must_be_device_topics() {
+        assert!(valid_friendly_name("bedroom motion").is_ok());
+        assert!(valid_friendly_name("kitchen/door").is_ok());
+        for bad in [
+            "",
+            "bridge",
+            "bridge/state",
+            "a/+",
+            "#",
+            "a//b",
+            "/a",
+            "a/",
+            "door/availability",
+            "lamp/set",
+        ] {
+            assert!(valid_friendly_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sos_actions_are_bounded() {
+        assert!(valid_actions(&["single".into(), "hold".into()]).is_ok());
+        assert!(valid_actions(&[String::new()]).is_err());
+        assert!(valid_actions(&vec!["x".to_string(); 21]).is_err());
+    }
+}
