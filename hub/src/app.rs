@@ -33,6 +33,7 @@ pub struct Hub {
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     state: AppState,
     pipeline: Pipeline,
+    notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
 }
 
@@ -110,6 +111,14 @@ impl Hub {
             "rules engine restored, timers re-armed"
         );
 
+        let notifier = crate::notify::Notifier::new(
+            store.clone(),
+            clock.clone(),
+            bus.clone(),
+            publisher.clone(),
+            cfg.notify.clone(),
+        )
+        .context("cannot start the notification worker")?;
         let state = AppState {
             store,
             clock,
@@ -127,6 +136,7 @@ impl Hub {
             tls,
             state,
             pipeline,
+            notifier,
             dashboard_dir: cfg.dashboard_dir,
         })
     }
@@ -158,6 +168,7 @@ impl Hub {
             tls,
             state,
             pipeline,
+            notifier,
             dashboard_dir,
         } = self;
         let edge = state.edge.clone();
@@ -171,6 +182,7 @@ impl Hub {
             }
         });
         let pipeline_task = tokio::spawn(pipeline.run());
+        let notify_task = tokio::spawn(notifier.run());
         let http_task = tokio::spawn(async move {
             axum::serve(http, app)
                 .with_graceful_shutdown(shutdown)
@@ -183,6 +195,7 @@ impl Hub {
             r = mqtt_task => report_exit("MQTT edge", r.map(|()| Ok(()))),
             r = tls_task => report_exit("MQTT TLS edge", r.map(|()| Ok(()))),
             r = pipeline_task => report_exit("pipeline", r.map(|()| Ok(()))),
+            r = notify_task => report_exit("notification worker", r.map(|()| Ok(()))),
         }
     }
 }

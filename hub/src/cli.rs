@@ -9,7 +9,7 @@ use crate::config::{Cli, Command, DEFAULT_CONFIG};
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::DefaultConfig) = cli.command {
-        print!("{DEFAULT_CONFIG}");
+        print!("{DEFAULT_CONFIG}{}", crate::notify::config::DEFAULT_NOTIFY_CONFIG);
         return std::process::ExitCode::SUCCESS;
     }
     crate::telemetry::init();

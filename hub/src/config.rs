@@ -69,6 +69,9 @@ pub struct Settings {
     /// Hours an API login stays valid.
     #[arg(long, env = "MIMAMORI_SESSION_HOURS")]
     pub session_hours: Option<u32>,
+    /// Notifications, escalation and SMTP: the `[notify]` table of the file.
+    #[command(flatten)]
+    pub notify: crate::notify::config::NotifySettings,
 }
 
 /// The settings in force, every one resolved.
@@ -82,6 +85,7 @@ pub struct Config {
     pub dashboard_dir: PathBuf,
     pub max_connections: usize,
     pub session_hours: u32,
+    pub notify: crate::notify::config::NotifyConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +129,7 @@ impl Settings {
             dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
             max_connections: self.max_connections.or(file.max_connections),
             session_hours: self.session_hours.or(file.session_hours),
+            notify: self.notify.over(file.notify),
         }
     }
 
@@ -175,6 +180,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("dashboard")),
             max_connections,
             session_hours,
+            notify: self.notify.finish()?,
         })
     }
 }
@@ -191,6 +197,7 @@ impl Config {
             dashboard_dir: PathBuf::from("dashboard"),
             max_connections: 20_000,
             session_hours: 12,
+            notify: crate::notify::config::NotifyConfig::default(),
         }
     }
 }

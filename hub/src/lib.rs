@@ -9,6 +9,7 @@
 //!   and commits readings, state and alert changes in one transaction per batch;
 //! - [`store`]: SQLite or PostgreSQL behind one trait;
 //! - [`events`]: the numbered live stream for WebSocket clients;
+//! - [`notify`]: family notifications from the outbox, escalation and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
 //! - [`app`]: wiring, start-up and shutdown.
 
@@ -21,6 +22,7 @@ pub mod edge;
 pub mod events;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod security;
 pub mod store;

@@ -7,6 +7,7 @@
 //! - [`settings`]: per-resident rule settings with their documented defaults;
 //! - [`zone`]: safe-zone geometry as it travels in the API (GeoJSON polygon or circle);
 //! - [`alert`]: alerts as the API, MQTT and WebSocket show them;
+//! - [`contact`]: notification contacts and deliveries;
 //! - [`api`]: request and response bodies of the HTTP API;
 //! - [`gateway`]: API bodies of the gateway adapters (Zigbee2MQTT device mapping).
 //!
@@ -14,6 +15,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod contact;
 pub mod event;
 pub mod gateway;
 pub mod native;

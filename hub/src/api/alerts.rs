@@ -6,6 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::AlertAction;
+use mimamori_protocol::contact::Delivery;
 use mimamori_protocol::topic::alerts_topic;
 use mimamori_protocol::{Alert, AlertKind, AlertState};
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,8 @@ pub struct AlertWithHistory {
     #[serde(flatten)]
     pub alert: Alert,
     pub history: Vec<AlertEvent>,
+    /// The notifications the alert called for, and how each went.
+    pub deliveries: Vec<Delivery>,
 }
 
 async fn visible_alert(st: &AppState, caller: &AuthUser, id: i64) -> ApiResult<Alert> {
@@ -89,7 +92,12 @@ async fn one(
 ) -> ApiResult<Json<AlertWithHistory>> {
     let alert = visible_alert(&st, &caller, id).await?;
     let history = st.store.alert_history(id).await?;
-    Ok(Json(AlertWithHistory { alert, history }))
+    let deliveries = st.store.alert_deliveries(id).await?;
+    Ok(Json(AlertWithHistory {
+        alert,
+        history,
+        deliveries,
+    }))
 }
 
 async fn ack(

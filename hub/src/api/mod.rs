@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod alerts;
 pub mod auth;
+pub mod contacts;
 pub mod devices;
 pub mod error;
 pub mod gateways;
@@ -64,6 +65,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(alerts::router())
         .merge(system::router())
         // -- more routers (issues 4, 6, 7) merge below this line --
+        .merge(contacts::router())
         .merge(gateways::router())
         .merge(osmand::router())
         .merge(ws::router())

@@ -7,20 +7,22 @@
 //! Times are stored as epoch milliseconds in both backends so that one set of
 //! queries compares and orders them identically.
 
+mod outbox;
 mod rows;
 mod sql;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
-use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
+use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{
     Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings, Severity,
 };
 
+pub use outbox::{NewContactRow, OutboxItem, SummaryTarget};
 pub use sql::{connect, PgStore, SqliteStore};
 
 /// How many dead letters are kept; older ones are pruned as new ones arrive.
@@ -278,8 +280,66 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<StoredReading>>;
 
-
     // -- notifications (issue 6): add methods below this line --
+    async fn create_contact(
+        &self,
+        c: &NewContactRow,
+    ) -> StoreResult<mimamori_protocol::contact::Contact>;
+    async fn list_contacts(
+        &self,
+        resident_id: i64,
+    ) -> StoreResult<Vec<mimamori_protocol::contact::Contact>>;
+    async fn contact(&self, id: i64) -> StoreResult<mimamori_protocol::contact::Contact>;
+    /// Deletes a contact; its pending deliveries are marked failed, never sent.
+    async fn delete_contact(&self, id: i64) -> StoreResult<()>;
+    /// The notifications an alert called for, oldest first.
+    async fn alert_deliveries(
+        &self,
+        alert_id: i64,
+    ) -> StoreResult<Vec<mimamori_protocol::contact::Delivery>>;
+    /// Frees deliveries claimed by a hub that died mid-attempt, due at once; returns how many.
+    async fn release_claims(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Claims up to `limit` pending deliveries due at `now`, oldest due first.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxItem>>;
+    /// Records one attempt (`error` is `None` on success) and what happens next.
+    async fn finish_attempt(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+        next: crate::notify::policy::Next,
+    ) -> StoreResult<()>;
+    /// When the next unclaimed pending delivery falls due.
+    async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Marks open, unacknowledged alerts past their ack timeout as escalated, each in a
+    /// transaction that also enqueues the next tier's notifications; returns them.
+    async fn escalate_overdue(
+        &self,
+        policy: &crate::notify::policy::Escalation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Alert>>;
+    /// Contacts who asked for a daily summary.
+    async fn summary_targets(&self) -> StoreResult<Vec<SummaryTarget>>;
+    async fn delivery_exists(&self, idempotency_key: &str) -> StoreResult<bool>;
+    /// What happened in `[from, to)` for a resident's daily summary.
+    async fn day_facts(
+        &self,
+        resident_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<crate::notify::summary::DayFacts>;
+    /// Enqueues a daily summary for a contact; `false` if that key was already enqueued.
+    async fn enqueue_summary(
+        &self,
+        contact_id: i64,
+        idempotency_key: &str,
+        notice: &crate::notify::message::Notice,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // -- gateways (issue 7): add methods below this line --
     /// Maps a Zigbee device of a gateway to a hub device; `Conflict` if the name or device is taken.

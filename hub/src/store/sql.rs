@@ -15,8 +15,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
-use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
+use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertState, DeviceEvent, DeviceKind, Reading};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -26,6 +26,12 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::notify::message::{Notice, Position, ResidentRef};
+use crate::notify::policy::{self, Next, NoticeEvent};
+use crate::notify::summary::DayFacts;
+use mimamori_protocol::contact::{Contact, Delivery};
+
+use super::outbox::*;
 use super::rows::*;
 use super::*;
 
@@ -205,8 +211,9 @@ macro_rules! impl_store {
                 Ok(id.map(|(i,)| i))
             }
 
-            /// Applies one rules decision; returns the id of the alert it touched.
-            async fn apply_change(tx: &mut sqlx::Transaction<'_, $db>, c: &AlertChange) -> StoreResult<Option<i64>> {
+            /// Applies one rules decision; returns the id of the alert it touched and, when it
+            /// opened or resolved one, that transition (which notifications follow).
+            async fn apply_change(tx: &mut sqlx::Transaction<'_, $db>, c: &AlertChange) -> StoreResult<Option<(i64, Option<NoticeEvent>)>> {
                 match c {
                     AlertChange::Open { resident_id, kind, subject, device_id, severity, at, details } => {
                         let details_text = details.to_string();
@@ -218,7 +225,7 @@ macro_rules! impl_store {
                                 .execute(&mut **tx)
                                 .await?;
                             Self::alert_event_in(tx, id, *at, "updated", "hub", Some("condition detected again"), Some(details_text)).await?;
-                            return Ok(Some(id));
+                            return Ok(Some((id, None)));
                         }
                         let (id,): (i64,) = sqlx::query_as(
                             "INSERT INTO alerts (resident_id, device_id, kind, subject, severity, state, escalated, opened_at, details, updated_at) \
@@ -234,7 +241,7 @@ macro_rules! impl_store {
                         .fetch_one(&mut **tx)
                         .await?;
                         Self::alert_event_in(tx, id, *at, "opened", "hub", None, Some(details_text)).await?;
-                        Ok(Some(id))
+                        Ok(Some((id, Some(NoticeEvent::Opened))))
                     }
                     AlertChange::Update { resident_id, kind, subject, at, details } => {
                         let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? else {
@@ -248,7 +255,7 @@ macro_rules! impl_store {
                             .execute(&mut **tx)
                             .await?;
                         Self::alert_event_in(tx, id, *at, "updated", "hub", None, Some(details_text)).await?;
-                        Ok(Some(id))
+                        Ok(Some((id, None)))
                     }
                     AlertChange::Resolve { resident_id, kind, subject, at, reason } => {
                         let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? else {
@@ -264,7 +271,7 @@ macro_rules! impl_store {
                         .execute(&mut **tx)
                         .await?;
                         Self::alert_event_in(tx, id, *at, "resolved", "hub", Some(reason), None).await?;
-                        Ok(Some(id))
+                        Ok(Some((id, Some(NoticeEvent::Resolved))))
                     }
                 }
             }
@@ -326,6 +333,114 @@ macro_rules! impl_store {
                     .bind(REJECTED_KEEP)
                     .execute(&mut **tx)
                     .await?;
+                Ok(())
+            }
+
+            // -- notifications (issue 6): outbox helpers, run inside alert transactions --
+            async fn contacts_in(tx: &mut sqlx::Transaction<'_, $db>, resident_id: i64) -> StoreResult<Vec<(Contact, Option<String>)>> {
+                let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE resident_id = $1 ORDER BY id");
+                let rows: Vec<ContactRow> = sqlx::query_as(&q).bind(resident_id).fetch_all(&mut **tx).await?;
+                rows.into_iter().map(ContactRow::into_parts).collect()
+            }
+
+            /// Where the resident is: the alert's own fix, else the last stored one.
+            async fn position_in(tx: &mut sqlx::Transaction<'_, $db>, alert: &Alert) -> StoreResult<Option<Position>> {
+                let d = &alert.details;
+                if let (Some(lat), Some(lon)) = (d["lat"].as_f64(), d["lon"].as_f64()) {
+                    let at = serde_json::from_value(d["ts"].clone()).unwrap_or(alert.updated_at);
+                    return Ok(Some(Position { lat, lon, at }));
+                }
+                let row: Option<(Option<f64>, Option<f64>, i64)> = sqlx::query_as(
+                    "SELECT lat, lon, ts FROM readings WHERE resident_id = $1 AND kind = 'gps' ORDER BY ts DESC, id DESC LIMIT 1",
+                )
+                .bind(alert.resident_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+                Ok(match row {
+                    Some((Some(lat), Some(lon), ts)) => Some(Position { lat, lon, at: from_ms(ts) }),
+                    _ => None,
+                })
+            }
+
+            /// Inserts one outbox row unless its idempotency key is already there.
+            async fn insert_delivery_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                key: &str,
+                alert_id: Option<i64>,
+                contact: &Contact,
+                secret: Option<&str>,
+                event: NoticeEvent,
+                payload: &str,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO deliveries (idempotency_key, resident_id, alert_id, contact_id, contact_name, event, channel, address, \
+                     secret, language, payload, state, attempts, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0, $12, $12) ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(contact.resident_id)
+                .bind(alert_id)
+                .bind(contact.id)
+                .bind(&contact.name)
+                .bind(event.as_str())
+                .bind(contact.channel.as_str())
+                .bind(&contact.address)
+                .bind(secret)
+                .bind(contact.language.as_str())
+                .bind(payload)
+                .bind(ms(at))
+                .execute(&mut **tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// Writes the outbox rows an alert change calls for, in the change's own transaction:
+            /// opened and escalated go to the contacts the policy picks, resolved to everyone
+            /// who was told of the alert.
+            async fn enqueue_notifications(tx: &mut sqlx::Transaction<'_, $db>, alert: &Alert, event: NoticeEvent, at: DateTime<Utc>) -> StoreResult<()> {
+                let contacts = Self::contacts_in(tx, alert.resident_id).await?;
+                if contacts.is_empty() {
+                    return Ok(());
+                }
+                let chosen: Vec<i64> = match event {
+                    NoticeEvent::Resolved => {
+                        let told: Vec<(Option<i64>,)> = sqlx::query_as(
+                            "SELECT DISTINCT contact_id FROM deliveries WHERE alert_id = $1 AND event IN ('opened', 'escalated')",
+                        )
+                        .bind(alert.id)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                        told.into_iter().filter_map(|(c,)| c).collect()
+                    }
+                    _ => {
+                        let tz: (String,) = sqlx::query_as("SELECT timezone FROM residents WHERE id = $1")
+                            .bind(alert.resident_id)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                        let plain: Vec<Contact> = contacts.iter().map(|(c, _)| c.clone()).collect();
+                        policy::recipients(&plain, alert, event, at, policy::zone_of(&tz.0)).iter().map(|c| c.id).collect()
+                    }
+                };
+                if chosen.is_empty() {
+                    return Ok(());
+                }
+                let (name, timezone): (String, String) = sqlx::query_as("SELECT name, timezone FROM residents WHERE id = $1")
+                    .bind(alert.resident_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let notice = Notice {
+                    event,
+                    resident: ResidentRef { id: alert.resident_id, name, timezone },
+                    alert: Some(alert.clone()),
+                    position: Self::position_in(tx, alert).await?,
+                    summary: None,
+                };
+                let payload = serde_json::to_string(&notice).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                for (contact, secret) in contacts.iter().filter(|(c, _)| chosen.contains(&c.id)) {
+                    let key = format!("alert-{}-{}-contact-{}", alert.id, event.as_str(), contact.id);
+                    Self::insert_delivery_in(tx, &key, Some(alert.id), contact, secret.as_deref(), event, &payload, at).await?;
+                }
                 Ok(())
             }
         }
@@ -724,16 +839,25 @@ macro_rules! impl_store {
                     .await?;
                 }
                 let mut touched = Vec::new();
+                let mut transitions = Vec::new();
                 for change in &batch.alert_changes {
-                    if let Some(id) = Self::apply_change(&mut tx, change).await? {
+                    if let Some((id, transition)) = Self::apply_change(&mut tx, change).await? {
                         if !touched.contains(&id) {
                             touched.push(id);
                         }
+                        transitions.extend(transition.map(|t| (id, t)));
                     }
                 }
                 let mut alerts = Vec::with_capacity(touched.len());
                 for id in touched {
                     alerts.push(Self::alert_in(&mut tx, id).await?);
+                }
+                // Notifications join the transaction of the change itself: a crash either
+                // loses both or keeps both, so no due notification is ever lost.
+                for (id, event) in transitions {
+                    if let Some(alert) = alerts.iter().find(|a| a.id == id) {
+                        Self::enqueue_notifications(&mut tx, alert, event, batch.at).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(alerts)
@@ -856,6 +980,9 @@ macro_rules! impl_store {
                     StaffAction::Resolve => "resolved",
                 };
                 Self::alert_event_in(&mut tx, id, at, name, actor, note, None).await?;
+                if action == StaffAction::Resolve {
+                    Self::enqueue_notifications(&mut tx, &alert, NoticeEvent::Resolved, at).await?;
+                }
                 sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
                     .bind(ms(at))
                     .bind(actor)
@@ -925,8 +1052,267 @@ macro_rules! impl_store {
             }
 
 
-
             // -- notifications (issue 6): add methods below this line --
+            async fn create_contact(&self, c: &NewContactRow) -> StoreResult<Contact> {
+                let _w = self.write_guard().await;
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO contacts (resident_id, name, relation, tier, channel, address, secret, kinds, min_severity, \
+                     quiet_hours, language, daily_summary_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                )
+                .bind(c.resident_id)
+                .bind(&c.name)
+                .bind(&c.relation)
+                .bind(i64::from(c.tier))
+                .bind(c.channel.as_str())
+                .bind(&c.address)
+                .bind(c.secret.as_deref())
+                .bind(kinds_text(&c.kinds))
+                .bind(c.min_severity.as_str())
+                .bind(c.quiet_hours.as_deref())
+                .bind(c.language.as_str())
+                .bind(c.daily_summary_at.as_deref())
+                .bind(ms(c.created_at))
+                .fetch_one(&self.pool)
+                .await?;
+                self.contact(id).await
+            }
+
+            async fn list_contacts(&self, resident_id: i64) -> StoreResult<Vec<Contact>> {
+                let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE resident_id = $1 ORDER BY tier, id");
+                let rows: Vec<ContactRow> = sqlx::query_as(&q).bind(resident_id).fetch_all(&self.pool).await?;
+                rows.into_iter().map(|r| r.into_parts().map(|(c, _)| c)).collect()
+            }
+
+            async fn contact(&self, id: i64) -> StoreResult<Contact> {
+                let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE id = $1");
+                let row: ContactRow = sqlx::query_as(&q).bind(id).fetch_one(&self.pool).await?;
+                Ok(row.into_parts()?.0)
+            }
+
+            async fn delete_contact(&self, id: i64) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'failed', last_error = 'contact deleted before delivery', claimed_at = NULL \
+                     WHERE contact_id = $1 AND state = 'pending' AND claimed_at IS NULL",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let done = sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn alert_deliveries(&self, alert_id: i64) -> StoreResult<Vec<Delivery>> {
+                let rows: Vec<DeliveryRow> = sqlx::query_as(
+                    "SELECT id, event, channel, contact_id, contact_name, state, attempts, last_error, idempotency_key, created_at, delivered_at \
+                     FROM deliveries WHERE alert_id = $1 ORDER BY id",
+                )
+                .bind(alert_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(Delivery::try_from).collect()
+            }
+
+            async fn release_claims(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query(
+                    "UPDATE deliveries SET claimed_at = NULL, next_attempt_at = $1 WHERE state = 'pending' AND claimed_at IS NOT NULL",
+                )
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn claim_deliveries(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let rows: Vec<OutboxRow> = sqlx::query_as(
+                    "SELECT id, idempotency_key, alert_id, channel, address, secret, language, payload, attempts, created_at \
+                     FROM deliveries WHERE state = 'pending' AND claimed_at IS NULL AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, id LIMIT $2",
+                )
+                .bind(ms(now))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = QueryBuilder::<$db>::new("UPDATE deliveries SET claimed_at = ");
+                q.push_bind(ms(now)).push(" WHERE id IN (");
+                let mut sep = q.separated(", ");
+                for r in &rows {
+                    sep.push_bind(r.id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+                rows.into_iter().map(OutboxItem::try_from).collect()
+            }
+
+            async fn finish_attempt(&self, id: i64, at: DateTime<Utc>, error: Option<&str>, next: Next) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("INSERT INTO delivery_attempts (delivery_id, at, ok, error) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(ms(at))
+                    .bind(error.is_none())
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                let (state, next_at, delivered_at) = match next {
+                    Next::Delivered => ("delivered", at, Some(ms(at))),
+                    Next::RetryAt(t) => ("pending", t, None),
+                    Next::GiveUp => ("failed", at, None),
+                };
+                sqlx::query(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_error = $1, state = $2, next_attempt_at = $3, \
+                     delivered_at = $4, claimed_at = NULL WHERE id = $5",
+                )
+                .bind(error)
+                .bind(state)
+                .bind(ms(next_at))
+                .bind(delivered_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if next == Next::GiveUp {
+                    // The failure belongs on the alert's own trail, where staff look.
+                    let row: Option<(Option<i64>, String, String)> =
+                        sqlx::query_as("SELECT alert_id, contact_name, channel FROM deliveries WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if let Some((Some(alert_id), name, channel)) = row {
+                        let note = format!("{channel} notification to {name} failed: {}", error.unwrap_or("gave up"));
+                        Self::alert_event_in(&mut tx, alert_id, at, "notification_failed", "hub", Some(&note), None).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+                let (t,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND claimed_at IS NULL",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(t.map(from_ms))
+            }
+
+            async fn escalate_overdue(&self, policy: &policy::Escalation, now: DateTime<Utc>) -> StoreResult<Vec<Alert>> {
+                let shortest = [policy.critical, policy.high].into_iter().flatten().min();
+                let Some(shortest) = shortest else { return Ok(Vec::new()) };
+                let q = format!(
+                    "SELECT {ALERT_COLS} FROM alerts WHERE state = 'open' AND escalated = FALSE AND opened_at <= $1 ORDER BY opened_at, id LIMIT 500"
+                );
+                let rows: Vec<AlertRow> = sqlx::query_as(&q).bind(ms(now - shortest)).fetch_all(&self.pool).await?;
+                let due: Vec<Alert> = rows
+                    .into_iter()
+                    .map(Alert::try_from)
+                    .collect::<StoreResult<Vec<_>>>()?
+                    .into_iter()
+                    .filter(|a| policy.is_due(a, now))
+                    .collect();
+                let mut escalated = Vec::with_capacity(due.len());
+                for alert in due {
+                    let _w = self.write_guard().await;
+                    let mut tx = self.pool.begin().await?;
+                    // Re-checked in the transaction: an acknowledgement may have come in since.
+                    let done = sqlx::query(
+                        "UPDATE alerts SET escalated = TRUE, updated_at = $1 WHERE id = $2 AND state = 'open' AND escalated = FALSE",
+                    )
+                    .bind(ms(now))
+                    .bind(alert.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        continue;
+                    }
+                    let waited = (now - alert.opened_at).num_seconds();
+                    let note = format!("not acknowledged within {waited} s; next tier of contacts told");
+                    Self::alert_event_in(&mut tx, alert.id, now, "escalated", "hub", Some(&note), None).await?;
+                    let changed = Self::alert_in(&mut tx, alert.id).await?;
+                    Self::enqueue_notifications(&mut tx, &changed, NoticeEvent::Escalated, now).await?;
+                    tx.commit().await?;
+                    escalated.push(changed);
+                }
+                Ok(escalated)
+            }
+
+            async fn summary_targets(&self) -> StoreResult<Vec<SummaryTarget>> {
+                let contacts: Vec<ContactRow> = sqlx::query_as(&format!(
+                    "SELECT {CONTACT_COLS} FROM contacts WHERE daily_summary_at IS NOT NULL ORDER BY id"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::with_capacity(contacts.len());
+                for row in contacts {
+                    let (contact, _) = row.into_parts()?;
+                    let (resident_name, timezone): (String, String) =
+                        sqlx::query_as("SELECT name, timezone FROM residents WHERE id = $1")
+                            .bind(contact.resident_id)
+                            .fetch_one(&self.pool)
+                            .await?;
+                    out.push(SummaryTarget { contact, resident_name, timezone });
+                }
+                Ok(out)
+            }
+
+            async fn delivery_exists(&self, idempotency_key: &str) -> StoreResult<bool> {
+                let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM deliveries WHERE idempotency_key = $1")
+                    .bind(idempotency_key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn day_facts(&self, resident_id: i64, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<DayFacts> {
+                // The same notion of activity as the dashboard's chart: motion seen, door used.
+                let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+                    "SELECT MIN(ts), MAX(ts) FROM readings WHERE resident_id = $1 AND ts >= $2 AND ts < $3 \
+                       AND (kind = 'door' OR (kind = 'motion' AND data LIKE '{\"motion\":true%'))",
+                )
+                .bind(resident_id)
+                .bind(ms(from))
+                .bind(ms(to))
+                .fetch_one(&self.pool)
+                .await?;
+                let active_hours = self.activity_per_hour(resident_id, from, to).await?;
+                let q = format!("SELECT {ALERT_COLS} FROM alerts WHERE resident_id = $1 AND opened_at >= $2 AND opened_at < $3 ORDER BY opened_at");
+                let rows: Vec<AlertRow> = sqlx::query_as(&q)
+                    .bind(resident_id)
+                    .bind(ms(from))
+                    .bind(ms(to))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(DayFacts {
+                    first_activity: first.map(from_ms),
+                    last_activity: last.map(from_ms),
+                    active_hours,
+                    alerts: rows.into_iter().map(Alert::try_from).collect::<StoreResult<Vec<_>>>()?,
+                })
+            }
+
+            async fn enqueue_summary(&self, contact_id: i64, idempotency_key: &str, notice: &Notice, at: DateTime<Utc>) -> StoreResult<bool> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE id = $1");
+                let row: ContactRow = sqlx::query_as(&q).bind(contact_id).fetch_one(&mut *tx).await?;
+                let (contact, secret) = row.into_parts()?;
+                let payload = serde_json::to_string(notice).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let added = Self::insert_delivery_in(&mut tx, idempotency_key, None, &contact, secret.as_deref(), NoticeEvent::DailySummary, &payload, at).await?;
+                tx.commit().await?;
+                Ok(added)
+            }
 
             // -- gateways (issue 7): add methods below this line --
             async fn create_zigbee_device(&self, gateway_id: &str, friendly_name: &str, device_id: &str, sos_actions: &[String], at: DateTime<Utc>) -> StoreResult<()> {

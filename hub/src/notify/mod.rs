@@ -1,0 +1,330 @@
+//! Family notifications: the delivery worker around the outbox, escalation of alerts
+//! nobody acknowledged, and daily summaries.
+//!
+//! The outbox rows themselves are written by the store in the same transaction as the
+//! alert change that calls for them ([`policy`] decides who gets what), so a crash at any
+//! point loses no due notification. This worker claims due rows, delivers them with at
+//! most `concurrency` in flight, records every attempt, and retries with exponential
+//! backoff until the configured give-up time. Delivery is at-least-once: a hub killed
+//! mid-attempt sends again after restart with the same `Idempotency-Key`.
+//!
+//! Module map: [`config`] settings; [`policy`] pure decisions; [`message`] rendering with
+//! the templates in `hub/templates`; [`summary`] the daily summary; [`webhook`],
+//! [`email`], [`ntfy`] the channels.
+
+pub mod config;
+pub mod email;
+pub mod message;
+pub mod ntfy;
+pub mod policy;
+pub mod summary;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mimamori_protocol::contact::Channel;
+use mimamori_protocol::topic::alerts_topic;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{debug, error, info, warn};
+
+use crate::clock::Clock;
+use crate::edge::router::HubPublisher;
+use crate::events::{Bus, HubEvent};
+use crate::store::{OutboxItem, Store};
+use config::NotifyConfig;
+use message::{Notice, ResidentRef, Templates};
+use policy::{Next, Outcome};
+
+/// Longest sleep between two looks at the outbox when nothing wakes the worker.
+const IDLE: Duration = Duration::from_secs(1);
+/// How often overdue alerts are looked for.
+const ESCALATION_EVERY: chrono::Duration = chrono::Duration::milliseconds(500);
+/// How often daily summaries are looked for.
+const SUMMARY_EVERY: chrono::Duration = chrono::Duration::seconds(20);
+
+/// Why an attempt failed, and whether trying again could help.
+#[derive(Debug, Clone)]
+pub struct SendError {
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SendError {
+            outcome: Outcome::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        SendError {
+            outcome: Outcome::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
+/// Any 2xx is delivered; everything else is worth another try later.
+fn check_status(status: reqwest::StatusCode, channel: &str) -> Result<(), SendError> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(SendError::transient(format!(
+            "{channel} receiver answered {status}"
+        )))
+    }
+}
+
+/// What each delivery task needs, shared.
+struct Channels {
+    templates: Templates,
+    http: reqwest::Client,
+    mail: email::Mailer,
+}
+
+pub struct Notifier {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    bus: Bus,
+    publisher: HubPublisher,
+    cfg: NotifyConfig,
+    channels: Arc<Channels>,
+}
+
+impl Notifier {
+    /// Loads the templates and builds the HTTP and SMTP clients; fails on a broken template.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        bus: Bus,
+        publisher: HubPublisher,
+        cfg: NotifyConfig,
+    ) -> anyhow::Result<Notifier> {
+        let templates = Templates::load()?;
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .user_agent(concat!("mimamori-hub/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mail = email::Mailer::new(cfg.smtp.as_ref(), cfg.timeout)?;
+        Ok(Notifier {
+            store,
+            clock,
+            bus,
+            publisher,
+            cfg,
+            channels: Arc::new(Channels {
+                templates,
+                http,
+                mail,
+            }),
+        })
+    }
+
+    /// Delivers, escalates and summarises until the hub stops.
+    pub async fn run(self) {
+        match self.store.release_claims(self.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                deliveries = n,
+                "resuming deliveries interrupted by the last stop"
+            ),
+            Err(e) => error!(error = %e, "cannot release interrupted deliveries"),
+        }
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
+        let finished = Arc::new(Notify::new());
+        // Every alert change is published on the bus after its commit: the cue that the
+        // outbox may have new rows, so delivery starts within milliseconds.
+        let (mut changes, _, _) = self.bus.subscribe_since(None);
+        let mut last_escalation: Option<DateTime<Utc>> = None;
+        let mut last_summary: Option<DateTime<Utc>> = None;
+        loop {
+            let now = self.clock.now();
+            if last_escalation.is_none_or(|t| now - t >= ESCALATION_EVERY) {
+                last_escalation = Some(now);
+                self.escalate(now).await;
+            }
+            if last_summary.is_none_or(|t| now - t >= SUMMARY_EVERY) {
+                last_summary = Some(now);
+                if let Err(e) = self.enqueue_summaries(now).await {
+                    warn!(error = %e, "daily summaries not enqueued; will try again");
+                }
+            }
+            let free = slots.available_permits();
+            let claimed = self.dispatch(&slots, &finished, now).await;
+            if claimed > 0 && claimed == free {
+                continue;
+            }
+            let wait = self.idle_wait(now).await;
+            tokio::select! {
+                _ = changes.recv() => {}
+                _ = finished.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Claims as many due deliveries as there are free slots and starts them.
+    async fn dispatch(
+        &self,
+        slots: &Arc<Semaphore>,
+        finished: &Arc<Notify>,
+        now: DateTime<Utc>,
+    ) -> usize {
+        let free = slots.available_permits();
+        if free == 0 {
+            return 0;
+        }
+        let items = match self
+            .store
+            .claim_deliveries(now, i64::try_from(free).unwrap_or(1))
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                error!(error = %e, "cannot claim deliveries");
+                return 0;
+            }
+        };
+        let claimed = items.len();
+        for item in items {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return claimed;
+            };
+            let store = self.store.clone();
+            let clock = self.clock.clone();
+            let channels = self.channels.clone();
+            let retry = self.cfg.retry;
+            let finished = finished.clone();
+            tokio::spawn(async move {
+                deliver(store.as_ref(), clock.as_ref(), &channels, &retry, item).await;
+                drop(permit);
+                finished.notify_one();
+            });
+        }
+        claimed
+    }
+
+    /// Until the next retry falls due, at most [`IDLE`].
+    async fn idle_wait(&self, now: DateTime<Utc>) -> Duration {
+        match self.store.next_delivery_due().await {
+            Ok(Some(t)) => (t - now).to_std().unwrap_or(Duration::ZERO).min(IDLE),
+            _ => IDLE,
+        }
+    }
+
+    async fn escalate(&self, now: DateTime<Utc>) {
+        match self.store.escalate_overdue(&self.cfg.escalation, now).await {
+            Ok(alerts) => {
+                for alert in alerts {
+                    info!(
+                        alert = alert.id,
+                        severity = alert.severity.as_str(),
+                        "alert escalated: not acknowledged in time"
+                    );
+                    if let Ok(json) = serde_json::to_vec(&alert) {
+                        self.publisher
+                            .publish(alerts_topic(alert.resident_id), json);
+                    }
+                    self.bus.publish(HubEvent::Alert { alert });
+                }
+            }
+            Err(e) => error!(error = %e, "cannot escalate overdue alerts"),
+        }
+    }
+
+    /// Enqueues each daily summary that is due and not yet enqueued.
+    async fn enqueue_summaries(&self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        for target in self.store.summary_targets().await? {
+            let c = &target.contact;
+            let Some(time) = c.daily_summary_at.as_deref().and_then(policy::parse_hhmm) else {
+                continue;
+            };
+            let tz = policy::zone_of(&target.timezone);
+            let Some(date) = policy::summary_due(time, tz, c.created_at, now) else {
+                continue;
+            };
+            let key = format!("summary-{}-{}-{date}", c.resident_id, c.id);
+            if self.store.delivery_exists(&key).await? {
+                continue;
+            }
+            let Some((from, to)) = policy::local_day(date, tz) else {
+                continue;
+            };
+            let facts = self
+                .store
+                .day_facts(c.resident_id, from, to.min(now))
+                .await?;
+            let notice = Notice {
+                event: policy::NoticeEvent::DailySummary,
+                resident: ResidentRef {
+                    id: c.resident_id,
+                    name: target.resident_name.clone(),
+                    timezone: target.timezone.clone(),
+                },
+                alert: None,
+                position: None,
+                summary: Some(summary::DaySummary::build(date, &facts)),
+            };
+            if self.store.enqueue_summary(c.id, &key, &notice, now).await? {
+                debug!(contact = c.id, %date, "daily summary enqueued");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One attempt at one delivery, and its record.
+async fn deliver(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    channels: &Channels,
+    retry: &policy::Retry,
+    item: OutboxItem,
+) {
+    let result = attempt(channels, &item, clock.now()).await;
+    let now = clock.now();
+    let attempts = item.attempts + 1;
+    let (outcome, error) = match &result {
+        Ok(()) => (Outcome::Ok, None),
+        Err(e) => (e.outcome, Some(e.message.as_str())),
+    };
+    let next = policy::after_attempt(outcome, attempts, item.created_at, now, retry);
+    match (&next, error) {
+        (Next::Delivered, _) => debug!(delivery = item.id, attempts, "notification delivered"),
+        (Next::RetryAt(at), Some(e)) => {
+            info!(delivery = item.id, attempts, error = e, retry_at = %at, "notification failed; will retry")
+        }
+        (_, e) => warn!(
+            delivery = item.id,
+            attempts,
+            error = e,
+            "notification given up"
+        ),
+    }
+    if let Err(e) = store.finish_attempt(item.id, now, error, next).await {
+        // The row stays claimed; the next start releases it and it is sent again.
+        error!(delivery = item.id, error = %e, "cannot record a delivery attempt");
+    }
+}
+
+async fn attempt(
+    channels: &Channels,
+    item: &OutboxItem,
+    now: DateTime<Utc>,
+) -> Result<(), SendError> {
+    let notice: Notice = serde_json::from_str(&item.payload)
+        .map_err(|e| SendError::permanent(format!("stored notice unreadable: {e}")))?;
+    let msg = channels
+        .templates
+        .render(&notice, item.language)
+        .map_err(|e| SendError::permanent(format!("cannot render the message: {e}")))?;
+    match item.channel {
+        Channel::Webhook => webhook::send(&channels.http, item, &notice, &msg, now).await,
+        Channel::Ntfy => ntfy::send(&channels.http, item, &notice, &msg).await,
+        Channel::Email => channels.mail.send(item, &msg).await,
+    }
+}

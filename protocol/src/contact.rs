@@ -1,0 +1,160 @@
+//! Notification contacts of a resident and the deliveries made to them, as the API shows them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{AlertKind, Severity};
+
+/// How a contact is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// A signed JSON POST to the contact's URL.
+    Webhook,
+    /// A text and HTML e-mail over the hub's SMTP relay.
+    Email,
+    /// A push to phones through an ntfy topic URL.
+    Ntfy,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Webhook, Channel::Email, Channel::Ntfy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+            Channel::Ntfy => "ntfy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// The language of a contact's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    Ja,
+    En,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Ja => "ja",
+            Language::En => "en",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Language> {
+        [Language::Ja, Language::En]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+/// `POST /residents/{id}/contacts`. Text fields are checked by the hub, which answers
+/// 422 with the reason, so they arrive as plain strings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewContact {
+    pub name: String,
+    /// `family`, `neighbour`, `supervisor`, `staff` or `other`.
+    pub relation: String,
+    /// 1: told when an alert opens; 2: told when nobody acknowledged it in time.
+    /// Defaults to 1 for family, 2 for everyone else.
+    pub tier: Option<u8>,
+    /// `webhook`, `email` or `ntfy`.
+    pub channel: String,
+    /// The URL (webhook, ntfy) or e-mail address.
+    pub address: String,
+    /// Webhook signing key; generated and returned once if left out.
+    pub secret: Option<String>,
+    /// Alert kinds wanted; absent or empty means every kind.
+    pub kinds: Option<Vec<String>>,
+    /// Least severity wanted: `warning` (the default), `high` or `critical`.
+    pub min_severity: Option<String>,
+    /// `"HH:MM-HH:MM"` in the resident's time zone; only critical alerts go through then.
+    pub quiet_hours: Option<String>,
+    /// `ja` (the default) or `en`.
+    pub language: Option<String>,
+    /// `"HH:MM"`: a summary of the resident's day is sent then (family contacts only).
+    pub daily_summary_at: Option<String>,
+}
+
+/// A contact as stored. The webhook secret is never shown again after creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: i64,
+    pub resident_id: i64,
+    pub name: String,
+    pub relation: String,
+    pub tier: u8,
+    pub channel: Channel,
+    pub address: String,
+    pub kinds: Vec<AlertKind>,
+    pub min_severity: Severity,
+    pub quiet_hours: Option<String>,
+    pub language: Language,
+    pub daily_summary_at: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The answer to a creation: the contact, and for a webhook its signing secret, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactCreated {
+    #[serde(flatten)]
+    pub contact: Contact,
+    pub secret: Option<String>,
+}
+
+/// Where one outbox message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet; retried with backoff.
+    Pending,
+    Delivered,
+    /// Given up after the configured time (or refused for good, such as no SMTP relay).
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// One notification to one contact, as `GET /alerts/{id}` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: i64,
+    /// `opened`, `escalated`, `resolved` or `daily_summary`.
+    pub event: String,
+    pub channel: Channel,
+    pub contact_id: Option<i64>,
+    pub contact_name: String,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub idempotency_key: String,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
