@@ -18,16 +18,20 @@ use crate::fleet::Fleet;
 use crate::home::{self, Role};
 use crate::hub::HubApi;
 use crate::life::HOUR;
+use crate::load;
 use crate::mqtt::{host_port, DeviceLogin};
 use crate::play::{self, Player, RunConfig};
 use crate::provision::{self, FleetSpec};
 use crate::report::Reporter;
 use crate::rules::{self, Stillness};
 use crate::scenario::{self, ScenarioName, Setting};
-use crate::load;
 
 #[derive(Debug, Parser)]
-#[command(name = "device-sim", version, about = "Simulated residents, homes and trackers for the Mimamori hub")]
+#[command(
+    name = "device-sim",
+    version,
+    about = "Simulated residents, homes and trackers for the Mimamori hub"
+)]
 pub struct Cli {
     /// Print one JSON object per line instead of sentences.
     #[arg(long, global = true)]
@@ -142,7 +146,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some((i, _)) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 1h"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 1h"))?;
     let mult = match unit {
         "ms" => 0.001,
         "s" => 1.0,
@@ -159,7 +166,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses the command line and runs the command; exit code 1 on error or failed expectation.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -204,9 +214,17 @@ async fn login(h: &HubArgs, hub: &str) -> Result<HubApi> {
 }
 
 fn parse_centre(s: &str) -> Result<LatLon> {
-    let (lat, lon) = s.split_once(',').ok_or_else(|| anyhow!("--centre must be LAT,LON, got {s:?}"))?;
-    let lat: f64 = lat.trim().parse().with_context(|| format!("--centre: bad latitude {lat:?}"))?;
-    let lon: f64 = lon.trim().parse().with_context(|| format!("--centre: bad longitude {lon:?}"))?;
+    let (lat, lon) = s
+        .split_once(',')
+        .ok_or_else(|| anyhow!("--centre must be LAT,LON, got {s:?}"))?;
+    let lat: f64 = lat
+        .trim()
+        .parse()
+        .with_context(|| format!("--centre: bad latitude {lat:?}"))?;
+    let lon: f64 = lon
+        .trim()
+        .parse()
+        .with_context(|| format!("--centre: bad longitude {lon:?}"))?;
     if !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
         bail!("--centre {s:?} is not a place on Earth");
     }
@@ -226,15 +244,35 @@ async fn provision_cmd(a: ProvisionArgs, rep: Reporter) -> Result<bool> {
     };
     let mut rng = StdRng::seed_from_u64(a.seed);
     let fleet = provision::fleet(&api, &mut rng, &spec, &hub, &mqtt, |r| {
-        let tracker = if r.roles().contains(&Role::Tracker) { ", GPS tracker" } else { "" };
-        let zone = if r.geo.zone.polygon.is_some() { "polygon" } else { "circle" };
-        rep.progress(&format!("resident {} {}: {} devices{tracker}, {zone} safe zone", r.id, r.name, r.devices.len()));
+        let tracker = if r.roles().contains(&Role::Tracker) {
+            ", GPS tracker"
+        } else {
+            ""
+        };
+        let zone = if r.geo.zone.polygon.is_some() {
+            "polygon"
+        } else {
+            "circle"
+        };
+        rep.progress(&format!(
+            "resident {} {}: {} devices{tracker}, {zone} safe zone",
+            r.id,
+            r.name,
+            r.devices.len()
+        ));
     })
     .await?;
     fleet.save(&a.fleet)?;
     let devices: usize = fleet.residents.iter().map(|r| r.devices.len()).sum();
     let summary = json!({"residents": fleet.residents.len(), "devices": devices, "fleet": a.fleet.display().to_string()});
-    rep.summary(&summary, &[format!("{} residents and {devices} devices; credentials in {}", fleet.residents.len(), a.fleet.display())]);
+    rep.summary(
+        &summary,
+        &[format!(
+            "{} residents and {devices} devices; credentials in {}",
+            fleet.residents.len(),
+            a.fleet.display()
+        )],
+    );
     Ok(true)
 }
 
@@ -245,7 +283,8 @@ fn local_now_tod() -> f64 {
 }
 
 fn parse_hhmm(s: &str) -> Result<f64> {
-    let t = mimamori_protocol::settings::LocalTime::parse(s).ok_or_else(|| anyhow!("--start must be HH:MM, got {s:?}"))?;
+    let t = mimamori_protocol::settings::LocalTime::parse(s)
+        .ok_or_else(|| anyhow!("--start must be HH:MM, got {s:?}"))?;
     Ok(f64::from(t.minutes_of_day()) * 60.0)
 }
 
@@ -276,11 +315,17 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
     let (hub, mqtt) = addresses(&a.hub, fleet.as_ref())?;
     let (mqtt_host, mqtt_port) = host_port(&mqtt)?;
     let api = login(&a.hub, &hub).await?;
-    let start_tod = a.start.as_deref().map(parse_hhmm).transpose()?.unwrap_or_else(local_now_tod);
+    let start_tod = a
+        .start
+        .as_deref()
+        .map(parse_hhmm)
+        .transpose()?
+        .unwrap_or_else(local_now_tod);
     let mut players = Vec::new();
     if let Some(f) = &fleet {
         for (i, r) in f.residents.iter().enumerate() {
-            let mut rng = StdRng::seed_from_u64(a.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            let mut rng =
+                StdRng::seed_from_u64(a.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             let act = scenario::daily(&mut rng, &r.geo, &r.roles(), start_tod, a.days);
             players.push(Player {
                 resident: r.clone(),
@@ -293,15 +338,37 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
             });
         }
     }
-    let centre = fleet.as_ref().map_or(LatLon { lat: 35.7074, lon: 139.6638 }, |f| f.centre);
+    let centre = fleet.as_ref().map_or(
+        LatLon {
+            lat: 35.7074,
+            lon: 139.6638,
+        },
+        |f| f.centre,
+    );
     for (i, name) in a.scenario.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(a.seed.wrapping_add(1_000 + i as u64));
         let geo = home::place_home(&mut rng, centre, 1500.0, 0.0);
         let now_tod = local_now_tod();
-        let s = scenario::script(&mut rng, *name, Setting { geo: &geo, speed: a.speed, now_tod });
+        let s = scenario::script(
+            &mut rng,
+            *name,
+            Setting {
+                geo: &geo,
+                speed: a.speed,
+                now_tod,
+            },
+        );
         let person = home::resident_name(&mut rng);
-        let resident = provision::resident(&api, format!("{person} ({})", name.as_str()), geo, &s.roles).await?;
-        rep.progress(&format!("scenario {}: resident {} {} at x{}", name.as_str(), resident.id, resident.name, s.speed));
+        let resident =
+            provision::resident(&api, format!("{person} ({})", name.as_str()), geo, &s.roles)
+                .await?;
+        rep.progress(&format!(
+            "scenario {}: resident {} {} at x{}",
+            name.as_str(),
+            resident.id,
+            resident.name,
+            s.speed
+        ));
         players.push(Player {
             label: resident.name.clone(),
             resident,
@@ -312,7 +379,11 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
             expect: s.expect,
         });
     }
-    let cfg = RunConfig { mqtt_host, mqtt_port, wait: Duration::from_secs(a.wait_s) };
+    let cfg = RunConfig {
+        mqtt_host,
+        mqtt_port,
+        wait: Duration::from_secs(a.wait_s),
+    };
     let out = play::run(&api, players, &cfg, rep).await?;
     let mut lines = vec![format!(
         "{} residents, {} devices: {} messages sent, {} acked, {} errors",
@@ -323,7 +394,13 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
         if ok && v.expected.is_empty() && fleet.is_some() && !a.expect {
             continue;
         }
-        let mut line = format!("{} {}: expected [{}], raised [{}]", if ok { "ok  " } else { "FAIL" }, v.resident, v.expected.join(", "), v.raised.join(", "));
+        let mut line = format!(
+            "{} {}: expected [{}], raised [{}]",
+            if ok { "ok  " } else { "FAIL" },
+            v.resident,
+            v.expected.join(", "),
+            v.raised.join(", ")
+        );
         if !v.missing.is_empty() {
             line.push_str(&format!("; missing [{}]", v.missing.join(", ")));
         }
@@ -332,7 +409,11 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
         }
         lines.push(line);
     }
-    lines.push(if out.as_expected { "the hub raised exactly the expected alerts".into() } else { "the hub's alerts differ from the expected ones".into() });
+    lines.push(if out.as_expected {
+        "the hub raised exactly the expected alerts".into()
+    } else {
+        "the hub's alerts differ from the expected ones".into()
+    });
     rep.summary(&serde_json::to_value(&out)?, &lines);
     Ok(out.as_expected || !a.expect)
 }
@@ -353,7 +434,11 @@ async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {
                 .map(|d| (d.mqtt.username.clone(), d.mqtt.password.clone()))
                 .collect();
             if all.len() < a.devices {
-                bail!("the fleet has {} devices, fewer than --devices {}", all.len(), a.devices);
+                bail!(
+                    "the fleet has {} devices, fewer than --devices {}",
+                    all.len(),
+                    a.devices
+                );
             }
             all.into_iter().take(a.devices).collect()
         }
@@ -361,15 +446,35 @@ async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {
     };
     let devices = creds
         .into_iter()
-        .map(|(id, password)| DeviceLogin { host: host.clone(), port, device_id: id, password })
+        .map(|(id, password)| DeviceLogin {
+            host: host.clone(),
+            port,
+            device_id: id,
+            password,
+        })
         .collect();
-    let report = load::run(load::LoadConfig { devices, rate: a.rate, duration: a.duration, progress: !rep.json }).await?;
+    let report = load::run(load::LoadConfig {
+        devices,
+        rate: a.rate,
+        duration: a.duration,
+        progress: !rep.json,
+    })
+    .await?;
     let mut lines = vec![format!(
         "{} connections ({} failed), {:.0} msg/s for {:.0} s: sent {}, acked {}, errors {}",
-        report.connections, report.connect_errors, report.target_rate, report.duration_s, report.sent, report.acked, report.errors
+        report.connections,
+        report.connect_errors,
+        report.target_rate,
+        report.duration_s,
+        report.sent,
+        report.acked,
+        report.errors
     )];
     for s in &report.per_second {
-        lines.push(format!("  second {:>3}: sent {:>6}, acked {:>6}", s.second, s.sent, s.acked));
+        lines.push(format!(
+            "  second {:>3}: sent {:>6}, acked {:>6}",
+            s.second, s.sent, s.acked
+        ));
     }
     if let (Some(p50), Some(p99)) = (report.ack_latency_ms_p50, report.ack_latency_ms_p99) {
         lines.push(format!("PUBACK latency: p50 {p50:.1} ms, p99 {p99:.1} ms"));
@@ -379,16 +484,30 @@ async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {
 }
 
 /// Registers `n` motion sensors on one resident named for the load test.
-async fn register_load_devices(h: &HubArgs, hub: &str, n: usize, rep: Reporter) -> Result<Vec<(String, String)>> {
+async fn register_load_devices(
+    h: &HubArgs,
+    hub: &str,
+    n: usize,
+    rep: Reporter,
+) -> Result<Vec<(String, String)>> {
     let api = login(h, hub).await?;
     let r = api
-        .create_resident(&NewResident { name: format!("load test ({n} devices)"), timezone: None, home: None, rules: None })
+        .create_resident(&NewResident {
+            name: format!("load test ({n} devices)"),
+            timezone: None,
+            home: None,
+            rules: None,
+        })
         .await?;
     rep.progress(&format!("registering {n} devices on resident {}", r.id));
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let d = api
-            .create_device(&NewDevice { resident_id: r.id, kind: DeviceKind::Motion, name: format!("load sensor {i}") })
+            .create_device(&NewDevice {
+                resident_id: r.id,
+                kind: DeviceKind::Motion,
+                name: format!("load sensor {i}"),
+            })
             .await?;
         out.push((d.mqtt.username, d.mqtt.password));
     }
@@ -410,7 +529,17 @@ mod tests {
 
     #[test]
     fn the_command_line_parses_the_documented_forms() {
-        let c = Cli::try_parse_from(["device-sim", "run", "--scenario", "fall", "--scenario", "gps-jitter", "--speed", "1800", "--expect"]);
+        let c = Cli::try_parse_from([
+            "device-sim",
+            "run",
+            "--scenario",
+            "fall",
+            "--scenario",
+            "gps-jitter",
+            "--speed",
+            "1800",
+            "--expect",
+        ]);
         assert!(c.is_ok());
         assert!(Cli::try_parse_from(["device-sim", "run", "--scenario", "flood"]).is_err());
         assert!(parse_centre("35.7,139.6").is_ok());

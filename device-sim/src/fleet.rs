@@ -54,10 +54,16 @@ impl FleetResident {
 
 impl Fleet {
     pub fn load(path: &Path) -> Result<Fleet> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the fleet file {}", path.display()))?;
-        let fleet: Fleet = serde_json::from_str(&text).with_context(|| format!("{} is not a fleet file", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the fleet file {}", path.display()))?;
+        let fleet: Fleet = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a fleet file", path.display()))?;
         if fleet.version != FORMAT_VERSION {
-            bail!("{} has format version {}, this simulator reads {FORMAT_VERSION}", path.display(), fleet.version);
+            bail!(
+                "{} has format version {}, this simulator reads {FORMAT_VERSION}",
+                path.display(),
+                fleet.version
+            );
         }
         Ok(fleet)
     }
@@ -69,7 +75,9 @@ impl Fleet {
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(path).with_context(|| format!("cannot write the fleet file {}", path.display()))?;
+        let mut f = opts
+            .open(path)
+            .with_context(|| format!("cannot write the fleet file {}", path.display()))?;
         f.write_all(text.as_bytes())?;
         f.write_all(b"\n")?;
         Ok(())

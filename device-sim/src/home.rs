@@ -22,7 +22,12 @@ pub enum Room {
 }
 
 impl Room {
-    pub const ALL: [Room; 4] = [Room::Bedroom, Room::Kitchen, Room::Bathroom, Room::LivingRoom];
+    pub const ALL: [Room; 4] = [
+        Room::Bedroom,
+        Room::Kitchen,
+        Room::Bathroom,
+        Room::LivingRoom,
+    ];
 
     /// The `room` field of the sensor's motion messages.
     pub fn as_str(self) -> &'static str {
@@ -99,9 +104,17 @@ pub struct HomeGeo {
 
 /// A home placed at random within `spread_m` of `centre`, with a circle zone or, for a
 /// `polygon_share` of homes, an irregular polygon (a neighbourhood drawn on a map).
-pub fn place_home(rng: &mut impl Rng, centre: LatLon, spread_m: f64, polygon_share: f64) -> HomeGeo {
+pub fn place_home(
+    rng: &mut impl Rng,
+    centre: LatLon,
+    spread_m: f64,
+    polygon_share: f64,
+) -> HomeGeo {
     let r = spread_m * rng.gen_range(0.0f64..1.0).sqrt();
-    let home = geo::offset(centre, Xy::polar(r, rng.gen_range(0.0..std::f64::consts::TAU)));
+    let home = geo::offset(
+        centre,
+        Xy::polar(r, rng.gen_range(0.0..std::f64::consts::TAU)),
+    );
     let safe_radius_m = rng.gen_range(220.0..420.0f64).round();
     let zone = if rng.gen_bool(polygon_share.clamp(0.0, 1.0)) {
         polygon_zone(rng, home, safe_radius_m)
@@ -152,12 +165,26 @@ pub fn polygon_zone(rng: &mut impl Rng, home: LatLon, inner_m: f64) -> NewZone {
 }
 
 const FAMILY: [&str; 16] = [
-    "Sato", "Suzuki", "Takahashi", "Tanaka", "Watanabe", "Ito", "Yamamoto", "Nakamura",
-    "Kobayashi", "Kato", "Yoshida", "Yamada", "Sasaki", "Yamaguchi", "Matsumoto", "Inoue",
+    "Sato",
+    "Suzuki",
+    "Takahashi",
+    "Tanaka",
+    "Watanabe",
+    "Ito",
+    "Yamamoto",
+    "Nakamura",
+    "Kobayashi",
+    "Kato",
+    "Yoshida",
+    "Yamada",
+    "Sasaki",
+    "Yamaguchi",
+    "Matsumoto",
+    "Inoue",
 ];
 const GIVEN: [&str; 16] = [
-    "Hanako", "Kazuko", "Sachiko", "Fumiko", "Toshiko", "Michiko", "Yoshiko", "Setsuko",
-    "Hiroshi", "Takeshi", "Shigeru", "Isamu", "Kiyoshi", "Minoru", "Osamu", "Saburo",
+    "Hanako", "Kazuko", "Sachiko", "Fumiko", "Toshiko", "Michiko", "Yoshiko", "Setsuko", "Hiroshi",
+    "Takeshi", "Shigeru", "Isamu", "Kiyoshi", "Minoru", "Osamu", "Saburo",
 ];
 
 /// A plausible name for a resident of a Tokyo ward.
@@ -184,12 +211,33 @@ mod tests {
     fn polygon_zones_contain_their_safe_circle() {
         let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..200 {
-            let h = place_home(&mut rng, LatLon { lat: 35.7074, lon: 139.6638 }, 1500.0, 1.0);
-            let ring = &h.zone.polygon.as_ref().map(|p| p.coordinates[0].clone()).unwrap_or_default();
+            let h = place_home(
+                &mut rng,
+                LatLon {
+                    lat: 35.7074,
+                    lon: 139.6638,
+                },
+                1500.0,
+                1.0,
+            );
+            let ring = &h
+                .zone
+                .polygon
+                .as_ref()
+                .map(|p| p.coordinates[0].clone())
+                .unwrap_or_default();
             assert_eq!(ring.len(), 11);
             let pts: Vec<Xy> = ring
                 .iter()
-                .map(|c| geo::local(h.home, LatLon { lat: c[1], lon: c[0] }))
+                .map(|c| {
+                    geo::local(
+                        h.home,
+                        LatLon {
+                            lat: c[1],
+                            lon: c[0],
+                        },
+                    )
+                })
                 .collect();
             for w in pts.windows(2) {
                 assert!(seg_dist(w[0], w[1]) > h.safe_radius_m, "edge too close");

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mimamori_protocol::api::{DeviceCreated, ErrorBody, LoginRequest, LoginResponse, NewDevice, NewResident, Resident};
+use mimamori_protocol::api::{
+    DeviceCreated, ErrorBody, LoginRequest, LoginResponse, NewDevice, NewResident, Resident,
+};
 use mimamori_protocol::zone::{NewZone, Zone};
 use mimamori_protocol::Alert;
 use reqwest::Method;
@@ -23,9 +25,18 @@ pub struct HubApi {
 impl HubApi {
     /// Logs in at `base` (e.g. `http://127.0.0.1:8080`) as a staff or admin user.
     pub async fn login(base: &str, username: &str, password: &str) -> Result<HubApi> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let mut api = HubApi { base: base.trim_end_matches('/').to_string(), token: String::new(), http };
-        let body = LoginRequest { username: username.into(), password: password.into() };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut api = HubApi {
+            base: base.trim_end_matches('/').to_string(),
+            token: String::new(),
+            http,
+        };
+        let body = LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        };
         let res: LoginResponse = api
             .call(Method::POST, "/auth/login", Some(&body))
             .await
@@ -34,7 +45,12 @@ impl HubApi {
         Ok(api)
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T> {
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if !self.token.is_empty() {
@@ -43,14 +59,19 @@ impl HubApi {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req.send().await.with_context(|| format!("{method} {url}"))?;
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
         let status = res.status();
         let text = res.text().await?;
         if !status.is_success() {
-            let why = serde_json::from_str::<ErrorBody>(&text).map_or(text.clone(), |e| format!("{}: {}", e.error, e.message));
+            let why = serde_json::from_str::<ErrorBody>(&text)
+                .map_or(text.clone(), |e| format!("{}: {}", e.error, e.message));
             bail!("{method} {path}: the hub answered {status}: {why}");
         }
-        serde_json::from_str(&text).map_err(|e| anyhow!("{method} {path}: unexpected answer ({e}): {text}"))
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{method} {path}: unexpected answer ({e}): {text}"))
     }
 
     pub async fn create_resident(&self, body: &NewResident) -> Result<Resident> {
@@ -59,11 +80,21 @@ impl HubApi {
 
     /// Merges partial rule settings into the resident's.
     pub async fn patch_rules(&self, resident_id: i64, rules: &Value) -> Result<Resident> {
-        self.call(Method::PATCH, &format!("/residents/{resident_id}"), Some(&json!({"rules": rules}))).await
+        self.call(
+            Method::PATCH,
+            &format!("/residents/{resident_id}"),
+            Some(&json!({"rules": rules})),
+        )
+        .await
     }
 
     pub async fn create_zone(&self, resident_id: i64, zone: &NewZone) -> Result<Zone> {
-        self.call(Method::POST, &format!("/residents/{resident_id}/geofences"), Some(zone)).await
+        self.call(
+            Method::POST,
+            &format!("/residents/{resident_id}/geofences"),
+            Some(zone),
+        )
+        .await
     }
 
     pub async fn create_device(&self, body: &NewDevice) -> Result<DeviceCreated> {
@@ -72,11 +103,17 @@ impl HubApi {
 
     /// The newest alerts of every resident the user may see (at most 1000).
     pub async fn alerts(&self) -> Result<Vec<Alert>> {
-        self.call::<(), _>(Method::GET, "/alerts?limit=1000", None).await
+        self.call::<(), _>(Method::GET, "/alerts?limit=1000", None)
+            .await
     }
 
     /// Every alert of one resident, in any state.
     pub async fn resident_alerts(&self, resident_id: i64) -> Result<Vec<Alert>> {
-        self.call::<(), _>(Method::GET, &format!("/alerts?resident_id={resident_id}&limit=1000"), None).await
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/alerts?resident_id={resident_id}&limit=1000"),
+            None,
+        )
+        .await
     }
 }

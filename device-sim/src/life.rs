@@ -138,7 +138,14 @@ pub fn walking_speed(rng: &mut impl Rng) -> f64 {
 /// A walk from `from` to `to` along a street grid turned by `bearing`: blocks of 60–140 m,
 /// mostly along the axis with more distance left, never overshooting, so the walk stays
 /// within the rectangle spanned by its ends.
-pub fn street_walk(rng: &mut impl Rng, from: Xy, to: Xy, bearing: f64, t0: f64, speed: f64) -> Track {
+pub fn street_walk(
+    rng: &mut impl Rng,
+    from: Xy,
+    to: Xy,
+    bearing: f64,
+    t0: f64,
+    speed: f64,
+) -> Track {
     let (u, v) = grid_axes(bearing);
     let d = Xy::new(to.x - from.x, to.y - from.y);
     let (mut du, mut dv) = (d.x * u.x + d.y * u.y, d.x * v.x + d.y * v.y);
@@ -164,19 +171,34 @@ pub fn street_walk(rng: &mut impl Rng, from: Xy, to: Xy, bearing: f64, t0: f64, 
             dv -= step;
         }
         t += len / speed;
-        points.push(TrackPoint { t, p, urban: rng.gen_range(0.0..1.0) });
+        points.push(TrackPoint {
+            t,
+            p,
+            urban: rng.gen_range(0.0..1.0),
+        });
     }
     // The last metre: arrive exactly.
     if p.dist(to) > 1e-9 {
         t += p.dist(to) / speed;
-        points.push(TrackPoint { t, p: to, urban: 0.5 });
+        points.push(TrackPoint {
+            t,
+            p: to,
+            urban: 0.5,
+        });
     }
     Track { points }
 }
 
 /// A walk that keeps going: block after block, turning now and then but never towards home,
 /// for `duration` seconds. This is how a person with dementia who has lost their way walks.
-pub fn wandering_walk(rng: &mut impl Rng, from: Xy, bearing: f64, t0: f64, duration: f64, speed: f64) -> Track {
+pub fn wandering_walk(
+    rng: &mut impl Rng,
+    from: Xy,
+    bearing: f64,
+    t0: f64,
+    duration: f64,
+    speed: f64,
+) -> Track {
     let (u, v) = grid_axes(bearing);
     let dirs = [u, v, Xy::new(-u.x, -u.y), Xy::new(-v.x, -v.y)];
     let mut dir = rng.gen_range(0..4usize);
@@ -200,13 +222,20 @@ pub fn wandering_walk(rng: &mut impl Rng, from: Xy, bearing: f64, t0: f64, durat
         }
         p = next(dir);
         t += len / speed;
-        points.push(TrackPoint { t, p, urban: rng.gen_range(0.0..1.0) });
+        points.push(TrackPoint {
+            t,
+            p,
+            urban: rng.gen_range(0.0..1.0),
+        });
     }
     Track { points }
 }
 
 fn grid_axes(bearing: f64) -> (Xy, Xy) {
-    (Xy::polar(1.0, bearing), Xy::polar(1.0, bearing + std::f64::consts::FRAC_PI_2))
+    (
+        Xy::polar(1.0, bearing),
+        Xy::polar(1.0, bearing + std::f64::consts::FRAC_PI_2),
+    )
 }
 
 /// An outing inside the safe zone: to a shop or park 25–60 % of the safe radius away, a stay
@@ -220,7 +249,11 @@ pub fn outing(rng: &mut impl Rng, home: &HomeGeo, t0: f64) -> (Track, f64) {
     let leave = there.end_t() + stay;
     let back = street_walk(rng, dest, Xy::default(), home.street_bearing, leave, speed);
     let mut points = there.points;
-    points.push(TrackPoint { t: leave, p: dest, urban: 1.0 });
+    points.push(TrackPoint {
+        t: leave,
+        p: dest,
+        urban: 1.0,
+    });
     points.extend(back.points.into_iter().skip(1));
     (Track { points }, dest_r)
 }
@@ -233,7 +266,11 @@ fn minutes(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
 /// Sleep from `a` (or the end of the plan so far) to `b` in the bedroom, with a trip to the
 /// bathroom now and then.
 fn night(rng: &mut impl Rng, plan: &mut Plan, a: f64, b: f64) {
-    let mut t = if plan.segments.is_empty() { a } else { plan.end() };
+    let mut t = if plan.segments.is_empty() {
+        a
+    } else {
+        plan.end()
+    };
     loop {
         let awake_in = crate::geo::exponential(rng, 4.0 * HOUR);
         if t + awake_in + 10.0 * MINUTE >= b {
@@ -241,7 +278,11 @@ fn night(rng: &mut impl Rng, plan: &mut Plan, a: f64, b: f64) {
             return;
         }
         plan.then(a, awake_in, Doing::In(Room::Bedroom, Level::Asleep));
-        t = plan.then(a, minutes(rng, 4.0, 8.0), Doing::In(Room::Bathroom, Level::Active));
+        t = plan.then(
+            a,
+            minutes(rng, 4.0, 8.0),
+            Doing::In(Room::Bathroom, Level::Active),
+        );
     }
 }
 
@@ -249,8 +290,16 @@ fn night(rng: &mut impl Rng, plan: &mut Plan, a: f64, b: f64) {
 fn day(rng: &mut impl Rng, plan: &mut Plan, home: &HomeGeo, m: f64, wake: f64, bed: f64) {
     let at = |h: f64| m + h * HOUR;
     plan.note(wake, "wakes up");
-    plan.then(wake, minutes(rng, 8.0, 15.0), Doing::In(Room::Bathroom, Level::Active));
-    plan.then(wake, minutes(rng, 20.0, 40.0), Doing::In(Room::Kitchen, Level::Active));
+    plan.then(
+        wake,
+        minutes(rng, 8.0, 15.0),
+        Doing::In(Room::Bathroom, Level::Active),
+    );
+    plan.then(
+        wake,
+        minutes(rng, 20.0, 40.0),
+        Doing::In(Room::Kitchen, Level::Active),
+    );
     let (mut lunch, mut dinner, mut bath) = (false, false, false);
     let mut napped = !rng.gen_bool(0.5);
     let mut went_out = !rng.gen_bool(0.7);
@@ -263,33 +312,61 @@ fn day(rng: &mut impl Rng, plan: &mut Plan, home: &HomeGeo, m: f64, wake: f64, b
         let (dur, doing) = if !went_out && t >= outing_at && left > 3.0 * HOUR {
             went_out = true;
             let (track, dist) = outing(rng, home, t);
-            plan.note(t, format!("goes out for a walk to the shops, {dist:.0} m away"));
+            plan.note(
+                t,
+                format!("goes out for a walk to the shops, {dist:.0} m away"),
+            );
             plan.note(track.end_t(), "is back home");
             (track.end_t() - t, Doing::Out(track))
         } else if !lunch && t >= at(11.75) {
             lunch = true;
-            (minutes(rng, 30.0, 45.0), Doing::In(Room::Kitchen, Level::Active))
+            (
+                minutes(rng, 30.0, 45.0),
+                Doing::In(Room::Kitchen, Level::Active),
+            )
         } else if lunch && !napped && t >= at(13.0) && t < at(15.0) {
             napped = true;
             plan.note(t, "takes a nap");
-            (minutes(rng, 30.0, 75.0), Doing::In(Room::Bedroom, Level::Asleep))
+            (
+                minutes(rng, 30.0, 75.0),
+                Doing::In(Room::Bedroom, Level::Asleep),
+            )
         } else if !dinner && t >= at(17.75) {
             dinner = true;
-            (minutes(rng, 40.0, 60.0), Doing::In(Room::Kitchen, Level::Active))
+            (
+                minutes(rng, 40.0, 60.0),
+                Doing::In(Room::Kitchen, Level::Active),
+            )
         } else if !bath && t >= at(19.5) {
             bath = true;
             last_wc = t;
-            (minutes(rng, 20.0, 30.0), Doing::In(Room::Bathroom, Level::Active))
+            (
+                minutes(rng, 20.0, 30.0),
+                Doing::In(Room::Bathroom, Level::Active),
+            )
         } else if t - last_wc >= wc_every {
             last_wc = t;
             wc_every = rng.gen_range(2.0..3.0) * HOUR;
-            (minutes(rng, 4.0, 8.0), Doing::In(Room::Bathroom, Level::Active))
+            (
+                minutes(rng, 4.0, 8.0),
+                Doing::In(Room::Bathroom, Level::Active),
+            )
         } else if rng.gen_bool(0.2) {
-            (minutes(rng, 8.0, 15.0), Doing::In(Room::Kitchen, Level::Active))
+            (
+                minutes(rng, 8.0, 15.0),
+                Doing::In(Room::Kitchen, Level::Active),
+            )
         } else {
-            (minutes(rng, 20.0, 50.0), Doing::In(Room::LivingRoom, Level::Resting))
+            (
+                minutes(rng, 20.0, 50.0),
+                Doing::In(Room::LivingRoom, Level::Resting),
+            )
         };
-        let dur = if matches!(doing, Doing::Out(_)) { dur } else { dur.min(left) };
+        let dur = if matches!(doing, Doing::Out(_)) {
+            dur
+        } else {
+            dur.min(left)
+        };
         plan.then(t, dur, doing);
     }
     plan.note(plan.end(), "goes to bed");
@@ -349,7 +426,15 @@ mod tests {
     use rand::SeedableRng;
 
     fn home(seed: u64) -> HomeGeo {
-        place_home(&mut StdRng::seed_from_u64(seed), LatLon { lat: 35.7074, lon: 139.6638 }, 1500.0, 0.5)
+        place_home(
+            &mut StdRng::seed_from_u64(seed),
+            LatLon {
+                lat: 35.7074,
+                lon: 139.6638,
+            },
+            1500.0,
+            0.5,
+        )
     }
 
     #[test]
@@ -394,7 +479,11 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed);
             let track = wandering_walk(&mut rng, Xy::default(), 0.3, 0.0, 20.0 * MINUTE, 1.1);
             // 20 minutes at 1.1 m/s is 1.3 km of streets; with turns it ends well over 600 m out.
-            assert!(track.end_p().norm() > 600.0, "seed {seed}: {}", track.end_p().norm());
+            assert!(
+                track.end_p().norm() > 600.0,
+                "seed {seed}: {}",
+                track.end_p().norm()
+            );
         }
     }
 }

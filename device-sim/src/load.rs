@@ -98,7 +98,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let per_second = pace(&cfg, &conns, &counts, &bar).await;
     // Give outstanding PUBACKs a moment to arrive before hanging up.
     let until = Instant::now() + Duration::from_secs(10);
-    while counts.acked.load(Ordering::Relaxed) < counts.sent.load(Ordering::Relaxed) && Instant::now() < until {
+    while counts.acked.load(Ordering::Relaxed) < counts.sent.load(Ordering::Relaxed)
+        && Instant::now() < until
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bar.finish_and_clear();
@@ -110,7 +112,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         latencies.extend(r?);
     }
     latencies.sort_by(f64::total_cmp);
-    let q = |f: f64| (!latencies.is_empty()).then(|| latencies[((latencies.len() - 1) as f64 * f).round() as usize]);
+    let q = |f: f64| {
+        (!latencies.is_empty())
+            .then(|| latencies[((latencies.len() - 1) as f64 * f).round() as usize])
+    };
     Ok(LoadReport {
         devices: cfg.devices.len(),
         connections: conns.len(),
@@ -132,7 +137,8 @@ fn progress_bar(cfg: &LoadConfig) -> ProgressBar {
     if !cfg.progress {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} s  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} s  {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar
 }
@@ -156,18 +162,33 @@ async fn pace(cfg: &LoadConfig, conns: &[Conn], counts: &Counts, bar: &ProgressB
             next += 1;
             let battery = 50 + next % 50;
             // try_publish: a full queue means the hub is not keeping up, which is an error to count.
-            match c.client.try_publish(&c.topic, QoS::AtLeastOnce, false, format!(r#"{{"battery":{battery}}}"#)) {
+            match c.client.try_publish(
+                &c.topic,
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"battery":{battery}}}"#),
+            ) {
                 Ok(()) => counts.sent.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
             };
         }
         let elapsed = start.elapsed().as_secs();
         if elapsed > seconds.len() as u64 {
-            let (s, a) = (counts.sent.load(Ordering::Relaxed), counts.acked.load(Ordering::Relaxed));
-            seconds.push(Second { second: elapsed, sent: s - sec_sent, acked: a - sec_acked });
+            let (s, a) = (
+                counts.sent.load(Ordering::Relaxed),
+                counts.acked.load(Ordering::Relaxed),
+            );
+            seconds.push(Second {
+                second: elapsed,
+                sent: s - sec_sent,
+                acked: a - sec_acked,
+            });
             (sec_sent, sec_acked) = (s, a);
             bar.set_position(elapsed);
-            bar.set_message(format!("sent {s}, acked {a}, errors {}", counts.errors.load(Ordering::Relaxed)));
+            bar.set_message(format!(
+                "sent {s}, acked {a}, errors {}",
+                counts.errors.load(Ordering::Relaxed)
+            ));
         }
     }
     seconds
@@ -182,7 +203,9 @@ async fn connect(login: DeviceLogin) -> Result<(Conn, rumqttc::EventLoop)> {
     let wait = async {
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(c))) if c.code == ConnectReturnCode::Success => return Ok(()),
+                Ok(Event::Incoming(Packet::ConnAck(c))) if c.code == ConnectReturnCode::Success => {
+                    return Ok(())
+                }
                 Ok(Event::Incoming(Packet::ConnAck(c))) => bail!("refused: {:?}", c.code),
                 Ok(_) => {}
                 Err(e) => bail!("{e}"),

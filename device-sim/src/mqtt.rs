@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use mimamori_protocol::topic::{device_topic, MessageKind};
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
+};
 use tokio::task::JoinHandle;
 
 use crate::timeline::status_payload;
@@ -41,17 +43,30 @@ pub struct DeviceLink {
 
 /// Splits `host:port`.
 pub fn host_port(addr: &str) -> Result<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow!("MQTT address {addr:?} must be host:port"))?;
-    let port = port.parse().map_err(|_| anyhow!("MQTT address {addr:?}: {port:?} is not a port"))?;
-    Ok((host.trim_matches(|c| c == '[' || c == ']').to_string(), port))
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("MQTT address {addr:?} must be host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| anyhow!("MQTT address {addr:?}: {port:?} is not a port"))?;
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
 }
 
 impl DeviceLink {
     /// Connects, waits for the CONNACK and says `{"online": true}`.
     pub async fn connect(login: DeviceLogin, counters: Arc<Counters>) -> Result<DeviceLink> {
         let (client, task) = open(&login, counters.clone()).await?;
-        let link = DeviceLink { login, client, task, counters };
-        link.publish(MessageKind::Status, status_payload(true)).await?;
+        let link = DeviceLink {
+            login,
+            client,
+            task,
+            counters,
+        };
+        link.publish(MessageKind::Status, status_payload(true))
+            .await?;
         Ok(link)
     }
 
@@ -62,7 +77,11 @@ impl DeviceLink {
     pub async fn publish(&self, kind: MessageKind, payload: String) -> Result<()> {
         let topic = device_topic(&self.login.device_id, kind);
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+        {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             bail!("device {}: cannot publish: {e}", self.login.device_id);
         }
@@ -79,7 +98,8 @@ impl DeviceLink {
         let (client, task) = open(&self.login, self.counters.clone()).await?;
         self.client = client;
         self.task = task;
-        self.publish(MessageKind::Status, status_payload(true)).await
+        self.publish(MessageKind::Status, status_payload(true))
+            .await
     }
 
     /// Says goodbye with DISCONNECT (no will) once the queue is written.
@@ -89,7 +109,10 @@ impl DeviceLink {
     }
 }
 
-async fn open(login: &DeviceLogin, counters: Arc<Counters>) -> Result<(AsyncClient, JoinHandle<()>)> {
+async fn open(
+    login: &DeviceLogin,
+    counters: Arc<Counters>,
+) -> Result<(AsyncClient, JoinHandle<()>)> {
     let mut opts = MqttOptions::new(&login.device_id, &login.host, login.port);
     opts.set_credentials(&login.device_id, &login.password);
     opts.set_keep_alive(Duration::from_secs(30));
@@ -123,8 +146,13 @@ async fn connack(eventloop: &mut EventLoop, device_id: &str) -> Result<()> {
     let wait = async {
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(c))) if c.code == ConnectReturnCode::Success => return Ok(()),
-                Ok(Event::Incoming(Packet::ConnAck(c))) => bail!("device {device_id}: the hub refused the connection ({:?})", c.code),
+                Ok(Event::Incoming(Packet::ConnAck(c))) if c.code == ConnectReturnCode::Success => {
+                    return Ok(())
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) => bail!(
+                    "device {device_id}: the hub refused the connection ({:?})",
+                    c.code
+                ),
                 Ok(_) => {}
                 Err(e) => bail!("device {device_id}: cannot connect: {e}"),
             }

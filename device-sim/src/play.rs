@@ -3,8 +3,8 @@
 //!
 //! Order of a run, chosen so that compressed thresholds never judge a moment the simulator
 //! did not play: connect every device (each says `{"online": true}`), send what happens at the
-//! first instant (fresh activity), wait for the hub's acks, and only then switch the residents
-//! to the run's rule settings. At the end the verdict is taken while the devices are still
+//! first instant (fresh activity), wait for the hub's acks, and only then switch each resident
+//! to the run's rule settings, followed at once by a heartbeat from each of its devices. At the end the verdict is taken while the devices are still
 //! connected, real-time settings are put back, and the devices say goodbye with DISCONNECT.
 
 use std::collections::BTreeMap;
@@ -80,36 +80,82 @@ pub struct Outcome {
 type Links = BTreeMap<Role, DeviceLink>;
 
 /// Plays every player to the end and returns the verdict.
-pub async fn run(api: &HubApi, players: Vec<Player>, cfg: &RunConfig, rep: Reporter) -> Result<Outcome> {
+pub async fn run(
+    api: &HubApi,
+    players: Vec<Player>,
+    cfg: &RunConfig,
+    rep: Reporter,
+) -> Result<Outcome> {
     let baseline = api.alerts().await?.iter().map(|a| a.id).max().unwrap_or(0);
     let counters = Arc::new(Counters::default());
     let mut links = connect_all(&players, cfg, &counters).await?;
     let devices: usize = links.iter().map(BTreeMap::len).sum();
-    rep.progress(&format!("{} residents, {devices} devices connected", players.len()));
+    rep.progress(&format!(
+        "{} residents, {devices} devices connected",
+        players.len()
+    ));
     for (p, l) in players.iter().zip(&links) {
-        for e in p.acts.first().map_or(&[][..], |a| &a.timeline.emissions[..]).iter().take_while(|e| e.at <= 0.0) {
+        for e in p
+            .acts
+            .first()
+            .map_or(&[][..], |a| &a.timeline.emissions[..])
+            .iter()
+            .take_while(|e| e.at <= 0.0)
+        {
             send(l, e).await;
         }
     }
     settle(&counters, Duration::from_secs(30)).await;
-    for p in &players {
-        api.patch_rules(p.resident.id, &p.rules).await?;
-    }
 
     let (alerts_tx, alerts_rx) = watch::channel(Vec::<Alert>::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let names: BTreeMap<i64, String> = players.iter().map(|p| (p.resident.id, p.label.clone())).collect();
-    let watcher = tokio::spawn(watch_alerts(api.clone(), baseline, names, alerts_tx, stop_rx, counters.clone(), rep));
+    let names: BTreeMap<i64, String> = players
+        .iter()
+        .map(|p| (p.resident.id, p.label.clone()))
+        .collect();
+    let watcher = tokio::spawn(watch_alerts(
+        api.clone(),
+        baseline,
+        names,
+        alerts_tx,
+        stop_rx,
+        counters.clone(),
+        rep,
+    ));
 
     let mut tasks = JoinSet::new();
     for (i, (p, l)) in players.iter().cloned().zip(links.drain(..)).enumerate() {
-        let (rx, counters, wait) = (alerts_rx.clone(), counters.clone(), cfg.wait);
-        tasks.spawn(async move { (i, play(p, l, rx, counters, wait, rep).await) });
+        let (api, rx, counters, wait) =
+            (api.clone(), alerts_rx.clone(), counters.clone(), cfg.wait);
+        tasks.spawn(async move {
+            // The run's settings, then at once a word from every device: a compressed offline
+            // threshold counts from the last message, which must not be older than the switch.
+            if let Err(e) = api.patch_rules(p.resident.id, &p.rules).await {
+                return (i, l, Some(format!("{}: {e:#}", p.label)));
+            }
+            for link in l.values() {
+                let _ = link.publish(MessageKind::Heartbeat, "{}".into()).await;
+            }
+            (i, play(p, l, rx, counters, wait, rep).await, None)
+        });
     }
     let mut back: Vec<Option<Links>> = (0..players.len()).map(|_| None).collect();
+    let mut failures = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let (i, l) = done?;
+        let (i, l, failed) = done?;
         back[i] = Some(l);
+        failures.extend(failed);
+    }
+    if !failures.is_empty() {
+        for l in back.into_iter().flatten() {
+            for (_, link) in l {
+                link.close().await;
+            }
+        }
+        anyhow::bail!(
+            "cannot set the run's rule settings: {}",
+            failures.join("; ")
+        );
     }
     settle(&counters, Duration::from_secs(10)).await;
     let _ = stop_tx.send(true);
@@ -117,7 +163,12 @@ pub async fn run(api: &HubApi, players: Vec<Player>, cfg: &RunConfig, rep: Repor
 
     let mut verdicts = Vec::with_capacity(players.len());
     for (p, l) in players.iter().zip(&back) {
-        let raised: Vec<Alert> = api.resident_alerts(p.resident.id).await?.into_iter().filter(|a| a.id > baseline).collect();
+        let raised: Vec<Alert> = api
+            .resident_alerts(p.resident.id)
+            .await?
+            .into_iter()
+            .filter(|a| a.id > baseline)
+            .collect();
         verdicts.push(verdict(p, l.as_ref(), &raised));
     }
     let real = serde_json::to_value(RuleSettings::default())?;
@@ -135,12 +186,18 @@ pub async fn run(api: &HubApi, players: Vec<Player>, cfg: &RunConfig, rep: Repor
         sent: counters.sent.load(Ordering::Relaxed),
         acked: counters.acked.load(Ordering::Relaxed),
         errors: counters.errors.load(Ordering::Relaxed),
-        as_expected: verdicts.iter().all(|v| v.missing.is_empty() && v.unexpected.is_empty()),
+        as_expected: verdicts
+            .iter()
+            .all(|v| v.missing.is_empty() && v.unexpected.is_empty()),
         verdicts,
     })
 }
 
-async fn connect_all(players: &[Player], cfg: &RunConfig, counters: &Arc<Counters>) -> Result<Vec<Links>> {
+async fn connect_all(
+    players: &[Player],
+    cfg: &RunConfig,
+    counters: &Arc<Counters>,
+) -> Result<Vec<Links>> {
     let mut set = JoinSet::new();
     for (i, p) in players.iter().enumerate() {
         for d in &p.resident.devices {
@@ -165,7 +222,8 @@ async fn connect_all(players: &[Player], cfg: &RunConfig, counters: &Arc<Counter
 /// Waits until the hub acknowledged what was sent, or `within` passed.
 async fn settle(c: &Counters, within: Duration) {
     let until = Instant::now() + within;
-    while c.acked.load(Ordering::Relaxed) + c.errors.load(Ordering::Relaxed) < c.sent.load(Ordering::Relaxed)
+    while c.acked.load(Ordering::Relaxed) + c.errors.load(Ordering::Relaxed)
+        < c.sent.load(Ordering::Relaxed)
         && Instant::now() < until
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -175,7 +233,9 @@ async fn settle(c: &Counters, within: Duration) {
 /// Sends one message or cuts a device's power; power coming back is the caller's (it needs
 /// the link mutably).
 async fn send(links: &Links, e: &Emission) {
-    let Some(link) = links.get(&e.role) else { return };
+    let Some(link) = links.get(&e.role) else {
+        return;
+    };
     if let Some((kind, payload)) = e.msg.wire() {
         // A failed publish is counted; the run goes on as a real fleet would.
         let _ = link.publish(kind, payload).await;
@@ -197,13 +257,28 @@ pub fn clock(tod: f64) -> String {
 }
 
 /// Plays one resident's acts; returns the links for closing.
-async fn play(p: Player, mut links: Links, alerts: watch::Receiver<Vec<Alert>>, counters: Arc<Counters>, wait: Duration, rep: Reporter) -> Links {
+async fn play(
+    p: Player,
+    mut links: Links,
+    alerts: watch::Receiver<Vec<Alert>>,
+    counters: Arc<Counters>,
+    wait: Duration,
+    rep: Reporter,
+) -> Links {
     let mut sim_before = 0.0;
     for (k, act) in p.acts.iter().enumerate() {
         let start = Instant::now();
         let real = |at: f64| start + Duration::from_secs_f64((at / p.speed).max(0.0));
         let mut notes = act.timeline.notes.iter().peekable();
-        let skip = if k == 0 { act.timeline.emissions.iter().take_while(|e| e.at <= 0.0).count() } else { 0 };
+        let skip = if k == 0 {
+            act.timeline
+                .emissions
+                .iter()
+                .take_while(|e| e.at <= 0.0)
+                .count()
+        } else {
+            0
+        };
         for e in &act.timeline.emissions[skip..] {
             while let Some(n) = notes.next_if(|n| n.at <= e.at) {
                 tokio::time::sleep_until(real(n.at)).await;
@@ -237,17 +312,33 @@ fn say(p: &Player, rep: Reporter, sim_before: f64, n: &Note) {
 }
 
 /// Keeps the live devices beating until the hub raised what the act waits for.
-async fn hold(p: &Player, act: &Act, links: &Links, alerts: &watch::Receiver<Vec<Alert>>, wait: Duration, rep: Reporter) -> Duration {
+async fn hold(
+    p: &Player,
+    act: &Act,
+    links: &Links,
+    alerts: &watch::Receiver<Vec<Alert>>,
+    wait: Duration,
+    rep: Reporter,
+) -> Duration {
     let start = Instant::now();
     if act.wait_for.is_empty() {
         return Duration::ZERO;
     }
-    let seen = |all: &[Alert]| act.wait_for.iter().all(|k| all.iter().any(|a| a.resident_id == p.resident.id && a.kind == *k));
+    let seen = |all: &[Alert]| {
+        act.wait_for.iter().all(|k| {
+            all.iter()
+                .any(|a| a.resident_id == p.resident.id && a.kind == *k)
+        })
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     while !seen(&alerts.borrow()) {
         if start.elapsed() > wait {
             let kinds: Vec<&str> = act.wait_for.iter().map(|k| k.as_str()).collect();
-            rep.progress(&format!("           {}: the hub did not raise {} within {wait:?}; going on", p.label, kinds.join(", ")));
+            rep.progress(&format!(
+                "           {}: the hub did not raise {} within {wait:?}; going on",
+                p.label,
+                kinds.join(", ")
+            ));
             break;
         }
         tick.tick().await;
@@ -284,8 +375,17 @@ async fn watch_alerts(
             new.sort_by_key(|a| a.id);
             for a in &new {
                 if known.insert(a.id, a.state) != Some(a.state) {
-                    let who = names.get(&a.resident_id).cloned().unwrap_or_else(|| format!("resident {}", a.resident_id));
-                    rep.alert(&who, a.kind.as_str(), a.severity.as_str(), a.state.as_str(), a.device_id.as_deref());
+                    let who = names
+                        .get(&a.resident_id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("resident {}", a.resident_id));
+                    rep.alert(
+                        &who,
+                        a.kind.as_str(),
+                        a.severity.as_str(),
+                        a.state.as_str(),
+                        a.device_id.as_deref(),
+                    );
                 }
             }
             let _ = tx.send(new);
@@ -313,13 +413,17 @@ fn describe(kind: AlertKind, device: Option<&str>) -> String {
 /// Matches raised alerts one to one against the expected ones.
 fn verdict(p: &Player, links: Option<&Links>, raised: &[Alert]) -> Verdict {
     let device_of = |role: Role| {
-        links.and_then(|l| l.get(&role)).map(|l| l.device_id().to_string())
+        links
+            .and_then(|l| l.get(&role))
+            .map(|l| l.device_id().to_string())
     };
     let mut left: Vec<&Alert> = raised.iter().collect();
     let mut missing = Vec::new();
     for e in &p.expect {
         let want = e.role.and_then(device_of);
-        let pos = left.iter().position(|a| a.kind == e.kind && (want.is_none() || a.device_id == want));
+        let pos = left
+            .iter()
+            .position(|a| a.kind == e.kind && (want.is_none() || a.device_id == want));
         match pos {
             Some(i) => {
                 left.remove(i);
@@ -330,10 +434,20 @@ fn verdict(p: &Player, links: Option<&Links>, raised: &[Alert]) -> Verdict {
     Verdict {
         resident: p.label.clone(),
         resident_id: p.resident.id,
-        expected: p.expect.iter().map(|e| describe(e.kind, e.role.and_then(device_of).as_deref())).collect(),
-        raised: raised.iter().map(|a| describe(a.kind, a.device_id.as_deref())).collect(),
+        expected: p
+            .expect
+            .iter()
+            .map(|e| describe(e.kind, e.role.and_then(device_of).as_deref()))
+            .collect(),
+        raised: raised
+            .iter()
+            .map(|a| describe(a.kind, a.device_id.as_deref()))
+            .collect(),
         missing,
-        unexpected: left.iter().map(|a| describe(a.kind, a.device_id.as_deref())).collect(),
+        unexpected: left
+            .iter()
+            .map(|a| describe(a.kind, a.device_id.as_deref()))
+            .collect(),
     }
 }
 

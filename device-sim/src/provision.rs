@@ -13,18 +13,44 @@ pub const TIMEZONE: &str = "Asia/Tokyo";
 
 /// Creates one resident with its zone and devices. Rules stay at the hub's real-time
 /// defaults until a run sets its own.
-pub async fn resident(api: &HubApi, name: String, geo: HomeGeo, roles: &[Role]) -> Result<FleetResident> {
-    let body = NewResident { name: name.clone(), timezone: Some(TIMEZONE.into()), home: Some(geo.home), rules: None };
+pub async fn resident(
+    api: &HubApi,
+    name: String,
+    geo: HomeGeo,
+    roles: &[Role],
+) -> Result<FleetResident> {
+    let body = NewResident {
+        name: name.clone(),
+        timezone: Some(TIMEZONE.into()),
+        home: Some(geo.home),
+        rules: None,
+    };
     let r = api.create_resident(&body).await?;
     api.create_zone(r.id, &geo.zone).await?;
     let mut devices = Vec::with_capacity(roles.len());
     for role in roles {
         let created = api
-            .create_device(&NewDevice { resident_id: r.id, kind: role.kind(), name: role.label() })
+            .create_device(&NewDevice {
+                resident_id: r.id,
+                kind: role.kind(),
+                name: role.label(),
+            })
             .await?;
-        devices.push(FleetDevice { id: created.id, kind: created.kind, role: *role, name: created.name, mqtt: created.mqtt });
+        devices.push(FleetDevice {
+            id: created.id,
+            kind: created.kind,
+            role: *role,
+            name: created.name,
+            mqtt: created.mqtt,
+        });
     }
-    Ok(FleetResident { id: r.id, name, timezone: TIMEZONE.into(), geo, devices })
+    Ok(FleetResident {
+        id: r.id,
+        name,
+        timezone: TIMEZONE.into(),
+        geo,
+        devices,
+    })
 }
 
 /// What `provision` makes.
@@ -56,5 +82,12 @@ pub async fn fleet(
         made(&r);
         residents.push(r);
     }
-    Ok(Fleet { version: FORMAT_VERSION, hub: hub.into(), mqtt: mqtt.into(), centre: spec.centre, seed: spec.seed, residents })
+    Ok(Fleet {
+        version: FORMAT_VERSION,
+        hub: hub.into(),
+        mqtt: mqtt.into(),
+        centre: spec.centre,
+        seed: spec.seed,
+        residents,
+    })
 }

@@ -12,7 +12,10 @@ impl Reporter {
     /// What a simulated resident did, at simulated time `clock`, and the alert it should cause.
     pub fn note(&self, clock: &str, who: &str, text: &str, expect: Option<&str>) {
         if self.json {
-            println!("{}", json!({"type": "note", "sim_time": clock, "resident": who, "text": text, "expect": expect}));
+            println!(
+                "{}",
+                json!({"type": "note", "sim_time": clock, "resident": who, "text": text, "expect": expect})
+            );
         } else {
             match expect {
                 Some(kind) => println!("[{clock}] {who}: {text}  => expect {kind}"),
@@ -24,7 +27,10 @@ impl Reporter {
     /// Something the hub did.
     pub fn alert(&self, who: &str, kind: &str, severity: &str, state: &str, device: Option<&str>) {
         if self.json {
-            println!("{}", json!({"type": "alert", "resident": who, "kind": kind, "severity": severity, "state": state, "device_id": device}));
+            println!(
+                "{}",
+                json!({"type": "alert", "resident": who, "kind": kind, "severity": severity, "state": state, "device_id": device})
+            );
         } else {
             let dev = device.map(|d| format!(" (device {d})")).unwrap_or_default();
             println!("           hub: {kind} {state} for {who}{dev}, severity {severity}");

@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(v["inactivity"]["day_threshold_s"], 18);
         assert_eq!(v["inactivity"]["night_threshold_s"], 18);
         assert_eq!(v["offline"]["gps_s"], 2);
-        assert_eq!(scaled(600.0, Stillness::Night)["inactivity"]["day_threshold_s"], 72);
+        assert_eq!(
+            scaled(600.0, Stillness::Night)["inactivity"]["day_threshold_s"],
+            72
+        );
         for speed in [1.0, 60.0, 1440.0, 1e6] {
             assert_eq!(check(&scaled(speed, Stillness::Night)), Ok(()));
         }

@@ -108,7 +108,12 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
     let roles = Role::home_set(true);
     let day_rules = rules::scaled(w.speed, Stillness::Day);
     let (speed, rules, acts, expect) = match name {
-        ScenarioName::Fall => (w.speed, day_rules, fall(rng, w.geo, &roles), vec![exp(AlertKind::Inactivity)]),
+        ScenarioName::Fall => (
+            w.speed,
+            day_rules,
+            fall(rng, w.geo, &roles),
+            vec![exp(AlertKind::Inactivity)],
+        ),
         ScenarioName::NoMorning => {
             let (rules, acts) = no_morning(rng, w, &roles);
             (1.0, rules, acts, vec![exp(AlertKind::NoMorningActivity)])
@@ -120,24 +125,55 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
                 "night_starts": hhmm(w.now_tod - HOUR),
                 "night_ends": hhmm(w.now_tod + 3.0 * HOUR),
             });
-            (w.speed, rules, wander(rng, w.geo, &roles), vec![exp(AlertKind::GeofenceExit)])
+            (
+                w.speed,
+                rules,
+                wander(rng, w.geo, &roles),
+                vec![exp(AlertKind::GeofenceExit)],
+            )
         }
         ScenarioName::GpsJitter => (w.speed, day_rules, gps_jitter(rng, w.geo, &roles), vec![]),
         ScenarioName::BatteryDies => {
             let bathroom = Some(Role::Motion(Room::Bathroom));
             let expect = vec![
-                Expected { kind: AlertKind::LowBattery, role: bathroom },
-                Expected { kind: AlertKind::DeviceOffline, role: bathroom },
+                Expected {
+                    kind: AlertKind::LowBattery,
+                    role: bathroom,
+                },
+                Expected {
+                    kind: AlertKind::DeviceOffline,
+                    role: bathroom,
+                },
             ];
             (w.speed, day_rules, battery_dies(rng, w.geo, &roles), expect)
         }
-        ScenarioName::Sos => (w.speed, day_rules, sos(rng, w.geo, &roles), vec![exp(AlertKind::Sos)]),
+        ScenarioName::Sos => (
+            w.speed,
+            day_rules,
+            sos(rng, w.geo, &roles),
+            vec![exp(AlertKind::Sos)],
+        ),
         ScenarioName::OfflineGateway => {
-            let expect = vec![Expected { kind: AlertKind::DeviceOffline, role: Some(Role::Gateway) }];
-            (w.speed, day_rules, offline_gateway(rng, w.geo, &roles), expect)
+            let expect = vec![Expected {
+                kind: AlertKind::DeviceOffline,
+                role: Some(Role::Gateway),
+            }];
+            (
+                w.speed,
+                day_rules,
+                offline_gateway(rng, w.geo, &roles),
+                expect,
+            )
         }
     };
-    Script { name, speed, rules, roles, acts, expect }
+    Script {
+        name,
+        speed,
+        rules,
+        roles,
+        acts,
+        expect,
+    }
 }
 
 fn exp(kind: AlertKind) -> Expected {
@@ -152,7 +188,11 @@ pub fn hhmm(tod: f64) -> String {
 
 /// Renders a plan into a timeline that lasts until `end`.
 fn act(rng: &mut impl Rng, house: &Household, plan: &Plan, end: f64) -> Timeline {
-    let mut t = Timeline { emissions: sensors::render(rng, plan, house, end), end, ..Timeline::default() };
+    let mut t = Timeline {
+        emissions: sensors::render(rng, plan, house, end),
+        end,
+        ..Timeline::default()
+    };
     for (at, text) in &plan.notes {
         t.note(*at, text.clone());
     }
@@ -172,12 +212,26 @@ fn fall(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     let t = p.then(0.0, 25.0 * MINUTE, room(Room::LivingRoom, Level::Resting));
     p.note(t, "goes to the bathroom");
     let fell = p.then(0.0, 3.0 * MINUTE, room(Room::Bathroom, Level::Active));
-    let end = p.then(0.0, 3.0 * HOUR + 10.0 * MINUTE, room(Room::Bathroom, Level::Still));
+    let end = p.then(
+        0.0,
+        3.0 * HOUR + 10.0 * MINUTE,
+        room(Room::Bathroom, Level::Still),
+    );
     let mut one = act(rng, &house, &p, end);
-    one.note(fell, "falls in the bathroom and cannot get up: the PIR sees no more movement");
-    one.expect(fell + 3.0 * HOUR, "3 h without movement: the hub should raise inactivity", AlertKind::Inactivity);
+    one.note(
+        fell,
+        "falls in the bathroom and cannot get up: the PIR sees no more movement",
+    );
+    one.expect(
+        fell + 3.0 * HOUR,
+        "3 h without movement: the hub should raise inactivity",
+        AlertKind::Inactivity,
+    );
     let mut back = Plan::default();
-    back.note(0.0, "a carer arrives with the deposited key and finds her; motion resumes, the alert resolves");
+    back.note(
+        0.0,
+        "a carer arrives with the deposited key and finds her; motion resumes, the alert resolves",
+    );
     back.then(0.0, 20.0, room(Room::LivingRoom, Level::Still));
     let end = back.then(0.0, 10.0 * MINUTE, room(Room::Bathroom, Level::Active));
     let mut two = act(rng, &house, &back, end);
@@ -185,8 +239,16 @@ fn fall(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     two.emit(8.0, Role::EntranceDoor, Msg::Door { open: false });
     two.sort();
     vec![
-        Act { timeline: one, wait_for: vec![AlertKind::Inactivity], silent: vec![] },
-        Act { timeline: two, wait_for: vec![], silent: vec![] },
+        Act {
+            timeline: one,
+            wait_for: vec![AlertKind::Inactivity],
+            silent: vec![],
+        },
+        Act {
+            timeline: two,
+            wait_for: vec![],
+            silent: vec![],
+        },
     ]
 }
 
@@ -195,7 +257,12 @@ fn fall(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
 fn no_morning(rng: &mut impl Rng, w: Setting, roles: &[Role]) -> (Value, Vec<Act>) {
     let into_minute = w.now_tod.rem_euclid(MINUTE);
     // Less than 15 s left: provisioning might not finish before the morning starts.
-    let day_starts = w.now_tod - into_minute + if MINUTE - into_minute < 15.0 { 2.0 } else { 1.0 } * MINUTE;
+    let day_starts = w.now_tod - into_minute
+        + if MINUTE - into_minute < 15.0 {
+            2.0
+        } else {
+            1.0
+        } * MINUTE;
     let deadline = day_starts + MINUTE;
     let mut rules = rules::scaled(1.0, Stillness::Night);
     rules["inactivity"]["day_starts"] = json!(hhmm(day_starts));
@@ -206,25 +273,43 @@ fn no_morning(rng: &mut impl Rng, w: Setting, roles: &[Role]) -> (Value, Vec<Act
     let until = deadline - w.now_tod + 2.0;
     p.then(0.0, until, room(Room::Bedroom, Level::Still));
     let mut one = act(rng, &house, &p, until);
-    one.note(0.0, format!(
+    one.note(
+        0.0,
+        format!(
         "lies in bed, unwell, and does not move; her morning starts at {} and the deadline is {}",
         hhmm(day_starts),
         hhmm(deadline)
-    ));
+    ),
+    );
     one.expect(
         deadline - w.now_tod,
-        format!("{}: no activity since {}: the hub should raise no_morning_activity", hhmm(deadline), hhmm(day_starts)),
+        format!(
+            "{}: no activity since {}: the hub should raise no_morning_activity",
+            hhmm(deadline),
+            hhmm(day_starts)
+        ),
         AlertKind::NoMorningActivity,
     );
     let mut up = Plan::default();
-    up.note(0.0, "gets up at last; motion in the bedroom resolves the alert");
+    up.note(
+        0.0,
+        "gets up at last; motion in the bedroom resolves the alert",
+    );
     let end = up.then(0.0, 10.0, room(Room::Bedroom, Level::Active));
     let two = act(rng, &house, &up, end);
     (
         rules,
         vec![
-            Act { timeline: one, wait_for: vec![AlertKind::NoMorningActivity], silent: vec![] },
-            Act { timeline: two, wait_for: vec![], silent: vec![] },
+            Act {
+                timeline: one,
+                wait_for: vec![AlertKind::NoMorningActivity],
+                silent: vec![],
+            },
+            Act {
+                timeline: two,
+                wait_for: vec![],
+                silent: vec![],
+            },
         ],
     )
 }
@@ -233,7 +318,11 @@ fn no_morning(rng: &mut impl Rng, w: Setting, roles: &[Role]) -> (Value, Vec<Act
 fn crossing(track: &Track, r: f64, outward: bool) -> Option<f64> {
     track.points.windows(2).find_map(|w| {
         let (a, b) = (w[0].p.norm() - r, w[1].p.norm() - r);
-        let crosses = if outward { a <= 0.0 && b > 0.0 } else { a > 0.0 && b <= 0.0 };
+        let crosses = if outward {
+            a <= 0.0 && b > 0.0
+        } else {
+            a > 0.0 && b <= 0.0
+        };
         // Linear interpolation along the leg is close enough for a sentence.
         crosses.then(|| w[0].t + (w[1].t - w[0].t) * (a / (a - b)).clamp(0.0, 1.0))
     })
@@ -246,11 +335,21 @@ fn wander(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     p.then(0.0, 3.0 * MINUTE, room(Room::Bedroom, Level::Active));
     let leave = p.then(0.0, 2.0 * MINUTE, room(Room::LivingRoom, Level::Active));
     let speed = life::walking_speed(rng);
-    let out = life::wandering_walk(rng, Xy::default(), geo.street_bearing, leave, 25.0 * MINUTE, speed);
+    let out = life::wandering_walk(
+        rng,
+        Xy::default(),
+        geo.street_bearing,
+        leave,
+        25.0 * MINUTE,
+        speed,
+    );
     let end = out.end_t();
     let far = out.end_p();
     let cross = crossing(&out, geo.safe_radius_m, true).unwrap_or(leave);
-    p.note(leave, "opens the entrance door and walks off into the night");
+    p.note(
+        leave,
+        "opens the entrance door and walks off into the night",
+    );
     p.then(0.0, end - leave, Doing::Out(out));
     let mut one = act(rng, &house, &p, end);
     one.expect(
@@ -258,20 +357,37 @@ fn wander(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
         format!("leaves the safe zone ({:.0} m) and keeps going: after 2 fixes outside the hub should raise geofence_exit (critical: night)", geo.safe_radius_m),
         AlertKind::GeofenceExit,
     );
-    one.note(end, format!("is {:.0} m from home and still walking", far.norm()));
+    one.note(
+        end,
+        format!("is {:.0} m from home and still walking", far.norm()),
+    );
     let back_walk = life::street_walk(rng, far, Xy::default(), geo.street_bearing, 0.0, 1.0);
     let home_at = back_walk.end_t();
     let inside = crossing(&back_walk, geo.safe_radius_m - 60.0, false).unwrap_or(home_at);
     let mut back = Plan::default();
-    back.note(0.0, "a neighbour volunteer recognises him and walks him home");
+    back.note(
+        0.0,
+        "a neighbour volunteer recognises him and walks him home",
+    );
     back.then(0.0, home_at, Doing::Out(back_walk));
-    back.note(inside, "well inside the safe zone again: the alert should resolve");
+    back.note(
+        inside,
+        "well inside the safe zone again: the alert should resolve",
+    );
     let end = back.then(0.0, 10.0 * MINUTE, room(Room::LivingRoom, Level::Active));
     back.note(home_at, "is home");
     let two = act(rng, &house, &back, end);
     vec![
-        Act { timeline: one, wait_for: vec![AlertKind::GeofenceExit], silent: vec![] },
-        Act { timeline: two, wait_for: vec![], silent: vec![] },
+        Act {
+            timeline: one,
+            wait_for: vec![AlertKind::GeofenceExit],
+            silent: vec![],
+        },
+        Act {
+            timeline: two,
+            wait_for: vec![],
+            silent: vec![],
+        },
     ]
 }
 
@@ -282,19 +398,37 @@ fn gps_jitter(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     let house = Household::new(rng, geo, roles);
     let mut p = Plan::default();
     let leave = p.then(0.0, 10.0 * MINUTE, room(Room::LivingRoom, Level::Resting));
-    let spot = Xy::polar(geo.safe_radius_m - 8.0, rng.gen_range(0.0..std::f64::consts::TAU));
+    let spot = Xy::polar(
+        geo.safe_radius_m - 8.0,
+        rng.gen_range(0.0..std::f64::consts::TAU),
+    );
     let speed = life::walking_speed(rng);
     let there = life::street_walk(rng, Xy::default(), spot, geo.street_bearing, leave, speed);
     let stand_from = there.end_t();
     let stand_to = stand_from + 40.0 * MINUTE;
-    let back = life::street_walk(rng, spot, Xy::default(), geo.street_bearing, stand_to, speed);
+    let back = life::street_walk(
+        rng,
+        spot,
+        Xy::default(),
+        geo.street_bearing,
+        stand_to,
+        speed,
+    );
     let home_at = back.end_t();
     p.note(leave, "goes out to meet a friend at the corner");
     p.then(0.0, stand_from - leave, Doing::Out(there));
     let standing = Track {
         points: vec![
-            TrackPoint { t: stand_from, p: spot, urban: 1.0 },
-            TrackPoint { t: stand_to, p: spot, urban: 1.0 },
+            TrackPoint {
+                t: stand_from,
+                p: spot,
+                urban: 1.0,
+            },
+            TrackPoint {
+                t: stand_to,
+                p: spot,
+                urban: 1.0,
+            },
         ],
     };
     p.then(0.0, stand_to - stand_from, Doing::Out(standing));
@@ -302,7 +436,8 @@ fn gps_jitter(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     let end = p.then(0.0, 10.0 * MINUTE, room(Room::LivingRoom, Level::Resting));
     p.note(home_at, "is back home");
     let mut one = act(rng, &house, &p, end);
-    one.emissions.retain(|e| !(e.role == Role::Tracker && (stand_from..stand_to).contains(&e.at)));
+    one.emissions
+        .retain(|e| !(e.role == Role::Tracker && (stand_from..stand_to).contains(&e.at)));
     let mut t = stand_from;
     let mut n = 0;
     while t < stand_to {
@@ -315,7 +450,16 @@ fn gps_jitter(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
         };
         let q = Xy::polar(err, rng.gen_range(0.0..std::f64::consts::TAU));
         let ll = crate::geo::offset(geo.home, Xy::new(spot.x + q.x, spot.y + q.y));
-        one.emit(t, Role::Tracker, Msg::Gps { lat: ll.lat, lon: ll.lon, accuracy_m, battery: Some(80) });
+        one.emit(
+            t,
+            Role::Tracker,
+            Msg::Gps {
+                lat: ll.lat,
+                lon: ll.lon,
+                accuracy_m,
+                battery: Some(80),
+            },
+        );
         t += sensors::TRACKER_MOVING_FIX_S;
         n += 1;
     }
@@ -324,7 +468,11 @@ fn gps_jitter(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
         format!("stands 8 m inside the safe zone's edge ({:.0} m) for 40 min; fixes jitter across the edge with 25-45 m accuracy and cell-tower fixes land hundreds of metres out: the hub must NOT raise geofence_exit", geo.safe_radius_m),
     );
     one.sort();
-    vec![Act { timeline: one, wait_for: vec![], silent: vec![] }]
+    vec![Act {
+        timeline: one,
+        wait_for: vec![],
+        silent: vec![],
+    }]
 }
 
 fn battery_dies(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
@@ -333,7 +481,13 @@ fn battery_dies(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     house.batteries.insert(sensor, Battery::dying());
     let start_tod = 9.0 * HOUR;
     let mut plan = life::daily_life(rng, geo, start_tod, 5.0 * HOUR);
-    plan.notes.insert(0, (0.0, "an ordinary morning; the bathroom sensor's battery is at its end".into()));
+    plan.notes.insert(
+        0,
+        (
+            0.0,
+            "an ordinary morning; the bathroom sensor's battery is at its end".into(),
+        ),
+    );
     let span = 5.0 * HOUR;
     let mut one = act(rng, &house, &plan, span);
     let beats: Vec<(f64, u8)> = one
@@ -346,16 +500,33 @@ fn battery_dies(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
         })
         .collect();
     if let Some((at, b)) = beats.iter().find(|(_, b)| *b < 15) {
-        one.expect(*at, format!("the bathroom sensor reports {b} %: below 15 %, the hub should raise low_battery"), AlertKind::LowBattery);
+        one.expect(
+            *at,
+            format!(
+                "the bathroom sensor reports {b} %: below 15 %, the hub should raise low_battery"
+            ),
+            AlertKind::LowBattery,
+        );
     }
     let last = beats.last().map_or(0.0, |(at, _)| *at);
     let died = last + sensors::SENSOR_HEARTBEAT_S;
-    one.note(died, "the bathroom sensor's battery is flat: it falls silent");
-    one.expect(died + HOUR, "60 min without a word from it: the hub should raise device_offline", AlertKind::DeviceOffline);
+    one.note(
+        died,
+        "the bathroom sensor's battery is flat: it falls silent",
+    );
+    one.expect(
+        died + HOUR,
+        "60 min without a word from it: the hub should raise device_offline",
+        AlertKind::DeviceOffline,
+    );
     one.end = (died + HOUR + 5.0 * MINUTE).min(span);
     one.emissions.retain(|e| e.at < one.end);
     one.notes.retain(|n| n.at < one.end);
-    vec![Act { timeline: one, wait_for: vec![AlertKind::LowBattery, AlertKind::DeviceOffline], silent: vec![sensor] }]
+    vec![Act {
+        timeline: one,
+        wait_for: vec![AlertKind::LowBattery, AlertKind::DeviceOffline],
+        silent: vec![sensor],
+    }]
 }
 
 fn sos(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
@@ -369,7 +540,11 @@ fn sos(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
     one.emit(press + 15.0, Role::Button, Msg::Sos);
     one.expect(press, "feels chest pain and presses the SOS pendant, twice: the hub should raise one sos alert at once", AlertKind::Sos);
     one.sort();
-    vec![Act { timeline: one, wait_for: vec![AlertKind::Sos], silent: vec![] }]
+    vec![Act {
+        timeline: one,
+        wait_for: vec![AlertKind::Sos],
+        silent: vec![],
+    }]
 }
 
 fn offline_gateway(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
@@ -380,19 +555,31 @@ fn offline_gateway(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act
     let end = p.then(0.0, 20.0 * MINUTE, room(Room::LivingRoom, Level::Resting));
     let cut = 15.0 * MINUTE;
     let mut one = act(rng, &house, &p, end);
-    one.emissions.retain(|e| !(e.role == Role::Gateway && e.at >= cut));
+    one.emissions
+        .retain(|e| !(e.role == Role::Gateway && e.at >= cut));
     one.emit(cut, Role::Gateway, Msg::PowerLoss);
     one.expect(cut, "the home gateway loses power: its connection drops without a goodbye, the hub delivers its will and should raise device_offline", AlertKind::DeviceOffline);
     one.sort();
     let mut q = Plan::default();
-    q.note(0.0, "power is back: the gateway reconnects and the alert resolves");
+    q.note(
+        0.0,
+        "power is back: the gateway reconnects and the alert resolves",
+    );
     let end = q.then(0.0, 10.0 * MINUTE, room(Room::LivingRoom, Level::Resting));
     let mut two = act(rng, &house, &q, end);
     two.emit(0.0, Role::Gateway, Msg::PowerBack);
     two.sort();
     vec![
-        Act { timeline: one, wait_for: vec![AlertKind::DeviceOffline], silent: vec![Role::Gateway] },
-        Act { timeline: two, wait_for: vec![], silent: vec![] },
+        Act {
+            timeline: one,
+            wait_for: vec![AlertKind::DeviceOffline],
+            silent: vec![Role::Gateway],
+        },
+        Act {
+            timeline: two,
+            wait_for: vec![],
+            silent: vec![],
+        },
     ]
 }
 
@@ -401,7 +588,11 @@ pub fn daily(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role], start_tod: f64, 
     let house = Household::new(rng, geo, roles);
     let span = days * DAY;
     let plan = life::daily_life(rng, geo, start_tod, span);
-    Act { timeline: act(rng, &house, &plan, span), wait_for: vec![], silent: vec![] }
+    Act {
+        timeline: act(rng, &house, &plan, span),
+        wait_for: vec![],
+        silent: vec![],
+    }
 }
 
 /// Messages per device role, for tests and summaries.
@@ -422,11 +613,23 @@ mod tests {
     use rand::SeedableRng;
 
     fn setting(geo: &HomeGeo) -> Setting<'_> {
-        Setting { geo, speed: 600.0, now_tod: 14.0 * HOUR + 20.0 }
+        Setting {
+            geo,
+            speed: 600.0,
+            now_tod: 14.0 * HOUR + 20.0,
+        }
     }
 
     fn home() -> HomeGeo {
-        let mut g = place_home(&mut StdRng::seed_from_u64(5), LatLon { lat: 35.7074, lon: 139.6638 }, 1000.0, 0.0);
+        let mut g = place_home(
+            &mut StdRng::seed_from_u64(5),
+            LatLon {
+                lat: 35.7074,
+                lon: 139.6638,
+            },
+            1000.0,
+            0.0,
+        );
         g.zone = circle_zone(g.home, g.safe_radius_m);
         g
     }
@@ -442,22 +645,40 @@ mod tests {
             for act in &a.acts {
                 let ts: Vec<f64> = act.timeline.emissions.iter().map(|e| e.at).collect();
                 assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{name:?} unsorted");
-                assert!(ts.iter().all(|t| *t >= 0.0 && *t <= act.timeline.end), "{name:?} outside its act");
+                assert!(
+                    ts.iter().all(|t| *t >= 0.0 && *t <= act.timeline.end),
+                    "{name:?} outside its act"
+                );
             }
-            let announced: Vec<AlertKind> = a.acts.iter().flat_map(|x| &x.timeline.notes).filter_map(|n| n.expect).collect();
+            let announced: Vec<AlertKind> = a
+                .acts
+                .iter()
+                .flat_map(|x| &x.timeline.notes)
+                .filter_map(|n| n.expect)
+                .collect();
             let expected: Vec<AlertKind> = a.expect.iter().map(|e| e.kind).collect();
-            assert_eq!(announced, expected, "{name:?}: narration announces what is checked");
+            assert_eq!(
+                announced, expected,
+                "{name:?}: narration announces what is checked"
+            );
         }
     }
 
     #[test]
     fn no_morning_sets_its_morning_a_minute_or_two_ahead() {
         let geo = home();
-        let s = script(&mut StdRng::seed_from_u64(1), ScenarioName::NoMorning, setting(&geo));
+        let s = script(
+            &mut StdRng::seed_from_u64(1),
+            ScenarioName::NoMorning,
+            setting(&geo),
+        );
         assert_eq!(s.speed, 1.0);
         assert_eq!(s.rules["inactivity"]["day_starts"], "14:01");
         assert_eq!(s.rules["inactivity"]["morning_deadline"], "14:02");
-        let late = Setting { now_tod: 14.0 * HOUR + 50.0, ..setting(&geo) };
+        let late = Setting {
+            now_tod: 14.0 * HOUR + 50.0,
+            ..setting(&geo)
+        };
         let s = script(&mut StdRng::seed_from_u64(1), ScenarioName::NoMorning, late);
         assert_eq!(s.rules["inactivity"]["day_starts"], "14:02");
         assert_eq!(hhmm(-60.0), "23:59");
@@ -466,13 +687,25 @@ mod tests {
     #[test]
     fn the_wanderer_leaves_the_zone_and_the_jitter_never_does() {
         let geo = home();
-        let w = script(&mut StdRng::seed_from_u64(2), ScenarioName::Wander, setting(&geo));
+        let w = script(
+            &mut StdRng::seed_from_u64(2),
+            ScenarioName::Wander,
+            setting(&geo),
+        );
         let fixes = |act: &Act| -> Vec<(f64, f64)> {
             act.timeline
                 .emissions
                 .iter()
                 .filter_map(|e| match e.msg {
-                    Msg::Gps { lat, lon, accuracy_m, .. } => Some((crate::geo::local(geo.home, LatLon { lat, lon }).norm(), accuracy_m)),
+                    Msg::Gps {
+                        lat,
+                        lon,
+                        accuracy_m,
+                        ..
+                    } => Some((
+                        crate::geo::local(geo.home, LatLon { lat, lon }).norm(),
+                        accuracy_m,
+                    )),
                     _ => None,
                 })
                 .collect()
@@ -481,10 +714,24 @@ mod tests {
         assert!(fixes(&w.acts[0]).iter().filter(|f| outside(f)).count() >= 5);
         let back = fixes(&w.acts[1]);
         assert!(back.last().is_some_and(|(d, _)| *d < 31.0), "ends at home");
-        let j = script(&mut StdRng::seed_from_u64(2), ScenarioName::GpsJitter, setting(&geo));
+        let j = script(
+            &mut StdRng::seed_from_u64(2),
+            ScenarioName::GpsJitter,
+            setting(&geo),
+        );
         let jitter = fixes(&j.acts[0]);
-        assert!(jitter.iter().any(|(d, acc)| *acc > 100.0 && *d > geo.safe_radius_m + 100.0), "some cell fixes land far out");
-        assert!(jitter.iter().any(|(d, acc)| *acc <= 45.0 && *d > geo.safe_radius_m), "some fixes cross the edge");
+        assert!(
+            jitter
+                .iter()
+                .any(|(d, acc)| *acc > 100.0 && *d > geo.safe_radius_m + 100.0),
+            "some cell fixes land far out"
+        );
+        assert!(
+            jitter
+                .iter()
+                .any(|(d, acc)| *acc <= 45.0 && *d > geo.safe_radius_m),
+            "some fixes cross the edge"
+        );
         assert!(!jitter.iter().any(outside), "no fix is clearly outside");
     }
 
@@ -495,10 +742,21 @@ mod tests {
         let act = daily(&mut StdRng::seed_from_u64(3), &geo, &roles, 0.0, 1.0);
         let by_role = count_by_role(&act.timeline.emissions);
         for role in &roles {
-            let ts: Vec<f64> = act.timeline.emissions.iter().filter(|e| e.role == *role).map(|e| e.at).collect();
-            let longest = ts.windows(2).map(|w| w[1] - w[0]).fold(ts.first().copied().unwrap_or(DAY), f64::max);
+            let ts: Vec<f64> = act
+                .timeline
+                .emissions
+                .iter()
+                .filter(|e| e.role == *role)
+                .map(|e| e.at)
+                .collect();
+            let longest = ts
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(ts.first().copied().unwrap_or(DAY), f64::max);
             let limit = match role.kind() {
-                mimamori_protocol::DeviceKind::Gps | mimamori_protocol::DeviceKind::Gateway => 900.0,
+                mimamori_protocol::DeviceKind::Gps | mimamori_protocol::DeviceKind::Gateway => {
+                    900.0
+                }
                 mimamori_protocol::DeviceKind::Button => 6.0 * HOUR,
                 _ => HOUR,
             };

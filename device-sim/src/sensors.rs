@@ -47,12 +47,20 @@ pub struct Battery {
 impl Battery {
     /// A healthy coin cell: a year or two of life, so a few hundredths of a point a day.
     pub fn healthy(rng: &mut impl Rng) -> Battery {
-        Battery { start: rng.gen_range(40.0..100.0f64).round(), per_heartbeat: 0.002, dies_at: 0.0 }
+        Battery {
+            start: rng.gen_range(40.0..100.0f64).round(),
+            per_heartbeat: 0.002,
+            dies_at: 0.0,
+        }
     }
 
     /// A cell at the end of its life: its voltage drops fast under load.
     pub fn dying() -> Battery {
-        Battery { start: 17.0, per_heartbeat: 1.0, dies_at: 9.0 }
+        Battery {
+            start: 17.0,
+            per_heartbeat: 1.0,
+            dies_at: 9.0,
+        }
     }
 }
 
@@ -74,7 +82,12 @@ impl<'a> Household<'a> {
             .filter(|r| !matches!(r, Role::Gateway | Role::Tracker))
             .map(|r| (*r, Battery::healthy(rng)))
             .collect();
-        Household { geo, roles, batteries, tracker_battery: rng.gen_range(70.0..100.0f64).round() }
+        Household {
+            geo,
+            roles,
+            batteries,
+            tracker_battery: rng.gen_range(70.0..100.0f64).round(),
+        }
     }
 
     fn has(&self, role: Role) -> bool {
@@ -88,7 +101,11 @@ pub fn render(rng: &mut impl Rng, plan: &Plan, house: &Household, end: f64) -> V
     let moves = movements(rng, plan, end);
     let mut deaths = BTreeMap::new();
     for (&role, &battery) in &house.batteries {
-        let period = if role == Role::Button { BUTTON_HEARTBEAT_S } else { SENSOR_HEARTBEAT_S };
+        let period = if role == Role::Button {
+            BUTTON_HEARTBEAT_S
+        } else {
+            SENSOR_HEARTBEAT_S
+        };
         if let Some(died) = heartbeats(rng, role, battery, period, end, &mut out) {
             deaths.insert(role, died);
         }
@@ -101,7 +118,15 @@ pub fn render(rng: &mut impl Rng, plan: &Plan, house: &Household, end: f64) -> V
         let until = deaths.get(&role).copied().unwrap_or(f64::INFINITY);
         for (at, motion) in pir(moves.get(&room).map_or(&[][..], |v| v), end) {
             if at < until {
-                out.push(Emission { at, role, msg: Msg::Motion { motion, room: room.as_str().into(), battery: None } });
+                out.push(Emission {
+                    at,
+                    role,
+                    msg: Msg::Motion {
+                        motion,
+                        room: room.as_str().into(),
+                        battery: None,
+                    },
+                });
             }
         }
     }
@@ -111,26 +136,50 @@ pub fn render(rng: &mut impl Rng, plan: &Plan, house: &Household, end: f64) -> V
     if house.has(Role::Gateway) {
         let mut t = rng.gen_range(0.0..GATEWAY_HEARTBEAT_S);
         while t < end {
-            out.push(Emission { at: t, role: Role::Gateway, msg: Msg::Heartbeat { battery: None } });
+            out.push(Emission {
+                at: t,
+                role: Role::Gateway,
+                msg: Msg::Heartbeat { battery: None },
+            });
             t += GATEWAY_HEARTBEAT_S * rng.gen_range(0.97..1.03);
         }
     }
     if house.has(Role::Tracker) {
-        tracker(rng, plan, house.geo.home, house.tracker_battery, end, &mut out);
+        tracker(
+            rng,
+            plan,
+            house.geo.home,
+            house.tracker_battery,
+            end,
+            &mut out,
+        );
     }
     out.sort_by(|a, b| a.at.total_cmp(&b.at));
     out
 }
 
 /// Heartbeats with a draining battery; returns when the device died, if it did.
-fn heartbeats(rng: &mut impl Rng, role: Role, b: Battery, period: f64, end: f64, out: &mut Vec<Emission>) -> Option<f64> {
+fn heartbeats(
+    rng: &mut impl Rng,
+    role: Role,
+    b: Battery,
+    period: f64,
+    end: f64,
+    out: &mut Vec<Emission>,
+) -> Option<f64> {
     let mut t = rng.gen_range(0.0..period);
     let mut level = b.start;
     while t < end {
         if level <= b.dies_at {
             return Some(t);
         }
-        out.push(Emission { at: t, role, msg: Msg::Heartbeat { battery: Some(level.round().clamp(0.0, 100.0) as u8) } });
+        out.push(Emission {
+            at: t,
+            role,
+            msg: Msg::Heartbeat {
+                battery: Some(level.round().clamp(0.0, 100.0) as u8),
+            },
+        });
         level -= b.per_heartbeat;
         t += period * rng.gen_range(0.95..1.05);
     }
@@ -142,11 +191,19 @@ fn heartbeats(rng: &mut impl Rng, role: Role, b: Battery, period: f64, end: f64,
 fn movements(rng: &mut impl Rng, plan: &Plan, end: f64) -> BTreeMap<Room, Vec<f64>> {
     let mut by_room: BTreeMap<Room, Vec<f64>> = BTreeMap::new();
     for (i, s) in plan.segments.iter().enumerate() {
-        let Doing::In(room, level) = s.doing else { continue };
-        let Some(gap) = level.mean_gap_s() else { continue };
+        let Doing::In(room, level) = s.doing else {
+            continue;
+        };
+        let Some(gap) = level.mean_gap_s() else {
+            continue;
+        };
         let v = by_room.entry(room).or_default();
         // Walking into a room is movement the sensor sees, unless the resident lies still.
-        let mut t = if i == 0 || level != Level::Asleep { s.from } else { s.from + geo::exponential(rng, gap) };
+        let mut t = if i == 0 || level != Level::Asleep {
+            s.from
+        } else {
+            s.from + geo::exponential(rng, gap)
+        };
         while t < s.to.min(end) {
             v.push(t);
             t += geo::exponential(rng, gap);
@@ -191,25 +248,46 @@ fn door(rng: &mut impl Rng, plan: &Plan, out: &mut Vec<Emission>) {
         if i > 0 && matches!(segs[i - 1].doing, Doing::In(..)) {
             events.extend([(s.from, true), (s.from + rng.gen_range(5.0..12.0), false)]);
         }
-        if segs.get(i + 1).is_some_and(|n| matches!(n.doing, Doing::In(..))) {
-            events.extend([(s.to - rng.gen_range(10.0..20.0), true), (s.to - rng.gen_range(2.0..6.0), false)]);
+        if segs
+            .get(i + 1)
+            .is_some_and(|n| matches!(n.doing, Doing::In(..)))
+        {
+            events.extend([
+                (s.to - rng.gen_range(10.0..20.0), true),
+                (s.to - rng.gen_range(2.0..6.0), false),
+            ]);
         }
         for (at, open) in events {
-            out.push(Emission { at, role: Role::EntranceDoor, msg: Msg::Door { open } });
+            out.push(Emission {
+                at,
+                role: Role::EntranceDoor,
+                msg: Msg::Door { open },
+            });
         }
     }
 }
 
 /// A GPS fix of the true position `p`: accuracy from the surroundings, error within it.
 pub fn fix(rng: &mut impl Rng, p: Xy, urban: f64) -> (Xy, f64) {
-    let accuracy = (5.0 + 7.0 * rng.gen_range(0.0..1.0) + 18.0 * urban * rng.gen_range(0.5..1.0)).clamp(5.0, 30.0);
+    let accuracy = (5.0 + 7.0 * rng.gen_range(0.0..1.0) + 18.0 * urban * rng.gen_range(0.5..1.0))
+        .clamp(5.0, 30.0);
     let err = accuracy * (0.5 * normal(rng)).abs().min(1.0);
     let dir = rng.gen_range(0.0..std::f64::consts::TAU);
-    (Xy::new(p.x + err * dir.cos(), p.y + err * dir.sin()), accuracy)
+    (
+        Xy::new(p.x + err * dir.cos(), p.y + err * dir.sin()),
+        accuracy,
+    )
 }
 
 /// The tracker's fixes: slow at home, fast while out; charges while the resident sleeps.
-fn tracker(rng: &mut impl Rng, plan: &Plan, home: LatLon, start_battery: f64, end: f64, out: &mut Vec<Emission>) {
+fn tracker(
+    rng: &mut impl Rng,
+    plan: &Plan,
+    home: LatLon,
+    start_battery: f64,
+    end: f64,
+    out: &mut Vec<Emission>,
+) {
     let mut battery = start_battery;
     let mut t = rng.gen_range(0.0..TRACKER_REST_FIX_S);
     let mut last = t;
@@ -238,7 +316,12 @@ fn tracker(rng: &mut impl Rng, plan: &Plan, home: LatLon, start_battery: f64, en
         out.push(Emission {
             at: t,
             role: Role::Tracker,
-            msg: Msg::Gps { lat: ll.lat, lon: ll.lon, accuracy_m, battery: Some(battery.round() as u8) },
+            msg: Msg::Gps {
+                lat: ll.lat,
+                lon: ll.lon,
+                accuracy_m,
+                battery: Some(battery.round() as u8),
+            },
         });
         t += period;
         if let (Some(s), Some(n)) = (plan.segments.get(seg), plan.segments.get(seg + 1)) {
@@ -260,7 +343,13 @@ mod tests {
         let got = pir(&moves, 10_000.0);
         assert_eq!(
             got,
-            vec![(0.0, true), (130.0, true), (310.0, false), (400.0, true), (580.0, false)]
+            vec![
+                (0.0, true),
+                (130.0, true),
+                (310.0, false),
+                (400.0, true),
+                (580.0, false)
+            ]
         );
         assert_eq!(pir(&[], 100.0), vec![]);
         // Clearing after the end of the simulation is not reported.
@@ -282,7 +371,14 @@ mod tests {
     fn a_dying_battery_reports_low_then_stops() {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2);
         let mut out = Vec::new();
-        let died = heartbeats(&mut rng, Role::Motion(Room::Bathroom), Battery::dying(), 1200.0, 1e6, &mut out);
+        let died = heartbeats(
+            &mut rng,
+            Role::Motion(Room::Bathroom),
+            Battery::dying(),
+            1200.0,
+            1e6,
+            &mut out,
+        );
         let levels: Vec<u8> = out
             .iter()
             .filter_map(|e| match e.msg {

@@ -174,10 +174,10 @@ impl Hub {
         let edge = state.edge.clone();
         let ready = state.ready.clone();
         let app = api::app(state, &dashboard_dir);
-        let mqtt_task = tokio::spawn(edge::serve_tcp(mqtt, edge.clone()));
+        let mqtt_task = tokio::spawn(edge::serve(mqtt, None, edge.clone()));
         let tls_task = tokio::spawn(async move {
             match tls {
-                Some((listener, acceptor)) => edge::serve_tls(listener, acceptor, edge).await,
+                Some((listener, acceptor)) => edge::serve(listener, Some(acceptor), edge).await,
                 None => std::future::pending().await,
             }
         });

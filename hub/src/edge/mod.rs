@@ -188,8 +188,14 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Accepts plain TCP connections until the task is dropped.
-pub async fn serve_tcp(listener: TcpListener, ctx: Arc<EdgeCtx>) {
+/// Accepts connections until the task is dropped: plain TCP, or TLS when an acceptor
+/// is given. Each TLS handshake runs on its connection's own task with a timeout, so a
+/// silent peer cannot hold up anyone else's connection.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ctx: Arc<EdgeCtx>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -203,44 +209,24 @@ pub async fn serve_tcp(listener: TcpListener, ctx: Arc<EdgeCtx>) {
         let _ = stream.set_nodelay(true);
         let Some(permit) = ctx.slots.clone().try_acquire_owned().ok() else {
             ctx.metrics.refuse_connect("server_unavailable");
-            tokio::spawn(refuse_full(stream));
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            session::serve(stream, peer, ctx).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Accepts TLS connections; each handshake runs on its connection's task with a
-/// timeout, so a silent peer cannot hold up anyone else's connection.
-pub async fn serve_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    ctx: Arc<EdgeCtx>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+            // Over TLS a plain CONNACK would be noise to the client: just close.
+            if tls.is_none() {
+                tokio::spawn(refuse_full(stream));
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let Some(permit) = ctx.slots.clone().try_acquire_owned().ok() else {
-            ctx.metrics.refuse_connect("server_unavailable");
             continue;
         };
-        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+        let (ctx, tls) = (ctx.clone(), tls.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => session::serve(tls, peer, ctx).await,
-                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            match tls {
+                None => session::serve(stream, peer, ctx).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => session::serve(tls, peer, ctx).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });

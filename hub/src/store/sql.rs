@@ -116,6 +116,20 @@ impl SqliteStore {
     }
 }
 
+/// Appends `IN (…)` with one bound parameter per id.
+fn push_id_list<'args, DB>(q: &mut QueryBuilder<'args, DB>, ids: impl IntoIterator<Item = i64>)
+where
+    DB: sqlx::Database,
+    i64: 'args + sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+{
+    q.push("IN (");
+    let mut sep = q.separated(", ");
+    for id in ids {
+        sep.push_bind(id);
+    }
+    q.push(")");
+}
+
 /// The columns of `alerts` in the order `AlertRow` reads them.
 const ALERT_COLS: &str =
     "id, resident_id, device_id, kind, severity, state, escalated, opened_at, acknowledged_at, \
@@ -281,12 +295,8 @@ macro_rules! impl_store {
                 if ids.is_empty() {
                     return Ok(BTreeSet::new());
                 }
-                let mut q = QueryBuilder::<$db>::new("SELECT id FROM residents WHERE id IN (");
-                let mut sep = q.separated(", ");
-                for id in ids {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
+                let mut q = QueryBuilder::<$db>::new("SELECT id FROM residents WHERE id ");
+                push_id_list(&mut q, ids.iter().copied());
                 let rows: Vec<(i64,)> = q.build_query_as().fetch_all(&mut **tx).await?;
                 Ok(rows.into_iter().map(|(i,)| i).collect())
             }
@@ -593,12 +603,8 @@ macro_rules! impl_store {
                     if ids.is_empty() {
                         return Ok(Vec::new());
                     }
-                    q.push(" WHERE id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in ids {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    q.push(" WHERE id ");
+                    push_id_list(&mut q, ids.iter().copied());
                 }
                 q.push(" ORDER BY id");
                 let rows: Vec<ResidentRow> = q.build_query_as().fetch_all(&self.pool).await?;
@@ -752,12 +758,8 @@ macro_rules! impl_store {
                     if ids.is_empty() {
                         return Ok(Vec::new());
                     }
-                    q.push(" WHERE resident_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in ids {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    q.push(" WHERE resident_id ");
+                    push_id_list(&mut q, ids.iter().copied());
                 }
                 q.push(" ORDER BY resident_id, id");
                 let rows: Vec<DeviceRow> = q.build_query_as().fetch_all(&self.pool).await?;
@@ -920,12 +922,8 @@ macro_rules! impl_store {
                     if ids.is_empty() {
                         return Ok(Vec::new());
                     }
-                    q.push(" AND resident_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in ids {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    q.push(" AND resident_id ");
+                    push_id_list(&mut q, ids.iter().copied());
                 }
                 q.push(" ORDER BY opened_at DESC, id DESC LIMIT ").push_bind(f.limit);
                 let rows: Vec<AlertRow> = q.build_query_as().fetch_all(&self.pool).await?;
@@ -1146,12 +1144,8 @@ macro_rules! impl_store {
                     return Ok(Vec::new());
                 }
                 let mut q = QueryBuilder::<$db>::new("UPDATE deliveries SET claimed_at = ");
-                q.push_bind(ms(now)).push(" WHERE id IN (");
-                let mut sep = q.separated(", ");
-                for r in &rows {
-                    sep.push_bind(r.id);
-                }
-                q.push(")");
+                q.push_bind(ms(now)).push(" WHERE id ");
+                push_id_list(&mut q, rows.iter().map(|r| r.id));
                 q.build().execute(&mut *tx).await?;
                 tx.commit().await?;
                 rows.into_iter().map(OutboxItem::try_from).collect()

@@ -1,0 +1,286 @@
+//! device-sim against a real hub: every scenario with `--expect`, a fleet's day with no false
+//! alerts, the load generator, and the commands and snippets of docs/simulator.md, which these
+//! tests take from the page itself so the page cannot drift from what is tested.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::helpers::*;
+
+fn doc() -> Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/simulator.md");
+    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Every `device-sim …` command line of the page.
+fn doc_commands() -> Result<Vec<String>> {
+    Ok(doc()?
+        .lines()
+        .filter(|l| l.starts_with("device-sim "))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The one documented command that starts with `prefix`, as arguments.
+fn doc_command(prefix: &str) -> Result<Vec<String>> {
+    let found: Vec<String> = doc_commands()?
+        .into_iter()
+        .filter(|l| l.starts_with(prefix))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.split_whitespace().skip(1).map(str::to_string).collect()),
+        _ => bail!(
+            "docs/simulator.md has {} commands starting with {prefix:?}",
+            found.len()
+        ),
+    }
+}
+
+/// The documented command for one scenario.
+fn scenario_command(name: &str) -> Result<Vec<String>> {
+    doc_command(&format!("device-sim run --scenario {name} "))
+}
+
+/// Runs device-sim against `hub` in the hub's temporary folder.
+async fn sim(hub: &TestHub, args: &[String]) -> Result<Output> {
+    let out = Command::new(env!("CARGO_BIN_EXE_mimamori-test-device-sim"))
+        .args(args)
+        .current_dir(hub.dir.path())
+        .env("MIMAMORI_HUB", &hub.base)
+        .env("MIMAMORI_MQTT", format!("127.0.0.1:{}", hub.mqtt_port))
+        .env("MIMAMORI_PASSWORD", ADMIN_PASSWORD)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    Ok(out)
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Alert kinds the hub holds for the residents whose name contains `marker`.
+async fn kinds_of(hub: &TestHub, marker: &str) -> Result<Vec<String>> {
+    let residents = hub.expect(Method::GET, "/residents", None, 200).await?;
+    let ids: Vec<i64> = residents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["name"].as_str().is_some_and(|n| n.contains(marker)))
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    if ids.is_empty() {
+        bail!("no resident named like {marker:?}");
+    }
+    let mut kinds = Vec::new();
+    for id in ids {
+        for a in hub.alerts(id).await? {
+            kinds.push(a["kind"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    kinds.sort();
+    Ok(kinds)
+}
+
+/// Runs the documented command of a scenario; it must pass `--expect`, and the hub's alerts
+/// seen through the API must be `want` (checked here too, not only by the simulator).
+async fn scenario(name: &str, want: &[&str]) -> Result<()> {
+    let hub = TestHub::start().await?;
+    let out = sim(&hub, &scenario_command(name)?).await?;
+    if !out.status.success() {
+        bail!("scenario {name} failed its expectation:\n{}", show(&out));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for kind in want {
+        assert!(
+            stdout.contains(&format!("=> expect {kind}")),
+            "{name} announces {kind}:\n{stdout}"
+        );
+    }
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        kinds_of(&hub, &format!("({name})")).await?,
+        want,
+        "{}",
+        show(&out)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_scenario_fall_raises_inactivity() -> Result<()> {
+    scenario("fall", &["inactivity"]).await
+}
+
+#[tokio::test]
+async fn sim_scenario_no_morning_raises_no_morning_activity() -> Result<()> {
+    scenario("no-morning", &["no_morning_activity"]).await
+}
+
+#[tokio::test]
+async fn sim_scenario_wander_raises_geofence_exit() -> Result<()> {
+    scenario("wander", &["geofence_exit"]).await
+}
+
+#[tokio::test]
+async fn sim_scenario_gps_jitter_raises_nothing() -> Result<()> {
+    scenario("gps-jitter", &[]).await
+}
+
+#[tokio::test]
+async fn sim_scenario_battery_dies_raises_low_battery_and_offline() -> Result<()> {
+    scenario("battery-dies", &["device_offline", "low_battery"]).await
+}
+
+#[tokio::test]
+async fn sim_scenario_sos_raises_sos() -> Result<()> {
+    scenario("sos", &["sos"]).await
+}
+
+#[tokio::test]
+async fn sim_scenario_offline_gateway_raises_device_offline() -> Result<()> {
+    scenario("offline-gateway", &["device_offline"]).await
+}
+
+#[tokio::test]
+async fn sim_wrong_expectation_fails_the_run() -> Result<()> {
+    // The smoke test must be able to fail: a hub that cannot be reached is an error, exit 1.
+    let hub = TestHub::start().await?;
+    let mut args = scenario_command("sos")?;
+    args.extend(["--password".to_string(), "not-the-password".to_string()]);
+    let out = sim(&hub, &args).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot log in"),
+        "{}",
+        show(&out)
+    );
+    Ok(())
+}
+
+/// The documented fleet: 20 residents, a day at 1440x with a fixed seed and the gps-jitter
+/// scenario mixed in. No alert at all may come of it; then an integrator's own device sends
+/// with credentials from the fleet file, as the page shows.
+#[tokio::test]
+async fn sim_fleet_day_raises_no_false_alerts() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let out = sim(&hub, &doc_command("device-sim provision ")?).await?;
+    assert!(out.status.success(), "{}", show(&out));
+    let fleet: Value =
+        serde_json::from_str(&std::fs::read_to_string(hub.dir.path().join("fleet.json"))?)?;
+    let residents = fleet["residents"].as_array().cloned().unwrap_or_default();
+    assert_eq!(residents.len(), 20);
+    assert!(residents.iter().any(|r| r["devices"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|d| d["kind"] == "gps"))));
+    assert!(residents.iter().all(|r| r["devices"][0]["mqtt"]["password"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty())));
+
+    let out = sim(&hub, &doc_command("device-sim run --fleet ")?).await?;
+    assert!(
+        out.status.success(),
+        "the fleet's day raised alerts:\n{}",
+        show(&out)
+    );
+    let all = hub.expect(Method::GET, "/alerts", None, 200).await?;
+    assert_eq!(all.as_array().map(Vec::len), Some(0), "alerts: {all}");
+    let accepted = hub.metric("mimamori_messages_accepted_total").await?;
+    assert!(
+        accepted > 20.0 * 500.0,
+        "a day of life is thousands of messages, got {accepted}"
+    );
+
+    integrator_snippet(&hub, &residents).await
+}
+
+async fn integrator_snippet(hub: &TestHub, residents: &[Value]) -> Result<()> {
+    let page = doc()?;
+    let snippet = page
+        .split("```sh\n")
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("mosquitto_pub"))
+        .ok_or_else(|| anyhow!("no mosquitto_pub snippet in the page"))?;
+    let rid = residents[0]["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("no resident id"))?;
+    let before = hub.readings(rid).await?.len();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", snippet])
+        .current_dir(hub.dir.path())
+        .env("MIMAMORI_MQTT", format!("127.0.0.1:{}", hub.mqtt_port))
+        .output()
+        .await?;
+    assert!(out.status.success(), "{}", show(&out));
+    let newest = eventually(
+        "the integrator's door message",
+        Duration::from_secs(10),
+        || async {
+            let r = hub.readings(rid).await.ok()?;
+            (r.len() > before || r.len() == 1000)
+                .then(|| r.first().cloned())
+                .flatten()
+        },
+    )
+    .await?;
+    assert_eq!(newest["kind"], "door", "{newest}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_load_reports_sent_and_acked() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let out = sim(&hub, &doc_command("device-sim load ")?).await?;
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .ok_or_else(|| anyhow!("no JSON summary in {stdout}"))?;
+    let s = &summary["summary"];
+    assert_eq!(s["connections"], 20);
+    assert_eq!(s["errors"], 0);
+    let sent = s["sent"].as_u64().unwrap_or(0);
+    assert!(sent >= 300, "200 msg/s for 3 s, sent {sent}");
+    assert_eq!(s["acked"].as_u64(), Some(sent));
+    assert!(s["per_second"].as_array().is_some_and(|p| p.len() >= 2));
+    assert!(s["ack_latency_ms_p99"].as_f64().is_some());
+    assert!(hub.metric("mimamori_messages_accepted_total").await? >= sent as f64);
+    Ok(())
+}
+
+#[test]
+fn sim_docs_commands_are_the_tested_ones() -> Result<()> {
+    let mut tested = vec![
+        doc_command("device-sim provision ")?,
+        doc_command("device-sim run --fleet ")?,
+        doc_command("device-sim load ")?,
+    ];
+    for name in [
+        "fall",
+        "no-morning",
+        "wander",
+        "gps-jitter",
+        "battery-dies",
+        "sos",
+        "offline-gateway",
+    ] {
+        tested.push(scenario_command(name)?);
+    }
+    // Every command on the page is one of these: none is shown that no test runs.
+    assert_eq!(doc_commands()?.len(), tested.len());
+    Ok(())
+}
