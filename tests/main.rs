@@ -6,6 +6,7 @@ mod edge;
 mod gateways;
 mod helpers;
 mod rules;
+mod sim;
 mod notify;
 mod store;
 mod ws;
