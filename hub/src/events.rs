@@ -58,6 +58,14 @@ struct Window {
     recent: VecDeque<Arc<Frame>>,
 }
 
+/// A live subscription, the backlog since the requested `seq` (`None`: resync from a
+/// snapshot) and the last `seq` sent so far.
+pub type Subscription = (
+    broadcast::Receiver<Arc<Frame>>,
+    Option<Vec<Arc<Frame>>>,
+    u64,
+);
+
 /// The bus: cheap to clone, shared by the pipeline, the API and the WebSocket handler.
 #[derive(Clone)]
 pub struct Bus {
@@ -104,14 +112,7 @@ impl Bus {
 
     /// A live subscription plus the frames after `since` it would otherwise have missed.
     /// `None` for the backlog means `since` is older than the window: resync from a snapshot.
-    pub fn subscribe_since(
-        &self,
-        since: Option<u64>,
-    ) -> (
-        broadcast::Receiver<Arc<Frame>>,
-        Option<Vec<Arc<Frame>>>,
-        u64,
-    ) {
+    pub fn subscribe_since(&self, since: Option<u64>) -> Subscription {
         let w = self.lock();
         let rx = self.tx.subscribe();
         let last = w.next_seq - 1;

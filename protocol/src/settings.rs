@@ -212,10 +212,18 @@ mod tests {
     fn validation_names_the_bad_field() {
         let mut s = RuleSettings::default();
         s.inactivity.morning_deadline = Some("25:00".into());
-        assert!(s.validate().unwrap_err().contains("morning_deadline"));
+        assert!(s
+            .validate()
+            .err()
+            .unwrap_or_default()
+            .contains("morning_deadline"));
         let mut s = RuleSettings::default();
         s.geofence.confirm_fixes = 0;
-        assert!(s.validate().unwrap_err().contains("confirm_fixes"));
+        assert!(s
+            .validate()
+            .err()
+            .unwrap_or_default()
+            .contains("confirm_fixes"));
         assert!(serde_json::from_str::<RuleSettings>(r#"{"inactivty":{}}"#).is_err());
     }
 

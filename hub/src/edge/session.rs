@@ -290,7 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 frame = self.dev_in.next(), if self.acks.len() < MAX_PENDING_ACKS => {
                     device_deadline = self.idle_deadline();
                     match frame {
-                        Ok(Some(f)) => self.from_device(f).await,
+                        Ok(Some(f)) => self.on_device_packet(f).await,
                         Ok(None) => Err(End::Abnormal("device closed the connection".into())),
                         Err(e) => {
                             if let CodecError::TooLarge(n) = e {
@@ -302,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                     }
                 }
                 frame = self.router_in.next() => match frame {
-                    Ok(Some(f)) => self.from_router(f).await,
+                    Ok(Some(f)) => self.on_router_packet(f).await,
                     Ok(None) => Err(End::Abnormal("router closed the connection".into())),
                     Err(e) => Err(End::Abnormal(format!("router: {e}"))),
                 },
@@ -324,26 +324,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         (!self.keep_alive.is_zero()).then(|| Instant::now() + self.keep_alive.mul_f32(1.5))
     }
 
-    async fn from_device(&mut self, frame: Bytes) -> Result<(), End> {
+    async fn on_device_packet(&mut self, frame: Bytes) -> Result<(), End> {
         let packet = decode(&frame).map_err(|e| End::Abnormal(e.to_string()))?;
         match packet {
             Packet::Publish(p) => self.device_publish(p).await,
             Packet::Pubrel(pid) => {
                 self.qos2_received.remove(&pid.get());
-                self.to_device(&Packet::Pubcomp(pid)).await
+                self.send_to_device(&Packet::Pubcomp(pid)).await
             }
             Packet::Subscribe(s) => self.device_subscribe(s).await,
             Packet::Pingreq => {
-                self.to_device(&Packet::Pingresp).await?;
-                self.to_router_frame(&frame).await
+                self.send_to_device(&Packet::Pingresp).await?;
+                self.forward_to_router(&frame).await
             }
             Packet::Disconnect => {
-                let _ = self.to_router_frame(&frame).await;
+                let _ = self.forward_to_router(&frame).await;
                 Err(End::Clean)
             }
             // Acks of the router's publishes, and unsubscribes, pass through unchanged.
             Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) | Packet::Unsubscribe(_) => {
-                self.to_router_frame(&frame).await
+                self.forward_to_router(&frame).await
             }
             other => Err(End::Abnormal(format!(
                 "unexpected {:?} from client",
@@ -362,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         if let QosPid::ExactlyOnce(pid) = p.qospid {
             if self.qos2_received.contains(&pid.get()) {
                 // A retransmission of a QoS 2 message already stored: answer, store nothing.
-                return self.to_device(&Packet::Pubrec(pid)).await;
+                return self.send_to_device(&Packet::Pubrec(pid)).await;
             }
         }
         let item = self.ctx.ingest.classify(&device, p.topic_name, p.payload);
@@ -419,10 +419,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         }
         match p.qospid {
             QosPid::AtMostOnce => {}
-            QosPid::AtLeastOnce(pid) => self.to_device(&Packet::Puback(pid)).await?,
+            QosPid::AtLeastOnce(pid) => self.send_to_device(&Packet::Puback(pid)).await?,
             QosPid::ExactlyOnce(pid) => {
                 self.qos2_received.insert(pid.get());
-                self.to_device(&Packet::Pubrec(pid)).await?
+                self.send_to_device(&Packet::Pubrec(pid)).await?
             }
         }
         if !p.forward {
@@ -469,7 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 .map(|_| SubscribeReturnCodes::Failure)
                 .collect();
             return self
-                .to_device(&Packet::Suback(Suback {
+                .send_to_device(&Packet::Suback(Suback {
                     pid: s.pid,
                     return_codes: codes,
                 }))
@@ -502,7 +502,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         Ok(())
     }
 
-    async fn from_router(&mut self, frame: Bytes) -> Result<(), End> {
+    async fn on_router_packet(&mut self, frame: Bytes) -> Result<(), End> {
         let packet = decode(&frame).map_err(|e| End::Abnormal(format!("router: {e}")))?;
         match packet {
             // Acks of the edge's own publishes, and answers to its pings, end here.
@@ -523,7 +523,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
     /// Puts the refusals back into the router's SUBACK, in the device's order.
     async fn router_suback(&mut self, s: Suback) -> Result<(), End> {
         let Some(allowed) = self.pending_subs.remove(&s.pid.get()) else {
-            return self.to_device(&Packet::Suback(s)).await;
+            return self.send_to_device(&Packet::Suback(s)).await;
         };
         let mut granted = s.return_codes.into_iter();
         let codes = allowed
@@ -536,20 +536,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 }
             })
             .collect();
-        self.to_device(&Packet::Suback(Suback {
+        self.send_to_device(&Packet::Suback(Suback {
             pid: s.pid,
             return_codes: codes,
         }))
         .await
     }
 
-    async fn to_device(&mut self, p: &Packet<'_>) -> Result<(), End> {
+    async fn send_to_device(&mut self, p: &Packet<'_>) -> Result<(), End> {
         write_packet(&mut self.dev_out, p)
             .await
             .map_err(|e| End::Abnormal(e.to_string()))
     }
 
-    async fn to_router_frame(&mut self, frame: &Bytes) -> Result<(), End> {
+    async fn forward_to_router(&mut self, frame: &Bytes) -> Result<(), End> {
         write_frame(&mut self.router_out, frame)
             .await
             .map_err(|e| End::Abnormal(format!("router: {e}")))
