@@ -4,8 +4,10 @@
 //! Order of a run, chosen so that compressed thresholds never judge a moment the simulator
 //! did not play: connect every device (each says `{"online": true}`), send what happens at the
 //! first instant (fresh activity), wait for the hub's acks, and only then switch each resident
-//! to the run's rule settings, followed at once by a heartbeat from each of its devices. At the end the verdict is taken while the devices are still
-//! connected, real-time settings are put back, and the devices say goodbye with DISCONNECT.
+//! to the run's rule settings, followed at once by a heartbeat from each of its devices.
+//! When a resident's story ends (a scenario mixed into a longer fleet run ends first) it gets
+//! real-time settings back and its devices say goodbye with DISCONNECT, so that devices quiet
+//! only because their story is over are not judged on compressed time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -136,7 +138,22 @@ pub async fn run(
             for link in l.values() {
                 let _ = link.publish(MessageKind::Heartbeat, "{}".into()).await;
             }
-            (i, play(p, l, rx, counters, wait, rep).await, None)
+            let id = p.resident.id;
+            let links = play(p, l, rx, counters, wait, rep).await;
+            // This resident's story is over, though others may still play: real-time settings
+            // and a goodbye, so that its quiet devices are not judged on compressed time.
+            let failed = match serde_json::to_value(RuleSettings::default()) {
+                Ok(real) => api
+                    .patch_rules(id, &real)
+                    .await
+                    .err()
+                    .map(|e| format!("{e:#}")),
+                Err(e) => Some(e.to_string()),
+            };
+            for (_, link) in links {
+                link.close().await;
+            }
+            (i, Links::new(), failed)
         });
     }
     let mut back: Vec<Option<Links>> = (0..players.len()).map(|_| None).collect();
@@ -153,7 +170,7 @@ pub async fn run(
             }
         }
         anyhow::bail!(
-            "cannot set the run's rule settings: {}",
+            "cannot change the residents' rule settings: {}",
             failures.join("; ")
         );
     }
@@ -162,23 +179,14 @@ pub async fn run(
     let _ = watcher.await;
 
     let mut verdicts = Vec::with_capacity(players.len());
-    for (p, l) in players.iter().zip(&back) {
+    for p in &players {
         let raised: Vec<Alert> = api
             .resident_alerts(p.resident.id)
             .await?
             .into_iter()
             .filter(|a| a.id > baseline)
             .collect();
-        verdicts.push(verdict(p, l.as_ref(), &raised));
-    }
-    let real = serde_json::to_value(RuleSettings::default())?;
-    for p in &players {
-        api.patch_rules(p.resident.id, &real).await?;
-    }
-    for l in back.into_iter().flatten() {
-        for (_, link) in l {
-            link.close().await;
-        }
+        verdicts.push(verdict(p, &raised));
     }
     Ok(Outcome {
         residents: players.len(),
@@ -411,11 +419,13 @@ fn describe(kind: AlertKind, device: Option<&str>) -> String {
 }
 
 /// Matches raised alerts one to one against the expected ones.
-fn verdict(p: &Player, links: Option<&Links>, raised: &[Alert]) -> Verdict {
+fn verdict(p: &Player, raised: &[Alert]) -> Verdict {
     let device_of = |role: Role| {
-        links
-            .and_then(|l| l.get(&role))
-            .map(|l| l.device_id().to_string())
+        p.resident
+            .devices
+            .iter()
+            .find(|d| d.role == role)
+            .map(|d| d.id.clone())
     };
     let mut left: Vec<&Alert> = raised.iter().collect();
     let mut missing = Vec::new();

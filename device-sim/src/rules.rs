@@ -6,6 +6,10 @@
 //! clock while a simulated day passes in minutes, so at X > 1 both inactivity thresholds get the
 //! same value — the night's for ordinary life (a simulated night's sleep must fit whatever the
 //! hub's clock says), the day's for scenarios that play a daytime situation.
+//!
+//! Offline thresholds are never compressed below [`OFFLINE_FLOOR_S`]: a device's silence is
+//! judged against wall-clock gaps, and on a busy machine the hub or the simulator can stall for
+//! most of a second, which a 1 s threshold would report as a device going offline.
 
 use mimamori_protocol::settings::{InactivitySettings, OfflineSettings};
 use mimamori_protocol::RuleSettings;
@@ -20,6 +24,9 @@ pub enum Stillness {
     Day,
 }
 
+/// Shortest offline threshold a compressed run provisions, in seconds.
+pub const OFFLINE_FLOOR_S: u64 = 5;
+
 /// `secs / speed`, rounded up, at least 1 s.
 pub fn scale(secs: u64, speed: f64) -> u64 {
     if speed <= 1.0 {
@@ -32,6 +39,13 @@ pub fn scale(secs: u64, speed: f64) -> u64 {
 pub fn scaled(speed: f64, stillness: Stillness) -> Value {
     let i = InactivitySettings::default();
     let o = OfflineSettings::default();
+    let off = |secs: u64| {
+        if speed <= 1.0 {
+            secs
+        } else {
+            scale(secs, speed).max(OFFLINE_FLOOR_S)
+        }
+    };
     let (day, night) = if speed <= 1.0 {
         (i.day_threshold_s, i.night_threshold_s)
     } else {
@@ -44,11 +58,11 @@ pub fn scaled(speed: f64, stillness: Stillness) -> Value {
     json!({
         "inactivity": {"day_threshold_s": day, "night_threshold_s": night},
         "offline": {
-            "motion_s": scale(o.motion_s, speed),
-            "door_s": scale(o.door_s, speed),
-            "button_s": scale(o.button_s, speed),
-            "gps_s": scale(o.gps_s, speed),
-            "gateway_s": scale(o.gateway_s, speed),
+            "motion_s": off(o.motion_s),
+            "door_s": off(o.door_s),
+            "button_s": off(o.button_s),
+            "gps_s": off(o.gps_s),
+            "gateway_s": off(o.gateway_s),
         },
     })
 }
@@ -89,7 +103,8 @@ mod tests {
         let v = scaled(600.0, Stillness::Day);
         assert_eq!(v["inactivity"]["day_threshold_s"], 18);
         assert_eq!(v["inactivity"]["night_threshold_s"], 18);
-        assert_eq!(v["offline"]["gps_s"], 2);
+        assert_eq!(v["offline"]["gps_s"], OFFLINE_FLOOR_S);
+        assert_eq!(v["offline"]["button_s"], 36);
         assert_eq!(
             scaled(600.0, Stillness::Night)["inactivity"]["day_threshold_s"],
             72

@@ -739,30 +739,38 @@ mod tests {
     fn a_normal_day_keeps_every_device_talking_and_sends_no_sos() {
         let geo = home();
         let roles = Role::home_set(true);
-        let act = daily(&mut StdRng::seed_from_u64(3), &geo, &roles, 0.0, 1.0);
-        let by_role = count_by_role(&act.timeline.emissions);
-        for role in &roles {
-            let ts: Vec<f64> = act
-                .timeline
-                .emissions
-                .iter()
-                .filter(|e| e.role == *role)
-                .map(|e| e.at)
-                .collect();
-            let longest = ts
-                .windows(2)
-                .map(|w| w[1] - w[0])
-                .fold(ts.first().copied().unwrap_or(DAY), f64::max);
-            let limit = match role.kind() {
-                mimamori_protocol::DeviceKind::Gps | mimamori_protocol::DeviceKind::Gateway => {
-                    900.0
-                }
-                mimamori_protocol::DeviceKind::Button => 6.0 * HOUR,
-                _ => HOUR,
-            };
-            assert!(longest < 0.5 * limit, "{role:?} silent for {longest} s");
-            assert!(by_role.get(role).copied().unwrap_or(0) > 0);
+        for seed in 0..40 {
+            let act = daily(
+                &mut StdRng::seed_from_u64(seed),
+                &geo,
+                &roles,
+                6.0 * HOUR,
+                1.0,
+            );
+            let by_role = count_by_role(&act.timeline.emissions);
+            for role in &roles {
+                let ts: Vec<f64> = act
+                    .timeline
+                    .emissions
+                    .iter()
+                    .filter(|e| e.role == *role)
+                    .map(|e| e.at)
+                    .collect();
+                let longest = ts
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .fold(ts.first().copied().unwrap_or(DAY), f64::max);
+                let limit = match role.kind() {
+                    mimamori_protocol::DeviceKind::Gps | mimamori_protocol::DeviceKind::Gateway => {
+                        900.0
+                    }
+                    mimamori_protocol::DeviceKind::Button => 6.0 * HOUR,
+                    _ => HOUR,
+                };
+                assert!(longest < 0.5 * limit, "{role:?} silent for {longest} s");
+                assert!(by_role.get(role).copied().unwrap_or(0) > 0);
+            }
+            assert!(!act.timeline.emissions.iter().any(|e| e.msg == Msg::Sos));
         }
-        assert!(!act.timeline.emissions.iter().any(|e| e.msg == Msg::Sos));
     }
 }
