@@ -77,12 +77,18 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .nest("/api/v1", api)
         .fallback_service(files)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
         .with_state(state)
+}
+
+/// The span of one request: method and path only. The query is left out because
+/// OsmAnd devices put their secret in it, and tokens may travel there for WebSockets.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
 /// Writes one staff or admin action to the audit trail.

@@ -332,6 +332,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 self.qos2_received.remove(&pid.get());
                 self.send_to_device(&Packet::Pubcomp(pid)).await
             }
+            // MQTT 3.1.1 §3.8.3: a SUBSCRIBE must carry at least one filter.
+            Packet::Subscribe(s) if s.topics.is_empty() => {
+                Err(End::Abnormal("SUBSCRIBE without filters".into()))
+            }
             Packet::Subscribe(s) => self.device_subscribe(s).await,
             Packet::Pingreq => {
                 self.send_to_device(&Packet::Pingresp).await?;
