@@ -155,8 +155,8 @@ async fn sim_scenario_offline_gateway_raises_device_offline() -> Result<()> {
 }
 
 #[tokio::test]
-async fn sim_wrong_expectation_fails_the_run() -> Result<()> {
-    // The smoke test must be able to fail: a hub that cannot be reached is an error, exit 1.
+async fn sim_bad_api_credentials_exit_1() -> Result<()> {
+    // The smoke test must be able to fail: refused API credentials are an error, exit 1.
     let hub = TestHub::start().await?;
     let mut args = scenario_command("sos")?;
     args.extend(["--password".to_string(), "not-the-password".to_string()]);
