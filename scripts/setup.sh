@@ -11,28 +11,18 @@ command -v mosquitto_pub >/dev/null || apt_packages+=(mosquitto-clients)
 command -v jq >/dev/null || apt_packages+=(jq)
 command -v psql >/dev/null || apt_packages+=(postgresql-client)
 command -v curl >/dev/null || apt_packages+=(curl)
-if [ -d dashboard ] && [ -f dashboard/package.json ]; then
-  command -v chromium >/dev/null || apt_packages+=(chromium)
-  command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)
-fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "setup: installing ${apt_packages[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_packages[@]}"
 fi
 
-if [ -f dashboard/package.json ]; then
-  if [ ! -d dashboard/node_modules ] || [ dashboard/package-lock.json -nt dashboard/node_modules ]; then
-    echo "setup: installing the dashboard's npm packages"
-    (cd dashboard && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi)
-  fi
-fi
+# Chromium (Debian's, never a download), Japanese fonts, and the dashboard's npm packages.
+scripts/setup-dashboard.sh
 
-if [ -f tests/support/requirements.txt ]; then
+# The SMTP server the notification tests talk to.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install -q -r tests/support/requirements.txt
 fi
 
-if ! command -v cargo-nextest >/dev/null && [ "${MIMAMORI_NEXTEST:-0}" = 1 ]; then
-  cargo install cargo-nextest --locked
-fi
 echo "setup: done"
