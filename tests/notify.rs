@@ -477,10 +477,9 @@ async fn quiet_hours_hold_back_low_battery_but_not_sos() -> Result<()> {
 
 /// An unacknowledged critical alert climbs to the supervisor; an acknowledged one does
 /// not; resolution reaches everyone who was told.
-#[tokio::test]
-async fn unacknowledged_critical_escalates_to_the_supervisor() -> Result<()> {
+async fn escalates_unacknowledged_critical(backend: Backend) -> Result<()> {
     let rx = Receiver::start().await?;
-    let hub = hub_with(&strings(&["--escalate-critical-secs", "3"])).await?;
+    let hub = TestHub::start_with(backend, &["--escalate-critical-secs", "3"]).await?;
     let mut ids = Vec::new();
     for who in ["acked", "ignored"] {
         let rid = hub
@@ -581,16 +580,18 @@ async fn a_failing_receiver_gets_it_on_the_third_attempt() -> Result<()> {
 
 /// Failures are given up after the configured time and shown on the alert; without an
 /// SMTP relay, e-mail fails at once with a clear reason and the hub keeps running.
-#[tokio::test]
-async fn failures_are_given_up_and_visible_on_the_alert() -> Result<()> {
+async fn gives_up_and_shows_failures(backend: Backend) -> Result<()> {
     let rx = Receiver::start().await?;
     rx.fail_first("/down", usize::MAX);
-    let hub = hub_with(&strings(&[
-        "--notify-retry-base-ms",
-        "100",
-        "--notify-give-up-secs",
-        "1",
-    ]))
+    let hub = TestHub::start_with(
+        backend,
+        &[
+            "--notify-retry-base-ms",
+            "100",
+            "--notify-give-up-secs",
+            "1",
+        ],
+    )
     .await?;
     let rid = hub.resident(json!({"name": "Kato Ume"})).await?;
     add_contact(&hub, rid, json!({"name": "Kato Ken", "relation": "family", "channel": "webhook", "address": rx.url("/down")})).await?;
@@ -718,4 +719,24 @@ async fn many_alerts_deliver_within_the_concurrency_bound() -> Result<()> {
         rx.max_in_flight()
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn unacknowledged_critical_escalates_to_the_supervisor() -> Result<()> {
+    escalates_unacknowledged_critical(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn unacknowledged_critical_escalates_to_the_supervisor_postgres() -> Result<()> {
+    escalates_unacknowledged_critical(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn failures_are_given_up_and_visible_on_the_alert() -> Result<()> {
+    gives_up_and_shows_failures(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn failures_are_given_up_and_visible_on_the_alert_postgres() -> Result<()> {
+    gives_up_and_shows_failures(Backend::Postgres).await
 }
