@@ -389,10 +389,20 @@ async fn the_stream_needs_a_valid_session() -> Result<()> {
     Ok(())
 }
 
-/// Activity per hour counts motion seen and door use, by the hour, for 7 days.
+/// Activity per hour counts motion seen and door use, by the hour, for 7 days; the
+/// same SQL on both backends.
 #[tokio::test]
-async fn activity_per_hour_counts_motion_and_door_readings() -> Result<()> {
-    let hub = TestHub::start().await?;
+async fn activity_per_hour_counts_motion_and_door_readings_sqlite() -> Result<()> {
+    activity_and_track(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn activity_per_hour_counts_motion_and_door_readings_postgres() -> Result<()> {
+    activity_and_track(Backend::Postgres).await
+}
+
+async fn activity_and_track(backend: Backend) -> Result<()> {
+    let hub = TestHub::start_with(backend, &[]).await?;
     let rid = hub.resident(json!({"name": "Mori Haru"})).await?;
     let motion = hub.device(rid, "motion").await?;
     let door = hub.device(rid, "door").await?;
