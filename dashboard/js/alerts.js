@@ -147,7 +147,7 @@ export async function alertView(ctx, el, id) {
     if (map) map.remove();
     map = null;
     const mapEl = a.kind === 'geofence_exit' ? h('div', { class: 'map small', id: 'alert-map' }) : null;
-    body.replaceChildren(
+    const parts = [
       h('h1', { class: `sev-${a.severity}` }, severityBadge(a.severity), ' ', t(`kind_${a.kind}`)),
       h(
         'dl',
@@ -170,11 +170,13 @@ export async function alertView(ctx, el, id) {
       h(
         'ol',
         { class: 'history' },
-        history.map((e) => h('li', {}, h('strong', {}, e.action), ` ${when(e.at)} — ${e.actor}`, e.note ? `: ${e.note}` : '')),
+        history.map((e) => h('li', {}, h('strong', {}, t(`action_${e.action}`)), ` ${when(e.at)} — ${e.actor}`, e.note ? `: ${e.note}` : '')),
       ),
       h('h2', {}, t('details')),
       h('pre', { class: 'details' }, JSON.stringify(a.details, null, 2)),
-    );
+    ];
+    // replaceChildren would print a null as the text "null".
+    body.replaceChildren(...parts.filter(Boolean));
     if (mapEl) map = await geofenceMap(ctx, mapEl, a);
   };
   const refresh = async () => {
