@@ -12,6 +12,7 @@ use mimamori_protocol::api::{LatLon, MqttCredentials};
 use mimamori_protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
+use crate::client::Client;
 use crate::home::{HomeGeo, Role};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -25,6 +26,9 @@ pub struct Fleet {
     pub mqtt: String,
     pub centre: LatLon,
     pub seed: u64,
+    /// The client the devices speak as (`--as`); files without it are native.
+    #[serde(rename = "as", default)]
+    pub client: Client,
     pub residents: Vec<FleetResident>,
 }
 
@@ -44,6 +48,9 @@ pub struct FleetDevice {
     pub role: Role,
     pub name: String,
     pub mqtt: MqttCredentials,
+    /// Its `friendly_name` on the home's Zigbee2MQTT gateway, when it is a Zigbee device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
 }
 
 impl FleetResident {

@@ -1,5 +1,5 @@
 //! The hub's HTTP API as the simulator uses it: log in, create residents, zones and devices,
-//! change rule settings, read alerts. Request and response bodies are the protocol crate's.
+//! map Zigbee devices to hub devices, change rule settings, read alerts. Request and response bodies are the protocol crate's.
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mimamori_protocol::api::{
     DeviceCreated, ErrorBody, LoginRequest, LoginResponse, NewDevice, NewResident, Resident,
 };
+use mimamori_protocol::gateway::{NewZigbeeDevice, ZigbeeDevice};
 use mimamori_protocol::zone::{NewZone, Zone};
 use mimamori_protocol::Alert;
 use reqwest::Method;
@@ -99,6 +100,20 @@ impl HubApi {
 
     pub async fn create_device(&self, body: &NewDevice) -> Result<DeviceCreated> {
         self.call(Method::POST, "/devices", Some(body)).await
+    }
+
+    /// Tells the hub which of its devices a Zigbee device behind a gateway is.
+    pub async fn map_zigbee(
+        &self,
+        gateway_id: &str,
+        body: &NewZigbeeDevice,
+    ) -> Result<ZigbeeDevice> {
+        self.call(
+            Method::POST,
+            &format!("/devices/{gateway_id}/zigbee"),
+            Some(body),
+        )
+        .await
     }
 
     /// The newest alerts of every resident the user may see (at most 1000).

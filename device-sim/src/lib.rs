@@ -10,7 +10,8 @@
 //! - [`sensors`]: PIR, door, tracker, gateway and button models turning segments into messages;
 //! - [`timeline`]: the messages and narration a simulated resident produces, in time order;
 //! - [`scenario`]: scripted situations that make the hub raise one alert on purpose;
-//! - [`rules`]: the rule settings provisioned for a given time compression.
+//! - [`rules`]: the rule settings provisioned for a given time compression;
+//! - [`client`]: what Zigbee2MQTT, OwnTracks or Traccar Client would send for each message (`--as`).
 //!
 //! Shell (network and real time):
 //! - [`hub`]: the HTTP API client; [`mqtt`]: device connections;
@@ -19,6 +20,7 @@
 //! - [`load`]: the MQTT load generator; [`report`]: human or JSON output; [`cli`]: the command line.
 
 pub mod cli;
+pub mod client;
 pub mod fleet;
 pub mod geo;
 pub mod home;

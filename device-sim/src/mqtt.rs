@@ -1,6 +1,6 @@
 //! Device connections: one MQTT connection per device, with the credentials the hub issued
-//! (client id = username = device id), QoS 1, and `{"online": false}` as the last will, as a
-//! real device would. Publishing does not wait for each PUBACK; acks are counted and awaited
+//! (client id = username = device id), QoS 1, and the last will its client leaves (natively
+//! `{"online": false}`), as a real device would. Publishing does not wait for each PUBACK; acks are counted and awaited
 //! at the end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use rumqttc::{
 };
 use tokio::task::JoinHandle;
 
+use crate::client::Wire;
 use crate::timeline::status_payload;
 
 /// Counters shared by every connection of a run.
@@ -33,9 +34,38 @@ pub struct DeviceLogin {
     pub password: String,
 }
 
+/// What a connection says: its will, what it says on (re)connecting, and the command topic
+/// it subscribes to (an OwnTracks phone's).
+#[derive(Debug, Clone, Default)]
+pub struct Speech {
+    pub will: Option<Wire>,
+    pub hello: Vec<Wire>,
+    pub subscribe: Option<String>,
+    /// Keep the session across connections, as OwnTracks does.
+    pub persistent: bool,
+}
+
+impl Speech {
+    /// The native protocol: `{"online": false}` as will, `{"online": true}` on connecting.
+    pub fn native(device_id: &str) -> Speech {
+        let status = |online| Wire::Mqtt {
+            topic: device_topic(device_id, MessageKind::Status),
+            payload: status_payload(online),
+            retain: false,
+        };
+        Speech {
+            will: Some(status(false)),
+            hello: vec![status(true)],
+            subscribe: None,
+            persistent: false,
+        }
+    }
+}
+
 /// One connected device.
 pub struct DeviceLink {
     login: DeviceLogin,
+    speech: Speech,
     client: AsyncClient,
     task: JoinHandle<()>,
     counters: Arc<Counters>,
@@ -56,17 +86,21 @@ pub fn host_port(addr: &str) -> Result<(String, u16)> {
 }
 
 impl DeviceLink {
-    /// Connects, waits for the CONNACK and says `{"online": true}`.
-    pub async fn connect(login: DeviceLogin, counters: Arc<Counters>) -> Result<DeviceLink> {
-        let (client, task) = open(&login, counters.clone()).await?;
+    /// Connects, waits for the CONNACK and says its hello.
+    pub async fn connect(
+        login: DeviceLogin,
+        speech: Speech,
+        counters: Arc<Counters>,
+    ) -> Result<DeviceLink> {
+        let (client, task) = open(&login, &speech, counters.clone()).await?;
         let link = DeviceLink {
             login,
+            speech,
             client,
             task,
             counters,
         };
-        link.publish(MessageKind::Status, status_payload(true))
-            .await?;
+        link.say_hello().await?;
         Ok(link)
     }
 
@@ -74,12 +108,38 @@ impl DeviceLink {
         &self.login.device_id
     }
 
+    async fn say_hello(&self) -> Result<()> {
+        if let Some(filter) = &self.speech.subscribe {
+            self.client
+                .subscribe(filter, QoS::ExactlyOnce)
+                .await
+                .map_err(|e| anyhow!("device {}: cannot subscribe: {e}", self.device_id()))?;
+        }
+        for w in &self.speech.hello {
+            if let Wire::Mqtt {
+                topic,
+                payload,
+                retain,
+            } = w
+            {
+                self.publish_to(topic, payload.clone(), *retain).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a native message on the device's own topic.
     pub async fn publish(&self, kind: MessageKind, payload: String) -> Result<()> {
         let topic = device_topic(&self.login.device_id, kind);
+        self.publish_to(&topic, payload, false).await
+    }
+
+    /// Publishes with QoS 1; the PUBACK is counted when it comes.
+    pub async fn publish_to(&self, topic: &str, payload: String, retain: bool) -> Result<()> {
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self
             .client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
         {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -93,13 +153,12 @@ impl DeviceLink {
         self.task.abort();
     }
 
-    /// Power is back: a new connection, and `{"online": true}` again.
+    /// Power is back: a new connection, and its hello again.
     pub async fn power_back(&mut self) -> Result<()> {
-        let (client, task) = open(&self.login, self.counters.clone()).await?;
+        let (client, task) = open(&self.login, &self.speech, self.counters.clone()).await?;
         self.client = client;
         self.task = task;
-        self.publish(MessageKind::Status, status_payload(true))
-            .await
+        self.say_hello().await
     }
 
     /// Says goodbye with DISCONNECT (no will) once the queue is written.
@@ -111,17 +170,26 @@ impl DeviceLink {
 
 async fn open(
     login: &DeviceLogin,
+    speech: &Speech,
     counters: Arc<Counters>,
 ) -> Result<(AsyncClient, JoinHandle<()>)> {
     let mut opts = MqttOptions::new(&login.device_id, &login.host, login.port);
     opts.set_credentials(&login.device_id, &login.password);
     opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_last_will(LastWill::new(
-        device_topic(&login.device_id, MessageKind::Status),
-        status_payload(false),
-        QoS::AtLeastOnce,
-        false,
-    ));
+    opts.set_clean_session(!speech.persistent);
+    if let Some(Wire::Mqtt {
+        topic,
+        payload,
+        retain,
+    }) = &speech.will
+    {
+        opts.set_last_will(LastWill::new(
+            topic,
+            payload.clone(),
+            QoS::AtLeastOnce,
+            *retain,
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     connack(&mut eventloop, &login.device_id).await?;
     let task = tokio::spawn(async move {

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use mimamori_protocol::topic::MessageKind;
 use mimamori_protocol::{Alert, AlertKind, RuleSettings};
 use serde::Serialize;
 use serde_json::Value;
@@ -23,13 +22,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::client::{self, Carrier, Client, Encoder, Identity, Wire};
 use crate::fleet::FleetResident;
 use crate::home::Role;
 use crate::hub::HubApi;
-use crate::mqtt::{Counters, DeviceLink, DeviceLogin};
+use crate::mqtt::{Counters, DeviceLink, DeviceLogin, Speech};
 use crate::report::Reporter;
 use crate::scenario::{Act, Expected};
-use crate::timeline::{Emission, Msg, Note};
+use crate::timeline::{Msg, Note};
 
 /// One simulated resident and what to play for them.
 #[derive(Debug, Clone)]
@@ -44,11 +44,15 @@ pub struct Player {
     pub rules: Value,
     pub acts: Vec<Act>,
     pub expect: Vec<Expected>,
+    /// The client the home's devices speak as.
+    pub client: Client,
 }
 
 /// Where the devices connect and how long to wait for the hub.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The hub's HTTP address, for OsmAnd reports.
+    pub hub: String,
     pub mqtt_host: String,
     pub mqtt_port: u16,
     /// Longest wait for an alert an act waits for.
@@ -79,7 +83,89 @@ pub struct Outcome {
     pub as_expected: bool,
 }
 
-type Links = BTreeMap<Role, DeviceLink>;
+/// One home's devices as they reach the hub: its connections, what they speak, and HTTP.
+struct Home {
+    /// The devices with an MQTT connection of their own.
+    links: BTreeMap<Role, DeviceLink>,
+    /// Every device of the home, connected or not.
+    roles: Vec<Role>,
+    encoder: Encoder,
+    http: reqwest::Client,
+    osmand_url: String,
+    counters: Arc<Counters>,
+}
+
+impl Home {
+    /// Sends one message as the device's client, or cuts or restores its power.
+    async fn send(&mut self, role: Role, msg: &Msg) {
+        let has_link = self.encoder.connects(role);
+        match msg {
+            Msg::PowerLoss if has_link => {
+                if let Some(link) = self.links.get(&role) {
+                    link.power_loss();
+                }
+                return;
+            }
+            Msg::PowerBack if has_link => {
+                if let Some(link) = self.links.get_mut(&role) {
+                    if link.power_back().await.is_err() {
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        let now_s = chrono::Utc::now().timestamp();
+        for wire in self.encoder.encode(role, msg, now_s) {
+            // A failed send is counted; the run goes on as a real fleet would.
+            match wire {
+                Wire::Mqtt {
+                    topic,
+                    payload,
+                    retain,
+                } => {
+                    let via = self.encoder.connection_of(role);
+                    if let Some(link) = via.and_then(|r| self.links.get(&r)) {
+                        let _ = link.publish_to(&topic, payload, retain).await;
+                    }
+                }
+                Wire::Osmand { query } => self.report(&query).await,
+            }
+        }
+    }
+
+    /// One OsmAnd report; the hub answers 200 once the fix is stored.
+    async fn report(&self, query: &str) {
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        let url = format!("{}?{query}", self.osmand_url);
+        let stored = match self.http.get(&url).send().await {
+            Ok(res) => res.status().is_success(),
+            Err(_) => false,
+        };
+        let counter = if stored {
+            &self.counters.acked
+        } else {
+            &self.counters.errors
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A heartbeat from every device that is not `silent`.
+    async fn beat(&mut self, silent: &[Role]) {
+        for role in self.roles.clone() {
+            if !silent.contains(&role) {
+                self.send(role, &Msg::Heartbeat { battery: None }).await;
+            }
+        }
+    }
+
+    async fn close(self) {
+        for (_, link) in self.links {
+            link.close().await;
+        }
+    }
+}
 
 /// Plays every player to the end and returns the verdict.
 pub async fn run(
@@ -90,13 +176,13 @@ pub async fn run(
 ) -> Result<Outcome> {
     let baseline = api.alerts().await?.iter().map(|a| a.id).max().unwrap_or(0);
     let counters = Arc::new(Counters::default());
-    let mut links = connect_all(&players, cfg, &counters).await?;
-    let devices: usize = links.iter().map(BTreeMap::len).sum();
+    let mut homes = connect_all(&players, cfg, &counters).await?;
+    let devices: usize = players.iter().map(|p| p.resident.devices.len()).sum();
     rep.progress(&format!(
         "{} residents, {devices} devices connected",
         players.len()
     ));
-    for (p, l) in players.iter().zip(&links) {
+    for (p, home) in players.iter().zip(homes.iter_mut()) {
         for e in p
             .acts
             .first()
@@ -104,7 +190,7 @@ pub async fn run(
             .iter()
             .take_while(|e| e.at <= 0.0)
         {
-            send(l, e).await;
+            home.send(e.role, &e.msg).await;
         }
     }
     settle(&counters, Duration::from_secs(30)).await;
@@ -126,20 +212,17 @@ pub async fn run(
     ));
 
     let mut tasks = JoinSet::new();
-    for (i, (p, l)) in players.iter().cloned().zip(links.drain(..)).enumerate() {
-        let (api, rx, counters, wait) =
-            (api.clone(), alerts_rx.clone(), counters.clone(), cfg.wait);
+    for (i, (p, mut home)) in players.iter().cloned().zip(homes.drain(..)).enumerate() {
+        let (api, rx, wait) = (api.clone(), alerts_rx.clone(), cfg.wait);
         tasks.spawn(async move {
             // The run's settings, then at once a word from every device: a compressed offline
             // threshold counts from the last message, which must not be older than the switch.
             if let Err(e) = api.patch_rules(p.resident.id, &p.rules).await {
-                return (i, l, Some(format!("{}: {e:#}", p.label)));
+                return (i, Some(home), Some(format!("{}: {e:#}", p.label)));
             }
-            for link in l.values() {
-                let _ = link.publish(MessageKind::Heartbeat, "{}".into()).await;
-            }
+            home.beat(&[]).await;
             let id = p.resident.id;
-            let links = play(p, l, rx, counters, wait, rep).await;
+            let home = play(p, home, rx, wait, rep).await;
             // This resident's story is over, though others may still play: real-time settings
             // and a goodbye, so that its quiet devices are not judged on compressed time.
             let failed = match serde_json::to_value(RuleSettings::default()) {
@@ -150,24 +233,20 @@ pub async fn run(
                     .map(|e| format!("{e:#}")),
                 Err(e) => Some(e.to_string()),
             };
-            for (_, link) in links {
-                link.close().await;
-            }
-            (i, Links::new(), failed)
+            home.close().await;
+            (i, None, failed)
         });
     }
-    let mut back: Vec<Option<Links>> = (0..players.len()).map(|_| None).collect();
+    let mut back: Vec<Option<Home>> = (0..players.len()).map(|_| None).collect();
     let mut failures = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let (i, l, failed) = done?;
-        back[i] = Some(l);
+        let (i, home, failed) = done?;
+        back[i] = home;
         failures.extend(failed);
     }
     if !failures.is_empty() {
-        for l in back.into_iter().flatten() {
-            for (_, link) in l {
-                link.close().await;
-            }
+        for home in back.into_iter().flatten() {
+            home.close().await;
         }
         anyhow::bail!(
             "cannot change the residents' rule settings: {}",
@@ -205,26 +284,68 @@ async fn connect_all(
     players: &[Player],
     cfg: &RunConfig,
     counters: &Arc<Counters>,
-) -> Result<Vec<Links>> {
+) -> Result<Vec<Home>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut homes: Vec<Home> = players
+        .iter()
+        .map(|p| Home {
+            links: BTreeMap::new(),
+            roles: p.resident.roles(),
+            encoder: encoder_of(p),
+            http: http.clone(),
+            osmand_url: format!("{}/api/v1/osmand", cfg.hub.trim_end_matches('/')),
+            counters: counters.clone(),
+        })
+        .collect();
     let mut set = JoinSet::new();
-    for (i, p) in players.iter().enumerate() {
+    let now_s = chrono::Utc::now().timestamp();
+    for (i, (p, home)) in players.iter().zip(&homes).enumerate() {
         for d in &p.resident.devices {
+            if !home.encoder.connects(d.role) {
+                continue;
+            }
             let login = DeviceLogin {
                 host: cfg.mqtt_host.clone(),
                 port: cfg.mqtt_port,
                 device_id: d.mqtt.username.clone(),
                 password: d.mqtt.password.clone(),
             };
+            let speech = speech_of(&home.encoder, d.role, now_s);
             let (role, counters) = (d.role, counters.clone());
-            set.spawn(async move { (i, role, DeviceLink::connect(login, counters).await) });
+            set.spawn(async move { (i, role, DeviceLink::connect(login, speech, counters).await) });
         }
     }
-    let mut links: Vec<Links> = (0..players.len()).map(|_| Links::new()).collect();
     while let Some(done) = set.join_next().await {
         let (i, role, link) = done?;
-        links[i].insert(role, link?);
+        homes[i].links.insert(role, link?);
     }
-    Ok(links)
+    Ok(homes)
+}
+
+fn encoder_of(p: &Player) -> Encoder {
+    let ids = p
+        .resident
+        .devices
+        .iter()
+        .map(|d| Identity {
+            role: d.role,
+            device_id: d.id.clone(),
+            secret: d.mqtt.password.clone(),
+        })
+        .collect();
+    Encoder::new(p.client, ids, p.resident.geo.home)
+}
+
+fn speech_of(encoder: &Encoder, role: Role, now_s: i64) -> Speech {
+    let owntracks = encoder.client().carrier(role) == Carrier::OwnTracks;
+    Speech {
+        will: encoder.will(role, now_s),
+        hello: encoder.hello(role),
+        subscribe: owntracks.then(|| client::owntracks_cmd_topic(encoder.id_of(role))),
+        persistent: owntracks,
+    }
 }
 
 /// Waits until the hub acknowledged what was sent, or `within` passed.
@@ -235,20 +356,6 @@ async fn settle(c: &Counters, within: Duration) {
         && Instant::now() < until
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sends one message or cuts a device's power; power coming back is the caller's (it needs
-/// the link mutably).
-async fn send(links: &Links, e: &Emission) {
-    let Some(link) = links.get(&e.role) else {
-        return;
-    };
-    if let Some((kind, payload)) = e.msg.wire() {
-        // A failed publish is counted; the run goes on as a real fleet would.
-        let _ = link.publish(kind, payload).await;
-    } else if e.msg == Msg::PowerLoss {
-        link.power_loss();
     }
 }
 
@@ -264,15 +371,14 @@ pub fn clock(tod: f64) -> String {
     }
 }
 
-/// Plays one resident's acts; returns the links for closing.
+/// Plays one resident's acts; returns the home for closing its connections.
 async fn play(
     p: Player,
-    mut links: Links,
+    mut home: Home,
     alerts: watch::Receiver<Vec<Alert>>,
-    counters: Arc<Counters>,
     wait: Duration,
     rep: Reporter,
-) -> Links {
+) -> Home {
     let mut sim_before = 0.0;
     for (k, act) in p.acts.iter().enumerate() {
         let start = Instant::now();
@@ -293,25 +399,17 @@ async fn play(
                 say(&p, rep, sim_before, n);
             }
             tokio::time::sleep_until(real(e.at)).await;
-            if e.msg == Msg::PowerBack {
-                if let Some(link) = links.get_mut(&e.role) {
-                    if link.power_back().await.is_err() {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            } else {
-                send(&links, e).await;
-            }
+            home.send(e.role, &e.msg).await;
         }
         for n in notes {
             tokio::time::sleep_until(real(n.at)).await;
             say(&p, rep, sim_before, n);
         }
         tokio::time::sleep_until(real(act.timeline.end)).await;
-        let held = hold(&p, act, &links, &alerts, wait, rep).await;
+        let held = hold(&p, act, &mut home, &alerts, wait, rep).await;
         sim_before += act.timeline.end + held.as_secs_f64() * p.speed;
     }
-    links
+    home
 }
 
 fn say(p: &Player, rep: Reporter, sim_before: f64, n: &Note) {
@@ -323,7 +421,7 @@ fn say(p: &Player, rep: Reporter, sim_before: f64, n: &Note) {
 async fn hold(
     p: &Player,
     act: &Act,
-    links: &Links,
+    home: &mut Home,
     alerts: &watch::Receiver<Vec<Alert>>,
     wait: Duration,
     rep: Reporter,
@@ -350,11 +448,7 @@ async fn hold(
             break;
         }
         tick.tick().await;
-        for (role, link) in links {
-            if !act.silent.contains(role) {
-                let _ = link.publish(MessageKind::Heartbeat, "{}".into()).await;
-            }
-        }
+        home.beat(&act.silent).await;
     }
     start.elapsed()
 }

@@ -1,10 +1,14 @@
 //! Creating simulated residents in the hub: the resident, a safe zone around the home and a
-//! device for each role, keeping the MQTT credentials the hub issues.
+//! device for each role, keeping the MQTT credentials the hub issues. For `--as zigbee2mqtt`
+//! each Zigbee sensor is also mapped, by friendly name, to its hub device on the home's gateway.
 
 use anyhow::Result;
 use mimamori_protocol::api::{LatLon, NewDevice, NewResident};
 use rand::Rng;
 
+use mimamori_protocol::gateway::NewZigbeeDevice;
+
+use crate::client::{friendly_name, Carrier, Client};
 use crate::fleet::{Fleet, FleetDevice, FleetResident, FORMAT_VERSION};
 use crate::home::{self, HomeGeo, Role};
 use crate::hub::HubApi;
@@ -18,6 +22,7 @@ pub async fn resident(
     name: String,
     geo: HomeGeo,
     roles: &[Role],
+    client: Client,
 ) -> Result<FleetResident> {
     let body = NewResident {
         name: name.clone(),
@@ -42,8 +47,10 @@ pub async fn resident(
             role: *role,
             name: created.name,
             mqtt: created.mqtt,
+            friendly_name: None,
         });
     }
+    map_zigbee(api, client, &mut devices).await?;
     Ok(FleetResident {
         id: r.id,
         name,
@@ -51,6 +58,34 @@ pub async fn resident(
         geo,
         devices,
     })
+}
+
+/// Maps every Zigbee device of a home to its hub device on the home's gateway.
+async fn map_zigbee(api: &HubApi, client: Client, devices: &mut [FleetDevice]) -> Result<()> {
+    let Some(gateway) = devices
+        .iter()
+        .find(|d| client.carrier(d.role) == Carrier::Zigbee2mqttBridge)
+        .map(|d| d.id.clone())
+    else {
+        return Ok(());
+    };
+    for d in devices
+        .iter_mut()
+        .filter(|d| client.carrier(d.role) == Carrier::Zigbee)
+    {
+        let name = friendly_name(d.role);
+        api.map_zigbee(
+            &gateway,
+            &NewZigbeeDevice {
+                friendly_name: name.clone(),
+                device_id: d.id.clone(),
+                sos_actions: None,
+            },
+        )
+        .await?;
+        d.friendly_name = Some(name);
+    }
+    Ok(())
 }
 
 /// What `provision` makes.
@@ -62,6 +97,7 @@ pub struct FleetSpec {
     pub gps_share: f64,
     pub polygon_share: f64,
     pub seed: u64,
+    pub client: Client,
 }
 
 /// Creates the whole fleet, reporting each resident as it is made.
@@ -78,7 +114,7 @@ pub async fn fleet(
         let name = home::resident_name(rng);
         let geo = home::place_home(rng, spec.centre, spec.spread_m, spec.polygon_share);
         let roles = Role::home_set(rng.gen_bool(spec.gps_share.clamp(0.0, 1.0)));
-        let r = resident(api, name, geo, &roles).await?;
+        let r = resident(api, name, geo, &roles, spec.client).await?;
         made(&r);
         residents.push(r);
     }
@@ -88,6 +124,7 @@ pub async fn fleet(
         mqtt: mqtt.into(),
         centre: spec.centre,
         seed: spec.seed,
+        client: spec.client,
         residents,
     })
 }
