@@ -740,3 +740,76 @@ async fn failures_are_given_up_and_visible_on_the_alert() -> Result<()> {
 async fn failures_are_given_up_and_visible_on_the_alert_postgres() -> Result<()> {
     gives_up_and_shows_failures(Backend::Postgres).await
 }
+
+/// The next whole minute in Tokyo, as "HH:MM": the soonest a daily summary can be due
+/// for a contact created now.
+fn next_tokyo_minute() -> String {
+    let soon = chrono::Utc::now() + chrono::Duration::hours(9) + chrono::Duration::minutes(1);
+    soon.format("%H:%M").to_string()
+}
+
+/// A family contact gets one summary of the resident's day at their chosen time, with the
+/// day's activity and alerts read from the store.
+async fn daily_summary_arrives_once_with_the_day(backend: Backend) -> Result<()> {
+    let rx = Receiver::start().await?;
+    let hub = TestHub::start_with(backend, &[]).await?;
+    let rid = hub.resident(json!({"name": "Kimura Sachi"})).await?;
+    let motion = hub.device(rid, "motion").await?;
+    let mut mqtt = connect_device(&hub, &motion).await?;
+    mqtt.publish_acked(
+        &topic(&motion, "motion"),
+        r#"{"motion":true,"room":"kitchen"}"#,
+    )
+    .await?;
+    press_sos(&hub, rid).await?;
+    add_contact(
+        &hub,
+        rid,
+        json!({"name": "Kimura Jun", "relation": "family", "channel": "webhook", "language": "en",
+               "address": rx.url("/kimura"), "kinds": ["inactivity"], "daily_summary_at": next_tokyo_minute()}),
+    )
+    .await?;
+    let summary = eventually("the daily summary", Duration::from_secs(150), || async {
+        rx.seen("/kimura")
+            .into_iter()
+            .find(|s| s.header("X-Mimamori-Event") == "daily_summary")
+    })
+    .await?;
+    let body = summary.json();
+    assert!(
+        summary
+            .header("Idempotency-Key")
+            .starts_with(&format!("summary-{rid}-")),
+        "{:?}",
+        summary.headers
+    );
+    let text = body.to_string();
+    assert!(text.contains("Kimura Sachi"), "{text}");
+    assert!(
+        body["summary"].is_object(),
+        "the summary's facts travel with it: {text}"
+    );
+    assert!(
+        text.to_lowercase().contains("sos"),
+        "the day's SOS is in the summary: {text}"
+    );
+    // The worker keeps scanning; the same day is never summarised twice.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let summaries = rx
+        .seen("/kimura")
+        .into_iter()
+        .filter(|s| s.header("X-Mimamori-Event") == "daily_summary")
+        .count();
+    assert_eq!(summaries, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn daily_summary_arrives_once_with_the_day_sqlite() -> Result<()> {
+    daily_summary_arrives_once_with_the_day(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn daily_summary_arrives_once_with_the_day_postgres() -> Result<()> {
+    daily_summary_arrives_once_with_the_day(Backend::Postgres).await
+}
