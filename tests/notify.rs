@@ -813,3 +813,50 @@ async fn daily_summary_arrives_once_with_the_day_sqlite() -> Result<()> {
 async fn daily_summary_arrives_once_with_the_day_postgres() -> Result<()> {
     daily_summary_arrives_once_with_the_day(Backend::Postgres).await
 }
+
+/// A family user may read their resident's contacts, but not the addresses of the
+/// supervisor or neighbours, and may not change them.
+#[tokio::test]
+async fn families_read_contacts_without_outsiders_addresses() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Ono Kazu"})).await?;
+    let mine = json!({"name": "Ono Rie", "relation": "family", "channel": "email", "address": "rie@example.org"});
+    let boss = json!({"name": "Centre", "relation": "supervisor", "channel": "email", "address": "centre@example.org"});
+    add_contact(&hub, rid, mine).await?;
+    add_contact(&hub, rid, boss.clone()).await?;
+    let family = hub.user("ono.rie", "family", &[rid]).await?;
+    let (status, listed) = hub
+        .call(
+            Some(&family),
+            Method::GET,
+            &format!("/residents/{rid}/contacts"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let addresses: Vec<(&str, &str)> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default(),
+                c["address"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        addresses,
+        [("Ono Rie", "rie@example.org"), ("Centre", "(hidden)")]
+    );
+    let (status, _) = hub
+        .call(
+            Some(&family),
+            Method::POST,
+            &format!("/residents/{rid}/contacts"),
+            Some(boss),
+        )
+        .await?;
+    assert_eq!(status, 403);
+    Ok(())
+}

@@ -190,8 +190,18 @@ async fn list(
         .resident(resident_id)
         .await
         .map_err(|_| ApiError::NotFound(format!("no resident {resident_id}")))?;
-    Ok(Json(st.store.list_contacts(resident_id).await?))
+    let mut contacts = st.store.list_contacts(resident_id).await?;
+    if caller.scope().is_some() {
+        // Families may see who else is told, but not staff's or neighbours' addresses.
+        for c in contacts.iter_mut().filter(|c| c.relation != "family") {
+            c.address = HIDDEN_ADDRESS.to_string();
+        }
+    }
+    Ok(Json(contacts))
 }
+
+/// What a family user sees instead of the address of a contact outside the family.
+const HIDDEN_ADDRESS: &str = "(hidden)";
 
 async fn remove(
     State(st): State<AppState>,
