@@ -45,7 +45,8 @@ pub struct TestHub {
     pub http: reqwest::Client,
     pub admin_token: String,
     child: Option<Child>,
-    pg_db: Option<String>,
+    /// Dropped after the hub process is killed (fields drop after `Drop::drop`).
+    pg_db: Option<PgDatabase>,
     extra_args: Vec<String>,
 }
 
@@ -64,14 +65,8 @@ impl TestHub {
                 None,
             ),
             Backend::Postgres => {
-                let name = format!("mimamori_test_{}", rand::random::<u64>());
-                psql(&format!("CREATE DATABASE {name}")).await?;
-                let admin = postgres_admin_url();
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_string())
-                    .unwrap_or(admin);
-                (format!("{base}/{name}"), Some(name))
+                let db = PgDatabase::create("mimamori_test").await?;
+                (db.url.clone(), Some(db))
             }
         };
         let mut hub = TestHub {
@@ -343,19 +338,44 @@ impl Drop for TestHub {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-        if let Some(db) = self.pg_db.take() {
-            // Blocking is fine in a test's teardown; the database must not pile up.
-            let _ = std::process::Command::new("psql")
-                .args([
-                    &postgres_admin_url(),
-                    "-q",
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+    }
+}
+
+/// A database of its own on the test PostgreSQL server, dropped with this value.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create(prefix: &str) -> Result<PgDatabase> {
+        let name = format!("{prefix}_{}", rand::random::<u64>());
+        psql(&format!("CREATE DATABASE {name}")).await?;
+        let admin = postgres_admin_url();
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin);
+        Ok(PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Blocking is fine in a test's teardown; databases must not pile up.
+        let _ = std::process::Command::new("psql")
+            .args([
+                &postgres_admin_url(),
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -17,28 +17,13 @@ use mimamori_protocol::{
 };
 use serde_json::json;
 
-use crate::helpers::{postgres_admin_url, Backend};
+use crate::helpers::{Backend, PgDatabase};
 
-/// A store on a fresh database; the guard drops the PostgreSQL database afterwards.
+/// A store on a fresh database, which lives as long as this value.
 struct Fresh {
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
-    pg: Option<String>,
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        if let Some(db) = self.pg.take() {
-            let _ = std::process::Command::new("psql")
-                .args([
-                    &postgres_admin_url(),
-                    "-q",
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-                ])
-                .output();
-        }
-    }
+    _pg: Option<PgDatabase>,
 }
 
 async fn fresh(backend: Backend) -> Result<Fresh> {
@@ -49,34 +34,14 @@ async fn fresh(backend: Backend) -> Result<Fresh> {
             None,
         ),
         Backend::Postgres => {
-            let name = format!("mimamori_store_{}", rand::random::<u64>());
-            let out = tokio::process::Command::new("psql")
-                .args([
-                    &postgres_admin_url(),
-                    "-q",
-                    "-c",
-                    &format!("CREATE DATABASE {name}"),
-                ])
-                .output()
-                .await?;
-            if !out.status.success() {
-                bail!(
-                    "cannot create database: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let admin = postgres_admin_url();
-            let base = admin
-                .rsplit_once('/')
-                .map(|(b, _)| b.to_string())
-                .unwrap_or(admin);
-            (format!("{base}/{name}"), Some(name))
+            let db = PgDatabase::create("mimamori_store").await?;
+            (db.url.clone(), Some(db))
         }
     };
     Ok(Fresh {
         store: store::connect(&url).await?,
         _dir: dir,
-        pg,
+        _pg: pg,
     })
 }
 
