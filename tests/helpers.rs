@@ -46,7 +46,7 @@ pub struct TestHub {
     pub admin_token: String,
     child: Option<Child>,
     /// Dropped after the hub process is killed (fields drop after `Drop::drop`).
-    pg_db: Option<PgDatabase>,
+    _pg_db: Option<PgDatabase>,
     extra_args: Vec<String>,
 }
 
@@ -80,7 +80,7 @@ impl TestHub {
                 .build()?,
             admin_token: String::new(),
             child: None,
-            pg_db,
+            _pg_db: pg_db,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         hub.launch().await?;
