@@ -65,11 +65,66 @@ struct Counts {
 
 struct Conn {
     client: AsyncClient,
-    topic: String,
+    /// Topics by [`Mix`] slot: motion, heartbeat, GPS fix.
+    topics: [String; 3],
 }
 
-/// Runs the load and returns what happened.
+/// The share of each message kind, as whole-number weights: motion sensors firing,
+/// heartbeats, GPS fixes. Every message is QoS 1 and carries a battery level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    pub motion: u32,
+    pub heartbeat: u32,
+    pub gps: u32,
+}
+
+impl Mix {
+    /// Heartbeats only: what `device-sim load` sends.
+    pub const HEARTBEATS: Mix = Mix {
+        motion: 0,
+        heartbeat: 1,
+        gps: 0,
+    };
+    /// A ward's traffic: mostly motion, some heartbeats, one GPS fix in ten.
+    pub const WARD: Mix = Mix {
+        motion: 6,
+        heartbeat: 3,
+        gps: 1,
+    };
+
+    /// The topic slot and payload of the `n`th message.
+    fn message(&self, n: usize) -> (usize, String) {
+        let total = (self.motion + self.heartbeat + self.gps).max(1) as usize;
+        let battery = 50 + n % 50;
+        let slot = n % total;
+        if slot < self.motion as usize {
+            (
+                0,
+                format!(r#"{{"motion":true,"room":"kitchen","battery":{battery}}}"#),
+            )
+        } else if slot < (self.motion + self.heartbeat) as usize {
+            (1, format!(r#"{{"battery":{battery}}}"#))
+        } else {
+            // Fixes spread over a few hundred metres of Setagaya.
+            let lat = 35.6466 + (n % 97) as f64 * 0.00003;
+            let lon = 139.6532 + (n % 89) as f64 * 0.00003;
+            (
+                2,
+                format!(
+                    r#"{{"lat":{lat:.6},"lon":{lon:.6},"accuracy_m":12.0,"battery":{battery}}}"#
+                ),
+            )
+        }
+    }
+}
+
+/// Runs the load (heartbeats only) and returns what happened.
 pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
+    run_mix(cfg, Mix::HEARTBEATS).await
+}
+
+/// Runs the load with the given mix of message kinds and returns what happened.
+pub async fn run_mix(cfg: LoadConfig, mix: Mix) -> Result<LoadReport> {
     if cfg.devices.is_empty() || cfg.rate <= 0.0 || !cfg.rate.is_finite() {
         bail!("a load needs at least one device and a positive rate");
     }
@@ -95,7 +150,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         bail!("no device could connect ({connect_errors} refused or failed)");
     }
     let bar = progress_bar(&cfg);
-    let per_second = pace(&cfg, &conns, &counts, &bar).await;
+    let per_second = pace(&cfg, mix, &conns, &counts, &bar).await;
     // Give outstanding PUBACKs a moment to arrive before hanging up.
     let until = Instant::now() + Duration::from_secs(10);
     while counts.acked.load(Ordering::Relaxed) < counts.sent.load(Ordering::Relaxed)
@@ -144,7 +199,13 @@ fn progress_bar(cfg: &LoadConfig) -> ProgressBar {
 }
 
 /// Publishes at the target rate until the duration is over; returns the per-second counts.
-async fn pace(cfg: &LoadConfig, conns: &[Conn], counts: &Counts, bar: &ProgressBar) -> Vec<Second> {
+async fn pace(
+    cfg: &LoadConfig,
+    mix: Mix,
+    conns: &[Conn],
+    counts: &Counts,
+    bar: &ProgressBar,
+) -> Vec<Second> {
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,14 +221,12 @@ async fn pace(cfg: &LoadConfig, conns: &[Conn], counts: &Counts, bar: &ProgressB
             owed -= 1.0;
             let c = &conns[next % conns.len()];
             next += 1;
-            let battery = 50 + next % 50;
+            let (slot, payload) = mix.message(next);
             // try_publish: a full queue means the hub is not keeping up, which is an error to count.
-            match c.client.try_publish(
-                &c.topic,
-                QoS::AtLeastOnce,
-                false,
-                format!(r#"{{"battery":{battery}}}"#),
-            ) {
+            match c
+                .client
+                .try_publish(&c.topics[slot], QoS::AtLeastOnce, false, payload)
+            {
                 Ok(()) => counts.sent.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
             };
@@ -213,8 +272,13 @@ async fn connect(login: DeviceLogin) -> Result<(Conn, rumqttc::EventLoop)> {
         }
     };
     tokio::time::timeout(Duration::from_secs(30), wait).await??;
-    let topic = device_topic(&login.device_id, MessageKind::Heartbeat);
-    Ok((Conn { client, topic }, eventloop))
+    let topics = [
+        MessageKind::Motion,
+        MessageKind::Heartbeat,
+        MessageKind::Gps,
+    ]
+    .map(|kind| device_topic(&login.device_id, kind));
+    Ok((Conn { client, topics }, eventloop))
 }
 
 /// Polls one connection; counts acks and returns PUBACK latencies in milliseconds.

@@ -1,0 +1,140 @@
+//! Alert latency under load: SOS presses from many distinct buttons while background
+//! traffic runs, timed from the publish to the `alert` frame on a WebSocket client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use device_sim::load::{self, LoadConfig, Mix};
+use device_sim::mqtt::DeviceLogin;
+use futures_util::StreamExt;
+use mimamori_protocol::topic::{device_topic, MessageKind};
+use rumqttc::QoS;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::process::HubProcess;
+use crate::stats::Quantiles;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertLatency {
+    pub background_rate: f64,
+    pub background_sustained: bool,
+    pub alerts_sent: usize,
+    pub alerts_seen: usize,
+    pub latency_ms: Option<Quantiles>,
+}
+
+/// When each device pressed, and how long its alert frame took.
+#[derive(Default)]
+struct Timings {
+    pressed: HashMap<String, Instant>,
+    latencies_ms: Vec<f64>,
+}
+
+/// Presses each button once, `presses_per_s` at a time, during `background` load.
+pub async fn measure(
+    hub: &HubProcess,
+    token: &str,
+    buttons: &[DeviceLogin],
+    background: &[DeviceLogin],
+    background_rate: f64,
+    presses_per_s: f64,
+) -> Result<AlertLatency> {
+    let timings = Arc::new(Mutex::new(Timings::default()));
+    let ws_url = format!("{}?token={token}", hub.url("/ws").replacen("http", "ws", 1));
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .context("cannot open the WebSocket")?;
+    let (_sink, mut frames) = ws.split();
+    let reader = {
+        let timings = timings.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = frames.next().await {
+                let Ok(text) = msg.into_text() else { continue };
+                record(&timings, &text);
+            }
+        })
+    };
+    let mut links = Vec::with_capacity(buttons.len());
+    for b in buttons {
+        let creds = (b.device_id.as_str(), b.password.as_str());
+        let (client, mut eventloop) =
+            crate::ingest::connect_client(b.host.clone(), b.port, &b.device_id, Some(creds), 10)
+                .await?;
+        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        links.push((b.device_id.clone(), client, task));
+    }
+    let press_time = Duration::from_secs_f64(buttons.len() as f64 / presses_per_s);
+    let bg = tokio::spawn(load::run_mix(
+        LoadConfig {
+            devices: background.to_vec(),
+            rate: background_rate,
+            duration: press_time + Duration::from_secs(4),
+            progress: false,
+        },
+        Mix::WARD,
+    ));
+    // Let the background load reach its rate before the first press.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / presses_per_s));
+    for (device_id, client, _) in &links {
+        tick.tick().await;
+        lock(&timings)?
+            .pressed
+            .insert(device_id.clone(), Instant::now());
+        client
+            .publish(
+                device_topic(device_id, MessageKind::Sos),
+                QoS::AtLeastOnce,
+                false,
+                "{}",
+            )
+            .await?;
+    }
+    let bg = bg.await??;
+    let all_seen = || {
+        lock(&timings)
+            .map(|t| t.latencies_ms.len() >= buttons.len())
+            .unwrap_or(true)
+    };
+    crate::ingest::wait_for(all_seen, Duration::from_secs(30)).await;
+    reader.abort();
+    for (_, client, task) in links {
+        let _ = client.try_disconnect();
+        task.abort();
+    }
+    let mut t = lock(&timings)?;
+    let bg_ok = bg.errors == 0 && bg.connect_errors == 0 && bg.acked == bg.sent;
+    Ok(AlertLatency {
+        background_rate,
+        background_sustained: bg_ok,
+        alerts_sent: buttons.len(),
+        alerts_seen: t.latencies_ms.len(),
+        latency_ms: Quantiles::of(&mut t.latencies_ms),
+    })
+}
+
+fn lock(t: &Mutex<Timings>) -> Result<std::sync::MutexGuard<'_, Timings>> {
+    t.lock().map_err(|_| anyhow!("timing table poisoned"))
+}
+
+/// Notes the latency of the first open SOS frame of each pressed device.
+fn record(timings: &Mutex<Timings>, text: &str) {
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    if frame["type"] != "alert" || frame["alert"]["kind"] != "sos" {
+        return;
+    }
+    let Some(device) = frame["alert"]["device_id"].as_str() else {
+        return;
+    };
+    if let Ok(mut t) = timings.lock() {
+        if let Some(pressed) = t.pressed.remove(device) {
+            let ms = pressed.elapsed().as_secs_f64() * 1000.0;
+            t.latencies_ms.push(ms);
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Sustained ingest: the same publishers and message mix at increasing rates, first
+//! against a bare rumqttd with a plain subscriber (the machine's ceiling), then against
+//! the hub, stopping at the first rate the target cannot sustain.
+//!
+//! A rate counts as sustained when every message sent was acknowledged, the load
+//! generator never found a connection's queue full, every full second in between
+//! acknowledged at least 98 % of the rate, and the other end saw every message: the
+//! subscriber received it (baseline), or the hub counted it accepted with nothing
+//! rejected (hub).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use device_sim::load::{self, LoadConfig, LoadReport, Mix};
+use device_sim::mqtt::DeviceLogin;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use serde::Serialize;
+
+use crate::process::{HubProcess, Sample};
+
+/// One rate tried.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub rate: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub errors: u64,
+    /// Messages the far end saw: the subscriber's count, or the hub's accepted counter.
+    pub seen: u64,
+    pub rejected: u64,
+    pub slowest_second: u64,
+    pub ack_p50_ms: Option<f64>,
+    pub ack_p99_ms: Option<f64>,
+    /// The hub's CPU in percent of one core (of 100 × cores) during the step; none for the baseline.
+    pub cpu_pct: Option<f64>,
+    pub rss_mib: Option<f64>,
+    pub sustained: bool,
+}
+
+/// A ladder of rates and what each gave.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ladder {
+    pub target: String,
+    pub devices: usize,
+    pub steps: Vec<Step>,
+    /// The highest sustained rate, 0 if none was.
+    pub sustained_rate: f64,
+}
+
+impl Ladder {
+    fn new(target: &str, devices: usize) -> Ladder {
+        Ladder {
+            target: target.into(),
+            devices,
+            steps: Vec::new(),
+            sustained_rate: 0.0,
+        }
+    }
+
+    fn push(&mut self, step: Step) -> bool {
+        let ok = step.sustained;
+        if ok {
+            self.sustained_rate = self.sustained_rate.max(step.rate);
+        }
+        self.steps.push(step);
+        ok
+    }
+
+    /// The step at the highest sustained rate.
+    pub fn best(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .filter(|s| s.sustained)
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+    }
+}
+
+/// How long each step runs and at which rates.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub rates: Vec<f64>,
+    pub step: Duration,
+}
+
+fn slowest_full_second(r: &LoadReport) -> u64 {
+    // The first and last seconds are partial (connections warming up, the end of the run).
+    let n = r.per_second.len();
+    if n <= 2 {
+        return r.per_second.iter().map(|s| s.acked).min().unwrap_or(0);
+    }
+    r.per_second[1..n - 1]
+        .iter()
+        .map(|s| s.acked)
+        .min()
+        .unwrap_or(0)
+}
+
+fn step_from(rate: f64, r: &LoadReport, seen: u64, rejected: u64) -> Step {
+    let slowest = slowest_full_second(r);
+    let sustained = r.errors == 0
+        && r.connect_errors == 0
+        && r.acked == r.sent
+        && seen == r.acked
+        && rejected == 0
+        && slowest as f64 >= 0.98 * rate;
+    Step {
+        rate,
+        sent: r.sent,
+        acked: r.acked,
+        errors: r.errors + r.connect_errors,
+        seen,
+        rejected,
+        slowest_second: slowest,
+        ack_p50_ms: r.ack_latency_ms_p50,
+        ack_p99_ms: r.ack_latency_ms_p99,
+        cpu_pct: None,
+        rss_mib: None,
+        sustained,
+    }
+}
+
+/// A bare rumqttd in this process, configured as the hub's embedded router but without
+/// authentication, and a plain subscriber on `watch/v1/#` that counts what it receives.
+pub struct Baseline {
+    pub addr: SocketAddr,
+    received: Arc<AtomicU64>,
+}
+
+impl Baseline {
+    pub async fn start() -> Result<Baseline> {
+        let addr = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?;
+        let config = bare_config(addr);
+        std::thread::Builder::new()
+            .name("baseline-rumqttd".into())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                if let Err(e) = broker.start() {
+                    eprintln!("baseline broker stopped: {e}");
+                }
+            })
+            .context("cannot start the baseline broker")?;
+        let received = Arc::new(AtomicU64::new(0));
+        subscribe_counting(addr, received.clone()).await?;
+        Ok(Baseline { addr, received })
+    }
+
+    /// Logins for `count` devices; the bare broker takes any credentials.
+    pub fn logins(&self, count: usize) -> Vec<DeviceLogin> {
+        (0..count)
+            .map(|i| DeviceLogin {
+                host: self.addr.ip().to_string(),
+                port: self.addr.port(),
+                device_id: format!("baseline-{i}"),
+                password: "none".into(),
+            })
+            .collect()
+    }
+
+    /// Runs the ladder against the bare broker.
+    pub async fn climb(&self, devices: &[DeviceLogin], plan: &Plan) -> Result<Ladder> {
+        let mut ladder = Ladder::new("rumqttd 0.20 + subscriber", devices.len());
+        for &rate in &plan.rates {
+            let before = self.received.load(Ordering::Relaxed);
+            let r = load::run_mix(config(devices, rate, plan.step), Mix::WARD).await?;
+            // The subscriber may trail the PUBACKs a little.
+            let expect = before + r.acked;
+            wait_for(
+                || self.received.load(Ordering::Relaxed) >= expect,
+                Duration::from_secs(10),
+            )
+            .await;
+            let seen = self.received.load(Ordering::Relaxed) - before;
+            if !ladder.push(step_from(rate, &r, seen, 0)) {
+                break;
+            }
+        }
+        Ok(ladder)
+    }
+}
+
+fn bare_config(addr: SocketAddr) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: 256 * 1024,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "baseline".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 60_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1 << 20,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("baseline".to_string(), server)])),
+        ..Config::default()
+    }
+}
+
+async fn subscribe_counting(addr: SocketAddr, received: Arc<AtomicU64>) -> Result<()> {
+    // The broker starts on its own thread; its first CONNACK says it is up.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (client, mut eventloop) = loop {
+        match connect_client(
+            addr.ip().to_string(),
+            addr.port(),
+            "baseline-subscriber",
+            None,
+            1000,
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(_) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    client.subscribe("watch/v1/#", QoS::AtLeastOnce).await?;
+    tokio::spawn(async move {
+        // Keep the client alive with its event loop.
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// A rumqttc client that has its CONNACK.
+pub async fn connect_client(
+    host: String,
+    port: u16,
+    client_id: &str,
+    credentials: Option<(&str, &str)>,
+    inflight: u16,
+) -> Result<(AsyncClient, rumqttc::EventLoop)> {
+    let mut opts = MqttOptions::new(client_id, host, port);
+    if let Some((u, p)) = credentials {
+        opts.set_credentials(u, p);
+    }
+    opts.set_keep_alive(Duration::from_secs(60));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_inflight(inflight);
+    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(inflight).max(10));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(c)))
+                    if c.code == rumqttc::ConnectReturnCode::Success =>
+                {
+                    return Ok(())
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    anyhow::bail!("{client_id}: refused ({:?})", c.code)
+                }
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("{client_id}: cannot connect: {e}"),
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("{client_id}: no CONNACK in 30 s"))??;
+    Ok((client, eventloop))
+}
+
+fn config(devices: &[DeviceLogin], rate: f64, duration: Duration) -> LoadConfig {
+    LoadConfig {
+        devices: devices.to_vec(),
+        rate,
+        duration,
+        progress: false,
+    }
+}
+
+/// Waits until `done` or the timeout, polling.
+pub async fn wait_for(done: impl Fn() -> bool, timeout: Duration) -> bool {
+    let until = tokio::time::Instant::now() + timeout;
+    while !done() {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Runs the ladder against the hub, reading its counters and /proc around each step.
+pub async fn climb_hub(
+    hub: &HubProcess,
+    target: &str,
+    devices: &[DeviceLogin],
+    plan: &Plan,
+) -> Result<Ladder> {
+    let http = reqwest::Client::new();
+    let mut ladder = Ladder::new(target, devices.len());
+    for &rate in &plan.rates {
+        let accepted = hub
+            .metric(&http, "mimamori_messages_accepted_total")
+            .await?;
+        let rejected = hub
+            .metric(&http, "mimamori_messages_rejected_total")
+            .await?;
+        let before: Sample = hub.sample()?;
+        let r = load::run_mix(config(devices, rate, plan.step), Mix::WARD).await?;
+        let after = hub.sample()?;
+        let seen = (hub
+            .metric(&http, "mimamori_messages_accepted_total")
+            .await?
+            - accepted) as u64;
+        let rejected = (hub
+            .metric(&http, "mimamori_messages_rejected_total")
+            .await?
+            - rejected) as u64;
+        let mut step = step_from(rate, &r, seen, rejected);
+        step.cpu_pct = Some(after.cpu_pct_since(&before));
+        step.rss_mib = Some(after.rss_bytes as f64 / (1 << 20) as f64);
+        if !ladder.push(step) {
+            break;
+        }
+    }
+    Ok(ladder)
+}

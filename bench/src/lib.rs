@@ -1,0 +1,257 @@
+//! The benchmark harness: the hub against a bare rumqttd on the same machine, in one run.
+//!
+//! # Layout
+//! - [`process`]: the hub as a child process on free ports; its CPU and RSS from /proc.
+//! - [`provision`]: residents and devices through the API, or written in bulk into SQLite.
+//! - [`ingest`]: the rate ladder, against the bare broker (baseline) and against the hub.
+//! - [`alerts`]: SOS-to-WebSocket latency under background load.
+//! - [`region`]: restart, inactivity timers, idle CPU and connections at region scale.
+//! - [`report`]: the table and the JSON document.
+//!
+//! The load is `device_sim::load::run_mix`, the code behind `device-sim load`, so anyone
+//! can point the same generator at their own installation.
+
+pub mod alerts;
+pub mod ingest;
+pub mod process;
+pub mod provision;
+pub mod region;
+pub mod report;
+pub mod stats;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mimamori_protocol::DeviceKind;
+use sqlx::Connection;
+
+use crate::ingest::{Baseline, Plan};
+use crate::process::HubProcess;
+use crate::region::RegionPlan;
+use crate::report::{Machine, Report};
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Size {
+    /// Every stage with tiny numbers: checks the harness itself (about a minute).
+    Smoke,
+    /// Smaller numbers, about three minutes.
+    Quick,
+    /// The figures in docs/performance.md, under ten minutes.
+    Full,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub size: Size,
+    /// The hub program to measure.
+    pub hub_binary: std::path::PathBuf,
+    /// PostgreSQL server on which a fresh database is created for the PostgreSQL ladder;
+    /// skipped when it does not answer.
+    pub postgres: String,
+}
+
+struct Sizes {
+    devices: usize,
+    plan: Plan,
+    buttons: usize,
+    background_rate: f64,
+    presses_per_s: f64,
+    region: RegionPlan,
+}
+
+fn sizes(size: Size) -> Sizes {
+    let rates = |r: &[f64]| r.to_vec();
+    match size {
+        Size::Smoke => Sizes {
+            devices: 20,
+            plan: Plan {
+                rates: rates(&[500.0, 1_000.0]),
+                step: Duration::from_secs(3),
+            },
+            buttons: 20,
+            background_rate: 500.0,
+            presses_per_s: 20.0,
+            region: RegionPlan {
+                residents: 1_000,
+                readings: 10_000,
+                first_deadline_s: 8,
+                spread_s: 4,
+                idle_window: Duration::from_secs(3),
+                connections: 200,
+            },
+        },
+        Size::Quick => Sizes {
+            devices: 200,
+            plan: Plan {
+                rates: rates(&[2_000.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0]),
+                step: Duration::from_secs(5),
+            },
+            buttons: 200,
+            background_rate: 5_000.0,
+            presses_per_s: 50.0,
+            region: RegionPlan {
+                residents: 10_000,
+                readings: 200_000,
+                first_deadline_s: 12,
+                spread_s: 10,
+                idle_window: Duration::from_secs(5),
+                connections: 2_000,
+            },
+        },
+        Size::Full => Sizes {
+            devices: 1_000,
+            plan: Plan {
+                rates: rates(&[
+                    5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0, 80_000.0,
+                    100_000.0, 125_000.0,
+                ]),
+                step: Duration::from_secs(8),
+            },
+            buttons: 1_000,
+            background_rate: 10_000.0,
+            presses_per_s: 100.0,
+            region: RegionPlan {
+                residents: 100_000,
+                readings: 10_000_000,
+                first_deadline_s: 20,
+                spread_s: 30,
+                idle_window: Duration::from_secs(10),
+                connections: 10_000,
+            },
+        },
+    }
+}
+
+/// Runs every stage and returns the figures; progress goes to stderr.
+pub async fn run(opts: &Options) -> Result<Report> {
+    let started = Instant::now();
+    let s = sizes(opts.size);
+    let file_limit = process::raise_file_limit(4 * s.region.connections as u64 + 10_000)?;
+    let dir = tempfile::Builder::new()
+        .prefix("mimamori-bench-")
+        .tempdir()?;
+    let mut report = Report::new(opts.size, Machine::this()?, file_limit);
+
+    note("baseline: bare rumqttd");
+    let baseline = Baseline::start().await?;
+    report.baseline = Some(baseline.climb(&baseline.logins(s.devices), &s.plan).await?);
+
+    note("hub on SQLite: ingest ladder");
+    let url = format!("sqlite:{}", dir.path().join("ingest.db").display());
+    let hub = HubProcess::launch(&opts.hub_binary, &url, &dir.path().join("ingest.log")).await?;
+    let api = provision::admin(&hub).await?;
+    let devices = mixed_devices(&hub, &api, s.devices).await?;
+    report.sqlite = Some(ingest::climb_hub(&hub, "hub, SQLite", &devices, &s.plan).await?);
+
+    note("alert latency under background load");
+    let buttons = provision::devices_via_api(&hub, &api, DeviceKind::Button, s.buttons).await?;
+    let token = login_token(&hub).await?;
+    report.alerts = Some(
+        alerts::measure(
+            &hub,
+            &token,
+            &buttons,
+            &devices,
+            s.background_rate,
+            s.presses_per_s,
+        )
+        .await?,
+    );
+    hub.kill().await?;
+
+    match postgres_database(&opts.postgres).await {
+        Ok((url, name)) => {
+            note("hub on PostgreSQL: ingest ladder");
+            let pg = pg_ladder(&opts.hub_binary, &url, dir.path(), s.devices, &s.plan).await;
+            drop_database(&opts.postgres, &name).await;
+            report.postgres = Some(pg?);
+        }
+        Err(e) => report.skipped.push(format!("PostgreSQL ladder: {e:#}")),
+    }
+
+    note("region: restart, timers, connections");
+    report.region = Some(region::run(&opts.hub_binary, dir.path(), &s.region).await?);
+    report.finish(started.elapsed());
+    Ok(report)
+}
+
+fn note(stage: &str) {
+    eprintln!("[bench] {stage}");
+}
+
+/// Ingest devices with the kinds of a ward: six motion sensors for every three
+/// buttons' worth of heartbeats and one GPS tracker (the load picks each message's kind).
+async fn mixed_devices(
+    hub: &HubProcess,
+    api: &device_sim::hub::HubApi,
+    count: usize,
+) -> Result<Vec<device_sim::mqtt::DeviceLogin>> {
+    let gps = count / 10;
+    let mut devices = provision::devices_via_api(hub, api, DeviceKind::Motion, count - gps).await?;
+    devices.extend(provision::devices_via_api(hub, api, DeviceKind::Gps, gps).await?);
+    Ok(devices)
+}
+
+async fn pg_ladder(
+    binary: &std::path::Path,
+    url: &str,
+    dir: &std::path::Path,
+    devices: usize,
+    plan: &Plan,
+) -> Result<ingest::Ladder> {
+    let hub = HubProcess::launch(binary, url, &dir.join("pg.log")).await?;
+    let api = provision::admin(&hub).await?;
+    let devices = mixed_devices(&hub, &api, devices).await?;
+    let ladder = ingest::climb_hub(&hub, "hub, PostgreSQL", &devices, plan).await;
+    hub.kill().await?;
+    ladder
+}
+
+/// A session token for the WebSocket.
+async fn login_token(hub: &HubProcess) -> Result<String> {
+    let body = serde_json::json!({"username": "admin", "password": process::ADMIN_PASSWORD});
+    let res: serde_json::Value = reqwest::Client::new()
+        .post(hub.url("/auth/login"))
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    match res["token"].as_str() {
+        Some(t) => Ok(t.to_string()),
+        None => bail!("login answered without a token: {res}"),
+    }
+}
+
+/// Creates a fresh database on the server and returns its URL and name.
+async fn postgres_database(admin_url: &str) -> Result<(String, String)> {
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect(admin_url),
+    )
+    .await
+    .context("no answer from PostgreSQL within 3 s")?
+    .with_context(|| format!("cannot connect to {admin_url}"))?;
+    let name = format!("mimamori_bench_{}", rand::random::<u32>());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    Ok((format!("{base}/{name}"), name))
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
+        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+        {
+            eprintln!("warning: cannot drop the benchmark database {name}: {e}");
+        }
+    }
+}

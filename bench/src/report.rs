@@ -1,0 +1,315 @@
+//! The figures of a run: one JSON document (`--json`) to compare across commits, and a
+//! table for people, each target marked met or missed.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::alerts::AlertLatency;
+use crate::ingest::Ladder;
+use crate::region::Region;
+use crate::Size;
+
+/// Where the figures came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub ram_gib: f64,
+    /// 1-minute load average when the run started: other work on the machine skews figures.
+    pub load_avg_1m: f64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn this() -> Result<Machine> {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let ram_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        let load_avg_1m = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0.0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Ok(Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            ram_gib: ram_kib / (1 << 20) as f64,
+            load_avg_1m,
+            kernel,
+        })
+    }
+}
+
+/// One target of the issue, and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub size: Size,
+    pub machine: Machine,
+    pub file_limit: u64,
+    pub commit: Option<String>,
+    pub baseline: Option<Ladder>,
+    pub sqlite: Option<Ladder>,
+    pub postgres: Option<Ladder>,
+    pub alerts: Option<AlertLatency>,
+    pub region: Option<Region>,
+    pub targets: Vec<Target>,
+    pub skipped: Vec<String>,
+    pub total_s: f64,
+}
+
+impl Report {
+    pub fn new(size: Size, machine: Machine, file_limit: u64) -> Report {
+        let commit = std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string());
+        Report {
+            size,
+            machine,
+            file_limit,
+            commit,
+            baseline: None,
+            sqlite: None,
+            postgres: None,
+            alerts: None,
+            region: None,
+            targets: Vec::new(),
+            skipped: Vec::new(),
+            total_s: 0.0,
+        }
+    }
+
+    pub fn finish(&mut self, took: Duration) {
+        self.total_s = took.as_secs_f64();
+        self.targets = targets(self);
+    }
+
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "Mimamori benchmark ({:?}) on {} x {} , {:.1} GiB RAM, load average {:.2} at start, commit {}, {:.0} s",
+            self.size,
+            m.cpus,
+            m.cpu_model,
+            m.ram_gib,
+            m.load_avg_1m,
+            self.commit.as_deref().unwrap_or("?"),
+            self.total_s
+        );
+        let _ = writeln!(
+            out,
+            "\nIngest (QoS 1, mix 60 % motion / 30 % heartbeat / 10 % GPS)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<26} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>8}  {}",
+            "target",
+            "devices",
+            "rate/s",
+            "acked",
+            "seen",
+            "slowest",
+            "ack p50",
+            "ack p99",
+            "CPU %",
+            "RSS MiB",
+            "sustained"
+        );
+        for ladder in [&self.baseline, &self.sqlite, &self.postgres]
+            .into_iter()
+            .flatten()
+        {
+            for s in &ladder.steps {
+                let _ = writeln!(
+                    out,
+                    "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>8}  {}",
+                    ladder.target,
+                    ladder.devices,
+                    s.rate,
+                    s.acked,
+                    s.seen,
+                    s.slowest_second,
+                    opt_ms(s.ack_p50_ms),
+                    opt_ms(s.ack_p99_ms),
+                    s.cpu_pct.map_or("-".into(), |c| format!("{c:.0}")),
+                    s.rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
+                    if s.sustained { "yes" } else { "NO" }
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{:<26} highest sustained: {:.0} msg/s",
+                ladder.target, ladder.sustained_rate
+            );
+        }
+        if let Some(a) = &self.alerts {
+            let _ = writeln!(
+                out,
+                "\nAlert latency, SOS publish -> WebSocket frame, {:.0} msg/s background ({}): {} of {} alerts, {}",
+                a.background_rate,
+                if a.background_sustained { "sustained" } else { "NOT sustained" },
+                a.alerts_seen,
+                a.alerts_sent,
+                quantiles_ms(a.latency_ms.as_ref())
+            );
+        }
+        if let Some(r) = &self.region {
+            let st = &r.restart;
+            let _ = writeln!(
+                out,
+                "\nRestart with {} residents and {} stored readings (written in {:.1} s): ready in {:.2} s (rules restored, timers armed), healthy in {:.2} s, RSS {:.0} MiB",
+                st.residents, st.stored_readings, st.bulk_write_s, st.ready_s, st.healthy_s, st.rss_mib_ready
+            );
+            let t = &r.timers;
+            let _ = writeln!(
+                out,
+                "Timers: {} residents, idle CPU {:.2} % over {:.0} s; {} fired, lateness {}; RSS after {:.0} MiB",
+                t.residents,
+                t.idle_cpu_pct,
+                t.idle_window_s,
+                t.fired,
+                quantiles_ms(t.lateness_ms.as_ref()),
+                t.rss_mib_after
+            );
+            let c = &r.connections;
+            let _ = writeln!(
+                out,
+                "Connections: {} of {} connected at once in {:.2} s (hub counts {:.0}); RSS {:.0} -> {:.0} MiB, {:.0} MiB per 10,000",
+                c.connected, c.attempted, c.connect_all_s, c.hub_reports, c.rss_mib_before, c.rss_mib_after, c.rss_mib_per_10k
+            );
+        }
+        let _ = writeln!(out, "\nTargets");
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "  [{}] {:<40} goal {:<28} measured {}",
+                if t.met { "met" } else { "MISSED" },
+                t.name,
+                t.goal,
+                t.measured
+            );
+        }
+        for s in &self.skipped {
+            let _ = writeln!(out, "  skipped: {s}");
+        }
+        out
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1}ms"))
+}
+
+fn quantiles_ms(q: Option<&crate::stats::Quantiles>) -> String {
+    q.map_or("none measured".into(), |q| {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
+            q.p50, q.p99, q.max, q.count
+        )
+    })
+}
+
+/// The issue's targets, judged on this run's figures.
+fn targets(r: &Report) -> Vec<Target> {
+    let mut t = Vec::new();
+    let mut push = |name: &str, goal: &str, measured: String, met: bool| {
+        t.push(Target {
+            name: name.into(),
+            goal: goal.into(),
+            measured,
+            met,
+        })
+    };
+    if let Some(sql) = &r.sqlite {
+        push(
+            "ingest, SQLite",
+            ">= 50,000 msg/s",
+            format!("{:.0} msg/s", sql.sustained_rate),
+            sql.sustained_rate >= 50_000.0,
+        );
+        if let Some(base) = r.baseline.as_ref().filter(|b| b.sustained_rate > 0.0) {
+            let ratio = sql.sustained_rate / base.sustained_rate;
+            push(
+                "ingest, SQLite / baseline",
+                ">= 60 %",
+                format!("{:.0} % of {:.0} msg/s", ratio * 100.0, base.sustained_rate),
+                ratio >= 0.6,
+            );
+        }
+    }
+    if let Some(a) = &r.alerts {
+        let p99 = a.latency_ms.map(|q| q.p99);
+        push(
+            "alert latency p99 under background load",
+            "<= 20 ms at 10,000 msg/s",
+            format!("{} at {:.0} msg/s", opt_ms(p99), a.background_rate),
+            p99.is_some_and(|p| p <= 20.0)
+                && a.alerts_seen == a.alerts_sent
+                && a.background_rate >= 10_000.0,
+        );
+    }
+    if let Some(reg) = &r.region {
+        let late = reg.timers.lateness_ms.map(|q| q.p99);
+        push(
+            "timer lateness p99",
+            "<= 1 s at 100,000 residents",
+            format!(
+                "{} at {} residents, {} fired",
+                opt_ms(late),
+                reg.timers.residents,
+                reg.timers.fired
+            ),
+            late.is_some_and(|l| l <= 1000.0)
+                && reg.timers.fired == reg.timers.residents
+                && reg.timers.residents >= 100_000,
+        );
+        let rss = reg.connections.rss_mib_after;
+        push(
+            "RSS with 100,000 residents + 10,000 connections",
+            "< 1 GiB",
+            format!(
+                "{rss:.0} MiB ({} residents, {} connections)",
+                reg.restart.residents, reg.connections.connected
+            ),
+            rss < 1024.0 && reg.restart.residents >= 100_000 && reg.connections.connected >= 10_000,
+        );
+        push(
+            "ready after restart",
+            "< 5 s at 100,000 residents",
+            format!(
+                "{:.2} s at {} residents",
+                reg.restart.ready_s, reg.restart.residents
+            ),
+            reg.restart.ready_s < 5.0 && reg.restart.residents >= 100_000,
+        );
+    }
+    t
+}
