@@ -1,6 +1,7 @@
 //! device-sim against a real hub: every scenario with `--expect`, a fleet's day with no false
-//! alerts, the load generator, and the commands and snippets of docs/simulator.md, which these
-//! tests take from the page itself so the page cannot drift from what is tested.
+//! alerts, the load generator, speaking as Zigbee2MQTT, OwnTracks and Traccar Client (`--as`),
+//! and the commands and snippets of docs/simulator.md, which these tests take from the page
+//! itself so the page cannot drift from what is tested.
 
 use std::path::Path;
 use std::process::Output;
@@ -176,7 +177,7 @@ async fn sim_bad_api_credentials_exit_1() -> Result<()> {
 #[tokio::test]
 async fn sim_fleet_day_raises_no_false_alerts() -> Result<()> {
     let hub = TestHub::start().await?;
-    let out = sim(&hub, &doc_command("device-sim provision ")?).await?;
+    let out = sim(&hub, &doc_command("device-sim provision --residents ")?).await?;
     assert!(out.status.success(), "{}", show(&out));
     let fleet: Value =
         serde_json::from_str(&std::fs::read_to_string(hub.dir.path().join("fleet.json"))?)?;
@@ -189,7 +190,7 @@ async fn sim_fleet_day_raises_no_false_alerts() -> Result<()> {
         .as_str()
         .is_some_and(|p| !p.is_empty())));
 
-    let out = sim(&hub, &doc_command("device-sim run --fleet ")?).await?;
+    let out = sim(&hub, &doc_command("device-sim run --fleet fleet.json ")?).await?;
     assert!(
         out.status.success(),
         "the fleet's day raised alerts:\n{}",
@@ -265,10 +266,15 @@ async fn sim_load_reports_sent_and_acked() -> Result<()> {
 #[test]
 fn sim_docs_commands_are_the_tested_ones() -> Result<()> {
     let mut tested = vec![
-        doc_command("device-sim provision ")?,
-        doc_command("device-sim run --fleet ")?,
+        doc_command("device-sim provision --residents ")?,
+        doc_command("device-sim run --fleet fleet.json ")?,
         doc_command("device-sim load ")?,
+        doc_command(ZIGBEE_PROVISION)?,
+        doc_command(ZIGBEE_FLEET_RUN)?,
     ];
+    for (client, name) in AS_SCENARIOS {
+        tested.push(as_command(client, name)?);
+    }
     for name in [
         "fall",
         "no-morning",
@@ -282,5 +288,256 @@ fn sim_docs_commands_are_the_tested_ones() -> Result<()> {
     }
     // Every command on the page is one of these: none is shown that no test runs.
     assert_eq!(doc_commands()?.len(), tested.len());
+    Ok(())
+}
+
+// -- `--as`: the simulator speaking as the clients of docs/gateways.md --
+
+const ZIGBEE_PROVISION: &str = "device-sim provision --as zigbee2mqtt ";
+const ZIGBEE_FLEET_RUN: &str = "device-sim run --fleet zigbee.json ";
+/// The documented `--as` scenario commands.
+const AS_SCENARIOS: [(&str, &str); 3] = [
+    ("zigbee2mqtt", "fall"),
+    ("owntracks", "wander"),
+    ("osmand", "wander"),
+];
+
+fn as_command(client: &str, name: &str) -> Result<Vec<String>> {
+    doc_command(&format!("device-sim run --as {client} --scenario {name} "))
+}
+
+/// The one resident whose name contains `marker`, and its devices.
+async fn resident_named(hub: &TestHub, marker: &str) -> Result<(i64, Vec<Value>)> {
+    let residents = hub.expect(Method::GET, "/residents", None, 200).await?;
+    let ids: Vec<i64> = residents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["name"].as_str().is_some_and(|n| n.contains(marker)))
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    let [id] = ids[..] else {
+        bail!("{} residents named like {marker:?}", ids.len());
+    };
+    let devices = hub.expect(Method::GET, "/devices", None, 200).await?;
+    let devices = devices
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["resident_id"] == id)
+        .cloned()
+        .collect();
+    Ok((id, devices))
+}
+
+fn device_of<'a>(devices: &'a [Value], kind: &str, name: &str) -> Result<&'a str> {
+    devices
+        .iter()
+        .find(|d| d["kind"] == kind && d["name"] == name)
+        .and_then(|d| d["id"].as_str())
+        .ok_or_else(|| anyhow!("no {kind} device named {name:?} in {devices:?}"))
+}
+
+/// Runs a documented `--as` scenario, which must pass `--expect` and leave exactly `want`
+/// raised; nothing the clients sent may have been refused. Returns the resident and devices.
+async fn as_scenario(
+    hub: &TestHub,
+    client: &str,
+    name: &str,
+    want: &str,
+) -> Result<(i64, Vec<Value>)> {
+    let out = sim(hub, &as_command(client, name)?).await?;
+    if !out.status.success() {
+        bail!(
+            "--as {client} --scenario {name} failed its expectation:\n{}",
+            show(&out)
+        );
+    }
+    assert_eq!(
+        kinds_of(hub, &format!("({name})")).await?,
+        vec![want.to_string()],
+        "{}",
+        show(&out)
+    );
+    let refused = hub.expect(Method::GET, "/rejected", None, 200).await?;
+    assert_eq!(
+        refused.as_array().map(Vec::len),
+        Some(0),
+        "refused: {refused}"
+    );
+    resident_named(hub, &format!("({name})")).await
+}
+
+/// OwnTracks' `tst` and OsmAnd's `timestamp` are whole seconds; the native tracker sends no
+/// time, so its fixes carry the hub's receive time to the millisecond.
+async fn tracker_fixes_are_whole_seconds(hub: &TestHub, rid: i64, tracker: &str) -> Result<usize> {
+    let fixes: Vec<Value> = hub
+        .readings(rid)
+        .await?
+        .into_iter()
+        .filter(|r| r["kind"] == "gps")
+        .collect();
+    assert!(fixes.iter().all(|r| r["device_id"] == tracker), "{fixes:?}");
+    for f in &fixes {
+        let ts = f["ts"].as_str().unwrap_or_default();
+        let ts = chrono::DateTime::parse_from_rfc3339(ts)?;
+        assert_eq!(
+            ts.timestamp_subsec_millis(),
+            0,
+            "a client's fix has whole seconds: {f}"
+        );
+    }
+    Ok(fixes.len())
+}
+
+#[tokio::test]
+async fn sim_as_zigbee2mqtt_fall_raises_inactivity_through_the_mapped_sensors() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "zigbee2mqtt", "fall", "inactivity").await?;
+    let gateway = device_of(&devices, "gateway", "home gateway")?;
+    let mapped = hub
+        .expect(
+            Method::GET,
+            &format!("/devices/{gateway}/zigbee"),
+            None,
+            200,
+        )
+        .await?;
+    let mapped: Vec<(String, String)> = mapped
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["friendly_name"].as_str().unwrap_or_default().to_string(),
+                m["device_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let bathroom = device_of(&devices, "motion", "bathroom motion sensor")?;
+    assert!(
+        mapped.contains(&("bathroom motion sensor".to_string(), bathroom.to_string())),
+        "{mapped:?}"
+    );
+    assert!(mapped.contains(&(
+        "SOS pendant".to_string(),
+        device_of(&devices, "button", "SOS pendant")?.to_string()
+    )));
+    assert_eq!(
+        mapped.len(),
+        6,
+        "four motion sensors, the door and the pendant: {mapped:?}"
+    );
+    // Motion came as Zigbee2MQTT occupancy, which names no room (the native payload does),
+    // attributed to the sensors the gateway's friendly names are mapped to.
+    let motion: Vec<Value> = hub
+        .readings(rid)
+        .await?
+        .into_iter()
+        .filter(|r| r["kind"] == "motion")
+        .collect();
+    assert!(
+        motion.iter().any(|r| r["device_id"] == bathroom),
+        "{motion:?}"
+    );
+    for r in &motion {
+        assert!(
+            mapped.iter().any(|(_, id)| r["device_id"] == id.as_str()),
+            "{r}"
+        );
+        assert!(r["data"]["motion"].is_boolean(), "{r}");
+        assert!(r["data"]["room"].is_null(), "occupancy names no room: {r}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_as_owntracks_wander_raises_geofence_exit_from_the_phone() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "owntracks", "wander", "geofence_exit").await?;
+    let tracker = device_of(&devices, "gps", "GPS tracker")?;
+    assert!(tracker_fixes_are_whole_seconds(&hub, rid, tracker).await? > 10);
+    let alert = hub.alerts(rid).await?;
+    assert_eq!(alert[0]["device_id"], tracker, "{alert:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_as_osmand_wander_raises_geofence_exit_from_http_reports() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "osmand", "wander", "geofence_exit").await?;
+    let tracker = device_of(&devices, "gps", "GPS tracker")?;
+    assert!(tracker_fixes_are_whole_seconds(&hub, rid, tracker).await? > 10);
+    Ok(())
+}
+
+/// A fleet provisioned as Zigbee2MQTT homes records the client and the friendly names, and
+/// its day raises nothing (the gateways' sensors and heartbeats keep every device alive).
+#[tokio::test]
+async fn sim_as_zigbee2mqtt_fleet_is_mapped_and_its_day_raises_nothing() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let out = sim(&hub, &doc_command(ZIGBEE_PROVISION)?).await?;
+    assert!(out.status.success(), "{}", show(&out));
+    let fleet: Value = serde_json::from_str(&std::fs::read_to_string(
+        hub.dir.path().join("zigbee.json"),
+    )?)?;
+    assert_eq!(fleet["as"], "zigbee2mqtt");
+    let residents = fleet["residents"].as_array().cloned().unwrap_or_default();
+    assert_eq!(residents.len(), 3);
+    for r in &residents {
+        let devices = r["devices"].as_array().cloned().unwrap_or_default();
+        let gateway = devices
+            .iter()
+            .find(|d| d["kind"] == "gateway")
+            .and_then(|d| d["id"].as_str())
+            .ok_or_else(|| anyhow!("no gateway in {r}"))?;
+        let mapped = hub
+            .expect(
+                Method::GET,
+                &format!("/devices/{gateway}/zigbee"),
+                None,
+                200,
+            )
+            .await?;
+        let named: Vec<&Value> = devices
+            .iter()
+            .filter(|d| d["friendly_name"].is_string())
+            .collect();
+        assert_eq!(named.len(), 6, "{r}");
+        for d in named {
+            assert!(
+                mapped
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["friendly_name"] == d["friendly_name"] && m["device_id"] == d["id"]),
+                "{d} is mapped on {gateway}: {mapped}"
+            );
+        }
+    }
+    let out = sim(&hub, &doc_command(ZIGBEE_FLEET_RUN)?).await?;
+    assert!(
+        out.status.success(),
+        "the Zigbee2MQTT fleet's day raised alerts:\n{}",
+        show(&out)
+    );
+    let all = hub.expect(Method::GET, "/alerts", None, 200).await?;
+    assert_eq!(all.as_array().map(Vec::len), Some(0), "alerts: {all}");
+    let refused = hub.expect(Method::GET, "/rejected", None, 200).await?;
+    assert_eq!(
+        refused.as_array().map(Vec::len),
+        Some(0),
+        "refused: {refused}"
+    );
+    // A fleet speaks as what it was provisioned for.
+    let mut other = doc_command(ZIGBEE_FLEET_RUN)?;
+    other.extend(["--as".to_string(), "native".to_string()]);
+    let out = sim(&hub, &other).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("provisioned to speak as zigbee2mqtt"),
+        "{}",
+        show(&out)
+    );
     Ok(())
 }
