@@ -584,7 +584,57 @@ mod tests {
         ]);
         assert!(c.is_ok());
         assert!(Cli::try_parse_from(["device-sim", "run", "--scenario", "flood"]).is_err());
+        assert!(Cli::try_parse_from([
+            "device-sim",
+            "run",
+            "--as",
+            "owntracks",
+            "--scenario",
+            "wander"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from([
+            "device-sim",
+            "provision",
+            "--as",
+            "zigbee2mqtt",
+            "--residents",
+            "3"
+        ])
+        .is_ok());
+        assert!(
+            Cli::try_parse_from(["device-sim", "run", "--as", "lora", "--scenario", "sos"])
+                .is_err()
+        );
         assert!(parse_centre("35.7,139.6").is_ok());
         assert!(parse_centre("95,0").is_err());
+    }
+
+    #[test]
+    fn a_run_speaks_as_its_fleet_and_refuses_what_cannot_play() -> Result<()> {
+        let fleet = |client| Fleet {
+            version: crate::fleet::FORMAT_VERSION,
+            hub: String::new(),
+            mqtt: String::new(),
+            centre: LatLon { lat: 0.0, lon: 0.0 },
+            seed: 1,
+            client,
+            residents: vec![],
+        };
+        let z2m = fleet(Client::Zigbee2mqtt);
+        assert_eq!(speaking_as(None, None, &[])?, Client::Native);
+        assert_eq!(speaking_as(None, Some(&z2m), &[])?, Client::Zigbee2mqtt);
+        assert_eq!(
+            speaking_as(Some(Client::Osmand), None, &[])?,
+            Client::Osmand
+        );
+        assert!(speaking_as(Some(Client::Native), Some(&z2m), &[]).is_err());
+        let cut = [ScenarioName::OfflineGateway];
+        assert!(speaking_as(Some(Client::Zigbee2mqtt), None, &cut).is_err());
+        assert_eq!(
+            speaking_as(Some(Client::Owntracks), None, &cut)?,
+            Client::Owntracks
+        );
+        Ok(())
     }
 }
