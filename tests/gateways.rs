@@ -246,19 +246,32 @@ async fn zigbee2mqtt_button_raises_sos_and_availability_in_both_forms_marks_devi
         })
     })
     .await?;
-    // Other bridge messages are of no use, and are neither stored nor refused.
-    let before = hub.readings(rid).await?.len();
+    // Any other bridge message (2.x sends `bridge/health` every 10 min) is the gateway's
+    // sign of life: stored as its heartbeat, refused never, and it ends the offline alert.
     let refused = rejected(&hub, "bad_field").await? + rejected(&hub, "not_json").await?;
     z2m.publish_acked(
         &format!("{base}/bridge/info"),
         r#"{"version":"2.1.1","log_level":"info"}"#,
     )
     .await?;
-    assert_eq!(hub.readings(rid).await?.len(), before);
+    let latest = hub.readings(rid).await?;
+    assert_eq!(
+        (latest[0]["device_id"].as_str(), latest[0]["kind"].as_str()),
+        (Some(gw.id.as_str()), Some("heartbeat"))
+    );
     assert_eq!(
         rejected(&hub, "bad_field").await? + rejected(&hub, "not_json").await?,
         refused
     );
+    eventually("the gateway back online", WAIT, || async {
+        let alerts = hub.alerts(rid).await.ok()?;
+        alerts.into_iter().find(|a| {
+            a["kind"] == "device_offline"
+                && a["state"] == "resolved"
+                && a["device_id"] == gw.id.as_str()
+        })
+    })
+    .await?;
     Ok(())
 }
 

@@ -178,6 +178,15 @@ impl ZigbeeMap {
                     None,
                 )))
             }
+            // Zigbee2MQTT's own messages (2.x publishes `bridge/health` every 10 min) are
+            // the gateway's sign of life; without them it would be reported offline.
+            Route::Bridge => Ok(Some(event(
+                &gateway.id,
+                gateway.kind,
+                gateway.resident_id,
+                Reading::Heartbeat,
+                None,
+            ))),
             Route::Ignored => Ok(None),
             Route::Availability(name) => {
                 let m = self.mapped(gateway, name)?;
@@ -259,7 +268,9 @@ impl ZigbeeMap {
 enum Route<'a> {
     /// `bridge/state`: the gateway itself online or offline (its MQTT will says offline).
     BridgeState,
-    /// `bridge/…` other than the state, and `…/set`, `…/get` commands: nothing for the rules.
+    /// `bridge/…` other than the state: a sign of life of the gateway, nothing more.
+    Bridge,
+    /// `…/set`, `…/get` commands: nothing for the rules.
     Ignored,
     /// `{friendly_name}/availability`.
     Availability(&'a str),
@@ -272,7 +283,7 @@ fn route(rest: &str) -> Route<'_> {
         return Route::BridgeState;
     }
     if rest == "bridge" || rest.starts_with("bridge/") {
-        return Route::Ignored;
+        return Route::Bridge;
     }
     if let Some(name) = rest.strip_suffix("/availability") {
         return Route::Availability(name);
@@ -532,12 +543,15 @@ mod tests {
     }
 
     #[test]
-    fn bridge_messages_and_commands_are_ignored() {
+    fn bridge_messages_keep_the_gateway_alive_and_commands_are_ignored() {
         let m = map();
-        assert_eq!(reading(&m, "bridge/devices", "[]"), Ok(None));
         assert_eq!(
-            reading(&m, "bridge/logging", r#"{"level":"info","message":"x"}"#),
-            Ok(None)
+            reading(&m, "bridge/devices", "[]"),
+            Ok(Some(Reading::Heartbeat))
+        );
+        assert_eq!(
+            reading(&m, "bridge/health", r#"{"healthy":true}"#),
+            Ok(Some(Reading::Heartbeat))
         );
         assert_eq!(reading(&m, "bedroom/motion/set", "{}"), Ok(None));
     }
