@@ -22,6 +22,12 @@ fn main() -> ExitCode {
         hub_binary: env!("CARGO_BIN_EXE_mimamori-bench-hub").into(),
         postgres: std::env::var("MIMAMORI_BENCH_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        stages: args
+            .iter()
+            .find_map(|a| a.strip_prefix("--only="))
+            .map(|list| list.split(',').map(String::from).collect())
+            .unwrap_or_default(),
+        keep: has("--keep"),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

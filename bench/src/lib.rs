@@ -51,6 +51,16 @@ pub struct Options {
     /// PostgreSQL server on which a fresh database is created for the PostgreSQL ladder;
     /// skipped when it does not answer.
     pub postgres: String,
+    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`); all when empty.
+    pub stages: Vec<String>,
+    /// Keep the databases and hub logs after the run (their folder is printed).
+    pub keep: bool,
+}
+
+impl Options {
+    fn runs(&self, stage: &str) -> bool {
+        self.stages.is_empty() || self.stages.iter().any(|s| s == stage)
+    }
 }
 
 struct Sizes {
@@ -102,7 +112,7 @@ fn sizes(size: Size) -> Sizes {
             },
         },
         Size::Full => Sizes {
-            devices: 1_000,
+            devices: 100,
             plan: Plan {
                 rates: rates(&[
                     5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0, 80_000.0,
@@ -128,54 +138,100 @@ fn sizes(size: Size) -> Sizes {
 /// Runs every stage and returns the figures; progress goes to stderr.
 pub async fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
-    let s = sizes(opts.size);
+    let mut s = sizes(opts.size);
     let file_limit = process::raise_file_limit(4 * s.region.connections as u64 + 10_000)?;
     let dir = tempfile::Builder::new()
         .prefix("mimamori-bench-")
         .tempdir()?;
-    let mut report = Report::new(opts.size, Machine::this()?, file_limit);
-
-    note("baseline: bare rumqttd");
-    let baseline = Baseline::start().await?;
-    report.baseline = Some(baseline.climb(&baseline.logins(s.devices), &s.plan).await?);
-
-    note("hub on SQLite: ingest ladder");
-    let url = format!("sqlite:{}", dir.path().join("ingest.db").display());
-    let hub = HubProcess::launch(&opts.hub_binary, &url, &dir.path().join("ingest.log")).await?;
-    let api = provision::admin(&hub).await?;
-    let devices = mixed_devices(&hub, &api, s.devices).await?;
-    report.sqlite = Some(ingest::climb_hub(&hub, "hub, SQLite", &devices, &s.plan).await?);
-
-    note("alert latency under background load");
-    let buttons = provision::devices_via_api(&hub, &api, DeviceKind::Button, s.buttons).await?;
-    let token = login_token(&hub).await?;
-    report.alerts = Some(
-        alerts::measure(
-            &hub,
-            &token,
-            &buttons,
-            &devices,
-            s.background_rate,
-            s.presses_per_s,
-        )
-        .await?,
-    );
-    hub.kill().await?;
-
-    match postgres_database(&opts.postgres).await {
-        Ok((url, name)) => {
-            note("hub on PostgreSQL: ingest ladder");
-            let pg = pg_ladder(&opts.hub_binary, &url, dir.path(), s.devices, &s.plan).await;
-            drop_database(&opts.postgres, &name).await;
-            report.postgres = Some(pg?);
-        }
-        Err(e) => report.skipped.push(format!("PostgreSQL ladder: {e:#}")),
+    if opts.keep {
+        eprintln!(
+            "[bench] databases and hub logs stay in {}",
+            dir.path().display()
+        );
     }
-
-    note("region: restart, timers, connections");
-    report.region = Some(region::run(&opts.hub_binary, dir.path(), &s.region).await?);
+    let mut report = Report::new(opts.size, Machine::this()?, file_limit);
+    // Each device connection costs the hub three descriptors (device, edge to router,
+    // router side); without the privilege to raise the hard limit, connect what fits.
+    let fits = (file_limit.saturating_sub(1_000) / 3) as usize;
+    if fits < s.region.connections {
+        report.skipped.push(format!(
+            "connections: {} instead of {} (open-file limit {file_limit}, not raisable without CAP_SYS_RESOURCE)",
+            fits, s.region.connections
+        ));
+        s.region.connections = fits;
+    }
+    stages(opts, &s, dir.path(), &mut report).await?;
+    if opts.keep {
+        let _ = dir.keep();
+    }
     report.finish(started.elapsed());
     Ok(report)
+}
+
+async fn stages(
+    opts: &Options,
+    s: &Sizes,
+    dir: &std::path::Path,
+    report: &mut Report,
+) -> Result<()> {
+    if opts.runs("baseline") {
+        note("baseline: bare rumqttd");
+        let baseline = Baseline::start().await?;
+        report.baseline = Some(baseline.climb(&baseline.logins(s.devices), &s.plan).await?);
+    }
+    if opts.runs("sqlite") || opts.runs("alerts") {
+        sqlite_stages(opts, s, dir, report).await?;
+    }
+    if opts.runs("postgres") {
+        match postgres_database(&opts.postgres).await {
+            Ok((url, name)) => {
+                note("hub on PostgreSQL: ingest ladder");
+                let pg = pg_ladder(&opts.hub_binary, &url, dir, s.devices, &s.plan).await;
+                drop_database(&opts.postgres, &name).await;
+                report.postgres = Some(pg?);
+            }
+            Err(e) => report.skipped.push(format!("PostgreSQL ladder: {e:#}")),
+        }
+    }
+    if opts.runs("region") {
+        note("region: restart, timers, connections");
+        report.region = Some(region::run(&opts.hub_binary, dir, &s.region).await?);
+    }
+    Ok(())
+}
+
+/// The SQLite ladder, then alert latency on the same hub.
+async fn sqlite_stages(
+    opts: &Options,
+    s: &Sizes,
+    dir: &std::path::Path,
+    report: &mut Report,
+) -> Result<()> {
+    let url = format!("sqlite:{}", dir.join("ingest.db").display());
+    let hub = HubProcess::launch(&opts.hub_binary, &url, &dir.join("ingest.log")).await?;
+    let api = provision::admin(&hub).await?;
+    let devices = mixed_devices(&hub, &api, s.devices).await?;
+    if opts.runs("sqlite") {
+        note("hub on SQLite: ingest ladder");
+        report.sqlite = Some(ingest::climb_hub(&hub, "hub, SQLite", &devices, &s.plan).await?);
+    }
+    if opts.runs("alerts") {
+        note("alert latency under background load");
+        let buttons = provision::devices_via_api(&hub, &api, DeviceKind::Button, s.buttons).await?;
+        let token = login_token(&hub).await?;
+        report.alerts = Some(
+            alerts::measure(
+                &hub,
+                &token,
+                &buttons,
+                &devices,
+                s.background_rate,
+                s.presses_per_s,
+            )
+            .await?,
+        );
+    }
+    hub.kill().await
 }
 
 fn note(stage: &str) {

@@ -97,6 +97,16 @@ impl HubProcess {
         Sample::of(self.pid)
     }
 
+    /// The hub's own limit of open files (each device connection costs it three).
+    pub fn file_limit(&self) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/limits", self.pid))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// One counter or gauge from `GET /api/v1/metrics` (0 when absent).
     pub async fn metric(&self, http: &reqwest::Client, name: &str) -> Result<f64> {
         let text = http.get(self.url("/metrics")).send().await?.text().await?;

@@ -64,6 +64,7 @@ pub struct Connections {
     pub rss_mib_after: f64,
     pub rss_mib_per_10k: f64,
     pub hub_reports: f64,
+    pub hub_file_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -273,5 +274,6 @@ async fn connect_all(hub: &HubProcess, logins: Vec<DeviceLogin>) -> Result<Conne
             grown * 10_000.0 / connected as f64
         },
         hub_reports,
+        hub_file_limit: hub.file_limit(),
     })
 }

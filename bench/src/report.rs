@@ -130,12 +130,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<26} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>8}  {}",
+            "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8}  {}",
             "target",
             "devices",
             "rate/s",
             "acked",
             "seen",
+            "errors",
             "slowest",
             "ack p50",
             "ack p99",
@@ -150,12 +151,13 @@ impl Report {
             for s in &ladder.steps {
                 let _ = writeln!(
                     out,
-                    "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>8}  {}",
+                    "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8}  {}",
                     ladder.target,
                     ladder.devices,
                     s.rate,
                     s.acked,
                     s.seen,
+                    s.errors,
                     s.slowest_second,
                     opt_ms(s.ack_p50_ms),
                     opt_ms(s.ack_p99_ms),
@@ -202,8 +204,15 @@ impl Report {
             let c = &r.connections;
             let _ = writeln!(
                 out,
-                "Connections: {} of {} connected at once in {:.2} s (hub counts {:.0}); RSS {:.0} -> {:.0} MiB, {:.0} MiB per 10,000",
-                c.connected, c.attempted, c.connect_all_s, c.hub_reports, c.rss_mib_before, c.rss_mib_after, c.rss_mib_per_10k
+                "Connections: {} of {} connected at once in {:.2} s (hub counts {:.0}, file limit {}); RSS {:.0} -> {:.0} MiB, {:.0} MiB per 10,000",
+                c.connected,
+                c.attempted,
+                c.connect_all_s,
+                c.hub_reports,
+                c.hub_file_limit.map_or("?".into(), |l| l.to_string()),
+                c.rss_mib_before,
+                c.rss_mib_after,
+                c.rss_mib_per_10k
             );
         }
         let _ = writeln!(out, "\nTargets");

@@ -295,10 +295,17 @@ macro_rules! impl_store {
                 if ids.is_empty() {
                     return Ok(BTreeSet::new());
                 }
-                let mut q = QueryBuilder::<$db>::new("SELECT id FROM residents WHERE id ");
-                push_id_list(&mut q, ids.iter().copied());
-                let rows: Vec<(i64,)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                Ok(rows.into_iter().map(|(i,)| i).collect())
+                // A restore or a burst of timers mentions every resident: keep each query
+                // under SQLite's limit of bound parameters (32,766).
+                let ids: Vec<i64> = ids.iter().copied().collect();
+                let mut alive = BTreeSet::new();
+                for chunk in ids.chunks(10_000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT id FROM residents WHERE id ");
+                    push_id_list(&mut q, chunk.iter().copied());
+                    let rows: Vec<(i64,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    alive.extend(rows.into_iter().map(|(i,)| i));
+                }
+                Ok(alive)
             }
 
             async fn insert_readings(tx: &mut sqlx::Transaction<'_, $db>, readings: &[&DeviceEvent]) -> StoreResult<()> {
