@@ -308,6 +308,37 @@ macro_rules! impl_store {
                 Ok(alive)
             }
 
+            // One statement per chunk rather than per device or resident: each statement is
+            // a round trip to the database (for SQLite, to its worker thread), and a batch
+            // touches hundreds of devices and residents.
+            async fn update_devices_seen(tx: &mut sqlx::Transaction<'_, $db>, updates: &[(&str, (i64, Option<u8>))]) -> StoreResult<()> {
+                for chunk in updates.chunks(CHUNK) {
+                    // VALUES columns are column1.. in both SQLite (>= 3.33 for UPDATE FROM) and PostgreSQL.
+                    let mut q = QueryBuilder::<$db>::new(
+                        "UPDATE devices SET last_seen_at = CASE WHEN devices.last_seen_at IS NULL OR devices.last_seen_at < v.column2 \
+                         THEN v.column2 ELSE devices.last_seen_at END, battery = COALESCE(v.column3, devices.battery) FROM (",
+                    );
+                    q.push_values(chunk, |mut b, (device, (seen, battery))| {
+                        b.push_bind(*device).push_bind(*seen).push_bind(battery.map(i32::from));
+                    });
+                    q.push(") AS v WHERE devices.id = v.column1");
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn upsert_rule_states(tx: &mut sqlx::Transaction<'_, $db>, states: &[&(i64, String)], at: i64) -> StoreResult<()> {
+                for chunk in states.chunks(CHUNK) {
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO rule_state (resident_id, state, updated_at) ");
+                    q.push_values(chunk, |mut b, (rid, state)| {
+                        b.push_bind(*rid).push_bind(state.as_str()).push_bind(at);
+                    });
+                    q.push(" ON CONFLICT (resident_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at");
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             async fn insert_readings(tx: &mut sqlx::Transaction<'_, $db>, readings: &[&DeviceEvent]) -> StoreResult<()> {
                 for chunk in readings.chunks(CHUNK) {
                     let mut q = QueryBuilder::<$db>::new(
@@ -821,32 +852,13 @@ macro_rules! impl_store {
                 let alive = Self::existing_residents(&mut tx, &mentioned).await?;
                 let readings: Vec<&DeviceEvent> = batch.readings.iter().filter(|r| alive.contains(&r.resident_id)).collect();
                 Self::insert_readings(&mut tx, &readings).await?;
-                let updates = device_updates(&batch.readings);
-                for (device, (seen, battery)) in &updates {
-                    sqlx::query(
-                        "UPDATE devices SET last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN $1 ELSE last_seen_at END, \
-                         battery = COALESCE($2, battery) WHERE id = $3",
-                    )
-                    .bind(*seen)
-                    .bind(battery.map(i32::from))
-                    .bind(*device)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                let updates: Vec<_> = device_updates(&batch.readings).into_iter().collect();
+                Self::update_devices_seen(&mut tx, &updates).await?;
                 if !batch.rejected.is_empty() {
                     Self::insert_rejected(&mut tx, &batch.rejected).await?;
                 }
-                for (rid, state) in batch.rule_states.iter().filter(|(r, _)| alive.contains(r)) {
-                    sqlx::query(
-                        "INSERT INTO rule_state (resident_id, state, updated_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (resident_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                    )
-                    .bind(rid)
-                    .bind(state)
-                    .bind(ms(batch.at))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                let states: Vec<&(i64, String)> = batch.rule_states.iter().filter(|(r, _)| alive.contains(r)).collect();
+                Self::upsert_rule_states(&mut tx, &states, ms(batch.at)).await?;
                 let mut touched = Vec::new();
                 let mut transitions = Vec::new();
                 for change in &batch.alert_changes {
