@@ -77,7 +77,9 @@ async fn dashboard_in_a_real_browser() -> Result<()> {
         hub.expect(
             Method::POST,
             "/users",
-            Some(json!({"username": name, "password": password, "role": role, "resident_ids": ids})),
+            Some(
+                json!({"username": name, "password": password, "role": role, "resident_ids": ids}),
+            ),
             201,
         )
         .await?;

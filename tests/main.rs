@@ -1,13 +1,13 @@
 //! The integration tests: each module drives the real hub process.
 
+mod browser;
 mod core;
 mod docs;
 mod edge;
 mod gateways;
 mod helpers;
+mod notify;
 mod rules;
 mod sim;
-mod notify;
 mod store;
 mod ws;
-mod browser;

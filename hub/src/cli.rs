@@ -9,7 +9,10 @@ use crate::config::{Cli, Command, DEFAULT_CONFIG};
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::DefaultConfig) = cli.command {
-        print!("{DEFAULT_CONFIG}{}", crate::notify::config::DEFAULT_NOTIFY_CONFIG);
+        print!(
+            "{DEFAULT_CONFIG}{}",
+            crate::notify::config::DEFAULT_NOTIFY_CONFIG
+        );
         return std::process::ExitCode::SUCCESS;
     }
     crate::telemetry::init();
@@ -36,8 +39,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.settings.resolve()?;
     let hub = crate::Hub::build(config).await?;
     // One line on stdout that people and tests can read the bound ports from.
-    let tls = hub.mqtt_tls_addr().map(|a| format!(" mqtts={a}")).unwrap_or_default();
-    println!("mimamori hub ready: http=http://{} mqtt={}{tls}", hub.http_addr(), hub.mqtt_addr());
+    let tls = hub
+        .mqtt_tls_addr()
+        .map(|a| format!(" mqtts={a}"))
+        .unwrap_or_default();
+    println!(
+        "mimamori hub ready: http=http://{} mqtt={}{tls}",
+        hub.http_addr(),
+        hub.mqtt_addr()
+    );
     hub.run_until_stopped(shutdown_signal()).await
 }
 

@@ -98,7 +98,11 @@ impl HubPublisher {
     /// returns once the router has accepted it: that first CONNACK is how the hub knows
     /// the embedded broker is up (a bare TCP probe would make rumqttd log an error).
     pub async fn connect(router: &RouterHandle) -> anyhow::Result<HubPublisher> {
-        let mut opts = rumqttc::MqttOptions::new("mimamori-hub", router.addr.ip().to_string(), router.addr.port());
+        let mut opts = rumqttc::MqttOptions::new(
+            "mimamori-hub",
+            router.addr.ip().to_string(),
+            router.addr.port(),
+        );
         opts.set_credentials(EDGE_USER, router.secret.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -115,7 +119,9 @@ impl HubPublisher {
                     }
                     Ok(_) => {}
                     // Before the first CONNACK the broker is still starting: retry quickly.
-                    Err(_) if ready_tx.is_some() => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(_) if ready_tx.is_some() => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "hub publisher lost the router; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -125,7 +131,12 @@ impl HubPublisher {
         });
         tokio::time::timeout(Duration::from_secs(10), ready)
             .await
-            .map_err(|_| anyhow::anyhow!("the embedded broker on {} did not accept the hub within 10 s", router.addr))?
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the embedded broker on {} did not accept the hub within 10 s",
+                    router.addr
+                )
+            })?
             .map_err(|_| anyhow::anyhow!("the hub's broker connection task stopped"))?;
         info!(addr = %router.addr, "embedded broker ready (loopback, edge only)");
         Ok(HubPublisher { client })
