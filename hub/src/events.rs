@@ -70,6 +70,9 @@ pub type Subscription = (
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Arc<Frame>>,
+    /// Wakes the notification worker on alert changes without making it a subscriber,
+    /// so that `has_subscribers` means "a WebSocket client is listening".
+    alert_changed: Arc<tokio::sync::Notify>,
     window: Arc<Mutex<Window>>,
 }
 
@@ -82,6 +85,7 @@ impl Bus {
         let first_seq = first_seq.max(1);
         Bus {
             tx,
+            alert_changed: Arc::new(tokio::sync::Notify::new()),
             window: Arc::new(Mutex::new(Window {
                 next_seq: first_seq,
                 recent: VecDeque::new(),
@@ -91,6 +95,10 @@ impl Bus {
 
     /// Numbers an event, keeps it for replay and sends it to every subscriber.
     pub fn publish(&self, event: HubEvent) {
+        if matches!(event, HubEvent::Alert { .. }) {
+            // A stored permit: a change while the worker is busy still wakes it once.
+            self.alert_changed.notify_one();
+        }
         let mut w = self.lock();
         let frame = Arc::new(Frame {
             seq: w.next_seq,
@@ -103,6 +111,11 @@ impl Bus {
         w.recent.push_back(frame.clone());
         // Sending under the lock keeps the broadcast order equal to the seq order.
         let _ = self.tx.send(frame);
+    }
+
+    /// Resolves after the next alert change (or at once if one happened unobserved).
+    pub async fn alert_changed(&self) {
+        self.alert_changed.notified().await
     }
 
     /// Whether anyone is listening; lets the pipeline skip building status frames.

@@ -136,9 +136,6 @@ impl Notifier {
         }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let finished = Arc::new(Notify::new());
-        // Every alert change is published on the bus after its commit: the cue that the
-        // outbox may have new rows, so delivery starts within milliseconds.
-        let (mut changes, _, _) = self.bus.subscribe_since(None);
         let mut last_escalation: Option<DateTime<Utc>> = None;
         let mut last_summary: Option<DateTime<Utc>> = None;
         loop {
@@ -160,7 +157,9 @@ impl Notifier {
             }
             let wait = self.idle_wait(now).await;
             tokio::select! {
-                _ = changes.recv() => {}
+                // Every alert change is published on the bus after its commit: the cue that
+                // the outbox may have new rows, so delivery starts within milliseconds.
+                () = self.bus.alert_changed() => {}
                 _ = finished.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
