@@ -185,3 +185,98 @@ async fn tls_devices_connect_and_a_silent_peer_blocks_nobody() -> Result<()> {
     );
     Ok(())
 }
+
+/// A watcher connected with `clean_session` as given, its events on a channel.
+async fn watcher(hub: &TestHub, client_id: &str, clean_session: bool) -> Result<MqttClient> {
+    use rumqttc::{AsyncClient, Event, MqttOptions};
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", hub.mqtt_port);
+    opts.set_credentials("integrator", password_of("integrator"));
+    opts.set_clean_session(clean_session);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = eventloop.poll().await {
+            if let Event::Incoming(p) = ev {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut w = MqttClient { client, events };
+    w.next_matching(Duration::from_secs(20), |p| {
+        matches!(p, rumqttc::Packet::ConnAck(_))
+    })
+    .await?;
+    Ok(w)
+}
+
+async fn subscribed(w: &mut MqttClient, filter: &str) -> Result<()> {
+    w.client
+        .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+        .await?;
+    w.next_matching(Duration::from_secs(10), |p| {
+        matches!(p, rumqttc::Packet::SubAck(_))
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Whether the next publish `w` receives within a moment carries this payload.
+async fn receives(w: &mut MqttClient, payload: &str) -> bool {
+    w.next_matching(Duration::from_secs(3), |p| {
+        matches!(p, rumqttc::Packet::Publish(_))
+    })
+    .await
+    .is_ok_and(|p| matches!(p, rumqttc::Packet::Publish(p) if p.payload == payload.as_bytes()))
+}
+
+/// The edge passes an accepted message on only when some session's filter wants it;
+/// whoever subscribes, unsubscribes or leaves, each subscriber gets exactly what its
+/// filters ask for, and every message is stored either way.
+#[tokio::test]
+async fn device_messages_reach_exactly_the_sessions_that_subscribe() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Mori Haru"})).await?;
+    let dev = hub.device(rid, "motion").await?;
+    hub.user("integrator", "staff", &[]).await?;
+    let mut device = connect_device(&hub, &dev).await?;
+    let motion = |n: u32| format!(r#"{{"motion":true,"seq":{n}}}"#);
+    let motion_topic = topic(&dev, "motion");
+
+    // Nobody listens: stored all the same.
+    device.publish_acked(&motion_topic, motion(0)).await?;
+
+    let mut live = watcher(&hub, "live", true).await?;
+    subscribed(&mut live, &motion_topic).await?;
+    device.publish_acked(&motion_topic, motion(1)).await?;
+    assert!(
+        receives(&mut live, &motion(1)).await,
+        "a new subscriber gets the next message"
+    );
+
+    let mut other = watcher(&hub, "other", true).await?;
+    subscribed(&mut other, "watch/v1/devices/+/motion").await?;
+    other.client.disconnect().await?;
+    assert!(other.closed(Duration::from_secs(10)).await);
+    device.publish_acked(&motion_topic, motion(2)).await?;
+    assert!(
+        receives(&mut live, &motion(2)).await,
+        "another session leaving with the same interest takes nothing from this one"
+    );
+
+    live.client.unsubscribe(&motion_topic).await?;
+    live.next_matching(Duration::from_secs(10), |p| {
+        matches!(p, rumqttc::Packet::UnsubAck(_))
+    })
+    .await?;
+    device.publish_acked(&motion_topic, motion(3)).await?;
+    assert!(
+        !receives(&mut live, &motion(3)).await,
+        "unsubscribed means nothing more"
+    );
+
+    let readings = hub.readings(rid).await?;
+    assert_eq!(readings.len(), 4, "every message stored: {readings:?}");
+    Ok(())
+}

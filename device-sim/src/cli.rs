@@ -525,7 +525,11 @@ async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {
     Ok(report.errors == 0 && report.connect_errors == 0)
 }
 
-/// Registers `n` motion sensors on one resident named for the load test.
+/// Devices per load-test resident: a home's handful, so that the rules engine sees the
+/// shape of a real ward rather than one resident with thousands of sensors.
+const LOAD_DEVICES_PER_RESIDENT: usize = 4;
+
+/// Registers `n` motion sensors, four to a resident, on residents named for the load test.
 async fn register_load_devices(
     h: &HubArgs,
     hub: &str,
@@ -533,20 +537,26 @@ async fn register_load_devices(
     rep: Reporter,
 ) -> Result<Vec<(String, String)>> {
     let api = login(h, hub).await?;
-    let r = api
-        .create_resident(&NewResident {
-            name: format!("load test ({n} devices)"),
-            timezone: None,
-            home: None,
-            rules: None,
-        })
-        .await?;
-    rep.progress(&format!("registering {n} devices on resident {}", r.id));
+    let residents = n.div_ceil(LOAD_DEVICES_PER_RESIDENT);
+    rep.progress(&format!("registering {n} devices on {residents} residents"));
     let mut out = Vec::with_capacity(n);
+    let mut resident_id = 0;
     for i in 0..n {
+        if i % LOAD_DEVICES_PER_RESIDENT == 0 {
+            let home = i / LOAD_DEVICES_PER_RESIDENT + 1;
+            resident_id = api
+                .create_resident(&NewResident {
+                    name: format!("load test home {home} of {residents}"),
+                    timezone: None,
+                    home: None,
+                    rules: None,
+                })
+                .await?
+                .id;
+        }
         let d = api
             .create_device(&NewDevice {
-                resident_id: r.id,
+                resident_id,
                 kind: DeviceKind::Motion,
                 name: format!("load sensor {i}"),
             })

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +29,10 @@ pub struct Metrics {
     pub connects_refused: Family<CodeLabel, Counter>,
     pub batches: Counter,
     pub batch_failures: Counter,
+    /// Seconds each ingest transaction took to write and commit.
+    pub batch_seconds: Histogram,
+    /// Items (accepted and refused messages) in each ingest transaction.
+    pub batch_items: Histogram,
     pub alerts_changed: Counter<u64, AtomicU64>,
 }
 
@@ -41,6 +46,8 @@ impl Metrics {
         let batches = Counter::default();
         let batch_failures = Counter::default();
         let alerts_changed = Counter::default();
+        let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
+        let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
             "messages_accepted",
             "Device messages validated and stored",
@@ -72,6 +79,16 @@ impl Metrics {
             batch_failures.clone(),
         );
         registry.register(
+            "ingest_batch_seconds",
+            "Time to write and commit one ingest transaction",
+            batch_seconds.clone(),
+        );
+        registry.register(
+            "ingest_batch_items",
+            "Messages in one ingest transaction",
+            batch_items.clone(),
+        );
+        registry.register(
             "alert_changes",
             "Alert openings, updates and resolutions written",
             alerts_changed.clone(),
@@ -90,6 +107,8 @@ impl Metrics {
             connects_refused,
             batches,
             batch_failures,
+            batch_seconds,
+            batch_items,
             alerts_changed,
         }
     }

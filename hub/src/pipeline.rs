@@ -30,6 +30,11 @@ use crate::store::{AlertChange, Batch, ResidentSetup, Store};
 
 /// Most items written in one transaction.
 const MAX_BATCH: usize = 2_000;
+/// How often WebSocket viewers get a resident's status at most. A status is a snapshot,
+/// so the latest one says all: under a burst of readings, building and sending one per
+/// batch would queue thousands of frames ahead of the next alert. Alerts and positions
+/// still go out with the batch that stored them.
+const STATUS_PERIOD: Duration = Duration::from_millis(250);
 
 /// A change of configuration the engine must learn about.
 #[derive(Debug)]
@@ -81,6 +86,10 @@ pub struct Pipeline {
     publisher: HubPublisher,
     items: mpsc::Receiver<Envelope>,
     commands: mpsc::UnboundedReceiver<(Command, oneshot::Sender<()>)>,
+    /// Residents whose status viewers have not seen since it changed.
+    stale_statuses: BTreeSet<i64>,
+    /// When the stale statuses go out.
+    statuses_due: Option<tokio::time::Instant>,
 }
 
 impl Pipeline {
@@ -102,6 +111,8 @@ impl Pipeline {
             publisher,
             items,
             commands,
+            stale_statuses: BTreeSet::new(),
+            statuses_due: None,
         };
         (p, PipelineHandle { tx })
     }
@@ -140,6 +151,7 @@ impl Pipeline {
                     Some(first) => self.ingest(first).await,
                     None => break,
                 },
+                _ = sleep_until_instant(self.statuses_due) => self.send_statuses(),
                 _ = sleep_until(deadline, self.clock.now()) => {
                     let now = self.clock.now();
                     self.engine.handle_timeout(now);
@@ -235,9 +247,17 @@ impl Pipeline {
             }
             return;
         }
-        match self.store.commit_batch(&batch).await {
+        let started = std::time::Instant::now();
+        let written = self.store.commit_batch(&batch).await;
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match written {
             Ok(alerts) => {
                 self.metrics.batches.inc();
+                self.metrics
+                    .batch_items
+                    .observe((batch.readings.len() + batch.rejected.len()) as f64);
                 self.metrics.accepted.inc_by(batch.readings.len() as u64);
                 batch
                     .rejected
@@ -260,7 +280,7 @@ impl Pipeline {
     }
 
     /// Tells WebSocket clients and MQTT subscribers what the committed batch changed.
-    fn announce(&self, batch: &Batch, alerts: Vec<Alert>, dirty: &[i64]) {
+    fn announce(&mut self, batch: &Batch, alerts: Vec<Alert>, dirty: &[i64]) {
         self.metrics.alerts_changed.inc_by(alerts.len() as u64);
         for alert in alerts {
             if let Ok(json) = serde_json::to_vec(&alert) {
@@ -289,13 +309,26 @@ impl Pipeline {
                 });
             }
         }
-        let touched: BTreeSet<i64> = batch
-            .readings
-            .iter()
-            .map(|r| r.resident_id)
-            .chain(dirty.iter().copied())
-            .collect();
-        for id in touched {
+        self.stale_statuses.extend(
+            batch
+                .readings
+                .iter()
+                .map(|r| r.resident_id)
+                .chain(dirty.iter().copied()),
+        );
+        if self.statuses_due.is_none() {
+            self.statuses_due = Some(tokio::time::Instant::now() + STATUS_PERIOD);
+        }
+    }
+
+    /// The current status of every resident that changed since the last time.
+    fn send_statuses(&mut self) {
+        self.statuses_due = None;
+        let stale = std::mem::take(&mut self.stale_statuses);
+        if !self.bus.has_subscribers() {
+            return;
+        }
+        for id in stale {
             if let Some(status) = self.engine.status(id) {
                 self.bus.publish(HubEvent::Status { status });
             }
@@ -401,6 +434,13 @@ fn alert_change(d: Decision) -> AlertChange {
             at,
             reason,
         },
+    }
+}
+
+async fn sleep_until_instant(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -97,8 +97,8 @@ pub fn decode(frame: &[u8]) -> Result<Packet<'_>, CodecError> {
     }
 }
 
-/// Encodes one packet.
-pub fn encode(packet: &Packet<'_>) -> Result<Vec<u8>, CodecError> {
+/// Encodes one packet at the end of `out`, so that several go out in one write.
+pub fn encode_into(packet: &Packet<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let mut size = match packet {
         Packet::Publish(p) => p.topic_name.len() + p.payload.len() + 16,
         Packet::Subscribe(s) => {
@@ -121,17 +121,28 @@ pub fn encode(packet: &Packet<'_>) -> Result<Vec<u8>, CodecError> {
         }
         _ => 16,
     };
+    let start = out.len();
     loop {
-        let mut buf = vec![0u8; size];
-        match mqttrs::encode_slice(packet, &mut buf) {
+        out.resize(start + size, 0);
+        match mqttrs::encode_slice(packet, &mut out[start..]) {
             Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
+                out.truncate(start + n);
+                return Ok(());
             }
             Err(mqttrs::Error::WriteZero) if size < 1 << 28 => size *= 2,
-            Err(e) => return Err(CodecError::Malformed(format!("cannot encode: {e:?}"))),
+            Err(e) => {
+                out.truncate(start);
+                return Err(CodecError::Malformed(format!("cannot encode: {e:?}")));
+            }
         }
     }
+}
+
+/// Encodes one packet.
+pub fn encode(packet: &Packet<'_>) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    encode_into(packet, &mut out)?;
+    Ok(out)
 }
 
 /// Encodes and writes one packet.

@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod codec;
+pub mod interest;
 pub mod router;
 mod session;
 pub mod waypoints;
@@ -45,6 +46,8 @@ pub struct EdgeCtx {
     pub metrics: Arc<Metrics>,
     pub router: RouterHandle,
     pub registry: Registry,
+    /// The filters the router holds, to skip it when nobody listens.
+    pub interest: interest::Interest,
     pub waypoints: waypoints::Waypoints,
     pub max_packet: usize,
     slots: Arc<Semaphore>,
@@ -66,6 +69,7 @@ impl EdgeCtx {
             metrics,
             router,
             registry: Registry::default(),
+            interest: interest::Interest::default(),
             max_packet: MAX_PACKET,
             slots: Arc::new(Semaphore::new(max_connections)),
         }

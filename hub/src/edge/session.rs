@@ -15,18 +15,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
 use mimamori_protocol::native::RejectReason;
 use mqttrs::{
     Connack, Connect, ConnectReturnCode, LastWill, Packet, Pid, Protocol, Publish, QosPid, Suback,
     Subscribe, SubscribeReturnCodes, SubscribeTopic,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
 use super::acl::Principal;
-use super::codec::{decode, write_frame, write_packet, CodecError, PacketReader};
+use super::codec::{decode, encode_into, write_frame, write_packet, CodecError, PacketReader};
 use super::EdgeCtx;
 use crate::ingest::{owntracks, DeviceCtx, Item};
 
@@ -69,6 +70,8 @@ struct Will {
 struct Session<S> {
     ctx: Arc<EdgeCtx>,
     principal: Principal,
+    /// The router's name for this session.
+    client_id: String,
     device: Option<DeviceCtx>,
     dev_in: PacketReader<ReadHalf<S>>,
     dev_out: WriteHalf<S>,
@@ -147,6 +150,8 @@ where
         return;
     }
     let (conn_id, kicked) = ctx.registry.register(&client_id);
+    ctx.interest
+        .connected(&client_id, conn_id, connect.clean_session);
     ctx.metrics.connections.inc();
     debug!(%peer, who = principal.name(), "connected");
     let device = match &principal {
@@ -169,6 +174,7 @@ where
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         ctx: ctx.clone(),
         principal,
+        client_id: client_id.clone(),
         device,
         dev_in,
         dev_out,
@@ -190,6 +196,7 @@ where
         }
     }
     ctx.registry.unregister(&client_id, conn_id);
+    ctx.interest.disconnected(&client_id, conn_id);
     ctx.metrics.connections.dec();
 }
 
@@ -306,7 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                     Ok(None) => Err(End::Abnormal("router closed the connection".into())),
                     Err(e) => Err(End::Abnormal(format!("router: {e}"))),
                 },
-                Some((publish, stored)) = self.acks.next(), if !self.acks.is_empty() => self.stored(publish, stored).await,
+                Some(done) = self.acks.next(), if !self.acks.is_empty() => self.stored_ready(done).await,
                 _ = router_ping.tick(), if !self.keep_alive.is_zero() => {
                     write_packet(&mut self.router_out, &Packet::Pingreq).await.map_err(|e| End::Abnormal(e.to_string()))
                 }
@@ -345,8 +352,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 let _ = self.forward_to_router(&frame).await;
                 Err(End::Clean)
             }
-            // Acks of the router's publishes, and unsubscribes, pass through unchanged.
-            Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) | Packet::Unsubscribe(_) => {
+            Packet::Unsubscribe(u) => {
+                self.ctx.interest.unsubscribed(&self.client_id, &u.topics);
+                self.forward_to_router(&frame).await
+            }
+            // Acks of the router's publishes pass through unchanged.
+            Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) => {
                 self.forward_to_router(&frame).await
             }
             other => Err(End::Abnormal(format!(
@@ -381,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         match p.qospid {
             QosPid::AtMostOnce => {
                 self.ctx.ingest.submit(item, false).await;
-                self.stored(pending, true).await
+                self.stored_ready((pending, true)).await
             }
             _ => {
                 let rx = self.ctx.ingest.submit(item, true).await;
@@ -413,23 +424,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         Err(End::Abnormal("publish not authorized".into()))
     }
 
-    /// The pipeline has (or has not) stored a publish: acknowledge it and pass it on.
-    async fn stored(&mut self, p: PendingPublish, stored: bool) -> Result<(), End> {
-        if !stored {
-            // No ack: the device keeps the message and sends it again after reconnecting.
-            return Err(End::Abnormal(
-                "store failed; message left with the device".into(),
-            ));
+    /// Acknowledges, in order, every publish the pipeline has finished with, and passes
+    /// on those someone subscribes to. A batch commit finishes a device's publishes
+    /// together, so all that are ready go out in one write to each side.
+    async fn stored_ready(&mut self, first: (PendingPublish, bool)) -> Result<(), End> {
+        let mut to_device = Vec::new();
+        let mut to_router = Vec::new();
+        let mut outcome = Ok(());
+        let mut next = Some(first);
+        while let Some((publish, stored)) = next.take() {
+            if !stored {
+                // No ack: the device keeps the message and sends it again after reconnecting.
+                outcome = Err(End::Abnormal(
+                    "store failed; message left with the device".into(),
+                ));
+                break;
+            }
+            if let Err(e) = self.encode_outcome(&publish, &mut to_device, &mut to_router) {
+                outcome = Err(End::Abnormal(e.to_string()));
+                break;
+            }
+            next = self.acks.next().now_or_never().flatten();
         }
+        // What was stored before a failure is still acknowledged.
+        self.write_device(&to_device).await?;
+        self.write_router(&to_router).await?;
+        outcome
+    }
+
+    /// The acknowledgement a stored publish earns, and its copy for the router when the
+    /// router has a subscriber for it or must keep it as the retained message.
+    fn encode_outcome(
+        &mut self,
+        p: &PendingPublish,
+        to_device: &mut Vec<u8>,
+        to_router: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         match p.qospid {
             QosPid::AtMostOnce => {}
-            QosPid::AtLeastOnce(pid) => self.send_to_device(&Packet::Puback(pid)).await?,
+            QosPid::AtLeastOnce(pid) => encode_into(&Packet::Puback(pid), to_device)?,
             QosPid::ExactlyOnce(pid) => {
                 self.qos2_received.insert(pid.get());
-                self.send_to_device(&Packet::Pubrec(pid)).await?
+                encode_into(&Packet::Pubrec(pid), to_device)?
             }
         }
-        if !p.forward {
+        if !p.forward || !(p.retain || self.ctx.interest.wanted(&p.topic)) {
             return Ok(());
         }
         let qospid = match p.qospid {
@@ -446,7 +485,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             topic_name: &p.topic,
             payload: &p.payload,
         });
-        write_packet(&mut self.router_out, &out)
+        encode_into(&out, to_router)
+    }
+
+    async fn write_device(&mut self, bytes: &[u8]) -> Result<(), End> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.dev_out
+            .write_all(bytes)
+            .await
+            .map_err(|e| End::Abnormal(e.to_string()))
+    }
+
+    async fn write_router(&mut self, bytes: &[u8]) -> Result<(), End> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.router_out
+            .write_all(bytes)
             .await
             .map_err(|e| End::Abnormal(format!("router: {e}")))
     }
@@ -488,6 +545,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 .collect(),
             None => Vec::new(),
         };
+        let filters: Vec<String> = permitted.iter().map(|t| t.topic_path.clone()).collect();
+        self.ctx.interest.subscribed(&self.client_id, &filters);
         let fwd = Packet::Subscribe(Subscribe {
             pid: s.pid,
             topics: permitted,
