@@ -30,6 +30,13 @@ use crate::store::{AlertChange, Batch, ResidentSetup, Store};
 
 /// Most items written in one transaction.
 const MAX_BATCH: usize = 2_000;
+/// Under load, how long a batch waits for more messages before it commits. Every commit
+/// rewrites the pages it touches (the readings index, devices, rules state), so a few
+/// large commits write far less than many small ones; a batch that decides an alert
+/// commits at once.
+const LINGER: Duration = Duration::from_millis(10);
+/// A batch this big means the hub is under load, and the next one lingers.
+const LINGER_AFTER: usize = 64;
 /// How often WebSocket viewers get a resident's status at most. A status is a snapshot,
 /// so the latest one says all: under a burst of readings, building and sending one per
 /// batch would queue thousands of frames ahead of the next alert. Alerts and positions
@@ -90,6 +97,17 @@ pub struct Pipeline {
     stale_statuses: BTreeSet<i64>,
     /// When the stale statuses go out.
     statuses_due: Option<tokio::time::Instant>,
+    /// Messages in the last batch.
+    last_batch: usize,
+}
+
+/// What one batch gathers before it is written.
+#[derive(Default)]
+struct Gathered {
+    readings: Vec<DeviceEvent>,
+    rejected: Vec<crate::store::RejectedRow>,
+    acks: Vec<oneshot::Sender<bool>>,
+    messages: usize,
 }
 
 impl Pipeline {
@@ -113,6 +131,7 @@ impl Pipeline {
             commands,
             stale_statuses: BTreeSet::new(),
             statuses_due: None,
+            last_batch: 0,
         };
         (p, PipelineHandle { tx })
     }
@@ -182,34 +201,50 @@ impl Pipeline {
         self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
     }
 
-    /// Takes everything already queued (up to a batch) and commits it as one.
+    /// Takes everything already queued (up to a batch) and commits it as one; under
+    /// load, waits up to [`LINGER`] for more unless an alert is to be written.
     async fn ingest(&mut self, first: Envelope) {
-        let mut envelopes = vec![first];
-        while envelopes.len() < MAX_BATCH {
-            match self.items.try_recv() {
-                Ok(e) => envelopes.push(e),
-                Err(_) => break,
-            }
-        }
-        let now = self.clock.now();
-        let mut readings = Vec::new();
-        let mut rejected = Vec::new();
-        let mut acks = Vec::new();
-        for env in envelopes {
-            match env.item {
-                Item::Accepted(ev) => {
-                    self.engine.handle_event(&ev, now);
-                    readings.push(ev);
+        let mut batch = Gathered::default();
+        self.gather(first, &mut batch);
+        let linger_until =
+            (self.last_batch >= LINGER_AFTER).then(|| tokio::time::Instant::now() + LINGER);
+        loop {
+            while batch.messages < MAX_BATCH {
+                match self.items.try_recv() {
+                    Ok(e) => self.gather(e, &mut batch),
+                    Err(_) => break,
                 }
-                Item::Rejected(r) => rejected.push(r),
-                Item::Ignored => {}
             }
-            acks.extend(env.ack);
+            let Some(until) = linger_until else { break };
+            if batch.messages >= MAX_BATCH || self.engine.has_decisions() {
+                break;
+            }
+            match tokio::time::timeout_at(until, self.items.recv()).await {
+                Ok(Some(e)) => self.gather(e, &mut batch),
+                _ => break,
+            }
         }
+        self.last_batch = batch.messages;
+        let now = self.clock.now();
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }
-        self.commit(readings, rejected, acks, now).await;
+        self.commit(batch.readings, batch.rejected, batch.acks, now)
+            .await;
+    }
+
+    /// Runs one message through the rules and adds it to the batch.
+    fn gather(&mut self, env: Envelope, batch: &mut Gathered) {
+        batch.messages += 1;
+        match env.item {
+            Item::Accepted(ev) => {
+                self.engine.handle_event(&ev, self.clock.now());
+                batch.readings.push(ev);
+            }
+            Item::Rejected(r) => batch.rejected.push(r),
+            Item::Ignored => {}
+        }
+        batch.acks.extend(env.ack);
     }
 
     /// Writes one batch with the engine's decisions and state, then acknowledges and publishes.

@@ -1225,6 +1225,11 @@ impl Engine {
         self.decisions.pop_front()
     }
 
+    /// Whether decisions are waiting to be taken.
+    pub fn has_decisions(&self) -> bool {
+        !self.decisions.is_empty()
+    }
+
     /// Residents whose state changed since the last call, in id order.
     pub fn take_dirty(&mut self) -> Vec<i64> {
         std::mem::take(&mut self.dirty).into_iter().collect()
