@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use mqttrs::{Connect, ConnectReturnCode, Packet, Protocol};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -256,7 +256,7 @@ async fn device_messages_reach_exactly_the_sessions_that_subscribe() -> Result<(
     );
 
     let mut other = watcher(&hub, "other", true).await?;
-    subscribed(&mut other, "watch/v1/devices/+/motion").await?;
+    subscribed(&mut other, "watch/v1/+/motion").await?;
     other.client.disconnect().await?;
     assert!(other.closed(Duration::from_secs(10)).await);
     device.publish_acked(&motion_topic, motion(2)).await?;
@@ -278,5 +278,72 @@ async fn device_messages_reach_exactly_the_sessions_that_subscribe() -> Result<(
 
     let readings = hub.readings(rid).await?;
     assert_eq!(readings.len(), 4, "every message stored: {readings:?}");
+    Ok(())
+}
+
+/// A device that dies without DISCONNECT: its will reaches an integrator's subscriber,
+/// both when nobody listened to the device before (the edge never connected it to the
+/// router) and when somebody did.
+#[tokio::test]
+async fn a_dead_devices_will_reaches_subscribers() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Sato Fumi"})).await?;
+    hub.user("integrator", "staff", &[]).await?;
+    let mut live = watcher(&hub, "live", true).await?;
+    subscribed(&mut live, "watch/v1/+/status").await?;
+    for heard_before in [false, true] {
+        let dev = hub.device(rid, "motion").await?;
+        if heard_before {
+            subscribed(&mut live, &topic(&dev, "motion")).await?;
+        }
+        let mut opts = rumqttc::MqttOptions::new(dev.id.clone(), "127.0.0.1", hub.mqtt_port);
+        opts.set_credentials(dev.id.clone(), dev.mqtt.password.clone());
+        opts.set_last_will(rumqttc::LastWill::new(
+            topic(&dev, "status"),
+            r#"{"online":false}"#,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+        ));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
+        client
+            .publish(
+                topic(&dev, "motion"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                r#"{"motion":true}"#,
+            )
+            .await?;
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
+                    eventloop.poll().await
+                {
+                    return;
+                }
+            }
+        })
+        .await?;
+        if heard_before {
+            assert!(receives(&mut live, r#"{"motion":true}"#).await);
+        }
+        // Dropping the event loop closes the socket without DISCONNECT.
+        drop(eventloop);
+        drop(client);
+        let will = live
+            .next_matching(Duration::from_secs(20), |p| {
+                matches!(p, rumqttc::Packet::Publish(_))
+            })
+            .await
+            .with_context(|| format!("no will; heard before: {heard_before}"))?;
+        let rumqttc::Packet::Publish(will) = will else {
+            unreachable!()
+        };
+        assert_eq!(
+            will.topic,
+            topic(&dev, "status"),
+            "heard before: {heard_before}"
+        );
+        assert_eq!(will.payload.as_ref(), br#"{"online":false}"#);
+    }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct EdgeCtx {
     /// The filters the router holds, to skip it when nobody listens.
     pub interest: interest::Interest,
     pub waypoints: waypoints::Waypoints,
+    /// The hub's own router connection, which publishes the will of a device that never
+    /// needed a router connection of its own.
+    pub publisher: router::HubPublisher,
     pub max_packet: usize,
     slots: Arc<Semaphore>,
 }
@@ -63,7 +66,8 @@ impl EdgeCtx {
         max_connections: usize,
     ) -> Self {
         EdgeCtx {
-            waypoints: waypoints::Waypoints::new(store.clone(), publisher),
+            waypoints: waypoints::Waypoints::new(store.clone(), publisher.clone()),
+            publisher,
             store,
             ingest,
             metrics,

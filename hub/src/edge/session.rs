@@ -35,6 +35,8 @@ use crate::ingest::{owntracks, DeviceCtx, Item};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the router may take to answer the edge's CONNECT.
 const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// An encoded PINGREQ, which the edge sends the router to keep an idle link open.
+const PINGREQ: [u8; 2] = [0xC0, 0x00];
 /// Publishes a device may have waiting for storage before the edge stops reading it.
 const MAX_PENDING_ACKS: usize = 256;
 
@@ -65,6 +67,33 @@ struct PendingPublish {
 struct Will {
     topic: String,
     payload: Vec<u8>,
+    qos: mqttrs::QoS,
+    retain: bool,
+}
+
+impl Will {
+    fn of(w: &LastWill<'_>) -> Will {
+        Will {
+            topic: w.topic.to_string(),
+            payload: w.message.to_vec(),
+            qos: w.qos,
+            retain: w.retain,
+        }
+    }
+}
+
+/// The session's own connection to the router.
+struct RouterLink {
+    rin: PacketReader<tokio::net::tcp::OwnedReadHalf>,
+    out: tokio::net::tcp::OwnedWriteHalf,
+}
+
+/// What the router needs to open the session, kept to open it when first needed.
+struct RouterLogin {
+    client_id: String,
+    keep_alive: u16,
+    clean_session: bool,
+    will: Option<Will>,
 }
 
 struct Session<S> {
@@ -75,8 +104,11 @@ struct Session<S> {
     device: Option<DeviceCtx>,
     dev_in: PacketReader<ReadHalf<S>>,
     dev_out: WriteHalf<S>,
-    router_in: PacketReader<tokio::net::tcp::OwnedReadHalf>,
-    router_out: tokio::net::tcp::OwnedWriteHalf,
+    /// Opened at CONNECT for people and persistent sessions; for a device on a clean
+    /// session only once it subscribes or someone subscribes to what it sends, so that
+    /// a fleet of sensors nobody listens to costs one socket per device, not three.
+    router: Option<RouterLink>,
+    login: RouterLogin,
     keep_alive: Duration,
     next_pid: Pid,
     /// SUBSCRIBE ids forwarded to the router, with which of their filters the ACL refused.
@@ -131,16 +163,27 @@ where
         }
     }
     let client_id = internal_client_id(&principal, connect.client_id);
-    let (router_in, router_out, session_present) = match open_router(&ctx, &connect, &client_id)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(%peer, who = principal.name(), error = %e, "router did not accept the connection");
-            ctx.metrics.refuse_connect("server_unavailable");
-            let _ = refuse(&mut dev_out, ConnectReturnCode::ServerUnavailable).await;
-            return;
+    let login = RouterLogin {
+        client_id: client_id.clone(),
+        keep_alive: connect.keep_alive,
+        clean_session: connect.clean_session,
+        will: connect.last_will.as_ref().map(Will::of),
+    };
+    // A clean session has nothing waiting in the router; a persistent one may, and a
+    // person connects to subscribe.
+    let eager = !connect.clean_session || matches!(principal, Principal::User { .. });
+    let (router, session_present) = if eager {
+        match open_router(&ctx, &login).await {
+            Ok((link, present)) => (Some(link), present),
+            Err(e) => {
+                warn!(%peer, who = principal.name(), error = %e, "router did not accept the connection");
+                ctx.metrics.refuse_connect("server_unavailable");
+                let _ = refuse(&mut dev_out, ConnectReturnCode::ServerUnavailable).await;
+                return;
+            }
         }
+    } else {
+        (None, false)
     };
     let accepted = Packet::Connack(Connack {
         session_present,
@@ -167,10 +210,7 @@ where
         Principal::User { .. } => None,
     };
     let mut session = Session {
-        will: connect.last_will.as_ref().map(|w| Will {
-            topic: w.topic.to_string(),
-            payload: w.message.to_vec(),
-        }),
+        will: connect.last_will.as_ref().map(Will::of),
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         ctx: ctx.clone(),
         principal,
@@ -178,8 +218,8 @@ where
         device,
         dev_in,
         dev_out,
-        router_in,
-        router_out,
+        router,
+        login,
         next_pid: Pid::new(),
         pending_subs: HashMap::new(),
         qos2_received: HashSet::new(),
@@ -237,43 +277,33 @@ fn internal_client_id(principal: &Principal, requested: &str) -> String {
     }
 }
 
-/// Connects to the router on the device's behalf and waits for its CONNACK.
+/// Connects to the router on the device's behalf and waits for its CONNACK; returns
+/// the link and whether the router had a session for it.
 ///
 /// Waiting for the CONNACK whatever the device does keeps the router from ever
 /// seeing a connection that drops before CONNACK (rumqttd 0.20 issue #1062).
-async fn open_router(
-    ctx: &EdgeCtx,
-    connect: &Connect<'_>,
-    client_id: &str,
-) -> Result<
-    (
-        PacketReader<tokio::net::tcp::OwnedReadHalf>,
-        tokio::net::tcp::OwnedWriteHalf,
-        bool,
-    ),
-    CodecError,
-> {
+async fn open_router(ctx: &EdgeCtx, login: &RouterLogin) -> Result<(RouterLink, bool), CodecError> {
     let stream = timeout(ROUTER_TIMEOUT, TcpStream::connect(ctx.router.addr))
         .await
         .map_err(|_| CodecError::Malformed("router connect timed out".into()))??;
     stream.set_nodelay(true)?;
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut out) = stream.into_split();
     let mut rin = PacketReader::new(rd, ctx.max_packet);
     let internal = Packet::Connect(Connect {
         protocol: Protocol::MQTT311,
-        keep_alive: connect.keep_alive,
-        client_id,
-        clean_session: connect.clean_session,
-        last_will: connect.last_will.as_ref().map(|w| LastWill {
-            topic: w.topic,
-            message: w.message,
+        keep_alive: login.keep_alive,
+        client_id: &login.client_id,
+        clean_session: login.clean_session,
+        last_will: login.will.as_ref().map(|w| LastWill {
+            topic: &w.topic,
+            message: &w.payload,
             qos: w.qos,
             retain: w.retain,
         }),
         username: Some(super::router::EDGE_USER),
         password: Some(ctx.router.secret.as_bytes()),
     });
-    write_packet(&mut wr, &internal).await?;
+    write_packet(&mut out, &internal).await?;
     let reply = timeout(ROUTER_TIMEOUT, rin.next())
         .await
         .map_err(|_| CodecError::Malformed("router CONNACK timed out".into()))??
@@ -282,8 +312,16 @@ async fn open_router(
         Packet::Connack(Connack {
             code: ConnectReturnCode::Accepted,
             session_present,
-        }) => Ok((rin, wr, session_present)),
+        }) => Ok((RouterLink { rin, out }, session_present)),
         other => Err(CodecError::Malformed(format!("router answered {other:?}"))),
+    }
+}
+
+/// The next packet from the router, or never when the session has no router link.
+async fn router_next(link: &mut Option<RouterLink>) -> Result<Option<Bytes>, CodecError> {
+    match link {
+        Some(l) => l.rin.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -308,14 +346,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                         }
                     }
                 }
-                frame = self.router_in.next() => match frame {
+                frame = router_next(&mut self.router) => match frame {
                     Ok(Some(f)) => self.on_router_packet(f).await,
                     Ok(None) => Err(End::Abnormal("router closed the connection".into())),
                     Err(e) => Err(End::Abnormal(format!("router: {e}"))),
                 },
                 Some(done) = self.acks.next(), if !self.acks.is_empty() => self.stored_ready(done).await,
-                _ = router_ping.tick(), if !self.keep_alive.is_zero() => {
-                    write_packet(&mut self.router_out, &Packet::Pingreq).await.map_err(|e| End::Abnormal(e.to_string()))
+                _ = router_ping.tick(), if !self.keep_alive.is_zero() && self.router.is_some() => {
+                    self.forward_to_router(&Bytes::from_static(&PINGREQ)).await
                 }
                 _ = sleep_until_opt(device_deadline) => Err(End::Abnormal("keep-alive expired".into())),
                 _ = &mut kicked => Err(End::Kicked),
@@ -354,7 +392,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             }
             Packet::Unsubscribe(u) => {
                 self.ctx.interest.unsubscribed(&self.client_id, &u.topics);
-                self.forward_to_router(&frame).await
+                if self.router.is_some() {
+                    self.forward_to_router(&frame).await
+                } else {
+                    // Never subscribed through the router: there is nothing to drop there.
+                    self.send_to_device(&Packet::Unsuback(u.pid)).await
+                }
             }
             // Acks of the router's publishes pass through unchanged.
             Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) => {
@@ -498,11 +541,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             .map_err(|e| End::Abnormal(e.to_string()))
     }
 
+    /// Writes to the router, connecting the session there first if it is not yet.
     async fn write_router(&mut self, bytes: &[u8]) -> Result<(), End> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.router_out
+        let link = match &mut self.router {
+            Some(link) => link,
+            None => {
+                let (link, _) = open_router(&self.ctx, &self.login)
+                    .await
+                    .map_err(|e| End::Abnormal(format!("router: {e}")))?;
+                self.router.insert(link)
+            }
+        };
+        link.out
             .write_all(bytes)
             .await
             .map_err(|e| End::Abnormal(format!("router: {e}")))
@@ -551,9 +604,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             pid: s.pid,
             topics: permitted,
         });
-        write_packet(&mut self.router_out, &fwd)
-            .await
-            .map_err(|e| End::Abnormal(format!("router: {e}")))?;
+        let mut bytes = Vec::new();
+        encode_into(&fwd, &mut bytes).map_err(|e| End::Abnormal(e.to_string()))?;
+        self.write_router(&bytes).await?;
         if let Some(d) = &self.device {
             for phone in phones {
                 self.ctx
@@ -612,20 +665,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             .map_err(|e| End::Abnormal(e.to_string()))
     }
 
+    /// Passes a packet on to the router; without a router link there is no one to tell
+    /// (a ping or a DISCONNECT concerns only the link).
     async fn forward_to_router(&mut self, frame: &Bytes) -> Result<(), End> {
-        write_frame(&mut self.router_out, frame)
+        let Some(link) = &mut self.router else {
+            return Ok(());
+        };
+        write_frame(&mut link.out, frame)
             .await
             .map_err(|e| End::Abnormal(format!("router: {e}")))
     }
 
-    /// The router publishes the will to subscribers itself; ingest must see it too,
-    /// so that a device announcing its own death raises `device_offline` at once.
+    /// Ingest must see the will, so that a device announcing its own death raises
+    /// `device_offline` at once. Subscribers get it from the router, which has it since
+    /// CONNECT, or, when the session never needed a router link, from the hub's own.
     async fn deliver_will(&mut self) {
         let (Some(will), Some(device)) = (self.will.take(), self.device.as_ref()) else {
             return;
         };
         let item = self.ctx.ingest.classify(device, &will.topic, &will.payload);
+        let accepted = matches!(item, Item::Accepted(_));
         self.ctx.ingest.submit(item, false).await;
+        if self.router.is_some() || !accepted {
+            return;
+        }
+        if will.retain {
+            self.ctx
+                .publisher
+                .publish_retained(will.topic, will.payload);
+        } else if self.ctx.interest.wanted(&will.topic) {
+            self.ctx.publisher.publish(will.topic, will.payload);
+        }
     }
 }
 
