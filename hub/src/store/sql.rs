@@ -35,30 +35,39 @@ use super::outbox::*;
 use super::rows::*;
 use super::*;
 
-/// How often the SQLite write-ahead log is copied back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the SQLite write-ahead log is copied back into the database when it has
+/// changed. Each copy writes every page changed since the last one once, however often it
+/// was rewritten in between, so copies a few seconds apart write far less than copies
+/// every second; the log grows meanwhile by what ingest writes in that time.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
-/// Copies the write-ahead log into the database file, once a second, on a connection of
-/// its own. SQLite's automatic checkpoint runs inside whichever COMMIT crosses the WAL's
-/// size limit, with two fsyncs: on this machine's disks that stalled an ingest commit,
-/// and every alert waiting behind it, by up to 200 ms. A PASSIVE checkpoint waits for no
-/// one, and writers go on appending while it runs. Ends when the pool is closed.
-async fn checkpoint_in_background(pool: SqlitePool) {
+/// Copies the write-ahead log into the database file on a connection of its own, every
+/// [`CHECKPOINT_EVERY`] while the log changes. SQLite's automatic checkpoint runs inside
+/// whichever COMMIT crosses the log's size limit, with two fsyncs: on this machine's
+/// disks that stalled an ingest commit, and every alert waiting behind it, by up to
+/// 200 ms. A PASSIVE checkpoint waits for no one, and writers go on appending while it
+/// runs. An idle hub's log does not change, so it costs nothing. Ends when the pool is
+/// closed.
+async fn checkpoint_in_background(pool: SqlitePool, wal: std::path::PathBuf) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut copied_up_to = None;
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        let modified = std::fs::metadata(&wal).and_then(|m| m.modified()).ok();
+        if modified.is_some() && modified == copied_up_to {
+            continue;
+        }
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
         {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying in a second");
+            Ok(_) => copied_up_to = modified,
+            Err(_) if pool.is_closed() => return,
+            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; retrying later"),
         }
     }
 }
@@ -121,6 +130,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .pragma("wal_autocheckpoint", "0")
             .pragma("journal_size_limit", "67108864")
             .busy_timeout(Duration::from_secs(10));
+        let mut wal = opts.get_filename().as_os_str().to_owned();
+        wal.push("-wal");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
@@ -130,7 +141,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .run(&pool)
             .await
             .context("SQLite migrations failed")?;
-        tokio::spawn(checkpoint_in_background(pool.clone()));
+        tokio::spawn(checkpoint_in_background(pool.clone(), wal.into()));
         Ok(Arc::new(SqliteStore::from_pool(pool)))
     }
 }
