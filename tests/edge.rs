@@ -188,27 +188,12 @@ async fn tls_devices_connect_and_a_silent_peer_blocks_nobody() -> Result<()> {
 
 /// A watcher connected with `clean_session` as given, its events on a channel.
 async fn watcher(hub: &TestHub, client_id: &str, clean_session: bool) -> Result<MqttClient> {
-    use rumqttc::{AsyncClient, Event, MqttOptions};
-    let mut opts = MqttOptions::new(client_id, "127.0.0.1", hub.mqtt_port);
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", hub.mqtt_port);
     opts.set_credentials("integrator", password_of("integrator"));
     opts.set_clean_session(clean_session);
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(ev) = eventloop.poll().await {
-            if let Event::Incoming(p) = ev {
-                if tx.send(p).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let mut w = MqttClient { client, events };
-    w.next_matching(Duration::from_secs(20), |p| {
-        matches!(p, rumqttc::Packet::ConnAck(_))
-    })
-    .await?;
-    Ok(w)
+    mqtt_connect_with(opts)
+        .await
+        .map_err(|e| anyhow!("watcher {client_id} could not connect: {e:?}"))
 }
 
 async fn subscribed(w: &mut MqttClient, filter: &str) -> Result<()> {

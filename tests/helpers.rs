@@ -437,6 +437,11 @@ pub async fn mqtt_connect(
 ) -> Result<MqttClient, MqttRefusal> {
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
     opts.set_credentials(username, password);
+    mqtt_connect_with(opts).await
+}
+
+/// Connects with these options and waits for the CONNACK; `Err` carries the refusal.
+pub async fn mqtt_connect_with(mut opts: MqttOptions) -> Result<MqttClient, MqttRefusal> {
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);

@@ -8,7 +8,6 @@
 //! subscriber received it (baseline), or the hub counted it accepted with nothing
 //! rejected (hub).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use anyhow::{Context, Result};
 use device_sim::load::{self, LoadConfig, LoadReport, Mix};
 use device_sim::mqtt::DeviceLogin;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::Config;
 use serde::Serialize;
 
 use crate::process::{HubProcess, Sample};
@@ -183,36 +182,17 @@ impl Baseline {
     }
 }
 
+/// The hub's own router settings, without its authentication: the same broker, bare.
 fn bare_config(addr: SocketAddr) -> Config {
-    let connections = ConnectionSettings {
-        connection_timeout_ms: 10_000,
-        max_payload_size: 256 * 1024,
-        max_inflight_count: 500,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = ServerSettings {
-        name: "baseline".into(),
-        listen: addr,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections,
-    };
-    Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: 60_000,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1 << 20,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(HashMap::from([("baseline".to_string(), server)])),
-        ..Config::default()
+    let mut config = hub::edge::router::router_config(addr, "", 60_000, hub::edge::MAX_PACKET);
+    for server in config
+        .v4
+        .iter_mut()
+        .flat_map(|servers| servers.values_mut())
+    {
+        server.connections.auth = None;
     }
+    config
 }
 
 async fn subscribe_counting(addr: SocketAddr, received: Arc<AtomicU64>) -> Result<()> {

@@ -142,11 +142,14 @@ impl FilterTree {
         remove_from(&mut self.root, &levels(filter).collect::<Vec<_>>());
     }
 
+    /// Called for every accepted message: allocates nothing.
     fn matches(&self, topic: &str) -> bool {
-        let levels: Vec<&str> = topic.split('/').collect();
+        if self.root.children.is_empty() {
+            return false;
+        }
         // MQTT 3.1.1 §4.7.2: wildcards at the first level do not match `$` topics.
         let system = topic.starts_with('$');
-        matches_from(&self.root, &levels, system)
+        matches_from(&self.root, topic.split('/'), system)
     }
 }
 
@@ -174,26 +177,24 @@ fn remove_from(node: &mut Node, levels: &[&str]) -> bool {
     node.ends == 0 && node.children.is_empty()
 }
 
-fn matches_from(node: &Node, levels: &[&str], first_system: bool) -> bool {
-    if !first_system {
-        // `a/#` also matches `a` (MQTT 3.1.1 §4.7.1.2).
-        if node.children.get("#").is_some_and(|n| n.ends > 0) {
-            return true;
-        }
+fn matches_from(node: &Node, mut levels: std::str::Split<'_, char>, first_system: bool) -> bool {
+    // `a/#` also matches `a` (MQTT 3.1.1 §4.7.1.2).
+    if !first_system && node.children.get("#").is_some_and(|n| n.ends > 0) {
+        return true;
     }
-    let Some((level, rest)) = levels.split_first() else {
+    let Some(level) = levels.next() else {
         return node.ends > 0;
     };
     let exact = node
         .children
-        .get(*level)
-        .is_some_and(|n| matches_from(n, rest, false));
+        .get(level)
+        .is_some_and(|n| matches_from(n, levels.clone(), false));
     exact
         || (!first_system
             && node
                 .children
                 .get("+")
-                .is_some_and(|n| matches_from(n, rest, false)))
+                .is_some_and(|n| matches_from(n, levels, false)))
 }
 
 #[cfg(test)]

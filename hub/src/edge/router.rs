@@ -42,7 +42,8 @@ pub async fn start(max_connections: usize, max_packet: usize) -> anyhow::Result<
     Ok(RouterHandle { addr, secret })
 }
 
-fn router_config(
+/// The embedded router's settings, which the benchmark's bare broker shares.
+pub fn router_config(
     addr: SocketAddr,
     secret: &str,
     max_connections: usize,

@@ -116,7 +116,6 @@ struct Session<S> {
     /// QoS 2 publishes stored and PUBREC'd, waiting for the device's PUBREL.
     qos2_received: HashSet<u16>,
     acks: FuturesOrdered<AckFuture>,
-    will: Option<Will>,
 }
 
 /// Serves one accepted connection to its end.
@@ -210,7 +209,6 @@ where
         Principal::User { .. } => None,
     };
     let mut session = Session {
-        will: connect.last_will.as_ref().map(Will::of),
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         ctx: ctx.clone(),
         principal,
@@ -680,7 +678,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
     /// `device_offline` at once. Subscribers get it from the router, which has it since
     /// CONNECT, or, when the session never needed a router link, from the hub's own.
     async fn deliver_will(&mut self) {
-        let (Some(will), Some(device)) = (self.will.take(), self.device.as_ref()) else {
+        let (Some(will), Some(device)) = (self.login.will.take(), self.device.as_ref()) else {
             return;
         };
         let item = self.ctx.ingest.classify(device, &will.topic, &will.payload);
