@@ -3,17 +3,15 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::{Duration, TimeZone, Utc};
-use hub::store::{
-    self, AlertChange, AlertFilter, Batch, NewResidentRow, RejectedRow, StaffAction, Store,
-    StoreError,
-};
+use hub::alerts::{AlertRecord, Effects, HistoryRow};
+use hub::store::{self, AuditEntry, Batch, NewResidentRow, RejectedRow, Store, StoreError};
 use mimamori_protocol::api::{Device, Role};
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Circle, ZoneShape};
 use mimamori_protocol::{
-    AlertKind, AlertState, DeviceEvent, DeviceKind, Reading, RuleSettings, Severity,
+    Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, Reading, RuleSettings, Severity,
 };
 use serde_json::json;
 
@@ -95,16 +93,49 @@ fn event(
     }
 }
 
-fn open_sos(resident_id: i64, minutes: i64) -> AlertChange {
-    AlertChange::Open {
-        resident_id,
-        kind: AlertKind::Sos,
+/// A live SOS alert as the alert core would hand it to the store.
+fn sos_record(id: i64, resident_id: i64, minutes: i64) -> AlertRecord {
+    let at = t0() + Duration::minutes(minutes);
+    AlertRecord {
+        alert: Alert {
+            id,
+            resident_id,
+            device_id: Some("btn".into()),
+            kind: AlertKind::Sos,
+            severity: Severity::Critical,
+            state: AlertState::Open,
+            escalated: false,
+            opened_at: at,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            resolved_by: None,
+            resolution: None,
+            details: json!({"presses": 1}),
+            updated_at: at,
+            assigned_to: None,
+            snoozed_until: None,
+            tier: 1,
+        },
         subject: "btn".into(),
-        device_id: Some("btn".into()),
-        severity: Severity::Critical,
-        at: t0() + Duration::minutes(minutes),
-        details: json!({"presses": 1}),
+        ladder: Some("{\"steps_taken\":1}".into()),
     }
+}
+
+fn effects_of(records: Vec<AlertRecord>) -> Effects {
+    let mut e = Effects::default();
+    for r in records {
+        e.history.push(HistoryRow {
+            alert_id: r.alert.id,
+            at: r.alert.updated_at,
+            action: "opened",
+            actor: "hub".into(),
+            note: None,
+            details: None,
+        });
+        e.alerts.insert(r.alert.id, r);
+    }
+    e
 }
 
 async fn check_users_and_sessions(s: &dyn Store) -> Result<()> {
@@ -180,15 +211,18 @@ async fn check_batches_store_everything_atomically(s: &dyn Store) -> Result<()> 
             payload: "{}".into(),
         }],
         rule_states: vec![(rid, "{\"v\":1}".into()), (rid + 1000, "{}".into())],
-        alert_changes: vec![open_sos(rid, 1)],
+        effects: effects_of(vec![sos_record(7, rid, 1), sos_record(8, rid + 1000, 1)]),
         at: t0(),
     };
-    let alerts = s.commit_batch(&batch).await?;
-    assert_eq!(alerts.len(), 1);
+    s.commit_batch(&batch).await?;
+    let live = s.live_alerts().await?;
+    assert_eq!(live.len(), 1, "the deleted resident's alert is dropped");
     assert_eq!(
-        (alerts[0].kind, alerts[0].state),
-        (AlertKind::Sos, AlertState::Open)
+        (live[0].alert.id, live[0].alert.kind, live[0].alert.state),
+        (7, AlertKind::Sos, AlertState::Open)
     );
+    assert_eq!(live[0].ladder.as_deref(), Some("{\"steps_taken\":1}"));
+    assert_eq!(s.next_alert_id().await?, 8);
     assert_eq!(
         s.count_readings(rid).await?,
         2,
@@ -210,137 +244,64 @@ async fn check_batches_store_everything_atomically(s: &dyn Store) -> Result<()> 
     Ok(())
 }
 
-async fn check_one_live_alert_per_key(s: &dyn Store) -> Result<()> {
+async fn check_alert_rows_are_written_over_and_one_live_per_key(s: &dyn Store) -> Result<()> {
     let rid = resident(s, "C").await?;
-    let first = s
-        .commit_batch(&Batch {
-            alert_changes: vec![open_sos(rid, 0)],
-            at: t0(),
-            ..Batch::default()
-        })
-        .await?;
-    let again = s
-        .commit_batch(&Batch {
-            alert_changes: vec![open_sos(rid, 2)],
-            at: t0(),
-            ..Batch::default()
-        })
-        .await?;
-    assert_eq!(
-        first[0].id, again[0].id,
-        "a second open of a live key updates it"
-    );
-    let update = AlertChange::Update {
-        resident_id: rid,
-        kind: AlertKind::Sos,
-        subject: "btn".into(),
-        at: t0(),
-        details: json!({"presses": 3}),
-    };
-    let updated = s
-        .commit_batch(&Batch {
-            alert_changes: vec![update],
-            at: t0(),
-            ..Batch::default()
-        })
-        .await?;
-    assert_eq!(updated[0].details["presses"], 3);
-    let resolve = AlertChange::Resolve {
-        resident_id: rid,
-        kind: AlertKind::Sos,
-        subject: "btn".into(),
-        at: t0(),
-        reason: "test".into(),
-    };
-    s.commit_batch(&Batch {
-        alert_changes: vec![resolve.clone()],
+    let write = |e: Effects| Batch {
+        effects: e,
         at: t0(),
         ..Batch::default()
-    })
-    .await?;
+    };
+    s.commit_batch(&write(effects_of(vec![sos_record(1, rid, 0)])))
+        .await?;
+    let mut acked = sos_record(1, rid, 0);
+    acked.alert.state = AlertState::Acknowledged;
+    acked.alert.acknowledged_at = Some(t0() + Duration::seconds(42));
+    acked.alert.acknowledged_by = Some("nurse".into());
+    acked.alert.assigned_to = Some("nurse".into());
+    let mut e = effects_of(vec![acked]);
+    e.audit.push(AuditEntry {
+        at: t0(),
+        actor: "nurse".into(),
+        action: "alert.acknowledged".into(),
+        target: "alert/1".into(),
+        details: None,
+    });
+    s.commit_batch(&write(e)).await?;
+    let stored = s.alert(1).await?;
+    assert_eq!(
+        (stored.state, stored.assigned_to.as_deref(), stored.tier),
+        (AlertState::Acknowledged, Some("nurse"), 1),
+        "a later version of an alert is written over the earlier one"
+    );
+    assert_eq!(s.list_audit(10).await?[0].action, "alert.acknowledged");
     assert!(
-        s.commit_batch(&Batch {
-            alert_changes: vec![resolve],
-            at: t0(),
-            ..Batch::default()
-        })
-        .await?
-        .is_empty(),
-        "nothing live to resolve"
+        s.commit_batch(&write(effects_of(vec![sos_record(2, rid, 1)])))
+            .await
+            .is_err(),
+        "the store refuses a second live alert for one key"
     );
-    let next = s
-        .commit_batch(&Batch {
-            alert_changes: vec![open_sos(rid, 5)],
-            at: t0(),
-            ..Batch::default()
-        })
+    let mut resolved = sos_record(1, rid, 0);
+    resolved.alert.state = AlertState::Resolved;
+    resolved.ladder = None;
+    s.commit_batch(&write(effects_of(vec![resolved, sos_record(2, rid, 5)])))
         .await?;
-    assert_ne!(
-        next[0].id, first[0].id,
-        "after resolution a new episode is a new alert"
-    );
-    let all = s
-        .list_alerts(&AlertFilter {
-            resident_id: Some(rid),
-            limit: 10,
-            ..AlertFilter::default()
-        })
-        .await?;
-    assert_eq!(all.len(), 2);
-    let history = s.alert_history(first[0].id).await?;
+    let live = s.live_alerts().await?;
+    assert_eq!(live.iter().map(|l| l.alert.id).collect::<Vec<_>>(), [2]);
+    let history = s.alert_history(1).await?;
     let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["opened", "updated", "updated", "resolved"]);
-    Ok(())
-}
-
-async fn check_staff_actions_and_their_refusals(s: &dyn Store) -> Result<()> {
-    let rid = resident(s, "D").await?;
-    let id = s
-        .commit_batch(&Batch {
-            alert_changes: vec![open_sos(rid, 0)],
-            at: t0(),
-            ..Batch::default()
-        })
-        .await?[0]
-        .id;
-    let acked = s
-        .staff_action(
-            id,
-            StaffAction::Acknowledge,
-            "nurse",
-            Some("on my way"),
-            t0(),
+    assert_eq!(actions, ["opened", "opened", "opened"]);
+    let opened = s
+        .alerts_opened(
+            t0() + Duration::minutes(1),
+            t0() + Duration::minutes(10),
+            None,
         )
         .await?;
-    assert_eq!(
-        (acked.state, acked.acknowledged_by.as_deref()),
-        (AlertState::Acknowledged, Some("nurse"))
-    );
-    match s
-        .staff_action(id, StaffAction::Acknowledge, "other", None, t0())
-        .await
-    {
-        Err(StoreError::Conflict(m)) => assert!(m.contains("already acknowledged by nurse"), "{m}"),
-        other => bail!("expected a conflict, got {other:?}"),
-    }
-    s.staff_action(id, StaffAction::Resolve, "nurse", Some("fine"), t0())
-        .await?;
-    assert!(matches!(
-        s.staff_action(id, StaffAction::Resolve, "nurse", None, t0())
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.staff_action(id + 1000, StaffAction::Resolve, "nurse", None, t0())
-            .await,
-        Err(StoreError::NotFound)
-    ));
-    let audit = s.list_audit(10).await?;
-    assert_eq!(
-        audit.iter().filter(|a| a.actor == "nurse").count(),
-        2,
-        "both actions audited"
-    );
+    assert_eq!(opened.iter().map(|a| a.id).collect::<Vec<_>>(), [2]);
+    assert!(s
+        .alerts_opened(t0(), t0() + Duration::minutes(10), Some(&[rid + 1]))
+        .await?
+        .is_empty());
     Ok(())
 }
 
@@ -397,7 +358,6 @@ macro_rules! both_backends {
 both_backends!(
     check_users_and_sessions,
     check_batches_store_everything_atomically,
-    check_one_live_alert_per_key,
-    check_staff_actions_and_their_refusals,
+    check_alert_rows_are_written_over_and_one_live_per_key,
     check_residents_zones_devices,
 );

@@ -92,7 +92,7 @@ function actionButtons(ctx, alert, after) {
   return h(
     'div',
     { class: 'actions' },
-    alert.state === 'open' && h('button', { type: 'button', class: 'ack', onclick: run('ack') }, `✋ ${t('acknowledge')}`),
+    (alert.state === 'open' || alert.state === 'unanswered') && h('button', { type: 'button', class: 'ack', onclick: run('ack') }, `✋ ${t('acknowledge')}`),
     h('button', { type: 'button', class: 'resolve', onclick: run('resolve') }, `✔ ${t('resolve')}`),
   );
 }

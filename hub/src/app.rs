@@ -96,6 +96,7 @@ impl Hub {
 
         let (mut pipeline, handle) = Pipeline::new(
             store.clone(),
+            cfg.notify.ladder.clone(),
             clock.clone(),
             metrics.clone(),
             bus.clone(),
@@ -115,7 +116,6 @@ impl Hub {
             store.clone(),
             clock.clone(),
             bus.clone(),
-            publisher.clone(),
             cfg.notify.clone(),
         )
         .context("cannot start the notification worker")?;

@@ -5,14 +5,19 @@
 //! - [`edge`]: accepts MQTT connections, authenticates them, enforces topic ACLs, and
 //!   proxies to the embedded rumqttd router ([`edge::router`]);
 //! - [`ingest`]: validates what devices publish into resident-keyed events;
-//! - [`pipeline`]: the single writer; runs the pure rules engine (`mimamori-rules`)
-//!   and commits readings, state and alert changes in one transaction per batch;
+//! - [`pipeline`]: the single writer and the one owner of rules and alert state; runs
+//!   the pure [`alerts::Core`] (the rules engine of `mimamori-rules` beside the alert
+//!   book and its escalation ladder) and commits readings, state, alerts, history,
+//!   audit and outbox rows in one transaction per batch;
 //! - [`store`]: SQLite or PostgreSQL behind one trait;
 //! - [`events`]: the numbered live stream for WebSocket clients;
-//! - [`notify`]: family notifications from the outbox, escalation and daily summaries;
+//! - [`alerts`]: the pure alert lifecycle: staff commands, the escalation ladder, the
+//!   service-level report;
+//! - [`notify`]: delivery of the outbox's notifications, and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
 //! - [`app`]: wiring, start-up and shutdown.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -16,6 +16,16 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabel {
+    pub severity: String,
+}
+
+/// Buckets of time to acknowledge, in seconds: the 60 s target sits on a boundary.
+const ACK_BUCKETS: [f64; 10] = [
+    5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -34,6 +44,8 @@ pub struct Metrics {
     /// Items (accepted and refused messages) in each ingest transaction.
     pub batch_items: Histogram,
     pub alerts_changed: Counter<u64, AtomicU64>,
+    /// Seconds from an alert opening to its acknowledgement, by severity.
+    pub ack_seconds: Family<SeverityLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -48,6 +60,14 @@ impl Metrics {
         let alerts_changed = Counter::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let ack_seconds = Family::<SeverityLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(ACK_BUCKETS.into_iter())) as fn() -> Histogram,
+        );
+        registry.register(
+            "alert_ack_seconds",
+            "Time from an alert opening to its acknowledgement by staff",
+            ack_seconds.clone(),
+        );
         registry.register(
             "messages_accepted",
             "Device messages validated and stored",
@@ -110,7 +130,16 @@ impl Metrics {
             batch_seconds,
             batch_items,
             alerts_changed,
+            ack_seconds,
         }
+    }
+
+    pub fn observe_ack(&self, severity: mimamori_protocol::Severity, seconds: f64) {
+        self.ack_seconds
+            .get_or_create(&SeverityLabel {
+                severity: severity.as_str().to_string(),
+            })
+            .observe(seconds);
     }
 
     pub fn reject(&self, reason: RejectReason) {

@@ -1,13 +1,15 @@
-//! The pipeline: the single writer between ingest and the store, and the shell
-//! around the pure rules engine.
+//! The pipeline: the single writer between ingest and the store, the one owner of
+//! rules and alert state, and the shell around the pure [`Core`].
 //!
-//! It takes ingested items in batches, runs them through the engine, and writes
-//! readings, dead letters, the engine's state and every alert change in ONE
-//! transaction; only then are the devices' QoS 1/2 messages acknowledged and the
-//! alerts published. A crash before the commit loses nothing a device was told is
-//! safe, and the state on disk always matches the alerts on disk, so a restart
-//! resumes every timer from its stored deadline and never opens an alert twice.
-//! Timers are the engine's own: the loop sleeps until `poll_timeout`.
+//! It takes ingested items in batches and staff commands one at a time, runs them
+//! through the core, and writes readings, dead letters, the engine's state and every
+//! alert, history, audit and outbox row in ONE transaction; only then are the devices'
+//! QoS 1/2 messages acknowledged, staff answered, and the alerts announced (one
+//! [`Pipeline::announce`]). A crash before the commit loses nothing a device or a staff
+//! member was told is safe, and the state on disk always matches the alerts on disk, so
+//! a restart resumes every rule timer and ladder step from its stored deadline and
+//! never opens an alert twice. Timers are the core's own: the loop sleeps until
+//! `poll_timeout`.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -17,16 +19,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::topic::alerts_topic;
 use mimamori_protocol::{Alert, DeviceEvent, Reading};
-use mimamori_rules::{Decision, DeviceInfo, Engine, ResidentConfig, ResidentState, SafeZone};
+use mimamori_rules::{DeviceInfo, ResidentConfig, ResidentState, SafeZone};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use crate::alerts::lifecycle::Progress;
+use crate::alerts::{Card, Core, Effects, Ladder, Refusal, StaffCommand};
 use crate::clock::Clock;
 use crate::edge::router::HubPublisher;
 use crate::events::{Bus, HubEvent};
 use crate::ingest::{Envelope, Item};
 use crate::metrics::Metrics;
-use crate::store::{AlertChange, Batch, ResidentSetup, Store};
+use crate::store::{Batch, ResidentSetup, Store};
 
 /// Most items written in one transaction.
 const MAX_BATCH: usize = 2_000;
@@ -42,6 +46,8 @@ const LINGER_AFTER: usize = 64;
 /// batch would queue thousands of frames ahead of the next alert. Alerts and positions
 /// still go out with the batch that stored them.
 const STATUS_PERIOD: Duration = Duration::from_millis(250);
+/// Pause between attempts to reload from a store that failed a commit.
+const RECOVER_PAUSE: Duration = Duration::from_secs(1);
 
 /// A change of configuration the engine must learn about.
 #[derive(Debug)]
@@ -55,6 +61,18 @@ pub enum Command {
         Vec<i64>,
         oneshot::Sender<Vec<mimamori_rules::ResidentStatus>>,
     ),
+    /// A staff action on an alert, answered once it is committed.
+    Staff(StaffCommand, oneshot::Sender<Result<Alert, StaffError>>),
+}
+
+/// Why a staff command did not take effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaffError {
+    Refused(Refusal),
+    /// The store failed the commit; nothing changed.
+    NotStored,
+    /// The pipeline has stopped.
+    Stopped,
 }
 
 /// How the API tells the pipeline about configuration changes.
@@ -73,6 +91,16 @@ impl PipelineHandle {
         }
     }
 
+    /// Carries out a staff action through the one owner of alerts; answers after the commit.
+    pub async fn staff(&self, cmd: StaffCommand) -> Result<Alert, StaffError> {
+        let (reply, answer) = oneshot::channel();
+        let (done, _) = oneshot::channel();
+        if self.tx.send((Command::Staff(cmd, reply), done)).is_err() {
+            return Err(StaffError::Stopped);
+        }
+        answer.await.unwrap_or(Err(StaffError::Stopped))
+    }
+
     /// The live status of these residents, as the engine sees them now.
     pub async fn statuses(&self, ids: Vec<i64>) -> Vec<mimamori_rules::ResidentStatus> {
         let (reply, answer) = oneshot::channel();
@@ -86,7 +114,8 @@ impl PipelineHandle {
 
 pub struct Pipeline {
     store: Arc<dyn Store>,
-    engine: Engine,
+    core: Core,
+    ladder: Ladder,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     bus: Bus,
@@ -111,8 +140,10 @@ struct Gathered {
 }
 
 impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
+        ladder: Ladder,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         bus: Bus,
@@ -122,7 +153,8 @@ impl Pipeline {
         let (tx, commands) = mpsc::unbounded_channel();
         let p = Pipeline {
             store,
-            engine: Engine::new(),
+            core: Core::new(ladder.clone(), 1),
+            ladder,
             clock,
             metrics,
             bus,
@@ -136,10 +168,20 @@ impl Pipeline {
         (p, PipelineHandle { tx })
     }
 
-    /// Loads every resident and its stored rules state, then fires what fell due while
-    /// the hub was down. Returns how many residents are watched.
+    /// Loads every resident with its stored rules state and every live alert, then fires
+    /// what fell due while the hub was down. Returns how many residents are watched.
     pub async fn restore(&mut self) -> anyhow::Result<usize> {
+        self.load().await?;
         let now = self.clock.now();
+        self.core.handle_timeout(now);
+        self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
+        Ok(self.core.resident_count())
+    }
+
+    /// Builds the core afresh from the store.
+    async fn load(&mut self) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let mut core = Core::new(self.ladder.clone(), self.store.next_alert_id().await?);
         let setups = self.store.all_resident_setups().await?;
         let mut states: std::collections::HashMap<i64, String> =
             self.store.rule_states().await?.into_iter().collect();
@@ -147,16 +189,23 @@ impl Pipeline {
             let state = states
                 .remove(&setup.resident.id)
                 .and_then(|s| parse_state(setup.resident.id, &s));
-            self.engine.restore(resident_config(&setup), state, now);
+            core.restore_resident(resident_config(&setup), resident_card(&setup), state, now);
         }
-        self.engine.handle_timeout(now);
-        self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
-        Ok(self.engine.resident_count())
+        for stored in self.store.live_alerts().await? {
+            let progress = stored
+                .ladder
+                .as_deref()
+                .and_then(|l| serde_json::from_str(l).ok())
+                .unwrap_or_else(|| Progress::resumed(&stored.alert));
+            core.restore_alert(stored.alert, stored.subject, progress);
+        }
+        self.core = core;
+        Ok(())
     }
 
     pub async fn run(mut self) {
         loop {
-            let deadline = self.engine.poll_timeout();
+            let deadline = self.core.poll_timeout();
             tokio::select! {
                 biased;
                 cmd = self.commands.recv() => match cmd {
@@ -173,7 +222,7 @@ impl Pipeline {
                 _ = sleep_until_instant(self.statuses_due) => self.send_statuses(),
                 _ = sleep_until(deadline, self.clock.now()) => {
                     let now = self.clock.now();
-                    self.engine.handle_timeout(now);
+                    self.core.handle_timeout(now);
                     self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
                 }
             }
@@ -185,16 +234,24 @@ impl Pipeline {
         let now = self.clock.now();
         match cmd {
             Command::Reload(id) => match self.store.resident_setup(id).await {
-                Ok(setup) => self.engine.configure(resident_config(&setup), now),
+                Ok(setup) => {
+                    self.core
+                        .configure(resident_config(&setup), resident_card(&setup), now)
+                }
                 Err(e) => warn!(resident = id, error = %e, "cannot reload resident"),
             },
-            Command::Remove(id) => self.engine.remove_resident(id),
+            Command::Remove(id) => self.core.remove_resident(id),
             Command::Statuses(ids, reply) => {
-                let _ = reply.send(
-                    ids.iter()
-                        .filter_map(|id| self.engine.status(*id))
-                        .collect(),
-                );
+                let _ = reply.send(ids.iter().filter_map(|id| self.core.status(*id)).collect());
+                return;
+            }
+            Command::Staff(cmd, reply) => {
+                let result = self.core.staff(cmd, now).map_err(StaffError::Refused);
+                let stored = self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
+                let _ = reply.send(match result {
+                    Ok(_) if !stored => Err(StaffError::NotStored),
+                    other => other,
+                });
                 return;
             }
         }
@@ -209,14 +266,15 @@ impl Pipeline {
         let linger_until =
             (self.last_batch >= LINGER_AFTER).then(|| tokio::time::Instant::now() + LINGER);
         loop {
-            while batch.messages < MAX_BATCH {
+            // An alert decided ends the batch: it must not wait behind more readings.
+            while batch.messages < MAX_BATCH && !self.core.has_alert_changes() {
                 match self.items.try_recv() {
                     Ok(e) => self.gather(e, &mut batch),
                     Err(_) => break,
                 }
             }
             let Some(until) = linger_until else { break };
-            if batch.messages >= MAX_BATCH || self.engine.has_decisions() {
+            if batch.messages >= MAX_BATCH || self.core.has_alert_changes() {
                 break;
             }
             match tokio::time::timeout_at(until, self.items.recv()).await {
@@ -226,8 +284,8 @@ impl Pipeline {
         }
         self.last_batch = batch.messages;
         let now = self.clock.now();
-        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-            self.engine.handle_timeout(now);
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
         }
         self.commit(batch.readings, batch.rejected, batch.acks, now)
             .await;
@@ -238,7 +296,7 @@ impl Pipeline {
         batch.messages += 1;
         match env.item {
             Item::Accepted(ev) => {
-                self.engine.handle_event(&ev, self.clock.now());
+                self.core.handle_event(&ev, self.clock.now());
                 batch.readings.push(ev);
             }
             Item::Rejected(r) => batch.rejected.push(r),
@@ -247,24 +305,20 @@ impl Pipeline {
         batch.acks.extend(env.ack);
     }
 
-    /// Writes one batch with the engine's decisions and state, then acknowledges and publishes.
-    async fn commit(
+    /// Takes the core's effects and the changed rules state into one batch.
+    fn take_batch(
         &mut self,
         readings: Vec<DeviceEvent>,
         rejected: Vec<crate::store::RejectedRow>,
-        acks: Vec<oneshot::Sender<bool>>,
         now: DateTime<Utc>,
-    ) {
-        let mut changes = Vec::new();
-        while let Some(d) = self.engine.poll_decision() {
-            changes.push(alert_change(d));
-        }
-        let dirty = self.engine.take_dirty();
+    ) -> (Batch, Vec<i64>) {
+        let effects = self.core.take_effects();
+        let dirty = self.core.take_dirty();
         let rule_states = dirty
             .iter()
             .filter_map(|id| {
-                self.engine
-                    .state(*id)
+                self.core
+                    .rule_state(*id)
                     .and_then(|s| serde_json::to_string(s).ok())
                     .map(|s| (*id, s))
             })
@@ -273,26 +327,42 @@ impl Pipeline {
             readings,
             rejected,
             rule_states,
-            alert_changes: changes,
+            effects,
             at: now,
         };
+        (batch, dirty)
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<(), crate::store::StoreError> {
         if batch.is_empty() {
-            for a in acks {
-                let _ = a.send(true);
-            }
-            return;
+            return Ok(());
         }
         let started = std::time::Instant::now();
-        let written = self.store.commit_batch(&batch).await;
+        let written = self.store.commit_batch(batch).await;
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
-        match written {
-            Ok(alerts) => {
-                self.metrics.batches.inc();
-                self.metrics
-                    .batch_items
-                    .observe((batch.readings.len() + batch.rejected.len()) as f64);
+        written
+    }
+
+    /// Writes one batch with the core's effects and state, then acknowledges and
+    /// announces; `false` if the store refused it (nothing of it is kept).
+    async fn commit(
+        &mut self,
+        readings: Vec<DeviceEvent>,
+        rejected: Vec<crate::store::RejectedRow>,
+        acks: Vec<oneshot::Sender<bool>>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let (batch, dirty) = self.take_batch(readings, rejected, now);
+        match self.write(&batch).await {
+            Ok(()) => {
+                if !batch.is_empty() {
+                    self.metrics.batches.inc();
+                    self.metrics
+                        .batch_items
+                        .observe((batch.readings.len() + batch.rejected.len()) as f64);
+                }
                 self.metrics.accepted.inc_by(batch.readings.len() as u64);
                 batch
                     .rejected
@@ -301,7 +371,8 @@ impl Pipeline {
                 for a in acks {
                     let _ = a.send(true);
                 }
-                self.announce(&batch, alerts, &dirty);
+                self.announce(&batch, &dirty);
+                true
             }
             Err(e) => {
                 error!(error = %e, items = batch.readings.len() + batch.rejected.len(), "batch not stored; devices will resend");
@@ -309,20 +380,48 @@ impl Pipeline {
                 for a in acks {
                     let _ = a.send(false);
                 }
-                self.reload_after_failure(&dirty).await;
+                self.recover().await;
+                false
             }
         }
     }
 
-    /// Tells WebSocket clients and MQTT subscribers what the committed batch changed.
-    fn announce(&mut self, batch: &Batch, alerts: Vec<Alert>, dirty: &[i64]) {
-        self.metrics.alerts_changed.inc_by(alerts.len() as u64);
-        for alert in alerts {
-            if let Ok(json) = serde_json::to_vec(&alert) {
+    /// After a failed commit the core is ahead of the store: rebuild it from what is
+    /// stored, and retry until the store takes the decisions that follow from it.
+    async fn recover(&mut self) {
+        loop {
+            match self.load().await {
+                Ok(()) => {
+                    let now = self.clock.now();
+                    self.core.handle_timeout(now);
+                    let (batch, dirty) = self.take_batch(Vec::new(), Vec::new(), now);
+                    match self.write(&batch).await {
+                        Ok(()) => {
+                            self.announce(&batch, &dirty);
+                            return;
+                        }
+                        Err(e) => error!(error = %e, "store still refuses writes"),
+                    }
+                }
+                Err(e) => error!(error = %e, "cannot reload from the store"),
+            }
+            tokio::time::sleep(RECOVER_PAUSE).await;
+        }
+    }
+
+    /// The one place that tells WebSocket clients and MQTT subscribers what a committed
+    /// batch changed.
+    fn announce(&mut self, batch: &Batch, dirty: &[i64]) {
+        self.observe(&batch.effects);
+        for record in batch.effects.alerts.values() {
+            let alert = &record.alert;
+            if let Ok(json) = serde_json::to_vec(alert) {
                 self.publisher
                     .publish(alerts_topic(alert.resident_id), json);
             }
-            self.bus.publish(HubEvent::Alert { alert });
+            self.bus.publish(HubEvent::Alert {
+                alert: alert.clone(),
+            });
         }
         if !self.bus.has_subscribers() {
             return;
@@ -356,6 +455,15 @@ impl Pipeline {
         }
     }
 
+    fn observe(&self, effects: &Effects) {
+        self.metrics
+            .alerts_changed
+            .inc_by(effects.alerts.len() as u64);
+        for (severity, seconds) in &effects.acknowledged {
+            self.metrics.observe_ack(*severity, *seconds);
+        }
+    }
+
     /// The current status of every resident that changed since the last time.
     fn send_statuses(&mut self) {
         self.statuses_due = None;
@@ -364,32 +472,10 @@ impl Pipeline {
             return;
         }
         for id in stale {
-            if let Some(status) = self.engine.status(id) {
+            if let Some(status) = self.core.status(id) {
                 self.bus.publish(HubEvent::Status { status });
             }
         }
-    }
-
-    /// After a failed commit the engine is ahead of the store: put the residents it
-    /// changed back to their stored state, so memory and disk agree again.
-    async fn reload_after_failure(&mut self, dirty: &[i64]) {
-        let now = self.clock.now();
-        for id in dirty {
-            let setup = self.store.resident_setup(*id).await;
-            let state = self.store.rule_state(*id).await;
-            match (setup, state) {
-                (Ok(setup), Ok(state)) => {
-                    let state = state.and_then(|s| parse_state(*id, &s));
-                    self.engine.restore(resident_config(&setup), state, now);
-                }
-                _ => warn!(
-                    resident = id,
-                    "cannot reload state after a failed commit; keeping memory"
-                ),
-            }
-        }
-        while self.engine.poll_decision().is_some() {}
-        self.engine.take_dirty();
     }
 }
 
@@ -400,6 +486,17 @@ fn parse_state(resident_id: i64, text: &str) -> Option<ResidentState> {
             warn!(resident = resident_id, error = %e, "stored rules state unreadable; starting afresh");
             None
         }
+    }
+}
+
+/// What the alert core's notices need of a resident: name, time zone, contacts.
+pub fn resident_card(setup: &ResidentSetup) -> Card {
+    let r = &setup.resident;
+    Card {
+        name: r.name.clone(),
+        timezone: r.timezone.clone(),
+        tz: crate::notify::policy::zone_of(&r.timezone),
+        contacts: setup.contacts.clone(),
     }
 }
 
@@ -435,40 +532,6 @@ pub fn resident_config(setup: &ResidentSetup) -> ResidentConfig {
         settings: r.rules.clone(),
         zones,
         devices,
-    }
-}
-
-fn alert_change(d: Decision) -> AlertChange {
-    match d {
-        Decision::Open {
-            key,
-            device_id,
-            severity,
-            at,
-            details,
-        } => AlertChange::Open {
-            resident_id: key.resident_id,
-            kind: key.kind,
-            subject: key.subject,
-            device_id,
-            severity,
-            at,
-            details,
-        },
-        Decision::Update { key, at, details } => AlertChange::Update {
-            resident_id: key.resident_id,
-            kind: key.kind,
-            subject: key.subject,
-            at,
-            details,
-        },
-        Decision::Resolve { key, at, reason } => AlertChange::Resolve {
-            resident_id: key.resident_id,
-            kind: key.kind,
-            subject: key.subject,
-            at,
-            reason,
-        },
     }
 }
 

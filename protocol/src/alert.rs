@@ -66,11 +66,13 @@ impl Severity {
     }
 }
 
-/// Where an alert is in its life: open → acknowledged → resolved.
+/// Where an alert is in its life: open → (unanswered →) acknowledged → resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Open,
+    /// The escalation ladder ran out and still nobody acknowledged: loud until someone does.
+    Unanswered,
     Acknowledged,
     Resolved,
 }
@@ -79,6 +81,7 @@ impl AlertState {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertState::Open => "open",
+            AlertState::Unanswered => "unanswered",
             AlertState::Acknowledged => "acknowledged",
             AlertState::Resolved => "resolved",
         }
@@ -87,11 +90,22 @@ impl AlertState {
     pub fn parse(s: &str) -> Option<AlertState> {
         [
             AlertState::Open,
+            AlertState::Unanswered,
             AlertState::Acknowledged,
             AlertState::Resolved,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
+    }
+
+    /// Open or unanswered: nobody has taken the alert on yet.
+    pub fn awaits_answer(self) -> bool {
+        matches!(self, AlertState::Open | AlertState::Unanswered)
+    }
+
+    /// Not resolved yet.
+    pub fn is_live(self) -> bool {
+        self != AlertState::Resolved
     }
 }
 
@@ -116,13 +130,23 @@ pub struct Alert {
     pub resolution: Option<String>,
     pub details: serde_json::Value,
     pub updated_at: DateTime<Utc>,
+    /// The staff member who took the alert on, if someone was assigned.
+    #[serde(default)]
+    pub assigned_to: Option<String>,
+    /// Until when staff paused the escalation ladder of a non-critical alert.
+    #[serde(default)]
+    pub snoozed_until: Option<DateTime<Utc>>,
+    /// The highest tier of contacts told so far (0: nobody yet).
+    #[serde(default)]
+    pub tier: u8,
 }
 
 /// One change in an alert's life: the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
     pub at: DateTime<Utc>,
-    /// `opened`, `updated`, `acknowledged`, `resolved`, `escalated`.
+    /// `opened`, `updated`, `acknowledged`, `resolved`, `escalated`, `reminded`,
+    /// `unanswered`, `noted`, `assigned`, `snoozed`, `held`.
     pub action: String,
     /// The user who acted, or `hub` for the rules engine.
     pub actor: String,

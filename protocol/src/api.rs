@@ -146,9 +146,16 @@ pub struct RejectedMessage {
     pub payload: String,
 }
 
-/// Body of `POST /alerts/{id}/ack` and `/resolve`.
+/// Body of `POST /alerts/{id}/ack`, `/resolve`, `/note`, `/assign` and `/snooze`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AlertAction {
     #[serde(default)]
     pub note: Option<String>,
+    /// `/assign`: the staff member's user name; absent or null clears the assignment.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// `/snooze`: minutes to pause the ladder of a non-critical alert (1–1440).
+    #[serde(default)]
+    pub minutes: Option<u32>,
 }

@@ -68,6 +68,13 @@
 //! same device is an Update (the press count grows); a later press opens again (the shell merges
 //! it into an unresolved alert). SOS never self-resolves and is not listed as an open condition.
 //!
+//! ## staff resolutions
+//! The shell reports an alert staff resolved with [`Engine::staff_closed`]: the condition is
+//! forgotten, so it is raised again if it recurs. An SOS burst ends (the next press opens), a
+//! geofence exit needs `confirm_fixes` new outside fixes, inactivity and device_offline count
+//! their silence afresh from the resolution (as after a visit), low_battery reopens at the next
+//! low reading, and the morning check waits for the next morning.
+//!
 //! ## device_offline (Warning), low_battery (Warning)
 //! Per configured device: the deadline is the later of the last message's `received_at` and the
 //! moment the device was configured, plus `offline.after_s(kind)`. After `restore`, devices that
@@ -156,10 +163,15 @@ pub enum Decision {
         /// Rule-specific facts for staff.
         details: serde_json::Value,
     },
-    /// An open condition has news (a new position, another SOS press).
+    /// An open condition has news (a new position, another SOS press). If its alert is
+    /// gone (staff resolved it), the shell opens a new one with these facts.
     Update {
         /// The condition.
         key: AlertKey,
+        /// The device the news came from, if any.
+        device_id: Option<String>,
+        /// How urgent the condition is.
+        severity: Severity,
         /// When the news arrived.
         at: DateTime<Utc>,
         /// The full, updated details.
@@ -818,6 +830,8 @@ impl Resident {
             let details = self.geofence_details(&fix);
             out.push_back(Decision::Update {
                 key: self.c.key(AlertKind::GeofenceExit, ""),
+                device_id: Some(device.to_owned()),
+                severity: self.c.severity_of_exit(fix.ts),
                 at: now,
                 details,
             });
@@ -895,6 +909,8 @@ impl Resident {
         } else {
             out.push_back(Decision::Update {
                 key: self.c.key(AlertKind::Sos, device),
+                device_id: Some(device.to_owned()),
+                severity: Severity::Critical,
                 at: now,
                 details,
             });
@@ -1025,6 +1041,44 @@ impl Resident {
                 due,
                 details,
             );
+        }
+    }
+
+    /// Staff resolved the alert of `kind`/`subject`: forget the condition, so that it is
+    /// raised again (as a new alert) if it recurs. Silence-based conditions count afresh
+    /// from `now`, as after a visit; SOS needs a new press, a geofence exit new fixes.
+    fn staff_closed(&mut self, kind: AlertKind, subject: &str, now: DateTime<Utc>) {
+        let st = &mut self.state;
+        match kind {
+            AlertKind::Sos => {
+                st.sos.remove(subject);
+            }
+            AlertKind::GeofenceExit => {
+                let g = &mut st.geofence;
+                if std::mem::take(&mut g.open) {
+                    g.returned_at = Some(now);
+                }
+                g.out_streak = 0;
+                g.in_streak = 0;
+            }
+            AlertKind::Inactivity => {
+                if std::mem::take(&mut st.inactivity.open) {
+                    st.inactivity.watch_since = st.inactivity.watch_since.map(|_| now);
+                }
+            }
+            AlertKind::NoMorningActivity => st.morning.open_since = None,
+            AlertKind::DeviceOffline => {
+                if let Some(ds) = st.devices.get_mut(subject) {
+                    if ds.offline.take().is_some() {
+                        ds.watch_from = Some(now);
+                    }
+                }
+            }
+            AlertKind::LowBattery => {
+                if let Some(ds) = st.devices.get_mut(subject) {
+                    ds.low_battery = false;
+                }
+            }
         }
     }
 
@@ -1238,6 +1292,21 @@ impl Engine {
     /// A resident's state, for the shell to persist.
     pub fn state(&self, resident_id: i64) -> Option<&ResidentState> {
         self.residents.get(&resident_id).map(|r| &r.state)
+    }
+
+    /// Staff resolved the alert of `key`: the condition is forgotten and counts afresh
+    /// from `now` (see the module docs), so a recurrence opens a new alert.
+    pub fn staff_closed(&mut self, key: &AlertKey, now: DateTime<Utc>) {
+        let Some(r) = self.residents.get_mut(&key.resident_id) else {
+            return;
+        };
+        r.staff_closed(key.kind, &key.subject, now);
+        self.after_change(key.resident_id);
+    }
+
+    /// A resident's newest position fix.
+    pub fn last_position(&self, resident_id: i64) -> Option<Position> {
+        self.residents.get(&resident_id)?.state.geofence.last_fix
     }
 
     /// A resident's dashboard view.

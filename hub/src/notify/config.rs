@@ -6,7 +6,8 @@ use chrono::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use super::policy::{Escalation, Retry};
+use super::policy::Retry;
+use crate::alerts::ladder::{Ladder, Plan, Step};
 
 /// As given; unset values fall back to the documented defaults.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -29,12 +30,16 @@ pub struct NotifySettings {
     pub smtp_user: Option<String>,
     #[arg(long, env = "MIMAMORI_SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<String>,
-    /// Seconds an open critical alert may go unacknowledged before it escalates (0: never).
+    /// Seconds an open critical alert may go unacknowledged before tier 2 is told
+    /// (0: no step after the first). Shorthand for the second step of `[notify.ladder.critical]`.
     #[arg(long, env = "MIMAMORI_ESCALATE_CRITICAL_SECS")]
     pub escalate_critical_secs: Option<u64>,
-    /// Seconds an open high alert may go unacknowledged before it escalates (0: never).
+    /// The same for high alerts.
     #[arg(long, env = "MIMAMORI_ESCALATE_HIGH_SECS")]
     pub escalate_high_secs: Option<u64>,
+    /// The whole escalation ladder per severity (file only): `[notify.ladder.critical]` etc.
+    #[arg(skip)]
+    pub ladder: LadderSettings,
     /// Deliveries in flight at once.
     #[arg(long, env = "MIMAMORI_NOTIFY_CONCURRENCY")]
     pub notify_concurrency: Option<usize>,
@@ -50,6 +55,76 @@ pub struct NotifySettings {
     /// Seconds a webhook, ntfy or SMTP exchange may take.
     #[arg(long, env = "MIMAMORI_NOTIFY_TIMEOUT_SECS")]
     pub notify_timeout_secs: Option<u64>,
+}
+
+/// `[notify.ladder]`: a plan per severity; a severity left out keeps its default.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LadderSettings {
+    pub critical: Option<PlanSettings>,
+    pub high: Option<PlanSettings>,
+    pub warning: Option<PlanSettings>,
+}
+
+/// One severity's ladder as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    /// `[{ after_s = 0, tier = 1 }, { after_s = 120, tier = 2 }, …]`
+    pub steps: Vec<StepSettings>,
+    /// Reminders to everyone told so far, this often until acknowledged (0 or absent: none).
+    #[serde(default)]
+    pub remind_every_s: u64,
+    /// Unanswered after this long without an acknowledgement (0 or absent: never).
+    #[serde(default)]
+    pub unanswered_after_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSettings {
+    pub after_s: u64,
+    pub tier: u8,
+}
+
+impl PlanSettings {
+    fn plan(&self) -> Plan {
+        Plan {
+            steps: self
+                .steps
+                .iter()
+                .map(|s| Step {
+                    after: secs(s.after_s).unwrap_or_else(Duration::zero),
+                    tier: s.tier,
+                })
+                .collect(),
+            repeat: secs(self.remind_every_s),
+            unanswered: secs(self.unanswered_after_s),
+        }
+    }
+}
+
+impl LadderSettings {
+    fn over(self, file: LadderSettings) -> LadderSettings {
+        LadderSettings {
+            critical: self.critical.or(file.critical),
+            high: self.high.or(file.high),
+            warning: self.warning.or(file.warning),
+        }
+    }
+}
+
+/// Moves the tier-2 step of a default plan; 0 keeps only the first step.
+fn with_second_step(plan: &mut Plan, after_s: u64) {
+    match secs(after_s) {
+        None => plan.steps.truncate(1),
+        Some(after) => {
+            if let Some(s) = plan.steps.get_mut(1) {
+                s.after = after;
+            }
+            plan.steps.retain(|s| s.tier <= 2 || s.after >= after);
+        }
+    }
 }
 
 /// How e-mail reaches the relay.
@@ -72,7 +147,7 @@ pub struct SmtpConfig {
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
     pub smtp: Option<SmtpConfig>,
-    pub escalation: Escalation,
+    pub ladder: Ladder,
     pub retry: Retry,
     pub concurrency: usize,
     pub timeout: std::time::Duration,
@@ -82,7 +157,7 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
             smtp: None,
-            escalation: Escalation::default(),
+            ladder: Ladder::default(),
             retry: Retry {
                 base: Duration::seconds(1),
                 cap: Duration::minutes(5),
@@ -103,13 +178,26 @@ pub const DEFAULT_NOTIFY_CONFIG: &str = r#"
 # smtp_from = "mimamori@example.org"
 # smtp_user = "…"
 # smtp_password = "…"              # better: MIMAMORI_SMTP_PASSWORD
-escalate_critical_secs = 120
-escalate_high_secs = 600
 notify_concurrency = 16
 notify_retry_base_ms = 1000
 notify_retry_max_secs = 300
 notify_give_up_secs = 21600
 notify_timeout_secs = 10
+
+# The escalation ladder per severity: who is told after how long while nobody
+# acknowledges, reminders to everyone told so far, and when the alert is "unanswered".
+[notify.ladder.critical]
+steps = [{ after_s = 0, tier = 1 }, { after_s = 120, tier = 2 }, { after_s = 600, tier = 3 }]
+remind_every_s = 300
+unanswered_after_s = 900
+
+[notify.ladder.high]
+steps = [{ after_s = 0, tier = 1 }, { after_s = 600, tier = 2 }, { after_s = 1800, tier = 3 }]
+remind_every_s = 900
+unanswered_after_s = 3600
+
+[notify.ladder.warning]
+steps = [{ after_s = 0, tier = 1 }]
 "#;
 
 fn secs(n: u64) -> Option<Duration> {
@@ -128,6 +216,7 @@ impl NotifySettings {
             smtp_password: self.smtp_password.or(file.smtp_password),
             escalate_critical_secs: self.escalate_critical_secs.or(file.escalate_critical_secs),
             escalate_high_secs: self.escalate_high_secs.or(file.escalate_high_secs),
+            ladder: self.ladder.over(file.ladder),
             notify_concurrency: self.notify_concurrency.or(file.notify_concurrency),
             notify_retry_base_ms: self.notify_retry_base_ms.or(file.notify_retry_base_ms),
             notify_retry_max_secs: self.notify_retry_max_secs.or(file.notify_retry_max_secs),
@@ -156,12 +245,7 @@ impl NotifySettings {
         }
         Ok(NotifyConfig {
             smtp: self.smtp()?,
-            escalation: Escalation {
-                critical: self
-                    .escalate_critical_secs
-                    .map_or(d.escalation.critical, secs),
-                high: self.escalate_high_secs.map_or(d.escalation.high, secs),
-            },
+            ladder: self.ladder()?,
             retry: Retry {
                 base: Duration::milliseconds(i64::try_from(base_ms).unwrap_or(1000)),
                 cap,
@@ -170,6 +254,35 @@ impl NotifySettings {
             concurrency,
             timeout: std::time::Duration::from_secs(timeout),
         })
+    }
+
+    fn ladder(&self) -> anyhow::Result<Ladder> {
+        let mut ladder = Ladder::default();
+        if let Some(n) = self.escalate_critical_secs {
+            with_second_step(&mut ladder.critical, n);
+        }
+        if let Some(n) = self.escalate_high_secs {
+            with_second_step(&mut ladder.high, n);
+        }
+        let l = &self.ladder;
+        for (severity, name, given) in [
+            (
+                mimamori_protocol::Severity::Critical,
+                "critical",
+                &l.critical,
+            ),
+            (mimamori_protocol::Severity::High, "high", &l.high),
+            (mimamori_protocol::Severity::Warning, "warning", &l.warning),
+        ] {
+            if let Some(p) = given {
+                *ladder.plan_mut(severity) = p.plan();
+            }
+            ladder
+                .plan(severity)
+                .validate(name)
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(ladder)
     }
 
     fn smtp(&self) -> anyhow::Result<Option<SmtpConfig>> {
@@ -219,7 +332,7 @@ mod tests {
         let file: File = toml::from_str(DEFAULT_NOTIFY_CONFIG)?;
         let from_file = file.notify.finish()?;
         let built_in = NotifySettings::default().finish()?;
-        assert_eq!(from_file.escalation, built_in.escalation);
+        assert_eq!(from_file.ladder, built_in.ladder);
         assert_eq!(from_file.retry, built_in.retry);
         assert_eq!(from_file.concurrency, built_in.concurrency);
         assert!(built_in.smtp.is_none());
@@ -243,7 +356,7 @@ mod tests {
         let cfg = settings.finish()?;
         let smtp = cfg.smtp.ok_or_else(|| anyhow::anyhow!("no smtp"))?;
         assert_eq!((smtp.port, smtp.security), (587, SmtpSecurity::StartTls));
-        assert_eq!(cfg.escalation, Escalation::default());
+        assert_eq!(cfg.ladder, Ladder::default());
         Ok(())
     }
 
@@ -255,8 +368,9 @@ mod tests {
             ..NotifySettings::default()
         };
         let c = s.finish()?;
-        assert_eq!(c.escalation.high, None);
-        assert_eq!(c.escalation.critical, Some(Duration::seconds(2)));
+        assert_eq!(c.ladder.high.steps.len(), 1);
+        assert_eq!(c.ladder.critical.steps[1].after, Duration::seconds(2));
+        assert_eq!(c.ladder.critical.steps.len(), 3);
         let no_from = NotifySettings {
             smtp_host: Some("127.0.0.1".into()),
             ..NotifySettings::default()

@@ -1,9 +1,9 @@
-//! Family notifications: the delivery worker around the outbox, escalation of alerts
-//! nobody acknowledged, and daily summaries.
+//! Family notifications: the delivery worker around the outbox, and daily summaries.
 //!
-//! The outbox rows themselves are written by the store in the same transaction as the
-//! alert change that calls for them ([`policy`] decides who gets what), so a crash at any
-//! point loses no due notification. This worker claims due rows, delivers them with at
+//! The outbox rows themselves are decided by the alert core ([`crate::alerts`]: its
+//! escalation ladder, with [`policy`] saying who wants what) and written in the same
+//! transaction as the alert change that calls for them, so a crash at any point loses
+//! no due notification. This worker claims due rows, delivers them with at
 //! most `concurrency` in flight, records every attempt, and retries with exponential
 //! backoff until the configured give-up time. Delivery is at-least-once: a hub killed
 //! mid-attempt sends again after restart with the same `Idempotency-Key`.
@@ -25,13 +25,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mimamori_protocol::contact::Channel;
-use mimamori_protocol::topic::alerts_topic;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::edge::router::HubPublisher;
-use crate::events::{Bus, HubEvent};
+use crate::events::Bus;
 use crate::store::{OutboxItem, Store};
 use config::NotifyConfig;
 use message::{Notice, ResidentRef, Templates};
@@ -39,8 +37,6 @@ use policy::{Next, Outcome};
 
 /// Longest sleep between two looks at the outbox when nothing wakes the worker.
 const IDLE: Duration = Duration::from_secs(1);
-/// How often overdue alerts are looked for.
-const ESCALATION_EVERY: chrono::Duration = chrono::Duration::milliseconds(500);
 /// How often daily summaries are looked for.
 const SUMMARY_EVERY: chrono::Duration = chrono::Duration::seconds(20);
 
@@ -89,7 +85,6 @@ pub struct Notifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     bus: Bus,
-    publisher: HubPublisher,
     cfg: NotifyConfig,
     channels: Arc<Channels>,
 }
@@ -100,7 +95,6 @@ impl Notifier {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         bus: Bus,
-        publisher: HubPublisher,
         cfg: NotifyConfig,
     ) -> anyhow::Result<Notifier> {
         let templates = Templates::load()?;
@@ -114,7 +108,6 @@ impl Notifier {
             store,
             clock,
             bus,
-            publisher,
             cfg,
             channels: Arc::new(Channels {
                 templates,
@@ -124,7 +117,7 @@ impl Notifier {
         })
     }
 
-    /// Delivers, escalates and summarises until the hub stops.
+    /// Delivers and summarises until the hub stops.
     pub async fn run(self) {
         match self.store.release_claims(self.clock.now()).await {
             Ok(0) => {}
@@ -136,14 +129,9 @@ impl Notifier {
         }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let finished = Arc::new(Notify::new());
-        let mut last_escalation: Option<DateTime<Utc>> = None;
         let mut last_summary: Option<DateTime<Utc>> = None;
         loop {
             let now = self.clock.now();
-            if last_escalation.is_none_or(|t| now - t >= ESCALATION_EVERY) {
-                last_escalation = Some(now);
-                self.escalate(now).await;
-            }
             if last_summary.is_none_or(|t| now - t >= SUMMARY_EVERY) {
                 last_summary = Some(now);
                 if let Err(e) = self.enqueue_summaries(now).await {
@@ -212,26 +200,6 @@ impl Notifier {
         match self.store.next_delivery_due().await {
             Ok(Some(t)) => (t - now).to_std().unwrap_or(Duration::ZERO).min(IDLE),
             _ => IDLE,
-        }
-    }
-
-    async fn escalate(&self, now: DateTime<Utc>) {
-        match self.store.escalate_overdue(&self.cfg.escalation, now).await {
-            Ok(alerts) => {
-                for alert in alerts {
-                    info!(
-                        alert = alert.id,
-                        severity = alert.severity.as_str(),
-                        "alert escalated: not acknowledged in time"
-                    );
-                    if let Ok(json) = serde_json::to_vec(&alert) {
-                        self.publisher
-                            .publish(alerts_topic(alert.resident_id), json);
-                    }
-                    self.bus.publish(HubEvent::Alert { alert });
-                }
-            }
-            Err(e) => error!(error = %e, "cannot escalate overdue alerts"),
         }
     }
 

@@ -1,13 +1,13 @@
 //! Who is told what, and when: the pure decisions of family notification.
 //!
-//! Nothing here reads the clock or touches I/O; the store calls [`recipients`] inside the
-//! transaction that changes an alert, and the delivery worker calls [`after_attempt`]
-//! after each try. Every time is passed in.
+//! Nothing here reads the clock or touches I/O; the alert core calls [`wants`] and
+//! [`quiet_until`] as its ladder tells each tier, and the delivery worker calls
+//! [`after_attempt`] after each try. Every time is passed in.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use mimamori_protocol::contact::Contact;
-use mimamori_protocol::{Alert, AlertState, Severity};
+use mimamori_protocol::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 
 /// The change of an alert (or the daily tick) a notification is about.
@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub enum NoticeEvent {
     Opened,
     Escalated,
+    /// Still nobody acknowledged: everyone told so far hears again.
+    Reminder,
     Resolved,
     DailySummary,
 }
@@ -25,6 +27,7 @@ impl NoticeEvent {
         match self {
             NoticeEvent::Opened => "opened",
             NoticeEvent::Escalated => "escalated",
+            NoticeEvent::Reminder => "reminder",
             NoticeEvent::Resolved => "resolved",
             NoticeEvent::DailySummary => "daily_summary",
         }
@@ -68,87 +71,49 @@ pub fn parse_hhmm(s: &str) -> Option<NaiveTime> {
     NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, 0)
 }
 
-/// The tier told of an event: tier 1 when an alert opens, tier 2 when it escalates.
-fn tier_for(event: NoticeEvent) -> Option<u8> {
-    match event {
-        NoticeEvent::Opened => Some(1),
-        NoticeEvent::Escalated => Some(2),
-        NoticeEvent::Resolved | NoticeEvent::DailySummary => None,
-    }
-}
-
-/// Whether `contact` wants to hear that `alert` opened or escalated, at local time `local`.
-pub fn wants(contact: &Contact, alert: &Alert, event: NoticeEvent, local: NaiveTime) -> bool {
-    let right_tier = tier_for(event) == Some(contact.tier);
+/// Whether `contact` wants to hear about `alert` at all: its kinds and least severity.
+/// The tier is the ladder's business.
+pub fn wants(contact: &Contact, alert: &Alert) -> bool {
     let right_kind = contact.kinds.is_empty() || contact.kinds.contains(&alert.kind);
-    let severe_enough = alert.severity >= contact.min_severity;
-    // Quiet hours hold back everything but critical alerts: a low battery can wait
-    // for the morning, a fall cannot.
-    let quiet = alert.severity != Severity::Critical
-        && contact
-            .quiet_hours
-            .as_deref()
-            .and_then(QuietHours::parse)
-            .is_some_and(|q| q.contains(local));
-    right_tier && right_kind && severe_enough && !quiet
+    right_kind && alert.severity >= contact.min_severity
 }
 
-/// The contacts to tell that `alert` opened or escalated at `at`, judged in the resident's zone.
-pub fn recipients<'a>(
-    contacts: &'a [Contact],
+/// When a notice about `alert` to `contact` may go out, if not at `now`: quiet hours
+/// hold back everything but critical alerts until they end — a low battery can wait for
+/// the morning, a fall cannot.
+pub fn quiet_until(
+    contact: &Contact,
     alert: &Alert,
-    event: NoticeEvent,
-    at: DateTime<Utc>,
+    now: DateTime<Utc>,
     tz: Tz,
-) -> Vec<&'a Contact> {
-    let local = at.with_timezone(&tz).time();
-    contacts
-        .iter()
-        .filter(|c| wants(c, alert, event, local))
-        .collect()
+) -> Option<DateTime<Utc>> {
+    if alert.severity == Severity::Critical {
+        return None;
+    }
+    let q = contact.quiet_hours.as_deref().and_then(QuietHours::parse)?;
+    let local = now.with_timezone(&tz);
+    if !q.contains(local.time()) {
+        return None;
+    }
+    let mut date = local.date_naive();
+    if local.time() >= q.end {
+        date = date.succ_opt()?;
+    }
+    // A time skipped by a DST jump falls back to the first valid instant after it.
+    let end = date.and_time(q.end);
+    tz.from_local_datetime(&end)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(end + Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The resident's time zone; a name the hub cannot read (refused at entry, so only a
 /// hand-edited database) falls back to Japan's, where the hub is used.
 pub fn zone_of(name: &str) -> Tz {
     name.parse().unwrap_or(chrono_tz::Asia::Tokyo)
-}
-
-/// How long staff have to acknowledge an alert of each severity before it climbs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Escalation {
-    pub critical: Option<Duration>,
-    pub high: Option<Duration>,
-}
-
-impl Default for Escalation {
-    /// Critical 2 min (answered within 60 s is the aim, so 2 min unanswered is late);
-    /// high 10 min; warnings never escalate.
-    fn default() -> Self {
-        Escalation {
-            critical: Some(Duration::minutes(2)),
-            high: Some(Duration::minutes(10)),
-        }
-    }
-}
-
-impl Escalation {
-    pub fn ack_timeout(&self, severity: Severity) -> Option<Duration> {
-        match severity {
-            Severity::Critical => self.critical,
-            Severity::High => self.high,
-            Severity::Warning => None,
-        }
-    }
-
-    /// Whether `alert` is overdue for escalation at `now`.
-    pub fn is_due(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
-        alert.state == AlertState::Open
-            && !alert.escalated
-            && self
-                .ack_timeout(alert.severity)
-                .is_some_and(|t| now - alert.opened_at >= t)
-    }
 }
 
 /// How failed deliveries are retried.
@@ -246,7 +211,7 @@ pub fn local_day(date: NaiveDate, tz: Tz) -> Option<(DateTime<Utc>, DateTime<Utc
 mod tests {
     use super::*;
     use mimamori_protocol::contact::{Channel, Language};
-    use mimamori_protocol::AlertKind;
+    use mimamori_protocol::{AlertKind, AlertState};
 
     fn contact(tier: u8, kinds: Vec<AlertKind>, min: Severity, quiet: Option<&str>) -> Contact {
         Contact {
@@ -283,7 +248,16 @@ mod tests {
             resolution: None,
             details: serde_json::json!({}),
             updated_at: DateTime::UNIX_EPOCH,
+            assigned_to: None,
+            snoozed_until: None,
+            tier: 0,
         }
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
     }
 
     fn hm(h: u32, m: u32) -> NaiveTime {
@@ -291,14 +265,29 @@ mod tests {
     }
 
     #[test]
-    fn quiet_hours_across_midnight_hold_back_all_but_critical() {
+    fn quiet_hours_across_midnight_hold_all_but_critical_until_they_end() {
         let c = contact(1, vec![], Severity::Warning, Some("22:00-07:00"));
         let battery = alert(AlertKind::LowBattery, Severity::Warning);
         let sos = alert(AlertKind::Sos, Severity::Critical);
-        assert!(!wants(&c, &battery, NoticeEvent::Opened, hm(23, 30)));
-        assert!(!wants(&c, &battery, NoticeEvent::Opened, hm(6, 59)));
-        assert!(wants(&c, &battery, NoticeEvent::Opened, hm(7, 0)));
-        assert!(wants(&c, &sos, NoticeEvent::Opened, hm(23, 30)));
+        let tokyo = chrono_tz::Asia::Tokyo;
+        // 23:30 and 06:59 Tokyo are held until 07:00 Tokyo (22:00 UTC).
+        let morning = Some(utc("2025-01-15T22:00:00Z"));
+        assert_eq!(
+            quiet_until(&c, &battery, utc("2025-01-15T14:30:00Z"), tokyo),
+            morning
+        );
+        assert_eq!(
+            quiet_until(&c, &battery, utc("2025-01-15T21:59:00Z"), tokyo),
+            morning
+        );
+        assert_eq!(
+            quiet_until(&c, &battery, utc("2025-01-15T22:00:00Z"), tokyo),
+            None
+        );
+        assert_eq!(
+            quiet_until(&c, &sos, utc("2025-01-15T14:30:00Z"), tokyo),
+            None
+        );
     }
 
     #[test]
@@ -324,66 +313,34 @@ mod tests {
     }
 
     #[test]
-    fn kinds_severity_and_tier_filter() {
+    fn kinds_and_severity_filter() {
         let only_sos = contact(1, vec![AlertKind::Sos], Severity::Warning, None);
-        assert!(wants(
-            &only_sos,
-            &alert(AlertKind::Sos, Severity::Critical),
-            NoticeEvent::Opened,
-            hm(12, 0)
-        ));
+        assert!(wants(&only_sos, &alert(AlertKind::Sos, Severity::Critical)));
         assert!(!wants(
             &only_sos,
-            &alert(AlertKind::Inactivity, Severity::High),
-            NoticeEvent::Opened,
-            hm(12, 0)
+            &alert(AlertKind::Inactivity, Severity::High)
         ));
         let high_up = contact(1, vec![], Severity::High, None);
         assert!(!wants(
             &high_up,
-            &alert(AlertKind::LowBattery, Severity::Warning),
-            NoticeEvent::Opened,
-            hm(12, 0)
+            &alert(AlertKind::LowBattery, Severity::Warning)
         ));
         assert!(wants(
             &high_up,
-            &alert(AlertKind::Inactivity, Severity::High),
-            NoticeEvent::Opened,
-            hm(12, 0)
+            &alert(AlertKind::Inactivity, Severity::High)
         ));
-        let supervisor = contact(2, vec![], Severity::Warning, None);
-        let sos = alert(AlertKind::Sos, Severity::Critical);
-        assert!(!wants(&supervisor, &sos, NoticeEvent::Opened, hm(12, 0)));
-        assert!(wants(&supervisor, &sos, NoticeEvent::Escalated, hm(12, 0)));
-        assert!(!wants(&only_sos, &sos, NoticeEvent::Escalated, hm(12, 0)));
     }
 
     #[test]
-    fn recipients_judge_quiet_hours_in_the_residents_zone() {
-        let contacts = [contact(1, vec![], Severity::Warning, Some("22:00-07:00"))];
+    fn quiet_hours_are_judged_in_the_residents_zone() {
+        let c = contact(1, vec![], Severity::Warning, Some("22:00-07:00"));
         let battery = alert(AlertKind::LowBattery, Severity::Warning);
         // 14:00 UTC is 23:00 in Tokyo but 14:00 in London (winter).
-        let at = DateTime::parse_from_rfc3339("2025-01-15T14:00:00Z")
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default();
-        assert!(recipients(
-            &contacts,
-            &battery,
-            NoticeEvent::Opened,
-            at,
-            chrono_tz::Asia::Tokyo
-        )
-        .is_empty());
+        let at = utc("2025-01-15T14:00:00Z");
+        assert!(quiet_until(&c, &battery, at, chrono_tz::Asia::Tokyo).is_some());
         assert_eq!(
-            recipients(
-                &contacts,
-                &battery,
-                NoticeEvent::Opened,
-                at,
-                chrono_tz::Europe::London
-            )
-            .len(),
-            1
+            quiet_until(&c, &battery, at, chrono_tz::Europe::London),
+            None
         );
     }
 
@@ -428,20 +385,6 @@ mod tests {
             after_attempt(Outcome::Permanent, 1, t0, t0, &retry),
             Next::GiveUp
         );
-    }
-
-    #[test]
-    fn escalation_defaults_and_acknowledgement() {
-        let e = Escalation::default();
-        let mut sos = alert(AlertKind::Sos, Severity::Critical);
-        let t0 = sos.opened_at;
-        assert!(!e.is_due(&sos, t0 + Duration::seconds(119)));
-        assert!(e.is_due(&sos, t0 + Duration::seconds(120)));
-        sos.state = AlertState::Acknowledged;
-        assert!(!e.is_due(&sos, t0 + Duration::hours(1)));
-        let battery = alert(AlertKind::LowBattery, Severity::Warning);
-        assert!(!e.is_due(&battery, t0 + Duration::days(3)));
-        assert_eq!(e.ack_timeout(Severity::High), Some(Duration::minutes(10)));
     }
 
     #[test]

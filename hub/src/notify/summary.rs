@@ -91,6 +91,9 @@ mod tests {
             resolution: (state == AlertState::Resolved).then(|| "back home".to_string()),
             details: serde_json::json!({}),
             updated_at: t,
+            assigned_to: None,
+            snoozed_until: None,
+            tier: 0,
         }
     }
 

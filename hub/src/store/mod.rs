@@ -18,9 +18,7 @@ use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, Us
 use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
-use mimamori_protocol::{
-    Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings, Severity,
-};
+use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings};
 
 pub use outbox::{NewContactRow, OutboxItem, SummaryTarget};
 pub use sql::{connect, PgStore, SqliteStore};
@@ -85,6 +83,8 @@ pub struct ResidentSetup {
     pub resident: Resident,
     pub zones: Vec<Zone>,
     pub devices: Vec<(String, DeviceKind)>,
+    /// Notification contacts with their webhook secrets.
+    pub contacts: Vec<(mimamori_protocol::contact::Contact, Option<String>)>,
 }
 
 /// A refused message on its way into the dead-letter table.
@@ -98,35 +98,13 @@ pub struct RejectedRow {
     pub payload: String,
 }
 
-/// A change the rules engine decided for the live alert of (resident, kind, subject).
+/// A live alert as stored, with what the alert core needs to resume it.
 #[derive(Debug, Clone)]
-pub enum AlertChange {
-    /// Opens an alert; if one is already live for the key, it is updated instead.
-    Open {
-        resident_id: i64,
-        kind: AlertKind,
-        subject: String,
-        device_id: Option<String>,
-        severity: Severity,
-        at: DateTime<Utc>,
-        details: serde_json::Value,
-    },
-    /// Replaces the details of the live alert, if there is one.
-    Update {
-        resident_id: i64,
-        kind: AlertKind,
-        subject: String,
-        at: DateTime<Utc>,
-        details: serde_json::Value,
-    },
-    /// Resolves the live alert, if there is one, as `condition_cleared`.
-    Resolve {
-        resident_id: i64,
-        kind: AlertKind,
-        subject: String,
-        at: DateTime<Utc>,
-        reason: String,
-    },
+pub struct StoredAlert {
+    pub alert: Alert,
+    pub subject: String,
+    /// The ladder's progress as JSON.
+    pub ladder: Option<String>,
 }
 
 /// One ingest batch: written in a single transaction, before any PUBACK leaves.
@@ -136,7 +114,8 @@ pub struct Batch {
     pub rejected: Vec<RejectedRow>,
     /// Rules-engine state of each resident the batch touched, as JSON.
     pub rule_states: Vec<(i64, String)>,
-    pub alert_changes: Vec<AlertChange>,
+    /// The alert core's rows: alerts, history, audit, outbox.
+    pub effects: crate::alerts::Effects,
     pub at: DateTime<Utc>,
 }
 
@@ -145,7 +124,7 @@ impl Batch {
         self.readings.is_empty()
             && self.rejected.is_empty()
             && self.rule_states.is_empty()
-            && self.alert_changes.is_empty()
+            && self.effects.is_empty()
     }
 }
 
@@ -158,13 +137,6 @@ pub struct AlertFilter {
     /// Only these residents (a family user's scope); `None` is every resident.
     pub within: Option<Vec<i64>>,
     pub limit: i64,
-}
-
-/// What staff do to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaffAction {
-    Acknowledge,
-    Resolve,
 }
 
 /// A staff action on the audit trail.
@@ -233,8 +205,19 @@ pub trait Store: Send + Sync + 'static {
     async fn device_auth(&self, id: &str) -> StoreResult<Option<DeviceAuth>>;
 
     // ingest
-    /// Writes a whole batch atomically; returns every alert it opened or changed.
-    async fn commit_batch(&self, batch: &Batch) -> StoreResult<Vec<Alert>>;
+    /// Writes a whole batch atomically.
+    async fn commit_batch(&self, batch: &Batch) -> StoreResult<()>;
+    /// Every alert not resolved, oldest first.
+    async fn live_alerts(&self) -> StoreResult<Vec<StoredAlert>>;
+    /// The id after the highest alert id ever stored.
+    async fn next_alert_id(&self) -> StoreResult<i64>;
+    /// Alerts opened in `[from, to)` (of these residents only, if given).
+    async fn alerts_opened(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        within: Option<&[i64]>,
+    ) -> StoreResult<Vec<Alert>>;
     async fn rule_states(&self) -> StoreResult<Vec<(i64, String)>>;
     async fn rule_state(&self, resident_id: i64) -> StoreResult<Option<String>>;
     async fn list_rejected(&self, limit: i64) -> StoreResult<Vec<RejectedMessage>>;
@@ -249,16 +232,6 @@ pub trait Store: Send + Sync + 'static {
     async fn list_alerts(&self, f: &AlertFilter) -> StoreResult<Vec<Alert>>;
     async fn alert(&self, id: i64) -> StoreResult<Alert>;
     async fn alert_history(&self, id: i64) -> StoreResult<Vec<AlertEvent>>;
-    /// Acknowledges or resolves; `Conflict` with a sentence when the alert's state forbids it.
-    async fn staff_action(
-        &self,
-        id: i64,
-        action: StaffAction,
-        actor: &str,
-        note: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Alert>;
-
     // audit trail
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()>;
     async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
@@ -315,13 +288,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// When the next unclaimed pending delivery falls due.
     async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
-    /// Marks open, unacknowledged alerts past their ack timeout as escalated, each in a
-    /// transaction that also enqueues the next tier's notifications; returns them.
-    async fn escalate_overdue(
-        &self,
-        policy: &crate::notify::policy::Escalation,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Alert>>;
     /// Contacts who asked for a daily summary.
     async fn summary_targets(&self) -> StoreResult<Vec<SummaryTarget>>;
     async fn delivery_exists(&self, idempotency_key: &str) -> StoreResult<bool>;

@@ -133,6 +133,29 @@ pub struct AlertRow {
     pub resolution: Option<String>,
     pub details: String,
     pub updated_at: i64,
+    pub assigned_to: Option<String>,
+    pub snoozed_until: Option<i64>,
+    pub tier: i64,
+}
+
+/// A live alert's row with its key's subject and the ladder's progress.
+#[derive(sqlx::FromRow)]
+pub struct LiveAlertRow {
+    #[sqlx(flatten)]
+    pub alert: AlertRow,
+    pub subject: String,
+    pub ladder: Option<String>,
+}
+
+impl TryFrom<LiveAlertRow> for super::StoredAlert {
+    type Error = StoreError;
+    fn try_from(r: LiveAlertRow) -> StoreResult<super::StoredAlert> {
+        Ok(super::StoredAlert {
+            alert: r.alert.try_into()?,
+            subject: r.subject,
+            ladder: r.ladder,
+        })
+    }
 }
 
 impl TryFrom<AlertRow> for Alert {
@@ -155,6 +178,9 @@ impl TryFrom<AlertRow> for Alert {
             resolution: a.resolution,
             details: json("alert details", &a.details)?,
             updated_at: from_ms(a.updated_at),
+            assigned_to: a.assigned_to,
+            snoozed_until: a.snoozed_until.map(from_ms),
+            tier: u8::try_from(a.tier).unwrap_or(u8::MAX),
         })
     }
 }

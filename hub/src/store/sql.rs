@@ -18,7 +18,7 @@ use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::gateway::ZigbeeDevice;
 use mimamori_protocol::zone::{Zone, ZoneShape};
-use mimamori_protocol::{Alert, AlertState, DeviceEvent, DeviceKind, Reading};
+use mimamori_protocol::{Alert, DeviceEvent, DeviceKind, Reading};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -26,8 +26,9 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::notify::message::{Notice, Position, ResidentRef};
-use crate::notify::policy::{self, Next, NoticeEvent};
+use crate::alerts::{AlertRecord, HistoryRow, OutboxEntry};
+use crate::notify::message::Notice;
+use crate::notify::policy::{Next, NoticeEvent};
 use crate::notify::summary::DayFacts;
 use mimamori_protocol::contact::{Contact, Delivery};
 
@@ -200,7 +201,8 @@ where
 /// The columns of `alerts` in the order `AlertRow` reads them.
 const ALERT_COLS: &str =
     "id, resident_id, device_id, kind, severity, state, escalated, opened_at, acknowledged_at, \
-     acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at";
+     acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
+     snoozed_until, tier";
 
 fn reading_data(ev: &DeviceEvent) -> Option<String> {
     match &ev.reading {
@@ -246,115 +248,6 @@ macro_rules! impl_store {
                         .fetch_all(&self.pool)
                         .await?;
                 Ok(ids.into_iter().map(|(i,)| i).collect())
-            }
-
-            async fn alert_in(tx: &mut sqlx::Transaction<'_, $db>, id: i64) -> StoreResult<Alert> {
-                let q = format!("SELECT {ALERT_COLS} FROM alerts WHERE id = $1");
-                let row: AlertRow = sqlx::query_as(&q).bind(id).fetch_one(&mut **tx).await?;
-                row.try_into()
-            }
-
-            async fn alert_event_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                alert_id: i64,
-                at: DateTime<Utc>,
-                action: &str,
-                actor: &str,
-                note: Option<&str>,
-                details: Option<String>,
-            ) -> StoreResult<()> {
-                sqlx::query("INSERT INTO alert_events (alert_id, at, action, actor, note, details) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(alert_id)
-                    .bind(ms(at))
-                    .bind(action)
-                    .bind(actor)
-                    .bind(note)
-                    .bind(details)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(())
-            }
-
-            async fn live_alert_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                resident_id: i64,
-                kind: mimamori_protocol::AlertKind,
-                subject: &str,
-            ) -> StoreResult<Option<i64>> {
-                let id: Option<(i64,)> = sqlx::query_as(
-                    "SELECT id FROM alerts WHERE resident_id = $1 AND kind = $2 AND subject = $3 AND state <> 'resolved'",
-                )
-                .bind(resident_id)
-                .bind(kind.as_str())
-                .bind(subject)
-                .fetch_optional(&mut **tx)
-                .await?;
-                Ok(id.map(|(i,)| i))
-            }
-
-            /// Applies one rules decision; returns the id of the alert it touched and, when it
-            /// opened or resolved one, that transition (which notifications follow).
-            async fn apply_change(tx: &mut sqlx::Transaction<'_, $db>, c: &AlertChange) -> StoreResult<Option<(i64, Option<NoticeEvent>)>> {
-                match c {
-                    AlertChange::Open { resident_id, kind, subject, device_id, severity, at, details } => {
-                        let details_text = details.to_string();
-                        if let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? {
-                            sqlx::query("UPDATE alerts SET details = $1, updated_at = $2 WHERE id = $3")
-                                .bind(&details_text)
-                                .bind(ms(*at))
-                                .bind(id)
-                                .execute(&mut **tx)
-                                .await?;
-                            Self::alert_event_in(tx, id, *at, "updated", "hub", Some("condition detected again"), Some(details_text)).await?;
-                            return Ok(Some((id, None)));
-                        }
-                        let (id,): (i64,) = sqlx::query_as(
-                            "INSERT INTO alerts (resident_id, device_id, kind, subject, severity, state, escalated, opened_at, details, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, 'open', FALSE, $6, $7, $6) RETURNING id",
-                        )
-                        .bind(resident_id)
-                        .bind(device_id.as_deref())
-                        .bind(kind.as_str())
-                        .bind(subject)
-                        .bind(severity.as_str())
-                        .bind(ms(*at))
-                        .bind(&details_text)
-                        .fetch_one(&mut **tx)
-                        .await?;
-                        Self::alert_event_in(tx, id, *at, "opened", "hub", None, Some(details_text)).await?;
-                        Ok(Some((id, Some(NoticeEvent::Opened))))
-                    }
-                    AlertChange::Update { resident_id, kind, subject, at, details } => {
-                        let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? else {
-                            return Ok(None);
-                        };
-                        let details_text = details.to_string();
-                        sqlx::query("UPDATE alerts SET details = $1, updated_at = $2 WHERE id = $3")
-                            .bind(&details_text)
-                            .bind(ms(*at))
-                            .bind(id)
-                            .execute(&mut **tx)
-                            .await?;
-                        Self::alert_event_in(tx, id, *at, "updated", "hub", None, Some(details_text)).await?;
-                        Ok(Some((id, None)))
-                    }
-                    AlertChange::Resolve { resident_id, kind, subject, at, reason } => {
-                        let Some(id) = Self::live_alert_in(tx, *resident_id, *kind, subject).await? else {
-                            return Ok(None);
-                        };
-                        let resolution = format!("condition_cleared: {reason}");
-                        sqlx::query(
-                            "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = 'hub', resolution = $2, updated_at = $1 WHERE id = $3",
-                        )
-                        .bind(ms(*at))
-                        .bind(&resolution)
-                        .bind(id)
-                        .execute(&mut **tx)
-                        .await?;
-                        Self::alert_event_in(tx, id, *at, "resolved", "hub", Some(reason), None).await?;
-                        Ok(Some((id, Some(NoticeEvent::Resolved))))
-                    }
-                }
             }
 
             /// Which of these residents still exist: a batch may trail a deletion.
@@ -451,112 +344,109 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            // -- notifications (issue 6): outbox helpers, run inside alert transactions --
-            async fn contacts_in(tx: &mut sqlx::Transaction<'_, $db>, resident_id: i64) -> StoreResult<Vec<(Contact, Option<String>)>> {
-                let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE resident_id = $1 ORDER BY id");
-                let rows: Vec<ContactRow> = sqlx::query_as(&q).bind(resident_id).fetch_all(&mut **tx).await?;
-                rows.into_iter().map(ContactRow::into_parts).collect()
-            }
-
-            /// Where the resident is: the alert's own fix, else the last stored one.
-            async fn position_in(tx: &mut sqlx::Transaction<'_, $db>, alert: &Alert) -> StoreResult<Option<Position>> {
-                let d = &alert.details;
-                if let (Some(lat), Some(lon)) = (d["lat"].as_f64(), d["lon"].as_f64()) {
-                    let at = serde_json::from_value(d["ts"].clone()).unwrap_or(alert.updated_at);
-                    return Ok(Some(Position { lat, lon, at }));
-                }
-                let row: Option<(Option<f64>, Option<f64>, i64)> = sqlx::query_as(
-                    "SELECT lat, lon, ts FROM readings WHERE resident_id = $1 AND kind = 'gps' ORDER BY ts DESC, id DESC LIMIT 1",
-                )
-                .bind(alert.resident_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-                Ok(match row {
-                    Some((Some(lat), Some(lon), ts)) => Some(Position { lat, lon, at: from_ms(ts) }),
-                    _ => None,
-                })
-            }
-
-            /// Inserts one outbox row unless its idempotency key is already there.
-            async fn insert_delivery_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                key: &str,
-                alert_id: Option<i64>,
-                contact: &Contact,
-                secret: Option<&str>,
-                event: NoticeEvent,
-                payload: &str,
-                at: DateTime<Utc>,
-            ) -> StoreResult<bool> {
-                let done = sqlx::query(
-                    "INSERT INTO deliveries (idempotency_key, resident_id, alert_id, contact_id, contact_name, event, channel, address, \
-                     secret, language, payload, state, attempts, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0, $12, $12) ON CONFLICT (idempotency_key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(contact.resident_id)
-                .bind(alert_id)
-                .bind(contact.id)
-                .bind(&contact.name)
-                .bind(event.as_str())
-                .bind(contact.channel.as_str())
-                .bind(&contact.address)
-                .bind(secret)
-                .bind(contact.language.as_str())
-                .bind(payload)
-                .bind(ms(at))
-                .execute(&mut **tx)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            /// Writes the outbox rows an alert change calls for, in the change's own transaction:
-            /// opened and escalated go to the contacts the policy picks, resolved to everyone
-            /// who was told of the alert.
-            async fn enqueue_notifications(tx: &mut sqlx::Transaction<'_, $db>, alert: &Alert, event: NoticeEvent, at: DateTime<Utc>) -> StoreResult<()> {
-                let contacts = Self::contacts_in(tx, alert.resident_id).await?;
-                if contacts.is_empty() {
-                    return Ok(());
-                }
-                let chosen: Vec<i64> = match event {
-                    NoticeEvent::Resolved => {
-                        let told: Vec<(Option<i64>,)> = sqlx::query_as(
-                            "SELECT DISTINCT contact_id FROM deliveries WHERE alert_id = $1 AND event IN ('opened', 'escalated')",
-                        )
-                        .bind(alert.id)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                        told.into_iter().filter_map(|(c,)| c).collect()
-                    }
-                    _ => {
-                        let tz: (String,) = sqlx::query_as("SELECT timezone FROM residents WHERE id = $1")
-                            .bind(alert.resident_id)
-                            .fetch_one(&mut **tx)
-                            .await?;
-                        let plain: Vec<Contact> = contacts.iter().map(|(c, _)| c.clone()).collect();
-                        policy::recipients(&plain, alert, event, at, policy::zone_of(&tz.0)).iter().map(|c| c.id).collect()
-                    }
-                };
-                if chosen.is_empty() {
-                    return Ok(());
-                }
-                let (name, timezone): (String, String) = sqlx::query_as("SELECT name, timezone FROM residents WHERE id = $1")
-                    .bind(alert.resident_id)
-                    .fetch_one(&mut **tx)
+            async fn upsert_alerts(tx: &mut sqlx::Transaction<'_, $db>, records: &[&AlertRecord]) -> StoreResult<()> {
+                for r in records {
+                    let a = &r.alert;
+                    sqlx::query(
+                        "INSERT INTO alerts (id, resident_id, device_id, kind, subject, severity, state, escalated, opened_at, \
+                         acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
+                         snoozed_until, tier, ladder) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+                         ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, severity = excluded.severity, state = excluded.state, \
+                         escalated = excluded.escalated, acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by, \
+                         resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, resolution = excluded.resolution, \
+                         details = excluded.details, updated_at = excluded.updated_at, assigned_to = excluded.assigned_to, \
+                         snoozed_until = excluded.snoozed_until, tier = excluded.tier, ladder = excluded.ladder",
+                    )
+                    .bind(a.id)
+                    .bind(a.resident_id)
+                    .bind(a.device_id.as_deref())
+                    .bind(a.kind.as_str())
+                    .bind(&r.subject)
+                    .bind(a.severity.as_str())
+                    .bind(a.state.as_str())
+                    .bind(a.escalated)
+                    .bind(ms(a.opened_at))
+                    .bind(a.acknowledged_at.map(ms))
+                    .bind(a.acknowledged_by.as_deref())
+                    .bind(a.resolved_at.map(ms))
+                    .bind(a.resolved_by.as_deref())
+                    .bind(a.resolution.as_deref())
+                    .bind(a.details.to_string())
+                    .bind(ms(a.updated_at))
+                    .bind(a.assigned_to.as_deref())
+                    .bind(a.snoozed_until.map(ms))
+                    .bind(i64::from(a.tier))
+                    .bind(r.ladder.as_deref())
+                    .execute(&mut **tx)
                     .await?;
-                let notice = Notice {
-                    event,
-                    resident: ResidentRef { id: alert.resident_id, name, timezone },
-                    alert: Some(alert.clone()),
-                    position: Self::position_in(tx, alert).await?,
-                    summary: None,
-                };
-                let payload = serde_json::to_string(&notice).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                for (contact, secret) in contacts.iter().filter(|(c, _)| chosen.contains(&c.id)) {
-                    let key = format!("alert-{}-{}-contact-{}", alert.id, event.as_str(), contact.id);
-                    Self::insert_delivery_in(tx, &key, Some(alert.id), contact, secret.as_deref(), event, &payload, at).await?;
                 }
                 Ok(())
+            }
+
+            async fn insert_history(tx: &mut sqlx::Transaction<'_, $db>, rows: &[HistoryRow]) -> StoreResult<()> {
+                for chunk in statement_chunks(rows) {
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO alert_events (alert_id, at, action, actor, note, details) ");
+                    q.push_values(chunk, |mut b, h| {
+                        b.push_bind(h.alert_id)
+                            .push_bind(ms(h.at))
+                            .push_bind(h.action)
+                            .push_bind(h.actor.clone())
+                            .push_bind(h.note.clone())
+                            .push_bind(h.details.clone());
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_audit(tx: &mut sqlx::Transaction<'_, $db>, rows: &[AuditEntry]) -> StoreResult<()> {
+                for e in rows {
+                    sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(ms(e.at))
+                        .bind(&e.actor)
+                        .bind(&e.action)
+                        .bind(&e.target)
+                        .bind(e.details.as_ref().map(|d| d.to_string()))
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Inserts outbox rows; a key already there is left as it is. Returns how many were new.
+            async fn insert_outbox(tx: &mut sqlx::Transaction<'_, $db>, rows: &[OutboxEntry]) -> StoreResult<u64> {
+                let mut added = 0;
+                for o in rows {
+                    let c = &o.contact;
+                    let done = sqlx::query(
+                        "INSERT INTO deliveries (idempotency_key, resident_id, alert_id, contact_id, contact_name, event, channel, address, \
+                         secret, language, payload, state, attempts, created_at, next_attempt_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0, $12, $12) ON CONFLICT (idempotency_key) DO NOTHING",
+                    )
+                    .bind(&o.key)
+                    .bind(o.resident_id)
+                    .bind(o.alert_id)
+                    .bind(c.id)
+                    .bind(&c.name)
+                    .bind(o.event.as_str())
+                    .bind(c.channel.as_str())
+                    .bind(&c.address)
+                    .bind(o.secret.as_deref())
+                    .bind(c.language.as_str())
+                    .bind(&o.payload)
+                    .bind(ms(o.created_at))
+                    .execute(&mut **tx)
+                    .await?;
+                    added += done.rows_affected();
+                }
+                Ok(added)
+            }
+
+            async fn contacts_of(&self, resident_id: Option<i64>) -> StoreResult<Vec<(Contact, Option<String>)>> {
+                let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE $1 IS NULL OR resident_id = $1 ORDER BY id");
+                let rows: Vec<ContactRow> = sqlx::query_as(&q).bind(resident_id).fetch_all(&self.pool).await?;
+                rows.into_iter().map(ContactRow::into_parts).collect()
             }
         }
 
@@ -798,7 +688,8 @@ macro_rules! impl_store {
                     .into_iter()
                     .map(|(id, kind)| DeviceKind::parse(&kind).map(|k| (id, k)).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}"))))
                     .collect::<StoreResult<Vec<_>>>()?;
-                Ok(ResidentSetup { resident, zones, devices })
+                let contacts = self.contacts_of(Some(id)).await?;
+                Ok(ResidentSetup { resident, zones, devices, contacts })
             }
 
             async fn all_resident_setups(&self) -> StoreResult<Vec<ResidentSetup>> {
@@ -810,7 +701,7 @@ macro_rules! impl_store {
                     sqlx::query_as("SELECT id, resident_id, kind FROM devices ORDER BY id").fetch_all(&self.pool).await?;
                 let mut setups: HashMap<i64, ResidentSetup> = residents
                     .into_iter()
-                    .map(|r| (r.id, ResidentSetup { resident: r, zones: Vec::new(), devices: Vec::new() }))
+                    .map(|r| (r.id, ResidentSetup { resident: r, zones: Vec::new(), devices: Vec::new(), contacts: Vec::new() }))
                     .collect();
                 for z in zones {
                     let zone = Zone::try_from(z)?;
@@ -822,6 +713,11 @@ macro_rules! impl_store {
                     let kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
                     if let Some(s) = setups.get_mut(&rid) {
                         s.devices.push((id, kind));
+                    }
+                }
+                for (c, secret) in self.contacts_of(None).await? {
+                    if let Some(s) = setups.get_mut(&c.resident_id) {
+                        s.contacts.push((c, secret));
                     }
                 }
                 let mut out: Vec<ResidentSetup> = setups.into_values().collect();
@@ -904,17 +800,19 @@ macro_rules! impl_store {
                 Ok(Some(DeviceAuth { id, resident_id, kind, secret_hash }))
             }
 
-            async fn commit_batch(&self, batch: &Batch) -> StoreResult<Vec<Alert>> {
+            async fn commit_batch(&self, batch: &Batch) -> StoreResult<()> {
                 if batch.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
+                let e = &batch.effects;
                 let mentioned: BTreeSet<i64> = batch
                     .readings
                     .iter()
                     .map(|r| r.resident_id)
                     .chain(batch.rule_states.iter().map(|(r, _)| *r))
+                    .chain(e.residents())
                     .collect();
                 let alive = Self::existing_residents(&mut tx, &mentioned).await?;
                 let readings: Vec<&DeviceEvent> = batch.readings.iter().filter(|r| alive.contains(&r.resident_id)).collect();
@@ -926,29 +824,41 @@ macro_rules! impl_store {
                 }
                 let states: Vec<&(i64, String)> = batch.rule_states.iter().filter(|(r, _)| alive.contains(r)).collect();
                 Self::upsert_rule_states(&mut tx, &states, ms(batch.at)).await?;
-                let mut touched = Vec::new();
-                let mut transitions = Vec::new();
-                for change in &batch.alert_changes {
-                    if let Some((id, transition)) = Self::apply_change(&mut tx, change).await? {
-                        if !touched.contains(&id) {
-                            touched.push(id);
-                        }
-                        transitions.extend(transition.map(|t| (id, t)));
-                    }
-                }
-                let mut alerts = Vec::with_capacity(touched.len());
-                for id in touched {
-                    alerts.push(Self::alert_in(&mut tx, id).await?);
-                }
-                // Notifications join the transaction of the change itself: a crash either
-                // loses both or keeps both, so no due notification is ever lost.
-                for (id, event) in transitions {
-                    if let Some(alert) = alerts.iter().find(|a| a.id == id) {
-                        Self::enqueue_notifications(&mut tx, alert, event, batch.at).await?;
-                    }
-                }
+                // Alerts, their history, the audit of staff actions and the notifications
+                // they call for are one transaction with the state that decided them: a
+                // crash keeps all or none, so nothing is lost and nothing sent twice.
+                let records: Vec<&AlertRecord> = e.alerts.values().filter(|r| alive.contains(&r.alert.resident_id)).collect();
+                Self::upsert_alerts(&mut tx, &records).await?;
+                let history: Vec<HistoryRow> = e.history.iter().filter(|h| records.iter().any(|r| r.alert.id == h.alert_id)).cloned().collect();
+                Self::insert_history(&mut tx, &history).await?;
+                Self::insert_audit(&mut tx, &e.audit).await?;
+                let outbox: Vec<OutboxEntry> = e.outbox.iter().filter(|o| alive.contains(&o.resident_id)).cloned().collect();
+                Self::insert_outbox(&mut tx, &outbox).await?;
                 tx.commit().await?;
-                Ok(alerts)
+                Ok(())
+            }
+
+            async fn live_alerts(&self) -> StoreResult<Vec<StoredAlert>> {
+                let q = format!("SELECT {ALERT_COLS}, subject, ladder FROM alerts WHERE state <> 'resolved' ORDER BY id");
+                let rows: Vec<LiveAlertRow> = sqlx::query_as(&q).fetch_all(&self.pool).await?;
+                rows.into_iter().map(StoredAlert::try_from).collect()
+            }
+
+            async fn next_alert_id(&self) -> StoreResult<i64> {
+                let (max,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM alerts").fetch_one(&self.pool).await?;
+                Ok(max.unwrap_or(0) + 1)
+            }
+
+            async fn alerts_opened(&self, from: DateTime<Utc>, to: DateTime<Utc>, within: Option<&[i64]>) -> StoreResult<Vec<Alert>> {
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {ALERT_COLS} FROM alerts WHERE opened_at >= "));
+                q.push_bind(ms(from)).push(" AND opened_at < ").push_bind(ms(to));
+                if let Some(ids) = within {
+                    q.push(" AND resident_id ");
+                    push_id_list(&mut q, ids.iter().copied());
+                }
+                q.push(" ORDER BY id");
+                let rows: Vec<AlertRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(Alert::try_from).collect()
             }
 
             async fn rule_states(&self) -> StoreResult<Vec<(i64, String)>> {
@@ -1031,64 +941,11 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(AlertEvent::from).collect())
             }
 
-            async fn staff_action(&self, id: i64, action: StaffAction, actor: &str, note: Option<&str>, at: DateTime<Utc>) -> StoreResult<Alert> {
-                let _w = self.write_guard().await;
-                let mut tx = self.pool.begin().await?;
-                let done = match action {
-                    StaffAction::Acknowledge => sqlx::query(
-                        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = $1, acknowledged_by = $2, updated_at = $1 \
-                         WHERE id = $3 AND state = 'open'",
-                    )
-                    .bind(ms(at))
-                    .bind(actor)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?,
-                    StaffAction::Resolve => sqlx::query(
-                        "UPDATE alerts SET state = 'resolved', resolved_at = $1, resolved_by = $2, resolution = $3, updated_at = $1 \
-                         WHERE id = $4 AND state <> 'resolved'",
-                    )
-                    .bind(ms(at))
-                    .bind(actor)
-                    .bind(note.unwrap_or("resolved by staff"))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?,
-                };
-                let alert = Self::alert_in(&mut tx, id).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::Conflict(refusal(&alert, action)));
-                }
-                let name = match action {
-                    StaffAction::Acknowledge => "acknowledged",
-                    StaffAction::Resolve => "resolved",
-                };
-                Self::alert_event_in(&mut tx, id, at, name, actor, note, None).await?;
-                if action == StaffAction::Resolve {
-                    Self::enqueue_notifications(&mut tx, &alert, NoticeEvent::Resolved, at).await?;
-                }
-                sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(ms(at))
-                    .bind(actor)
-                    .bind(format!("alert.{name}"))
-                    .bind(format!("alert/{id}"))
-                    .bind(note.map(|n| serde_json::json!({ "note": n }).to_string()))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(alert)
-            }
-
             async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
                 let _w = self.write_guard().await;
-                sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(ms(e.at))
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(&e.target)
-                    .bind(e.details.as_ref().map(|d| d.to_string()))
-                    .execute(&self.pool)
-                    .await?;
+                let mut tx = self.pool.begin().await?;
+                Self::insert_audit(&mut tx, std::slice::from_ref(e)).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -1272,7 +1129,8 @@ macro_rules! impl_store {
                             .await?;
                     if let Some((Some(alert_id), name, channel)) = row {
                         let note = format!("{channel} notification to {name} failed: {}", error.unwrap_or("gave up"));
-                        Self::alert_event_in(&mut tx, alert_id, at, "notification_failed", "hub", Some(&note), None).await?;
+                        let line = HistoryRow { alert_id, at, action: "notification_failed", actor: "hub".into(), note: Some(note), details: None };
+                        Self::insert_history(&mut tx, &[line]).await?;
                     }
                 }
                 tx.commit().await?;
@@ -1286,46 +1144,6 @@ macro_rules! impl_store {
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(t.map(from_ms))
-            }
-
-            async fn escalate_overdue(&self, policy: &policy::Escalation, now: DateTime<Utc>) -> StoreResult<Vec<Alert>> {
-                let shortest = [policy.critical, policy.high].into_iter().flatten().min();
-                let Some(shortest) = shortest else { return Ok(Vec::new()) };
-                let q = format!(
-                    "SELECT {ALERT_COLS} FROM alerts WHERE state = 'open' AND escalated = FALSE AND opened_at <= $1 ORDER BY opened_at, id LIMIT 500"
-                );
-                let rows: Vec<AlertRow> = sqlx::query_as(&q).bind(ms(now - shortest)).fetch_all(&self.pool).await?;
-                let due: Vec<Alert> = rows
-                    .into_iter()
-                    .map(Alert::try_from)
-                    .collect::<StoreResult<Vec<_>>>()?
-                    .into_iter()
-                    .filter(|a| policy.is_due(a, now))
-                    .collect();
-                let mut escalated = Vec::with_capacity(due.len());
-                for alert in due {
-                    let _w = self.write_guard().await;
-                    let mut tx = self.pool.begin().await?;
-                    // Re-checked in the transaction: an acknowledgement may have come in since.
-                    let done = sqlx::query(
-                        "UPDATE alerts SET escalated = TRUE, updated_at = $1 WHERE id = $2 AND state = 'open' AND escalated = FALSE",
-                    )
-                    .bind(ms(now))
-                    .bind(alert.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        continue;
-                    }
-                    let waited = (now - alert.opened_at).num_seconds();
-                    let note = format!("not acknowledged within {waited} s; next tier of contacts told");
-                    Self::alert_event_in(&mut tx, alert.id, now, "escalated", "hub", Some(&note), None).await?;
-                    let changed = Self::alert_in(&mut tx, alert.id).await?;
-                    Self::enqueue_notifications(&mut tx, &changed, NoticeEvent::Escalated, now).await?;
-                    tx.commit().await?;
-                    escalated.push(changed);
-                }
-                Ok(escalated)
             }
 
             async fn summary_targets(&self) -> StoreResult<Vec<SummaryTarget>> {
@@ -1389,9 +1207,19 @@ macro_rules! impl_store {
                 let row: ContactRow = sqlx::query_as(&q).bind(contact_id).fetch_one(&mut *tx).await?;
                 let (contact, secret) = row.into_parts()?;
                 let payload = serde_json::to_string(notice).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                let added = Self::insert_delivery_in(&mut tx, idempotency_key, None, &contact, secret.as_deref(), NoticeEvent::DailySummary, &payload, at).await?;
+                let row = OutboxEntry {
+                    key: idempotency_key.to_owned(),
+                    resident_id: contact.resident_id,
+                    alert_id: None,
+                    contact,
+                    secret,
+                    event: NoticeEvent::DailySummary,
+                    payload,
+                    created_at: at,
+                };
+                let added = Self::insert_outbox(&mut tx, &[row]).await?;
                 tx.commit().await?;
-                Ok(added)
+                Ok(added == 1)
             }
 
             // -- gateways (issue 7): add methods below this line --
@@ -1443,31 +1271,6 @@ macro_rules! impl_store {
             }
         }
     };
-}
-
-/// Why a staff action was refused, in words for the person who tried it.
-fn refusal(alert: &Alert, action: StaffAction) -> String {
-    match (alert.state, action) {
-        (AlertState::Resolved, StaffAction::Acknowledge) => format!(
-            "alert {} is already resolved{}; there is nothing left to acknowledge",
-            alert.id,
-            alert
-                .resolved_by
-                .as_deref()
-                .map(|b| format!(" (by {b})"))
-                .unwrap_or_default()
-        ),
-        (AlertState::Acknowledged, StaffAction::Acknowledge) => format!(
-            "alert {} was already acknowledged{}",
-            alert.id,
-            alert
-                .acknowledged_by
-                .as_deref()
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default()
-        ),
-        _ => format!("alert {} is already resolved", alert.id),
-    }
 }
 
 impl_store!(PgStore, sqlx::Postgres, "postgres");

@@ -1,0 +1,87 @@
+//! What the alert core asks the shell to do: the rows of one commit, and after it the
+//! frames and MQTT messages of every alert that changed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use mimamori_protocol::contact::Contact;
+use mimamori_protocol::{Alert, Severity};
+
+use crate::notify::policy::NoticeEvent;
+use crate::store::AuditEntry;
+
+/// An alert as it is to be stored: the whole row, written over any earlier version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub alert: Alert,
+    /// The device id for sos, device_offline and low_battery; empty otherwise.
+    pub subject: String,
+    /// The ladder's progress as JSON while the alert is live; `None` once resolved.
+    pub ladder: Option<String>,
+}
+
+/// One line of an alert's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub alert_id: i64,
+    pub at: DateTime<Utc>,
+    pub action: &'static str,
+    pub actor: String,
+    pub note: Option<String>,
+    /// The alert's details after the change, as JSON, when they changed.
+    pub details: Option<String>,
+}
+
+/// One notification for the outbox, rendered and addressed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// Unique per notification: a row already written is never written twice.
+    pub key: String,
+    pub resident_id: i64,
+    pub alert_id: Option<i64>,
+    pub contact: Contact,
+    /// The contact's webhook signing secret.
+    pub secret: Option<String>,
+    pub event: NoticeEvent,
+    /// The [`crate::notify::message::Notice`] as JSON.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one commit writes, and what the shell announces after it.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// The final version of each alert that changed, by id (so written in id order: a
+    /// resolved alert is stored before a new one of the same key).
+    pub alerts: BTreeMap<i64, AlertRecord>,
+    pub history: Vec<HistoryRow>,
+    pub audit: Vec<AuditEntry>,
+    pub outbox: Vec<OutboxEntry>,
+    /// Time to acknowledge of each alert acknowledged, for the service-level histogram.
+    pub acknowledged: Vec<(Severity, f64)>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+            && self.history.is_empty()
+            && self.audit.is_empty()
+            && self.outbox.is_empty()
+    }
+
+    /// Keeps only what belongs to residents still in the store: a batch may trail a deletion.
+    pub fn retain_residents(&mut self, alive: impl Fn(i64) -> bool) {
+        self.alerts.retain(|_, r| alive(r.alert.resident_id));
+        let alerts = &self.alerts;
+        self.history.retain(|h| alerts.contains_key(&h.alert_id));
+        self.outbox.retain(|o| alive(o.resident_id));
+    }
+
+    /// Every resident the effects write for.
+    pub fn residents(&self) -> impl Iterator<Item = i64> + '_ {
+        self.alerts
+            .values()
+            .map(|r| r.alert.resident_id)
+            .chain(self.outbox.iter().map(|o| o.resident_id))
+    }
+}
