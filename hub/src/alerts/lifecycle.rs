@@ -496,8 +496,9 @@ impl AlertBook {
         let plan = self.ladder.plan(l.alert.severity).clone();
         let before = (l.alert.clone(), l.progress.clone());
         if l.alert.state.awaits_answer() && l.alert.snoozed_until.is_none_or(|s| s <= now) {
-            self.climb(&mut l, &plan, world, now);
+            // Reminders first: a tier told at this instant hears the step, not a reminder too.
             self.remind(&mut l, &plan, world, now);
+            self.climb(&mut l, &plan, world, now);
             if l.alert.state == AlertState::Open
                 && plan
                     .unanswered_due(l.alert.opened_at)

@@ -17,3 +17,6 @@ pub use self::core::Core;
 pub use effects::{AlertRecord, Effects, HistoryRow, OutboxEntry};
 pub use ladder::{Ladder, Plan, Step};
 pub use lifecycle::{Card, Progress, Refusal, StaffAction, StaffCommand};
+
+#[cfg(test)]
+mod tests;
