@@ -1055,7 +1055,9 @@ impl Resident {
             }
             AlertKind::GeofenceExit => {
                 let g = &mut st.geofence;
-                if std::mem::take(&mut g.open) {
+                // Staff accounted for the resident: inactivity counts from now, as after a
+                // return, unless its own alert is already open (it stays so until activity).
+                if std::mem::take(&mut g.open) && !st.inactivity.open {
                     g.returned_at = Some(now);
                 }
                 g.out_streak = 0;
