@@ -1,5 +1,6 @@
 //! The integration tests: each module drives the real hub process.
 
+mod alert_core;
 mod browser;
 mod core;
 mod docs;

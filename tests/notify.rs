@@ -207,7 +207,7 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-async fn add_contact(hub: &TestHub, rid: i64, body: Value) -> Result<Value> {
+pub(crate) async fn add_contact(hub: &TestHub, rid: i64, body: Value) -> Result<Value> {
     hub.expect(
         Method::POST,
         &format!("/residents/{rid}/contacts"),
@@ -217,7 +217,7 @@ async fn add_contact(hub: &TestHub, rid: i64, body: Value) -> Result<Value> {
     .await
 }
 
-async fn deliveries(hub: &TestHub, alert_id: i64) -> Result<Vec<Value>> {
+pub(crate) async fn deliveries(hub: &TestHub, alert_id: i64) -> Result<Vec<Value>> {
     let v = hub
         .expect(Method::GET, &format!("/alerts/{alert_id}"), None, 200)
         .await?;
@@ -225,7 +225,7 @@ async fn deliveries(hub: &TestHub, alert_id: i64) -> Result<Vec<Value>> {
 }
 
 /// Waits until the alert's deliveries satisfy `done`; returns them.
-async fn wait_deliveries(
+pub(crate) async fn wait_deliveries(
     hub: &TestHub,
     alert_id: i64,
     what: &str,
@@ -242,7 +242,7 @@ fn all_delivered(d: &[Value]) -> bool {
     !d.is_empty() && d.iter().all(|x| x["state"] == "delivered")
 }
 
-async fn press_sos(hub: &TestHub, rid: i64) -> Result<i64> {
+pub(crate) async fn press_sos(hub: &TestHub, rid: i64) -> Result<i64> {
     let dev = hub.device(rid, "button").await?;
     let mut mqtt = connect_device(hub, &dev).await?;
     mqtt.publish_acked(&topic(&dev, "sos"), "{}").await?;

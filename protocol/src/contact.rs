@@ -64,7 +64,8 @@ pub struct NewContact {
     pub name: String,
     /// `family`, `neighbour`, `supervisor`, `staff` or `other`.
     pub relation: String,
-    /// 1: told when an alert opens; 2: told when nobody acknowledged it in time.
+    /// The escalation tier, 1–9: 1 is told when an alert opens, higher tiers when the
+    /// ladder reaches them (tier 2 after 2 min for a critical alert by default).
     /// Defaults to 1 for family, 2 for everyone else.
     pub tier: Option<u8>,
     /// `webhook`, `email` or `ntfy`.

@@ -14,6 +14,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
 use crate::notify::policy::{parse_hhmm, QuietHours};
+use crate::pipeline::Command;
 use crate::security;
 use crate::store::NewContactRow;
 
@@ -82,9 +83,9 @@ pub fn validate(
         )));
     }
     let tier = req.tier.unwrap_or(if relation == "family" { 1 } else { 2 });
-    if !(1..=2).contains(&tier) {
+    if !(1..=9).contains(&tier) {
         return Err(invalid(
-            "tier must be 1 (told at once) or 2 (told on escalation)",
+            "tier must be between 1 (told at once) and 9; the escalation ladder says when each tier is told",
         ));
     }
     let channel = Channel::parse(&req.channel).ok_or_else(|| {
@@ -166,6 +167,8 @@ async fn create(
     let row = validate(resident_id, &req, st.clock.now())?;
     let secret = row.secret.clone();
     let contact = st.store.create_contact(&row).await?;
+    // The alert core chooses recipients from its own copy of the contacts.
+    st.pipeline.send(Command::Reload(resident_id)).await;
     audit(
         &st,
         &caller,
@@ -215,6 +218,7 @@ async fn remove(
         .await
         .map_err(|_| ApiError::NotFound(format!("no contact {id}")))?;
     st.store.delete_contact(id).await?;
+    st.pipeline.send(Command::Reload(contact.resident_id)).await;
     audit(
         &st,
         &caller,
@@ -311,7 +315,7 @@ mod tests {
         })
         .contains("relation"));
         assert!(refusal(NewContact {
-            tier: Some(3),
+            tier: Some(10),
             ..base()
         })
         .contains("tier"));
