@@ -83,7 +83,10 @@ export class Live extends EventTarget {
         break;
       case 'alert': {
         const a = frame.alert;
-        const isNew = !this.alerts.has(a.id) && a.state === 'open';
+        const before = this.alerts.get(a.id);
+        // A new alert, or one that nobody answered in time, calls for attention (and sound).
+        const isNew = (!before && a.state === 'open')
+          || (a.state === 'unanswered' && (!before || before.state !== 'unanswered'));
         if (a.state === 'resolved') this.alerts.delete(a.id);
         else this.alerts.set(a.id, a);
         if (isNew) this.dispatchEvent(new CustomEvent('new-alert', { detail: a }));

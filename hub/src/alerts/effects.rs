@@ -69,14 +69,6 @@ impl Effects {
             && self.outbox.is_empty()
     }
 
-    /// Keeps only what belongs to residents still in the store: a batch may trail a deletion.
-    pub fn retain_residents(&mut self, alive: impl Fn(i64) -> bool) {
-        self.alerts.retain(|_, r| alive(r.alert.resident_id));
-        let alerts = &self.alerts;
-        self.history.retain(|h| alerts.contains_key(&h.alert_id));
-        self.outbox.retain(|o| alive(o.resident_id));
-    }
-
     /// Every resident the effects write for.
     pub fn residents(&self) -> impl Iterator<Item = i64> + '_ {
         self.alerts

@@ -257,7 +257,11 @@ impl Connection {
     async fn snapshot(&mut self, seq: u64) -> Result<(), End> {
         let scope = self.viewer.scope();
         let mut alerts = Vec::new();
-        for state in [AlertState::Open, AlertState::Acknowledged] {
+        for state in [
+            AlertState::Unanswered,
+            AlertState::Open,
+            AlertState::Acknowledged,
+        ] {
             let filter = AlertFilter {
                 state: Some(state),
                 within: scope.clone(),
