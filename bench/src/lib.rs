@@ -6,6 +6,7 @@
 //! - [`ingest`]: the rate ladder, against the bare broker (baseline) and against the hub.
 //! - [`alerts`]: SOS-to-WebSocket latency under background load.
 //! - [`region`]: restart, inactivity timers, idle CPU and connections at region scale.
+//! - [`soak`]: a long run at half the sustained rate: WAL size, RSS and PUBACK p99 per period.
 //! - [`report`]: the table and the JSON document.
 //!
 //! The load is `device_sim::load::run_mix`, the code behind `device-sim load`, so anyone
@@ -17,6 +18,7 @@ pub mod process;
 pub mod provision;
 pub mod region;
 pub mod report;
+pub mod soak;
 pub mod stats;
 
 use std::time::{Duration, Instant};
@@ -51,7 +53,8 @@ pub struct Options {
     /// PostgreSQL server on which a fresh database is created for the PostgreSQL ladder;
     /// skipped when it does not answer.
     pub postgres: String,
-    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`); all when empty.
+    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `soak`); all
+    /// but `soak` when empty (it takes half an hour in a full run).
     pub stages: Vec<String>,
     /// Keep the databases and hub logs after the run (their folder is printed).
     pub keep: bool,
@@ -59,7 +62,7 @@ pub struct Options {
 
 impl Options {
     fn runs(&self, stage: &str) -> bool {
-        self.stages.is_empty() || self.stages.iter().any(|s| s == stage)
+        (self.stages.is_empty() && stage != "soak") || self.stages.iter().any(|s| s == stage)
     }
 }
 
@@ -70,6 +73,7 @@ struct Sizes {
     background_rate: f64,
     presses_per_s: f64,
     region: RegionPlan,
+    soak: soak::SoakPlan,
 }
 
 fn sizes(size: Size) -> Sizes {
@@ -92,6 +96,11 @@ fn sizes(size: Size) -> Sizes {
                 idle_window: Duration::from_secs(3),
                 connections: 200,
             },
+            soak: soak::SoakPlan {
+                rate: 250.0,
+                period: Duration::from_secs(5),
+                periods: 2,
+            },
         },
         Size::Quick => Sizes {
             devices: 200,
@@ -109,6 +118,11 @@ fn sizes(size: Size) -> Sizes {
                 spread_s: 10,
                 idle_window: Duration::from_secs(5),
                 connections: 2_000,
+            },
+            soak: soak::SoakPlan {
+                rate: 5_000.0,
+                period: Duration::from_secs(60),
+                periods: 3,
             },
         },
         Size::Full => Sizes {
@@ -130,6 +144,12 @@ fn sizes(size: Size) -> Sizes {
                 spread_s: 30,
                 idle_window: Duration::from_secs(10),
                 connections: 10_000,
+            },
+            // Half the SQLite ladder's last sustained rate (40,000 msg/s).
+            soak: soak::SoakPlan {
+                rate: 20_000.0,
+                period: Duration::from_secs(60),
+                periods: 30,
             },
         },
     }
@@ -193,6 +213,16 @@ async fn stages(
             }
             Err(e) => report.skipped.push(format!("PostgreSQL ladder: {e:#}")),
         }
+    }
+    if opts.runs("soak") {
+        note("soak: half the sustained rate on SQLite");
+        let db = dir.join("soak.db");
+        let url = format!("sqlite:{}", db.display());
+        let hub = HubProcess::launch(&opts.hub_binary, &url, &dir.join("soak.log")).await?;
+        let api = provision::admin(&hub).await?;
+        let devices = mixed_devices(&hub, &api, s.devices).await?;
+        report.soak = Some(soak::run(&hub, &db, &devices, &s.soak).await?);
+        hub.kill().await?;
     }
     if opts.runs("region") {
         note("region: restart, timers, connections");

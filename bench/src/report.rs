@@ -74,6 +74,7 @@ pub struct Report {
     pub postgres: Option<Ladder>,
     pub alerts: Option<AlertLatency>,
     pub region: Option<Region>,
+    pub soak: Option<crate::soak::Soak>,
     pub targets: Vec<Target>,
     pub skipped: Vec<String>,
     pub total_s: f64,
@@ -98,6 +99,7 @@ impl Report {
             postgres: None,
             alerts: None,
             region: None,
+            soak: None,
             targets: Vec::new(),
             skipped: Vec::new(),
             total_s: 0.0,
@@ -215,6 +217,31 @@ impl Report {
                 c.rss_mib_per_10k
             );
         }
+        if let Some(soak) = &self.soak {
+            let _ = writeln!(
+                out,
+                "\nSoak on SQLite at {:.0} msg/s, one sample per {:.0} s",
+                soak.rate, soak.period_s
+            );
+            let _ = writeln!(
+                out,
+                "{:>6} {:>9} {:>9} {:>6} {:>9} {:>9} {:>8}",
+                "period", "sent", "acked", "errors", "ack p99", "WAL MiB", "RSS MiB"
+            );
+            for p in &soak.periods {
+                let _ = writeln!(
+                    out,
+                    "{:>6} {:>9} {:>9} {:>6} {:>9} {:>9.1} {:>8.0}",
+                    p.index,
+                    p.sent,
+                    p.acked,
+                    p.errors,
+                    opt_ms(p.ack_p99_ms),
+                    p.wal_mib,
+                    p.rss_mib
+                );
+            }
+        }
         let _ = writeln!(out, "\nTargets");
         for t in &self.targets {
             let _ = writeln!(
@@ -284,6 +311,26 @@ fn targets(r: &Report) -> Vec<Target> {
                 && a.alerts_seen == a.alerts_sent
                 && a.background_rate >= 10_000.0,
         );
+    }
+    if let Some(soak) = &r.soak {
+        push(
+            "soak: write-ahead log bounded",
+            "<= 64 MiB",
+            format!(
+                "max {:.1} MiB over {} periods",
+                soak.max_wal_mib,
+                soak.periods.len()
+            ),
+            soak.max_wal_mib <= 64.0 && soak.periods.iter().all(|p| p.acked == p.sent),
+        );
+        if let Some(g) = soak.rss_growth {
+            push(
+                "soak: RSS flat",
+                "last / first <= 1.2",
+                format!("{g:.2}"),
+                g <= 1.2,
+            );
+        }
     }
     if let Some(reg) = &r.region {
         let late = reg.timers.lateness_ms.map(|q| q.p99);
