@@ -419,3 +419,88 @@ async fn notes_assignments_and_snoozes_are_commands_with_an_audit_trail() -> Res
     }
     Ok(())
 }
+
+/// A SIGKILL in the middle of a ladder: after the restart it goes on from where it stood
+/// — the next step and reminders come, nothing already sent is decided again.
+async fn a_killed_hub_resumes_the_ladder(backend: Backend) -> Result<()> {
+    let rx = Receiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, LADDER)?;
+    let config = config.display().to_string();
+    let mut hub = TestHub::start_with(backend, &["--config", &config]).await?;
+    let rid = hub.resident(json!({"name": "Kato Ume"})).await?;
+    for (name, relation, tier) in [
+        ("family", "family", 1),
+        ("supervisor", "supervisor", 2),
+        ("centre", "other", 3),
+    ] {
+        add_contact(
+            &hub,
+            rid,
+            json!({"name": name, "relation": relation, "tier": tier, "channel": "webhook",
+                   "address": rx.url(&format!("/{name}"))}),
+        )
+        .await?;
+    }
+    let alert = crate::notify::press_sos(&hub, rid).await?;
+    eventually(
+        "the supervisor is told",
+        Duration::from_secs(30),
+        || async { (!rx.seen("/supervisor").is_empty()).then_some(()) },
+    )
+    .await?;
+    hub.kill().await?;
+    hub.restart().await?;
+    eventually(
+        "the care centre is told after the restart",
+        Duration::from_secs(30),
+        || async { (!rx.seen("/centre").is_empty()).then_some(()) },
+    )
+    .await?;
+    eventually(
+        "a reminder after the restart",
+        Duration::from_secs(30),
+        || async {
+            events_of(&rx, "/family")
+                .iter()
+                .any(|e| e == "reminder")
+                .then_some(())
+        },
+    )
+    .await?;
+    hub.expect(Method::POST, &format!("/alerts/{alert}/ack"), None, 200)
+        .await?;
+    let keys: Vec<String> = deliveries(&hub, alert)
+        .await?
+        .iter()
+        .filter_map(|d| d["idempotency_key"].as_str().map(str::to_owned))
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(
+        unique.len(),
+        keys.len(),
+        "no notification decided twice: {keys:?}"
+    );
+    let opened = events_of(&rx, "/family")
+        .iter()
+        .filter(|e| *e == "opened")
+        .count();
+    assert_eq!(opened, 1, "the family heard of the opening once");
+    let escalations = events_of(&rx, "/supervisor")
+        .iter()
+        .filter(|e| *e == "escalated")
+        .count();
+    assert_eq!(escalations, 1, "the supervisor's step was taken once");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_hub_resumes_the_ladder_where_it_stood() -> Result<()> {
+    a_killed_hub_resumes_the_ladder(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn a_killed_hub_resumes_the_ladder_where_it_stood_postgres() -> Result<()> {
+    a_killed_hub_resumes_the_ladder(Backend::Postgres).await
+}
