@@ -65,6 +65,8 @@ pub struct Progress {
     /// Contacts told of the alert; they hear when it ends.
     pub told: BTreeSet<i64>,
     pub held: Vec<Held>,
+    /// Contacts who confirmed from the message ("確認しました"): no more reminders for them.
+    pub confirmed: BTreeSet<i64>,
 }
 
 impl Progress {
@@ -89,6 +91,11 @@ pub enum StaffAction {
     Assign(Option<String>),
     /// Pauses the ladder of a non-critical alert until then.
     Snooze(DateTime<Utc>),
+    /// A contact who was told answered from the message that they have it in hand
+    /// (LINE's "確認しました"): they get no more reminders; staff's ladder goes on.
+    Confirm {
+        contact_id: i64,
+    },
 }
 
 impl StaffAction {
@@ -99,6 +106,7 @@ impl StaffAction {
             StaffAction::Note => "noted",
             StaffAction::Assign(_) => "assigned",
             StaffAction::Snooze(_) => "snoozed",
+            StaffAction::Confirm { .. } => "confirmed",
         }
     }
 }
@@ -315,6 +323,14 @@ impl AlertBook {
                 }
             }
             StaffAction::Assign(to) => a.assigned_to = to.clone(),
+            StaffAction::Confirm { contact_id } => {
+                if !live.progress.told.contains(contact_id) {
+                    return Err(Refusal::Forbidden(format!(
+                        "contact {contact_id} was not told of alert {id}"
+                    )));
+                }
+                live.progress.confirmed.insert(*contact_id);
+            }
             StaffAction::Snooze(until) => {
                 if a.severity == Severity::Critical {
                     return Err(Refusal::Forbidden(format!(
@@ -592,7 +608,7 @@ impl AlertBook {
         let awake: Vec<i64> = l
             .progress
             .told
-            .iter()
+            .difference(&l.progress.confirmed)
             .copied()
             .filter(|c| {
                 card.and_then(|card| card.contacts.iter().find(|(x, _)| x.id == *c))

@@ -341,6 +341,47 @@ fn an_engine_resolution_tells_everyone_told_and_staff_cannot_act_on_it_after() {
     );
 }
 
+#[test]
+fn a_contact_who_confirms_gets_no_more_reminders_and_the_ladder_goes_on() {
+    let mut core = core_at(t0(), None);
+    press(&mut core, t0());
+    assert!(
+        matches!(
+            staff(
+                &mut core,
+                1,
+                StaffAction::Confirm { contact_id: 2 },
+                t0() + secs(5)
+            ),
+            Err(Refusal::Forbidden(_))
+        ),
+        "the supervisor was not told yet"
+    );
+    let confirmed = staff(
+        &mut core,
+        1,
+        StaffAction::Confirm { contact_id: 1 },
+        t0() + secs(5),
+    );
+    assert_eq!(
+        confirmed.map(|a| a.state),
+        Ok(AlertState::Open),
+        "not an acknowledgement"
+    );
+    let e = core.take_effects();
+    assert_eq!(e.history[0].action, "confirmed");
+    core.handle_timeout(t0() + secs(120));
+    assert_eq!(
+        told_of(&core.take_effects(), 1),
+        [(2, NoticeEvent::Escalated)]
+    );
+    core.handle_timeout(t0() + secs(300));
+    assert_eq!(
+        told_of(&core.take_effects(), 1),
+        [(2, NoticeEvent::Reminder)]
+    );
+}
+
 // ---- model-based property test ----
 
 /// What a store would hold after each commit.
