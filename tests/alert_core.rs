@@ -109,6 +109,43 @@ remind_every_s = 3
 unanswered_after_s = 6
 "#;
 
+/// A hub on the second-scale ladder; its config file lives as long as the folder.
+async fn ladder_hub(backend: Backend) -> Result<(TestHub, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, LADDER)?;
+    let config = config.display().to_string();
+    Ok((
+        TestHub::start_with(backend, &["--config", &config]).await?,
+        dir,
+    ))
+}
+
+/// A resident with a family member (tier 1), a supervisor (2) and the care centre (3),
+/// each a webhook at `{prefix}/{name}`.
+async fn resident_with_three_tiers(
+    hub: &TestHub,
+    rx: &Receiver,
+    name: &str,
+    prefix: &str,
+) -> Result<i64> {
+    let rid = hub.resident(json!({ "name": name })).await?;
+    for (contact, relation, tier) in [
+        ("family", "family", 1),
+        ("supervisor", "supervisor", 2),
+        ("centre", "other", 3),
+    ] {
+        add_contact(
+            hub,
+            rid,
+            json!({"name": contact, "relation": relation, "tier": tier, "channel": "webhook",
+                   "address": rx.url(&format!("{prefix}/{contact}"))}),
+        )
+        .await?;
+    }
+    Ok(rid)
+}
+
 fn events_of(rx: &Receiver, path: &str) -> Vec<String> {
     rx.seen(path)
         .iter()
@@ -120,29 +157,12 @@ fn events_of(rx: &Receiver, path: &str) -> Vec<String> {
 /// turns unanswered, and the acknowledgement stops it all.
 async fn ladder_runs_until_acknowledged(backend: Backend) -> Result<()> {
     let rx = Receiver::start().await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, LADDER)?;
-    let config = config.display().to_string();
-    let hub = TestHub::start_with(backend, &["--config", &config]).await?;
+    let (hub, _config) = ladder_hub(backend).await?;
     let mut alerts = Vec::new();
     for who in ["ignored", "acked"] {
-        let rid = hub
-            .resident(json!({"name": format!("Resident {who}")}))
-            .await?;
-        for (name, relation, tier) in [
-            ("family", "family", 1),
-            ("supervisor", "supervisor", 2),
-            ("centre", "other", 3),
-        ] {
-            add_contact(
-                &hub,
-                rid,
-                json!({"name": name, "relation": relation, "tier": tier, "channel": "webhook",
-                       "address": rx.url(&format!("/{who}/{name}"))}),
-            )
-            .await?;
-        }
+        let rid =
+            resident_with_three_tiers(&hub, &rx, &format!("Resident {who}"), &format!("/{who}"))
+                .await?;
         alerts.push(crate::notify::press_sos(&hub, rid).await?);
     }
     let (ignored, acked) = (alerts[0], alerts[1]);
@@ -424,25 +444,8 @@ async fn notes_assignments_and_snoozes_are_commands_with_an_audit_trail() -> Res
 /// — the next step and reminders come, nothing already sent is decided again.
 async fn a_killed_hub_resumes_the_ladder(backend: Backend) -> Result<()> {
     let rx = Receiver::start().await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("hub.toml");
-    std::fs::write(&config, LADDER)?;
-    let config = config.display().to_string();
-    let mut hub = TestHub::start_with(backend, &["--config", &config]).await?;
-    let rid = hub.resident(json!({"name": "Kato Ume"})).await?;
-    for (name, relation, tier) in [
-        ("family", "family", 1),
-        ("supervisor", "supervisor", 2),
-        ("centre", "other", 3),
-    ] {
-        add_contact(
-            &hub,
-            rid,
-            json!({"name": name, "relation": relation, "tier": tier, "channel": "webhook",
-                   "address": rx.url(&format!("/{name}"))}),
-        )
-        .await?;
-    }
+    let (mut hub, _config) = ladder_hub(backend).await?;
+    let rid = resident_with_three_tiers(&hub, &rx, "Kato Ume", "").await?;
     let alert = crate::notify::press_sos(&hub, rid).await?;
     eventually(
         "the supervisor is told",
