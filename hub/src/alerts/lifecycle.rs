@@ -604,25 +604,20 @@ impl AlertBook {
         l.progress.reminders += due;
         let n = l.progress.reminders;
         let id = l.alert.id;
-        let card = world.card(l.alert.resident_id);
-        let awake: Vec<i64> = l
-            .progress
-            .told
-            .difference(&l.progress.confirmed)
-            .copied()
-            .filter(|c| {
-                card.and_then(|card| card.contacts.iter().find(|(x, _)| x.id == *c))
-                    .is_some_and(|(x, _)| {
-                        policy::quiet_until(
-                            x,
-                            &l.alert,
-                            now,
-                            card.map_or(chrono_tz::Asia::Tokyo, |c| c.tz),
-                        )
-                        .is_none()
+        let awake: Vec<i64> = world
+            .card(l.alert.resident_id)
+            .map(|card| {
+                card.contacts
+                    .iter()
+                    .filter(|(c, _)| {
+                        l.progress.told.contains(&c.id)
+                            && !l.progress.confirmed.contains(&c.id)
+                            && policy::quiet_until(c, &l.alert, now, card.tz).is_none()
                     })
+                    .map(|(c, _)| c.id)
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
         self.history(
             id,
             now,
