@@ -26,6 +26,8 @@ use crate::store::{self, Store};
 
 /// Items that may wait for the pipeline before publishers are slowed down.
 const INGEST_QUEUE: usize = 65_536;
+/// SOS presses that may wait for the pipeline at once.
+const URGENT_QUEUE: usize = 4_096;
 
 pub struct Hub {
     http: TcpListener,
@@ -75,7 +77,8 @@ impl Hub {
         let publisher = router::HubPublisher::connect(&router).await?;
         let metrics = Arc::new(Metrics::new());
         let (items_tx, items_rx) = mpsc::channel(INGEST_QUEUE);
-        let ingest = Ingest::new(items_tx, clock.clone());
+        let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
+        let ingest = Ingest::new(items_tx, urgent_tx, clock.clone());
         let mappings = store
             .zigbee_devices(None)
             .await
@@ -102,6 +105,7 @@ impl Hub {
             bus.clone(),
             publisher.clone(),
             items_rx,
+            urgent_rx,
         );
         let watched = pipeline
             .restore()

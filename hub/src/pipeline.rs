@@ -121,6 +121,8 @@ pub struct Pipeline {
     bus: Bus,
     publisher: HubPublisher,
     items: mpsc::Receiver<Envelope>,
+    /// SOS presses: taken before `items`, committed without waiting for more.
+    urgent: mpsc::Receiver<Envelope>,
     commands: mpsc::UnboundedReceiver<(Command, oneshot::Sender<()>)>,
     /// Residents whose status viewers have not seen since it changed.
     stale_statuses: BTreeSet<i64>,
@@ -149,6 +151,7 @@ impl Pipeline {
         bus: Bus,
         publisher: HubPublisher,
         items: mpsc::Receiver<Envelope>,
+        urgent: mpsc::Receiver<Envelope>,
     ) -> (Pipeline, PipelineHandle) {
         let (tx, commands) = mpsc::unbounded_channel();
         let p = Pipeline {
@@ -160,6 +163,7 @@ impl Pipeline {
             bus,
             publisher,
             items,
+            urgent,
             commands,
             stale_statuses: BTreeSet::new(),
             statuses_due: None,
@@ -215,6 +219,7 @@ impl Pipeline {
                     }
                     None => break,
                 },
+                Some(first) = self.urgent.recv() => self.ingest_urgent(first).await,
                 first = self.items.recv() => match first {
                     Some(first) => self.ingest(first).await,
                     None => break,
@@ -258,6 +263,20 @@ impl Pipeline {
         self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
     }
 
+    /// Commits the urgent items queued now, alone: the bulk queued before them waits for
+    /// the next batch.
+    async fn ingest_urgent(&mut self, first: Envelope) {
+        let mut batch = Gathered::default();
+        self.gather(first, &mut batch);
+        while batch.messages < MAX_BATCH {
+            match self.urgent.try_recv() {
+                Ok(e) => self.gather(e, &mut batch),
+                Err(_) => break,
+            }
+        }
+        self.finish(batch).await;
+    }
+
     /// Takes everything already queued (up to a batch) and commits it as one; under
     /// load, waits up to [`LINGER`] for more unless an alert is to be written.
     async fn ingest(&mut self, first: Envelope) {
@@ -266,23 +285,40 @@ impl Pipeline {
         let linger_until =
             (self.last_batch >= LINGER_AFTER).then(|| tokio::time::Instant::now() + LINGER);
         loop {
-            // An alert decided ends the batch: it must not wait behind more readings.
-            while batch.messages < MAX_BATCH && !self.core.has_alert_changes() {
+            // An alert decided, or an urgent item waiting, ends the batch: an alarm must
+            // not wait behind more readings.
+            while batch.messages < MAX_BATCH
+                && !self.core.has_alert_changes()
+                && self.urgent.is_empty()
+            {
                 match self.items.try_recv() {
                     Ok(e) => self.gather(e, &mut batch),
                     Err(_) => break,
                 }
             }
             let Some(until) = linger_until else { break };
-            if batch.messages >= MAX_BATCH || self.core.has_alert_changes() {
+            if batch.messages >= MAX_BATCH
+                || self.core.has_alert_changes()
+                || !self.urgent.is_empty()
+            {
                 break;
             }
-            match tokio::time::timeout_at(until, self.items.recv()).await {
-                Ok(Some(e)) => self.gather(e, &mut batch),
-                _ => break,
+            tokio::select! {
+                biased;
+                // Joins this batch, which then commits at once.
+                Some(e) = self.urgent.recv() => self.gather(e, &mut batch),
+                next = tokio::time::timeout_at(until, self.items.recv()) => match next {
+                    Ok(Some(e)) => self.gather(e, &mut batch),
+                    _ => break,
+                },
             }
         }
         self.last_batch = batch.messages;
+        self.finish(batch).await;
+    }
+
+    /// Fires what fell due and commits a gathered batch.
+    async fn finish(&mut self, batch: Gathered) {
         let now = self.clock.now();
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use mimamori_protocol::native::{RejectReason, Rejection};
-use mimamori_protocol::{DeviceEvent, DeviceKind};
+use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -51,17 +51,33 @@ pub struct Envelope {
 const DEAD_LETTER_EXCERPT: usize = 512;
 
 /// The handle through which the edge and the HTTP adapters feed the pipeline.
+///
+/// Two lanes: an SOS press decides an alert by itself, so it goes on the urgent lane,
+/// which the pipeline takes first and commits on its own instead of behind the readings
+/// queued before it. Every other item takes the bulk lane, in order: a will must not
+/// overtake the device's last messages (they would resolve it as "reported again").
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::Sender<Envelope>,
+    urgent: mpsc::Sender<Envelope>,
     clock: Arc<dyn Clock>,
     zigbee: zigbee2mqtt::ZigbeeMap,
 }
 
+/// Whether an item decides an alert at once, whatever else the batch holds.
+fn is_urgent(item: &Item) -> bool {
+    matches!(item, Item::Accepted(ev) if ev.reading == Reading::Sos)
+}
+
 impl Ingest {
-    pub fn new(tx: mpsc::Sender<Envelope>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        tx: mpsc::Sender<Envelope>,
+        urgent: mpsc::Sender<Envelope>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Ingest {
             tx,
+            urgent,
             clock,
             zigbee: zigbee2mqtt::ZigbeeMap::default(),
         }
@@ -119,7 +135,12 @@ impl Ingest {
         } else {
             (None, None)
         };
-        if self.tx.send(Envelope { item, ack }).await.is_err() {
+        let lane = if is_urgent(&item) {
+            &self.urgent
+        } else {
+            &self.tx
+        };
+        if lane.send(Envelope { item, ack }).await.is_err() {
             return None;
         }
         rx
