@@ -482,6 +482,15 @@ fn later(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<
     }
 }
 
+/// Records the resident's return inside at `at`, from which inactivity counts afresh —
+/// unless an inactivity alert is already open: it stays open until real activity, as it
+/// would after a restart (which re-derives it from this same state).
+fn mark_returned(g: &mut GeofenceState, inactivity: &InactivityState, at: DateTime<Utc>) {
+    if !inactivity.open {
+        g.returned_at = Some(at);
+    }
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -697,7 +706,7 @@ impl Resident {
             g.out_streak = 0;
             g.in_streak = 0;
             if std::mem::take(&mut g.open) {
-                g.returned_at = Some(now);
+                mark_returned(g, &self.state.inactivity, now);
                 self.resolve(
                     out,
                     AlertKind::GeofenceExit,
@@ -723,7 +732,7 @@ impl Resident {
                             .map(|(z, _)| z.name().to_owned())
                             .unwrap_or_default();
                         self.state.geofence.open = false;
-                        self.state.geofence.returned_at = Some(now);
+                        mark_returned(&mut self.state.geofence, &self.state.inactivity, now);
                         self.resolve(
                             out,
                             AlertKind::GeofenceExit,
@@ -815,7 +824,7 @@ impl Resident {
         } else if g.in_streak >= confirm {
             g.open = false;
             g.out_streak = 0;
-            g.returned_at = Some(fix.ts);
+            mark_returned(g, &self.state.inactivity, fix.ts);
             let name = nearest
                 .map(|(z, _)| z.name().to_owned())
                 .unwrap_or_default();
@@ -1055,10 +1064,9 @@ impl Resident {
             }
             AlertKind::GeofenceExit => {
                 let g = &mut st.geofence;
-                // Staff accounted for the resident: inactivity counts from now, as after a
-                // return, unless its own alert is already open (it stays so until activity).
-                if std::mem::take(&mut g.open) && !st.inactivity.open {
-                    g.returned_at = Some(now);
+                // Staff accounted for the resident: inactivity counts from now, as after a return.
+                if std::mem::take(&mut g.open) {
+                    mark_returned(g, &st.inactivity, now);
                 }
                 g.out_streak = 0;
                 g.in_streak = 0;

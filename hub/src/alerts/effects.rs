@@ -45,6 +45,7 @@ pub struct OutboxEntry {
     pub event: NoticeEvent,
     /// The [`crate::notify::message::Notice`] as JSON.
     pub payload: String,
+    /// When it falls due: now, or when the contact's quiet hours end.
     pub created_at: DateTime<Utc>,
 }
 

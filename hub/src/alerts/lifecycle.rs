@@ -487,10 +487,26 @@ impl AlertBook {
         a.resolution = Some(resolution);
         a.updated_at = now;
         self.history(id, now, "resolved", by, note, None);
-        let told: Vec<i64> = l.progress.told.iter().copied().collect();
-        for c in told {
+        // The end of a non-critical alert can wait for the morning too: the outbox row
+        // falls due when the contact's quiet hours end (the alert itself is gone by then).
+        let told: Vec<(i64, DateTime<Utc>)> = world
+            .card(l.alert.resident_id)
+            .map(|card| {
+                card.contacts
+                    .iter()
+                    .filter(|(c, _)| l.progress.told.contains(&c.id))
+                    .map(|(c, _)| {
+                        (
+                            c.id,
+                            policy::quiet_until(c, &l.alert, now, card.tz).unwrap_or(now),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (c, due) in told {
             let key = format!("alert-{id}-resolved-contact-{c}");
-            self.notify(&l, c, NoticeEvent::Resolved, key, world, now);
+            self.notify(&l, c, NoticeEvent::Resolved, key, world, due);
         }
         let alert = l.alert.clone();
         self.effects.alerts.insert(
@@ -678,7 +694,7 @@ impl AlertBook {
         }
     }
 
-    /// Writes one outbox row for one contact about the alert as it is now.
+    /// Writes one outbox row for one contact about the alert as it is now, due at `due`.
     fn notify(
         &mut self,
         l: &Live,
@@ -686,7 +702,7 @@ impl AlertBook {
         event: NoticeEvent,
         key: String,
         world: &dyn World,
-        now: DateTime<Utc>,
+        due: DateTime<Utc>,
     ) {
         let a = &l.alert;
         let Some(card) = world.card(a.resident_id) else {
@@ -717,7 +733,7 @@ impl AlertBook {
             secret: secret.clone(),
             event,
             payload,
-            created_at: now,
+            created_at: due,
         });
     }
 
