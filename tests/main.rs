@@ -1,6 +1,7 @@
 //! The integration tests: each module drives the real hub process.
 
 mod browser;
+mod conformance;
 mod core;
 mod docs;
 mod edge;
