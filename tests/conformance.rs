@@ -303,3 +303,172 @@ async fn an_empty_client_id_needs_a_clean_session() -> Result<()> {
     assert_eq!(ack.code, mqttrs::ConnectReturnCode::Accepted);
     Ok(())
 }
+
+/// The next PUBLISH a raw client receives.
+async fn next_publish(c: &mut RawClient) -> Result<mqttrs::Publish<'static>> {
+    match c.next_matching(|p| matches!(p, Packet::Publish(_))).await? {
+        Packet::Publish(p) => Ok(p),
+        _ => unreachable!(),
+    }
+}
+
+/// paho's overlapping subscriptions: one message matching two filters of a session
+/// arrives once at the higher QoS or once per filter (MQTT 3.1.1 §3.3.5 allows both).
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_once_per_filter_or_once_at_the_highest_qos() -> Result<()>
+{
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Overlap"})).await?;
+    let dev = hub.device(rid, "motion").await?;
+    hub.user("integrator", "staff", &[]).await?;
+    let pw = password_of("integrator");
+    let (mut w, _) = RawClient::accepted(hub.mqtt_port, staff("overlap", &pw)).await?;
+    w.subscribe(1, "watch/v1/+/motion", QoS::ExactlyOnce)
+        .await?;
+    w.subscribe(2, &format!("{}#", dev.mqtt.topic_prefix), QoS::AtLeastOnce)
+        .await?;
+    let (mut device, _) = RawClient::accepted(hub.mqtt_port, RawLogin::device(&dev)).await?;
+    let pid = raw_pid(1)?;
+    device
+        .publish(
+            QosPid::ExactlyOnce(pid),
+            false,
+            &topic(&dev, "motion"),
+            br#"{"motion":true}"#,
+        )
+        .await?;
+    device.send(&Packet::Pubrel(pid)).await?;
+    let mut levels = Vec::new();
+    let first = next_publish(&mut w).await?;
+    levels.push(first.qospid);
+    if let QosPid::ExactlyOnce(p) = first.qospid {
+        w.send(&Packet::Pubrec(p)).await?;
+    }
+    // A second copy, if any, comes straight after the first; a marker bounds the wait.
+    device
+        .publish(
+            QosPid::AtLeastOnce(raw_pid(2)?),
+            false,
+            &topic(&dev, "heartbeat"),
+            b"{}",
+        )
+        .await?;
+    loop {
+        let p = next_publish(&mut w).await?;
+        if p.topic_name.ends_with("/heartbeat") {
+            break;
+        }
+        levels.push(p.qospid);
+    }
+    let shape: Vec<u8> = levels
+        .iter()
+        .map(|q| match q {
+            QosPid::AtMostOnce => 0,
+            QosPid::AtLeastOnce(_) => 1,
+            QosPid::ExactlyOnce(_) => 2,
+        })
+        .collect();
+    assert!(
+        shape == [2] || shape == [2, 1] || shape == [1, 2],
+        "once at QoS 2, or once per filter: {shape:?}"
+    );
+    Ok(())
+}
+
+/// paho's redelivery on reconnect: a persistent session's unacknowledged QoS 1
+/// message is sent again, flagged DUP, and what was published while the client was
+/// away is queued for it.
+#[tokio::test]
+async fn a_persistent_session_gets_unacknowledged_and_missed_messages_on_reconnect() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Redelivery"})).await?;
+    let dev = hub.device(rid, "motion").await?;
+    hub.user("integrator", "staff", &[]).await?;
+    let pw = password_of("integrator");
+    let login = || RawLogin {
+        clean_session: false,
+        ..staff("kept", &pw)
+    };
+    let motion = topic(&dev, "motion");
+    let (mut w, _) = RawClient::accepted(hub.mqtt_port, login()).await?;
+    w.subscribe(1, &motion, QoS::AtLeastOnce).await?;
+    let (mut device, _) = RawClient::accepted(hub.mqtt_port, RawLogin::device(&dev)).await?;
+    device
+        .publish(
+            QosPid::AtLeastOnce(raw_pid(1)?),
+            false,
+            &motion,
+            br#"{"motion":true,"seq":1}"#,
+        )
+        .await?;
+    let unacked = next_publish(&mut w).await?;
+    assert_eq!(unacked.payload, br#"{"motion":true,"seq":1}"#);
+    // Gone without acknowledging it; then a message it misses.
+    drop(w);
+    device
+        .publish(
+            QosPid::AtLeastOnce(raw_pid(2)?),
+            false,
+            &motion,
+            br#"{"motion":true,"seq":2}"#,
+        )
+        .await?;
+    let (mut back, ack) = RawClient::accepted(hub.mqtt_port, login()).await?;
+    assert!(ack.session_present);
+    let again = next_publish(&mut back).await?;
+    assert_eq!(again.payload, br#"{"motion":true,"seq":1}"#);
+    assert!(again.dup, "a redelivery is flagged DUP");
+    if let QosPid::AtLeastOnce(p) = again.qospid {
+        back.send(&Packet::Puback(p)).await?;
+    }
+    let missed = next_publish(&mut back).await?;
+    assert_eq!(missed.payload, br#"{"motion":true,"seq":2}"#);
+    Ok(())
+}
+
+/// paho's keep-alive check: a client silent for 1.5 × its keep-alive is dropped, and
+/// its will goes out.
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_its_keepalive_and_its_will_fires() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Silent"})).await?;
+    let dev = hub.device(rid, "motion").await?;
+    hub.user("integrator", "staff", &[]).await?;
+    let pw = password_of("integrator");
+    let status = topic(&dev, "status");
+    let (mut w, _) = RawClient::accepted(hub.mqtt_port, staff("will-watch", &pw)).await?;
+    w.subscribe(1, &status, QoS::AtLeastOnce).await?;
+    let (mut silent, _) = RawClient::accepted(
+        hub.mqtt_port,
+        RawLogin {
+            keep_alive: 1,
+            will: Some(mqttrs::LastWill {
+                topic: &status,
+                message: br#"{"online":false}"#,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            }),
+            ..RawLogin::device(&dev)
+        },
+    )
+    .await?;
+    let started = tokio::time::Instant::now();
+    let will = next_publish(&mut w).await?;
+    assert_eq!(will.payload, br#"{"online":false}"#);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1400),
+        "dropped before 1.5 × keep-alive"
+    );
+    assert!(
+        silent.next().await.is_err(),
+        "the hub closed the connection"
+    );
+    hub.wait_alert(
+        rid,
+        "device_offline",
+        "open",
+        std::time::Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}

@@ -456,7 +456,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             }
             // Acks of the router's publishes pass through unchanged.
             Packet::Puback(pid) => self.device_puback(pid, &frame).await,
-            Packet::Pubrec(_) | Packet::Pubcomp(_) => self.forward_to_router(&frame).await,
+            Packet::Pubrec(pid) => {
+                sessions::lock(&self.state)
+                    .unacked_deliveries
+                    .remove(&pid.get());
+                self.forward_to_router(&frame).await
+            }
+            Packet::Pubcomp(_) => self.forward_to_router(&frame).await,
             other => Err(End::Abnormal(format!(
                 "unexpected {:?} from client",
                 other.get_type()
@@ -751,8 +757,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             }
             (as_routed, _) => as_routed,
         };
+        let redelivered = match delivered {
+            QosPid::AtMostOnce => false,
+            QosPid::AtLeastOnce(pid) | QosPid::ExactlyOnce(pid) => !sessions::lock(&self.state)
+                .unacked_deliveries
+                .insert(pid.get()),
+        };
         self.send_to_device(&Packet::Publish(Publish {
-            dup: p.dup && delivered != QosPid::AtMostOnce,
+            dup: (p.dup || redelivered) && delivered != QosPid::AtMostOnce,
             qospid: delivered,
             retain: p.retain,
             topic_name: p.topic_name,
@@ -764,7 +776,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
     /// The client's PUBACK of a QoS 2 delivery it got at QoS 1 is the router's PUBREC,
     /// whose PUBREL the edge then answers; any other ack passes through unchanged.
     async fn device_puback(&mut self, pid: Pid, frame: &Bytes) -> Result<(), End> {
-        let downgraded = sessions::lock(&self.state).qos2_as_qos1.remove(&pid.get());
+        let downgraded = {
+            let mut state = sessions::lock(&self.state);
+            state.unacked_deliveries.remove(&pid.get());
+            state.qos2_as_qos1.remove(&pid.get())
+        };
         if !downgraded {
             return self.forward_to_router(frame).await;
         }

@@ -20,6 +20,10 @@ pub struct SessionState {
     /// Router packet ids of QoS 2 deliveries passed to the client at QoS 1: its PUBACK
     /// becomes the PUBREC the router waits for.
     pub qos2_as_qos1: HashSet<u16>,
+    /// Router packet ids delivered to the client at QoS 1 or 2 and not yet PUBACK'd or
+    /// PUBREC'd: when the router sends one again after a reconnect, the edge flags it
+    /// DUP (MQTT 3.1.1 §3.3.1.1), which rumqttd does not.
+    pub unacked_deliveries: HashSet<u16>,
     /// Router packet ids whose PUBREL the edge answers itself, because the client got
     /// the message at a lower QoS and knows nothing of a QoS 2 flow.
     pub pubrel_answered_here: HashSet<u16>,
