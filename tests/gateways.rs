@@ -946,3 +946,63 @@ async fn osmand_alarm_sos_raises_sos_with_the_pendants_position() -> Result<()> 
     assert_eq!(sos_readings, 2);
     Ok(())
 }
+
+/// Zigbee2MQTT's defaults publish outside the gateway's prefix: its default base topic
+/// (its will is on `zigbee2mqtt/bridge/state`, so CONNECT is refused with code 5) and
+/// Home Assistant discovery (the connection is closed). The dead letter says which
+/// setting to change.
+#[tokio::test]
+async fn zigbee2mqtt_defaults_are_refused_with_the_setting_to_change() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Defaults"})).await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let mut opts = rumqttc::MqttOptions::new("mqttjs_0a1b2c3d", "127.0.0.1", hub.mqtt_port);
+    opts.set_credentials(gw.id.clone(), gw.mqtt.password.clone());
+    opts.set_last_will(rumqttc::LastWill::new(
+        "zigbee2mqtt/bridge/state",
+        r#"{"state":"offline"}"#,
+        rumqttc::QoS::AtLeastOnce,
+        true,
+    ));
+    let refused = crate::helpers::mqtt_connect_with(opts).await;
+    assert!(
+        matches!(
+            refused,
+            Err(crate::helpers::MqttRefusal::Refused(
+                rumqttc::ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "the default base topic's will is refused"
+    );
+
+    let (mut z2m, _) = connect_zigbee2mqtt(&hub, &gw).await?;
+    z2m.client
+        .publish(
+            "homeassistant/binary_sensor/0x00158d0001/occupancy/config",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            r#"{"name":null,"device_class":"motion"}"#,
+        )
+        .await?;
+    assert!(z2m.closed(WAIT).await);
+    let dead = eventually("the discovery message dead-lettered", WAIT, || async {
+        let dead = hub.expect(Method::GET, "/rejected", None, 200).await.ok()?;
+        dead.as_array()?
+            .iter()
+            .find(|r| {
+                r["topic"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("homeassistant/"))
+            })
+            .cloned()
+    })
+    .await?;
+    assert_eq!(dead["reason"], "not_authorized");
+    assert!(
+        dead["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("homeassistant: false")),
+        "{dead}"
+    );
+    Ok(())
+}

@@ -184,7 +184,8 @@ where
     if let Some(w) = &connect.last_will {
         if !principal.may_publish(w.topic) {
             ctx.metrics.refuse_connect("not_authorized");
-            info!(%peer, who = principal.name(), topic = w.topic, "CONNECT refused: will topic outside the device's prefix");
+            let hint = super::acl::refusal_hint(&principal, w.topic);
+            info!(%peer, who = principal.name(), topic = w.topic, hint, "CONNECT refused: will topic outside the device's prefix");
             let _ = refuse(&mut dev_out, ConnectReturnCode::NotAuthorized).await;
             return;
         }
@@ -540,13 +541,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
     /// and the connection closed (MQTT 3.1.1 has no way to refuse a single PUBLISH).
     async fn unauthorized_publish(&mut self, p: Publish<'_>) -> Result<(), End> {
         let who = self.principal.name().to_string();
-        warn!(who = %who, topic = p.topic_name, "publish outside the client's prefix refused; closing");
+        let hint = super::acl::refusal_hint(&self.principal, p.topic_name);
+        warn!(who = %who, topic = p.topic_name, hint, "publish outside the client's prefix refused; closing");
+        let detail = match hint {
+            Some(h) => format!("{who} may not publish on {:?}: {h}", p.topic_name),
+            None => format!("{who} may not publish on {:?}", p.topic_name),
+        };
         let item = self.ctx.ingest.refuse(
             Some(&who),
             p.topic_name,
             p.payload,
             RejectReason::NotAuthorized,
-            format!("{who} may not publish on {:?}", p.topic_name),
+            detail,
         );
         self.ctx.ingest.submit(item, false).await;
         Err(End::Abnormal("publish not authorized".into()))
