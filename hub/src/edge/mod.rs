@@ -6,14 +6,19 @@
 //! client id to the device, enforces the topic ACL on PUBLISH, SUBSCRIBE and the
 //! will, passes every device PUBLISH through ingest, and acknowledges QoS 1 and 2
 //! only once the pipeline has committed it. Everything else is proxied to the
-//! embedded router ([`router`]), which serves subscribers.
+//! embedded router ([`router`]), which serves subscribers. What the router does not do
+//! as MQTT 3.1.1 asks, the edge does around it: keep-alive 0 (the router link gets a
+//! keep-alive of its own), delivered QoS `min(publish, granted)` (every message the
+//! router carries is sealed with its publisher's QoS, [`router::seal`]), DUP on a
+//! persistent session's redeliveries, and QoS 2 packet-id state that belongs to the
+//! session rather than the connection ([`sessions`]).
 
 pub mod acl;
 pub mod codec;
 pub mod interest;
 pub mod router;
 mod session;
-mod sessions;
+pub mod sessions;
 pub mod waypoints;
 
 use std::collections::HashMap;
