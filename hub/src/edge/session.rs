@@ -455,7 +455,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                     self.send_to_device(&Packet::Unsuback(u.pid)).await
                 }
             }
-            // Acks of the router's publishes pass through unchanged.
+            // Acks of the router's publishes pass through, translated where the edge
+            // delivered at a lower QoS than the router's.
             Packet::Puback(pid) => self.device_puback(pid, &frame).await,
             Packet::Pubrec(pid) => {
                 sessions::lock(&self.state)
