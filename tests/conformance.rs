@@ -472,3 +472,82 @@ async fn a_silent_client_is_dropped_after_its_keepalive_and_its_will_fires() -> 
     .await?;
     Ok(())
 }
+
+/// The same with mosquitto's own clients (which refuse keep-alive 0 themselves): a
+/// topic cleared with `mosquitto_pub -r -n`, and a `mosquitto_sub` that comes later
+/// gets the next live message first, not the cleared state.
+#[tokio::test]
+async fn mosquitto_pub_null_retained_message_clears_the_topic() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Mosquitto"})).await?;
+    let dev = hub.device(rid, "motion").await?;
+    hub.user("integrator", "staff", &[]).await?;
+    let port = hub.mqtt_port.to_string();
+    let status = topic(&dev, "status");
+    let publish = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+            .args(["-u", &dev.id, "-P", &dev.mqtt.password, "-i", &dev.id])
+            .args(["-t", &status])
+            .args(args);
+        cmd
+    };
+    for args in [&["-r", "-m", r#"{"online":true}"#][..], &["-r", "-n"]] {
+        let out = publish(args).output()?;
+        assert!(out.status.success(), "mosquitto_pub {args:?}: {out:?}");
+    }
+    let before = hub
+        .expect(reqwest::Method::GET, "/healthz", None, 200)
+        .await?["mqtt_connections"]
+        .as_u64()
+        .unwrap_or(0);
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-v"])
+        .args(["-u", "integrator", "-P", &password_of("integrator")])
+        .args(["-t", &status, "-C", "1", "-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // SUBSCRIBE follows CONNECT at once; a retained message would come with the SUBACK.
+    eventually(
+        "mosquitto_sub connected",
+        std::time::Duration::from_secs(20),
+        || async {
+            let h = hub
+                .expect(reqwest::Method::GET, "/healthz", None, 200)
+                .await
+                .ok()?;
+            (h["mqtt_connections"].as_u64()? > before).then_some(())
+        },
+    )
+    .await?;
+    // The live message is published until the subscriber has one, so that it cannot
+    // be missed by a SUBSCRIBE still on its way.
+    let (mut device, _) = RawClient::accepted(hub.mqtt_port, RawLogin::device(&dev)).await?;
+    let mut sub = sub;
+    let mut n = 0u16;
+    let out = loop {
+        n += 1;
+        let body = format!(r#"{{"online":true,"seq":{n}}}"#);
+        device
+            .publish(
+                QosPid::AtLeastOnce(raw_pid(n)?),
+                false,
+                &status,
+                body.as_bytes(),
+            )
+            .await?;
+        if let Ok(Some(_)) = sub.try_wait() {
+            break sub.wait_with_output().await?;
+        }
+        if n > 200 {
+            anyhow::bail!("mosquitto_sub received nothing");
+        }
+    };
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.starts_with(&format!("{status} {{\"online\":true,\"seq\":")),
+        "the first message was not a live one: {line:?}"
+    );
+    Ok(())
+}
