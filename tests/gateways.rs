@@ -752,3 +752,257 @@ async fn osmand_get_and_post_move_the_resident_and_bad_reports_are_refused() -> 
     );
     Ok(())
 }
+
+/// Zigbee2MQTT with `client_id` left out connects as MQTT.js's random `mqttjs_…`: the
+/// gateway's credentials say who it is, so it is accepted; other devices are not.
+#[tokio::test]
+async fn zigbee2mqtt_without_a_client_id_connects_as_mqttjs() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Mqttjs"})).await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let mut z2m = mqtt_connect(hub.mqtt_port, "mqttjs_5f3a9c1e", &gw.id, &gw.mqtt.password)
+        .await
+        .map_err(|e| anyhow!("gateway refused: {e:?}"))?;
+    z2m.publish_acked(
+        &format!("zigbee2mqtt/{}/bridge/state", gw.id),
+        r#"{"state":"online"}"#,
+    )
+    .await?;
+    assert_eq!(hub.readings(rid).await?.len(), 1);
+    let motion = hub.device(rid, "motion").await?;
+    let refused = mqtt_connect(
+        hub.mqtt_port,
+        "mqttjs_5f3a9c1e",
+        &motion.id,
+        &motion.mqtt.password,
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(crate::helpers::MqttRefusal::Refused(
+                rumqttc::ConnectReturnCode::BadClientId
+            ))
+        ),
+        "only a gateway brings its own client id"
+    );
+    Ok(())
+}
+
+/// Tuya TS0215A and similar SOS buttons send the action `emergency`: SOS with the
+/// default mapping.
+#[tokio::test]
+async fn zigbee2mqtt_emergency_action_raises_sos_by_default() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Emergency"})).await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let button = hub.device(rid, "button").await?;
+    hub.expect(
+        Method::POST,
+        &format!("/devices/{}/zigbee", gw.id),
+        Some(json!({"friendly_name": "sos button", "device_id": button.id})),
+        201,
+    )
+    .await?;
+    let (mut z2m, base) = connect_zigbee2mqtt(&hub, &gw).await?;
+    // As zigbee2mqtt.io/devices/TS0215A_sos.html exposes it.
+    z2m.publish_acked(
+        &format!("{base}/sos button"),
+        r#"{"action":"emergency","battery":100,"linkquality":87}"#,
+    )
+    .await?;
+    let sos = hub.wait_alert(rid, "sos", "open", WAIT).await?;
+    assert_eq!(sos["device_id"], button.id.as_str());
+    Ok(())
+}
+
+/// A battery or link-quality report carries the cached `occupancy: true` along: it is
+/// the device's sign of life, not new movement.
+#[tokio::test]
+async fn zigbee2mqtt_cached_occupancy_is_not_new_movement() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Cached"})).await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let motion = hub.device(rid, "motion").await?;
+    map_zigbee(
+        &hub,
+        &gw.id,
+        &doc_example("z2m-map")?,
+        &motion.id,
+        "MOTION_DEVICE_ID",
+    )
+    .await?;
+    let (mut z2m, base) = connect_zigbee2mqtt(&hub, &gw).await?;
+    let topic = format!("{base}/bedroom motion");
+    let moved = doc_example("z2m-occupancy")?;
+    let idle = moved.replace("\"occupancy\":true", "\"occupancy\":false");
+    let battery_report = moved
+        .replace("\"battery\":100", "\"battery\":99")
+        .replace("\"linkquality\":126", "\"linkquality\":102");
+    for payload in [&idle, &moved, &battery_report] {
+        z2m.publish_acked(&topic, payload.as_str()).await?;
+    }
+    let kinds: Vec<String> = hub
+        .readings(rid)
+        .await?
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap_or("?"),
+                r["data"]["motion"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["heartbeat null", "motion true", "heartbeat null"],
+        "newest first"
+    );
+    Ok(())
+}
+
+/// OwnTracks sends `"batt":-1` when the phone does not know its battery: the fix is
+/// kept, without a battery level.
+#[tokio::test]
+async fn owntracks_battery_minus_one_keeps_the_fix() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Unknown Battery"})).await?;
+    let phone = hub.device(rid, "gps").await?;
+    let base = format!("owntracks/{}/phone", phone.id);
+    let mut app = RawMqtt::connect_owntracks(
+        hub.mqtt_port,
+        &phone,
+        &base,
+        doc_example("owntracks-lwt")?.as_bytes(),
+    )
+    .await?;
+    let now = chrono::Utc::now().timestamp();
+    let fix = String::from_utf8(location_at(HOME.0, HOME.1, now - 5)?)?
+        .replace("\"batt\":81", "\"batt\":-1");
+    app.publish_acked(&base, fix.as_bytes(), 1).await?;
+    let readings = hub.readings(rid).await?;
+    let stored = readings
+        .first()
+        .ok_or_else(|| anyhow!("the fix was lost"))?;
+    assert_eq!(stored["kind"], "gps");
+    assert_eq!(stored["battery"], Value::Null);
+    Ok(())
+}
+
+/// SOS pendants speaking the OsmAnd protocol send `alarm=sos`, often with the position
+/// as `location=lat,lon` and its accuracy as `hacc`; Traccar Client's JSON says it in
+/// `extras.alarm`. Each is the fix and an SOS.
+#[tokio::test]
+async fn osmand_alarm_sos_raises_sos_with_the_pendants_position() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Pendant"})).await?;
+    let pendant = hub.device(rid, "gps").await?;
+    let now = chrono::Utc::now().timestamp();
+    let url = format!(
+        "{}/api/v1/osmand?id={}&key={}&timestamp={now}&location=35.7074,139.6638&hacc=25&alarm=sos",
+        hub.base, pendant.id, pendant.mqtt.password
+    );
+    assert_eq!(hub.http.get(&url).send().await?.status(), 200);
+    let sos = hub.wait_alert(rid, "sos", "open", WAIT).await?;
+    assert_eq!(sos["device_id"], pendant.id.as_str());
+    let readings = hub.readings(rid).await?;
+    let fix = readings
+        .iter()
+        .find(|r| r["kind"] == "gps")
+        .ok_or_else(|| anyhow!("no fix in {readings:?}"))?;
+    assert_eq!(
+        (
+            fix["lat"].as_f64(),
+            fix["lon"].as_f64(),
+            fix["accuracy_m"].as_f64()
+        ),
+        (Some(35.7074), Some(139.6638), Some(25.0))
+    );
+
+    // The JSON form, after the first alert is acknowledged by nobody: a second SOS
+    // reading is stored all the same.
+    let body = doc_example("osmand-json")?
+        .replace("DEVICE_ID", &pendant.id)
+        .replace("2025-11-25T01:00:00.000Z", &chrono::Utc::now().to_rfc3339())
+        .replace("\"extras\":{}", "\"extras\":{\"alarm\":\"sos\"}");
+    let res = hub
+        .http
+        .post(format!(
+            "{}/api/v1/osmand?key={}",
+            hub.base, pendant.mqtt.password
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    let sos_readings = hub
+        .readings(rid)
+        .await?
+        .iter()
+        .filter(|r| r["kind"] == "sos")
+        .count();
+    assert_eq!(sos_readings, 2);
+    Ok(())
+}
+
+/// Zigbee2MQTT's defaults publish outside the gateway's prefix: its default base topic
+/// (its will is on `zigbee2mqtt/bridge/state`, so CONNECT is refused with code 5) and
+/// Home Assistant discovery (the connection is closed). The dead letter says which
+/// setting to change.
+#[tokio::test]
+async fn zigbee2mqtt_defaults_are_refused_with_the_setting_to_change() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Defaults"})).await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let mut opts = rumqttc::MqttOptions::new("mqttjs_0a1b2c3d", "127.0.0.1", hub.mqtt_port);
+    opts.set_credentials(gw.id.clone(), gw.mqtt.password.clone());
+    opts.set_last_will(rumqttc::LastWill::new(
+        "zigbee2mqtt/bridge/state",
+        r#"{"state":"offline"}"#,
+        rumqttc::QoS::AtLeastOnce,
+        true,
+    ));
+    let refused = crate::helpers::mqtt_connect_with(opts).await;
+    assert!(
+        matches!(
+            refused,
+            Err(crate::helpers::MqttRefusal::Refused(
+                rumqttc::ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "the default base topic's will is refused"
+    );
+
+    let (mut z2m, _) = connect_zigbee2mqtt(&hub, &gw).await?;
+    z2m.client
+        .publish(
+            "homeassistant/binary_sensor/0x00158d0001/occupancy/config",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            r#"{"name":null,"device_class":"motion"}"#,
+        )
+        .await?;
+    assert!(z2m.closed(WAIT).await);
+    let dead = eventually("the discovery message dead-lettered", WAIT, || async {
+        let dead = hub.expect(Method::GET, "/rejected", None, 200).await.ok()?;
+        dead.as_array()?
+            .iter()
+            .find(|r| {
+                r["topic"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("homeassistant/"))
+            })
+            .cloned()
+    })
+    .await?;
+    assert_eq!(dead["reason"], "not_authorized");
+    assert!(
+        dead["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("homeassistant: false")),
+        "{dead}"
+    );
+    Ok(())
+}

@@ -548,3 +548,214 @@ impl MqttClient {
 pub fn topic(creds: &DeviceCreated, kind: &str) -> String {
     format!("{}{kind}", creds.mqtt.topic_prefix)
 }
+
+/// A bare MQTT 3.1.1 client on raw bytes, for what rumqttc will not send: keep-alive
+/// 0, packet ids and DUP flags of the test's choosing, a socket dropped mid-flow.
+pub struct RawClient {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What a [`RawClient`] puts in its CONNECT.
+pub struct RawLogin<'a> {
+    pub client_id: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub keep_alive: u16,
+    pub clean_session: bool,
+    pub will: Option<mqttrs::LastWill<'a>>,
+}
+
+impl<'a> RawLogin<'a> {
+    /// A device's login: its id as client id and username, clean session, keep-alive 60 s.
+    pub fn device(creds: &'a DeviceCreated) -> RawLogin<'a> {
+        RawLogin {
+            client_id: &creds.id,
+            username: &creds.mqtt.username,
+            password: &creds.mqtt.password,
+            keep_alive: 60,
+            clean_session: true,
+            will: None,
+        }
+    }
+}
+
+/// The CONNACK a [`RawClient`] got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawConnack {
+    pub code: mqttrs::ConnectReturnCode,
+    pub session_present: bool,
+}
+
+impl RawClient {
+    /// Connects and reads the CONNACK, whatever it says.
+    pub async fn connect(port: u16, login: RawLogin<'_>) -> Result<(RawClient, RawConnack)> {
+        let mut c = RawClient {
+            stream: tokio::net::TcpStream::connect(("127.0.0.1", port)).await?,
+            buf: Vec::new(),
+        };
+        c.send(&mqttrs::Packet::Connect(mqttrs::Connect {
+            protocol: mqttrs::Protocol::MQTT311,
+            keep_alive: login.keep_alive,
+            client_id: login.client_id,
+            clean_session: login.clean_session,
+            last_will: login.will,
+            username: Some(login.username),
+            password: Some(login.password.as_bytes()),
+        }))
+        .await?;
+        match c.next().await? {
+            mqttrs::Packet::Connack(a) => {
+                let ack = RawConnack {
+                    code: a.code,
+                    session_present: a.session_present,
+                };
+                Ok((c, ack))
+            }
+            other => bail!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects and fails unless the hub accepts.
+    pub async fn accepted(port: u16, login: RawLogin<'_>) -> Result<(RawClient, RawConnack)> {
+        let (c, ack) = Self::connect(port, login).await?;
+        if ack.code != mqttrs::ConnectReturnCode::Accepted {
+            bail!("CONNECT refused: {:?}", ack.code);
+        }
+        Ok((c, ack))
+    }
+
+    pub async fn send(&mut self, p: &mqttrs::Packet<'_>) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = mqttrs::encode_slice(p, &mut buf).map_err(|e| anyhow!("encode: {e:?}"))?;
+        self.stream.write_all(&buf[..n]).await?;
+        Ok(())
+    }
+
+    /// The next whole packet within 20 s.
+    pub async fn next(&mut self) -> Result<mqttrs::Packet<'static>> {
+        self.next_within(Duration::from_secs(20))
+            .await?
+            .ok_or_else(|| anyhow!("no packet within 20 s"))
+    }
+
+    /// The next whole packet, or `None` when none comes within `within`; an error when
+    /// the hub closes the connection.
+    pub async fn next_within(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<mqttrs::Packet<'static>>> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            loop {
+                if let Some(len) = raw_frame_len(&self.buf) {
+                    if self.buf.len() >= len {
+                        let frame: Vec<u8> = self.buf.drain(..len).collect();
+                        // Leaked so the packet may borrow it for the rest of the test.
+                        let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());
+                        return mqttrs::decode_slice(frame)
+                            .map_err(|e| anyhow!("decode: {e:?}"))?
+                            .ok_or_else(|| anyhow!("incomplete packet"));
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.stream.read(&mut chunk).await?;
+                if n == 0 {
+                    bail!("the hub closed the connection");
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        match tokio::time::timeout(within, read).await {
+            Ok(p) => p.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next packet `pred` accepts, skipping others.
+    pub async fn next_matching(
+        &mut self,
+        pred: impl Fn(&mqttrs::Packet<'_>) -> bool,
+    ) -> Result<mqttrs::Packet<'static>> {
+        loop {
+            let p = self.next().await?;
+            if pred(&p) {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// Subscribes to one filter and returns the granted code.
+    pub async fn subscribe(
+        &mut self,
+        pid: u16,
+        filter: &str,
+        qos: mqttrs::QoS,
+    ) -> Result<mqttrs::SubscribeReturnCodes> {
+        self.send(&mqttrs::Packet::Subscribe(mqttrs::Subscribe {
+            pid: raw_pid(pid)?,
+            topics: vec![mqttrs::SubscribeTopic {
+                topic_path: filter.to_string(),
+                qos,
+            }],
+        }))
+        .await?;
+        match self
+            .next_matching(|p| matches!(p, mqttrs::Packet::Suback(_)))
+            .await?
+        {
+            mqttrs::Packet::Suback(s) => s
+                .return_codes
+                .first()
+                .copied()
+                .ok_or_else(|| anyhow!("empty SUBACK")),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Publishes and, at QoS 1 or 2, waits for the PUBACK or PUBREC.
+    pub async fn publish(
+        &mut self,
+        qospid: mqttrs::QosPid,
+        retain: bool,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<()> {
+        self.send(&mqttrs::Packet::Publish(mqttrs::Publish {
+            dup: false,
+            qospid,
+            retain,
+            topic_name: topic,
+            payload,
+        }))
+        .await?;
+        match qospid {
+            mqttrs::QosPid::AtMostOnce => Ok(()),
+            mqttrs::QosPid::AtLeastOnce(pid) => self
+                .next_matching(|p| matches!(p, mqttrs::Packet::Puback(x) if *x == pid))
+                .await
+                .map(|_| ()),
+            mqttrs::QosPid::ExactlyOnce(pid) => self
+                .next_matching(|p| matches!(p, mqttrs::Packet::Pubrec(x) if *x == pid))
+                .await
+                .map(|_| ()),
+        }
+    }
+}
+
+pub fn raw_pid(n: u16) -> Result<mqttrs::Pid> {
+    mqttrs::Pid::try_from(n).map_err(|e| anyhow!("pid {n}: {e:?}"))
+}
+
+fn raw_frame_len(buf: &[u8]) -> Option<usize> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let byte = *buf.get(1 + i)?;
+        remaining |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(2 + i + remaining);
+        }
+    }
+    None
+}

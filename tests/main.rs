@@ -2,6 +2,7 @@
 
 mod alert_core;
 mod browser;
+mod conformance;
 mod core;
 mod docs;
 mod edge;

@@ -64,14 +64,21 @@ async fn report(
         Ok(d) => d,
         Err((r, status)) => return refuse(&st, None, raw, r, status).await,
     };
-    let event = match report.into_event(&device, st.clock.now()) {
-        Ok(ev) => ev,
+    let events = match report.into_events(&device, st.clock.now()) {
+        Ok(evs) => evs,
         Err(r) => return refuse(&st, Some(&device.id), raw, r, StatusCode::BAD_REQUEST).await,
     };
-    let stored = match st.edge.ingest.submit(Item::Accepted(event), true).await {
-        Some(rx) => rx.await.unwrap_or(false),
-        None => false,
-    };
+    let mut receipts = Vec::with_capacity(events.len());
+    for event in events {
+        receipts.push(st.edge.ingest.submit(Item::Accepted(event), true).await);
+    }
+    let mut stored = true;
+    for receipt in receipts {
+        stored &= match receipt {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => false,
+        };
+    }
     if stored {
         StatusCode::OK.into_response()
     } else {

@@ -72,6 +72,25 @@ impl Principal {
     }
 }
 
+/// What to change when a well-known client publishes outside its prefix because of a
+/// setting, so that the dead letter says why the connection was closed.
+pub fn refusal_hint(principal: &Principal, topic: &str) -> Option<&'static str> {
+    let Principal::Device {
+        kind: DeviceKind::Gateway,
+        ..
+    } = principal
+    else {
+        return None;
+    };
+    if topic.starts_with("homeassistant/") {
+        Some("Zigbee2MQTT's Home Assistant discovery publishes under homeassistant/: set homeassistant: false")
+    } else if topic.starts_with(&format!("{}/", zigbee2mqtt::ROOT)) {
+        Some("set Zigbee2MQTT's mqtt.base_topic to zigbee2mqtt/{gateway id}; the default zigbee2mqtt is not the gateway's own")
+    } else {
+        None
+    }
+}
+
 /// Whether a topic or filter lies under one of the device's own prefixes.
 fn device_owns(id: &str, kind: DeviceKind, topic: &str) -> bool {
     let foreign = match kind {
@@ -126,6 +145,21 @@ mod tests {
         let motion = device("m-a");
         assert!(!motion.may_publish("owntracks/m-a/pixel"));
         assert!(!motion.may_publish("zigbee2mqtt/m-a/x"));
+    }
+
+    #[test]
+    fn a_gateway_on_zigbee2mqtts_defaults_is_told_which_setting_to_change() {
+        let gw = of_kind("gw-a", DeviceKind::Gateway);
+        assert!(
+            refusal_hint(&gw, "zigbee2mqtt/bridge/state").is_some_and(|h| h.contains("base_topic"))
+        );
+        assert!(refusal_hint(&gw, "homeassistant/binary_sensor/x/config")
+            .is_some_and(|h| h.contains("homeassistant: false")));
+        assert_eq!(refusal_hint(&gw, "watch/v1/gw-b/motion"), None);
+        assert_eq!(
+            refusal_hint(&device("m-a"), "zigbee2mqtt/bridge/state"),
+            None
+        );
     }
 
     fn user(role: Role, residents: &[i64]) -> Principal {

@@ -6,13 +6,19 @@
 //! client id to the device, enforces the topic ACL on PUBLISH, SUBSCRIBE and the
 //! will, passes every device PUBLISH through ingest, and acknowledges QoS 1 and 2
 //! only once the pipeline has committed it. Everything else is proxied to the
-//! embedded router ([`router`]), which serves subscribers.
+//! embedded router ([`router`]), which serves subscribers. What the router does not do
+//! as MQTT 3.1.1 asks, the edge does around it: keep-alive 0 (the router link gets a
+//! keep-alive of its own), delivered QoS `min(publish, granted)` (every message the
+//! router carries is sealed with its publisher's QoS, [`router::seal`]), DUP on a
+//! persistent session's redeliveries, and QoS 2 packet-id state that belongs to the
+//! session rather than the connection ([`sessions`]).
 
 pub mod acl;
 pub mod codec;
 pub mod interest;
 pub mod router;
 mod session;
+pub mod sessions;
 pub mod waypoints;
 
 use std::collections::HashMap;
@@ -22,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use mimamori_protocol::DeviceKind;
 use mqttrs::{Connect, ConnectReturnCode};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
@@ -54,6 +61,8 @@ pub struct EdgeCtx {
     pub publisher: router::HubPublisher,
     pub max_packet: usize,
     slots: Arc<Semaphore>,
+    /// Packet-id state of sessions, kept across a persistent session's connections.
+    sessions: sessions::Sessions,
 }
 
 impl EdgeCtx {
@@ -76,6 +85,7 @@ impl EdgeCtx {
             interest: interest::Interest::default(),
             max_packet: MAX_PACKET,
             slots: Arc::new(Semaphore::new(max_connections)),
+            sessions: sessions::Sessions::default(),
         }
     }
 
@@ -92,7 +102,7 @@ impl EdgeCtx {
             if !security::verify_token(password, &d.secret_hash) {
                 return Err(ConnectReturnCode::BadUsernamePassword);
             }
-            if !c.client_id.is_empty() && c.client_id != d.id {
+            if !client_id_fits(c.client_id, &d.id, d.kind) {
                 return Err(ConnectReturnCode::RefusedIdentifierRejected);
             }
             return Ok(Principal::Device {
@@ -137,6 +147,16 @@ impl EdgeCtx {
     pub fn kick(&self, client_id: &str) {
         self.registry.kick(client_id);
     }
+}
+
+/// Whether a device may connect with this client id. The router knows every device by
+/// its id whatever the client id says, so the client id only guards against a device
+/// configured with another's name: it must be the device's id, or empty. A gateway is
+/// the exception: Zigbee2MQTT, when `client_id` is left out of its configuration,
+/// connects as MQTT.js's random `mqttjs_…`, and its credentials already say which
+/// gateway it is.
+fn client_id_fits(client_id: &str, device_id: &str, kind: DeviceKind) -> bool {
+    client_id.is_empty() || client_id == device_id || kind == DeviceKind::Gateway
 }
 
 /// Live connections by router client id, so that a takeover or a revocation can close them.
@@ -281,5 +301,22 @@ async fn refuse_full(stream: tokio::net::TcpStream) {
     });
     if let Ok(bytes) = codec::encode(&packet) {
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gateway_may_bring_a_client_id_of_its_own() {
+        assert!(client_id_fits("", "dev-a", DeviceKind::Motion));
+        assert!(client_id_fits("dev-a", "dev-a", DeviceKind::Motion));
+        assert!(!client_id_fits("dev-b", "dev-a", DeviceKind::Motion));
+        assert!(client_id_fits(
+            "mqttjs_5f3a9c1e",
+            "dev-gw",
+            DeviceKind::Gateway
+        ));
     }
 }

@@ -18,6 +18,44 @@ use tracing::{error, info};
 /// The username the edge presents to the router.
 pub const EDGE_USER: &str = "mimamori-edge";
 
+/// The envelope of every message the router carries: one byte before the payload
+/// with the QoS its publisher sent it at.
+///
+/// rumqttd delivers each message at the QoS of the subscription it matched, so a QoS 0
+/// publish would reach a QoS 2 subscriber at QoS 2; MQTT 3.1.1 §3.8.4 asks for the
+/// lower of the two. The router is the edge's alone, so the edge seals what it passes
+/// on, opens what the router delivers and downgrades it to `min(publish, granted)`.
+/// An empty payload stays empty: that is how rumqttd clears a retained message.
+pub fn seal(qos: mqttrs::QoS, payload: &[u8]) -> Vec<u8> {
+    if payload.is_empty() {
+        return Vec::new();
+    }
+    let mut sealed = Vec::with_capacity(payload.len() + 1);
+    sealed.push(qos_level(qos));
+    sealed.extend_from_slice(payload);
+    sealed
+}
+
+/// The publisher's QoS and the payload of a message from the router; `None` for an
+/// empty payload, which carries no envelope.
+pub fn open(payload: &[u8]) -> (Option<mqttrs::QoS>, &[u8]) {
+    match payload.split_first() {
+        Some((&0, rest)) => (Some(mqttrs::QoS::AtMostOnce), rest),
+        Some((&1, rest)) => (Some(mqttrs::QoS::AtLeastOnce), rest),
+        Some((&2, rest)) => (Some(mqttrs::QoS::ExactlyOnce), rest),
+        _ => (None, payload),
+    }
+}
+
+/// A QoS as its number, 0 to 2.
+pub fn qos_level(qos: mqttrs::QoS) -> u8 {
+    match qos {
+        mqttrs::QoS::AtMostOnce => 0,
+        mqttrs::QoS::AtLeastOnce => 1,
+        mqttrs::QoS::ExactlyOnce => 2,
+    }
+}
+
 /// Where the router listens and the secret it accepts.
 #[derive(Clone)]
 pub struct RouterHandle {
@@ -51,7 +89,8 @@ pub fn router_config(
 ) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
-        max_payload_size: max_packet,
+        // The envelope adds a byte to what the edge accepted from a client.
+        max_payload_size: max_packet + 1,
         max_inflight_count: 500,
         auth: Some(HashMap::from([(EDGE_USER.to_string(), secret.to_string())])),
         external_auth: None,
@@ -154,12 +193,43 @@ impl HubPublisher {
         self.send(topic, payload, true)
     }
 
+    /// Publishes a device's will for it, at the will's QoS as far as subscribers see.
+    pub fn publish_will(&self, topic: String, payload: Vec<u8>, qos: mqttrs::QoS, retain: bool) {
+        self.send_as(topic, &payload, qos, retain)
+    }
+
     fn send(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.send_as(topic, &payload, mqttrs::QoS::AtLeastOnce, retain)
+    }
+
+    fn send_as(&self, topic: String, payload: &[u8], qos: mqttrs::QoS, retain: bool) {
+        let sealed = seal(qos, payload);
         if let Err(e) = self
             .client
-            .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, sealed)
         {
             tracing::warn!(error = %e, "hub message not published on MQTT");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqttrs::QoS;
+
+    #[test]
+    fn the_envelope_keeps_the_publishers_qos_and_leaves_empty_payloads_empty() {
+        let sealed = seal(QoS::AtMostOnce, br#"{"motion":true}"#);
+        assert_eq!(
+            open(&sealed),
+            (Some(QoS::AtMostOnce), &br#"{"motion":true}"#[..])
+        );
+        assert_eq!(
+            open(&seal(QoS::ExactlyOnce, b"x")),
+            (Some(QoS::ExactlyOnce), &b"x"[..])
+        );
+        assert!(seal(QoS::AtLeastOnce, b"").is_empty());
+        assert_eq!(open(b""), (None, &b""[..]));
     }
 }

@@ -5,9 +5,12 @@
 //! Two packet-id spaces stay apart: ids the device chose for its publishes are
 //! answered here (PUBACK/PUBREC), and the edge numbers its own publishes to the
 //! router and drops the router's PUBACKs for them. Ids the router chose for its
-//! publishes to the device pass through unchanged in both directions.
+//! publishes to the device pass through unchanged in both directions; when the edge
+//! delivers such a publish at a lower QoS than the router's (MQTT's
+//! `min(publish, granted)`, see [`super::router::seal`]), it answers the router's part
+//! of the QoS flow itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,8 +21,8 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use mimamori_protocol::native::RejectReason;
 use mqttrs::{
-    Connack, Connect, ConnectReturnCode, LastWill, Packet, Pid, Protocol, Publish, QosPid, Suback,
-    Subscribe, SubscribeReturnCodes, SubscribeTopic,
+    Connack, Connect, ConnectReturnCode, LastWill, Packet, Pid, Protocol, Publish, QoS, QosPid,
+    Suback, Subscribe, SubscribeReturnCodes, SubscribeTopic,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -29,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::acl::Principal;
 use super::codec::{decode, encode_into, write_frame, write_packet, CodecError, PacketReader};
 use super::EdgeCtx;
+use super::{router, sessions};
 use crate::ingest::{owntracks, DeviceCtx, Item};
 
 /// How long a new connection may take to send its CONNECT.
@@ -39,6 +43,22 @@ const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
 const PINGREQ: [u8; 2] = [0xC0, 0x00];
 /// Publishes a device may have waiting for storage before the edge stops reading it.
 const MAX_PENDING_ACKS: usize = 256;
+/// How long a persistent session's ended connection waits for its publishes to be stored.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The keep-alive the edge gives the router for a client that turned keep-alive off
+/// (0): MQTT 3.1.1 allows that, rumqttd refuses it, and the edge pings the router
+/// itself, so the router link stays open however long the client is silent.
+const ROUTER_KEEP_ALIVE_S: u16 = 60;
+
+/// The keep-alive of a client's router link: the client's own, or
+/// [`ROUTER_KEEP_ALIVE_S`] when the client turned keep-alive off.
+fn router_keep_alive(client: u16) -> u16 {
+    if client == 0 {
+        ROUTER_KEEP_ALIVE_S
+    } else {
+        client
+    }
+}
 
 /// Why a connection ended; decides whether the device's will is delivered.
 #[derive(Debug)]
@@ -113,8 +133,9 @@ struct Session<S> {
     next_pid: Pid,
     /// SUBSCRIBE ids forwarded to the router, with which of their filters the ACL refused.
     pending_subs: HashMap<u16, Vec<bool>>,
-    /// QoS 2 publishes stored and PUBREC'd, waiting for the device's PUBREL.
-    qos2_received: HashSet<u16>,
+    /// The session's packet-id state, shared with the connections before and after
+    /// this one when the session is persistent.
+    state: sessions::Shared,
     acks: FuturesOrdered<AckFuture>,
 }
 
@@ -144,6 +165,13 @@ where
         }
         Err(e) => return debug!(%peer, error = %e, "malformed CONNECT"),
     };
+    // MQTT 3.1.1 §3.1.3.1: a zero-length client id needs a clean session.
+    if connect.client_id.is_empty() && !connect.clean_session {
+        ctx.metrics.refuse_connect("identifier_rejected");
+        info!(%peer, "CONNECT refused: an empty client id with clean session off");
+        let _ = refuse(&mut dev_out, ConnectReturnCode::RefusedIdentifierRejected).await;
+        return;
+    }
     let principal = match ctx.authenticate(&connect).await {
         Ok(p) => p,
         Err(code) => {
@@ -156,7 +184,8 @@ where
     if let Some(w) = &connect.last_will {
         if !principal.may_publish(w.topic) {
             ctx.metrics.refuse_connect("not_authorized");
-            info!(%peer, who = principal.name(), topic = w.topic, "CONNECT refused: will topic outside the device's prefix");
+            let hint = super::acl::refusal_hint(&principal, w.topic);
+            info!(%peer, who = principal.name(), topic = w.topic, hint, "CONNECT refused: will topic outside the device's prefix");
             let _ = refuse(&mut dev_out, ConnectReturnCode::NotAuthorized).await;
             return;
         }
@@ -220,10 +249,13 @@ where
         login,
         next_pid: Pid::new(),
         pending_subs: HashMap::new(),
-        qos2_received: HashSet::new(),
+        state: ctx.sessions.attach(&client_id, connect.clean_session),
         acks: FuturesOrdered::new(),
     };
     let end = session.run(kicked).await;
+    if !connect.clean_session {
+        session.settle_qos2().await;
+    }
     match &end {
         End::Abnormal(reason) => {
             debug!(%peer, who = session.principal.name(), %reason, "connection lost");
@@ -235,6 +267,8 @@ where
     }
     ctx.registry.unregister(&client_id, conn_id);
     ctx.interest.disconnected(&client_id, conn_id);
+    ctx.sessions
+        .detach(&client_id, &session.state, connect.clean_session);
     ctx.metrics.connections.dec();
 }
 
@@ -286,18 +320,24 @@ async fn open_router(ctx: &EdgeCtx, login: &RouterLogin) -> Result<(RouterLink, 
         .map_err(|_| CodecError::Malformed("router connect timed out".into()))??;
     stream.set_nodelay(true)?;
     let (rd, mut out) = stream.into_split();
-    let mut rin = PacketReader::new(rd, ctx.max_packet);
+    // The envelope adds a byte to what the edge accepted from a client.
+    let mut rin = PacketReader::new(rd, ctx.max_packet + 1);
+    let sealed_will = login.will.as_ref().map(|w| router::seal(w.qos, &w.payload));
     let internal = Packet::Connect(Connect {
         protocol: Protocol::MQTT311,
-        keep_alive: login.keep_alive,
+        keep_alive: router_keep_alive(login.keep_alive),
         client_id: &login.client_id,
         clean_session: login.clean_session,
-        last_will: login.will.as_ref().map(|w| LastWill {
-            topic: &w.topic,
-            message: &w.payload,
-            qos: w.qos,
-            retain: w.retain,
-        }),
+        last_will: login
+            .will
+            .as_ref()
+            .zip(sealed_will.as_ref())
+            .map(|(w, sealed)| LastWill {
+                topic: &w.topic,
+                message: sealed,
+                qos: w.qos,
+                retain: w.retain,
+            }),
         username: Some(super::router::EDGE_USER),
         password: Some(ctx.router.secret.as_bytes()),
     });
@@ -326,7 +366,10 @@ async fn router_next(link: &mut Option<RouterLink>) -> Result<Option<Bytes>, Cod
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
     async fn run(&mut self, mut kicked: tokio::sync::oneshot::Receiver<()>) -> End {
         let mut device_deadline = self.idle_deadline();
-        let ping_every = (self.keep_alive / 2).max(Duration::from_secs(1));
+        // The router link is pinged at half its keep-alive, whatever the device's is.
+        let router_keep_alive =
+            Duration::from_secs(u64::from(router_keep_alive(self.login.keep_alive)));
+        let ping_every = (router_keep_alive / 2).max(Duration::from_secs(1));
         let mut router_ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         loop {
             let outcome = tokio::select! {
@@ -350,7 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                     Err(e) => Err(End::Abnormal(format!("router: {e}"))),
                 },
                 Some(done) = self.acks.next(), if !self.acks.is_empty() => self.stored_ready(done).await,
-                _ = router_ping.tick(), if !self.keep_alive.is_zero() && self.router.is_some() => {
+                _ = router_ping.tick(), if self.router.is_some() => {
                     self.forward_to_router(&Bytes::from_static(&PINGREQ)).await
                 }
                 _ = sleep_until_opt(device_deadline) => Err(End::Abnormal("keep-alive expired".into())),
@@ -360,6 +403,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 return end;
             }
         }
+    }
+
+    /// The connection ended with publishes still on their way to the store: waits a
+    /// little for them, so that a QoS 2 message stored after the socket dropped is
+    /// known to the session when the client resends it with DUP.
+    async fn settle_qos2(&mut self) {
+        let state = self.state.clone();
+        let settle = async {
+            while let Some((p, stored)) = self.acks.next().await {
+                if let (QosPid::ExactlyOnce(pid), true) = (p.qospid, stored) {
+                    sessions::lock(&state).qos2_received.insert(pid.get());
+                }
+            }
+        };
+        let _ = timeout(SETTLE_TIMEOUT, settle).await;
     }
 
     /// MQTT allows one and a half keep-alive periods of silence.
@@ -372,7 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         match packet {
             Packet::Publish(p) => self.device_publish(p).await,
             Packet::Pubrel(pid) => {
-                self.qos2_received.remove(&pid.get());
+                sessions::lock(&self.state).qos2_received.remove(&pid.get());
                 self.send_to_device(&Packet::Pubcomp(pid)).await
             }
             // MQTT 3.1.1 §3.8.3: a SUBSCRIBE must carry at least one filter.
@@ -397,10 +455,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                     self.send_to_device(&Packet::Unsuback(u.pid)).await
                 }
             }
-            // Acks of the router's publishes pass through unchanged.
-            Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) => {
+            // Acks of the router's publishes pass through, translated where the edge
+            // delivered at a lower QoS than the router's.
+            Packet::Puback(pid) => self.device_puback(pid, &frame).await,
+            Packet::Pubrec(pid) => {
+                sessions::lock(&self.state)
+                    .unacked_deliveries
+                    .remove(&pid.get());
                 self.forward_to_router(&frame).await
             }
+            Packet::Pubcomp(_) => self.forward_to_router(&frame).await,
             other => Err(End::Abnormal(format!(
                 "unexpected {:?} from client",
                 other.get_type()
@@ -416,10 +480,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             return Err(End::Abnormal("users may not publish".into()));
         };
         if let QosPid::ExactlyOnce(pid) = p.qospid {
-            if self.qos2_received.contains(&pid.get()) {
+            if sessions::lock(&self.state)
+                .qos2_received
+                .contains(&pid.get())
+            {
                 // A retransmission of a QoS 2 message already stored: answer, store nothing.
                 return self.send_to_device(&Packet::Pubrec(pid)).await;
             }
+        }
+        if p.retain && p.payload.is_empty() {
+            return self.clear_retained(p).await;
         }
         let item = self.ctx.ingest.classify(&device, p.topic_name, p.payload);
         let forward = matches!(item, Item::Accepted(_));
@@ -449,17 +519,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         }
     }
 
+    /// An empty retained publish clears the topic's retained message (MQTT 3.1.1
+    /// §3.3.1.3): nothing for the store or the rules, so it is acknowledged at once (in
+    /// order behind any publish still being stored) and always passed to the router.
+    async fn clear_retained(&mut self, p: Publish<'_>) -> Result<(), End> {
+        let pending = PendingPublish {
+            qospid: p.qospid,
+            retain: true,
+            topic: p.topic_name.to_string(),
+            payload: Bytes::new(),
+            forward: true,
+        };
+        if self.acks.is_empty() {
+            return self.stored_ready((pending, true)).await;
+        }
+        self.acks
+            .push_back(Box::pin(std::future::ready((pending, true))));
+        Ok(())
+    }
+
     /// A publish outside the device's prefix: counted, dead-lettered, never forwarded,
     /// and the connection closed (MQTT 3.1.1 has no way to refuse a single PUBLISH).
     async fn unauthorized_publish(&mut self, p: Publish<'_>) -> Result<(), End> {
         let who = self.principal.name().to_string();
-        warn!(who = %who, topic = p.topic_name, "publish outside the client's prefix refused; closing");
+        let hint = super::acl::refusal_hint(&self.principal, p.topic_name);
+        warn!(who = %who, topic = p.topic_name, hint, "publish outside the client's prefix refused; closing");
+        let detail = match hint {
+            Some(h) => format!("{who} may not publish on {:?}: {h}", p.topic_name),
+            None => format!("{who} may not publish on {:?}", p.topic_name),
+        };
         let item = self.ctx.ingest.refuse(
             Some(&who),
             p.topic_name,
             p.payload,
             RejectReason::NotAuthorized,
-            format!("{who} may not publish on {:?}", p.topic_name),
+            detail,
         );
         self.ctx.ingest.submit(item, false).await;
         Err(End::Abnormal("publish not authorized".into()))
@@ -505,7 +599,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             QosPid::AtMostOnce => {}
             QosPid::AtLeastOnce(pid) => encode_into(&Packet::Puback(pid), to_device)?,
             QosPid::ExactlyOnce(pid) => {
-                self.qos2_received.insert(pid.get());
+                sessions::lock(&self.state).qos2_received.insert(pid.get());
                 encode_into(&Packet::Pubrec(pid), to_device)?
             }
         }
@@ -519,12 +613,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 QosPid::AtLeastOnce(self.next_pid)
             }
         };
+        let published_at = match p.qospid {
+            QosPid::AtMostOnce => QoS::AtMostOnce,
+            QosPid::AtLeastOnce(_) => QoS::AtLeastOnce,
+            QosPid::ExactlyOnce(_) => QoS::ExactlyOnce,
+        };
+        let sealed = router::seal(published_at, &p.payload);
         let out = Packet::Publish(Publish {
             dup: false,
             qospid,
             retain: p.retain,
             topic_name: &p.topic,
-            payload: &p.payload,
+            payload: &sealed,
         });
         encode_into(&out, to_router)
     }
@@ -622,16 +722,88 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             // Acks of the edge's own publishes, and answers to its pings, end here.
             Packet::Puback(_) | Packet::Pingresp => Ok(()),
             Packet::Suback(s) => self.router_suback(s).await,
-            Packet::Publish(_) | Packet::Pubrel(_) | Packet::Unsuback(_) => {
-                write_frame(&mut self.dev_out, &frame)
-                    .await
-                    .map_err(|e| End::Abnormal(e.to_string()))
+            Packet::Publish(p) => self.router_publish(p).await,
+            Packet::Pubrel(pid)
+                if sessions::lock(&self.state)
+                    .pubrel_answered_here
+                    .remove(&pid.get()) =>
+            {
+                self.send_to_router(&Packet::Pubcomp(pid)).await
             }
+            Packet::Pubrel(_) | Packet::Unsuback(_) => write_frame(&mut self.dev_out, &frame)
+                .await
+                .map_err(|e| End::Abnormal(e.to_string())),
             other => Err(End::Abnormal(format!(
                 "unexpected {:?} from router",
                 other.get_type()
             ))),
         }
+    }
+
+    /// A message the router delivers: out of its envelope, at the lower of the QoS it
+    /// was published with and the QoS the router delivers it at (the subscription's).
+    /// Where that is lower than the router's, the edge answers the router's QoS flow
+    /// itself, or turns the client's PUBACK into the PUBREC the router waits for.
+    async fn router_publish(&mut self, p: Publish<'_>) -> Result<(), End> {
+        let (published_at, payload) = router::open(p.payload);
+        let delivered = match (p.qospid, published_at) {
+            (QosPid::AtLeastOnce(pid), Some(QoS::AtMostOnce)) => {
+                self.send_to_router(&Packet::Puback(pid)).await?;
+                QosPid::AtMostOnce
+            }
+            (QosPid::ExactlyOnce(pid), Some(QoS::AtMostOnce)) => {
+                sessions::lock(&self.state)
+                    .pubrel_answered_here
+                    .insert(pid.get());
+                self.send_to_router(&Packet::Pubrec(pid)).await?;
+                QosPid::AtMostOnce
+            }
+            (QosPid::ExactlyOnce(pid), Some(QoS::AtLeastOnce)) => {
+                sessions::lock(&self.state).qos2_as_qos1.insert(pid.get());
+                QosPid::AtLeastOnce(pid)
+            }
+            (as_routed, _) => as_routed,
+        };
+        let redelivered = match delivered {
+            QosPid::AtMostOnce => false,
+            QosPid::AtLeastOnce(pid) | QosPid::ExactlyOnce(pid) => !sessions::lock(&self.state)
+                .unacked_deliveries
+                .insert(pid.get()),
+        };
+        self.send_to_device(&Packet::Publish(Publish {
+            dup: (p.dup || redelivered) && delivered != QosPid::AtMostOnce,
+            qospid: delivered,
+            retain: p.retain,
+            topic_name: p.topic_name,
+            payload,
+        }))
+        .await
+    }
+
+    /// The client's PUBACK of a QoS 2 delivery it got at QoS 1 is the router's PUBREC,
+    /// whose PUBREL the edge then answers; any other ack passes through unchanged.
+    async fn device_puback(&mut self, pid: Pid, frame: &Bytes) -> Result<(), End> {
+        let downgraded = {
+            let mut state = sessions::lock(&self.state);
+            state.unacked_deliveries.remove(&pid.get());
+            state.qos2_as_qos1.remove(&pid.get())
+        };
+        if !downgraded {
+            return self.forward_to_router(frame).await;
+        }
+        sessions::lock(&self.state)
+            .pubrel_answered_here
+            .insert(pid.get());
+        self.send_to_router(&Packet::Pubrec(pid)).await
+    }
+
+    async fn send_to_router(&mut self, p: &Packet<'_>) -> Result<(), End> {
+        let Some(link) = &mut self.router else {
+            return Ok(());
+        };
+        write_packet(&mut link.out, p)
+            .await
+            .map_err(|e| End::Abnormal(format!("router: {e}")))
     }
 
     /// Puts the refusals back into the router's SUBACK, in the device's order.
@@ -687,12 +859,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         if self.router.is_some() || !accepted {
             return;
         }
-        if will.retain {
+        if will.retain || self.ctx.interest.wanted(&will.topic) {
             self.ctx
                 .publisher
-                .publish_retained(will.topic, will.payload);
-        } else if self.ctx.interest.wanted(&will.topic) {
-            self.ctx.publisher.publish(will.topic, will.payload);
+                .publish_will(will.topic, will.payload, will.qos, will.retain);
         }
     }
 }

@@ -1,10 +1,14 @@
 //! The OsmAnd adapter: the HTTP reports of Traccar Client, OsmAnd and GPS pendants
 //! that speak their protocol (traccar.org/osmand), turned into fixes.
 //!
-//! Two forms arrive: query or form parameters (`id`, `lat`, `lon`, `timestamp`,
-//! `accuracy`, `batt`, …; OsmAnd and Traccar Client before 9.0) and the JSON of Traccar
-//! Client 9 (`{"location":{"timestamp","coords":{…},"battery":{"level"}},"device_id"}`).
-//! Parsing is pure; authentication and storing are the HTTP handler's.
+//! Two forms arrive: query or form parameters (`id`, `lat`, `lon` or `location=lat,lon`,
+//! `timestamp`, `accuracy` or `hacc`, `batt`, `alarm`, …; OsmAnd, Traccar Client before
+//! 9.0 and OsmAnd-protocol pendants) and the JSON of Traccar Client 9
+//! (`{"location":{"timestamp","coords":{…},"battery":{"level"},"extras":{"alarm"}},"device_id"}`).
+//! `alarm=sos` is what SOS pendants send through this protocol: the report is the fix
+//! and an SOS. Traccar's other alarms (`fall`, `lowBattery`, …) have no reading of
+//! their own here and are ignored. Parsing is pure; authentication and storing are the
+//! HTTP handler's.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use mimamori_protocol::native::{battery_pct, check_ts, position, RejectReason, Rejection};
@@ -21,25 +25,43 @@ pub struct Report {
     pub reading: Reading,
     pub ts: Option<DateTime<Utc>>,
     pub battery: Option<u8>,
+    /// The report carries `alarm=sos`.
+    pub sos: bool,
 }
 
 impl Report {
-    /// The event of the authenticated device; the time is checked against the hub's clock.
-    pub fn into_event(
+    /// The events of the authenticated device, the time checked against the hub's
+    /// clock: the fix (or heartbeat), and after it the SOS when the report raises one,
+    /// so that the alert finds the resident's latest position already stored.
+    pub fn into_events(
         self,
         device: &DeviceCtx,
         now: DateTime<Utc>,
-    ) -> Result<DeviceEvent, Rejection> {
-        Ok(DeviceEvent {
+    ) -> Result<Vec<DeviceEvent>, Rejection> {
+        let ts = check_ts(self.ts, now)?;
+        let event = |reading| DeviceEvent {
             device_id: device.id.clone(),
             device_kind: device.kind,
             resident_id: device.resident_id,
-            ts: check_ts(self.ts, now)?,
+            ts,
             received_at: now,
-            reading: self.reading,
+            reading,
             battery: self.battery,
-        })
+        };
+        let mut events = Vec::with_capacity(2);
+        if !(self.sos && self.reading == Reading::Heartbeat) {
+            events.push(event(self.reading.clone()));
+        }
+        if self.sos {
+            events.push(event(Reading::Sos));
+        }
+        Ok(events)
     }
+}
+
+/// Whether an `alarm` value is an SOS (Traccar names it `sos`; case is not kept by every pendant).
+fn is_sos(alarm: Option<&str>) -> bool {
+    alarm.is_some_and(|a| a.trim().eq_ignore_ascii_case("sos"))
 }
 
 /// A report given as query or form parameters; later duplicates win, as in a form.
@@ -56,9 +78,22 @@ pub fn from_params(params: &[(String, String)]) -> Result<Report, Rejection> {
         .filter(|id| !id.is_empty())
         .ok_or_else(|| bad("the device id (id or deviceid) is missing"))?
         .to_string();
-    let lat = get("lat").map(|v| number("lat", v)).transpose()?;
-    let lon = get("lon").map(|v| number("lon", v)).transpose()?;
-    let accuracy = get("accuracy").map(|v| number("accuracy", v)).transpose()?;
+    let (lat, lon) = match (get("lat"), get("lon"), get("location")) {
+        (None, None, Some(location)) => {
+            let (lat, lon) = location
+                .split_once(',')
+                .ok_or_else(|| bad(format!("location must be lat,lon, not {location:?}")))?;
+            (Some(number("lat", lat)?), Some(number("lon", lon)?))
+        }
+        (lat, lon, _) => (
+            lat.map(|v| number("lat", v)).transpose()?,
+            lon.map(|v| number("lon", v)).transpose()?,
+        ),
+    };
+    let accuracy = match get("accuracy") {
+        Some(v) => Some(number("accuracy", v)?),
+        None => get("hacc").map(|v| number("hacc", v)).transpose()?,
+    };
     let valid = match get("valid") {
         None | Some("true") | Some("1") => true,
         Some("false") | Some("0") => false,
@@ -76,6 +111,7 @@ pub fn from_params(params: &[(String, String)]) -> Result<Report, Rejection> {
         reading,
         ts,
         battery,
+        sos: is_sos(get("alarm")),
     })
 }
 
@@ -90,6 +126,12 @@ struct JsonLocation {
     timestamp: Option<String>,
     coords: Option<JsonCoords>,
     battery: Option<JsonBattery>,
+    extras: Option<JsonExtras>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonExtras {
+    alarm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +176,7 @@ pub fn from_json(body: &[u8]) -> Result<Report, Rejection> {
         reading: fix(lat, lon, accuracy, true)?,
         ts: r.location.timestamp.as_deref().map(timestamp).transpose()?,
         battery,
+        sos: is_sos(r.location.extras.and_then(|e| e.alarm).as_deref()),
     })
 }
 
@@ -247,6 +290,47 @@ mod tests {
     }
 
     #[test]
+    fn an_sos_alarm_is_the_fix_and_an_sos() -> Result<(), Rejection> {
+        let dev = DeviceCtx {
+            id: "d".into(),
+            resident_id: 1,
+            kind: mimamori_protocol::DeviceKind::Gps,
+        };
+        let now = Utc::now();
+        let kinds = |r: Report| -> Result<Vec<&'static str>, Rejection> {
+            Ok(r.into_events(&dev, now)?
+                .iter()
+                .map(|e| e.reading.kind_str())
+                .collect())
+        };
+        // A pendant's report: position as location=lat,lon, accuracy as hacc.
+        let r = from_params(&params("id=d&location=35.7074,139.6638&hacc=25&alarm=sos"))?;
+        assert_eq!(
+            r.reading,
+            Reading::Position {
+                lat: 35.7074,
+                lon: 139.6638,
+                accuracy_m: Some(25.0)
+            }
+        );
+        assert_eq!(kinds(r)?, ["gps", "sos"]);
+        assert_eq!(kinds(from_params(&params("id=d&alarm=SOS"))?)?, ["sos"]);
+        assert_eq!(
+            kinds(from_params(&params("id=d&lat=1&lon=2&alarm=lowBattery"))?)?,
+            ["gps"]
+        );
+        let json = br#"{"location":{"coords":{"latitude":35.7,"longitude":139.6},"extras":{"alarm":"sos"}},"device_id":"d"}"#;
+        assert_eq!(kinds(from_json(json)?)?, ["gps", "sos"]);
+        assert_eq!(
+            from_params(&params("id=d&location=35.7"))
+                .map_err(|r| r.reason)
+                .err(),
+            Some(RejectReason::BadField)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn time_forms_and_heartbeats() -> Result<(), Rejection> {
         assert_eq!(timestamp("1764032400000")?.timestamp(), 1_764_032_400);
         assert_eq!(timestamp("2025-11-25 01:00:00")?.timestamp(), 1_764_032_400);
@@ -296,6 +380,7 @@ mod tests {
             reading: Reading::Heartbeat,
             ts: Utc.timestamp_opt(1_900_000_000, 0).single(),
             battery: None,
+            sos: false,
         };
         let dev = DeviceCtx {
             id: "d".into(),
@@ -307,7 +392,7 @@ mod tests {
             .single()
             .unwrap_or_default();
         assert_eq!(
-            r.into_event(&dev, now).map_err(|r| r.reason).err(),
+            r.into_events(&dev, now).map_err(|r| r.reason).err(),
             Some(RejectReason::FutureTimestamp)
         );
     }

@@ -148,7 +148,12 @@ pub fn classify(
         })
         .transpose()?;
     let ts = check_ts(ts, now)?;
-    let battery = msg.batt.map(battery_pct).transpose()?;
+    // OwnTracks sends `batt: -1` when the phone cannot tell its battery level.
+    let battery = msg
+        .batt
+        .filter(|b| *b != -1.0)
+        .map(battery_pct)
+        .transpose()?;
     Ok(Some(event(device, reading, ts, now, battery)))
 }
 
@@ -283,6 +288,20 @@ mod tests {
         assert_eq!(ev.ts.timestamp(), 1_764_032_390);
         assert_eq!(ev.battery, Some(81));
         assert_eq!(ev.resident_id, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn battery_minus_one_is_unknown_and_the_fix_is_kept() -> Result<(), RejectReason> {
+        let p = r#"{"_type":"location","acc":12,"batt":-1,"lat":35.7074,"lon":139.6638,"tst":1764032390}"#;
+        let ev = classify_str("owntracks/dev-phone/phone", p)?.ok_or(RejectReason::BadField)?;
+        assert_eq!(ev.battery, None);
+        assert!(matches!(ev.reading, Reading::Position { .. }));
+        let bad = r#"{"_type":"location","batt":-2,"lat":35.7074,"lon":139.6638}"#;
+        assert_eq!(
+            classify_str("owntracks/dev-phone/phone", bad).err(),
+            Some(RejectReason::OutOfRange)
+        );
         Ok(())
     }
 

@@ -3,13 +3,16 @@
 //! devices are mapped to (by friendly name, through the API).
 //!
 //! Zigbee2MQTT publishes a device's whole cached state on every change, so a value
-//! that is merely repeated is not news. `occupancy: true` only stays in the cache for
-//! the sensor's own timeout (Zigbee2MQTT publishes `occupancy: false` after it), so it
-//! always counts as movement; `contact` stays in the cache for ever, so a door counts
-//! as used only when its contact changes from the last value this hub saw. After a
-//! restart the first contact value is only remembered: missing one door event can at
-//! worst raise an alert early, whereas a repeated value taken for a door opening could
-//! hide a resident who has stopped moving.
+//! that is merely repeated is not news: a battery or link-quality report carries the
+//! cached `occupancy` and `contact` along. Both therefore count only when they change
+//! from the last value this hub saw: movement when `occupancy` turns `true`, a door
+//! event when `contact` flips. A presence sensor that keeps `occupancy: true` while
+//! someone lies still, or a stale `true` repeated with every battery report, would
+//! otherwise mask inactivity. After a restart the first value is only remembered:
+//! missing one event can at worst raise an alert early, whereas a repeated value taken
+//! for news could hide a resident who has stopped moving. The price is that a
+//! sensor which never reports `occupancy: false` (its Zigbee2MQTT `occupancy_timeout`
+//! keeps being renewed) counts as one movement, at its start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -33,7 +36,8 @@ pub fn base_topic(gateway_id: &str) -> String {
 /// The `action` values that raise SOS when a mapping names none.
 pub fn default_sos_actions(kind: DeviceKind) -> Vec<String> {
     match kind {
-        DeviceKind::Button => vec!["single".to_string()],
+        // `emergency` is what SOS buttons such as Tuya's TS0215A send.
+        DeviceKind::Button => vec!["single".to_string(), "emergency".to_string()],
         _ => Vec::new(),
     }
 }
@@ -64,6 +68,8 @@ struct Inner {
     gateways: HashMap<String, HashMap<String, Mapped>>,
     /// Last contact value seen per mapped device id.
     contact: HashMap<String, bool>,
+    /// Last occupancy value seen per mapped device id.
+    occupancy: HashMap<String, bool>,
 }
 
 /// Every gateway's mappings, in memory: read on every message without touching the
@@ -105,6 +111,7 @@ impl ZigbeeMap {
             names.retain(|_, m| m.device_id != device_id);
         }
         inner.contact.remove(device_id);
+        inner.occupancy.remove(device_id);
     }
 
     // A poisoned lock still holds consistent maps: every update is a single insert or removal.
@@ -127,6 +134,13 @@ impl ZigbeeMap {
     /// Remembers a device's contact value; returns the one seen before.
     fn swap_contact(&self, device_id: &str, contact: bool) -> Option<bool> {
         self.write().contact.insert(device_id.to_string(), contact)
+    }
+
+    /// Remembers a device's occupancy value; returns the one seen before.
+    fn swap_occupancy(&self, device_id: &str, occupancy: bool) -> Option<bool> {
+        self.write()
+            .occupancy
+            .insert(device_id.to_string(), occupancy)
     }
 
     /// Validates one message a gateway published; `Ok(None)` for messages of no use.
@@ -233,7 +247,10 @@ impl ZigbeeMap {
     fn reading_of(&self, m: &Mapped, s: &DeviceState) -> Result<Option<Reading>, Rejection> {
         Ok(Some(match m.kind {
             DeviceKind::Motion => match s.occupancy {
-                Some(motion) => Reading::Motion { motion, room: None },
+                Some(motion) => match self.swap_occupancy(&m.device_id, motion) {
+                    Some(before) if before != motion => Reading::Motion { motion, room: None },
+                    _ => Reading::Heartbeat,
+                },
                 None => Reading::Heartbeat,
             },
             DeviceKind::Door => match s.contact {
@@ -456,7 +473,14 @@ mod tests {
         // Aqara RTCGQ11LM as Zigbee2MQTT 1.x publishes it (zigbee2mqtt.io/devices/RTCGQ11LM.html,
         // exposes occupancy, illuminance, illuminance_lux, battery, voltage, linkquality), keys sorted.
         let payload = br#"{"battery":100,"illuminance":11,"illuminance_lux":11,"linkquality":126,"occupancy":true,"voltage":3055}"#;
-        let ev = map()
+        let m = map();
+        let idle = r#"{"battery":100,"occupancy":false}"#;
+        assert_eq!(
+            reading(&m, "bedroom/motion", idle).map_err(|r| Rejection::new(r, "idle"))?,
+            Some(Reading::Heartbeat),
+            "the first value is only remembered"
+        );
+        let ev = m
             .classify(
                 &gateway(),
                 "zigbee2mqtt/dev-gw/bedroom/motion",
@@ -476,6 +500,51 @@ mod tests {
         );
         assert_eq!(ev.battery, Some(100));
         Ok(())
+    }
+
+    #[test]
+    fn a_cached_occupancy_repeated_with_a_battery_report_is_not_movement() {
+        let m = map();
+        let moved = r#"{"battery":100,"linkquality":126,"occupancy":true,"voltage":3055}"#;
+        let report = r#"{"battery":99,"linkquality":102,"occupancy":true,"voltage":3045}"#;
+        let idle = r#"{"battery":99,"linkquality":110,"occupancy":false,"voltage":3045}"#;
+        let motion = |motion| Ok(Some(Reading::Motion { motion, room: None }));
+        assert_eq!(
+            reading(&m, "bedroom/motion", idle),
+            Ok(Some(Reading::Heartbeat))
+        );
+        assert_eq!(reading(&m, "bedroom/motion", moved), motion(true));
+        assert_eq!(
+            reading(&m, "bedroom/motion", report),
+            Ok(Some(Reading::Heartbeat))
+        );
+        assert_eq!(reading(&m, "bedroom/motion", idle), motion(false));
+        assert_eq!(
+            reading(&m, "bedroom/motion", idle),
+            Ok(Some(Reading::Heartbeat))
+        );
+        assert_eq!(reading(&m, "bedroom/motion", moved), motion(true));
+    }
+
+    #[test]
+    fn an_emergency_action_is_sos_by_default() {
+        let m = ZigbeeMap::default();
+        let defaults = default_sos_actions(DeviceKind::Button);
+        let refs: Vec<&str> = defaults.iter().map(String::as_str).collect();
+        m.replace_all(&[mapping("sos", "dev-sos", DeviceKind::Button, &refs)]);
+        // Tuya TS0215A (zigbee2mqtt.io/devices/TS0215A_sos.html) exposes action "emergency".
+        assert_eq!(
+            reading(
+                &m,
+                "sos",
+                r#"{"action":"emergency","battery":100,"linkquality":87}"#
+            ),
+            Ok(Some(Reading::Sos))
+        );
+        assert_eq!(
+            reading(&m, "sos", r#"{"action":"single"}"#),
+            Ok(Some(Reading::Sos))
+        );
     }
 
     #[test]
