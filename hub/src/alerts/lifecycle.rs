@@ -298,57 +298,8 @@ impl AlertBook {
     ) -> Result<Alert, Refusal> {
         let id = cmd.alert_id;
         let live = self.live.get_mut(&id).ok_or(Refusal::NotLive)?;
-        let a = &mut live.alert;
-        match &cmd.action {
-            StaffAction::Acknowledge => {
-                if !a.state.awaits_answer() {
-                    return Err(Refusal::Forbidden(format!(
-                        "alert {id} was already acknowledged{}",
-                        a.acknowledged_by
-                            .as_deref()
-                            .map(|b| format!(" by {b}"))
-                            .unwrap_or_default()
-                    )));
-                }
-                a.state = AlertState::Acknowledged;
-                a.acknowledged_at = Some(now);
-                a.acknowledged_by = Some(cmd.actor.clone());
-                let waited = (now - a.opened_at).num_milliseconds().max(0) as f64 / 1000.0;
-                self.effects.acknowledged.push((a.severity, waited));
-            }
-            StaffAction::Resolve => {}
-            StaffAction::Note => {
-                if cmd.note.is_none() {
-                    return Err(Refusal::Forbidden("a note needs some text".into()));
-                }
-            }
-            StaffAction::Assign(to) => a.assigned_to = to.clone(),
-            StaffAction::Confirm { contact_id } => {
-                if !live.progress.told.contains(contact_id) {
-                    return Err(Refusal::Forbidden(format!(
-                        "contact {contact_id} was not told of alert {id}"
-                    )));
-                }
-                live.progress.confirmed.insert(*contact_id);
-            }
-            StaffAction::Snooze(until) => {
-                if a.severity == Severity::Critical {
-                    return Err(Refusal::Forbidden(format!(
-                        "alert {id} is critical and cannot be snoozed; acknowledge it instead"
-                    )));
-                }
-                if !a.state.awaits_answer() {
-                    return Err(Refusal::Forbidden(format!(
-                        "alert {id} is already acknowledged; its ladder has stopped"
-                    )));
-                }
-                if *until <= now || *until - now > MAX_SNOOZE {
-                    return Err(Refusal::Forbidden(
-                        "a snooze must end in the future and within 24 hours".into(),
-                    ));
-                }
-                a.snoozed_until = Some(*until);
-            }
+        if let Some(waited) = apply(live, &cmd, now)? {
+            self.effects.acknowledged.push(waited);
         }
         let name = cmd.action.name();
         self.effects.audit.push(AuditEntry {
@@ -810,6 +761,69 @@ impl AlertBook {
             l.scheduled = next;
         }
     }
+}
+
+/// Checks a staff command against the alert's state and applies it to the alert; the
+/// time to acknowledge when it acknowledged.
+fn apply(
+    live: &mut Live,
+    cmd: &StaffCommand,
+    now: DateTime<Utc>,
+) -> Result<Option<(Severity, f64)>, Refusal> {
+    let id = cmd.alert_id;
+    let a = &mut live.alert;
+    match &cmd.action {
+        StaffAction::Acknowledge => {
+            if !a.state.awaits_answer() {
+                return Err(Refusal::Forbidden(format!(
+                    "alert {id} was already acknowledged{}",
+                    a.acknowledged_by
+                        .as_deref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default()
+                )));
+            }
+            a.state = AlertState::Acknowledged;
+            a.acknowledged_at = Some(now);
+            a.acknowledged_by = Some(cmd.actor.clone());
+            let waited = (now - a.opened_at).num_milliseconds().max(0) as f64 / 1000.0;
+            return Ok(Some((a.severity, waited)));
+        }
+        StaffAction::Resolve => {}
+        StaffAction::Note => {
+            if cmd.note.is_none() {
+                return Err(Refusal::Forbidden("a note needs some text".into()));
+            }
+        }
+        StaffAction::Assign(to) => a.assigned_to = to.clone(),
+        StaffAction::Confirm { contact_id } => {
+            if !live.progress.told.contains(contact_id) {
+                return Err(Refusal::Forbidden(format!(
+                    "contact {contact_id} was not told of alert {id}"
+                )));
+            }
+            live.progress.confirmed.insert(*contact_id);
+        }
+        StaffAction::Snooze(until) => {
+            if a.severity == Severity::Critical {
+                return Err(Refusal::Forbidden(format!(
+                    "alert {id} is critical and cannot be snoozed; acknowledge it instead"
+                )));
+            }
+            if !a.state.awaits_answer() {
+                return Err(Refusal::Forbidden(format!(
+                    "alert {id} is already acknowledged; its ladder has stopped"
+                )));
+            }
+            if *until <= now || *until - now > MAX_SNOOZE {
+                return Err(Refusal::Forbidden(
+                    "a snooze must end in the future and within 24 hours".into(),
+                ));
+            }
+            a.snoozed_until = Some(*until);
+        }
+    }
+    Ok(None)
 }
 
 /// The fix an alert carries in its details (a geofence exit), if any.
