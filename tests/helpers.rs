@@ -159,6 +159,11 @@ impl TestHub {
         Ok(())
     }
 
+    /// The hub process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// SIGKILL: the process gets no chance to flush or say goodbye.
     pub async fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -10,6 +10,7 @@ mod gateways;
 mod helpers;
 mod notify;
 mod rules;
+mod security;
 mod sim;
 mod store;
 mod ws;

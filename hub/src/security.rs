@@ -4,9 +4,16 @@
 //! Device secrets and API tokens are 256-bit random values made here; for those a
 //! single SHA-256 is as strong as a slow hash and lets a thousand devices
 //! authenticate at once without burning seconds of CPU on CONNECT storms.
+//!
+//! Argon2id needs 19 MiB and tens of milliseconds of a core per password. Anyone can ask
+//! the hub to check a password (a login, an MQTT CONNECT naming a person), so every check
+//! and every new hash runs on [`PasswordPool`]: two worker threads of its own (memory
+//! bounded by two computations, reused rather than piling up in a thread pool's arenas)
+//! behind a short queue; when the queue is full the caller is told the hub is busy at
+//! once, which costs nothing.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -59,6 +66,130 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Password computations that run at once.
+const HASHING_THREADS: usize = 2;
+/// Password computations that may wait for a thread; beyond this the hub answers "busy".
+const HASHING_QUEUE: usize = 16;
+
+/// The hub cannot check a password now: too many are waiting. Worth a retry in a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingBusy;
+
+enum Job {
+    Verify(String, String, tokio::sync::oneshot::Sender<bool>),
+    Hash(String, tokio::sync::oneshot::Sender<anyhow::Result<String>>),
+}
+
+/// The bounded place where Argon2 runs (see the module docs).
+#[derive(Clone)]
+pub struct PasswordPool {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl PasswordPool {
+    /// Starts the worker threads.
+    pub fn start() -> PasswordPool {
+        // Made now, not by the first login of an unknown user on an async worker.
+        let _ = decoy_password_hash();
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(HASHING_QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for n in 0..HASHING_THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("passwords-{n}"))
+                .spawn(move || {
+                    let mut scratch = Scratch::default();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(Job::Verify(password, hash, reply)) => {
+                                let _ = reply.send(scratch.verify(&password, &hash));
+                            }
+                            Ok(Job::Hash(password, reply)) => {
+                                let _ = reply.send(hash_password(&password));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password thread");
+            }
+        }
+        PasswordPool { jobs }
+    }
+
+    /// Whether `password` matches `hash`; `Err` when the queue is full.
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool, HashingBusy> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Job::Verify(password, hash, reply))
+            .map_err(|_| HashingBusy)?;
+        answer.await.map_err(|_| HashingBusy)
+    }
+
+    /// The stored form of a new password; `Err` when the queue is full.
+    pub async fn hash(&self, password: String) -> Result<anyhow::Result<String>, HashingBusy> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Job::Hash(password, reply))
+            .map_err(|_| HashingBusy)?;
+        answer.await.map_err(|_| HashingBusy)
+    }
+}
+
+/// A password thread's Argon2 working memory, kept from one check to the next: the
+/// allocator would otherwise keep each freed 19 MiB around in the thread's arena and
+/// take fresh memory for the next.
+#[derive(Default)]
+struct Scratch(Vec<Block>);
+
+impl Scratch {
+    fn blocks(&mut self, n: usize) -> &mut [Block] {
+        if self.0.len() < n {
+            self.0.resize(n, Block::default());
+        }
+        &mut self.0[..n]
+    }
+
+    /// [`verify_password`] in this memory.
+    fn verify(&mut self, password: &str, stored: &str) -> bool {
+        let Ok(h) = PasswordHash::new(stored) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+            return false;
+        };
+        let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(h.algorithm), Params::try_from(&h))
+        else {
+            return false;
+        };
+        let version = match h.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let blocks = params.block_count();
+        let argon = Argon2::new(algorithm, version, params);
+        let mut out = vec![0u8; expected.len()];
+        argon
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                &mut out,
+                self.blocks(blocks),
+            )
+            .is_ok()
+            && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
+    }
+}
+
 /// A hash to verify against when a username is unknown, so that a login for an
 /// unknown user costs as long as one with a wrong password.
 pub fn decoy_password_hash() -> &'static str {
@@ -86,6 +217,15 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("correct hors", &h));
         assert!(!verify_password("x", "not a hash"));
+        let mut scratch = Scratch::default();
+        for _ in 0..2 {
+            assert!(
+                scratch.verify("correct horse", &h),
+                "the reused memory verifies alike"
+            );
+            assert!(!scratch.verify("correct hors", &h));
+        }
+        assert!(!scratch.verify("x", "not a hash"));
         Ok(())
     }
 

@@ -110,10 +110,12 @@ async fn login(
         .as_ref()
         .map(|r| r.password_hash.clone())
         .unwrap_or_else(|| security::decoy_password_hash().to_string());
-    let password = req.password;
-    let ok = tokio::task::spawn_blocking(move || security::verify_password(&password, &hash))
+    let ok = st
+        .edge
+        .passwords
+        .verify(req.password, hash)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|_| ApiError::Busy)?;
     let Some(record) = record.filter(|_| ok) else {
         tracing::info!(username = %req.username, "login refused");
         return Err(ApiError::Unauthorized);

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The hub cannot do it right now (its store refused a write); worth a retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many password checks are waiting; answered at once, with `Retry-After`.
+    #[error("the hub is busy checking passwords; try again in a second")]
+    Busy,
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -87,6 +91,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

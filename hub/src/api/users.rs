@@ -10,7 +10,6 @@ use mimamori_protocol::api::{NewUser, Role, User};
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
-use crate::security;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,10 +37,12 @@ async fn create(
             "a family user needs the resident_ids they may see".into(),
         ));
     }
-    let password = req.password.clone();
-    let hash = tokio::task::spawn_blocking(move || security::hash_password(&password))
+    let hash = st
+        .edge
+        .passwords
+        .hash(req.password.clone())
         .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
+        .map_err(|_| ApiError::Busy)??;
     let user = st
         .store
         .create_user(

@@ -63,6 +63,8 @@ pub struct EdgeCtx {
     slots: Arc<Semaphore>,
     /// Packet-id state of sessions, kept across a persistent session's connections.
     sessions: sessions::Sessions,
+    /// Where people's passwords are checked, bounded.
+    pub passwords: security::PasswordPool,
 }
 
 impl EdgeCtx {
@@ -86,6 +88,7 @@ impl EdgeCtx {
             max_packet: MAX_PACKET,
             slots: Arc::new(Semaphore::new(max_connections)),
             sessions: sessions::Sessions::default(),
+            passwords: security::PasswordPool::start(),
         }
     }
 
@@ -129,10 +132,12 @@ impl EdgeCtx {
             .as_ref()
             .map(|r| r.password_hash.clone())
             .unwrap_or_else(|| security::decoy_password_hash().to_string());
-        // Argon2 is deliberately slow: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || security::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        // Argon2 is deliberately slow: it runs on the bounded pool, and a full pool is
+        // "server unavailable" (the client retries) rather than a wrong password.
+        let ok = self.passwords.verify(password, hash).await.map_err(|_| {
+            self.metrics.refuse_connect("hashing_busy");
+            ConnectReturnCode::ServerUnavailable
+        })?;
         match record {
             Some(r) if ok => Ok(Principal::User {
                 username: r.user.username,
