@@ -11,8 +11,10 @@
 //! - [`events`]: the numbered live stream for WebSocket clients;
 //! - [`notify`]: family notifications from the outbox, escalation and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
-//! - [`app`]: wiring, start-up and shutdown.
+//! - [`app`]: wiring, start-up and shutdown;
+//! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
