@@ -9,5 +9,6 @@ mod helpers;
 mod notify;
 mod rules;
 mod sim;
+mod start;
 mod store;
 mod ws;
