@@ -2,6 +2,7 @@
 
 mod browser;
 mod core;
+mod docker;
 mod docs;
 mod edge;
 mod gateways;
