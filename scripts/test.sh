@@ -23,7 +23,7 @@ stop_pg() {
   rm -rf "$pg_dir"
 }
 # The server's programs refuse to run as root: then they run as the postgres user.
-pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_as() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 if [ "${MIMAMORI_TEST_PG:-}" = skip ]; then
   echo "test: MIMAMORI_TEST_PG=skip: the PostgreSQL tests will be SKIPPED" >&2
