@@ -34,14 +34,16 @@ while [ $# -gt 0 ]; do
     --http-port) http_port="${2:?--http-port needs a number}"; shift ;;
     --mqtt-port) mqtt_port="${2:?--mqtt-port needs a number}"; shift ;;
     --data-dir) data_dir="${2:?--data-dir needs a folder}"; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown option $1 (see scripts/start.sh --help)" ;;
   esac
   shift
 done
 for p in "$http_port" "$mqtt_port"; do
-  case "$p" in ''|[0-9]|[0-9][0-9]|[0-9][0-9][0-9]|[0-9][0-9][0-9][0-9]|[0-9][0-9][0-9][0-9][0-9]) ;;
-    *) die "a port must be a number from 0 to 65535, not '$p'" ;;
+  case "$p" in
+    '') ;;
+    *[!0-9]*) die "a port must be a number from 0 to 65535, not '$p'" ;;
+    *) [ "${#p}" -le 5 ] && [ "$p" -le 65535 ] || die "a port must be a number from 0 to 65535, not '$p'" ;;
   esac
 done
 

@@ -5,8 +5,9 @@
 //!
 //! Proves that the demo started twice in a row logs in both times with the password it
 //! stored (readable by the user only), that its neighbourhood stays the same size across
-//! loops and runs with no duplicate names, that it starts with a backdated history, and
-//! that a port held by another program makes it fail with a clear message.
+//! loops and runs with no duplicate names, that it starts with a backdated history and its
+//! broker on loopback, that a password not of its database is refused naming the reset
+//! command, and that a port held by another program makes it fail with a clear message.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,20 +33,28 @@ fn repo_root() -> PathBuf {
 /// clone would have them; the dashboard's installed npm packages are linked in, if there
 /// are any, so that the script does not download them again.
 fn clean_copy(dest: &Path) -> Result<()> {
-    let out = std::process::Command::new("git")
+    let listed = std::process::Command::new("git")
         .arg("-C")
         .arg(repo_root())
         .args(["ls-files", "-z"])
         .output()
-        .context("git is needed to list the checkout's files")?;
-    if !out.status.success() {
-        bail!(
-            "git ls-files failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for rel in out.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
-        let rel = Path::new(std::str::from_utf8(rel)?);
+        .ok()
+        .filter(|o| o.status.success());
+    let files: Vec<PathBuf> = match listed {
+        Some(out) => out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| std::str::from_utf8(p).map(PathBuf::from))
+            .collect::<Result<_, _>>()?,
+        // Not a git checkout (an unpacked archive): what start.sh reads, no local files.
+        None => {
+            let mut files = vec![PathBuf::from("scripts/start.sh")];
+            files_under(Path::new("dashboard"), &mut files)?;
+            files
+        }
+    };
+    for rel in &files {
         let from = repo_root().join(rel);
         if !from.is_file() {
             continue; // deleted in the working tree
@@ -59,6 +68,22 @@ fn clean_copy(dest: &Path) -> Result<()> {
     let modules = repo_root().join("dashboard/node_modules");
     if modules.is_dir() {
         std::os::unix::fs::symlink(modules, dest.join("dashboard/node_modules"))?;
+    }
+    Ok(())
+}
+
+/// Every file under the repository's `rel`, but installed npm packages.
+fn files_under(rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(repo_root().join(rel))? {
+        let entry = entry?;
+        let path = rel.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != "node_modules" {
+                files_under(&path, out)?;
+            }
+        } else {
+            out.push(path);
+        }
     }
     Ok(())
 }
@@ -271,6 +296,10 @@ async fn start_sh_demo_twice_logs_in_both_times_and_keeps_its_neighbourhood() ->
     );
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&creds)?.permissions());
     assert_eq!(mode & 0o077, 0, "{} is readable by others", creds.display());
+    assert!(
+        dashboard.contains("MQTT: 127.0.0.1:"),
+        "the demo's broker is on loopback only: {dashboard}"
+    );
     let token = login(&http, &base, &stored).await?;
 
     first.line("Demo: loop 1 finished").await?;
@@ -328,6 +357,23 @@ async fn start_sh_demo_twice_logs_in_both_times_and_keeps_its_neighbourhood() ->
         "a restart changed the neighbourhood"
     );
     second.stop().await?;
+
+    // A password that is not this database's: a clear refusal that names the way out.
+    let mut env = FAST_DEMO.to_vec();
+    env.push((
+        "MIMAMORI_ADMIN_PASSWORD",
+        "not the password of this database",
+    ));
+    let third = Start::spawn(&clone, &bins, &ports, &env)?;
+    let (status, stdout, stderr) = third.exit().await?;
+    assert!(
+        !status.success(),
+        "a wrong password went unnoticed: {stdout}"
+    );
+    assert!(
+        stderr.contains("is not the admin password") && stderr.contains("admin reset-password"),
+        "{stderr}"
+    );
     Ok(())
 }
 

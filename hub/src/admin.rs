@@ -93,6 +93,17 @@ pub async fn reset_password(
     if password.chars().count() < MIN_PASSWORD {
         bail!("the new password must have at least {MIN_PASSWORD} characters");
     }
+    if !is_postgres(database_url) {
+        let opts = SqliteConnectOptions::from_str(database_url)
+            .context("DATABASE_URL is neither postgres:// nor a valid sqlite: URL")?;
+        let file = opts.get_filename();
+        if file != std::path::Path::new(":memory:") && !file.exists() {
+            bail!(
+                "there is no database at {} (give the hub's own with --database-url)",
+                file.display()
+            );
+        }
+    }
     // Opening the store applies pending migrations, so the tables below exist.
     let store = store::connect(database_url).await?;
     let Some(user) = store.user_by_name(username).await? else {
