@@ -94,6 +94,9 @@ async fn no_press_is_swallowed_after_a_resolve() -> Result<()> {
 
 #[tokio::test]
 async fn no_press_is_swallowed_after_a_resolve_postgres() -> Result<()> {
+    if skip_postgres("no_press_is_swallowed_after_a_resolve_postgres") {
+        return Ok(());
+    }
     no_press_is_swallowed(Backend::Postgres).await
 }
 
@@ -284,6 +287,9 @@ async fn the_ladder_climbs_and_reminds_until_acknowledged() -> Result<()> {
 
 #[tokio::test]
 async fn the_ladder_climbs_and_reminds_until_acknowledged_postgres() -> Result<()> {
+    if skip_postgres("the_ladder_climbs_and_reminds_until_acknowledged_postgres") {
+        return Ok(());
+    }
     ladder_runs_until_acknowledged(Backend::Postgres).await
 }
 
@@ -352,6 +358,9 @@ async fn a_quiet_hours_notice_arrives_when_they_end() -> Result<()> {
 
 #[tokio::test]
 async fn a_quiet_hours_notice_arrives_when_they_end_postgres() -> Result<()> {
+    if skip_postgres("a_quiet_hours_notice_arrives_when_they_end_postgres") {
+        return Ok(());
+    }
     quiet_hours_notice_is_delivered_when_they_end(Backend::Postgres).await
 }
 
@@ -505,5 +514,8 @@ async fn a_killed_hub_resumes_the_ladder_where_it_stood() -> Result<()> {
 
 #[tokio::test]
 async fn a_killed_hub_resumes_the_ladder_where_it_stood_postgres() -> Result<()> {
+    if skip_postgres("a_killed_hub_resumes_the_ladder_where_it_stood_postgres") {
+        return Ok(());
+    }
     a_killed_hub_resumes_the_ladder(Backend::Postgres).await
 }

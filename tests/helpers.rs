@@ -28,6 +28,17 @@ pub enum Backend {
     Postgres,
 }
 
+/// True when PostgreSQL tests were told to skip, with `MIMAMORI_TEST_PG=skip`; then it says
+/// so on stderr for `test`. Without that word a missing server fails the tests: a run that
+/// skips them does so on purpose, and loudly.
+pub fn skip_postgres(test: &str) -> bool {
+    let skip = std::env::var("MIMAMORI_TEST_PG").is_ok_and(|v| v == "skip");
+    if skip {
+        eprintln!("SKIPPED {test}: MIMAMORI_TEST_PG=skip, this PostgreSQL test did not run");
+    }
+    skip
+}
+
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {
     std::env::var("MIMAMORI_TEST_PG")

@@ -156,13 +156,14 @@ async fn sim_scenario_offline_gateway_raises_device_offline() -> Result<()> {
 }
 
 #[tokio::test]
-async fn sim_bad_api_credentials_exit_1() -> Result<()> {
-    // The smoke test must be able to fail: refused API credentials are an error, exit 1.
+async fn sim_bad_api_credentials_exit_3_at_once() -> Result<()> {
+    // The smoke test must be able to fail: refused API credentials are an error of their
+    // own, exit 3, given at the first refusal (asking again with the same password is no use).
     let hub = TestHub::start().await?;
     let mut args = scenario_command("sos")?;
     args.extend(["--password".to_string(), "not-the-password".to_string()]);
     let out = sim(&hub, &args).await?;
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot log in"),
         "{}",
@@ -269,6 +270,7 @@ fn sim_docs_commands_are_the_tested_ones() -> Result<()> {
         doc_command("device-sim provision --residents ")?,
         doc_command("device-sim run --fleet fleet.json ")?,
         doc_command("device-sim load ")?,
+        doc_command(BACKFILL)?,
         doc_command(ZIGBEE_PROVISION)?,
         doc_command(ZIGBEE_FLEET_RUN)?,
     ];
@@ -288,6 +290,50 @@ fn sim_docs_commands_are_the_tested_ones() -> Result<()> {
     }
     // Every command on the page is one of these: none is shown that no test runs.
     assert_eq!(doc_commands()?.len(), tested.len());
+    Ok(())
+}
+
+const BACKFILL: &str = "device-sim backfill ";
+
+/// The documented backfill on a small fleet: every resident gets motion on each of the last
+/// 7 days, stored at its own time, and no alert comes of it.
+#[tokio::test]
+async fn sim_backfill_gives_a_week_of_history_and_no_alert() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let provision: Vec<String> = ["provision", "--residents", "2", "--fleet", "fleet.json"]
+        .map(String::from)
+        .to_vec();
+    let out = sim(&hub, &provision).await?;
+    assert!(out.status.success(), "{}", show(&out));
+    let out = sim(&hub, &doc_command(BACKFILL)?).await?;
+    assert!(out.status.success(), "{}", show(&out));
+    let residents = hub.expect(Method::GET, "/residents", None, 200).await?;
+    let now = chrono::Utc::now();
+    for r in residents.as_array().into_iter().flatten() {
+        let id = r["id"].as_i64().ok_or_else(|| anyhow!("no id in {r}"))?;
+        let act = hub
+            .expect(
+                Method::GET,
+                &format!("/residents/{id}/activity?days=8"),
+                None,
+                200,
+            )
+            .await?;
+        let days: std::collections::BTreeSet<i64> = act["hours"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["hour"].as_str())
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (now - t.with_timezone(&chrono::Utc)).num_days())
+            .collect();
+        assert!(
+            (1..7).all(|d| days.contains(&d)),
+            "resident {id}: activity {days:?} days ago"
+        );
+    }
+    let all = hub.expect(Method::GET, "/alerts", None, 200).await?;
+    assert_eq!(all.as_array().map(Vec::len), Some(0), "alerts: {all}");
     Ok(())
 }
 

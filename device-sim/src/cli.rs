@@ -1,4 +1,4 @@
-//! The command line: `provision`, `run` and `load`. Kept in the library so that other
+//! The command line: `provision`, `run`, `backfill` and `load`. Kept in the library so that other
 //! binaries (the test harness, a benchmark) start exactly the same program.
 
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
+use crate::backfill;
 use crate::client::Client;
 use crate::fleet::Fleet;
 use crate::home::{self, Role};
@@ -49,6 +50,8 @@ pub enum Command {
     Run(RunArgs),
     /// Open device connections and publish at a fixed total rate.
     Load(LoadArgs),
+    /// Send a fleet's last days of motion, backdated, so the hub has a history to show.
+    Backfill(BackfillArgs),
 }
 
 /// How to reach the hub.
@@ -127,6 +130,28 @@ pub struct RunArgs {
     /// The client the devices speak as (default: the fleet's, else native).
     #[arg(long = "as", value_enum)]
     pub speak_as: Option<Client>,
+    /// Play each scenario with the resident the fleet file keeps for it (created and saved
+    /// on the first such run), so that repeated runs add nobody to the hub. Needs --fleet.
+    #[arg(long, requires = "fleet")]
+    pub same_residents: bool,
+    /// Real seconds an alert a scenario waits for stays as raised before the story goes on
+    /// (the carer arrives and it resolves), unless staff acknowledge it sooner.
+    #[arg(long, default_value_t = 0)]
+    pub resolve_after_s: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// The fleet whose history is sent.
+    #[arg(long)]
+    pub fleet: PathBuf,
+    /// How many days back from now.
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +195,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(n * mult))
 }
 
-/// Parses the command line and runs the command; exit code 1 on error or failed expectation.
+/// The exit code when the hub refused the API password: scripts stop instead of retrying.
+pub const EXIT_LOGIN_REFUSED: u8 = 3;
+
+/// Parses the command line and runs the command; exit code 1 on error or failed expectation,
+/// [`EXIT_LOGIN_REFUSED`] when the hub refused the password.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -189,7 +218,11 @@ pub fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<crate::hub::LoginRefused>().is_some() {
+                ExitCode::from(EXIT_LOGIN_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -199,6 +232,7 @@ async fn dispatch(cmd: Command, rep: Reporter) -> Result<bool> {
         Command::Provision(a) => provision_cmd(a, rep).await,
         Command::Run(a) => run_cmd(a, rep).await,
         Command::Load(a) => load_cmd(a, rep).await,
+        Command::Backfill(a) => backfill_cmd(a, rep).await,
     }
 }
 
@@ -316,7 +350,7 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
     if !(a.days.is_finite() && a.days > 0.0) {
         bail!("--days must be positive");
     }
-    let fleet = a.fleet.as_deref().map(Fleet::load).transpose()?;
+    let mut fleet = a.fleet.as_deref().map(Fleet::load).transpose()?;
     if fleet.is_none() && a.scenario.is_empty() {
         bail!("nothing to run: give --fleet FILE, --scenario NAME, or both");
     }
@@ -355,9 +389,16 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
         },
         |f| f.centre,
     );
+    let mut cast_grew = false;
     for (i, name) in a.scenario.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(a.seed.wrapping_add(1_000 + i as u64));
-        let geo = home::place_home(&mut rng, centre, 1500.0, 0.0);
+        let fresh_geo = home::place_home(&mut rng, centre, 1500.0, 0.0);
+        let kept = fleet
+            .as_ref()
+            .filter(|_| a.same_residents)
+            .and_then(|f| f.scenario_residents.get(name.as_str()))
+            .cloned();
+        let geo = kept.as_ref().map_or(fresh_geo, |r| r.geo.clone());
         let now_tod = local_now_tod();
         let s = scenario::script(
             &mut rng,
@@ -368,15 +409,32 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
                 now_tod,
             },
         );
-        let person = home::resident_name(&mut rng);
-        let resident = provision::resident(
-            &api,
-            format!("{person} ({})", name.as_str()),
-            geo,
-            &s.roles,
-            client,
-        )
-        .await?;
+        let resident = match kept {
+            Some(r) => r,
+            None => {
+                let person = match &fleet {
+                    Some(f) => provision::unique_name(&mut rng, |n| {
+                        f.residents.iter().any(|r| r.name.starts_with(n))
+                            || f.scenario_residents.values().any(|r| r.name.starts_with(n))
+                    }),
+                    None => home::resident_name(&mut rng),
+                };
+                let made = provision::resident(
+                    &api,
+                    format!("{person} ({})", name.as_str()),
+                    geo,
+                    &s.roles,
+                    client,
+                )
+                .await?;
+                if let (true, Some(f)) = (a.same_residents, fleet.as_mut()) {
+                    f.scenario_residents
+                        .insert(name.as_str().to_string(), made.clone());
+                    cast_grew = true;
+                }
+                made
+            }
+        };
         rep.progress(&format!(
             "scenario {}: resident {} {} at x{}",
             name.as_str(),
@@ -395,11 +453,17 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
             client,
         });
     }
+    if cast_grew {
+        if let (Some(f), Some(path)) = (&fleet, a.fleet.as_deref()) {
+            f.save(path)?;
+        }
+    }
     let cfg = RunConfig {
         hub: hub.clone(),
         mqtt_host,
         mqtt_port,
         wait: Duration::from_secs(a.wait_s),
+        resolve_after: Duration::from_secs(a.resolve_after_s),
     };
     let out = play::run(&api, players, &cfg, rep).await?;
     let mut lines = vec![format!(
@@ -458,6 +522,27 @@ fn speaking_as(
         bail!("--scenario offline-gateway cannot play --as zigbee2mqtt: the sensors behind a gateway without power fall silent too, which the scenario does not expect");
     }
     Ok(client)
+}
+
+async fn backfill_cmd(a: BackfillArgs, rep: Reporter) -> Result<bool> {
+    if !(a.days.is_finite() && a.days > 0.0 && a.days <= 90.0) {
+        bail!("--days must be more than 0 and at most 90");
+    }
+    let fleet = Fleet::load(&a.fleet)?;
+    let (_, mqtt) = addresses(&a.hub, Some(&fleet))?;
+    let (host, port) = host_port(&mqtt)?;
+    rep.progress(&format!(
+        "sending {} days of motion for {} residents",
+        a.days,
+        fleet.residents.len()
+    ));
+    let report = backfill::run(&fleet, &host, port, a.days, a.seed, chrono::Utc::now()).await?;
+    let line = format!(
+        "{} residents, {} days back: {} readings sent, {} acked, {} errors",
+        report.residents, report.days, report.sent, report.acked, report.errors
+    );
+    rep.summary(&serde_json::to_value(&report)?, &[line]);
+    Ok(report.errors == 0 && report.acked == report.sent)
 }
 
 async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {
@@ -630,6 +715,7 @@ mod tests {
             seed: 1,
             client,
             residents: vec![],
+            scenario_residents: Default::default(),
         };
         let z2m = fleet(Client::Zigbee2mqtt);
         assert_eq!(speaking_as(None, None, &[])?, Client::Native);

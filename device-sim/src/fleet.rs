@@ -2,8 +2,12 @@
 //! credentials the hub issued for each device. `provision` writes it, `run` reads it, and
 //! integrators can take credentials from it for devices of their own.
 //!
+//! With `run --same-residents` it also keeps the residents that played each scenario, so
+//! that a demo played over and over stays the same neighbourhood.
+//!
 //! The file holds device secrets: it is written readable by its owner only.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -30,6 +34,10 @@ pub struct Fleet {
     #[serde(rename = "as", default)]
     pub client: Client,
     pub residents: Vec<FleetResident>,
+    /// The residents `run --same-residents` plays each scenario with, by scenario name:
+    /// created on the first such run, reused by every later one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenario_residents: BTreeMap<String, FleetResident>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

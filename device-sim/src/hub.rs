@@ -10,7 +10,7 @@ use mimamori_protocol::api::{
 use mimamori_protocol::gateway::{NewZigbeeDevice, ZigbeeDevice};
 use mimamori_protocol::zone::{NewZone, Zone};
 use mimamori_protocol::Alert;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -23,8 +23,40 @@ pub struct HubApi {
     http: reqwest::Client,
 }
 
+/// The hub refused the user name or password: trying again with the same ones cannot help.
+#[derive(Debug)]
+pub struct LoginRefused {
+    pub base: String,
+    pub username: String,
+}
+
+impl std::fmt::Display for LoginRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot log in to {} as {}: the hub refused the password",
+            self.base, self.username
+        )
+    }
+}
+
+impl std::error::Error for LoginRefused {}
+
+/// Waits before the attempts after the first when the hub cannot be reached or is busy.
+const LOGIN_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
 impl HubApi {
     /// Logs in at `base` (e.g. `http://127.0.0.1:8080`) as a staff or admin user.
+    ///
+    /// A refused password fails at once with [`LoginRefused`], never retried; a hub that
+    /// cannot be reached or answers 5xx or 429 is asked again after growing pauses
+    /// ([`LOGIN_BACKOFF`]), so a simulator never hammers a hub that says no.
     pub async fn login(base: &str, username: &str, password: &str) -> Result<HubApi> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -38,12 +70,50 @@ impl HubApi {
             username: username.into(),
             password: password.into(),
         };
-        let res: LoginResponse = api
-            .call(Method::POST, "/auth/login", Some(&body))
-            .await
-            .with_context(|| format!("cannot log in to {base} as {username}"))?;
-        api.token = res.token;
-        Ok(api)
+        let url = format!("{}/api/v1/auth/login", api.base);
+        let mut pauses = LOGIN_BACKOFF.iter();
+        loop {
+            let transient = match api.http.post(&url).json(&body).send().await {
+                Ok(res) if res.status() == StatusCode::UNAUTHORIZED => {
+                    return Err(LoginRefused {
+                        base: base.to_string(),
+                        username: username.to_string(),
+                    }
+                    .into());
+                }
+                Ok(res) if res.status().is_success() => {
+                    let text = res.text().await?;
+                    let ok: LoginResponse = serde_json::from_str(&text).map_err(|e| {
+                        anyhow!("POST /auth/login: unexpected answer ({e}): {text}")
+                    })?;
+                    api.token = ok.token;
+                    return Ok(api);
+                }
+                Ok(res)
+                    if res.status().is_server_error()
+                        || res.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    anyhow!("the hub answered {}", res.status())
+                }
+                Ok(res) => {
+                    let status = res.status();
+                    let text = res.text().await.unwrap_or_default();
+                    bail!(
+                        "cannot log in to {base} as {username}: the hub answered {status}: {text}"
+                    );
+                }
+                Err(e) => anyhow::Error::from(e),
+            };
+            match pauses.next() {
+                Some(pause) => tokio::time::sleep(*pause).await,
+                None => {
+                    return Err(transient.context(format!(
+                        "cannot log in to {base} as {username} after {} attempts",
+                        LOGIN_BACKOFF.len() + 1
+                    )))
+                }
+            }
+        }
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

@@ -16,9 +16,11 @@
 //! Shell (network and real time):
 //! - [`hub`]: the HTTP API client; [`mqtt`]: device connections;
 //! - [`fleet`]: the fleet file of issued credentials; [`provision`]: creating residents;
+//! - [`backfill`]: a fleet's past days of motion, backdated;
 //! - [`play`]: playing timelines in compressed real time and checking the hub's alerts;
 //! - [`load`]: the MQTT load generator; [`report`]: human or JSON output; [`cli`]: the command line.
 
+pub mod backfill;
 pub mod cli;
 pub mod client;
 pub mod fleet;

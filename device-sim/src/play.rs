@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use mimamori_protocol::{Alert, AlertKind, RuleSettings};
+use mimamori_protocol::{Alert, AlertKind, AlertState, RuleSettings};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -57,6 +57,9 @@ pub struct RunConfig {
     pub mqtt_port: u16,
     /// Longest wait for an alert an act waits for.
     pub wait: Duration,
+    /// How long an awaited alert stays as raised before the story goes on, unless staff
+    /// acknowledge it sooner (a demo's visitors get the time to do it).
+    pub resolve_after: Duration,
 }
 
 /// What the hub raised for one resident, against what it should have.
@@ -213,7 +216,7 @@ pub async fn run(
 
     let mut tasks = JoinSet::new();
     for (i, (p, mut home)) in players.iter().cloned().zip(homes.drain(..)).enumerate() {
-        let (api, rx, wait) = (api.clone(), alerts_rx.clone(), cfg.wait);
+        let (api, rx, wait, linger) = (api.clone(), alerts_rx.clone(), cfg.wait, cfg.resolve_after);
         tasks.spawn(async move {
             // The run's settings, then at once a word from every device: a compressed offline
             // threshold counts from the last message, which must not be older than the switch.
@@ -222,7 +225,7 @@ pub async fn run(
             }
             home.beat(&[]).await;
             let id = p.resident.id;
-            let home = play(p, home, rx, wait, rep).await;
+            let home = play(p, home, rx, wait, linger, rep).await;
             // This resident's story is over, though others may still play: real-time settings
             // and a goodbye, so that its quiet devices are not judged on compressed time.
             let failed = match serde_json::to_value(RuleSettings::default()) {
@@ -263,7 +266,8 @@ pub async fn run(
             .resident_alerts(p.resident.id)
             .await?
             .into_iter()
-            .filter(|a| a.id > baseline)
+            // An alert of an earlier run still open stands for this run's, as in the watch.
+            .filter(|a| a.id > baseline || a.state != AlertState::Resolved)
             .collect();
         verdicts.push(verdict(p, &raised));
     }
@@ -377,6 +381,7 @@ async fn play(
     mut home: Home,
     alerts: watch::Receiver<Vec<Alert>>,
     wait: Duration,
+    linger: Duration,
     rep: Reporter,
 ) -> Home {
     let mut sim_before = 0.0;
@@ -406,7 +411,7 @@ async fn play(
             say(&p, rep, sim_before, n);
         }
         tokio::time::sleep_until(real(act.timeline.end)).await;
-        let held = hold(&p, act, &mut home, &alerts, wait, rep).await;
+        let held = hold(&p, act, &mut home, &alerts, wait, linger, rep).await;
         sim_before += act.timeline.end + held.as_secs_f64() * p.speed;
     }
     home
@@ -417,19 +422,22 @@ fn say(p: &Player, rep: Reporter, sim_before: f64, n: &Note) {
     rep.note(&clock, &p.label, &n.text, n.expect.map(AlertKind::as_str));
 }
 
-/// Keeps the live devices beating until the hub raised what the act waits for.
+/// Keeps the live devices beating until the hub raised what the act waits for, then for
+/// `linger` more unless staff acknowledge every one of those alerts first.
 async fn hold(
     p: &Player,
     act: &Act,
     home: &mut Home,
     alerts: &watch::Receiver<Vec<Alert>>,
     wait: Duration,
+    linger: Duration,
     rep: Reporter,
 ) -> Duration {
     let start = Instant::now();
     if act.wait_for.is_empty() {
         return Duration::ZERO;
     }
+    let awaited = |a: &&Alert| a.resident_id == p.resident.id && act.wait_for.contains(&a.kind);
     let seen = |all: &[Alert]| {
         act.wait_for.iter().all(|k| {
             all.iter()
@@ -445,8 +453,18 @@ async fn hold(
                 p.label,
                 kinds.join(", ")
             ));
-            break;
+            return start.elapsed();
         }
+        tick.tick().await;
+        home.beat(&act.silent).await;
+    }
+    let raised = Instant::now();
+    let handled = |all: &[Alert]| {
+        all.iter()
+            .filter(awaited)
+            .all(|a| a.state != AlertState::Open)
+    };
+    while raised.elapsed() < linger && !handled(&alerts.borrow()) {
         tick.tick().await;
         home.beat(&act.silent).await;
     }
@@ -473,9 +491,14 @@ async fn watch_alerts(
             _ = stop.changed() => return,
         }
         if let Ok(all) = api.alerts().await {
-            let mut new: Vec<Alert> = all.into_iter().filter(|a| a.id > baseline).collect();
+            // Alerts raised during the run, and those of earlier runs still open: a resident
+            // played again while an alert of theirs is open gets no second one.
+            let mut new: Vec<Alert> = all
+                .into_iter()
+                .filter(|a| a.id > baseline || a.state != AlertState::Resolved)
+                .collect();
             new.sort_by_key(|a| a.id);
-            for a in &new {
+            for a in new.iter().filter(|a| a.id > baseline) {
                 if known.insert(a.id, a.state) != Some(a.state) {
                     let who = names
                         .get(&a.resident_id)

@@ -109,9 +109,9 @@ pub async fn fleet(
     mqtt: &str,
     mut made: impl FnMut(&FleetResident),
 ) -> Result<Fleet> {
-    let mut residents = Vec::with_capacity(spec.residents);
+    let mut residents: Vec<FleetResident> = Vec::with_capacity(spec.residents);
     for _ in 0..spec.residents {
-        let name = home::resident_name(rng);
+        let name = unique_name(rng, |n| residents.iter().any(|r| r.name == n));
         let geo = home::place_home(rng, spec.centre, spec.spread_m, spec.polygon_share);
         let roles = Role::home_set(rng.gen_bool(spec.gps_share.clamp(0.0, 1.0)));
         let r = resident(api, name, geo, &roles, spec.client).await?;
@@ -126,5 +126,24 @@ pub async fn fleet(
         seed: spec.seed,
         client: spec.client,
         residents,
+        scenario_residents: Default::default(),
     })
+}
+
+/// A resident name that `taken` says nobody has yet: redrawn a few times, then numbered.
+pub fn unique_name(rng: &mut impl Rng, taken: impl Fn(&str) -> bool) -> String {
+    let mut name = home::resident_name(rng);
+    for _ in 0..20 {
+        if !taken(&name) {
+            return name;
+        }
+        name = home::resident_name(rng);
+    }
+    let base = name.clone();
+    let mut n = 2;
+    while taken(&name) {
+        name = format!("{base} {n}");
+        n += 1;
+    }
+    name
 }

@@ -3,18 +3,24 @@
 
 use clap::Parser;
 
-use crate::config::{Cli, Command, DEFAULT_CONFIG};
+use crate::admin::{self, NewPassword};
+use crate::config::{AdminCommand, Cli, Command, DEFAULT_CONFIG};
 
-/// Parses the command line and runs the hub until SIGINT or SIGTERM.
+/// Parses the command line and runs the hub until SIGINT or SIGTERM, or runs the
+/// subcommand given.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::DefaultConfig) = cli.command {
-        print!(
-            "{DEFAULT_CONFIG}{}",
-            crate::notify::config::DEFAULT_NOTIFY_CONFIG
-        );
-        return std::process::ExitCode::SUCCESS;
-    }
+    let mut cli = Cli::parse();
+    let admin_command = match cli.command.take() {
+        Some(Command::DefaultConfig) => {
+            print!(
+                "{DEFAULT_CONFIG}{}",
+                crate::notify::config::DEFAULT_NOTIFY_CONFIG
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(Command::Admin { command }) => Some(command),
+        None => None,
+    };
     crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -26,7 +32,11 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = match admin_command {
+        Some(command) => runtime.block_on(run_admin(cli, command)),
+        None => runtime.block_on(run(cli)),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -49,6 +59,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         hub.mqtt_addr()
     );
     hub.run_until_stopped(shutdown_signal()).await
+}
+
+async fn run_admin(cli: Cli, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::ResetPassword {
+            user,
+            password_stdin,
+            database,
+        } => {
+            let url = match database {
+                Some(url) => url,
+                None => cli.settings.resolve()?.database_url,
+            };
+            let new = if password_stdin {
+                NewPassword::Given(admin::read_password(std::io::stdin().lock())?)
+            } else {
+                NewPassword::Generated
+            };
+            let reset = admin::reset_password(&url, &user, new, chrono::Utc::now()).await?;
+            match &reset.generated {
+                Some(p) => println!("New password for user '{}': {p}", reset.username),
+                None => println!("Password of user '{}' changed.", reset.username),
+            }
+            if reset.sessions_ended > 0 {
+                println!(
+                    "Ended {} session(s) of '{}': log in again with the new password.",
+                    reset.sessions_ended, reset.username
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

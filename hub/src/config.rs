@@ -29,6 +29,28 @@ pub struct Cli {
 pub enum Command {
     /// Print a commented configuration file with every default.
     DefaultConfig,
+    /// Look after the hub's users from the command line (works while the hub runs).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Give a user a new password and end their sessions; prints a generated one unless
+    /// --password-stdin is given.
+    ResetPassword {
+        /// The user whose password is reset.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Read the new password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The hub's database (default: DATABASE_URL, the configuration file, then sqlite:mimamori.db).
+        #[arg(long = "database-url", value_name = "URL")]
+        database: Option<String>,
+    },
 }
 
 /// Settings as given on the command line or in the environment; unset ones fall back.

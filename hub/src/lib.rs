@@ -15,8 +15,10 @@
 //!   service-level report;
 //! - [`notify`]: delivery of the outbox's notifications, and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
-//! - [`app`]: wiring, start-up and shutdown.
+//! - [`app`]: wiring, start-up and shutdown;
+//! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
 
+pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod app;
