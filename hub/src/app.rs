@@ -117,6 +117,7 @@ impl Hub {
             clock.clone(),
             bus.clone(),
             cfg.notify.clone(),
+            metrics.clone(),
         )
         .context("cannot start the notification worker")?;
         let state = AppState {

@@ -1104,7 +1104,7 @@ macro_rules! impl_store {
                 let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let rows: Vec<OutboxRow> = sqlx::query_as(
-                    "SELECT id, idempotency_key, alert_id, channel, address, secret, language, payload, attempts, created_at \
+                    "SELECT id, idempotency_key, alert_id, contact_id, channel, address, secret, language, payload, attempts, created_at \
                      FROM deliveries WHERE state = 'pending' AND claimed_at IS NULL AND next_attempt_at <= $1 \
                      ORDER BY next_attempt_at, id LIMIT $2",
                 )
