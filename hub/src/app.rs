@@ -130,6 +130,12 @@ impl Hub {
             publisher,
             session_hours: cfg.session_hours,
             ready: Arc::new(AtomicBool::new(false)),
+            line_secret: cfg
+                .notify
+                .line
+                .as_ref()
+                .and_then(|l| l.channel_secret.clone())
+                .map(Arc::new),
         };
         Ok(Hub {
             http,
