@@ -97,6 +97,13 @@ async fn webhook(
     let hook: WebhookBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a LINE webhook body: {e}")))?;
     for event in hook.events {
+        if matches!(event.kind.as_str(), "follow" | "join") {
+            // How the office learns the id to enter as a LINE contact's address.
+            if let Some(id) = event.source.as_ref().and_then(Source::id) {
+                info!(event = %event.kind, id, "LINE account added; this id can be a LINE contact's address");
+            }
+            continue;
+        }
         if event.kind != "postback" {
             continue;
         }
