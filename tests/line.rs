@@ -484,3 +484,71 @@ async fn line_400_is_given_up_with_lines_reason_on_the_alert() -> Result<()> {
     assert_eq!(deliveries(&hub, alert_id).await?.len(), 1);
     Ok(())
 }
+
+/// Reminders every second; the hub's LINE settings come from flags.
+const REMINDING: &str = r#"
+[notify]
+notify_retry_base_ms = 100
+
+[notify.ladder.critical]
+steps = [{ after_s = 0, tier = 1 }]
+remind_every_s = 1
+"#;
+
+/// After 確認しました the contact who pressed it gets no more reminders, while another
+/// family member, who did not, still does.
+#[tokio::test]
+async fn line_confirm_stops_reminders_to_that_contact_only() -> Result<()> {
+    let api = LineApi::start().await?;
+    let rx = crate::notify::Receiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, REMINDING)?;
+    let config = config.display().to_string();
+    let hub = TestHub::start_with(
+        Backend::Sqlite,
+        &[
+            "--config",
+            &config,
+            "--line-channel-access-token",
+            TOKEN,
+            "--line-channel-secret",
+            SECRET,
+            "--line-api-base",
+            &api.base,
+        ],
+    )
+    .await?;
+    let (rid, cid) = resident_on_line(&hub, "ja").await?;
+    add_contact(
+        &hub,
+        rid,
+        json!({"name": "Tanaka Mai", "relation": "family", "channel": "webhook", "address": rx.url("/mai")}),
+    )
+    .await?;
+    let alert_id = press_sos(&hub, rid).await?;
+    let first = eventually("the LINE push", Duration::from_secs(20), || async {
+        api.pushes().into_iter().next()
+    })
+    .await?;
+    let data = first.body["messages"][1]["template"]["actions"][0]["data"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no postback data in {}", first.body))?
+        .to_string();
+    let (raw, sig) = signed(&postback(USER, &data), SECRET)?;
+    assert_eq!(call_webhook(&hub, raw, &sig).await?, 200);
+    // The confirmation is committed before the answer: what the core decides from now
+    // on is for the others only.
+    let to_line = |d: &[Value]| d.iter().filter(|x| x["contact_id"] == cid).count();
+    let at_confirm = to_line(&deliveries(&hub, alert_id).await?);
+    let mai_then = rx.seen("/mai").len();
+    eventually(
+        "two more reminders to the other family member",
+        Duration::from_secs(20),
+        || async { (rx.seen("/mai").len() >= mai_then + 2).then_some(()) },
+    )
+    .await?;
+    assert_eq!(to_line(&deliveries(&hub, alert_id).await?), at_confirm);
+    assert_eq!(api.problems(), Vec::<String>::new());
+    Ok(())
+}
