@@ -337,7 +337,7 @@ async fn history_actions(hub: &TestHub, alert_id: i64) -> Result<Vec<(String, St
 #[tokio::test]
 async fn line_sos_arrives_and_its_signed_confirm_button_confirms() -> Result<()> {
     let api = LineApi::start().await?;
-    let hub = hub_for(&api).await?;
+    let mut hub = hub_for(&api).await?;
     let (rid, cid) = resident_on_line(&hub, "ja").await?;
     let alert_id = press_sos(&hub, rid).await?;
     let d = wait_deliveries(&hub, alert_id, "LINE delivered", |d| {
@@ -417,7 +417,19 @@ async fn line_sos_arrives_and_its_signed_confirm_button_confirms() -> Result<()>
             .count(),
         1
     );
-    assert!(hub.metric("mimamori_line_messages_total").await? >= 1.0);
+    assert_eq!(hub.metric("mimamori_line_messages_total").await?, 1.0);
+    assert_eq!(hub.metric("mimamori_line_messages_this_month").await?, 1.0);
+    // The month's count survives a restart: it resumes from the store.
+    hub.restart().await?;
+    eventually(
+        "this month's LINE count after a restart",
+        Duration::from_secs(10),
+        || async {
+            let n = hub.metric("mimamori_line_messages_this_month").await.ok()?;
+            (n == 1.0).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -48,7 +48,8 @@ pub struct Metrics {
     pub ack_seconds: Family<SeverityLabel, Histogram, fn() -> Histogram>,
     /// LINE push messages accepted by LINE since the hub started.
     pub line_messages: Counter,
-    /// LINE push messages accepted this calendar month (Japan time), as counted since start.
+    /// LINE push messages accepted this calendar month (Japan time), resumed from the
+    /// store at start.
     pub line_messages_month: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
@@ -126,7 +127,7 @@ impl Metrics {
         );
         registry.register(
             "line_messages_this_month",
-            "LINE push messages accepted this month (Japan time), counted since the hub started",
+            "LINE push messages accepted this month (Japan time)",
             line_messages_month.clone(),
         );
         // Every reason appears from the start, so a dashboard sees zeros rather than gaps.

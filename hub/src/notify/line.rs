@@ -285,10 +285,31 @@ impl Quota {
         }
     }
 
+    /// The start of the month (Japan time) that `now` falls in.
+    pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+        let jst = now.with_timezone(&chrono_tz::Asia::Tokyo);
+        jst.date_naive()
+            .with_day(1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|t| t.and_local_timezone(chrono_tz::Asia::Tokyo).earliest())
+            .map_or(now, |t| t.with_timezone(&Utc))
+    }
+
+    /// Starts the count of `now`'s month at `sent` (the messages the store shows
+    /// delivered this month), warning at once if that is already near the quota.
+    pub fn resume(&self, now: DateTime<Utc>, sent: u64) {
+        let mut m = self.month.lock().unwrap_or_else(|e| e.into_inner());
+        *m = Month {
+            month: month_of(now),
+            sent,
+            warned: 0,
+        };
+        self.note(&mut m);
+    }
+
     /// Counts one message sent at `now`; returns the month's count so far.
     pub fn record(&self, now: DateTime<Utc>) -> u64 {
-        let jst = now.with_timezone(&chrono_tz::Asia::Tokyo);
-        let key = (jst.year(), jst.month());
+        let key = month_of(now);
         let mut m = self.month.lock().unwrap_or_else(|e| e.into_inner());
         if m.month != key {
             *m = Month {
@@ -298,6 +319,12 @@ impl Quota {
         }
         m.sent += 1;
         self.metrics.line_messages.inc();
+        self.note(&mut m);
+        m.sent
+    }
+
+    /// Shows the month's count and warns once per month at each threshold.
+    fn note(&self, m: &mut Month) {
         self.metrics
             .line_messages_month
             .set(i64::try_from(m.sent).unwrap_or(i64::MAX));
@@ -317,8 +344,12 @@ impl Quota {
                  beyond the plan's allowance LINE refuses pushes (429) or charges for them"
             );
         }
-        m.sent
     }
+}
+
+fn month_of(now: DateTime<Utc>) -> (i32, u32) {
+    let jst = now.with_timezone(&chrono_tz::Asia::Tokyo);
+    (jst.year(), jst.month())
 }
 
 /// LINE's error body: `{"message": "...", "details": [{"message", "property"}]}`.
@@ -531,5 +562,18 @@ mod tests {
         // 15:00 UTC on the 30th is already December in Japan.
         assert_eq!(q.record(t("2026-11-30T15:00:00Z")), 1);
         assert_eq!(q.month.lock().map(|m| m.warned).unwrap_or(1), 0);
+        assert_eq!(
+            Quota::month_start(t("2026-11-30T15:00:00Z")),
+            t("2026-11-30T15:00:00Z")
+        );
+        assert_eq!(
+            Quota::month_start(t("2026-11-30T14:59:59Z")),
+            t("2026-10-31T15:00:00Z")
+        );
+        // After a restart the month goes on from what the store shows delivered.
+        q.resume(t("2026-12-02T00:00:00Z"), 4);
+        assert_eq!(q.month.lock().map(|m| m.warned).unwrap_or(0), 80);
+        assert_eq!(q.record(t("2026-12-02T00:01:00Z")), 5);
+        assert_eq!(q.month.lock().map(|m| m.warned).unwrap_or(0), 100);
     }
 }

@@ -147,6 +147,16 @@ impl Notifier {
             ),
             Err(e) => error!(error = %e, "cannot release interrupted deliveries"),
         }
+        if let Some(line) = &self.channels.line {
+            let now = self.clock.now();
+            let since = line::Quota::month_start(now);
+            match self.store.delivered_since(Channel::Line, since).await {
+                Ok(n) => line.quota.resume(now, u64::try_from(n).unwrap_or(0)),
+                Err(e) => {
+                    warn!(error = %e, "cannot count this month's LINE messages; counting from 0")
+                }
+            }
+        }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let finished = Arc::new(Notify::new());
         let mut last_summary: Option<DateTime<Utc>> = None;

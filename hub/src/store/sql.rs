@@ -1202,6 +1202,17 @@ macro_rules! impl_store {
                 Ok(row.is_some())
             }
 
+            async fn delivered_since(&self, channel: mimamori_protocol::contact::Channel, since: DateTime<Utc>) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM deliveries WHERE channel = $1 AND state = 'delivered' AND delivered_at >= $2",
+                )
+                .bind(channel.as_str())
+                .bind(ms(since))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n)
+            }
+
             async fn day_facts(&self, resident_id: i64, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<DayFacts> {
                 // The same notion of activity as the dashboard's chart: motion seen, door used.
                 let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
