@@ -245,8 +245,12 @@ impl LineApi {
 }
 
 async fn hub_for(api: &LineApi) -> Result<TestHub> {
+    hub_on(Backend::Sqlite, api).await
+}
+
+async fn hub_on(backend: Backend, api: &LineApi) -> Result<TestHub> {
     TestHub::start_with(
-        Backend::Sqlite,
+        backend,
         &[
             "--line-channel-access-token",
             TOKEN,
@@ -336,8 +340,17 @@ async fn history_actions(hub: &TestHub, alert_id: i64) -> Result<Vec<(String, St
 /// and the same button sent by another LINE user changes nothing.
 #[tokio::test]
 async fn line_sos_arrives_and_its_signed_confirm_button_confirms() -> Result<()> {
+    sos_arrives_and_confirms(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn line_sos_arrives_and_its_signed_confirm_button_confirms_postgres() -> Result<()> {
+    sos_arrives_and_confirms(Backend::Postgres).await
+}
+
+async fn sos_arrives_and_confirms(backend: Backend) -> Result<()> {
     let api = LineApi::start().await?;
-    let mut hub = hub_for(&api).await?;
+    let mut hub = hub_on(backend, &api).await?;
     let (rid, cid) = resident_on_line(&hub, "ja").await?;
     let alert_id = press_sos(&hub, rid).await?;
     let d = wait_deliveries(&hub, alert_id, "LINE delivered", |d| {
@@ -376,6 +389,10 @@ async fn line_sos_arrives_and_its_signed_confirm_button_confirms() -> Result<()>
     let (_, wrong) = signed(&postback(USER, data), "not-the-channel-secret")?;
     assert_eq!(call_webhook(&hub, raw.clone(), &wrong).await?, 401);
     assert_eq!(call_webhook(&hub, raw, "").await?, 401);
+    // A body past the webhook's bound is refused before anything reads it.
+    let huge = "x".repeat(70 * 1024);
+    let (raw, sig) = signed(&postback(USER, &huge), SECRET)?;
+    assert_eq!(call_webhook(&hub, raw, &sig).await?, 413);
     // LINE's other events (a new friend here) are answered and leave the alert alone.
     let follow = json!({"destination": "Uffffffffffffffffffffffffffffffff", "events": [{
         "type": "follow", "mode": "active", "timestamp": 1_764_547_200_000_i64,
