@@ -9,6 +9,7 @@ mod docs;
 mod edge;
 mod gateways;
 mod helpers;
+mod line;
 mod notify;
 mod rules;
 mod security;

@@ -121,6 +121,7 @@ impl Hub {
             clock.clone(),
             bus.clone(),
             cfg.notify.clone(),
+            metrics.clone(),
         )
         .context("cannot start the notification worker")?;
         let state = AppState {
@@ -133,6 +134,12 @@ impl Hub {
             publisher,
             session_hours: cfg.session_hours,
             ready: Arc::new(AtomicBool::new(false)),
+            line_secret: cfg
+                .notify
+                .line
+                .as_ref()
+                .and_then(|l| l.channel_secret.clone())
+                .map(Arc::new),
         };
         Ok(Hub {
             http,

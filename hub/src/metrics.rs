@@ -46,6 +46,11 @@ pub struct Metrics {
     pub alerts_changed: Counter<u64, AtomicU64>,
     /// Seconds from an alert opening to its acknowledgement, by severity.
     pub ack_seconds: Family<SeverityLabel, Histogram, fn() -> Histogram>,
+    /// LINE push messages accepted by LINE since the hub started.
+    pub line_messages: Counter,
+    /// LINE push messages accepted this calendar month (Japan time), resumed from the
+    /// store at start.
+    pub line_messages_month: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Metrics {
@@ -58,6 +63,8 @@ impl Metrics {
         let batches = Counter::default();
         let batch_failures = Counter::default();
         let alerts_changed = Counter::default();
+        let line_messages = Counter::default();
+        let line_messages_month = Gauge::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let ack_seconds = Family::<SeverityLabel, Histogram>::new_with_constructor(
@@ -113,6 +120,16 @@ impl Metrics {
             "Alert openings, updates and resolutions written",
             alerts_changed.clone(),
         );
+        registry.register(
+            "line_messages",
+            "LINE push messages accepted by LINE",
+            line_messages.clone(),
+        );
+        registry.register(
+            "line_messages_this_month",
+            "LINE push messages accepted this month (Japan time)",
+            line_messages_month.clone(),
+        );
         // Every reason appears from the start, so a dashboard sees zeros rather than gaps.
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel {
@@ -131,6 +148,8 @@ impl Metrics {
             batch_items,
             alerts_changed,
             ack_seconds,
+            line_messages,
+            line_messages_month,
         }
     }
 

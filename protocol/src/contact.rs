@@ -15,16 +15,24 @@ pub enum Channel {
     Email,
     /// A push to phones through an ntfy topic URL.
     Ntfy,
+    /// A push message from the hub's LINE official account to a LINE user or group.
+    Line,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Webhook, Channel::Email, Channel::Ntfy];
+    pub const ALL: [Channel; 4] = [
+        Channel::Webhook,
+        Channel::Email,
+        Channel::Ntfy,
+        Channel::Line,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Webhook => "webhook",
             Channel::Email => "email",
             Channel::Ntfy => "ntfy",
+            Channel::Line => "line",
         }
     }
 
@@ -68,9 +76,10 @@ pub struct NewContact {
     /// ladder reaches them (tier 2 after 2 min for a critical alert by default).
     /// Defaults to 1 for family, 2 for everyone else.
     pub tier: Option<u8>,
-    /// `webhook`, `email` or `ntfy`.
+    /// `webhook`, `email`, `ntfy` or `line`.
     pub channel: String,
-    /// The URL (webhook, ntfy) or e-mail address.
+    /// The URL (webhook, ntfy), e-mail address, or LINE user id (`U` and 32 hex digits)
+    /// or group id (`C` and 32 hex digits).
     pub address: String,
     /// Webhook signing key; generated and returned once if left out.
     pub secret: Option<String>,

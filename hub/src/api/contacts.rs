@@ -38,6 +38,13 @@ fn valid_address(channel: Channel, address: &str) -> ApiResult<String> {
                 .parse::<lettre::Address>()
                 .map_err(|_| invalid(format!("address {address:?} is not an e-mail address")))?;
         }
+        Channel::Line => {
+            if !crate::notify::line::valid_id(address) {
+                return Err(invalid(format!(
+                    "address {address:?} is not a LINE user id (U and 32 hex digits) or group id (C and 32 hex digits)"
+                )));
+            }
+        }
         Channel::Webhook | Channel::Ntfy => {
             let url = reqwest::Url::parse(address)
                 .map_err(|e| invalid(format!("address {address:?} is not a URL: {e}")))?;
@@ -90,7 +97,7 @@ pub fn validate(
     }
     let channel = Channel::parse(&req.channel).ok_or_else(|| {
         invalid(format!(
-            "channel {:?} must be webhook, email or ntfy",
+            "channel {:?} must be webhook, email, ntfy or line",
             req.channel
         ))
     })?;
@@ -268,6 +275,18 @@ mod tests {
         let row = validate(1, &hook, chrono::DateTime::UNIX_EPOCH)?;
         assert_eq!(row.tier, 2);
         assert_eq!(row.secret.map(|s| s.len()), Some(64));
+        for id in [
+            "U4af4980629a1b2c3d4e5f60718293a4b",
+            "C4af4980629a1b2c3d4e5f60718293a4b",
+        ] {
+            let line = NewContact {
+                channel: "line".into(),
+                address: format!(" {id} "),
+                ..base()
+            };
+            let row = validate(1, &line, chrono::DateTime::UNIX_EPOCH)?;
+            assert_eq!((row.channel, row.address.as_str()), (Channel::Line, id));
+        }
         Ok(())
     }
 
@@ -277,7 +296,7 @@ mod tests {
             channel: "sms".into(),
             ..base()
         })
-        .contains("webhook, email or ntfy"));
+        .contains("webhook, email, ntfy or line"));
         assert!(refusal(NewContact {
             address: "not-an-address".into(),
             ..base()
@@ -289,6 +308,23 @@ mod tests {
             ..base()
         })
         .contains("http://"));
+        for bad in [
+            "U4af4980629",
+            "u4af4980629a1b2c3d4e5f60718293a4b",
+            "Ua4af4980629a1b2c3d4e5f60718293a4bz",
+            "R4af4980629a1b2c3d4e5f60718293a4b",
+            "https://line.me/",
+        ] {
+            assert!(
+                refusal(NewContact {
+                    channel: "line".into(),
+                    address: bad.into(),
+                    ..base()
+                })
+                .contains("LINE user id"),
+                "{bad}"
+            );
+        }
         assert!(refusal(NewContact {
             kinds: Some(vec!["fire".into()]),
             ..base()

@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1` and the dashboard's files at `/`.
 //!
-//! Every call but login, health and metrics needs a bearer token; roles decide
+//! Every call but login, health, metrics and LINE's webhook (signed with the LINE
+//! channel secret instead) needs a bearer token; roles decide
 //! what a caller may do, and a family user sees only their own residents. Every
 //! change made through the API is written to the audit trail.
 
@@ -11,6 +12,7 @@ pub mod contacts;
 pub mod devices;
 pub mod error;
 pub mod gateways;
+pub mod line;
 pub mod osmand;
 pub mod residents;
 pub mod system;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub publisher: HubPublisher,
     pub session_hours: u32,
     pub ready: Arc<AtomicBool>,
+    /// The LINE channel secret that signs LINE's webhook calls; `None` turns them away.
+    pub line_secret: Option<Arc<crate::notify::line::Secret>>,
 }
 
 /// The whole HTTP application.
@@ -70,6 +74,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(osmand::router())
         .merge(ws::router())
         .merge(activity::router())
+        .merge(line::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
     let index = dashboard_dir.join("index.html");
     let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));

@@ -6,6 +6,7 @@ use chrono::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use super::line::{LineConfig, Secret};
 use super::policy::Retry;
 use crate::alerts::ladder::{Ladder, Plan, Step};
 
@@ -52,9 +53,32 @@ pub struct NotifySettings {
     /// Seconds after which an undelivered notification is given up and shown as failed.
     #[arg(long, env = "MIMAMORI_NOTIFY_GIVE_UP_SECS")]
     pub notify_give_up_secs: Option<u64>,
-    /// Seconds a webhook, ntfy or SMTP exchange may take.
+    /// Seconds a webhook, ntfy, LINE or SMTP exchange may take.
     #[arg(long, env = "MIMAMORI_NOTIFY_TIMEOUT_SECS")]
     pub notify_timeout_secs: Option<u64>,
+    /// The hub's address as family members' phones reach it (`https://mimamori.example.org`);
+    /// LINE messages then link to the alert on the dashboard.
+    #[arg(long, env = "MIMAMORI_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The LINE official account's channel access token; without it LINE deliveries fail
+    /// with "LINE is not configured". Never shown back.
+    #[arg(
+        long,
+        env = "MIMAMORI_LINE_CHANNEL_ACCESS_TOKEN",
+        hide_env_values = true
+    )]
+    pub line_channel_access_token: Option<String>,
+    /// The channel secret that signs LINE's webhook calls; enables the "確認しました" button
+    /// and `POST /api/v1/line/webhook`. Never shown back.
+    #[arg(long, env = "MIMAMORI_LINE_CHANNEL_SECRET", hide_env_values = true)]
+    pub line_channel_secret: Option<String>,
+    /// Base URL of the Messaging API (default `https://api.line.me`).
+    #[arg(long, env = "MIMAMORI_LINE_API_BASE")]
+    pub line_api_base: Option<String>,
+    /// Messages the LINE plan includes per month (default 200, the free plan); the log
+    /// warns at 80 % and 100 %.
+    #[arg(long, env = "MIMAMORI_LINE_MONTHLY_QUOTA")]
+    pub line_monthly_quota: Option<u64>,
 }
 
 /// `[notify.ladder]`: a plan per severity; a severity left out keeps its default.
@@ -151,6 +175,10 @@ pub struct NotifyConfig {
     pub retry: Retry,
     pub concurrency: usize,
     pub timeout: std::time::Duration,
+    /// The hub's public address, for links in messages.
+    pub public_url: Option<reqwest::Url>,
+    /// LINE, when a channel access token is set.
+    pub line: Option<LineConfig>,
 }
 
 impl Default for NotifyConfig {
@@ -165,6 +193,8 @@ impl Default for NotifyConfig {
             },
             concurrency: 16,
             timeout: std::time::Duration::from_secs(10),
+            public_url: None,
+            line: None,
         }
     }
 }
@@ -183,6 +213,11 @@ notify_retry_base_ms = 1000
 notify_retry_max_secs = 300
 notify_give_up_secs = 21600
 notify_timeout_secs = 10
+# public_url = "https://mimamori.example.org"   # links in LINE messages
+# line_channel_access_token = "…"  # better: MIMAMORI_LINE_CHANNEL_ACCESS_TOKEN
+# line_channel_secret = "…"        # better: MIMAMORI_LINE_CHANNEL_SECRET
+# line_api_base = "https://api.line.me"
+# line_monthly_quota = 200         # the free plan; the log warns at 80 %
 
 # The escalation ladder per severity: who is told after how long while nobody
 # acknowledges, reminders to everyone told so far, and when the alert is "unanswered".
@@ -199,6 +234,16 @@ unanswered_after_s = 3600
 [notify.ladder.warning]
 steps = [{ after_s = 0, tier = 1 }]
 "#;
+
+/// An `http://` or `https://` URL with a host.
+fn http_url(name: &str, value: &str) -> anyhow::Result<reqwest::Url> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|e| anyhow::anyhow!("{name} {value:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("{name} {value:?} must be an http:// or https:// URL with a host");
+    }
+    Ok(url)
+}
 
 fn secs(n: u64) -> Option<Duration> {
     (n > 0).then(|| Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000)))
@@ -222,6 +267,13 @@ impl NotifySettings {
             notify_retry_max_secs: self.notify_retry_max_secs.or(file.notify_retry_max_secs),
             notify_give_up_secs: self.notify_give_up_secs.or(file.notify_give_up_secs),
             notify_timeout_secs: self.notify_timeout_secs.or(file.notify_timeout_secs),
+            public_url: self.public_url.or(file.public_url),
+            line_channel_access_token: self
+                .line_channel_access_token
+                .or(file.line_channel_access_token),
+            line_channel_secret: self.line_channel_secret.or(file.line_channel_secret),
+            line_api_base: self.line_api_base.or(file.line_api_base),
+            line_monthly_quota: self.line_monthly_quota.or(file.line_monthly_quota),
         }
     }
 
@@ -253,7 +305,57 @@ impl NotifySettings {
             },
             concurrency,
             timeout: std::time::Duration::from_secs(timeout),
+            public_url: self.public_url()?,
+            line: self.line()?,
         })
+    }
+
+    fn public_url(&self) -> anyhow::Result<Option<reqwest::Url>> {
+        let Some(u) = self.public_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(http_url("public_url", u)?))
+    }
+
+    fn line(&self) -> anyhow::Result<Option<LineConfig>> {
+        let secret = match self.line_channel_secret.as_deref() {
+            None | Some("") => None,
+            Some(s) if s.trim() != s || s.chars().any(char::is_whitespace) => {
+                bail!("line_channel_secret must not contain spaces")
+            }
+            Some(s) => Some(Secret::new(s)),
+        };
+        let Some(token) = self
+            .line_channel_access_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        else {
+            if secret.is_some() {
+                bail!("line_channel_secret is set but line_channel_access_token is not");
+            }
+            return Ok(None);
+        };
+        if !token.is_ascii() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("line_channel_access_token must be the token as LINE shows it, without spaces");
+        }
+        let api_base = http_url(
+            "line_api_base",
+            self.line_api_base
+                .as_deref()
+                .unwrap_or("https://api.line.me"),
+        )?;
+        let monthly_quota = self
+            .line_monthly_quota
+            .unwrap_or(crate::notify::line::DEFAULT_MONTHLY_QUOTA);
+        if monthly_quota == 0 {
+            bail!("line_monthly_quota must be at least 1");
+        }
+        Ok(Some(LineConfig {
+            access_token: Secret::new(token),
+            channel_secret: secret,
+            api_base,
+            monthly_quota,
+        }))
     }
 
     fn ladder(&self) -> anyhow::Result<Ladder> {
@@ -357,6 +459,34 @@ mod tests {
         let smtp = cfg.smtp.ok_or_else(|| anyhow::anyhow!("no smtp"))?;
         assert_eq!((smtp.port, smtp.security), (587, SmtpSecurity::StartTls));
         assert_eq!(cfg.ladder, Ladder::default());
+        Ok(())
+    }
+
+    #[test]
+    fn line_needs_a_token_and_keeps_it_out_of_debug() -> anyhow::Result<()> {
+        assert!(NotifySettings::default().finish()?.line.is_none());
+        let s = NotifySettings {
+            line_channel_access_token: Some("tok3n/abc+def=".into()),
+            line_channel_secret: Some("0123456789abcdef".into()),
+            ..NotifySettings::default()
+        };
+        let cfg = s.finish()?;
+        let line = cfg.line.ok_or_else(|| anyhow::anyhow!("no line"))?;
+        assert_eq!(line.api_base.as_str(), "https://api.line.me/");
+        assert_eq!(line.monthly_quota, 200);
+        let shown = format!("{line:?}");
+        assert!(!shown.contains("tok3n") && !shown.contains("0123456789abcdef"));
+        let only_secret = NotifySettings {
+            line_channel_secret: Some("0123456789abcdef".into()),
+            ..NotifySettings::default()
+        };
+        assert!(only_secret.finish().is_err());
+        let bad_base = NotifySettings {
+            line_channel_access_token: Some("t".into()),
+            line_api_base: Some("ftp://api.line.me".into()),
+            ..NotifySettings::default()
+        };
+        assert!(bad_base.finish().is_err());
         Ok(())
     }
 

@@ -87,6 +87,8 @@ struct Words {
     state: HashMap<String, String>,
     advice: HashMap<String, String>,
     text: HashMap<String, String>,
+    /// The buttons of a LINE message.
+    line: HashMap<String, String>,
 }
 
 impl Words {
@@ -153,6 +155,15 @@ impl Templates {
         match lang {
             Language::En => &self.en,
             Language::Ja => &self.ja,
+        }
+    }
+
+    /// The words of a LINE message's buttons.
+    pub fn line_buttons(&self, lang: Language) -> super::line::ButtonWords {
+        let w = &self.of(lang).words.line;
+        super::line::ButtonWords {
+            confirm: Words::get(w, "confirm").to_string(),
+            open: Words::get(w, "open").to_string(),
         }
     }
 

@@ -10,10 +10,11 @@
 //!
 //! Module map: [`config`] settings; [`policy`] pure decisions; [`message`] rendering with
 //! the templates in `hub/templates`; [`summary`] the daily summary; [`webhook`],
-//! [`email`], [`ntfy`] the channels.
+//! [`email`], [`ntfy`], [`line`] the channels.
 
 pub mod config;
 pub mod email;
+pub mod line;
 pub mod message;
 pub mod ntfy;
 pub mod policy;
@@ -30,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::events::Bus;
+use crate::metrics::Metrics;
 use crate::store::{OutboxItem, Store};
 use config::NotifyConfig;
 use message::{Notice, ResidentRef, Templates};
@@ -45,6 +47,8 @@ const SUMMARY_EVERY: chrono::Duration = chrono::Duration::seconds(20);
 pub struct SendError {
     pub outcome: Outcome,
     pub message: String,
+    /// How long the receiver asked the hub to wait before the next try (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl SendError {
@@ -52,6 +56,7 @@ impl SendError {
         SendError {
             outcome: Outcome::Transient,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -59,7 +64,14 @@ impl SendError {
         SendError {
             outcome: Outcome::Permanent,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The receiver's wish not to be tried again for `wait`.
+    pub fn retry_after(mut self, wait: Option<std::time::Duration>) -> Self {
+        self.retry_after = wait;
+        self
     }
 }
 
@@ -79,6 +91,7 @@ struct Channels {
     templates: Templates,
     http: reqwest::Client,
     mail: email::Mailer,
+    line: Option<line::Line>,
 }
 
 pub struct Notifier {
@@ -96,6 +109,7 @@ impl Notifier {
         clock: Arc<dyn Clock>,
         bus: Bus,
         cfg: NotifyConfig,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Notifier> {
         let templates = Templates::load()?;
         let http = reqwest::Client::builder()
@@ -104,6 +118,11 @@ impl Notifier {
             .user_agent(concat!("mimamori-hub/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let mail = email::Mailer::new(cfg.smtp.as_ref(), cfg.timeout)?;
+        let line = cfg.line.clone().map(|l| line::Line {
+            quota: line::Quota::new(l.monthly_quota, metrics.clone()),
+            public_url: cfg.public_url.clone(),
+            cfg: l,
+        });
         Ok(Notifier {
             store,
             clock,
@@ -113,6 +132,7 @@ impl Notifier {
                 templates,
                 http,
                 mail,
+                line,
             }),
         })
     }
@@ -126,6 +146,16 @@ impl Notifier {
                 "resuming deliveries interrupted by the last stop"
             ),
             Err(e) => error!(error = %e, "cannot release interrupted deliveries"),
+        }
+        if let Some(line) = &self.channels.line {
+            let now = self.clock.now();
+            let since = line::Quota::month_start(now);
+            match self.store.delivered_since(Channel::Line, since).await {
+                Ok(n) => line.quota.resume(now, u64::try_from(n).unwrap_or(0)),
+                Err(e) => {
+                    warn!(error = %e, "cannot count this month's LINE messages; counting from 0")
+                }
+            }
         }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let finished = Arc::new(Notify::new());
@@ -255,11 +285,17 @@ async fn deliver(
     let result = attempt(channels, &item, clock.now()).await;
     let now = clock.now();
     let attempts = item.attempts + 1;
-    let (outcome, error) = match &result {
-        Ok(()) => (Outcome::Ok, None),
-        Err(e) => (e.outcome, Some(e.message.as_str())),
+    let (outcome, error, not_before) = match &result {
+        Ok(()) => (Outcome::Ok, None, None),
+        Err(e) => (
+            e.outcome,
+            Some(e.message.as_str()),
+            e.retry_after
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .and_then(|d| now.checked_add_signed(d)),
+        ),
     };
-    let next = policy::after_attempt(outcome, attempts, item.created_at, now, retry);
+    let next = policy::after_attempt(outcome, attempts, item.created_at, now, retry, not_before);
     match (&next, error) {
         (Next::Delivered, _) => debug!(delivery = item.id, attempts, "notification delivered"),
         (Next::RetryAt(at), Some(e)) => {
@@ -293,5 +329,15 @@ async fn attempt(
         Channel::Webhook => webhook::send(&channels.http, item, &notice, &msg, now).await,
         Channel::Ntfy => ntfy::send(&channels.http, item, &notice, &msg).await,
         Channel::Email => channels.mail.send(item, &msg).await,
+        Channel::Line => match &channels.line {
+            Some(l) => {
+                let words = channels.templates.line_buttons(item.language);
+                l.send(&channels.http, item, &notice, &msg, &words, now)
+                    .await
+            }
+            None => Err(SendError::permanent(
+                "LINE is not configured: set line_channel_access_token",
+            )),
+        },
     }
 }

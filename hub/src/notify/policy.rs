@@ -153,18 +153,23 @@ pub enum Outcome {
 }
 
 /// Decides the next step after attempt number `attempts` of a delivery created at `created_at`.
+/// `not_before` is the earliest time the receiver asked to be tried again (LINE's 429
+/// with `Retry-After`): the retry waits for it even when the backoff is shorter, and a
+/// wait beyond the give-up time gives up.
 pub fn after_attempt(
     outcome: Outcome,
     attempts: i64,
     created_at: DateTime<Utc>,
     now: DateTime<Utc>,
     retry: &Retry,
+    not_before: Option<DateTime<Utc>>,
 ) -> Next {
     match outcome {
         Outcome::Ok => Next::Delivered,
         Outcome::Permanent => Next::GiveUp,
         Outcome::Transient => {
-            let at = now + backoff(attempts, retry.base, retry.cap);
+            let backed_off = now + backoff(attempts, retry.base, retry.cap);
+            let at = not_before.map_or(backed_off, |t| t.max(backed_off));
             if at - created_at > retry.give_up_after {
                 Next::GiveUp
             } else {
@@ -364,11 +369,11 @@ mod tests {
         };
         let t0 = DateTime::UNIX_EPOCH;
         assert_eq!(
-            after_attempt(Outcome::Ok, 1, t0, t0, &retry),
+            after_attempt(Outcome::Ok, 1, t0, t0, &retry, None),
             Next::Delivered
         );
         assert_eq!(
-            after_attempt(Outcome::Transient, 1, t0, t0, &retry),
+            after_attempt(Outcome::Transient, 1, t0, t0, &retry, None),
             Next::RetryAt(t0 + Duration::seconds(10))
         );
         assert_eq!(
@@ -377,12 +382,47 @@ mod tests {
                 9,
                 t0,
                 t0 + Duration::minutes(25),
-                &retry
+                &retry,
+                None
+            ),
+            Next::GiveUp
+        );
+        // A receiver's "not before" wins over a shorter backoff, and never comes earlier.
+        assert_eq!(
+            after_attempt(
+                Outcome::Transient,
+                1,
+                t0,
+                t0,
+                &retry,
+                Some(t0 + Duration::seconds(42))
+            ),
+            Next::RetryAt(t0 + Duration::seconds(42))
+        );
+        assert_eq!(
+            after_attempt(
+                Outcome::Transient,
+                1,
+                t0,
+                t0,
+                &retry,
+                Some(t0 + Duration::seconds(1))
+            ),
+            Next::RetryAt(t0 + Duration::seconds(10))
+        );
+        assert_eq!(
+            after_attempt(
+                Outcome::Transient,
+                1,
+                t0,
+                t0,
+                &retry,
+                Some(t0 + Duration::hours(1))
             ),
             Next::GiveUp
         );
         assert_eq!(
-            after_attempt(Outcome::Permanent, 1, t0, t0, &retry),
+            after_attempt(Outcome::Permanent, 1, t0, t0, &retry, None),
             Next::GiveUp
         );
     }

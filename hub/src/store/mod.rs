@@ -291,6 +291,12 @@ pub trait Store: Send + Sync + 'static {
     /// Contacts who asked for a daily summary.
     async fn summary_targets(&self) -> StoreResult<Vec<SummaryTarget>>;
     async fn delivery_exists(&self, idempotency_key: &str) -> StoreResult<bool>;
+    /// Deliveries on `channel` delivered at or after `since`.
+    async fn delivered_since(
+        &self,
+        channel: mimamori_protocol::contact::Channel,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64>;
     /// What happened in `[from, to)` for a resident's daily summary.
     async fn day_facts(
         &self,

@@ -1104,7 +1104,7 @@ macro_rules! impl_store {
                 let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let rows: Vec<OutboxRow> = sqlx::query_as(
-                    "SELECT id, idempotency_key, alert_id, channel, address, secret, language, payload, attempts, created_at \
+                    "SELECT id, idempotency_key, alert_id, contact_id, channel, address, secret, language, payload, attempts, created_at \
                      FROM deliveries WHERE state = 'pending' AND claimed_at IS NULL AND next_attempt_at <= $1 \
                      ORDER BY next_attempt_at, id LIMIT $2",
                 )
@@ -1200,6 +1200,17 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.is_some())
+            }
+
+            async fn delivered_since(&self, channel: mimamori_protocol::contact::Channel, since: DateTime<Utc>) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM deliveries WHERE channel = $1 AND state = 'delivered' AND delivered_at >= $2",
+                )
+                .bind(channel.as_str())
+                .bind(ms(since))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n)
             }
 
             async fn day_facts(&self, resident_id: i64, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<DayFacts> {
