@@ -345,6 +345,9 @@ async fn line_sos_arrives_and_its_signed_confirm_button_confirms() -> Result<()>
 
 #[tokio::test]
 async fn line_sos_arrives_and_its_signed_confirm_button_confirms_postgres() -> Result<()> {
+    if skip_postgres("line_sos_arrives_and_its_signed_confirm_button_confirms_postgres") {
+        return Ok(());
+    }
     sos_arrives_and_confirms(Backend::Postgres).await
 }
 
