@@ -171,6 +171,22 @@ async fn check_users_and_sessions(s: &dyn Store) -> Result<()> {
     );
     s.delete_session("tok").await?;
     assert!(s.session_user("tok", t0()).await?.is_none());
+    s.create_session("tok2", u.id, t0() + Duration::hours(12))
+        .await?;
+    assert_eq!(
+        s.set_password(u.id, "h2").await?,
+        1,
+        "its one session ended"
+    );
+    assert!(s.session_user("tok2", t0()).await?.is_none());
+    assert_eq!(
+        s.user_by_name("carer").await?.map(|r| r.password_hash),
+        Some("h2".into())
+    );
+    assert!(matches!(
+        s.set_password(u.id + 99, "h").await,
+        Err(StoreError::NotFound)
+    ));
     Ok(())
 }
 

@@ -6,12 +6,10 @@
 
 use std::io::BufRead;
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, PgConnection, SqliteConnection};
 
 use crate::security;
 use crate::store::{self, AuditEntry};
@@ -48,33 +46,6 @@ pub fn read_password(input: impl BufRead) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Replaces the hash and deletes the user's sessions in one transaction on `$conn` (a
-/// connection of either backend; the same SQL runs on both); evaluates to how many
-/// sessions there were.
-macro_rules! set_hash {
-    ($conn:expr, $user_id:expr, $hash:expr) => {{
-        let mut tx = $conn.begin().await?;
-        // language=SQL
-        let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind($hash)
-            .bind($user_id)
-            .execute(&mut *tx)
-            .await
-            .context("cannot store the new password")?;
-        if updated.rows_affected() != 1 {
-            bail!("the user disappeared while its password was being reset");
-        }
-        // language=SQL
-        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind($user_id)
-            .execute(&mut *tx)
-            .await
-            .context("cannot end the user's sessions")?
-            .rows_affected();
-        tx.commit().await?;
-        ended
-    }};
-}
 /// Sets a new password for `username` and ends every session the user had, so that
 /// whoever held the old password is logged out too.
 pub async fn reset_password(
@@ -113,21 +84,10 @@ pub async fn reset_password(
         .await
         .context("hashing the password stopped")??;
     let user_id = user.user.id;
-    let sessions_ended = if is_postgres(database_url) {
-        let mut conn = PgConnection::connect(database_url)
-            .await
-            .context("cannot connect to PostgreSQL")?;
-        set_hash!(conn, user_id, &hash)
-    } else {
-        let opts = SqliteConnectOptions::from_str(database_url)
-            .context("DATABASE_URL is not a valid sqlite: URL")?
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let mut conn = SqliteConnection::connect_with(&opts)
-            .await
-            .context("cannot open the SQLite database")?;
-        set_hash!(conn, user_id, &hash)
-    };
+    let sessions_ended = store
+        .set_password(user_id, &hash)
+        .await
+        .context("cannot store the new password")?;
     store
         .audit(&AuditEntry {
             at: now,

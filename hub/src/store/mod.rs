@@ -167,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn delete_user(&self, id: i64) -> StoreResult<()>;
+    /// Replaces a user's password hash and ends all their sessions, in one transaction;
+    /// returns how many sessions ended.
+    async fn set_password(&self, user_id: i64, password_hash: &str) -> StoreResult<u64>;
     async fn create_session(
         &self,
         token_hash: &str,
