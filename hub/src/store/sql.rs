@@ -41,10 +41,6 @@ use super::*;
 /// was rewritten in between, so copies a few seconds apart write far less than copies
 /// every second; the log grows meanwhile by what ingest writes in that time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-/// Size of the write-ahead log above which the checkpointer empties it (see
-/// [`checkpoint_in_background`]); with 5 s between checkpoints the log stays well under
-/// 64 MiB at any ingest rate the hub sustains.
-const WAL_BOUND: u64 = 32 * 1024 * 1024;
 
 /// Copies the write-ahead log into the database file on a connection of its own, every
 /// [`CHECKPOINT_EVERY`] while the log changes. SQLite's automatic checkpoint runs inside
@@ -53,17 +49,7 @@ const WAL_BOUND: u64 = 32 * 1024 * 1024;
 /// 200 ms. A PASSIVE checkpoint waits for no one, and writers go on appending while it
 /// runs. An idle hub's log does not change, so it costs nothing. Ends when the pool is
 /// closed.
-///
-/// A PASSIVE checkpoint cannot move the log back to its start while writers keep
-/// appending and readers keep old snapshots, so under sustained ingest the file would
-/// grow without end. Once it passes [`WAL_BOUND`], the next checkpoint is a TRUNCATE
-/// taken between two commits (holding the writers' turn): it waits for readers, copies
-/// everything, and empties the file.
-async fn checkpoint_in_background(
-    pool: SqlitePool,
-    wal: std::path::PathBuf,
-    writer: Arc<Mutex<()>>,
-) {
+async fn checkpoint_in_background(pool: SqlitePool, wal: std::path::PathBuf) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut copied_up_to = None;
@@ -72,19 +58,11 @@ async fn checkpoint_in_background(
         if pool.is_closed() {
             return;
         }
-        let meta = std::fs::metadata(&wal).ok();
-        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        let modified = std::fs::metadata(&wal).and_then(|m| m.modified()).ok();
         if modified.is_some() && modified == copied_up_to {
             continue;
         }
-        let too_big = meta.is_some_and(|m| m.len() > WAL_BOUND);
-        let _turn = if too_big {
-            Some(writer.lock().await)
-        } else {
-            None
-        };
-        let mode = if too_big { "TRUNCATE" } else { "PASSIVE" };
-        match sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
         {
@@ -164,13 +142,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .run(&pool)
             .await
             .context("SQLite migrations failed")?;
-        let writer = Arc::new(Mutex::new(()));
-        tokio::spawn(checkpoint_in_background(
-            pool.clone(),
-            wal.into(),
-            writer.clone(),
-        ));
-        Ok(Arc::new(SqliteStore::with_writer(pool, writer)))
+        tokio::spawn(checkpoint_in_background(pool.clone(), wal.into()));
+        Ok(Arc::new(SqliteStore::from_pool(pool)))
     }
 }
 
@@ -194,18 +167,16 @@ impl PgStore {
 pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite allows one writer; taking turns here avoids `SQLITE_BUSY` when a deferred
-    /// transaction that began with a read tries to write after another writer. The
-    /// checkpointer takes it too when it must restart the write-ahead log.
-    writer: Arc<Mutex<()>>,
+    /// transaction that began with a read tries to write after another writer.
+    writer: Mutex<()>,
 }
 
 impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self::with_writer(pool, Arc::new(Mutex::new(())))
-    }
-
-    fn with_writer(pool: SqlitePool, writer: Arc<Mutex<()>>) -> Self {
-        SqliteStore { pool, writer }
+        SqliteStore {
+            pool,
+            writer: Mutex::new(()),
+        }
     }
 
     async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
