@@ -68,7 +68,7 @@ impl Metrics {
         let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let ack_seconds = Family::<SeverityLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(ACK_BUCKETS.into_iter())) as fn() -> Histogram,
+            (|| Histogram::new(ACK_BUCKETS)) as fn() -> Histogram,
         );
         registry.register(
             "alert_ack_seconds",
