@@ -91,6 +91,20 @@ pub struct Settings {
     /// Hours an API login stays valid.
     #[arg(long, env = "MIMAMORI_SESSION_HOURS")]
     pub session_hours: Option<u32>,
+    /// Cluster mode: the NATS JetStream server(s) holding the event log, e.g.
+    /// `nats://127.0.0.1:4222` (comma-separated for several). Needs a PostgreSQL store.
+    #[arg(long, env = "MIMAMORI_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Cluster mode: this hub's name among the others (default: the host name).
+    #[arg(long, env = "MIMAMORI_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode: how many partitions the residents are spread over (fixed for the
+    /// life of a cluster; default 16).
+    #[arg(long, env = "MIMAMORI_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Cluster mode: copies JetStream keeps of each stream (1, or 3 on a NATS cluster of three).
+    #[arg(long, env = "MIMAMORI_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -107,6 +121,8 @@ pub struct Config {
     pub dashboard_dir: PathBuf,
     pub max_connections: usize,
     pub session_hours: u32,
+    /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     pub notify: crate::notify::config::NotifyConfig,
 }
 
@@ -134,6 +150,12 @@ database_url = "sqlite:mimamori.db"
 dashboard_dir = "dashboard"
 max_connections = 20000
 session_hours = 12
+# Cluster mode (several hubs, no single point of failure): a NATS JetStream URL and a
+# postgres:// database_url; see docs/operations.md.
+# nats_url = "nats://127.0.0.1:4222"
+# node_id = "hub-1"
+# partitions = 16
+# nats_replicas = 1
 "#;
 
 impl Settings {
@@ -151,6 +173,10 @@ impl Settings {
             dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
             max_connections: self.max_connections.or(file.max_connections),
             session_hours: self.session_hours.or(file.session_hours),
+            nats_url: self.nats_url.or(file.nats_url),
+            node_id: self.node_id.or(file.node_id),
+            partitions: self.partitions.or(file.partitions),
+            nats_replicas: self.nats_replicas.or(file.nats_replicas),
             notify: self.notify.over(file.notify),
         }
     }
@@ -185,6 +211,16 @@ impl Settings {
         if session_hours == 0 || session_hours > 24 * 30 {
             anyhow::bail!("session_hours must be between 1 and 720");
         }
+        let database_url = self
+            .database_url
+            .unwrap_or_else(|| "sqlite:mimamori.db".into());
+        let cluster = crate::cluster::ClusterConfig::from_settings(
+            self.nats_url,
+            self.node_id,
+            self.partitions,
+            self.nats_replicas,
+            &database_url,
+        )?;
         Ok(Config {
             http_addr: self
                 .http_addr
@@ -193,15 +229,14 @@ impl Settings {
                 .mqtt_addr
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883))),
             mqtt_tls,
-            database_url: self
-                .database_url
-                .unwrap_or_else(|| "sqlite:mimamori.db".into()),
+            database_url,
             admin_password: self.admin_password.filter(|p| !p.is_empty()),
             dashboard_dir: self
                 .dashboard_dir
                 .unwrap_or_else(|| PathBuf::from("dashboard")),
             max_connections,
             session_hours,
+            cluster,
             notify: self.notify.finish()?,
         })
     }
@@ -219,6 +254,7 @@ impl Config {
             dashboard_dir: PathBuf::from("dashboard"),
             max_connections: 20_000,
             session_hours: 12,
+            cluster: None,
             notify: crate::notify::config::NotifyConfig::default(),
         }
     }

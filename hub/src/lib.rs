@@ -15,6 +15,8 @@
 //!   service-level report;
 //! - [`notify`]: delivery of the outbox's notifications, and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
+//! - [`cluster`]: cluster mode, several hubs on one NATS JetStream log and one
+//!   PostgreSQL store: the event log, partition leases, the live stream across hubs;
 //! - [`app`]: wiring, start-up and shutdown;
 //! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
 
@@ -24,6 +26,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod events;

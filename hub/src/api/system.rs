@@ -27,13 +27,30 @@ pub struct Health {
     pub status: String,
     pub store: String,
     pub mqtt_connections: usize,
+    /// Cluster mode: this hub's name, whether it reaches NATS, the partitions it owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    pub nats: bool,
+    pub partitions_owned: usize,
 }
 
 /// 200 once the broker and store are ready (the hub only serves HTTP after both
-/// started), 503 while the store does not answer.
+/// started), 503 while the store does not answer, or in cluster mode while NATS does
+/// not, so that a balancer sends devices to another hub.
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let store_ok = st.store.ping().await.is_ok();
-    let ready = st.ready.load(Ordering::Relaxed) && store_ok;
+    let cluster = st.cluster.as_ref().map(|c| ClusterHealth {
+        node_id: c.config.node_id.clone(),
+        nats: c.nats_connected(),
+        partitions_owned: c.owned_count(),
+    });
+    let cluster_ok = cluster.as_ref().is_none_or(|c| c.nats);
+    let ready = st.ready.load(Ordering::Relaxed) && store_ok && cluster_ok;
     let body = Health {
         status: if ready {
             "ok".into()
@@ -42,6 +59,7 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
         },
         store: st.store.backend().into(),
         mqtt_connections: st.edge.registry.len(),
+        cluster,
     };
     let code = if ready {
         StatusCode::OK

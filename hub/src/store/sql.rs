@@ -250,6 +250,26 @@ macro_rules! impl_store {
                 Ok(ids.into_iter().map(|(i,)| i).collect())
             }
 
+            /// Refuses the commit unless its lease is still the partition's current one,
+            /// and records how far into the event log it reaches.
+            async fn check_fence(tx: &mut sqlx::Transaction<'_, $db>, f: &Fence) -> StoreResult<()> {
+                let seq = i64::try_from(f.applied_seq).unwrap_or(i64::MAX);
+                let done = sqlx::query(
+                    "UPDATE cluster_leases SET applied_seq = CASE WHEN applied_seq < $1 THEN $1 ELSE applied_seq END \
+                     WHERE part = $2 AND owner = $3 AND token = $4",
+                )
+                .bind(seq)
+                .bind(i64::from(f.partition))
+                .bind(&f.owner)
+                .bind(f.token)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Fenced(f.partition));
+                }
+                Ok(())
+            }
+
             /// Which of these residents still exist: a batch may trail a deletion.
             async fn existing_residents(tx: &mut sqlx::Transaction<'_, $db>, ids: &BTreeSet<i64>) -> StoreResult<BTreeSet<i64>> {
                 if ids.is_empty() {
@@ -826,6 +846,11 @@ macro_rules! impl_store {
                 }
                 let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
+                if let Some(fence) = &batch.fence {
+                    // First, so the lease row stays locked until the commit: a takeover
+                    // waits for this commit, and a commit after a takeover is refused.
+                    Self::check_fence(&mut tx, fence).await?;
+                }
                 let e = &batch.effects;
                 let mentioned: BTreeSet<i64> = batch
                     .readings
