@@ -182,6 +182,10 @@ impl Hub {
             metrics.clone(),
         )
         .context("cannot start the notification worker")?;
+        let notifier = match &engine {
+            Engine::Cluster { .. } => notifier.shared(),
+            Engine::Single(_) => notifier,
+        };
         let cluster = match &engine {
             Engine::Cluster { cluster, .. } => Some(cluster.clone()),
             Engine::Single(_) => None,

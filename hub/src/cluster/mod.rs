@@ -95,6 +95,17 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// The NATS servers to try, from a comma-separated URL list.
+    pub fn servers(&self) -> Vec<&str> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
 fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -126,7 +137,7 @@ impl Cluster {
             .ping_interval(Duration::from_secs(2))
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(5)))
-            .connect(config.nats_url.as_str())
+            .connect(config.servers())
             .await
             .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
         let js = async_nats::jetstream::new(client.clone());

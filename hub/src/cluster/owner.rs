@@ -34,6 +34,8 @@ use crate::store::Store;
 const PARTITION_QUEUE: usize = 16_384;
 /// SOS presses of one partition that may wait.
 const PARTITION_URGENT: usize = 1_024;
+/// How often the outbox is searched for claims a dead hub left.
+const FREE_CLAIMS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How far into a partition's log its pipeline has got: what was handed to it, and what
 /// of that is not committed yet. Shared by the log reader and the pipeline.
@@ -117,6 +119,7 @@ pub struct Owner {
     parts: PipelineParts,
     running: BTreeMap<u32, Running>,
     last_renewed: Option<Instant>,
+    last_freed: Option<Instant>,
     http_addr: String,
     mqtt_addr: String,
 }
@@ -133,6 +136,7 @@ impl Owner {
             parts,
             running: BTreeMap::new(),
             last_renewed: None,
+            last_freed: None,
             http_addr,
             mqtt_addr,
         }
@@ -186,6 +190,7 @@ impl Owner {
         if let Err(e) = self.rebalance().await {
             warn!(error = %e, "cannot plan the partitions");
         }
+        self.free_stale_claims().await;
         self.parts
             .metrics
             .cluster_partitions
@@ -230,6 +235,29 @@ impl Owner {
             }
         }
         Ok(())
+    }
+
+    /// Deliveries a dead hub's notifier had claimed are freed by whichever hub sees them
+    /// first (a single hub does it at start instead).
+    async fn free_stale_claims(&mut self) {
+        if self
+            .last_freed
+            .is_some_and(|t| t.elapsed() < FREE_CLAIMS_EVERY)
+        {
+            return;
+        }
+        self.last_freed = Some(Instant::now());
+        let now = self.parts.clock.now();
+        match self
+            .parts
+            .store
+            .release_claims(now - crate::notify::STALE_CLAIM, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(deliveries = n, "freed deliveries a stopped hub had claimed"),
+            Err(e) => warn!(error = %e, "cannot free stale delivery claims"),
+        }
     }
 
     /// Without a renewal for most of a lease, others may take the partitions any moment:

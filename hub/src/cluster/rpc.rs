@@ -29,7 +29,7 @@ pub enum Request {
 /// The owner's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
-    Staff(Result<Alert, StaffError>),
+    Staff(Box<Result<Alert, StaffError>>),
     Statuses(Vec<ResidentStatus>),
     Done,
 }
@@ -70,7 +70,7 @@ pub async fn serve(cluster: Cluster) -> anyhow::Result<()> {
 
 async fn answer(handle: &PipelineHandle, req: Request) -> Reply {
     match req {
-        Request::Staff(cmd) => Reply::Staff(handle.staff(cmd).await),
+        Request::Staff(cmd) => Reply::Staff(Box::new(handle.staff(cmd).await)),
         Request::Statuses(ids) => Reply::Statuses(handle.statuses(ids).await),
         Request::Reload(id) => {
             handle.send(Command::Reload(id)).await;
@@ -135,7 +135,7 @@ async fn staff(
     )
     .await
     {
-        Some(Reply::Staff(result)) => result,
+        Some(Reply::Staff(result)) => *result,
         _ => Err(StaffError::Stopped),
     }
 }

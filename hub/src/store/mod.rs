@@ -293,7 +293,13 @@ pub trait Store: Send + Sync + 'static {
         alert_id: i64,
     ) -> StoreResult<Vec<mimamori_protocol::contact::Delivery>>;
     /// Frees deliveries claimed by a hub that died mid-attempt, due at once; returns how many.
-    async fn release_claims(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Only claims made at or before `claimed_before`: in cluster mode other hubs' notifiers
+    /// hold fresh claims.
+    async fn release_claims(
+        &self,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Claims up to `limit` pending deliveries due at `now`, oldest due first.
     async fn claim_deliveries(
         &self,

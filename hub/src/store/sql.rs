@@ -1105,12 +1105,13 @@ macro_rules! impl_store {
                 rows.into_iter().map(Delivery::try_from).collect()
             }
 
-            async fn release_claims(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+            async fn release_claims(&self, claimed_before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query(
-                    "UPDATE deliveries SET claimed_at = NULL, next_attempt_at = $1 WHERE state = 'pending' AND claimed_at IS NOT NULL",
+                    "UPDATE deliveries SET claimed_at = NULL, next_attempt_at = $1 WHERE state = 'pending' AND claimed_at IS NOT NULL AND claimed_at <= $2",
                 )
                 .bind(ms(now))
+                .bind(ms(claimed_before))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected())
@@ -1131,12 +1132,15 @@ macro_rules! impl_store {
                 if rows.is_empty() {
                     return Ok(Vec::new());
                 }
+                // Only rows still unclaimed are taken: in cluster mode another hub's
+                // notifier may have claimed some since the SELECT.
                 let mut q = QueryBuilder::<$db>::new("UPDATE deliveries SET claimed_at = ");
-                q.push_bind(ms(now)).push(" WHERE id ");
+                q.push_bind(ms(now)).push(" WHERE claimed_at IS NULL AND id ");
                 push_id_list(&mut q, rows.iter().map(|r| r.id));
-                q.build().execute(&mut *tx).await?;
+                q.push(" RETURNING id");
+                let taken: BTreeSet<i64> = q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.into_iter().collect();
                 tx.commit().await?;
-                rows.into_iter().map(OutboxItem::try_from).collect()
+                rows.into_iter().filter(|r| taken.contains(&r.id)).map(OutboxItem::try_from).collect()
             }
 
             async fn finish_attempt(&self, id: i64, at: DateTime<Utc>, error: Option<&str>, next: Next) -> StoreResult<()> {
