@@ -11,6 +11,7 @@ mod gateways;
 mod helpers;
 mod line;
 mod notify;
+mod push;
 mod rules;
 mod security;
 mod sim;

@@ -51,6 +51,10 @@ pub struct Metrics {
     /// LINE push messages accepted this calendar month (Japan time), resumed from the
     /// store at start.
     pub line_messages_month: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Web Push messages accepted by a browser's push service.
+    pub push_messages: Counter,
+    /// Web Push subscriptions removed because their push service answered 404 or 410.
+    pub push_subscriptions_expired: Counter,
 }
 
 impl Metrics {
@@ -65,6 +69,8 @@ impl Metrics {
         let alerts_changed = Counter::default();
         let line_messages = Counter::default();
         let line_messages_month = Gauge::default();
+        let push_messages = Counter::default();
+        let push_subscriptions_expired = Counter::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let ack_seconds = Family::<SeverityLabel, Histogram>::new_with_constructor(
@@ -130,6 +136,16 @@ impl Metrics {
             "LINE push messages accepted this month (Japan time)",
             line_messages_month.clone(),
         );
+        registry.register(
+            "push_messages",
+            "Web Push messages accepted by a browser's push service",
+            push_messages.clone(),
+        );
+        registry.register(
+            "push_subscriptions_expired",
+            "Web Push subscriptions removed after their push service answered 404 or 410",
+            push_subscriptions_expired.clone(),
+        );
         // Every reason appears from the start, so a dashboard sees zeros rather than gaps.
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel {
@@ -150,6 +166,8 @@ impl Metrics {
             ack_seconds,
             line_messages,
             line_messages_month,
+            push_messages,
+            push_subscriptions_expired,
         }
     }
 
