@@ -309,7 +309,9 @@ async fn push_sos_reaches_each_browser_encrypted_and_signed() -> Result<()> {
         .unwrap_or_default();
     assert_eq!(endpoints, [format!("{}/push/yuki-phone", svc.origin)]);
     assert_eq!(hub.metric("mimamori_push_subscriptions_expired_total").await?, 1.0);
-    assert_eq!(hub.metric("mimamori_push_messages_total").await?, 5.0);
+    // Accepted: the phone twice (first try and retry), the laptop once (after its 503),
+    // the daughter's phone once.
+    assert_eq!(hub.metric("mimamori_push_messages_total").await?, 4.0);
     Ok(())
 }
 

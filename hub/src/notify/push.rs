@@ -488,7 +488,7 @@ mod tests {
         assert!(valid_endpoint("http://127.0.0.1:9/push", &tests).is_ok());
         assert!(valid_endpoint("http://[::1]:9/push", &tests).is_ok());
         assert!(valid_endpoint("http://localhost:9/push", &tests).is_ok());
-        for bad in ["http://push.example.org/x", "ftp://127.0.0.1/x", "not a url", "https:///x"] {
+        for bad in ["http://push.example.org/x", "ftp://127.0.0.1/x", "not a url", "https://", "mailto:a@b.example"] {
             assert!(valid_endpoint(bad, &tests).is_err(), "{bad}");
         }
         assert!(valid_endpoint(&format!("https://a.example/{}", "x".repeat(3000)), &tests).is_err());
