@@ -178,9 +178,21 @@ async fn subscribe(hub: &TestHub, token: &str, body: Value) -> Result<(u16, Valu
 /// belong to the user who made them.
 #[tokio::test]
 async fn push_sos_reaches_each_browser_encrypted_and_signed() -> Result<()> {
+    sos_reaches_each_browser(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn push_sos_reaches_each_browser_encrypted_and_signed_postgres() -> Result<()> {
+    if skip_postgres("push_sos_reaches_each_browser_encrypted_and_signed_postgres") {
+        return Ok(());
+    }
+    sos_reaches_each_browser(Backend::Postgres).await
+}
+
+async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
     let svc = PushService::start().await?;
     let hub = TestHub::start_with(
-        Backend::Sqlite,
+        backend,
         &[
             "--push-subject",
             SUBJECT,
