@@ -17,6 +17,17 @@ export function registerWorker() {
   return registering;
 }
 
+/** The browser asks its push service for an endpoint; one out of reach may never answer. */
+const SUBSCRIBE_WITHIN_MS = 20000;
+
+function withTimeout(promise, ms) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(t('push_no_service'))), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 /** base64url to bytes, as `applicationServerKey` wants them. */
 function bytes(b64url) {
   const b64 = b64url.replace(/-/g, '+').replace(/_/g, '/');
@@ -54,7 +65,10 @@ export async function enablePush() {
     await sub.unsubscribe();
     sub = null;
   }
-  sub ??= await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: bytes(key) });
+  sub ??= await withTimeout(
+    reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: bytes(key) }),
+    SUBSCRIBE_WITHIN_MS,
+  );
   await api('POST', '/push/subscriptions', sub.toJSON());
 }
 
