@@ -211,7 +211,9 @@ async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
     let yuki = hub.user("yuki", "family", &[rid]).await?;
     hub.user("jiro-son", "family", &[other]).await?;
 
-    let (status, key) = hub.call(Some(&care), Method::GET, "/push/key", None).await?;
+    let (status, key) = hub
+        .call(Some(&care), Method::GET, "/push/key", None)
+        .await?;
     assert_eq!(status, 200, "{key}");
     let public_key = key["public_key"].as_str().unwrap_or("").to_string();
     assert_eq!(URL_SAFE_NO_PAD.decode(&public_key)?.len(), 65);
@@ -223,14 +225,22 @@ async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
     let (tablet, yuki_phone) = (Browser::new("yuki-tablet"), Browser::new("yuki-phone"));
     svc.answer("care-laptop", &[503]);
     svc.answer("yuki-tablet", &[410]);
-    for (token, b) in [(&care, &phone), (&care, &laptop), (&yuki, &tablet), (&yuki, &yuki_phone)] {
+    for (token, b) in [
+        (&care, &phone),
+        (&care, &laptop),
+        (&yuki, &tablet),
+        (&yuki, &yuki_phone),
+    ] {
         let (status, v) = subscribe(&hub, token, b.subscription(&svc)).await?;
         assert_eq!(status, 201, "{v}");
         assert_eq!(v["endpoint"], b.subscription(&svc)["endpoint"]);
         assert!(v.get("keys").is_none(), "keys are not shown back: {v}");
     }
     // Subscribing the same browser again is no new subscription; a third one is too many.
-    assert_eq!(subscribe(&hub, &care, phone.subscription(&svc)).await?.0, 201);
+    assert_eq!(
+        subscribe(&hub, &care, phone.subscription(&svc)).await?.0,
+        201
+    );
     let (status, v) = subscribe(&hub, &care, Browser::new("care-tv").subscription(&svc)).await?;
     assert_eq!(status, 409, "{v}");
     let mine = hub
@@ -249,23 +259,31 @@ async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
     bad["keys"]["p256dh"] = json!("BCVxsr7N_eNgVRqvHtD0zTZsEc6");
     let (status, v) = subscribe(&hub, &yuki, bad).await?;
     assert_eq!(status, 422);
-    assert!(v["message"].as_str().unwrap_or("").contains("p256dh"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("p256dh"),
+        "{v}"
+    );
 
     // Nobody removes another's subscription.
     let theirs = mine[0]["id"].as_i64().unwrap_or(0);
     let path = format!("/push/subscriptions/{theirs}");
-    assert_eq!(hub.call(Some(&yuki), Method::DELETE, &path, None).await?.0, 404);
+    assert_eq!(
+        hub.call(Some(&yuki), Method::DELETE, &path, None).await?.0,
+        404
+    );
 
     // Push contacts name users; a family user only for a resident they may see.
-    let contact = |name: &str, relation: &str, user: &str, lang: &str| {
-        json!({"name": name, "relation": relation, "tier": 1, "channel": "push", "address": user, "language": lang})
-    };
+    let contact = |name: &str, relation: &str, user: &str, lang: &str| json!({"name": name, "relation": relation, "tier": 1, "channel": "push", "address": user, "language": lang});
     add_contact(&hub, rid, contact("Care worker", "staff", "care1", "en")).await?;
     add_contact(&hub, rid, contact("Sato Yuki", "family", "yuki", "ja")).await?;
     let path = format!("/residents/{rid}/contacts");
     for (user, why) in [("nobody", "no user"), ("jiro-son", "may not see")] {
         let (status, v) = hub
-            .admin(Method::POST, &path, Some(contact("x", "family", user, "ja")))
+            .admin(
+                Method::POST,
+                &path,
+                Some(contact("x", "family", user, "ja")),
+            )
             .await?;
         assert_eq!(status, 422, "{v}");
         assert!(v["message"].as_str().unwrap_or("").contains(why), "{v}");
@@ -277,7 +295,10 @@ async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
     })
     .await?;
     assert!(d.iter().all(|x| x["channel"] == "push"));
-    let attempts: Vec<i64> = d.iter().map(|x| x["attempts"].as_i64().unwrap_or(0)).collect();
+    let attempts: Vec<i64> = d
+        .iter()
+        .map(|x| x["attempts"].as_i64().unwrap_or(0))
+        .collect();
     let care_d = d
         .iter()
         .find(|x| x["contact_name"] == "Care worker")
@@ -306,7 +327,10 @@ async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
             assert_eq!(n["tag"], format!("alert-{alert_id}"), "{n}");
             assert_eq!(n["severity"], "critical");
             let text = format!("{} {}", n["title"], n["body"]);
-            assert!(text.contains("Tanaka Hana") && text.contains("SOS"), "{text}");
+            assert!(
+                text.contains("Tanaka Hana") && text.contains("SOS"),
+                "{text}"
+            );
         }
     }
 
@@ -320,7 +344,11 @@ async fn sos_reaches_each_browser(backend: Backend) -> Result<()> {
         .map(|a| a.iter().filter_map(|s| s["endpoint"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(endpoints, [format!("{}/push/yuki-phone", svc.origin)]);
-    assert_eq!(hub.metric("mimamori_push_subscriptions_expired_total").await?, 1.0);
+    assert_eq!(
+        hub.metric("mimamori_push_subscriptions_expired_total")
+            .await?,
+        1.0
+    );
     // Accepted: the phone twice (first try and retry), the laptop once (after its 503),
     // the daughter's phone once.
     assert_eq!(hub.metric("mimamori_push_messages_total").await?, 4.0);
@@ -334,7 +362,12 @@ async fn push_to_expired_browsers_fails_and_subscriptions_can_be_removed() -> Re
     let svc = PushService::start().await?;
     let hub = TestHub::start_with(
         Backend::Sqlite,
-        &["--push-subject", SUBJECT, "--push-allow-http-loopback", "true"],
+        &[
+            "--push-subject",
+            SUBJECT,
+            "--push-allow-http-loopback",
+            "true",
+        ],
     )
     .await?;
     let rid = hub.resident(json!({"name": "Tanaka Hana"})).await?;
@@ -362,9 +395,17 @@ async fn push_to_expired_browsers_fails_and_subscriptions_can_be_removed() -> Re
     let (status, sub) = subscribe(&hub, &care, Browser::new("new").subscription(&svc)).await?;
     assert_eq!(status, 201, "{sub}");
     let path = format!("/push/subscriptions/{}", sub["id"]);
-    assert_eq!(hub.call(Some(&care), Method::DELETE, &path, None).await?.0, 204);
-    assert_eq!(hub.call(Some(&care), Method::DELETE, &path, None).await?.0, 404);
-    let audit = hub.expect(Method::GET, "/audit?limit=50", None, 200).await?;
+    assert_eq!(
+        hub.call(Some(&care), Method::DELETE, &path, None).await?.0,
+        204
+    );
+    assert_eq!(
+        hub.call(Some(&care), Method::DELETE, &path, None).await?.0,
+        404
+    );
+    let audit = hub
+        .expect(Method::GET, "/audit?limit=50", None, 200)
+        .await?;
     let actions: Vec<&str> = audit
         .as_array()
         .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())

@@ -209,9 +209,16 @@ async fn check_push_user(st: &AppState, row: &NewContactRow) -> ApiResult<()> {
         .store
         .user_by_name(&row.address)
         .await?
-        .ok_or_else(|| invalid(format!("no user {:?} to send push notifications to", row.address)))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "no user {:?} to send push notifications to",
+                row.address
+            ))
+        })?
         .user;
-    if user.role == mimamori_protocol::api::Role::Family && !user.resident_ids.contains(&row.resident_id) {
+    if user.role == mimamori_protocol::api::Role::Family
+        && !user.resident_ids.contains(&row.resident_id)
+    {
         return Err(invalid(format!(
             "family user {:?} may not see resident {}",
             row.address, row.resident_id

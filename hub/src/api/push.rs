@@ -84,7 +84,9 @@ async fn unsubscribe(
         .delete_push_subscription(id, caller.user.id)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("you have no push subscription {id}")),
+            StoreError::NotFound => {
+                ApiError::NotFound(format!("you have no push subscription {id}"))
+            }
             other => other.into(),
         })?;
     audit(

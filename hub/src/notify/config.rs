@@ -7,8 +7,8 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::line::{LineConfig, Secret};
-use super::push::PushConfig;
 use super::policy::Retry;
+use super::push::PushConfig;
 use crate::alerts::ladder::{Ladder, Plan, Step};
 
 /// As given; unset values fall back to the documented defaults.
@@ -342,7 +342,9 @@ impl NotifySettings {
                 _ => bail!("push_subject {s:?} must be a mailto: or https:// address"),
             },
         };
-        let max = self.push_max_subscriptions.map_or(d.max_per_user, i64::from);
+        let max = self
+            .push_max_subscriptions
+            .map_or(d.max_per_user, i64::from);
         if !(1..=100).contains(&max) {
             bail!("push_max_subscriptions must be between 1 and 100");
         }
@@ -540,18 +542,29 @@ mod tests {
             ..NotifySettings::default()
         };
         assert_eq!(
-            with("mailto:ops@example.org").finish()?.push.subject.as_deref(),
+            with("mailto:ops@example.org")
+                .finish()?
+                .push
+                .subject
+                .as_deref(),
             Some("mailto:ops@example.org")
         );
         assert_eq!(
-            with("https://care.example.org").finish()?.push.subject.as_deref(),
+            with("https://care.example.org")
+                .finish()?
+                .push
+                .subject
+                .as_deref(),
             Some("https://care.example.org/")
         );
         assert!(with("http://care.example.org").finish().is_err());
         assert!(with("ops@example.org").finish().is_err());
         assert!(with("mailto:").finish().is_err());
         let none = NotifySettings::default().finish()?.push;
-        assert_eq!((none.subject, none.allow_http_loopback, none.max_per_user), (None, false, 10));
+        assert_eq!(
+            (none.subject, none.allow_http_loopback, none.max_per_user),
+            (None, false, 10)
+        );
         let zero = NotifySettings {
             push_max_subscriptions: Some(0),
             ..NotifySettings::default()

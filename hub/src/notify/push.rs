@@ -81,7 +81,10 @@ impl std::fmt::Debug for Vapid {
 
 impl Vapid {
     /// The stored key pair, or a new one stored now when the hub starts for the first time.
-    pub async fn load(store: &dyn Store, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Vapid> {
+    pub async fn load(
+        store: &dyn Store,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Vapid> {
         let fresh = URL_SAFE_NO_PAD.encode(ES256KeyPair::generate().to_bytes());
         let stored = store.vapid_key(&fresh, now).await?;
         Vapid::from_private(&stored)
@@ -89,7 +92,8 @@ impl Vapid {
 
     /// From base64url of the private scalar.
     pub fn from_private(b64: &str) -> anyhow::Result<Vapid> {
-        let raw = decode_b64url(b64).ok_or_else(|| anyhow::anyhow!("the stored VAPID key is not base64url"))?;
+        let raw = decode_b64url(b64)
+            .ok_or_else(|| anyhow::anyhow!("the stored VAPID key is not base64url"))?;
         let key = ES256KeyPair::from_bytes(&raw)
             .map_err(|e| anyhow::anyhow!("the stored VAPID key is not a P-256 key: {e}"))?;
         Ok(Vapid { key: Arc::new(key) })
@@ -102,13 +106,20 @@ impl Vapid {
 
     /// `Authorization: vapid t=…, k=…` for a request to `endpoint`: the JWT's audience is
     /// the endpoint's origin, port included.
-    pub fn authorization(&self, endpoint: &reqwest::Url, subject: Option<&str>) -> Result<String, String> {
+    pub fn authorization(
+        &self,
+        endpoint: &reqwest::Url,
+        subject: Option<&str>,
+    ) -> Result<String, String> {
         let origin = endpoint.origin().ascii_serialization();
         let mut claims = Claims::create(JWT_VALID.into()).with_audience(origin);
         if let Some(s) = subject {
             claims = claims.with_subject(s);
         }
-        let token = self.key.sign(claims).map_err(|e| format!("cannot sign the VAPID token: {e}"))?;
+        let token = self
+            .key
+            .sign(claims)
+            .map_err(|e| format!("cannot sign the VAPID token: {e}"))?;
         Ok(format!("vapid t={token}, k={}", self.public_key()))
     }
 }
@@ -148,7 +159,8 @@ pub fn valid_endpoint(endpoint: &str, cfg: &PushConfig) -> Result<reqwest::Url, 
     if endpoint.len() > MAX_ENDPOINT {
         return Err(format!("endpoint is longer than {MAX_ENDPOINT} characters"));
     }
-    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
         return Err(format!("endpoint {endpoint:?} has no host"));
     };
@@ -211,7 +223,12 @@ fn clip(s: &str, max: usize) -> String {
 
 /// The JSON the service worker reads (`dashboard/sw.js`): rendered in the contact's
 /// language, with the link that opens the alert.
-pub fn payload(item: &OutboxItem, notice: &Notice, msg: &Message, public_url: Option<&reqwest::Url>) -> Value {
+pub fn payload(
+    item: &OutboxItem,
+    notice: &Notice,
+    msg: &Message,
+    public_url: Option<&reqwest::Url>,
+) -> Value {
     let path = match &notice.alert {
         Some(a) => format!("/#/alert/{}", a.id),
         None => "/#/residents".to_string(),
@@ -282,7 +299,9 @@ impl Push {
             .user_by_name(&item.address)
             .await
             .map_err(|e| SendError::transient(format!("cannot read user {:?}: {e}", item.address)))?
-            .ok_or_else(|| SendError::permanent(format!("no user {:?} to push to", item.address)))?;
+            .ok_or_else(|| {
+                SendError::permanent(format!("no user {:?} to push to", item.address))
+            })?;
         let subs = store
             .push_subscriptions(user.user.id)
             .await
@@ -319,12 +338,23 @@ impl Push {
     async fn remove(&self, store: &dyn Store, sub: &PushSubscriptionRow) {
         self.metrics.push_subscriptions_expired.inc();
         match store.delete_push_subscription(sub.id, sub.user_id).await {
-            Ok(()) => info!(subscription = sub.id, user = sub.user_id, "push subscription expired; removed"),
-            Err(e) => tracing::warn!(subscription = sub.id, error = %e, "cannot remove an expired push subscription"),
+            Ok(()) => info!(
+                subscription = sub.id,
+                user = sub.user_id,
+                "push subscription expired; removed"
+            ),
+            Err(e) => {
+                tracing::warn!(subscription = sub.id, error = %e, "cannot remove an expired push subscription")
+            }
         }
     }
 
-    async fn send_one(&self, http: &reqwest::Client, sub: &PushSubscriptionRow, env: &Envelope<'_>) -> Answer {
+    async fn send_one(
+        &self,
+        http: &reqwest::Client,
+        sub: &PushSubscriptionRow,
+        env: &Envelope<'_>,
+    ) -> Answer {
         let failed = |e: String| Answer::Failed(SendError::permanent(e));
         let keys = match browser_keys(&sub.p256dh, &sub.auth) {
             Ok(k) => k,
@@ -334,7 +364,10 @@ impl Push {
             Ok(u) => u,
             Err(e) => return failed(format!("subscription {}: endpoint: {e}", sub.id)),
         };
-        let auth = match self.vapid.authorization(&endpoint, self.cfg.subject.as_deref()) {
+        let auth = match self
+            .vapid
+            .authorization(&endpoint, self.cfg.subject.as_deref())
+        {
             Ok(a) => a,
             Err(e) => return failed(e),
         };
@@ -355,7 +388,9 @@ impl Push {
             .await;
         let res = match res {
             Ok(r) => r,
-            Err(e) => return Answer::Failed(SendError::transient(format!("push request failed: {e}"))),
+            Err(e) => {
+                return Answer::Failed(SendError::transient(format!("push request failed: {e}")))
+            }
         };
         let status = res.status();
         if status.is_success() {
@@ -364,14 +399,23 @@ impl Push {
         }
         let wait = retry_after(res.headers());
         let why = clip(res.text().await.unwrap_or_default().trim(), 200);
-        let why = if why.is_empty() { "no reason given".into() } else { why };
+        let why = if why.is_empty() {
+            "no reason given".into()
+        } else {
+            why
+        };
         match status.as_u16() {
             404 | 410 => Answer::Gone,
-            400 | 401 | 403 | 413 => failed(format!("push service refused the message ({status}): {why}")),
+            400 | 401 | 403 | 413 => failed(format!(
+                "push service refused the message ({status}): {why}"
+            )),
             429 => Answer::Failed(
-                SendError::transient(format!("push service answered {status}: {why}")).retry_after(wait),
+                SendError::transient(format!("push service answered {status}: {why}"))
+                    .retry_after(wait),
             ),
-            _ => Answer::Failed(SendError::transient(format!("push service answered {status}: {why}"))),
+            _ => Answer::Failed(SendError::transient(format!(
+                "push service answered {status}: {why}"
+            ))),
         }
     }
 }
@@ -429,7 +473,8 @@ mod tests {
         assert_eq!(body[16..20], 4096_u32.to_be_bytes());
         assert_eq!(usize::from(body[20]), 65);
         assert_eq!(body[21..86], b64(as_public)[..]);
-        let opened = web_push_native::decrypt(body.clone(), &secret, &keys.auth).map_err(|e| e.to_string())?;
+        let opened = web_push_native::decrypt(body.clone(), &secret, &keys.auth)
+            .map_err(|e| e.to_string())?;
         assert_eq!(opened, plaintext);
         // One changed byte and the record no longer authenticates.
         let mut bad = body;
@@ -438,9 +483,11 @@ mod tests {
         }
         assert!(web_push_native::decrypt(bad, &secret, &keys.auth).is_err());
 
-        let sealed = web_push_native::encrypt(plaintext.to_vec(), &keys.public, &keys.auth).map_err(|e| e.to_string())?;
+        let sealed = web_push_native::encrypt(plaintext.to_vec(), &keys.public, &keys.auth)
+            .map_err(|e| e.to_string())?;
         assert_ne!(sealed[..16], b64(salt)[..], "a fresh salt per message");
-        let opened = web_push_native::decrypt(sealed, &secret, &keys.auth).map_err(|e| e.to_string())?;
+        let opened =
+            web_push_native::decrypt(sealed, &secret, &keys.auth).map_err(|e| e.to_string())?;
         assert_eq!(opened, plaintext);
         Ok(())
     }
@@ -448,15 +495,22 @@ mod tests {
     #[test]
     fn vapid_header_names_the_endpoint_origin_and_the_subject() -> anyhow::Result<()> {
         use web_push_native::jwt_simple::algorithms::ES256PublicKey;
-        use web_push_native::jwt_simple::common::VerificationOptions;
         use web_push_native::jwt_simple::claims::NoCustomClaims;
-        let vapid = Vapid::from_private(&URL_SAFE_NO_PAD.encode(ES256KeyPair::generate().to_bytes()))?;
+        use web_push_native::jwt_simple::common::VerificationOptions;
+        let vapid =
+            Vapid::from_private(&URL_SAFE_NO_PAD.encode(ES256KeyPair::generate().to_bytes()))?;
         let again = Vapid::from_private(&URL_SAFE_NO_PAD.encode(vapid.key.to_bytes()))?;
         assert_eq!(vapid.public_key(), again.public_key());
         let endpoint = reqwest::Url::parse("http://127.0.0.1:8123/push/abc")?;
-        let header = vapid.authorization(&endpoint, Some("mailto:ops@example.org")).map_err(anyhow::Error::msg)?;
-        let rest = header.strip_prefix("vapid t=").ok_or_else(|| anyhow::anyhow!("{header}"))?;
-        let (token, k) = rest.split_once(", k=").ok_or_else(|| anyhow::anyhow!("{header}"))?;
+        let header = vapid
+            .authorization(&endpoint, Some("mailto:ops@example.org"))
+            .map_err(anyhow::Error::msg)?;
+        let rest = header
+            .strip_prefix("vapid t=")
+            .ok_or_else(|| anyhow::anyhow!("{header}"))?;
+        let (token, k) = rest
+            .split_once(", k=")
+            .ok_or_else(|| anyhow::anyhow!("{header}"))?;
         assert_eq!(k, vapid.public_key());
         let key = ES256PublicKey::from_bytes(&b64(k))?;
         let opts = VerificationOptions {
@@ -472,7 +526,9 @@ mod tests {
             allowed_audiences: Some(["http://127.0.0.1".to_string()].into()),
             ..VerificationOptions::default()
         };
-        assert!(key.verify_token::<NoCustomClaims>(token, Some(other)).is_err());
+        assert!(key
+            .verify_token::<NoCustomClaims>(token, Some(other))
+            .is_err());
         Ok(())
     }
 
@@ -488,10 +544,18 @@ mod tests {
         assert!(valid_endpoint("http://127.0.0.1:9/push", &tests).is_ok());
         assert!(valid_endpoint("http://[::1]:9/push", &tests).is_ok());
         assert!(valid_endpoint("http://localhost:9/push", &tests).is_ok());
-        for bad in ["http://push.example.org/x", "ftp://127.0.0.1/x", "not a url", "https://", "mailto:a@b.example"] {
+        for bad in [
+            "http://push.example.org/x",
+            "ftp://127.0.0.1/x",
+            "not a url",
+            "https://",
+            "mailto:a@b.example",
+        ] {
             assert!(valid_endpoint(bad, &tests).is_err(), "{bad}");
         }
-        assert!(valid_endpoint(&format!("https://a.example/{}", "x".repeat(3000)), &tests).is_err());
+        assert!(
+            valid_endpoint(&format!("https://a.example/{}", "x".repeat(3000)), &tests).is_err()
+        );
     }
 
     #[test]
@@ -515,11 +579,26 @@ mod tests {
         assert!(outcome(1, 0, vec![]).is_ok());
         assert!(outcome(1, 1, vec![p()]).is_ok());
         let e = outcome(1, 0, vec![t(), SendError::transient("x")]).err();
-        assert_eq!(e.as_ref().and_then(|e| e.retry_after), Some(Duration::from_secs(3)));
-        assert_eq!(e.map(|e| e.outcome), Some(super::super::policy::Outcome::Transient));
-        assert_eq!(outcome(0, 0, vec![p()]).err().map(|e| e.message), Some("403".into()));
+        assert_eq!(
+            e.as_ref().and_then(|e| e.retry_after),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            e.map(|e| e.outcome),
+            Some(super::super::policy::Outcome::Transient)
+        );
+        assert_eq!(
+            outcome(0, 0, vec![p()]).err().map(|e| e.message),
+            Some("403".into())
+        );
         let gone = outcome(0, 2, vec![]).err();
-        assert_eq!(gone.as_ref().map(|e| e.outcome), Some(super::super::policy::Outcome::Permanent));
-        assert!(gone.map(|e| e.message).unwrap_or_default().contains("expired"));
+        assert_eq!(
+            gone.as_ref().map(|e| e.outcome),
+            Some(super::super::policy::Outcome::Permanent)
+        );
+        assert!(gone
+            .map(|e| e.message)
+            .unwrap_or_default()
+            .contains("expired"));
     }
 }
