@@ -27,6 +27,7 @@ use web_push_native::jwt_simple::algorithms::{
 use web_push_native::jwt_simple::claims::Claims;
 use web_push_native::p256;
 
+use super::line::{clip, retry_after};
 use super::message::{Message, Notice};
 use super::policy::NoticeEvent;
 use super::SendError;
@@ -39,8 +40,6 @@ const JWT_VALID: Duration = Duration::from_secs(12 * 3600);
 /// adds 103 bytes of header and tag, and the text is kept well under the rest.
 const MAX_BODY_CHARS: usize = 600;
 const MAX_TITLE_CHARS: usize = 120;
-/// The longest `Retry-After` honoured; beyond it the give-up time decides anyway.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Longest endpoint URL accepted.
 const MAX_ENDPOINT: usize = 2048;
 
@@ -211,16 +210,6 @@ pub fn tag(item: &OutboxItem, notice: &Notice) -> String {
     }
 }
 
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
-}
-
 /// The JSON the service worker reads (`dashboard/sw.js`): rendered in the contact's
 /// language, with the link that opens the alert.
 pub fn payload(
@@ -257,17 +246,6 @@ enum Answer {
     Delivered,
     Gone,
     Failed(SendError),
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// What the channel needs besides the delivery itself.
