@@ -12,6 +12,7 @@ mod gateways;
 mod helpers;
 mod line;
 mod notify;
+mod push;
 mod rules;
 mod security;
 mod sim;

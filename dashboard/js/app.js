@@ -9,6 +9,7 @@ import { alertListView, alertView, Alarm } from './alerts.js';
 import { mapView } from './map.js';
 import { boardView, residentView } from './residents.js';
 import { adminDevicesView, adminResidentsView, adminUsersView } from './admin.js';
+import { pushControl, registerWorker } from './push.js';
 
 const root = document.getElementById('app');
 
@@ -79,6 +80,7 @@ async function startSession() {
     if (ev.detail.severity === 'critical' && ctx.isStaff()) ctx.alarm.ring();
   });
   ctx.live.start();
+  registerWorker();
 }
 
 function endSession() {
@@ -179,6 +181,7 @@ function renderHeader(hash) {
     nav,
     h('span', { id: 'conn', role: 'status', 'aria-live': 'polite' }),
     sound,
+    pushControl(),
     langSwitch(() => route()),
     h('span', { class: 'who' }, ctx.me?.username ?? ''),
     h(

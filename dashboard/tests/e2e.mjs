@@ -82,6 +82,16 @@ async function main() {
     await login(b, STAFF2);
     check(await a.textContent('#conn') === '● live', 'connection state shows live');
 
+    // Web Push: the service worker registers for the whole dashboard and the control shows.
+    const scope = await a.evaluate(async () => (await navigator.serviceWorker.ready).scope);
+    check(scope === `${HUB}/`, `the service worker is registered for the dashboard (scope ${scope})`);
+    await a.waitForSelector('#push-control[data-state="off"]');
+    check(
+      (await a.textContent('#push-toggle')).includes('Enable notifications on this device'),
+      'the staff dashboard offers notifications on this device',
+    );
+    await shot(a, 'push-01-staff-control');
+
     // An alert published over MQTT appears within 2 s, with who, what and since when.
     console.log('READY');
     const line = await stdinLines.next();
@@ -175,6 +185,25 @@ async function main() {
     check(!(await fam.textContent('body')).includes(OTHER_RESIDENT), 'the other resident is nowhere on the page');
     check(await fam.locator('a[href="#/alerts"]').count() === 0, 'family users have no alert desk');
     await shot(fam, '12-family-board');
+    await fam.waitForSelector('#push-control[data-state="off"]');
+    check(
+      (await fam.textContent('#push-toggle')).includes('この端末で通知を受け取る'),
+      'the family page offers notifications on this device, in Japanese',
+    );
+    await shot(fam, 'push-02-family-control');
+    // No real push service is reachable from here: allowed notifications and a press of the
+    // control end in a clear message rather than a control that claims to be on.
+    await fam.context().grantPermissions(['notifications'], { origin: HUB });
+    await fam.click('#push-toggle');
+    await fam.waitForFunction(
+      () => document.querySelector('#push-status')?.textContent.startsWith('通知を有効にできませんでした'),
+      null,
+      { timeout: 30000 },
+    );
+    check(
+      (await fam.getAttribute('#push-control', 'data-state')) === 'off',
+      'without a push service the control says why and stays off',
+    );
     await fam.goto(`${HUB}/#/resident/${OTHER_ID}`);
     await fam.waitForSelector('.msg-error');
     check((await fam.textContent('.msg-error')) === '見つかりません。', "another resident's page is not found");

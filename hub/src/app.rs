@@ -174,12 +174,16 @@ impl Hub {
             }
         };
 
+        let vapid = crate::notify::push::Vapid::load(store.as_ref(), clock.now())
+            .await
+            .context("cannot load or make the Web Push (VAPID) key")?;
         let notifier = crate::notify::Notifier::new(
             store.clone(),
             clock.clone(),
             bus.clone(),
             cfg.notify.clone(),
             metrics.clone(),
+            vapid.clone(),
         )
         .context("cannot start the notification worker")?;
         let notifier = match &engine {
@@ -207,6 +211,10 @@ impl Hub {
                 .as_ref()
                 .and_then(|l| l.channel_secret.clone())
                 .map(Arc::new),
+            push: Arc::new(api::push::PushState {
+                public_key: vapid.public_key(),
+                cfg: cfg.notify.push.clone(),
+            }),
         };
         Ok(Hub {
             http,

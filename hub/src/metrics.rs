@@ -59,6 +59,10 @@ pub struct Metrics {
     pub cluster_fenced: Counter,
     /// Cluster mode: events this hub's edge appended to the event log.
     pub cluster_appended: Counter,
+    /// Web Push messages accepted by a browser's push service.
+    pub push_messages: Counter,
+    /// Web Push subscriptions removed because their push service answered 404 or 410.
+    pub push_subscriptions_expired: Counter,
 }
 
 impl Metrics {
@@ -97,6 +101,8 @@ impl Metrics {
             "Cluster mode: events appended to the JetStream event log by this hub's edge",
             cluster_appended.clone(),
         );
+        let push_messages = Counter::default();
+        let push_subscriptions_expired = Counter::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let ack_seconds = Family::<SeverityLabel, Histogram>::new_with_constructor(
@@ -162,6 +168,16 @@ impl Metrics {
             "LINE push messages accepted this month (Japan time)",
             line_messages_month.clone(),
         );
+        registry.register(
+            "push_messages",
+            "Web Push messages accepted by a browser's push service",
+            push_messages.clone(),
+        );
+        registry.register(
+            "push_subscriptions_expired",
+            "Web Push subscriptions removed after their push service answered 404 or 410",
+            push_subscriptions_expired.clone(),
+        );
         // Every reason appears from the start, so a dashboard sees zeros rather than gaps.
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel {
@@ -186,6 +202,8 @@ impl Metrics {
             cluster_nodes,
             cluster_fenced,
             cluster_appended,
+            push_messages,
+            push_subscriptions_expired,
         }
     }
 

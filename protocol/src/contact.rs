@@ -17,14 +17,17 @@ pub enum Channel {
     Ntfy,
     /// A push message from the hub's LINE official account to a LINE user or group.
     Line,
+    /// A Web Push notification to every browser a hub user subscribed.
+    Push,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
+    pub const ALL: [Channel; 5] = [
         Channel::Webhook,
         Channel::Email,
         Channel::Ntfy,
         Channel::Line,
+        Channel::Push,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Channel {
             Channel::Email => "email",
             Channel::Ntfy => "ntfy",
             Channel::Line => "line",
+            Channel::Push => "push",
         }
     }
 
@@ -76,10 +80,11 @@ pub struct NewContact {
     /// ladder reaches them (tier 2 after 2 min for a critical alert by default).
     /// Defaults to 1 for family, 2 for everyone else.
     pub tier: Option<u8>,
-    /// `webhook`, `email`, `ntfy` or `line`.
+    /// `webhook`, `email`, `ntfy`, `line` or `push`.
     pub channel: String,
-    /// The URL (webhook, ntfy), e-mail address, or LINE user id (`U` and 32 hex digits)
-    /// or group id (`C` and 32 hex digits).
+    /// The URL (webhook, ntfy), e-mail address, LINE user id (`U` and 32 hex digits)
+    /// or group id (`C` and 32 hex digits), or for `push` the username of the hub user
+    /// whose subscribed browsers are told.
     pub address: String,
     /// Webhook signing key; generated and returned once if left out.
     pub secret: Option<String>,
@@ -167,4 +172,38 @@ pub struct Delivery {
     pub idempotency_key: String,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /push/subscriptions`: a browser's `PushSubscription.toJSON()` as it comes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewPushSubscription {
+    pub endpoint: String,
+    pub keys: PushKeys,
+    /// Sent by browsers (usually `null`); not used, since push services answer 404 or
+    /// 410 for an expired subscription anyway.
+    #[serde(default, rename = "expirationTime")]
+    pub expiration_time: Option<serde_json::Value>,
+}
+
+/// The browser's P-256 public key and authentication secret, base64url.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PushKeys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// A browser subscribed to Web Push by the calling user, as the API lists it; its keys
+/// are not shown back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushSubscription {
+    pub id: i64,
+    pub endpoint: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /push/key`: the hub's VAPID public key, the `applicationServerKey` a browser
+/// subscribes with (base64url of the uncompressed P-256 point).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushKey {
+    pub public_key: String,
 }

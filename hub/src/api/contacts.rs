@@ -2,6 +2,8 @@
 //!
 //! Staff and admins manage contacts; family users may read those of their own
 //! residents. A webhook's signing secret is shown once, in the answer to its creation.
+//! A `push` contact names a hub user; a family user may be named only for a resident
+//! they may see.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -43,6 +45,13 @@ fn valid_address(channel: Channel, address: &str) -> ApiResult<String> {
                 return Err(invalid(format!(
                     "address {address:?} is not a LINE user id (U and 32 hex digits) or group id (C and 32 hex digits)"
                 )));
+            }
+        }
+        Channel::Push => {
+            if address.is_empty() || address.chars().count() > 64 {
+                return Err(invalid(
+                    "address of a push contact must be the username of a hub user",
+                ));
             }
         }
         Channel::Webhook | Channel::Ntfy => {
@@ -97,7 +106,7 @@ pub fn validate(
     }
     let channel = Channel::parse(&req.channel).ok_or_else(|| {
         invalid(format!(
-            "channel {:?} must be webhook, email, ntfy or line",
+            "channel {:?} must be webhook, email, ntfy, line or push",
             req.channel
         ))
     })?;
@@ -172,6 +181,9 @@ async fn create(
         .await
         .map_err(|_| ApiError::NotFound(format!("no resident {resident_id}")))?;
     let row = validate(resident_id, &req, st.clock.now())?;
+    if row.channel == Channel::Push {
+        check_push_user(&st, &row).await?;
+    }
     let secret = row.secret.clone();
     let contact = st.store.create_contact(&row).await?;
     // The alert core chooses recipients from its own copy of the contacts.
@@ -188,6 +200,31 @@ async fn create(
         StatusCode::CREATED,
         Json(ContactCreated { contact, secret }),
     ))
+}
+
+/// A push contact's user must exist and, if family, be one of the resident's family:
+/// their notices would otherwise tell them of someone they may not see.
+async fn check_push_user(st: &AppState, row: &NewContactRow) -> ApiResult<()> {
+    let user = st
+        .store
+        .user_by_name(&row.address)
+        .await?
+        .ok_or_else(|| {
+            invalid(format!(
+                "no user {:?} to send push notifications to",
+                row.address
+            ))
+        })?
+        .user;
+    if user.role == mimamori_protocol::api::Role::Family
+        && !user.resident_ids.contains(&row.resident_id)
+    {
+        return Err(invalid(format!(
+            "family user {:?} may not see resident {}",
+            row.address, row.resident_id
+        )));
+    }
+    Ok(())
 }
 
 async fn list(
@@ -296,7 +333,7 @@ mod tests {
             channel: "sms".into(),
             ..base()
         })
-        .contains("webhook, email, ntfy or line"));
+        .contains("webhook, email, ntfy, line or push"));
         assert!(refusal(NewContact {
             address: "not-an-address".into(),
             ..base()

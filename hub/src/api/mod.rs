@@ -15,6 +15,7 @@ pub mod error;
 pub mod gateways;
 pub mod line;
 pub mod osmand;
+pub mod push;
 pub mod residents;
 pub mod system;
 pub mod users;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The LINE channel secret that signs LINE's webhook calls; `None` turns them away.
     pub line_secret: Option<Arc<crate::notify::line::Secret>>,
+    /// The VAPID public key browsers subscribe with, and what a subscription may be.
+    pub push: Arc<push::PushState>,
 }
 
 /// The whole HTTP application.
@@ -79,6 +82,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(ws::router())
         .merge(activity::router())
         .merge(line::router())
+        .merge(push::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
     let index = dashboard_dir.join("index.html");
     let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));

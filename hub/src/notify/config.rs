@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::line::{LineConfig, Secret};
 use super::policy::Retry;
+use super::push::PushConfig;
 use crate::alerts::ladder::{Ladder, Plan, Step};
 
 /// As given; unset values fall back to the documented defaults.
@@ -79,6 +80,17 @@ pub struct NotifySettings {
     /// warns at 80 % and 100 %.
     #[arg(long, env = "MIMAMORI_LINE_MONTHLY_QUOTA")]
     pub line_monthly_quota: Option<u64>,
+    /// Web Push: the operator's `mailto:` or `https:` address, sent to push services in
+    /// every VAPID signature (Apple's refuses messages without one).
+    #[arg(long, env = "MIMAMORI_PUSH_SUBJECT")]
+    pub push_subject: Option<String>,
+    /// Accept `http://` push endpoints on loopback addresses (tests with a local push
+    /// service only; real push services are https://).
+    #[arg(long, env = "MIMAMORI_PUSH_ALLOW_HTTP_LOOPBACK")]
+    pub push_allow_http_loopback: Option<bool>,
+    /// Browsers one user may subscribe to Web Push (default 10).
+    #[arg(long, env = "MIMAMORI_PUSH_MAX_SUBSCRIPTIONS")]
+    pub push_max_subscriptions: Option<u32>,
 }
 
 /// `[notify.ladder]`: a plan per severity; a severity left out keeps its default.
@@ -179,6 +191,7 @@ pub struct NotifyConfig {
     pub public_url: Option<reqwest::Url>,
     /// LINE, when a channel access token is set.
     pub line: Option<LineConfig>,
+    pub push: PushConfig,
 }
 
 impl Default for NotifyConfig {
@@ -195,6 +208,7 @@ impl Default for NotifyConfig {
             timeout: std::time::Duration::from_secs(10),
             public_url: None,
             line: None,
+            push: PushConfig::default(),
         }
     }
 }
@@ -218,6 +232,8 @@ notify_timeout_secs = 10
 # line_channel_secret = "…"        # better: MIMAMORI_LINE_CHANNEL_SECRET
 # line_api_base = "https://api.line.me"
 # line_monthly_quota = 200         # the free plan; the log warns at 80 %
+# push_subject = "mailto:ops@example.org"   # the VAPID contact push services see
+push_max_subscriptions = 10        # browsers per user with notifications enabled
 
 # The escalation ladder per severity: who is told after how long while nobody
 # acknowledges, reminders to everyone told so far, and when the alert is "unanswered".
@@ -274,6 +290,11 @@ impl NotifySettings {
             line_channel_secret: self.line_channel_secret.or(file.line_channel_secret),
             line_api_base: self.line_api_base.or(file.line_api_base),
             line_monthly_quota: self.line_monthly_quota.or(file.line_monthly_quota),
+            push_subject: self.push_subject.or(file.push_subject),
+            push_allow_http_loopback: self
+                .push_allow_http_loopback
+                .or(file.push_allow_http_loopback),
+            push_max_subscriptions: self.push_max_subscriptions.or(file.push_max_subscriptions),
         }
     }
 
@@ -307,6 +328,30 @@ impl NotifySettings {
             timeout: std::time::Duration::from_secs(timeout),
             public_url: self.public_url()?,
             line: self.line()?,
+            push: self.push()?,
+        })
+    }
+
+    fn push(&self) -> anyhow::Result<PushConfig> {
+        let d = PushConfig::default();
+        let subject = match self.push_subject.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) if s.starts_with("mailto:") && s.len() > 7 => Some(s.to_string()),
+            Some(s) => match reqwest::Url::parse(s) {
+                Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(u.to_string()),
+                _ => bail!("push_subject {s:?} must be a mailto: or https:// address"),
+            },
+        };
+        let max = self
+            .push_max_subscriptions
+            .map_or(d.max_per_user, i64::from);
+        if !(1..=100).contains(&max) {
+            bail!("push_max_subscriptions must be between 1 and 100");
+        }
+        Ok(PushConfig {
+            subject,
+            allow_http_loopback: self.push_allow_http_loopback.unwrap_or(false),
+            max_per_user: max,
         })
     }
 
@@ -487,6 +532,44 @@ mod tests {
             ..NotifySettings::default()
         };
         assert!(bad_base.finish().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn push_subject_is_mailto_or_https() -> anyhow::Result<()> {
+        let with = |s: &str| NotifySettings {
+            push_subject: Some(s.into()),
+            ..NotifySettings::default()
+        };
+        assert_eq!(
+            with("mailto:ops@example.org")
+                .finish()?
+                .push
+                .subject
+                .as_deref(),
+            Some("mailto:ops@example.org")
+        );
+        assert_eq!(
+            with("https://care.example.org")
+                .finish()?
+                .push
+                .subject
+                .as_deref(),
+            Some("https://care.example.org/")
+        );
+        assert!(with("http://care.example.org").finish().is_err());
+        assert!(with("ops@example.org").finish().is_err());
+        assert!(with("mailto:").finish().is_err());
+        let none = NotifySettings::default().finish()?.push;
+        assert_eq!(
+            (none.subject, none.allow_http_loopback, none.max_per_user),
+            (None, false, 10)
+        );
+        let zero = NotifySettings {
+            push_max_subscriptions: Some(0),
+            ..NotifySettings::default()
+        };
+        assert!(zero.finish().is_err());
         Ok(())
     }
 

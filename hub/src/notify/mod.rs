@@ -10,7 +10,7 @@
 //!
 //! Module map: [`config`] settings; [`policy`] pure decisions; [`message`] rendering with
 //! the templates in `hub/templates`; [`summary`] the daily summary; [`webhook`],
-//! [`email`], [`ntfy`], [`line`] the channels.
+//! [`email`], [`ntfy`], [`line`], [`push`] the channels.
 
 pub mod config;
 pub mod email;
@@ -18,6 +18,7 @@ pub mod line;
 pub mod message;
 pub mod ntfy;
 pub mod policy;
+pub mod push;
 pub mod summary;
 pub mod webhook;
 
@@ -92,6 +93,7 @@ struct Channels {
     http: reqwest::Client,
     mail: email::Mailer,
     line: Option<line::Line>,
+    push: push::Push,
 }
 
 pub struct Notifier {
@@ -116,6 +118,7 @@ impl Notifier {
         bus: Bus,
         cfg: NotifyConfig,
         metrics: Arc<Metrics>,
+        vapid: push::Vapid,
     ) -> anyhow::Result<Notifier> {
         let templates = Templates::load()?;
         let http = reqwest::Client::builder()
@@ -129,6 +132,12 @@ impl Notifier {
             public_url: cfg.public_url.clone(),
             cfg: l,
         });
+        let push = push::Push {
+            vapid,
+            cfg: cfg.push.clone(),
+            public_url: cfg.public_url.clone(),
+            metrics,
+        };
         Ok(Notifier {
             store,
             clock,
@@ -139,6 +148,7 @@ impl Notifier {
                 http,
                 mail,
                 line,
+                push,
             }),
             shared: false,
         })
@@ -298,7 +308,7 @@ async fn deliver(
     retry: &policy::Retry,
     item: OutboxItem,
 ) {
-    let result = attempt(channels, &item, clock.now()).await;
+    let result = attempt(store, channels, &item, clock.now()).await;
     let now = clock.now();
     let attempts = item.attempts + 1;
     let (outcome, error, not_before) = match &result {
@@ -331,6 +341,7 @@ async fn deliver(
 }
 
 async fn attempt(
+    store: &dyn Store,
     channels: &Channels,
     item: &OutboxItem,
     now: DateTime<Utc>,
@@ -355,5 +366,11 @@ async fn attempt(
                 "LINE is not configured: set line_channel_access_token",
             )),
         },
+        Channel::Push => {
+            channels
+                .push
+                .send(&channels.http, store, item, &notice, &msg)
+                .await
+        }
     }
 }

@@ -21,7 +21,7 @@ use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings};
 
-pub use outbox::{NewContactRow, OutboxItem, SummaryTarget};
+pub use outbox::{NewContactRow, OutboxItem, PushSubscriptionRow, SummaryTarget};
 pub use sql::{connect, PgStore, SqliteStore};
 
 /// How many dead letters are kept; older ones are pruned as new ones arrive.
@@ -354,6 +354,26 @@ pub trait Store: Send + Sync + 'static {
     /// Every mapping (of one gateway, or of all), with the mapped device's kind and resident.
     async fn zigbee_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<ZigbeeDevice>>;
     async fn delete_zigbee_device(&self, gateway_id: &str, friendly_name: &str) -> StoreResult<()>;
+
+    // -- Web Push (issue 19): add methods below this line --
+    /// The hub's VAPID private key: the one stored, or else `generated`, stored now.
+    async fn vapid_key(&self, generated: &str, at: DateTime<Utc>) -> StoreResult<String>;
+    /// Subscribes a browser for a user. An endpoint already known (the same browser
+    /// subscribing again, perhaps for another user) takes the new owner and keys.
+    /// `Conflict` if the user already has `max` other subscriptions.
+    async fn add_push_subscription(
+        &self,
+        user_id: i64,
+        endpoint: &str,
+        p256dh: &str,
+        auth: &str,
+        max: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<PushSubscriptionRow>;
+    /// A user's subscriptions, oldest first.
+    async fn push_subscriptions(&self, user_id: i64) -> StoreResult<Vec<PushSubscriptionRow>>;
+    /// Removes one of a user's subscriptions; `NotFound` if that user has no such one.
+    async fn delete_push_subscription(&self, id: i64, user_id: i64) -> StoreResult<()>;
 }
 
 /// A reading as stored, for the API and tests.

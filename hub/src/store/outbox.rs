@@ -1,7 +1,10 @@
-//! Types of the notification tables (contacts, the deliveries outbox) and their rows.
+//! Types of the notification tables (contacts, the deliveries outbox, Web Push
+//! subscriptions) and their rows.
 
 use chrono::{DateTime, Utc};
-use mimamori_protocol::contact::{Channel, Contact, Delivery, DeliveryState, Language};
+use mimamori_protocol::contact::{
+    Channel, Contact, Delivery, DeliveryState, Language, PushSubscription,
+};
 use mimamori_protocol::{AlertKind, Severity};
 
 use super::{from_ms, StoreError, StoreResult};
@@ -180,5 +183,30 @@ impl TryFrom<OutboxRow> for OutboxItem {
             attempts: r.attempts,
             created_at: from_ms(r.created_at),
         })
+    }
+}
+
+/// A browser subscribed to Web Push, with the keys its notices are encrypted for.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PushSubscriptionRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub endpoint: String,
+    pub p256dh: String,
+    pub auth: String,
+    pub created_at: i64,
+}
+
+/// The columns of `push_subscriptions` in the order [`PushSubscriptionRow`] reads them.
+pub const PUSH_COLS: &str = "id, user_id, endpoint, p256dh, auth, created_at";
+
+impl PushSubscriptionRow {
+    /// What its owner sees: no keys.
+    pub fn public(&self) -> PushSubscription {
+        PushSubscription {
+            id: self.id,
+            endpoint: self.endpoint.clone(),
+            created_at: from_ms(self.created_at),
+        }
     }
 }

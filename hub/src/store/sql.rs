@@ -1329,6 +1329,68 @@ macro_rules! impl_store {
                 }
                 Ok(())
             }
+
+            async fn vapid_key(&self, generated: &str, at: DateTime<Utc>) -> StoreResult<String> {
+                let _w = self.write_guard().await;
+                // Two hubs starting on one database at once both end up with the first key.
+                sqlx::query("INSERT INTO vapid_keys (id, private_key, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(generated)
+                    .bind(ms(at))
+                    .execute(&self.pool)
+                    .await?;
+                let (key,): (String,) = sqlx::query_as("SELECT private_key FROM vapid_keys WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(key)
+            }
+
+            async fn add_push_subscription(&self, user_id: i64, endpoint: &str, p256dh: &str, auth: &str, max: i64, at: DateTime<Utc>) -> StoreResult<PushSubscriptionRow> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let (others,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM push_subscriptions WHERE user_id = $1 AND endpoint <> $2")
+                    .bind(user_id)
+                    .bind(endpoint)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if others >= max {
+                    return Err(StoreError::Conflict(format!(
+                        "this user already has {others} browsers subscribed, the most allowed; remove one first"
+                    )));
+                }
+                let q = format!(
+                    "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (endpoint) DO UPDATE SET user_id = excluded.user_id, p256dh = excluded.p256dh, \
+                     auth = excluded.auth, created_at = excluded.created_at RETURNING {PUSH_COLS}"
+                );
+                let row: PushSubscriptionRow = sqlx::query_as(&q)
+                    .bind(user_id)
+                    .bind(endpoint)
+                    .bind(p256dh)
+                    .bind(auth)
+                    .bind(ms(at))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn push_subscriptions(&self, user_id: i64) -> StoreResult<Vec<PushSubscriptionRow>> {
+                let q = format!("SELECT {PUSH_COLS} FROM push_subscriptions WHERE user_id = $1 ORDER BY id");
+                Ok(sqlx::query_as(&q).bind(user_id).fetch_all(&self.pool).await?)
+            }
+
+            async fn delete_push_subscription(&self, id: i64, user_id: i64) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
         }
     };
 }
