@@ -10,6 +10,7 @@ mod edge;
 mod gateways;
 mod helpers;
 mod line;
+mod lorawan;
 mod notify;
 mod rules;
 mod security;

@@ -84,6 +84,18 @@ impl Hub {
             .await
             .context("cannot load the Zigbee2MQTT device mappings")?;
         ingest.zigbee().replace_all(&mappings);
+        let registrations = store
+            .lorawan_devices(None)
+            .await
+            .context("cannot load the LoRaWAN device registrations")?;
+        ingest.lorawan().replace_all(&registrations);
+        let receivers = store
+            .receivers()
+            .await
+            .context("cannot load the BLE receivers")?;
+        ingest.ble().replace_receivers(&receivers);
+        let tags = store.ble_tags().await.context("cannot load the BLE tags")?;
+        ingest.ble().replace_tags(&tags);
         let edge = Arc::new(EdgeCtx::new(
             store.clone(),
             ingest,

@@ -467,6 +467,12 @@ impl Pipeline {
                 lat,
                 lon,
                 accuracy_m,
+            }
+            | Reading::Sighting {
+                lat,
+                lon,
+                accuracy_m,
+                ..
             } = ev.reading
             {
                 self.bus.publish(HubEvent::Position {

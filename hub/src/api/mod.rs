@@ -8,11 +8,13 @@
 pub mod activity;
 pub mod alerts;
 pub mod auth;
+pub mod ble;
 pub mod contacts;
 pub mod devices;
 pub mod error;
 pub mod gateways;
 pub mod line;
+pub mod lorawan;
 pub mod osmand;
 pub mod residents;
 pub mod system;
@@ -71,6 +73,8 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         // -- more routers (issues 4, 6, 7) merge below this line --
         .merge(contacts::router())
         .merge(gateways::router())
+        .merge(lorawan::router())
+        .merge(ble::router())
         .merge(osmand::router())
         .merge(ws::router())
         .merge(activity::router())
