@@ -42,7 +42,7 @@ pub(crate) fn doc_example(name: &str) -> Result<String> {
 }
 
 /// Every example the page shows; the test below fails when one is added without a test.
-const DOC_EXAMPLES: [&str; 17] = [
+const DOC_EXAMPLES: [&str; 22] = [
     "z2m-config",
     "z2m-map",
     "z2m-map-button",
@@ -61,6 +61,12 @@ const DOC_EXAMPLES: [&str; 17] = [
     "chirpstack-up",
     "chirpstack-status",
     "chirpstack-up-object",
+    // Run by tests/ble.rs.
+    "ble-tag",
+    "ble-receiver",
+    "ble-receiver-phone",
+    "espresense-report",
+    "ble-sighting",
 ];
 
 #[test]

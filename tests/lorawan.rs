@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use mimamori_protocol::api::DeviceCreated;
@@ -70,21 +69,6 @@ impl Mosquitto {
                 .map(|_| ())
         })
         .await
-    }
-
-    /// Stops the broker and waits until it has exited.
-    pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill()?;
-            child.wait().await?;
-        }
-        Ok(())
-    }
-
-    /// Stops and starts it again on the same port and configuration.
-    pub async fn restart(&mut self) -> Result<()> {
-        self.stop().await?;
-        self.launch().await
     }
 
     /// What the broker logged, for failure messages.

@@ -1,6 +1,7 @@
 //! The integration tests: each module drives the real hub process.
 
 mod alert_core;
+mod ble;
 mod browser;
 mod conformance;
 mod core;

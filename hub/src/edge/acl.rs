@@ -83,13 +83,17 @@ impl Principal {
 /// What to change when a well-known client publishes outside its prefix because of a
 /// setting, so that the dead letter says why the connection was closed.
 pub fn refusal_hint(principal: &Principal, topic: &str) -> Option<&'static str> {
-    let Principal::Device {
-        kind: DeviceKind::Gateway,
-        ..
-    } = principal
-    else {
+    let Principal::Device { kind, .. } = principal else {
         return None;
     };
+    if *kind == DeviceKind::Receiver && topic.starts_with("homeassistant/") {
+        return Some(
+            "ESPresense's \"Send to discovery topic\" publishes under homeassistant/: turn it off",
+        );
+    }
+    if *kind != DeviceKind::Gateway {
+        return None;
+    }
     if topic.starts_with("homeassistant/") {
         Some("Zigbee2MQTT's Home Assistant discovery publishes under homeassistant/: set homeassistant: false")
     } else if topic.starts_with(&format!("{}/", zigbee2mqtt::ROOT)) {
@@ -210,6 +214,11 @@ mod tests {
         assert!(refusal_hint(&gw, "homeassistant/binary_sensor/x/config")
             .is_some_and(|h| h.contains("homeassistant: false")));
         assert_eq!(refusal_hint(&gw, "watch/v1/gw-b/motion"), None);
+        let node = of_kind("rx-a", DeviceKind::Receiver);
+        assert!(
+            refusal_hint(&node, "homeassistant/sensor/espresense_1/config")
+                .is_some_and(|h| h.contains("discovery"))
+        );
         assert_eq!(
             refusal_hint(&device("m-a"), "zigbee2mqtt/bridge/state"),
             None
