@@ -42,7 +42,7 @@ pub(crate) fn doc_example(name: &str) -> Result<String> {
 }
 
 /// Every example the page shows; the test below fails when one is added without a test.
-const DOC_EXAMPLES: [&str; 22] = [
+const DOC_EXAMPLES: [&str; 24] = [
     "z2m-config",
     "z2m-map",
     "z2m-map-button",
@@ -67,6 +67,9 @@ const DOC_EXAMPLES: [&str; 22] = [
     "ble-receiver-phone",
     "espresense-report",
     "ble-sighting",
+    // Run by tests/tts.rs.
+    "tts-config",
+    "tts-uplink",
 ];
 
 #[test]

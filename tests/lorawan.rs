@@ -71,6 +71,21 @@ impl Mosquitto {
         .await
     }
 
+    /// Stops the broker and waits until it has exited.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and starts it again on the same port and configuration, its state forgotten.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.launch().await
+    }
+
     /// What the broker logged, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()

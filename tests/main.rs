@@ -18,4 +18,5 @@ mod security;
 mod sim;
 mod start;
 mod store;
+mod tts;
 mod ws;

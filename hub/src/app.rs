@@ -37,6 +37,7 @@ pub struct Hub {
     pipeline: Pipeline,
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
+    tts: Option<crate::config::TtsConfig>,
 }
 
 impl Hub {
@@ -161,6 +162,7 @@ impl Hub {
             pipeline,
             notifier,
             dashboard_dir: cfg.dashboard_dir,
+            tts: cfg.tts,
         })
     }
 
@@ -193,10 +195,15 @@ impl Hub {
             pipeline,
             notifier,
             dashboard_dir,
+            tts,
         } = self;
         let edge = state.edge.clone();
         let ready = state.ready.clone();
         let app = api::app(state, &dashboard_dir);
+        if let Some(tts) = tts {
+            // The client never returns: it keeps reconnecting for as long as the hub runs.
+            tokio::spawn(crate::tts::run(tts, edge.ingest.clone()));
+        }
         let mqtt_task = tokio::spawn(edge::serve(mqtt, None, edge.clone()));
         let tls_task = tokio::spawn(async move {
             match tls {

@@ -16,7 +16,8 @@
 //! - [`notify`]: delivery of the outbox's notifications, and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
 //! - [`app`]: wiring, start-up and shutdown;
-//! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
+//! - [`admin`]: `hub admin …` commands on the database, such as resetting a password;
+//! - [`tts`]: the hub's own MQTT client to The Things Stack, feeding ingest.
 
 pub mod admin;
 pub mod alerts;
@@ -34,5 +35,6 @@ pub mod pipeline;
 pub mod security;
 pub mod store;
 pub mod telemetry;
+pub mod tts;
 
 pub use app::Hub;

@@ -151,6 +151,23 @@ impl LoraMap {
             })
     }
 
+    /// The device registered as `dev_eui` on any gateway: The Things Stack's uplinks come
+    /// over the hub's own connection, not a gateway's, and a DevEUI is unique worldwide.
+    pub fn lookup_any(&self, dev_eui: &str) -> Result<Mapped, Rejection> {
+        let eui = dev_eui.to_ascii_lowercase();
+        self.read()
+            .gateways
+            .values()
+            .find_map(|euis| euis.get(&eui))
+            .cloned()
+            .ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::UnknownDevice,
+                    format!("DevEUI {eui} is not registered on any gateway"),
+                )
+            })
+    }
+
     /// The reading and battery level a decoded payload of `m` says.
     pub fn reading(&self, m: &Mapped, object: &Value) -> Result<(Reading, Option<u8>), Rejection> {
         let Value::Object(obj) = object else {

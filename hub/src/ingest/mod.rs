@@ -8,7 +8,8 @@
 //! [`zigbee2mqtt`] (`zigbee2mqtt/{gateway}/…`), [`chirpstack`] (`application/…`, the
 //! LoRaWAN devices of [`lorawan`]), [`ble`] sightings (`espresense/…` and the native
 //! `watch/v1/{receiver}/sighting`), [`owntracks`] (`owntracks/{device}/…`) over MQTT,
-//! and [`osmand`] over HTTP. The topic's first level picks the adapter.
+//! and [`osmand`] over HTTP; [`tts`] for the uplinks the hub's own client takes from
+//! The Things Stack. The topic's first level picks the adapter.
 
 pub mod ble;
 pub mod chirpstack;
@@ -16,6 +17,7 @@ pub mod lorawan;
 pub mod native;
 pub mod osmand;
 pub mod owntracks;
+pub mod tts;
 pub mod zigbee2mqtt;
 
 use std::sync::Arc;
