@@ -13,7 +13,9 @@ use rumqttc::{LastWill, MqttOptions, QoS};
 use serde_json::{json, Value};
 
 use crate::gateways::{doc_example, WAIT};
-use crate::helpers::{connect_device, eventually, mqtt_connect_with, MqttClient, TestHub};
+use crate::helpers::{
+    connect_device, eventually, mqtt_connect_with, skip_postgres, Backend, MqttClient, TestHub,
+};
 
 const TAG: &str = "iBeacon:e2c56db5-dffb-48d2-b060-d0f5a71096e0-1-7";
 const ROOM: &str = "koenji_north";
@@ -56,7 +58,20 @@ async fn sightings(hub: &TestHub, rid: i64) -> Option<Vec<Value>> {
 #[tokio::test]
 async fn a_tag_seen_at_a_station_opens_geofence_exit_there_and_a_phone_at_home_resolves_it(
 ) -> Result<()> {
-    let hub = TestHub::start().await?;
+    station_then_home(Backend::Sqlite).await
+}
+
+/// The same on PostgreSQL: its migration and queries for receivers, tags and sightings.
+#[tokio::test]
+async fn ble_sightings_on_postgres() -> Result<()> {
+    if skip_postgres("ble_sightings_on_postgres") {
+        return Ok(());
+    }
+    station_then_home(Backend::Postgres).await
+}
+
+async fn station_then_home(backend: Backend) -> Result<()> {
+    let hub = TestHub::start_with(backend, &[]).await?;
     let rid = hub
         .resident(json!({"name": "Tanaka", "rules": {"geofence": {"confirm_fixes": 1}}}))
         .await?;

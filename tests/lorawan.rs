@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 use crate::gateways::{doc_example, quick_resident, rejected, rejected_grows, WAIT};
-use crate::helpers::{eventually, mqtt_connect, MqttClient, TestHub};
+use crate::helpers::{eventually, mqtt_connect, skip_postgres, Backend, MqttClient, TestHub};
 
 /// A `mosquitto` broker of the test's own, on a free loopback port.
 pub(crate) struct Mosquitto {
@@ -173,7 +173,20 @@ async fn reading_of(
 
 #[tokio::test]
 async fn chirpstack_events_through_the_documented_bridge_become_readings() -> Result<()> {
-    let hub = TestHub::start().await?;
+    chirpstack_readings(Backend::Sqlite).await
+}
+
+/// The same on PostgreSQL: its migration and queries for the DevEUI registrations.
+#[tokio::test]
+async fn chirpstack_registrations_on_postgres() -> Result<()> {
+    if skip_postgres("chirpstack_registrations_on_postgres") {
+        return Ok(());
+    }
+    chirpstack_readings(Backend::Postgres).await
+}
+
+async fn chirpstack_readings(backend: Backend) -> Result<()> {
+    let hub = TestHub::start_with(backend, &[]).await?;
     let rid = quick_resident(&hub).await?;
     let gw = hub.device(rid, "gateway").await?;
     let pir = hub.device(rid, "motion").await?;

@@ -443,10 +443,19 @@ async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors
     let (rid, devices) = as_scenario(&hub, "chirpstack", "fall", "inactivity").await?;
     let gateway = device_of(&devices, "gateway", "home gateway")?;
     let registered = hub
-        .expect(Method::GET, &format!("/devices/{gateway}/lorawan"), None, 200)
+        .expect(
+            Method::GET,
+            &format!("/devices/{gateway}/lorawan"),
+            None,
+            200,
+        )
         .await?;
     let registered = registered.as_array().cloned().unwrap_or_default();
-    assert_eq!(registered.len(), 6, "four motion sensors, the door and the pendant");
+    assert_eq!(
+        registered.len(),
+        6,
+        "four motion sensors, the door and the pendant"
+    );
     let bathroom = device_of(&devices, "motion", "bathroom motion sensor")?;
     assert!(registered
         .iter()
