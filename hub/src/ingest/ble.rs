@@ -59,6 +59,8 @@ pub struct BleMap {
 #[serde(deny_unknown_fields)]
 struct NativeSighting {
     tag: String,
+    // Part of the documented form and checked to be a number; the receiver's range, not
+    // the signal strength, gives a sighting's accuracy.
     #[allow(dead_code)]
     rssi: Option<f64>,
     ts: Option<Timestamp>,
