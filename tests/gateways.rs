@@ -42,7 +42,7 @@ pub(crate) fn doc_example(name: &str) -> Result<String> {
 }
 
 /// Every example the page shows; the test below fails when one is added without a test.
-const DOC_EXAMPLES: [&str; 24] = [
+const DOC_EXAMPLES: [&str; 26] = [
     "z2m-config",
     "z2m-map",
     "z2m-map-button",
@@ -70,6 +70,9 @@ const DOC_EXAMPLES: [&str; 24] = [
     // Run by tests/tts.rs.
     "tts-config",
     "tts-uplink",
+    // Run by tests/echonet.rs.
+    "echonet-map",
+    "echonet-env",
 ];
 
 #[test]

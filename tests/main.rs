@@ -7,6 +7,7 @@ mod conformance;
 mod core;
 mod docker;
 mod docs;
+mod echonet;
 mod edge;
 mod gateways;
 mod helpers;

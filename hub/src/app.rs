@@ -97,6 +97,11 @@ impl Hub {
         ingest.ble().replace_receivers(&receivers);
         let tags = store.ble_tags().await.context("cannot load the BLE tags")?;
         ingest.ble().replace_tags(&tags);
+        let echonet = store
+            .echonet_devices(None)
+            .await
+            .context("cannot load the ECHONET Lite device mappings")?;
+        ingest.echonet().replace_all(&echonet);
         let edge = Arc::new(EdgeCtx::new(
             store.clone(),
             ingest,

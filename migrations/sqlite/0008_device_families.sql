@@ -1,4 +1,4 @@
--- Device families behind gateways and receivers: LoRaWAN devices and BLE tags.
+-- Device families behind gateways and receivers: LoRaWAN devices, BLE tags and ECHONET Lite devices.
 --
 -- LoRaWAN devices behind a network server (ChirpStack): which DevEUI, on one gateway
 -- device whose credentials the network server's MQTT integration uses, is which hub
@@ -33,4 +33,17 @@ CREATE TABLE ble_tags (
     tag_id TEXT PRIMARY KEY,
     device_id TEXT NOT NULL UNIQUE REFERENCES devices(id) ON DELETE CASCADE,
     created_at BIGINT NOT NULL
+);
+
+-- ECHONET Lite devices behind an echonetlite2mqtt gateway: which ECHONET device (its id,
+-- or its alias name, as echonetlite2mqtt names it in topics) is which hub device.
+-- `activity_above_w`: a smart meter's instantaneous power this far above the learned
+-- standby counts as a sign of activity.
+CREATE TABLE echonet_devices (
+    gateway_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    echonet_id TEXT NOT NULL,
+    device_id TEXT NOT NULL UNIQUE REFERENCES devices(id) ON DELETE CASCADE,
+    activity_above_w DOUBLE PRECISION NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (gateway_id, echonet_id)
 );

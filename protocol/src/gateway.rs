@@ -1,6 +1,7 @@
 //! API bodies of the gateway adapters: which Zigbee device behind a Zigbee2MQTT
 //! gateway, and which LoRaWAN device (by DevEUI) behind a network server, is which
-//! hub device; where a BLE receiver is, and which BLE tag a resident carries.
+//! hub device; where a BLE receiver is, and which BLE tag a resident carries; which
+//! ECHONET Lite device behind an echonetlite2mqtt gateway is which hub device.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,5 +137,30 @@ pub struct BleTag {
     pub tag_id: String,
     pub device_id: String,
     pub resident_id: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /devices/{gateway_id}/echonet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEchonetDevice {
+    /// The device as echonetlite2mqtt names it in topics: its id, or its alias name.
+    pub echonet_id: String,
+    /// The hub device: `motion` (a human detection sensor or a smart meter) or `button`.
+    pub device_id: String,
+    /// A smart meter's power this many watts above the learned standby is activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_above_w: Option<f64>,
+}
+
+/// An ECHONET Lite device mapped to a hub device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EchonetDevice {
+    pub gateway_id: String,
+    pub echonet_id: String,
+    pub device_id: String,
+    pub device_kind: DeviceKind,
+    pub resident_id: i64,
+    pub activity_above_w: f64,
     pub created_at: DateTime<Utc>,
 }

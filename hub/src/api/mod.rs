@@ -11,6 +11,7 @@ pub mod auth;
 pub mod ble;
 pub mod contacts;
 pub mod devices;
+pub mod echonet;
 pub mod error;
 pub mod gateways;
 pub mod line;
@@ -75,6 +76,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(gateways::router())
         .merge(lorawan::router())
         .merge(ble::router())
+        .merge(echonet::router())
         .merge(osmand::router())
         .merge(ws::router())
         .merge(activity::router())

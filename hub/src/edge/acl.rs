@@ -16,7 +16,7 @@ use mimamori_protocol::api::Role;
 use mimamori_protocol::topic::{alerts_topic, device_prefix};
 use mimamori_protocol::DeviceKind;
 
-use crate::ingest::{ble, chirpstack, owntracks, zigbee2mqtt};
+use crate::ingest::{ble, chirpstack, echonet, owntracks, zigbee2mqtt};
 
 /// An authenticated MQTT client.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +49,7 @@ impl Principal {
         }
         match self {
             Principal::Device { id, kind, .. } => {
-                device_owns(id, *kind, topic) || shared_publish(*kind, topic)
+                device_owns(id, *kind, topic) || shared_publish(id, *kind, topic)
             }
             Principal::User { .. } => false,
         }
@@ -65,7 +65,7 @@ impl Principal {
         }
         match self {
             Principal::Device { id, kind, .. } => {
-                device_owns(id, *kind, filter) || shared_subscribe(*kind, filter)
+                device_owns(id, *kind, filter) || shared_subscribe(id, *kind, filter)
             }
             Principal::User {
                 role: Role::Admin | Role::Staff,
@@ -118,18 +118,24 @@ fn device_owns(id: &str, kind: DeviceKind, topic: &str) -> bool {
 /// receiver. The adapter accepts only what is the device's own (a DevEUI registered on
 /// the gateway, the receiver's room); the command topics stay closed to publishers, so
 /// no device can reconfigure another.
-fn shared_publish(kind: DeviceKind, topic: &str) -> bool {
+fn shared_publish(id: &str, kind: DeviceKind, topic: &str) -> bool {
     match kind {
-        DeviceKind::Gateway => chirpstack::is_topic(topic, "event"),
+        DeviceKind::Gateway => {
+            chirpstack::is_topic(topic, "event")
+                || topic.starts_with(&format!("{}/", echonet::base_topic(id)))
+        }
         DeviceKind::Receiver => is_espresense(topic) && !is_espresense_command(topic),
         _ => false,
     }
 }
 
 /// The command topics those clients subscribe to, on which nobody may publish.
-fn shared_subscribe(kind: DeviceKind, filter: &str) -> bool {
+fn shared_subscribe(id: &str, kind: DeviceKind, filter: &str) -> bool {
     match kind {
-        DeviceKind::Gateway => chirpstack::is_topic(filter, "command"),
+        DeviceKind::Gateway => {
+            chirpstack::is_topic(filter, "command")
+                || filter.starts_with(&format!("{}/", echonet::base_topic(id)))
+        }
         DeviceKind::Receiver => is_espresense(filter) && is_espresense_command(filter),
         _ => false,
     }
@@ -184,6 +190,9 @@ mod tests {
         assert!(gw.may_publish("application/app-1/device/0101010101010101/event/up"));
         assert!(!gw.may_publish("application/app-1/device/0101010101010101/command/down"));
         assert!(gw.may_subscribe("application/+/device/+/command/+"));
+        assert!(gw.may_publish("echonetlite2mqtt/gw-a/elapi/v2/devices/x/properties/detection"));
+        assert!(gw.may_subscribe("echonetlite2mqtt/gw-a/elapi/v2/devices/#"));
+        assert!(!gw.may_publish("echonetlite2mqtt/gw-b/elapi/v2/devices/x/properties/detection"));
         assert!(!gw.may_subscribe("application/+/device/+/event/+"));
         let phone = of_kind("ph-a", DeviceKind::Gps);
         assert!(phone.may_publish("owntracks/ph-a/pixel"));

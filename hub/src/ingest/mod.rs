@@ -7,12 +7,13 @@
 //! downstream knows where a reading came from: [`native`] (`watch/v1/…`),
 //! [`zigbee2mqtt`] (`zigbee2mqtt/{gateway}/…`), [`chirpstack`] (`application/…`, the
 //! LoRaWAN devices of [`lorawan`]), [`ble`] sightings (`espresense/…` and the native
-//! `watch/v1/{receiver}/sighting`), [`owntracks`] (`owntracks/{device}/…`) over MQTT,
+//! `watch/v1/{receiver}/sighting`), [`echonet`] (`echonetlite2mqtt/{gateway}/…`), [`owntracks`] (`owntracks/{device}/…`) over MQTT,
 //! and [`osmand`] over HTTP; [`tts`] for the uplinks the hub's own client takes from
 //! The Things Stack. The topic's first level picks the adapter.
 
 pub mod ble;
 pub mod chirpstack;
+pub mod echonet;
 pub mod lorawan;
 pub mod native;
 pub mod osmand;
@@ -71,6 +72,7 @@ pub struct Ingest {
     zigbee: zigbee2mqtt::ZigbeeMap,
     lorawan: lorawan::LoraMap,
     ble: ble::BleMap,
+    echonet: echonet::EchonetMap,
 }
 
 /// Whether an item decides an alert at once, whatever else the batch holds.
@@ -91,6 +93,7 @@ impl Ingest {
             zigbee: zigbee2mqtt::ZigbeeMap::default(),
             lorawan: lorawan::LoraMap::default(),
             ble: ble::BleMap::default(),
+            echonet: echonet::EchonetMap::default(),
         }
     }
 
@@ -109,6 +112,11 @@ impl Ingest {
         &self.ble
     }
 
+    /// The ECHONET Lite mappings every connection reads; the API replaces them on change.
+    pub fn echonet(&self) -> &echonet::EchonetMap {
+        &self.echonet
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
@@ -122,6 +130,7 @@ impl Ingest {
             owntracks::ROOT => owntracks::classify(device, topic, payload, now),
             chirpstack::ROOT => chirpstack::classify(&self.lorawan, device, topic, payload, now),
             ble::ESPRESENSE_ROOT => self.ble.classify_espresense(device, topic, payload, now),
+            echonet::ROOT => self.echonet.classify(device, topic, payload, now),
             _ if device.kind == DeviceKind::Receiver
                 && topic.rsplit('/').next() == Some(ble::SIGHTING_KIND) =>
             {

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
-use mimamori_protocol::gateway::{BleTag, LoraFields, LorawanDevice, Receiver, ZigbeeDevice};
+use mimamori_protocol::gateway::{
+    BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
+};
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings};
@@ -354,6 +356,16 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn ble_tags(&self) -> StoreResult<Vec<BleTag>>;
+    /// Maps an ECHONET Lite device of a gateway; `Conflict` if the id or device is taken.
+    async fn create_echonet_device(
+        &self,
+        gateway_id: &str,
+        echonet_id: &str,
+        device_id: &str,
+        activity_above_w: f64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn echonet_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<EchonetDevice>>;
 }
 
 /// A reading as stored, for the API and tests.

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
-use mimamori_protocol::gateway::{BleTag, LoraFields, LorawanDevice, Receiver, ZigbeeDevice};
+use mimamori_protocol::gateway::{
+    BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
+};
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, DeviceEvent, DeviceKind, Reading};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -1411,6 +1413,38 @@ macro_rules! impl_store {
                     .into_iter()
                     .map(|(tag_id, device_id, resident_id, created_at)| BleTag { tag_id, device_id, resident_id, created_at: from_ms(created_at) })
                     .collect())
+            }
+
+            async fn create_echonet_device(&self, gateway_id: &str, echonet_id: &str, device_id: &str, activity_above_w: f64, at: DateTime<Utc>) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO echonet_devices (gateway_id, echonet_id, device_id, activity_above_w, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(gateway_id)
+                .bind(echonet_id)
+                .bind(device_id)
+                .bind(activity_above_w)
+                .bind(ms(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn echonet_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<EchonetDevice>> {
+                let rows: Vec<(String, String, String, String, i64, f64, i64)> = sqlx::query_as(
+                    "SELECT e.gateway_id, e.echonet_id, e.device_id, d.kind, d.resident_id, e.activity_above_w, e.created_at \
+                     FROM echonet_devices e JOIN devices d ON d.id = e.device_id \
+                     WHERE $1 IS NULL OR e.gateway_id = $1 ORDER BY e.gateway_id, e.echonet_id",
+                )
+                .bind(gateway_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(gateway_id, echonet_id, device_id, kind, resident_id, activity_above_w, created_at)| {
+                        let device_kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
+                        Ok(EchonetDevice { gateway_id, echonet_id, device_id, device_kind, resident_id, activity_above_w, created_at: from_ms(created_at) })
+                    })
+                    .collect()
             }
 
             async fn delete_lorawan_device(&self, gateway_id: &str, dev_eui: &str) -> StoreResult<()> {
