@@ -17,12 +17,12 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{eventually, mqtt_connect, MqttClient, TestHub};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 /// Where the resident lives: the centre of their safe zone.
 const HOME: (f64, f64) = (35.7074, 139.6638);
 
 /// The fenced block that follows `<!-- example: {name} -->` in docs/gateways.md.
-fn doc_example(name: &str) -> Result<String> {
+pub(crate) fn doc_example(name: &str) -> Result<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/gateways.md");
     let text = std::fs::read_to_string(path).context("docs/gateways.md")?;
     let marker = format!("<!-- example: {name} -->");
@@ -42,7 +42,7 @@ fn doc_example(name: &str) -> Result<String> {
 }
 
 /// Every example the page shows; the test below fails when one is added without a test.
-const DOC_EXAMPLES: [&str; 11] = [
+const DOC_EXAMPLES: [&str; 26] = [
     "z2m-config",
     "z2m-map",
     "z2m-map-button",
@@ -54,6 +54,25 @@ const DOC_EXAMPLES: [&str; 11] = [
     "osmand-server-url",
     "osmand-request",
     "osmand-json",
+    // Run by tests/lorawan.rs.
+    "chirpstack-toml",
+    "chirpstack-bridge",
+    "chirpstack-register",
+    "chirpstack-up",
+    "chirpstack-status",
+    "chirpstack-up-object",
+    // Run by tests/ble.rs.
+    "ble-tag",
+    "ble-receiver",
+    "ble-receiver-phone",
+    "espresense-report",
+    "ble-sighting",
+    // Run by tests/tts.rs.
+    "tts-config",
+    "tts-uplink",
+    // Run by tests/echonet.rs.
+    "echonet-map",
+    "echonet-env",
 ];
 
 #[test]
@@ -76,7 +95,7 @@ fn every_example_of_the_gateways_page_is_run_by_a_test() -> Result<()> {
 }
 
 /// A resident whose inactivity alert fires after 3 s of silence, day and night.
-async fn quick_resident(hub: &TestHub) -> Result<i64> {
+pub(crate) async fn quick_resident(hub: &TestHub) -> Result<i64> {
     hub.resident(json!({"name": "Tanaka", "rules": {"inactivity": {"day_threshold_s": 3, "night_threshold_s": 3}}}))
         .await
 }
@@ -124,7 +143,7 @@ async fn connect_zigbee2mqtt(hub: &TestHub, gw: &DeviceCreated) -> Result<(MqttC
     Ok((client, field("base_topic")?))
 }
 
-async fn rejected(hub: &TestHub, reason: &str) -> Result<f64> {
+pub(crate) async fn rejected(hub: &TestHub, reason: &str) -> Result<f64> {
     hub.metric(&format!(
         "mimamori_messages_rejected_total{{reason=\"{reason}\"}}"
     ))
@@ -132,7 +151,7 @@ async fn rejected(hub: &TestHub, reason: &str) -> Result<f64> {
 }
 
 /// Waits until the metric has grown past `before`.
-async fn rejected_grows(hub: &TestHub, reason: &str, before: f64) -> Result<()> {
+pub(crate) async fn rejected_grows(hub: &TestHub, reason: &str, before: f64) -> Result<()> {
     eventually(&format!("{reason} counted"), WAIT, || async {
         (rejected(hub, reason).await.ok()? > before).then_some(())
     })

@@ -1,16 +1,19 @@
 //! The integration tests: each module drives the real hub process.
 
 mod alert_core;
+mod ble;
 mod browser;
 mod cluster;
 mod conformance;
 mod core;
 mod docker;
 mod docs;
+mod echonet;
 mod edge;
 mod gateways;
 mod helpers;
 mod line;
+mod lorawan;
 mod notify;
 mod push;
 mod rules;
@@ -18,4 +21,5 @@ mod security;
 mod sim;
 mod start;
 mod store;
+mod tts;
 mod ws;

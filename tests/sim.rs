@@ -342,8 +342,9 @@ async fn sim_backfill_gives_a_week_of_history_and_no_alert() -> Result<()> {
 const ZIGBEE_PROVISION: &str = "device-sim provision --as zigbee2mqtt ";
 const ZIGBEE_FLEET_RUN: &str = "device-sim run --fleet zigbee.json ";
 /// The documented `--as` scenario commands.
-const AS_SCENARIOS: [(&str, &str); 3] = [
+const AS_SCENARIOS: [(&str, &str); 4] = [
     ("zigbee2mqtt", "fall"),
+    ("chirpstack", "fall"),
     ("owntracks", "wander"),
     ("osmand", "wander"),
 ];
@@ -434,6 +435,44 @@ async fn tracker_fixes_are_whole_seconds(hub: &TestHub, rid: i64, tracker: &str)
         );
     }
     Ok(fixes.len())
+}
+
+#[tokio::test]
+async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "chirpstack", "fall", "inactivity").await?;
+    let gateway = device_of(&devices, "gateway", "home gateway")?;
+    let registered = hub
+        .expect(
+            Method::GET,
+            &format!("/devices/{gateway}/lorawan"),
+            None,
+            200,
+        )
+        .await?;
+    let registered = registered.as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        registered.len(),
+        6,
+        "four motion sensors, the door and the pendant"
+    );
+    let bathroom = device_of(&devices, "motion", "bathroom motion sensor")?;
+    assert!(registered
+        .iter()
+        .any(|r| r["device_id"] == bathroom && r["dev_eui"].as_str().map(str::len) == Some(16)));
+    // Motion came as ChirpStack `up` events over the gateway's connection, attributed to
+    // the sensors the DevEUIs are registered as.
+    let motion: Vec<Value> = hub
+        .readings(rid)
+        .await?
+        .into_iter()
+        .filter(|r| r["kind"] == "motion")
+        .collect();
+    assert!(!motion.is_empty());
+    assert!(motion.iter().all(|r| devices
+        .iter()
+        .any(|d| d["id"] == r["device_id"] && d["kind"] == "motion")));
+    Ok(())
 }
 
 #[tokio::test]

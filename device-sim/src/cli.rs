@@ -518,8 +518,9 @@ fn speaking_as(
         (None, Some(f)) => f.client,
         (None, None) => Client::Native,
     };
-    if client == Client::Zigbee2mqtt && scenarios.contains(&ScenarioName::OfflineGateway) {
-        bail!("--scenario offline-gateway cannot play --as zigbee2mqtt: the sensors behind a gateway without power fall silent too, which the scenario does not expect");
+    let bridged = matches!(client, Client::Zigbee2mqtt | Client::Chirpstack);
+    if bridged && scenarios.contains(&ScenarioName::OfflineGateway) {
+        bail!("--scenario offline-gateway cannot play --as {}: the sensors behind a gateway without power fall silent too, which the scenario does not expect", client.as_str());
     }
     Ok(client)
 }

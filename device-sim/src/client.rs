@@ -10,6 +10,11 @@
 //!   `zigbee2mqtt/{gateway id}/{friendly name}`. The gateway box also sends its own native
 //!   heartbeat: Zigbee2MQTT publishes nothing of the bridge's own between `bridge/state`
 //!   messages, and the hub judges a gateway by its silence. The tracker stays native.
+//! - `chirpstack`: motion, door and button sensors are LoRaWAN devices whose uplinks
+//!   ChirpStack v4 publishes as JSON events on `application/{app}/device/{DevEUI}/event/…`,
+//!   forwarded to the hub over the home gateway's connection (as the Mosquitto bridge of
+//!   docs/gateways.md does). The gateway box sends its own native heartbeat, as under
+//!   `zigbee2mqtt`; the tracker stays native.
 //! - `owntracks` and `osmand`: only the tracker changes (those apps carry positions only);
 //!   the home's sensors stay native.
 
@@ -39,6 +44,8 @@ pub enum Client {
     Native,
     /// One Zigbee2MQTT gateway per home carries its motion, door and button sensors.
     Zigbee2mqtt,
+    /// One ChirpStack (through its Mosquitto's bridge) per home carries its LoRaWAN sensors.
+    Chirpstack,
     /// The tracker is a phone running OwnTracks (MQTT).
     Owntracks,
     /// The tracker reports over HTTP like Traccar Client (OsmAnd protocol).
@@ -54,6 +61,10 @@ pub enum Carrier {
     Zigbee2mqttBridge,
     /// A Zigbee device: no connection of its own, its state goes through the gateway's.
     Zigbee,
+    /// The bridge from the home's ChirpStack: an MQTT connection carrying LoRaWAN events.
+    ChirpstackBridge,
+    /// A LoRaWAN device: no connection of its own, its uplinks go through the bridge's.
+    Lorawan,
     /// The OwnTracks app: an MQTT connection of its own.
     OwnTracks,
     /// HTTP reports, no connection.
@@ -65,6 +76,7 @@ impl Client {
         match self {
             Client::Native => "native",
             Client::Zigbee2mqtt => "zigbee2mqtt",
+            Client::Chirpstack => "chirpstack",
             Client::Owntracks => "owntracks",
             Client::Osmand => "osmand",
         }
@@ -76,6 +88,10 @@ impl Client {
             (Client::Zigbee2mqtt, Role::Motion(_) | Role::EntranceDoor | Role::Button) => {
                 Carrier::Zigbee
             }
+            (Client::Chirpstack, Role::Gateway) => Carrier::ChirpstackBridge,
+            (Client::Chirpstack, Role::Motion(_) | Role::EntranceDoor | Role::Button) => {
+                Carrier::Lorawan
+            }
             (Client::Owntracks, Role::Tracker) => Carrier::OwnTracks,
             (Client::Osmand, Role::Tracker) => Carrier::OsmAnd,
             _ => Carrier::Native,
@@ -86,6 +102,18 @@ impl Client {
 /// A device's `friendly_name` in Zigbee2MQTT: its name in the hub.
 pub fn friendly_name(role: Role) -> String {
     role.label()
+}
+
+/// The ChirpStack application every simulated LoRaWAN device belongs to.
+pub const CHIRPSTACK_APPLICATION: &str = "0b0e4f4b-7c1a-4a6e-9d55-6d696d616d6f";
+
+/// A simulated device's DevEUI: 16 hex digits drawn from its hub id (FNV-1a), so that
+/// provisioning and every later run agree on it without storing it.
+pub fn dev_eui(device_id: &str) -> String {
+    let hash = device_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// The base topic a gateway's Zigbee2MQTT is configured with.
@@ -185,7 +213,7 @@ impl Encoder {
     /// The role whose MQTT connection carries this device's publishes, `None` when it has none.
     pub fn connection_of(&self, role: Role) -> Option<Role> {
         match self.client.carrier(role) {
-            Carrier::Zigbee => Some(Role::Gateway),
+            Carrier::Zigbee | Carrier::Lorawan => Some(Role::Gateway),
             Carrier::OsmAnd => None,
             _ => Some(role),
         }
@@ -200,7 +228,7 @@ impl Encoder {
     pub fn will(&self, role: Role, now_s: i64) -> Option<Wire> {
         let id = self.id_of(role);
         match self.client.carrier(role) {
-            Carrier::Native => Some(mqtt(
+            Carrier::Native | Carrier::ChirpstackBridge => Some(mqtt(
                 device_topic(id, MessageKind::Status),
                 status_payload(false),
                 false,
@@ -216,7 +244,7 @@ impl Encoder {
                 json!({"_type": "lwt", "tst": now_s}).to_string(),
                 false,
             )),
-            Carrier::Zigbee | Carrier::OsmAnd => None,
+            Carrier::Zigbee | Carrier::Lorawan | Carrier::OsmAnd => None,
         }
     }
 
@@ -224,7 +252,7 @@ impl Encoder {
     pub fn hello(&self, role: Role) -> Vec<Wire> {
         let id = self.id_of(role);
         match self.client.carrier(role) {
-            Carrier::Native => vec![mqtt(
+            Carrier::Native | Carrier::ChirpstackBridge => vec![mqtt(
                 device_topic(id, MessageKind::Status),
                 status_payload(true),
                 false,
@@ -246,7 +274,7 @@ impl Encoder {
                 }));
                 out
             }
-            Carrier::OwnTracks | Carrier::Zigbee | Carrier::OsmAnd => vec![],
+            Carrier::OwnTracks | Carrier::Zigbee | Carrier::Lorawan | Carrier::OsmAnd => vec![],
         }
     }
 
@@ -254,8 +282,11 @@ impl Encoder {
     /// changes of devices with a connection are the shell's (it drops and reopens it).
     pub fn encode(&mut self, role: Role, msg: &Msg, now_s: i64) -> Vec<Wire> {
         match self.client.carrier(role) {
-            Carrier::Native | Carrier::Zigbee2mqttBridge => self.native(role, msg),
+            Carrier::Native | Carrier::Zigbee2mqttBridge | Carrier::ChirpstackBridge => {
+                self.native(role, msg)
+            }
             Carrier::Zigbee => self.zigbee(role, msg),
+            Carrier::Lorawan => self.lorawan(role, msg, now_s),
             Carrier::OwnTracks => self.owntracks(role, msg, now_s),
             Carrier::OsmAnd => self.osmand(role, msg, now_s),
         }
@@ -313,6 +344,49 @@ impl Encoder {
             out.insert("action".into(), json!(a));
         }
         vec![mqtt(topic, Value::Object(out).to_string(), false)]
+    }
+
+    /// A ChirpStack v4 JSON event of a LoRaWAN sensor: an `up` whose codec `object` says
+    /// what happened (the default field names of the hub's mapping: `motion`, `door`,
+    /// `button`), or a `status` with the battery level for a sign of life. A LoRaWAN
+    /// device has no availability: a power loss is silence.
+    fn lorawan(&self, role: Role, msg: &Msg, now_s: i64) -> Vec<Wire> {
+        let eui = dev_eui(self.id_of(role));
+        let mut event = Map::new();
+        let time = chrono::DateTime::from_timestamp(now_s, 0).unwrap_or_default();
+        event.insert("time".into(), json!(time.to_rfc3339()));
+        let info = json!({"applicationId": CHIRPSTACK_APPLICATION, "deviceName": role.label(), "devEui": eui});
+        event.insert("deviceInfo".into(), info);
+        let object = match msg {
+            Msg::Motion {
+                motion, battery, ..
+            } => {
+                let mut o = json!({ "motion": motion });
+                if let (Some(b), Some(obj)) = (battery, o.as_object_mut()) {
+                    obj.insert("battery".into(), json!(b));
+                }
+                o
+            }
+            Msg::Door { open } => json!({"door": if *open { "open" } else { "close" }}),
+            Msg::Sos => json!({"button": "short"}),
+            Msg::Heartbeat { battery } => {
+                event.insert("margin".into(), json!(10));
+                match battery {
+                    Some(b) => event.insert("batteryLevel".into(), json!(b)),
+                    None => event.insert("batteryLevelUnavailable".into(), json!(true)),
+                };
+                let topic = chirpstack_topic(&eui, "status");
+                return vec![mqtt(topic, Value::Object(event).to_string(), false)];
+            }
+            Msg::Gps { .. } | Msg::PowerLoss | Msg::PowerBack => return vec![],
+        };
+        event.insert("fPort".into(), json!(85));
+        event.insert("object".into(), object);
+        vec![mqtt(
+            chirpstack_topic(&eui, "up"),
+            Value::Object(event).to_string(),
+            false,
+        )]
     }
 
     /// Remembers a fix, or for a heartbeat gives the newest one again (`ping` for OwnTracks).
@@ -387,6 +461,11 @@ impl Encoder {
         }
         vec![Wire::Osmand { query: q }]
     }
+}
+
+/// ChirpStack's default event topic.
+fn chirpstack_topic(dev_eui: &str, event: &str) -> String {
+    format!("application/{CHIRPSTACK_APPLICATION}/device/{dev_eui}/event/{event}")
 }
 
 /// Zigbee2MQTT 2.x availability payloads.
@@ -524,6 +603,38 @@ mod tests {
         assert_eq!(
             one(e.encode(Role::Button, &Msg::Heartbeat { battery: None }, NOW)).1,
             r#"{"linkquality":120}"#
+        );
+    }
+
+    #[test]
+    fn chirpstack_sends_up_events_with_an_object_and_status_events_on_the_gateways_connection() {
+        let mut e = encoder(Client::Chirpstack);
+        let bedroom = Role::Motion(Room::Bedroom);
+        assert_eq!(e.connection_of(bedroom), Some(Role::Gateway));
+        let eui = dev_eui("m1");
+        assert_eq!(eui.len(), 16);
+        let (topic, payload) = one(e.encode(bedroom, &motion(true, Some(81)), NOW));
+        assert_eq!(
+            topic,
+            format!("application/{CHIRPSTACK_APPLICATION}/device/{eui}/event/up")
+        );
+        let up: Value = serde_json::from_str(&payload).unwrap_or_default();
+        assert_eq!(up["object"], json!({"motion": true, "battery": 81}));
+        assert_eq!(up["deviceInfo"]["devEui"], eui.as_str());
+        assert_eq!(up["time"], "2025-11-25T01:00:00+00:00");
+        let (topic, payload) = one(e.encode(
+            Role::EntranceDoor,
+            &Msg::Heartbeat { battery: Some(70) },
+            NOW,
+        ));
+        assert!(topic.ends_with("/event/status"), "{topic}");
+        assert!(payload.contains(r#""batteryLevel":70"#), "{payload}");
+        let press = one(e.encode(Role::Button, &Msg::Sos, NOW)).1;
+        assert!(press.contains(r#""object":{"button":"short"}"#), "{press}");
+        assert!(e.encode(Role::Button, &Msg::PowerLoss, NOW).is_empty());
+        assert_eq!(
+            one(e.encode(Role::Gateway, &Msg::Heartbeat { battery: None }, NOW)),
+            ("watch/v1/gw1/heartbeat".into(), "{}".into())
         );
     }
 

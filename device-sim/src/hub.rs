@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mimamori_protocol::api::{
     DeviceCreated, ErrorBody, LoginRequest, LoginResponse, NewDevice, NewResident, Resident,
 };
-use mimamori_protocol::gateway::{NewZigbeeDevice, ZigbeeDevice};
+use mimamori_protocol::gateway::{LorawanDevice, NewLorawanDevice, NewZigbeeDevice, ZigbeeDevice};
 use mimamori_protocol::zone::{NewZone, Zone};
 use mimamori_protocol::Alert;
 use reqwest::{Method, StatusCode};
@@ -181,6 +181,19 @@ impl HubApi {
         self.call(
             Method::POST,
             &format!("/devices/{gateway_id}/zigbee"),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn register_lorawan(
+        &self,
+        gateway_id: &str,
+        body: &NewLorawanDevice,
+    ) -> Result<LorawanDevice> {
+        self.call(
+            Method::POST,
+            &format!("/devices/{gateway_id}/lorawan"),
             Some(body),
         )
         .await

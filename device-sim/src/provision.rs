@@ -6,9 +6,9 @@ use anyhow::Result;
 use mimamori_protocol::api::{LatLon, NewDevice, NewResident};
 use rand::Rng;
 
-use mimamori_protocol::gateway::NewZigbeeDevice;
+use mimamori_protocol::gateway::{NewLorawanDevice, NewZigbeeDevice};
 
-use crate::client::{friendly_name, Carrier, Client};
+use crate::client::{dev_eui, friendly_name, Carrier, Client};
 use crate::fleet::{Fleet, FleetDevice, FleetResident, FORMAT_VERSION};
 use crate::home::{self, HomeGeo, Role};
 use crate::hub::HubApi;
@@ -51,6 +51,7 @@ pub async fn resident(
         });
     }
     map_zigbee(api, client, &mut devices).await?;
+    register_lorawan(api, client, &devices).await?;
     Ok(FleetResident {
         id: r.id,
         name,
@@ -84,6 +85,29 @@ async fn map_zigbee(api: &HubApi, client: Client, devices: &mut [FleetDevice]) -
         )
         .await?;
         d.friendly_name = Some(name);
+    }
+    Ok(())
+}
+
+/// Registers every LoRaWAN device of a home by its DevEUI on the home's gateway, with the
+/// field mapping's defaults (the simulated codec uses the default names).
+async fn register_lorawan(api: &HubApi, client: Client, devices: &[FleetDevice]) -> Result<()> {
+    let Some(gateway) = devices
+        .iter()
+        .find(|d| client.carrier(d.role) == Carrier::ChirpstackBridge)
+    else {
+        return Ok(());
+    };
+    for d in devices
+        .iter()
+        .filter(|d| client.carrier(d.role) == Carrier::Lorawan)
+    {
+        let body = NewLorawanDevice {
+            dev_eui: dev_eui(&d.id),
+            device_id: d.id.clone(),
+            fields: None,
+        };
+        api.register_lorawan(&gateway.id, &body).await?;
     }
     Ok(())
 }

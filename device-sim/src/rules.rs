@@ -63,6 +63,8 @@ pub fn scaled(speed: f64, stillness: Stillness) -> Value {
             "button_s": off(o.button_s),
             "gps_s": off(o.gps_s),
             "gateway_s": off(o.gateway_s),
+            "tag_s": off(o.tag_s),
+            "receiver_s": off(o.receiver_s),
         },
     })
 }

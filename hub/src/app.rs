@@ -38,6 +38,7 @@ pub struct Hub {
     engine: Engine,
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
+    tts: Option<crate::config::TtsConfig>,
 }
 
 /// Where the hub's rules and alerts run: one pipeline for every resident, or in cluster
@@ -99,6 +100,23 @@ impl Hub {
             .await
             .context("cannot load the Zigbee2MQTT device mappings")?;
         ingest.zigbee().replace_all(&mappings);
+        let registrations = store
+            .lorawan_devices(None)
+            .await
+            .context("cannot load the LoRaWAN device registrations")?;
+        ingest.lorawan().replace_all(&registrations);
+        let receivers = store
+            .receivers()
+            .await
+            .context("cannot load the BLE receivers")?;
+        ingest.ble().replace_receivers(&receivers);
+        let tags = store.ble_tags().await.context("cannot load the BLE tags")?;
+        ingest.ble().replace_tags(&tags);
+        let echonet = store
+            .echonet_devices(None)
+            .await
+            .context("cannot load the ECHONET Lite device mappings")?;
+        ingest.echonet().replace_all(&echonet);
         let edge = Arc::new(EdgeCtx::new(
             store.clone(),
             ingest,
@@ -224,6 +242,7 @@ impl Hub {
             engine,
             notifier,
             dashboard_dir: cfg.dashboard_dir,
+            tts: cfg.tts,
         })
     }
 
@@ -256,10 +275,15 @@ impl Hub {
             engine,
             notifier,
             dashboard_dir,
+            tts,
         } = self;
         let edge = state.edge.clone();
         let ready = state.ready.clone();
         let app = api::app(state, &dashboard_dir);
+        if let Some(tts) = tts {
+            // The client never returns: it keeps reconnecting for as long as the hub runs.
+            tokio::spawn(crate::tts::run(tts, edge.ingest.clone()));
+        }
         let mqtt_task = tokio::spawn(edge::serve(mqtt, None, edge.clone()));
         let tls_task = tokio::spawn(async move {
             match tls {

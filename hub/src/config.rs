@@ -105,6 +105,15 @@ pub struct Settings {
     /// Cluster mode: copies JetStream keeps of each stream (1, or 3 on a NATS cluster of three).
     #[arg(long, env = "MIMAMORI_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+    /// The Things Stack MQTT server, `host:port` (plain MQTT), to take LoRaWAN uplinks from.
+    #[arg(long, env = "MIMAMORI_TTS_SERVER")]
+    pub tts_server: Option<String>,
+    /// The Things Stack MQTT username: `{application id}@{tenant id}`.
+    #[arg(long, env = "MIMAMORI_TTS_USERNAME")]
+    pub tts_username: Option<String>,
+    /// The Things Stack API key of that application (its MQTT password).
+    #[arg(long, env = "MIMAMORI_TTS_API_KEY", hide_env_values = true)]
+    pub tts_api_key: Option<String>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -124,6 +133,20 @@ pub struct Config {
     /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub notify: crate::notify::config::NotifyConfig,
+    /// The Things Stack server the hub takes LoRaWAN uplinks from, if one is configured.
+    pub tts: Option<TtsConfig>,
+}
+
+/// How to reach The Things Stack's MQTT server.
+#[derive(Debug, Clone)]
+pub struct TtsConfig {
+    pub host: String,
+    pub port: u16,
+    /// `{application id}@{tenant id}` (`@ttn` on The Things Network).
+    pub username: String,
+    /// An API key of the application with the right to read its traffic.
+    pub api_key: String,
+    pub client_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +201,9 @@ impl Settings {
             partitions: self.partitions.or(file.partitions),
             nats_replicas: self.nats_replicas.or(file.nats_replicas),
             notify: self.notify.over(file.notify),
+            tts_server: self.tts_server.or(file.tts_server),
+            tts_username: self.tts_username.or(file.tts_username),
+            tts_api_key: self.tts_api_key.or(file.tts_api_key),
         }
     }
 
@@ -197,7 +223,33 @@ impl Settings {
         merged.finish()
     }
 
+    /// The Things Stack's settings: all three, or none.
+    fn tts(&self) -> anyhow::Result<Option<TtsConfig>> {
+        let (server, username, api_key) =
+            match (&self.tts_server, &self.tts_username, &self.tts_api_key) {
+                (None, None, None) => return Ok(None),
+                (Some(s), Some(u), Some(k)) => (s, u, k),
+                _ => anyhow::bail!("tts_server, tts_username and tts_api_key come together"),
+            };
+        let (host, port) = server
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("tts_server {server:?} must be host:port"))?;
+        if username.is_empty() || username.contains(['/', '+', '#']) {
+            anyhow::bail!("tts_username {username:?} must be {{application id}}@{{tenant id}}");
+        }
+        Ok(Some(TtsConfig {
+            host,
+            port,
+            username: username.clone(),
+            api_key: api_key.clone(),
+            client_id: crate::security::random_id("mimamori-", 8),
+        }))
+    }
+
     fn finish(self) -> anyhow::Result<Config> {
+        let tts = self.tts()?;
         let mqtt_tls = match (self.mqtt_tls_addr, self.tls_cert, self.tls_key) {
             (None, _, _) => None,
             (Some(addr), Some(cert), Some(key)) => Some(TlsSettings { addr, cert, key }),
@@ -238,6 +290,7 @@ impl Settings {
             session_hours,
             cluster,
             notify: self.notify.finish()?,
+            tts,
         })
     }
 }
@@ -256,6 +309,7 @@ impl Config {
             session_hours: 12,
             cluster: None,
             notify: crate::notify::config::NotifyConfig::default(),
+            tts: None,
         }
     }
 }

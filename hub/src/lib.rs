@@ -18,7 +18,8 @@
 //! - [`cluster`]: cluster mode, several hubs on one NATS JetStream log and one
 //!   PostgreSQL store: the event log, partition leases, the live stream across hubs;
 //! - [`app`]: wiring, start-up and shutdown;
-//! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
+//! - [`admin`]: `hub admin …` commands on the database, such as resetting a password;
+//! - [`tts`]: the hub's own MQTT client to The Things Stack, feeding ingest.
 
 pub mod admin;
 pub mod alerts;
@@ -37,5 +38,6 @@ pub mod pipeline;
 pub mod security;
 pub mod store;
 pub mod telemetry;
+pub mod tts;
 
 pub use app::Hub;

@@ -540,6 +540,12 @@ impl Pipeline {
                 lat,
                 lon,
                 accuracy_m,
+            }
+            | Reading::Sighting {
+                lat,
+                lon,
+                accuracy_m,
+                ..
             } = ev.reading
             {
                 self.show(HubEvent::Position {

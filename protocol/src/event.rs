@@ -15,6 +15,10 @@ pub enum DeviceKind {
     Button,
     Door,
     Gateway,
+    /// A BLE tag the resident carries; receivers report it, it never connects itself.
+    Tag,
+    /// A BLE receiver: an ESPresense node, a station reader, a volunteer's phone.
+    Receiver,
 }
 
 impl DeviceKind {
@@ -25,6 +29,8 @@ impl DeviceKind {
             DeviceKind::Button => "button",
             DeviceKind::Door => "door",
             DeviceKind::Gateway => "gateway",
+            DeviceKind::Tag => "tag",
+            DeviceKind::Receiver => "receiver",
         }
     }
 
@@ -35,6 +41,8 @@ impl DeviceKind {
             DeviceKind::Button,
             DeviceKind::Door,
             DeviceKind::Gateway,
+            DeviceKind::Tag,
+            DeviceKind::Receiver,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -55,6 +63,15 @@ pub enum Reading {
         lon: f64,
         accuracy_m: Option<f64>,
     },
+    /// A receiver saw the resident's BLE tag: a position within the receiver's range,
+    /// and the receiver's place.
+    Sighting {
+        lat: f64,
+        lon: f64,
+        accuracy_m: Option<f64>,
+        receiver: String,
+        place: String,
+    },
     /// The resident pressed an SOS button.
     Sos,
     /// The device is alive; it carries nothing else than perhaps a battery level.
@@ -70,6 +87,7 @@ impl Reading {
             Reading::Motion { .. } => "motion",
             Reading::Door { .. } => "door",
             Reading::Position { .. } => "gps",
+            Reading::Sighting { .. } => "sighting",
             Reading::Sos => "sos",
             Reading::Heartbeat => "heartbeat",
             Reading::Offline => "offline",

@@ -99,6 +99,9 @@ pub struct OfflineSettings {
     pub button_s: u64,
     pub gps_s: u64,
     pub gateway_s: u64,
+    /// A tag no receiver has seen for this long.
+    pub tag_s: u64,
+    pub receiver_s: u64,
 }
 
 impl Default for OfflineSettings {
@@ -109,6 +112,8 @@ impl Default for OfflineSettings {
             button_s: 6 * 3600,
             gps_s: 900,
             gateway_s: 900,
+            tag_s: 24 * 3600,
+            receiver_s: 3600,
         }
     }
 }
@@ -122,6 +127,8 @@ impl OfflineSettings {
             DeviceKind::Button => self.button_s,
             DeviceKind::Gps => self.gps_s,
             DeviceKind::Gateway => self.gateway_s,
+            DeviceKind::Tag => self.tag_s,
+            DeviceKind::Receiver => self.receiver_s,
         }
     }
 }

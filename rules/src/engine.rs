@@ -745,7 +745,7 @@ impl Resident {
                     FixClass::Outside if !self.state.geofence.open => {
                         self.state.geofence.out_streak = 1;
                         if confirm <= 1 {
-                            self.open_geofence(&fix, None, now, out);
+                            self.open_geofence(&fix, None, None, now, out);
                         }
                     }
                     _ => {}
@@ -754,27 +754,33 @@ impl Resident {
         }
     }
 
-    fn geofence_details(&self, fix: &Position) -> serde_json::Value {
+    /// What an exit alert says; `place` is where a BLE receiver saw the resident's tag.
+    fn geofence_details(&self, fix: &Position, place: Option<&str>) -> serde_json::Value {
         let (_, nearest) = self.c.classify(fix);
-        json!({
+        let mut details = json!({
             "lat": fix.lat,
             "lon": fix.lon,
             "accuracy_m": fix.accuracy_m,
             "ts": fix.ts,
             "distance_m": nearest.map(|(_, d)| round1(d)),
             "zone": nearest.map(|(z, _)| z.name()),
-        })
+        });
+        if let (Some(place), Some(obj)) = (place, details.as_object_mut()) {
+            obj.insert("place".into(), json!(place));
+        }
+        details
     }
 
     fn open_geofence(
         &mut self,
         fix: &Position,
         device: Option<&str>,
+        place: Option<&str>,
         now: DateTime<Utc>,
         out: &mut Out,
     ) {
         self.state.geofence.open = true;
-        let details = self.geofence_details(fix);
+        let details = self.geofence_details(fix, place);
         let key = self.c.key(AlertKind::GeofenceExit, "");
         let severity = self.c.severity_of_exit(fix.ts);
         out.push_back(Decision::Open {
@@ -786,7 +792,15 @@ impl Resident {
         });
     }
 
-    fn on_fix(&mut self, fix: Position, device: &str, now: DateTime<Utc>, out: &mut Out) {
+    /// A fix of `device`; `place` names the BLE receiver that made it, if one did.
+    fn on_fix(
+        &mut self,
+        fix: Position,
+        device: &str,
+        place: Option<&str>,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
         if !(fix.lat.is_finite() && fix.lon.is_finite()) {
             return;
         }
@@ -819,7 +833,7 @@ impl Resident {
         }
         if !g.open {
             if g.out_streak >= confirm {
-                self.open_geofence(&fix, Some(device), now, out);
+                self.open_geofence(&fix, Some(device), place, now, out);
             }
         } else if g.in_streak >= confirm {
             g.open = false;
@@ -836,7 +850,7 @@ impl Resident {
                 format!("back inside {name}"),
             );
         } else {
-            let details = self.geofence_details(&fix);
+            let details = self.geofence_details(&fix, place);
             out.push_back(Decision::Update {
                 key: self.c.key(AlertKind::GeofenceExit, ""),
                 device_id: Some(device.to_owned()),
@@ -1251,7 +1265,23 @@ impl Engine {
                     accuracy_m: *accuracy_m,
                     ts,
                 };
-                r.on_fix(fix, &ev.device_id, now, out);
+                r.on_fix(fix, &ev.device_id, None, now, out);
+            }
+            // A sighting counts towards geofence_exit as a fix does, with the receiver's place.
+            Reading::Sighting {
+                lat,
+                lon,
+                accuracy_m,
+                place,
+                ..
+            } => {
+                let fix = Position {
+                    lat: *lat,
+                    lon: *lon,
+                    accuracy_m: *accuracy_m,
+                    ts,
+                };
+                r.on_fix(fix, &ev.device_id, Some(place), now, out);
             }
             reading if reading.is_activity() => r.on_activity(ts, reading, now, out),
             _ => {}

@@ -96,8 +96,8 @@ struct Fix {
     accuracy_m: Option<f64>,
 }
 
-/// Fixes since `since` (default: the last 24 hours), oldest first; the map draws
-/// the trail of a geofence alert from its `opened_at`.
+/// Fixes since `since` (default: the last 24 hours), oldest first, BLE tag sightings
+/// among them; the map draws the trail of a geofence alert from its `opened_at`.
 async fn track(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -127,7 +127,7 @@ async fn track(
     ))
 }
 
-async fn visible_resident(st: &AppState, id: i64) -> ApiResult<()> {
+pub(super) async fn visible_resident(st: &AppState, id: i64) -> ApiResult<()> {
     st.store
         .resident(id)
         .await

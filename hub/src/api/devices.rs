@@ -110,6 +110,9 @@ async fn remove(
     st.store.delete_device(&id).await?;
     st.edge.kick(&id);
     st.edge.ingest.zigbee().forget_device(&id);
+    st.edge.ingest.lorawan().forget_device(&id);
+    st.edge.ingest.ble().forget_device(&id);
+    st.edge.ingest.echonet().forget_device(&id);
     st.pipeline.send(Command::Reload(device.resident_id)).await;
     audit(
         &st,

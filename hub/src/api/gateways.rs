@@ -116,7 +116,7 @@ async fn remove(
 }
 
 /// The gateway named in the path, which must be a device of kind `gateway`.
-async fn gateway(st: &AppState, id: &str) -> ApiResult<()> {
+pub(super) async fn gateway(st: &AppState, id: &str) -> ApiResult<()> {
     let device = st
         .store
         .device(id)

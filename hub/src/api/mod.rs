@@ -9,11 +9,14 @@ pub mod activity;
 pub mod alerts;
 pub mod auth;
 pub mod cluster;
+pub mod ble;
 pub mod contacts;
 pub mod devices;
+pub mod echonet;
 pub mod error;
 pub mod gateways;
 pub mod line;
+pub mod lorawan;
 pub mod osmand;
 pub mod push;
 pub mod residents;
@@ -78,6 +81,9 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         // -- more routers (issues 4, 6, 7) merge below this line --
         .merge(contacts::router())
         .merge(gateways::router())
+        .merge(lorawan::router())
+        .merge(ble::router())
+        .merge(echonet::router())
         .merge(osmand::router())
         .merge(ws::router())
         .merge(activity::router())

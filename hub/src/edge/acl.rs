@@ -3,8 +3,12 @@
 //! Pure functions, so every rule is unit-tested. A device may publish and subscribe
 //! only under its own prefixes: `watch/v1/{device_id}/` for every device, and for the
 //! clients that cannot be given that layout, `zigbee2mqtt/{device_id}/` for a gateway
-//! (its Zigbee2MQTT base topic) and `owntracks/{device_id}/` for a gps device (an
-//! OwnTracks phone whose MQTT username is its device id); staff and admins may read
+//! (its Zigbee2MQTT base topic), ChirpStack's `application/{app}/device/{dev_eui}/event/…`
+//! for a gateway too (its MQTT integration's default topics, which carry no gateway id:
+//! the adapter accepts only the DevEUIs registered on that gateway), and
+//! `owntracks/{device_id}/` for a gps device (an OwnTracks phone whose MQTT username is
+//! its device id), and `espresense/` for a receiver (an ESPresense node, whose room
+//! the adapter checks is the receiver's own); staff and admins may read
 //! everything under `watch/v1/` but publish nothing; a family member may read only
 //! the alerts topic of their own residents.
 
@@ -12,7 +16,7 @@ use mimamori_protocol::api::Role;
 use mimamori_protocol::topic::{alerts_topic, device_prefix};
 use mimamori_protocol::DeviceKind;
 
-use crate::ingest::{owntracks, zigbee2mqtt};
+use crate::ingest::{ble, chirpstack, echonet, owntracks, zigbee2mqtt};
 
 /// An authenticated MQTT client.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +48,9 @@ impl Principal {
             return false;
         }
         match self {
-            Principal::Device { id, kind, .. } => device_owns(id, *kind, topic),
+            Principal::Device { id, kind, .. } => {
+                device_owns(id, *kind, topic) || shared_publish(id, *kind, topic)
+            }
             Principal::User { .. } => false,
         }
     }
@@ -58,7 +64,9 @@ impl Principal {
             return false;
         }
         match self {
-            Principal::Device { id, kind, .. } => device_owns(id, *kind, filter),
+            Principal::Device { id, kind, .. } => {
+                device_owns(id, *kind, filter) || shared_subscribe(id, *kind, filter)
+            }
             Principal::User {
                 role: Role::Admin | Role::Staff,
                 ..
@@ -75,13 +83,17 @@ impl Principal {
 /// What to change when a well-known client publishes outside its prefix because of a
 /// setting, so that the dead letter says why the connection was closed.
 pub fn refusal_hint(principal: &Principal, topic: &str) -> Option<&'static str> {
-    let Principal::Device {
-        kind: DeviceKind::Gateway,
-        ..
-    } = principal
-    else {
+    let Principal::Device { kind, .. } = principal else {
         return None;
     };
+    if *kind == DeviceKind::Receiver && topic.starts_with("homeassistant/") {
+        return Some(
+            "ESPresense's \"Send to discovery topic\" publishes under homeassistant/: turn it off",
+        );
+    }
+    if *kind != DeviceKind::Gateway {
+        return None;
+    }
     if topic.starts_with("homeassistant/") {
         Some("Zigbee2MQTT's Home Assistant discovery publishes under homeassistant/: set homeassistant: false")
     } else if topic.starts_with(&format!("{}/", zigbee2mqtt::ROOT)) {
@@ -99,6 +111,45 @@ fn device_owns(id: &str, kind: DeviceKind, topic: &str) -> bool {
         _ => None,
     };
     topic.starts_with(&device_prefix(id)) || foreign.is_some_and(|p| topic.starts_with(&p))
+}
+
+/// Topics outside the device's own prefixes that a client of its kind publishes on, as
+/// its firmware names them: ChirpStack's event topics for a gateway, ESPresense's for a
+/// receiver. The adapter accepts only what is the device's own (a DevEUI registered on
+/// the gateway, the receiver's room); the command topics stay closed to publishers, so
+/// no device can reconfigure another.
+fn shared_publish(id: &str, kind: DeviceKind, topic: &str) -> bool {
+    match kind {
+        DeviceKind::Gateway => {
+            chirpstack::is_topic(topic, "event")
+                || topic.starts_with(&format!("{}/", echonet::base_topic(id)))
+        }
+        DeviceKind::Receiver => is_espresense(topic) && !is_espresense_command(topic),
+        _ => false,
+    }
+}
+
+/// The command topics those clients subscribe to, on which nobody may publish.
+fn shared_subscribe(id: &str, kind: DeviceKind, filter: &str) -> bool {
+    match kind {
+        DeviceKind::Gateway => {
+            chirpstack::is_topic(filter, "command")
+                || filter.starts_with(&format!("{}/", echonet::base_topic(id)))
+        }
+        DeviceKind::Receiver => is_espresense(filter) && is_espresense_command(filter),
+        _ => false,
+    }
+}
+
+fn is_espresense(topic: &str) -> bool {
+    topic
+        .strip_prefix(ble::ESPRESENSE_ROOT)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `espresense/rooms/{room}/{setting}/set` and `espresense/settings/{id}/config`.
+fn is_espresense_command(topic: &str) -> bool {
+    topic.ends_with("/set") || topic.ends_with("/config")
 }
 
 /// The filter inside a shared subscription `$share/{group}/{filter}`; other filters as they are.
@@ -136,6 +187,13 @@ mod tests {
         assert!(!gw.may_publish("zigbee2mqtt/gw-ab/bedroom"));
         assert!(!gw.may_subscribe("zigbee2mqtt/#"));
         assert!(!gw.may_publish("owntracks/gw-a/phone"));
+        assert!(gw.may_publish("application/app-1/device/0101010101010101/event/up"));
+        assert!(!gw.may_publish("application/app-1/device/0101010101010101/command/down"));
+        assert!(gw.may_subscribe("application/+/device/+/command/+"));
+        assert!(gw.may_publish("echonetlite2mqtt/gw-a/elapi/v2/devices/x/properties/detection"));
+        assert!(gw.may_subscribe("echonetlite2mqtt/gw-a/elapi/v2/devices/#"));
+        assert!(!gw.may_publish("echonetlite2mqtt/gw-b/elapi/v2/devices/x/properties/detection"));
+        assert!(!gw.may_subscribe("application/+/device/+/event/+"));
         let phone = of_kind("ph-a", DeviceKind::Gps);
         assert!(phone.may_publish("owntracks/ph-a/pixel"));
         assert!(phone.may_subscribe("owntracks/ph-a/pixel/cmd"));
@@ -145,6 +203,15 @@ mod tests {
         let motion = device("m-a");
         assert!(!motion.may_publish("owntracks/m-a/pixel"));
         assert!(!motion.may_publish("zigbee2mqtt/m-a/x"));
+        assert!(!motion.may_publish("application/a/device/0101010101010101/event/up"));
+        assert!(!motion.may_publish("espresense/rooms/kitchen/status"));
+        let node = of_kind("rx-a", DeviceKind::Receiver);
+        assert!(node.may_publish("espresense/devices/iBeacon:x-1-2/kitchen"));
+        assert!(node.may_publish("watch/v1/rx-a/sighting"));
+        assert!(node.may_subscribe("espresense/rooms/*/+/set"));
+        assert!(!node.may_subscribe("espresense/devices/#"));
+        assert!(!node.may_publish("espresense/rooms/*/max_distance/set"));
+        assert!(!node.may_publish("application/a/device/0101010101010101/event/up"));
     }
 
     #[test]
@@ -156,6 +223,11 @@ mod tests {
         assert!(refusal_hint(&gw, "homeassistant/binary_sensor/x/config")
             .is_some_and(|h| h.contains("homeassistant: false")));
         assert_eq!(refusal_hint(&gw, "watch/v1/gw-b/motion"), None);
+        let node = of_kind("rx-a", DeviceKind::Receiver);
+        assert!(
+            refusal_hint(&node, "homeassistant/sensor/espresense_1/config")
+                .is_some_and(|h| h.contains("discovery"))
+        );
         assert_eq!(
             refusal_hint(&device("m-a"), "zigbee2mqtt/bridge/state"),
             None

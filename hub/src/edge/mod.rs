@@ -159,9 +159,12 @@ impl EdgeCtx {
 /// configured with another's name: it must be the device's id, or empty. A gateway is
 /// the exception: Zigbee2MQTT, when `client_id` is left out of its configuration,
 /// connects as MQTT.js's random `mqttjs_…`, and its credentials already say which
-/// gateway it is.
+/// gateway it is. So is a BLE receiver: ESPresense's firmware connects as
+/// `espresense-{room}`, which no setting changes.
 fn client_id_fits(client_id: &str, device_id: &str, kind: DeviceKind) -> bool {
-    client_id.is_empty() || client_id == device_id || kind == DeviceKind::Gateway
+    client_id.is_empty()
+        || client_id == device_id
+        || matches!(kind, DeviceKind::Gateway | DeviceKind::Receiver)
 }
 
 /// Live connections by router client id, so that a takeover or a revocation can close them.
@@ -314,7 +317,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_gateway_may_bring_a_client_id_of_its_own() {
+    fn only_a_gateway_or_a_receiver_may_bring_a_client_id_of_its_own() {
         assert!(client_id_fits("", "dev-a", DeviceKind::Motion));
         assert!(client_id_fits("dev-a", "dev-a", DeviceKind::Motion));
         assert!(!client_id_fits("dev-b", "dev-a", DeviceKind::Motion));
@@ -323,5 +326,11 @@ mod tests {
             "dev-gw",
             DeviceKind::Gateway
         ));
+        assert!(client_id_fits(
+            "espresense-koenji_north",
+            "dev-rx",
+            DeviceKind::Receiver
+        ));
+        assert!(!client_id_fits("espresense-x", "dev-tag", DeviceKind::Tag));
     }
 }

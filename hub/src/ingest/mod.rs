@@ -5,12 +5,20 @@
 //! from one device costs that device's task, not the hub's single writer. Each
 //! adapter is a module beside this one and yields the same events, so nothing
 //! downstream knows where a reading came from: [`native`] (`watch/v1/…`),
-//! [`zigbee2mqtt`] (`zigbee2mqtt/{gateway}/…`), [`owntracks`] (`owntracks/{device}/…`)
-//! over MQTT, and [`osmand`] over HTTP. The topic's first level picks the adapter.
+//! [`zigbee2mqtt`] (`zigbee2mqtt/{gateway}/…`), [`chirpstack`] (`application/…`, the
+//! LoRaWAN devices of [`lorawan`]), [`ble`] sightings (`espresense/…` and the native
+//! `watch/v1/{receiver}/sighting`), [`echonet`] (`echonetlite2mqtt/{gateway}/…`), [`owntracks`] (`owntracks/{device}/…`) over MQTT,
+//! and [`osmand`] over HTTP; [`tts`] for the uplinks the hub's own client takes from
+//! The Things Stack. The topic's first level picks the adapter.
 
+pub mod ble;
+pub mod chirpstack;
+pub mod echonet;
+pub mod lorawan;
 pub mod native;
 pub mod osmand;
 pub mod owntracks;
+pub mod tts;
 pub mod zigbee2mqtt;
 
 use std::sync::Arc;
@@ -64,6 +72,9 @@ pub struct Ingest {
     urgent: mpsc::Sender<Envelope>,
     clock: Arc<dyn Clock>,
     zigbee: zigbee2mqtt::ZigbeeMap,
+    lorawan: lorawan::LoraMap,
+    ble: ble::BleMap,
+    echonet: echonet::EchonetMap,
 }
 
 /// Whether an item decides an alert at once, whatever else the batch holds.
@@ -82,12 +93,30 @@ impl Ingest {
             urgent,
             clock,
             zigbee: zigbee2mqtt::ZigbeeMap::default(),
+            lorawan: lorawan::LoraMap::default(),
+            ble: ble::BleMap::default(),
+            echonet: echonet::EchonetMap::default(),
         }
     }
 
     /// The Zigbee2MQTT mappings every connection reads; the API replaces them on change.
     pub fn zigbee(&self) -> &zigbee2mqtt::ZigbeeMap {
         &self.zigbee
+    }
+
+    /// The LoRaWAN registrations every connection reads; the API replaces them on change.
+    pub fn lorawan(&self) -> &lorawan::LoraMap {
+        &self.lorawan
+    }
+
+    /// The BLE receivers and tags every connection reads; the API replaces them on change.
+    pub fn ble(&self) -> &ble::BleMap {
+        &self.ble
+    }
+
+    /// The ECHONET Lite mappings every connection reads; the API replaces them on change.
+    pub fn echonet(&self) -> &echonet::EchonetMap {
+        &self.echonet
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -101,6 +130,14 @@ impl Ingest {
         let outcome = match root {
             zigbee2mqtt::ROOT => self.zigbee.classify(device, topic, payload, now),
             owntracks::ROOT => owntracks::classify(device, topic, payload, now),
+            chirpstack::ROOT => chirpstack::classify(&self.lorawan, device, topic, payload, now),
+            ble::ESPRESENSE_ROOT => self.ble.classify_espresense(device, topic, payload, now),
+            echonet::ROOT => self.echonet.classify(device, topic, payload, now),
+            _ if device.kind == DeviceKind::Receiver
+                && topic.rsplit('/').next() == Some(ble::SIGHTING_KIND) =>
+            {
+                self.ble.classify_native(device, topic, payload, now)
+            }
             _ => native::classify(device, topic, payload, now).map(Some),
         };
         match outcome {

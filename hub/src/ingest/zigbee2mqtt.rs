@@ -266,7 +266,7 @@ impl ZigbeeMap {
                 Some(a) if m.sos_actions.iter().any(|x| x == a) => Reading::Sos,
                 _ => Reading::Heartbeat,
             },
-            DeviceKind::Gps | DeviceKind::Gateway => {
+            DeviceKind::Gps | DeviceKind::Gateway | DeviceKind::Tag | DeviceKind::Receiver => {
                 return Err(Rejection::new(
                     RejectReason::BadField,
                     format!(

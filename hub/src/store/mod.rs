@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
-use mimamori_protocol::gateway::ZigbeeDevice;
+use mimamori_protocol::gateway::{
+    BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
+};
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings};
@@ -374,6 +376,41 @@ pub trait Store: Send + Sync + 'static {
     async fn push_subscriptions(&self, user_id: i64) -> StoreResult<Vec<PushSubscriptionRow>>;
     /// Removes one of a user's subscriptions; `NotFound` if that user has no such one.
     async fn delete_push_subscription(&self, id: i64, user_id: i64) -> StoreResult<()>;
+    /// Registers a LoRaWAN device of a gateway; `Conflict` if the DevEUI or device is taken.
+    async fn create_lorawan_device(
+        &self,
+        gateway_id: &str,
+        dev_eui: &str,
+        device_id: &str,
+        fields: &LoraFields,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Every registration (of one gateway, or of all), with the device's kind and resident.
+    async fn lorawan_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<LorawanDevice>>;
+    async fn delete_lorawan_device(&self, gateway_id: &str, dev_eui: &str) -> StoreResult<()>;
+    /// A resident's BLE tag sightings, newest first: the passage history.
+    async fn sightings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>>;
+    /// Sets where a BLE receiver is (its `created_at` is kept on a change).
+    async fn put_receiver(&self, receiver: &Receiver) -> StoreResult<()>;
+    async fn receivers(&self) -> StoreResult<Vec<Receiver>>;
+    /// Registers a BLE tag id of a `tag` device; `Conflict` if the id or device is taken.
+    async fn create_ble_tag(
+        &self,
+        tag_id: &str,
+        device_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn ble_tags(&self) -> StoreResult<Vec<BleTag>>;
+    /// Maps an ECHONET Lite device of a gateway; `Conflict` if the id or device is taken.
+    async fn create_echonet_device(
+        &self,
+        gateway_id: &str,
+        echonet_id: &str,
+        device_id: &str,
+        activity_above_w: f64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn echonet_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<EchonetDevice>>;
 }
 
 /// A reading as stored, for the API and tests.

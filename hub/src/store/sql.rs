@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
-use mimamori_protocol::gateway::ZigbeeDevice;
+use mimamori_protocol::gateway::{
+    BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
+};
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, DeviceEvent, DeviceKind, Reading};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -210,6 +212,9 @@ fn reading_data(ev: &DeviceEvent) -> Option<String> {
             Some(serde_json::json!({"motion": motion, "room": room}).to_string())
         }
         Reading::Door { open } => Some(serde_json::json!({"open": open}).to_string()),
+        Reading::Sighting {
+            receiver, place, ..
+        } => Some(serde_json::json!({"receiver": receiver, "place": place}).to_string()),
         _ => None,
     }
 }
@@ -220,6 +225,12 @@ fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>)
             lat,
             lon,
             accuracy_m,
+        }
+        | Reading::Sighting {
+            lat,
+            lon,
+            accuracy_m,
+            ..
         } => (Some(lat), Some(lon), accuracy_m),
         _ => (None, None, None),
     }
@@ -1025,7 +1036,7 @@ macro_rules! impl_store {
             async fn positions_since(&self, resident_id: i64, since: DateTime<Utc>, limit: i64) -> StoreResult<Vec<StoredReading>> {
                 let rows: Vec<ReadingRow> = sqlx::query_as(
                     "SELECT id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data FROM readings \
-                     WHERE resident_id = $1 AND kind = 'gps' AND ts >= $2 ORDER BY ts DESC, id DESC LIMIT $3",
+                     WHERE resident_id = $1 AND kind IN ('gps', 'sighting') AND ts >= $2 ORDER BY ts DESC, id DESC LIMIT $3",
                 )
                 .bind(resident_id)
                 .bind(ms(since))
@@ -1384,6 +1395,154 @@ macro_rules! impl_store {
                 let done = sqlx::query("DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2")
                     .bind(id)
                     .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn create_lorawan_device(&self, gateway_id: &str, dev_eui: &str, device_id: &str, fields: &LoraFields, at: DateTime<Utc>) -> StoreResult<()> {
+                let fields = serde_json::to_string(fields).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO lorawan_devices (gateway_id, dev_eui, device_id, fields, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(gateway_id)
+                .bind(dev_eui)
+                .bind(device_id)
+                .bind(fields)
+                .bind(ms(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn lorawan_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<LorawanDevice>> {
+                let rows: Vec<(String, String, String, String, i64, String, i64)> = sqlx::query_as(
+                    "SELECT l.gateway_id, l.dev_eui, l.device_id, d.kind, d.resident_id, l.fields, l.created_at \
+                     FROM lorawan_devices l JOIN devices d ON d.id = l.device_id \
+                     WHERE $1 IS NULL OR l.gateway_id = $1 ORDER BY l.gateway_id, l.dev_eui",
+                )
+                .bind(gateway_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(gateway_id, dev_eui, device_id, kind, resident_id, fields, created_at)| {
+                        let device_kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
+                        let fields = serde_json::from_str(&fields).map_err(|e| StoreError::Invalid(format!("lorawan fields: {e}")))?;
+                        Ok(LorawanDevice { gateway_id, dev_eui, device_id, device_kind, resident_id, fields, created_at: from_ms(created_at) })
+                    })
+                    .collect()
+            }
+
+            async fn sightings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>> {
+                let rows: Vec<ReadingRow> = sqlx::query_as(
+                    "SELECT id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data FROM readings \
+                     WHERE resident_id = $1 AND kind = 'sighting' ORDER BY ts DESC, id DESC LIMIT $2",
+                )
+                .bind(resident_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(StoredReading::from).collect())
+            }
+
+            async fn put_receiver(&self, r: &Receiver) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO ble_receivers (device_id, place, room, lat, lon, range_m, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (device_id) DO UPDATE SET place = excluded.place, room = excluded.room, lat = excluded.lat, lon = excluded.lon, range_m = excluded.range_m",
+                )
+                .bind(&r.device_id)
+                .bind(&r.place)
+                .bind(&r.room)
+                .bind(r.lat)
+                .bind(r.lon)
+                .bind(r.range_m)
+                .bind(ms(r.created_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn receivers(&self) -> StoreResult<Vec<Receiver>> {
+                let rows: Vec<(String, i64, String, Option<String>, Option<f64>, Option<f64>, f64, i64)> = sqlx::query_as(
+                    "SELECT r.device_id, d.resident_id, r.place, r.room, r.lat, r.lon, r.range_m, r.created_at \
+                     FROM ble_receivers r JOIN devices d ON d.id = r.device_id ORDER BY r.device_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(device_id, resident_id, place, room, lat, lon, range_m, created_at)| Receiver {
+                        device_id, resident_id, place, room, lat, lon, range_m, created_at: from_ms(created_at),
+                    })
+                    .collect())
+            }
+
+            async fn create_ble_tag(&self, tag_id: &str, device_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query("INSERT INTO ble_tags (tag_id, device_id, created_at) VALUES ($1, $2, $3)")
+                    .bind(tag_id)
+                    .bind(device_id)
+                    .bind(ms(at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn ble_tags(&self) -> StoreResult<Vec<BleTag>> {
+                let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT t.tag_id, t.device_id, d.resident_id, t.created_at \
+                     FROM ble_tags t JOIN devices d ON d.id = t.device_id ORDER BY t.tag_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(tag_id, device_id, resident_id, created_at)| BleTag { tag_id, device_id, resident_id, created_at: from_ms(created_at) })
+                    .collect())
+            }
+
+            async fn create_echonet_device(&self, gateway_id: &str, echonet_id: &str, device_id: &str, activity_above_w: f64, at: DateTime<Utc>) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO echonet_devices (gateway_id, echonet_id, device_id, activity_above_w, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(gateway_id)
+                .bind(echonet_id)
+                .bind(device_id)
+                .bind(activity_above_w)
+                .bind(ms(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn echonet_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<EchonetDevice>> {
+                let rows: Vec<(String, String, String, String, i64, f64, i64)> = sqlx::query_as(
+                    "SELECT e.gateway_id, e.echonet_id, e.device_id, d.kind, d.resident_id, e.activity_above_w, e.created_at \
+                     FROM echonet_devices e JOIN devices d ON d.id = e.device_id \
+                     WHERE $1 IS NULL OR e.gateway_id = $1 ORDER BY e.gateway_id, e.echonet_id",
+                )
+                .bind(gateway_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(gateway_id, echonet_id, device_id, kind, resident_id, activity_above_w, created_at)| {
+                        let device_kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
+                        Ok(EchonetDevice { gateway_id, echonet_id, device_id, device_kind, resident_id, activity_above_w, created_at: from_ms(created_at) })
+                    })
+                    .collect()
+            }
+
+            async fn delete_lorawan_device(&self, gateway_id: &str, dev_eui: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM lorawan_devices WHERE gateway_id = $1 AND dev_eui = $2")
+                    .bind(gateway_id)
+                    .bind(dev_eui)
                     .execute(&self.pool)
                     .await?;
                 if done.rows_affected() == 0 {

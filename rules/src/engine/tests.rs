@@ -66,6 +66,8 @@ fn quiet_devices() -> RuleSettings {
         button_s: month,
         gps_s: month,
         gateway_s: month,
+        tag_s: month,
+        receiver_s: month,
     };
     s
 }
