@@ -1,7 +1,11 @@
 //! Attacks against the real hub, and the bounds that now hold.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use anyhow::{anyhow, Result};
 use reqwest::StatusCode;
+use tokio::time::Instant;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -107,5 +111,215 @@ async fn a_flood_of_mqtt_connects_with_made_up_users_cannot_exhaust_memory() -> 
         "peak RSS grew by {:.0} MiB",
         peak - before
     );
+    Ok(())
+}
+
+/// The `n`-th of 20 other loopback addresses the attacker's sockets come from, so that
+/// the per-source caps see twenty sources and the pendant (127.0.0.1) is none of them.
+fn attacker_source(n: usize) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 1, 1 + (n % 20) as u8])
+}
+
+/// A TCP connection from `source` that sends nothing.
+async fn silent_socket(
+    source: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    Ok(socket.connect(to).await?)
+}
+
+/// Whether the hub closes a socket that sends nothing within `within`.
+async fn closed_by_hub(mut socket: tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(within, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A refusal CONNACK may come first; the close follows.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn http_addr(hub: &TestHub) -> Result<std::net::SocketAddr> {
+    Ok(hub.base.trim_start_matches("http://").parse()?)
+}
+
+/// 5,000 HTTP sockets that never send a request and 1,000 MQTT sockets that never send
+/// CONNECT (more than the hub keeps for either, from twenty addresses) neither use up
+/// the hub's file descriptors nor its MQTT places: an SOS pendant still connects within
+/// a second and its alert opens, `/healthz` answers "degraded", and a silent socket is
+/// closed by the hub (MQTT within the 5 s CONNECT timeout, HTTP within the 10 s header
+/// timeout).
+#[tokio::test]
+async fn silent_sockets_cannot_lock_an_sos_pendant_out() -> Result<()> {
+    let hub = TestHub::start_with(
+        Backend::Sqlite,
+        &["--max-connections", "1000", "--mqtt-max-pending", "500"],
+    )
+    .await?;
+    let resident = hub.resident(json!({"name": "Pendant wearer"})).await?;
+    let pendant = hub.device(resident, "button").await?;
+    let (http, mqtt) = (
+        http_addr(&hub)?,
+        std::net::SocketAddr::from(([127, 0, 0, 1], hub.mqtt_port)),
+    );
+    let mut held = Vec::new();
+    for n in 0..5000 {
+        held.push(silent_socket(attacker_source(n), http).await?);
+    }
+    for n in 0..1000 {
+        held.push(silent_socket(attacker_source(n), mqtt).await?);
+    }
+
+    let started = Instant::now();
+    let mut device = connect_device(&hub, &pendant).await?;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "the pendant took {took:?} to connect");
+    device
+        .publish_acked(&topic(&pendant, "sos"), "{}")
+        .await?;
+    hub.wait_alert(resident, "sos", "open", Duration::from_secs(10))
+        .await?;
+
+    let (status, health) = hub
+        .call(None, reqwest::Method::GET, "/healthz", None)
+        .await?;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["listeners"]["http"]["saturated"], true, "{health}");
+    assert_eq!(health["listeners"]["mqtt_pending"]["saturated"], true, "{health}");
+    assert!(health["listeners"]["http"]["open"].as_u64() <= Some(4096), "{health}");
+    assert!(health["listeners"]["mqtt_pending"]["open"].as_u64() <= Some(500), "{health}");
+    drop(held);
+
+    let quiet = silent_socket(IpAddr::from([127, 0, 2, 1]), mqtt).await?;
+    let started = Instant::now();
+    assert!(closed_by_hub(quiet, Duration::from_secs(8)).await);
+    let took = started.elapsed();
+    assert!(took <= Duration::from_millis(5500), "a silent MQTT socket lived {took:?}");
+    let quiet = silent_socket(IpAddr::from([127, 0, 2, 1]), http).await?;
+    assert!(
+        closed_by_hub(quiet, Duration::from_secs(15)).await,
+        "a silent HTTP socket is closed"
+    );
+    let evicted = hub
+        .metric(r#"mimamori_connections_refused_total{listener="mqtt",reason="evicted"}"#)
+        .await?;
+    assert!(evicted >= 500.0, "{evicted} silent MQTT sockets made room");
+    Ok(())
+}
+
+/// One address may hold only its share of HTTP connections; the rest of the world is
+/// not held back by it.
+#[tokio::test]
+async fn one_source_cannot_take_every_http_connection() -> Result<()> {
+    let hub = TestHub::start_with(Backend::Sqlite, &["--http-per-source", "50"]).await?;
+    let http = http_addr(&hub)?;
+    let source = IpAddr::from([127, 0, 3, 1]);
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(silent_socket(source, http).await?);
+    }
+    let over = silent_socket(source, http).await?;
+    assert!(
+        closed_by_hub(over, Duration::from_secs(5)).await,
+        "the 51st socket of one source is closed at once"
+    );
+    let (status, _) = hub
+        .call(None, reqwest::Method::GET, "/healthz", None)
+        .await?;
+    assert_eq!(status, 200, "another source is served");
+    Ok(())
+}
+
+/// A staff member's MQTT feed of `watch/v1/#` and live stream, closed within a second.
+async fn watching(hub: &TestHub, username: &str, token: &str) -> Result<(MqttClient, crate::ws::WsClient)> {
+    let mut mqtt = mqtt_connect(hub.mqtt_port, "", username, &password_of(username))
+        .await
+        .map_err(|e| anyhow!("{username} could not connect: {e:?}"))?;
+    mqtt.client
+        .subscribe("watch/v1/#", rumqttc::QoS::AtLeastOnce)
+        .await?;
+    mqtt.next_matching(Duration::from_secs(10), |p| {
+        matches!(p, rumqttc::Packet::SubAck(_))
+    })
+    .await?;
+    let mut ws = crate::ws::WsClient::connect(hub, token, None).await?;
+    assert_eq!(ws.next().await?["type"], "snapshot");
+    Ok((mqtt, ws))
+}
+
+/// Whether the live stream is closed (not merely quiet) within a second.
+async fn stream_ends_within_a_second(ws: &mut crate::ws::WsClient) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        if started.elapsed() > Duration::from_secs(1) {
+            return Ok(false);
+        }
+        match tokio::time::timeout(Duration::from_secs(1), ws.try_next()).await {
+            Ok(Ok(None)) | Ok(Err(_)) => return Ok(started.elapsed() <= Duration::from_secs(1)),
+            Ok(Ok(Some(_))) => continue,
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
+/// Deleting a user closes their MQTT feed and their live stream within a second.
+#[tokio::test]
+async fn a_deleted_user_loses_every_live_connection_at_once() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let token = hub.user("integrator", "staff", &[]).await?;
+    let (mut mqtt, mut ws) = watching(&hub, "integrator", &token).await?;
+    let users = hub.expect(reqwest::Method::GET, "/users", None, 200).await?;
+    let id = users
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["username"] == "integrator")
+        .map(|u| u["id"].clone())
+        .ok_or_else(|| anyhow!("no such user in {users}"))?;
+    hub.expect(reqwest::Method::DELETE, &format!("/users/{id}"), None, 204)
+        .await?;
+    assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
+    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    Ok(())
+}
+
+/// A logout ends the stream opened with that session at once, not at the next ping.
+#[tokio::test]
+async fn a_logout_ends_the_live_stream_at_once() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let token = hub.user("nurse", "staff", &[]).await?;
+    let mut ws = crate::ws::WsClient::connect(&hub, &token, None).await?;
+    assert_eq!(ws.next().await?["type"], "snapshot");
+    let (status, _) = hub
+        .call(Some(&token), reqwest::Method::POST, "/auth/logout", None)
+        .await?;
+    assert_eq!(status, 204);
+    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    Ok(())
+}
+
+/// Deleting the resident a family member watched closes their feed and stream (they
+/// reconnect with what they may still see).
+#[tokio::test]
+async fn removing_a_family_members_resident_closes_their_connections() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let mother = hub.resident(json!({"name": "Mother"})).await?;
+    let token = hub.user("daughter", "family", &[mother]).await?;
+    let (mut mqtt, mut ws) = watching(&hub, "daughter", &token).await?;
+    hub.expect(
+        reqwest::Method::DELETE,
+        &format!("/residents/{mother}"),
+        None,
+        204,
+    )
+    .await?;
+    assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
+    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
     Ok(())
 }

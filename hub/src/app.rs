@@ -37,6 +37,7 @@ pub struct Hub {
     pipeline: Pipeline,
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
+    http_header_timeout: std::time::Duration,
 }
 
 impl Hub {
@@ -91,6 +92,7 @@ impl Hub {
             router,
             publisher.clone(),
             cfg.max_connections,
+            &cfg.limits,
         ));
         let first_seq = u64::try_from(clock.now().timestamp_millis())
             .unwrap_or(1)
@@ -129,11 +131,16 @@ impl Hub {
             clock,
             metrics,
             pipeline: handle,
-            edge,
+            edge: edge.clone(),
             bus,
             publisher,
             session_hours: cfg.session_hours,
             ready: Arc::new(AtomicBool::new(false)),
+            revocations: crate::revocation::Revocations::new(edge.clone()),
+            http_gate: crate::limits::Gate::new(
+                cfg.limits.http_max_connections,
+                cfg.limits.http_per_source,
+            ),
             line_secret: cfg
                 .notify
                 .line
@@ -149,6 +156,7 @@ impl Hub {
             pipeline,
             notifier,
             dashboard_dir: cfg.dashboard_dir,
+            http_header_timeout: cfg.limits.http_header_timeout,
         })
     }
 
@@ -181,8 +189,10 @@ impl Hub {
             pipeline,
             notifier,
             dashboard_dir,
+            http_header_timeout,
         } = self;
         let edge = state.edge.clone();
+        let (http_gate, metrics) = (state.http_gate.clone(), state.metrics.clone());
         let ready = state.ready.clone();
         let app = api::app(state, &dashboard_dir);
         let mqtt_task = tokio::spawn(edge::serve(mqtt, None, edge.clone()));
@@ -195,9 +205,7 @@ impl Hub {
         let pipeline_task = tokio::spawn(pipeline.run());
         let notify_task = tokio::spawn(notifier.run());
         let http_task = tokio::spawn(async move {
-            axum::serve(http, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            api::serve::serve(http, app, http_gate, http_header_timeout, metrics, shutdown).await
         });
         ready.store(true, Ordering::Relaxed);
         info!("hub ready");
@@ -242,7 +250,12 @@ async fn ensure_admin(
         return Ok(());
     }
     let (password, generated) = match password {
-        Some(p) => (p.to_string(), false),
+        Some(p) => {
+            if let Err(why) = security::check_password_policy("admin", p) {
+                anyhow::bail!("MIMAMORI_ADMIN_PASSWORD is refused: {why}");
+            }
+            (p.to_string(), false)
+        }
         None => (security::random_secret()[..20].to_string(), true),
     };
     let hash = security::hash_password(&password)?;

@@ -15,6 +15,9 @@
 //!   service-level report;
 //! - [`notify`]: delivery of the outbox's notifications, and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
+//! - [`revocation`]: ends a person's live connections when they lose access;
+//! - [`throttle`]: back-off of failed logins, per source and per account;
+//! - [`limits`]: how many connections each listener admits, in total and per source;
 //! - [`app`]: wiring, start-up and shutdown;
 //! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
 
@@ -28,11 +31,14 @@ pub mod config;
 pub mod edge;
 pub mod events;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod revocation;
 pub mod security;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 
 pub use app::Hub;

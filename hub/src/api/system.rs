@@ -11,6 +11,7 @@ use mimamori_protocol::api::{RejectedMessage, Role};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
+use crate::limits::GateStatus;
 use super::error::{ApiError, ApiQuery, ApiResult};
 use super::AppState;
 
@@ -24,24 +25,50 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, `degraded` (serving, but a listener is full or was in the last 30 s) or `unavailable`.
     pub status: String,
     pub store: String,
     pub mqtt_connections: usize,
+    pub listeners: Listeners,
+}
+
+/// The admission state of each listener.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listeners {
+    pub http: GateStatus,
+    /// MQTT sockets whose CONNECT is not yet accepted.
+    pub mqtt_pending: GateStatus,
+    /// Every place for established MQTT connections (or people's share of them) is taken.
+    pub mqtt_full: bool,
+}
+
+impl Listeners {
+    fn saturated(&self) -> bool {
+        self.http.saturated || self.mqtt_pending.saturated || self.mqtt_full
+    }
 }
 
 /// 200 once the broker and store are ready (the hub only serves HTTP after both
-/// started), 503 while the store does not answer.
+/// started), "degraded" while a listener is saturated, 503 while the store does not
+/// answer.
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let store_ok = st.store.ping().await.is_ok();
     let ready = st.ready.load(Ordering::Relaxed) && store_ok;
+    let listeners = Listeners {
+        http: st.http_gate.status(),
+        mqtt_pending: st.edge.pending.status(),
+        mqtt_full: st.edge.saturated(),
+    };
+    let status = match (ready, listeners.saturated()) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
     let body = Health {
-        status: if ready {
-            "ok".into()
-        } else {
-            "unavailable".into()
-        },
+        status: status.into(),
         store: st.store.backend().into(),
         mqtt_connections: st.edge.registry.len(),
+        listeners,
     };
     let code = if ready {
         StatusCode::OK

@@ -179,6 +179,8 @@ pub trait Store: Send + Sync + 'static {
     async fn session_user(&self, token_hash: &str, now: DateTime<Utc>)
         -> StoreResult<Option<User>>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Deletes every session expired at `now`; returns how many.
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     // residents and their zones
     async fn create_resident(&self, r: &NewResidentRow) -> StoreResult<Resident>;
