@@ -10,6 +10,23 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// An HTTP client whose connections come from `source` (another loopback address).
+fn from_source(source: IpAddr) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .local_address(source)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+fn retry_after(res: &reqwest::Response) -> Option<u64> {
+    res.headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The largest resident set the process has had, in MiB (`VmHWM`).
 fn peak_rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -31,8 +48,10 @@ async fn a_flood_of_wrong_logins_cannot_exhaust_memory() -> Result<()> {
     let pid = hub.pid().ok_or_else(|| anyhow!("hub not running"))?;
     let before = peak_rss_mib(pid)?;
     let url = hub.url("/auth/login");
+    // From an address of its own: the back-off it earns does not hold back the admin's login.
+    let attacker = from_source(IpAddr::from([127, 0, 5, 1]))?;
     let attempts = (0..64).map(|n| {
-        let http = hub.http.clone();
+        let http = attacker.clone();
         let url = url.clone();
         let username = if n % 2 == 0 {
             format!("nobody-{n}")
@@ -54,10 +73,7 @@ async fn a_flood_of_wrong_logins_cannot_exhaust_memory() -> Result<()> {
         match a.status() {
             StatusCode::UNAUTHORIZED => refused += 1,
             StatusCode::TOO_MANY_REQUESTS => {
-                assert_eq!(
-                    a.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-                    Some("1")
-                );
+                assert!(retry_after(&a) >= Some(1), "429 without Retry-After");
                 busy += 1;
             }
             other => panic!("unexpected answer {other}"),
@@ -352,5 +368,171 @@ async fn removing_a_family_members_resident_closes_their_connections() -> Result
     .await?;
     assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
     assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    Ok(())
+}
+
+/// Guessing one person's password from one address: after five wrong passwords the hub
+/// answers 429 with `Retry-After` (HTTP) and CONNACK 5 (MQTT) without checking, counts
+/// it in metrics, and the person from another address still gets in.
+#[tokio::test]
+async fn guessing_a_password_is_slowed_down() -> Result<()> {
+    let hub = TestHub::start().await?;
+    hub.user("nurse", "staff", &[]).await?;
+    let attacker = from_source(IpAddr::from([127, 0, 5, 2]))?;
+    let mut statuses = Vec::new();
+    for n in 0..7 {
+        let res = attacker
+            .post(hub.url("/auth/login"))
+            .json(&json!({"username": "nurse", "password": format!("guess number {n}")}))
+            .send()
+            .await?;
+        statuses.push((res.status().as_u16(), retry_after(&res)));
+    }
+    assert_eq!(&statuses[..6], &[(401, None); 6], "{statuses:?}");
+    assert_eq!(statuses[6].0, 429, "{statuses:?}");
+    assert!(statuses[6].1 >= Some(1), "{statuses:?}");
+    let res = attacker
+        .post(hub.url("/auth/login"))
+        .json(&json!({"username": "nurse", "password": password_of("nurse")}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 429, "even the right password waits on the guesser's address");
+
+    for n in 0..6 {
+        let refused = mqtt_connect(hub.mqtt_port, "", "nurse", &format!("mqtt guess {n}"))
+            .await
+            .err();
+        assert_eq!(
+            refused,
+            Some(MqttRefusal::Refused(rumqttc::ConnectReturnCode::BadUserNamePassword))
+        );
+    }
+    let limited = mqtt_connect(hub.mqtt_port, "", "nurse", &password_of("nurse"))
+        .await
+        .err();
+    assert_eq!(
+        limited,
+        Some(MqttRefusal::Refused(rumqttc::ConnectReturnCode::NotAuthorized)),
+        "CONNACK 5 after the limit"
+    );
+    let elsewhere = from_source(IpAddr::from([127, 0, 5, 3]))?
+        .post(hub.url("/auth/login"))
+        .json(&json!({"username": "nurse", "password": password_of("nurse")}))
+        .send()
+        .await?;
+    assert_eq!(elsewhere.status(), 200, "the nurse at another address logs in");
+    let http = hub
+        .metric(r#"mimamori_logins_limited_total{listener="http",reason="account_from_source"}"#)
+        .await?;
+    let mqtt = hub
+        .metric(r#"mimamori_logins_limited_total{listener="mqtt",reason="account_from_source"}"#)
+        .await?;
+    assert!(http >= 2.0 && mqtt >= 1.0, "http {http}, mqtt {mqtt}");
+    Ok(())
+}
+
+/// A login naming nobody is refused without Argon2, yet not faster than a wrong password
+/// for a real user, so timing does not tell who has an account.
+#[tokio::test]
+async fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let mut unknown = Duration::MAX;
+    let mut known = Duration::MAX;
+    for n in 0..3u8 {
+        for (who, best) in [("admin", &mut known), ("nobody-at-all", &mut unknown)] {
+            let client = from_source(IpAddr::from([127, 0, 7, 1 + n]))?;
+            let started = Instant::now();
+            let res = client
+                .post(hub.url("/auth/login"))
+                .json(&json!({"username": who, "password": "not the password"}))
+                .send()
+                .await?;
+            assert_eq!(res.status(), 401);
+            *best = (*best).min(started.elapsed());
+        }
+    }
+    eprintln!("fastest refusal: wrong password {known:?}, unknown user {unknown:?}");
+    assert!(unknown * 3 >= known, "an unknown user is refused much faster ({unknown:?} vs {known:?})");
+    Ok(())
+}
+
+/// The password policy: at least 12 characters, not the username, not a common one —
+/// for new users and for the admin password given at first start.
+#[tokio::test]
+async fn weak_passwords_are_refused() -> Result<()> {
+    let hub = TestHub::start().await?;
+    for (username, password) in [
+        ("carer", "aaaaaaaaaa"),
+        ("carer", "aaaaaaaaaaaaaa"),
+        ("carer.tanaka", "carer.tanaka"),
+        ("carer", "password1234"),
+    ] {
+        let body = json!({"username": username, "password": password, "role": "staff"});
+        let (status, answer) = hub.admin(reqwest::Method::POST, "/users", Some(body)).await?;
+        assert_eq!(status, 422, "{password:?} was accepted: {answer}");
+    }
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite:{}", dir.path().join("weak.db").display());
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mimamori-test-hub"))
+            .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+            .args(["--database-url", &db])
+            .env("MIMAMORI_ADMIN_PASSWORD", "a")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "MIMAMORI_ADMIN_PASSWORD=a made an admin");
+    assert!(stderr.contains("MIMAMORI_ADMIN_PASSWORD is refused"), "{stderr}");
+    Ok(())
+}
+
+/// A person changes their own password: the old one and every session end, and their
+/// MQTT feed and live stream close within a second. An admin can also set one.
+#[tokio::test]
+async fn a_password_change_ends_every_session_and_connection() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let token = hub.user("carer", "staff", &[]).await?;
+    let (mut mqtt, mut ws) = watching(&hub, "carer", &token).await?;
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (status, _) = hub
+        .call(Some(&token), reqwest::Method::POST, "/auth/password", Some(change("wrong one", "a brand new password")))
+        .await?;
+    assert_eq!(status, 403, "the current password is needed");
+    let (status, _) = hub
+        .call(Some(&token), reqwest::Method::POST, "/auth/password", Some(change(&password_of("carer"), "short")))
+        .await?;
+    assert_eq!(status, 422, "the policy applies");
+    let (status, _) = hub
+        .call(Some(&token), reqwest::Method::POST, "/auth/password", Some(change(&password_of("carer"), "a brand new password")))
+        .await?;
+    assert_eq!(status, 204);
+    assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
+    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    let (status, _) = hub.call(Some(&token), reqwest::Method::GET, "/auth/me", None).await?;
+    assert_eq!(status, 401, "the old session ended");
+    assert!(hub.login("carer", &password_of("carer")).await.is_err());
+    let token = hub.login("carer", "a brand new password").await?;
+
+    let users = hub.expect(reqwest::Method::GET, "/users", None, 200).await?;
+    let id = users
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["username"] == "carer")
+        .map(|u| u["id"].clone())
+        .ok_or_else(|| anyhow!("no carer in {users}"))?;
+    hub.expect(
+        reqwest::Method::POST,
+        &format!("/users/{id}/password"),
+        Some(json!({"password": "set by the administrator"})),
+        204,
+    )
+    .await?;
+    let (status, _) = hub.call(Some(&token), reqwest::Method::GET, "/auth/me", None).await?;
+    assert_eq!(status, 401, "an admin reset ends the sessions too");
+    hub.login("carer", "set by the administrator").await?;
     Ok(())
 }

@@ -1,14 +1,18 @@
-//! Login back-off: failed password checks counted per source address and per account,
-//! so that guessing is slow whichever of the two an attacker varies.
+//! Login back-off: failed password checks counted per source address, per account
+//! from one source, and per account from anywhere, so that guessing is slow whichever
+//! an attacker varies, while one attacker cannot lock a person out for long.
 //!
-//! A few failures cost nothing. Past [`Policy::free_failures`] each further failure
-//! doubles the wait before the next attempt is even looked at (1 s, 2 s, 4 s … up to
-//! [`Policy::max_backoff`]); while waiting, attempts are refused at once, without a
-//! password check: HTTP 429 with `Retry-After`, MQTT CONNACK 5. A success clears the
-//! account's count; a source's count fades after a quiet [`Policy::forget_after`].
-//! The core is pure: every call is given the time.
+//! A few failures cost nothing. Past the free ones each further failure doubles the
+//! wait before the next attempt is even looked at (1 s, 2 s, 4 s … up to a cap);
+//! while waiting, attempts are refused at once, without a password check (HTTP 429
+//! with `Retry-After`, MQTT CONNACK 5) and without counting. The account as a whole
+//! has many free failures and a cap of a minute: enough to make guessing from many
+//! addresses slow, short enough that the real person gets in. A success clears the
+//! account's counts; any count fades after a quiet [`Policy::forget_after`]. The core
+//! is pure: every call is given the time.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,11 +22,16 @@ use crate::limits::source_key;
 /// The numbers of the back-off.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// Failures an account may have before it waits.
-    pub free_failures: u32,
-    /// Failures a source may have before it waits (offices share an address).
-    pub free_source_failures: u32,
+    /// Failures one source may have, whatever the accounts (offices share an address).
+    pub free_source: u32,
+    /// Failures one account may have from one source.
+    pub free_pair: u32,
+    /// Failures one account may have from everywhere.
+    pub free_account: u32,
+    /// The longest wait for a source, or an account from one source.
     pub max_backoff: Duration,
+    /// The longest wait for an account as a whole.
+    pub max_account_backoff: Duration,
     /// A record with no failure for this long is dropped.
     pub forget_after: Duration,
     /// Most records kept per kind; the oldest go first (memory stays bounded).
@@ -32,9 +41,11 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            free_failures: 5,
-            free_source_failures: 20,
+            free_source: 20,
+            free_pair: 5,
+            free_account: 100,
             max_backoff: Duration::from_secs(15 * 60),
+            max_account_backoff: Duration::from_secs(60),
             forget_after: Duration::from_secs(60 * 60),
             max_records: 10_000,
         }
@@ -48,33 +59,25 @@ struct Record {
     blocked_until: Option<Instant>,
 }
 
-/// Which limit held an attempt back.
+/// Which limit held an attempt back, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
-    Source(Duration),
-    Account(Duration),
+pub struct Limited {
+    /// `source`, `account_from_source` or `account`.
+    pub by: &'static str,
+    pub wait: Duration,
 }
 
 impl Limited {
     /// How long to wait, rounded up to whole seconds for `Retry-After`.
     pub fn retry_after_secs(self) -> u64 {
-        let d = match self {
-            Limited::Source(d) | Limited::Account(d) => d,
-        };
-        d.as_secs() + u64::from(d.subsec_nanos() > 0)
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Limited::Source(_) => "source",
-            Limited::Account(_) => "account",
-        }
+        self.wait.as_secs() + u64::from(self.wait.subsec_nanos() > 0)
     }
 }
 
 #[derive(Default)]
 struct Book {
     sources: HashMap<IpAddr, Record>,
+    pairs: HashMap<(String, IpAddr), Record>,
     accounts: HashMap<String, Record>,
 }
 
@@ -95,32 +98,51 @@ impl Throttle {
 
     /// `Err` when this attempt must wait; checked before any password work.
     pub fn check(&self, source: IpAddr, account: &str, now: Instant) -> Result<(), Limited> {
+        let (source, account) = (source_key(source), account_key(account));
         let book = self.lock();
-        let waiting = |r: Option<&Record>| {
-            r.and_then(|r| r.blocked_until)
-                .filter(|until| *until > now)
-                .map(|until| until - now)
+        let waiting = |by, r: Option<&Record>| match r.and_then(|r| r.blocked_until) {
+            Some(until) if until > now => Err(Limited {
+                by,
+                wait: until - now,
+            }),
+            _ => Ok(()),
         };
-        if let Some(d) = waiting(book.sources.get(&source_key(source))) {
-            return Err(Limited::Source(d));
-        }
-        if let Some(d) = waiting(book.accounts.get(&account_key(account))) {
-            return Err(Limited::Account(d));
-        }
-        Ok(())
+        waiting("source", book.sources.get(&source))?;
+        waiting(
+            "account_from_source",
+            book.pairs.get(&(account.clone(), source)),
+        )?;
+        waiting("account", book.accounts.get(&account))
     }
 
     /// Counts a wrong password (or unknown user) from `source` for `account`.
     pub fn failed(&self, source: IpAddr, account: &str, now: Instant) {
+        let (source, account) = (source_key(source), account_key(account));
         let p = self.policy;
         let mut book = self.lock();
-        bump(&mut book.sources, source_key(source), p.free_source_failures, &p, now);
-        bump(&mut book.accounts, account_key(account), p.free_failures, &p, now);
+        bump(&mut book.sources, source, (p.free_source, p.max_backoff), &p, now);
+        bump(
+            &mut book.pairs,
+            (account.clone(), source),
+            (p.free_pair, p.max_backoff),
+            &p,
+            now,
+        );
+        bump(
+            &mut book.accounts,
+            account,
+            (p.free_account, p.max_account_backoff),
+            &p,
+            now,
+        );
     }
 
-    /// The account logged in: its count starts again.
-    pub fn succeeded(&self, account: &str) {
-        self.lock().accounts.remove(&account_key(account));
+    /// The account logged in from `source`: its counts start again.
+    pub fn succeeded(&self, source: IpAddr, account: &str) {
+        let (source, account) = (source_key(source), account_key(account));
+        let mut book = self.lock();
+        book.pairs.remove(&(account.clone(), source));
+        book.accounts.remove(&account);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -133,23 +155,16 @@ fn account_key(account: &str) -> String {
     account.to_lowercase()
 }
 
-fn bump<K: std::hash::Hash + Eq + Clone>(
+/// Counts one failure under `key`; past `free` failures the key waits, up to `cap`.
+fn bump<K: Hash + Eq + Clone>(
     records: &mut HashMap<K, Record>,
     key: K,
-    free: u32,
+    (free, cap): (u32, Duration),
     p: &Policy,
     now: Instant,
 ) {
     if records.len() >= p.max_records && !records.contains_key(&key) {
-        records.retain(|_, r| now.saturating_duration_since(r.last) < p.forget_after);
-        if records.len() >= p.max_records {
-            // Still full of fresh records: drop the oldest tenth.
-            let mut ages: Vec<_> = records.iter().map(|(k, r)| (r.last, k.clone())).collect();
-            ages.sort_by_key(|(last, _)| *last);
-            for (_, k) in ages.into_iter().take(p.max_records / 10 + 1) {
-                records.remove(&k);
-            }
-        }
+        make_room(records, p, now);
     }
     let r = records.entry(key).or_insert(Record {
         failures: 0,
@@ -163,8 +178,19 @@ fn bump<K: std::hash::Hash + Eq + Clone>(
     r.last = now;
     if r.failures > free {
         let doublings = (r.failures - free - 1).min(20);
-        let wait = Duration::from_secs(1u64 << doublings).min(p.max_backoff);
-        r.blocked_until = Some(now + wait);
+        r.blocked_until = Some(now + Duration::from_secs(1u64 << doublings).min(cap));
+    }
+}
+
+/// Drops faded records, then if need be the oldest tenth.
+fn make_room<K: Hash + Eq + Clone>(records: &mut HashMap<K, Record>, p: &Policy, now: Instant) {
+    records.retain(|_, r| now.saturating_duration_since(r.last) < p.forget_after);
+    if records.len() >= p.max_records {
+        let mut ages: Vec<_> = records.iter().map(|(k, r)| (r.last, k.clone())).collect();
+        ages.sort_by_key(|(last, _)| *last);
+        for (_, k) in ages.into_iter().take(p.max_records / 10 + 1) {
+            records.remove(&k);
+        }
     }
 }
 
@@ -177,43 +203,47 @@ mod tests {
     }
 
     #[test]
-    fn an_account_waits_longer_after_each_failure_past_the_free_ones() {
-        let t = Throttle::new(Policy::default());
+    fn one_source_guessing_one_account_waits_longer_after_each_failure() {
+        let t = Throttle::default();
         let now = Instant::now();
-        for n in 0..5u8 {
-            assert!(t.check(ip(n), "alice", now).is_ok());
-            t.failed(ip(n), "alice", now);
+        for _ in 0..5 {
+            assert!(t.check(ip(1), "alice", now).is_ok());
+            t.failed(ip(1), "alice", now);
         }
-        assert!(t.check(ip(9), "Alice", now).is_ok(), "five are free");
-        t.failed(ip(9), "alice", now);
-        assert_eq!(
-            t.check(ip(10), "alice", now),
-            Err(Limited::Account(Duration::from_secs(1)))
-        );
+        assert!(t.check(ip(1), "Alice", now).is_ok(), "five are free");
+        t.failed(ip(1), "alice", now);
+        let limited = t.check(ip(1), "alice", now).err();
+        assert_eq!(limited.map(|l| (l.by, l.retry_after_secs())), Some(("account_from_source", 1)));
         let later = now + Duration::from_secs(1);
-        assert!(t.check(ip(10), "alice", later).is_ok());
-        t.failed(ip(10), "alice", later);
-        assert_eq!(
-            t.check(ip(11), "alice", later).map_err(Limited::retry_after_secs),
-            Err(2)
-        );
-        assert!(t.check(ip(11), "bob", later).is_ok(), "others are not held back");
-        t.succeeded("alice");
-        assert!(t.check(ip(11), "alice", later).is_ok());
+        assert!(t.check(ip(1), "alice", later).is_ok());
+        t.failed(ip(1), "alice", later);
+        assert_eq!(t.check(ip(1), "alice", later).map_err(Limited::retry_after_secs), Err(2));
+        assert!(t.check(ip(2), "alice", later).is_ok(), "the person elsewhere still gets in");
+        assert!(t.check(ip(1), "bob", later).is_ok(), "others are not held back");
+        t.succeeded(ip(1), "alice");
+        assert!(t.check(ip(1), "alice", later).is_ok());
     }
 
     #[test]
     fn a_source_spraying_many_accounts_waits_too() {
-        let t = Throttle::new(Policy::default());
+        let t = Throttle::default();
         let now = Instant::now();
         for n in 0..21 {
             t.failed(ip(1), &format!("user{n}"), now);
         }
-        assert!(matches!(
-            t.check(ip(1), "someone-new", now),
-            Err(Limited::Source(_))
-        ));
+        assert_eq!(t.check(ip(1), "someone-new", now).map_err(|l| l.by), Err("source"));
         assert!(t.check(ip(2), "someone-new", now).is_ok());
+    }
+
+    #[test]
+    fn many_sources_guessing_one_account_slow_it_down_for_a_minute_at_most() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for n in 0..=120u8 {
+            t.failed(IpAddr::from([10, 0, 0, n]), "alice", now);
+        }
+        let limited = t.check(ip(1), "alice", now).err();
+        assert_eq!(limited.map(|l| (l.by, l.retry_after_secs())), Some(("account", 60)));
     }
 
     #[test]
@@ -227,5 +257,6 @@ mod tests {
             t.failed(ip(1), &format!("user{n}"), now);
         }
         assert!(t.lock().accounts.len() <= 100);
+        assert!(t.lock().pairs.len() <= 100);
     }
 }

@@ -136,7 +136,7 @@ async fn check_password(
 ) -> ApiResult<Option<crate::store::UserRecord>> {
     let now = std::time::Instant::now();
     if let Err(limited) = st.edge.throttle.check(peer, username, now) {
-        st.metrics.limit_login("http", limited.label());
+        st.metrics.limit_login("http", limited.by);
         return Err(ApiError::TooManyAttempts(limited.retry_after_secs()));
     }
     let Some(record) = st.store.user_by_name(username).await? else {
@@ -154,7 +154,7 @@ async fn check_password(
         st.edge.throttle.failed(peer, username, now);
         return Ok(None);
     }
-    st.edge.throttle.succeeded(username);
+    st.edge.throttle.succeeded(peer, username);
     Ok(Some(record))
 }
 

@@ -147,7 +147,7 @@ impl EdgeCtx {
     ) -> Result<Principal, ConnectReturnCode> {
         let now = std::time::Instant::now();
         if let Err(limited) = self.throttle.check(peer, username, now) {
-            self.metrics.limit_login("mqtt", limited.label());
+            self.metrics.limit_login("mqtt", limited.by);
             return Err(ConnectReturnCode::NotAuthorized);
         }
         let record = self
@@ -175,7 +175,7 @@ impl EdgeCtx {
             self.throttle.failed(peer, username, now);
             return Err(ConnectReturnCode::BadUsernamePassword);
         }
-        self.throttle.succeeded(username);
+        self.throttle.succeeded(peer, username);
         Ok(Principal::User {
             username: record.user.username,
             role: record.user.role,
