@@ -62,7 +62,7 @@ pub async fn send(
         .body(msg.text.clone())
         .send()
         .await
-        .map_err(|e| SendError::transient(format!("ntfy request failed: {e}")))?;
+        .map_err(|e| SendError::transient(format!("ntfy request failed: {}", e.without_url())))?;
     super::check_status(res.status(), "ntfy")
 }
 
