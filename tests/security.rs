@@ -536,3 +536,42 @@ async fn a_password_change_ends_every_session_and_connection() -> Result<()> {
     hub.login("carer", "set by the administrator").await?;
     Ok(())
 }
+
+/// A supervisor's ntfy URL carries its secret topic: a failed delivery's error, which
+/// staff read and the log repeats on each retry, keeps only the host; a family user
+/// reading the alert sees no deliveries at all.
+#[tokio::test]
+async fn delivery_errors_never_show_a_contacts_address() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Watched"})).await?;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let secret = "s3cret-topic-of-the-supervisor";
+    crate::notify::add_contact(
+        &hub,
+        rid,
+        json!({"name": "Supervisor", "relation": "supervisor", "tier": 1, "channel": "ntfy",
+               "address": format!("http://{dead}/{secret}")}),
+    )
+    .await?;
+    let family = hub.user("son", "family", &[rid]).await?;
+    let alert_id = crate::notify::press_sos(&hub, rid).await?;
+    let d = crate::notify::wait_deliveries(&hub, alert_id, "a failed attempt", |d| {
+        d.iter().any(|x| x["last_error"].is_string())
+    })
+    .await?;
+    let error = d[0]["last_error"].as_str().unwrap_or("");
+    assert!(!error.contains(secret), "the error shows the address: {error}");
+    let (status, seen) = hub
+        .call(Some(&family), reqwest::Method::GET, &format!("/alerts/{alert_id}"), None)
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(seen["deliveries"], json!([]), "a family user sees delivery internals");
+    for entry in std::fs::read_dir(hub.dir.path())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let log = std::fs::read_to_string(&path)?;
+            assert!(!log.contains(secret), "the log shows the address");
+        }
+    }
+    Ok(())
+}
