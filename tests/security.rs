@@ -575,3 +575,61 @@ async fn delivery_errors_never_show_a_contacts_address() -> Result<()> {
     }
     Ok(())
 }
+
+/// 2,000 unauthenticated `/osmand` requests cannot wipe the evidence of a device that
+/// published as another: its `not_authorized` dead letter stays, and the flood is kept
+/// only as a sample.
+#[tokio::test]
+async fn a_flood_of_anonymous_requests_cannot_wipe_the_dead_letters() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Evidence"})).await?;
+    let a = hub.device(rid, "motion").await?;
+    let b = hub.device(rid, "button").await?;
+    let mut attacker = connect_device(&hub, &a).await?;
+    attacker
+        .client
+        .publish(topic(&b, "sos"), rumqttc::QoS::AtLeastOnce, false, "{}")
+        .await?;
+    assert!(attacker.closed(Duration::from_secs(10)).await);
+    let evidence = |list: &serde_json::Value| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["reason"] == "not_authorized" && r["device_id"] == a.id.as_str())
+    };
+    eventually("the evidence is stored", Duration::from_secs(10), || async {
+        let list = hub.expect(reqwest::Method::GET, "/rejected?limit=1000", None, 200).await.ok()?;
+        evidence(&list).then_some(())
+    })
+    .await?;
+
+    let url = hub.url("/osmand");
+    for wave in 0..40 {
+        let requests = (0..50).map(|n| {
+            let (http, url) = (hub.http.clone(), url.clone());
+            async move {
+                http.get(&url)
+                    .query(&[("id", format!("nobody-{wave}-{n}")), ("lat", "35.0".into()), ("lon", "139.0".into())])
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        });
+        for status in futures_util::future::join_all(requests).await {
+            assert_eq!(status?, 401);
+        }
+    }
+    let list = hub
+        .expect(reqwest::Method::GET, "/rejected?limit=1000", None, 200)
+        .await?;
+    assert!(evidence(&list), "the flood pushed the evidence out");
+    let anonymous = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["device_id"].is_null())
+        .count();
+    eprintln!("{anonymous} of 2,000 unauthenticated refusals kept");
+    assert!(anonymous <= 2 * 60, "{anonymous} anonymous dead letters kept");
+    Ok(())
+}

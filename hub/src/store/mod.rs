@@ -25,6 +25,8 @@ pub use sql::{connect, PgStore, SqliteStore};
 
 /// How many dead letters are kept; older ones are pruned as new ones arrive.
 pub const REJECTED_KEEP: i64 = 10_000;
+/// Dead letters of requests no device authenticated that are kept (their own share).
+pub const REJECTED_ANONYMOUS_KEEP: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -357,10 +357,22 @@ macro_rules! impl_store {
                     });
                     q.build().execute(&mut **tx).await?;
                 }
-                sqlx::query("DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - $1")
-                    .bind(REJECTED_KEEP)
-                    .execute(&mut **tx)
-                    .await?;
+                // Each kind keeps its own newest rows: a flood of unauthenticated requests
+                // (no device) can never push out what authenticated devices did.
+                let kinds = [
+                    ("device_id IS NOT NULL", REJECTED_KEEP, rejected.iter().any(|r| r.device_id.is_some())),
+                    ("device_id IS NULL", REJECTED_ANONYMOUS_KEEP, rejected.iter().any(|r| r.device_id.is_none())),
+                ];
+                for (kind, keep, touched) in kinds {
+                    if !touched {
+                        continue;
+                    }
+                    let prune = format!(
+                        "DELETE FROM rejected WHERE {kind} AND id < \
+                         (SELECT id FROM rejected WHERE {kind} ORDER BY id DESC LIMIT 1 OFFSET $1)"
+                    );
+                    sqlx::query(&prune).bind(keep - 1).execute(&mut **tx).await?;
+                }
                 Ok(())
             }
 
