@@ -633,3 +633,83 @@ async fn a_flood_of_anonymous_requests_cannot_wipe_the_dead_letters() -> Result<
     assert!(anonymous <= 2 * 60, "{anonymous} anonymous dead letters kept");
     Ok(())
 }
+
+/// The page may run only its own scripts and never be framed; API answers are not
+/// cached; a token in a REST URL is not accepted (only the WebSocket takes `?token=`).
+#[tokio::test]
+async fn the_dashboard_and_api_carry_protective_headers() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let page = hub.http.get(&hub.base).send().await?;
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let csp = header(&page, "content-security-policy");
+    for part in ["script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"] {
+        assert!(csp.contains(part), "CSP {csp:?} lacks {part}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&page, "referrer-policy"), "no-referrer");
+    let api = hub
+        .http
+        .get(hub.url("/auth/me"))
+        .bearer_auth(&hub.admin_token)
+        .send()
+        .await?;
+    assert_eq!(api.status(), 200);
+    assert_eq!(header(&api, "cache-control"), "no-store");
+    let in_url = hub
+        .http
+        .get(format!("{}?token={}", hub.url("/auth/me"), hub.admin_token))
+        .send()
+        .await?;
+    assert_eq!(in_url.status(), 401, "a token in a REST URL was accepted");
+    Ok(())
+}
+
+/// Names people read (residents, zones, devices, contacts) refuse line breaks, bidi
+/// overrides and invisible characters with a 422.
+#[tokio::test]
+async fn names_refuse_control_and_bidi_characters() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Plain Name"})).await?;
+    for bad in ["Tanaka\nSOS resolved", "Tana\rka", "gpj.\u{202E}exe", "Tana\u{200B}ka"] {
+        let attempts = [
+            ("/residents".to_string(), json!({"name": bad})),
+            (
+                format!("/residents/{rid}/geofences"),
+                json!({"name": bad, "circle": {"lat": 35.0, "lon": 139.0, "radius_m": 100}}),
+            ),
+            ("/devices".to_string(), json!({"resident_id": rid, "kind": "button", "name": bad})),
+            (
+                format!("/residents/{rid}/contacts"),
+                json!({"name": bad, "relation": "family", "channel": "email", "address": "a@example.org"}),
+            ),
+        ];
+        for (path, body) in attempts {
+            let (status, answer) = hub.admin(reqwest::Method::POST, &path, Some(body)).await?;
+            assert_eq!(status, 422, "POST {path} took {bad:?}: {answer}");
+        }
+    }
+    Ok(())
+}
+
+/// The SQLite database the hub creates (and its write-ahead log) is readable by the
+/// hub's user only.
+#[tokio::test]
+async fn the_database_file_is_private() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = TestHub::start().await?;
+    let db = hub.dir.path().join("hub.db");
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    for file in [db, std::path::PathBuf::from(wal)] {
+        let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
+    }
+    Ok(())
+}
