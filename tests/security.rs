@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use reqwest::StatusCode;
-use tokio::time::Instant;
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::helpers::*;
 
@@ -202,11 +202,14 @@ async fn silent_sockets_cannot_lock_an_sos_pendant_out() -> Result<()> {
     let started = Instant::now();
     let mut device = connect_device(&hub, &pendant).await?;
     let took = started.elapsed();
-    eprintln!("the pendant connected in {took:?} past 5,000 silent HTTP and 1,000 silent MQTT sockets");
-    assert!(took < Duration::from_secs(1), "the pendant took {took:?} to connect");
-    device
-        .publish_acked(&topic(&pendant, "sos"), "{}")
-        .await?;
+    eprintln!(
+        "the pendant connected in {took:?} past 5,000 silent HTTP and 1,000 silent MQTT sockets"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the pendant took {took:?} to connect"
+    );
+    device.publish_acked(&topic(&pendant, "sos"), "{}").await?;
     hub.wait_alert(resident, "sos", "open", Duration::from_secs(10))
         .await?;
 
@@ -216,9 +219,18 @@ async fn silent_sockets_cannot_lock_an_sos_pendant_out() -> Result<()> {
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["listeners"]["http"]["saturated"], true, "{health}");
-    assert_eq!(health["listeners"]["mqtt_pending"]["saturated"], true, "{health}");
-    assert!(health["listeners"]["http"]["open"].as_u64() <= Some(4096), "{health}");
-    assert!(health["listeners"]["mqtt_pending"]["open"].as_u64() <= Some(500), "{health}");
+    assert_eq!(
+        health["listeners"]["mqtt_pending"]["saturated"], true,
+        "{health}"
+    );
+    assert!(
+        health["listeners"]["http"]["open"].as_u64() <= Some(4096),
+        "{health}"
+    );
+    assert!(
+        health["listeners"]["mqtt_pending"]["open"].as_u64() <= Some(500),
+        "{health}"
+    );
     drop(held);
 
     let quiet = silent_socket(IpAddr::from([127, 0, 2, 1]), mqtt).await?;
@@ -226,7 +238,10 @@ async fn silent_sockets_cannot_lock_an_sos_pendant_out() -> Result<()> {
     assert!(closed_by_hub(quiet, Duration::from_secs(8)).await);
     let took = started.elapsed();
     eprintln!("a silent MQTT socket was closed after {took:?}");
-    assert!(took <= Duration::from_millis(5500), "a silent MQTT socket lived {took:?}");
+    assert!(
+        took <= Duration::from_millis(5500),
+        "a silent MQTT socket lived {took:?}"
+    );
     let evicted = hub
         .metric(r#"mimamori_connections_refused_total{listener="mqtt",reason="evicted"}"#)
         .await?;
@@ -255,8 +270,14 @@ async fn silent_and_idle_http_sockets_are_closed() -> Result<()> {
     );
     let took = started.elapsed();
     eprintln!("silent and idle HTTP sockets closed after {took:?}");
-    assert!(silent_closed && idle_closed, "a socket stayed open past 20 s");
-    assert!(took <= Duration::from_secs(12), "closed only after {took:?}");
+    assert!(
+        silent_closed && idle_closed,
+        "a socket stayed open past 20 s"
+    );
+    assert!(
+        took <= Duration::from_secs(12),
+        "closed only after {took:?}"
+    );
     Ok(())
 }
 
@@ -284,7 +305,11 @@ async fn one_source_cannot_take_every_http_connection() -> Result<()> {
 }
 
 /// A staff member's MQTT feed of `watch/v1/#` and live stream, closed within a second.
-async fn watching(hub: &TestHub, username: &str, token: &str) -> Result<(MqttClient, crate::ws::WsClient)> {
+async fn watching(
+    hub: &TestHub,
+    username: &str,
+    token: &str,
+) -> Result<(MqttClient, crate::ws::WsClient)> {
     let mut mqtt = mqtt_connect(hub.mqtt_port, "", username, &password_of(username))
         .await
         .map_err(|e| anyhow!("{username} could not connect: {e:?}"))?;
@@ -321,7 +346,9 @@ async fn a_deleted_user_loses_every_live_connection_at_once() -> Result<()> {
     let hub = TestHub::start().await?;
     let token = hub.user("integrator", "staff", &[]).await?;
     let (mut mqtt, mut ws) = watching(&hub, "integrator", &token).await?;
-    let users = hub.expect(reqwest::Method::GET, "/users", None, 200).await?;
+    let users = hub
+        .expect(reqwest::Method::GET, "/users", None, 200)
+        .await?;
     let id = users
         .as_array()
         .into_iter()
@@ -331,8 +358,14 @@ async fn a_deleted_user_loses_every_live_connection_at_once() -> Result<()> {
         .ok_or_else(|| anyhow!("no such user in {users}"))?;
     hub.expect(reqwest::Method::DELETE, &format!("/users/{id}"), None, 204)
         .await?;
-    assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
-    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    assert!(
+        mqtt.closed(Duration::from_secs(1)).await,
+        "the MQTT feed stays open"
+    );
+    assert!(
+        stream_ends_within_a_second(&mut ws).await?,
+        "the live stream stays open"
+    );
     Ok(())
 }
 
@@ -347,7 +380,10 @@ async fn a_logout_ends_the_live_stream_at_once() -> Result<()> {
         .call(Some(&token), reqwest::Method::POST, "/auth/logout", None)
         .await?;
     assert_eq!(status, 204);
-    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    assert!(
+        stream_ends_within_a_second(&mut ws).await?,
+        "the live stream stays open"
+    );
     Ok(())
 }
 
@@ -366,8 +402,14 @@ async fn removing_a_family_members_resident_closes_their_connections() -> Result
         204,
     )
     .await?;
-    assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
-    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
+    assert!(
+        mqtt.closed(Duration::from_secs(1)).await,
+        "the MQTT feed stays open"
+    );
+    assert!(
+        stream_ends_within_a_second(&mut ws).await?,
+        "the live stream stays open"
+    );
     Ok(())
 }
 
@@ -396,7 +438,11 @@ async fn guessing_a_password_is_slowed_down() -> Result<()> {
         .json(&json!({"username": "nurse", "password": password_of("nurse")}))
         .send()
         .await?;
-    assert_eq!(res.status(), 429, "even the right password waits on the guesser's address");
+    assert_eq!(
+        res.status(),
+        429,
+        "even the right password waits on the guesser's address"
+    );
 
     for n in 0..6 {
         let refused = mqtt_connect(hub.mqtt_port, "", "nurse", &format!("mqtt guess {n}"))
@@ -404,7 +450,9 @@ async fn guessing_a_password_is_slowed_down() -> Result<()> {
             .err();
         assert_eq!(
             refused,
-            Some(MqttRefusal::Refused(rumqttc::ConnectReturnCode::BadUserNamePassword))
+            Some(MqttRefusal::Refused(
+                rumqttc::ConnectReturnCode::BadUserNamePassword
+            ))
         );
     }
     let limited = mqtt_connect(hub.mqtt_port, "", "nurse", &password_of("nurse"))
@@ -412,7 +460,9 @@ async fn guessing_a_password_is_slowed_down() -> Result<()> {
         .err();
     assert_eq!(
         limited,
-        Some(MqttRefusal::Refused(rumqttc::ConnectReturnCode::NotAuthorized)),
+        Some(MqttRefusal::Refused(
+            rumqttc::ConnectReturnCode::NotAuthorized
+        )),
         "CONNACK 5 after the limit"
     );
     let elsewhere = from_source(IpAddr::from([127, 0, 5, 3]))?
@@ -420,7 +470,11 @@ async fn guessing_a_password_is_slowed_down() -> Result<()> {
         .json(&json!({"username": "nurse", "password": password_of("nurse")}))
         .send()
         .await?;
-    assert_eq!(elsewhere.status(), 200, "the nurse at another address logs in");
+    assert_eq!(
+        elsewhere.status(),
+        200,
+        "the nurse at another address logs in"
+    );
     let http = hub
         .metric(r#"mimamori_logins_limited_total{listener="http",reason="account_from_source"}"#)
         .await?;
@@ -452,7 +506,10 @@ async fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() -> Result<()
         }
     }
     eprintln!("fastest refusal: wrong password {known:?}, unknown user {unknown:?}");
-    assert!(unknown * 3 >= known, "an unknown user is refused much faster ({unknown:?} vs {known:?})");
+    assert!(
+        unknown * 3 >= known,
+        "an unknown user is refused much faster ({unknown:?} vs {known:?})"
+    );
     Ok(())
 }
 
@@ -468,7 +525,9 @@ async fn weak_passwords_are_refused() -> Result<()> {
         ("carer", "password1234"),
     ] {
         let body = json!({"username": username, "password": password, "role": "staff"});
-        let (status, answer) = hub.admin(reqwest::Method::POST, "/users", Some(body)).await?;
+        let (status, answer) = hub
+            .admin(reqwest::Method::POST, "/users", Some(body))
+            .await?;
         assert_eq!(status, 422, "{password:?} was accepted: {answer}");
     }
     let dir = tempfile::tempdir()?;
@@ -484,8 +543,14 @@ async fn weak_passwords_are_refused() -> Result<()> {
     )
     .await??;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "MIMAMORI_ADMIN_PASSWORD=a made an admin");
-    assert!(stderr.contains("MIMAMORI_ADMIN_PASSWORD is refused"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "MIMAMORI_ADMIN_PASSWORD=a made an admin"
+    );
+    assert!(
+        stderr.contains("MIMAMORI_ADMIN_PASSWORD is refused"),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -496,27 +561,53 @@ async fn a_password_change_ends_every_session_and_connection() -> Result<()> {
     let hub = TestHub::start().await?;
     let token = hub.user("carer", "staff", &[]).await?;
     let (mut mqtt, mut ws) = watching(&hub, "carer", &token).await?;
-    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
     let (status, _) = hub
-        .call(Some(&token), reqwest::Method::POST, "/auth/password", Some(change("wrong one", "a brand new password")))
+        .call(
+            Some(&token),
+            reqwest::Method::POST,
+            "/auth/password",
+            Some(change("wrong one", "a brand new password")),
+        )
         .await?;
     assert_eq!(status, 403, "the current password is needed");
     let (status, _) = hub
-        .call(Some(&token), reqwest::Method::POST, "/auth/password", Some(change(&password_of("carer"), "short")))
+        .call(
+            Some(&token),
+            reqwest::Method::POST,
+            "/auth/password",
+            Some(change(&password_of("carer"), "short")),
+        )
         .await?;
     assert_eq!(status, 422, "the policy applies");
     let (status, _) = hub
-        .call(Some(&token), reqwest::Method::POST, "/auth/password", Some(change(&password_of("carer"), "a brand new password")))
+        .call(
+            Some(&token),
+            reqwest::Method::POST,
+            "/auth/password",
+            Some(change(&password_of("carer"), "a brand new password")),
+        )
         .await?;
     assert_eq!(status, 204);
-    assert!(mqtt.closed(Duration::from_secs(1)).await, "the MQTT feed stays open");
-    assert!(stream_ends_within_a_second(&mut ws).await?, "the live stream stays open");
-    let (status, _) = hub.call(Some(&token), reqwest::Method::GET, "/auth/me", None).await?;
+    assert!(
+        mqtt.closed(Duration::from_secs(1)).await,
+        "the MQTT feed stays open"
+    );
+    assert!(
+        stream_ends_within_a_second(&mut ws).await?,
+        "the live stream stays open"
+    );
+    let (status, _) = hub
+        .call(Some(&token), reqwest::Method::GET, "/auth/me", None)
+        .await?;
     assert_eq!(status, 401, "the old session ended");
     assert!(hub.login("carer", &password_of("carer")).await.is_err());
     let token = hub.login("carer", "a brand new password").await?;
 
-    let users = hub.expect(reqwest::Method::GET, "/users", None, 200).await?;
+    let users = hub
+        .expect(reqwest::Method::GET, "/users", None, 200)
+        .await?;
     let id = users
         .as_array()
         .into_iter()
@@ -531,7 +622,9 @@ async fn a_password_change_ends_every_session_and_connection() -> Result<()> {
         204,
     )
     .await?;
-    let (status, _) = hub.call(Some(&token), reqwest::Method::GET, "/auth/me", None).await?;
+    let (status, _) = hub
+        .call(Some(&token), reqwest::Method::GET, "/auth/me", None)
+        .await?;
     assert_eq!(status, 401, "an admin reset ends the sessions too");
     hub.login("carer", "set by the administrator").await?;
     Ok(())
@@ -544,7 +637,9 @@ async fn a_password_change_ends_every_session_and_connection() -> Result<()> {
 async fn delivery_errors_never_show_a_contacts_address() -> Result<()> {
     let hub = TestHub::start().await?;
     let rid = hub.resident(json!({"name": "Watched"})).await?;
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?;
     let secret = "s3cret-topic-of-the-supervisor";
     crate::notify::add_contact(
         &hub,
@@ -560,12 +655,24 @@ async fn delivery_errors_never_show_a_contacts_address() -> Result<()> {
     })
     .await?;
     let error = d[0]["last_error"].as_str().unwrap_or("");
-    assert!(!error.contains(secret), "the error shows the address: {error}");
+    assert!(
+        !error.contains(secret),
+        "the error shows the address: {error}"
+    );
     let (status, seen) = hub
-        .call(Some(&family), reqwest::Method::GET, &format!("/alerts/{alert_id}"), None)
+        .call(
+            Some(&family),
+            reqwest::Method::GET,
+            &format!("/alerts/{alert_id}"),
+            None,
+        )
         .await?;
     assert_eq!(status, 200);
-    assert_eq!(seen["deliveries"], json!([]), "a family user sees delivery internals");
+    assert_eq!(
+        seen["deliveries"],
+        json!([]),
+        "a family user sees delivery internals"
+    );
     for entry in std::fs::read_dir(hub.dir.path())? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "log") {
@@ -597,10 +704,17 @@ async fn a_flood_of_anonymous_requests_cannot_wipe_the_dead_letters() -> Result<
             .flatten()
             .any(|r| r["reason"] == "not_authorized" && r["device_id"] == a.id.as_str())
     };
-    eventually("the evidence is stored", Duration::from_secs(10), || async {
-        let list = hub.expect(reqwest::Method::GET, "/rejected?limit=1000", None, 200).await.ok()?;
-        evidence(&list).then_some(())
-    })
+    eventually(
+        "the evidence is stored",
+        Duration::from_secs(10),
+        || async {
+            let list = hub
+                .expect(reqwest::Method::GET, "/rejected?limit=1000", None, 200)
+                .await
+                .ok()?;
+            evidence(&list).then_some(())
+        },
+    )
     .await?;
 
     let url = hub.url("/osmand");
@@ -609,7 +723,11 @@ async fn a_flood_of_anonymous_requests_cannot_wipe_the_dead_letters() -> Result<
             let (http, url) = (hub.http.clone(), url.clone());
             async move {
                 http.get(&url)
-                    .query(&[("id", format!("nobody-{wave}-{n}")), ("lat", "35.0".into()), ("lon", "139.0".into())])
+                    .query(&[
+                        ("id", format!("nobody-{wave}-{n}")),
+                        ("lat", "35.0".into()),
+                        ("lon", "139.0".into()),
+                    ])
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
@@ -630,7 +748,10 @@ async fn a_flood_of_anonymous_requests_cannot_wipe_the_dead_letters() -> Result<
         .filter(|r| r["device_id"].is_null())
         .count();
     eprintln!("{anonymous} of 2,000 unauthenticated refusals kept");
-    assert!(anonymous <= 2 * 60, "{anonymous} anonymous dead letters kept");
+    assert!(
+        anonymous <= 2 * 60,
+        "{anonymous} anonymous dead letters kept"
+    );
     Ok(())
 }
 
@@ -648,10 +769,17 @@ async fn the_dashboard_and_api_carry_protective_headers() -> Result<()> {
             .to_string()
     };
     let csp = header(&page, "content-security-policy");
-    for part in ["script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"] {
+    for part in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
         assert!(csp.contains(part), "CSP {csp:?} lacks {part}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert_eq!(header(&page, "x-content-type-options"), "nosniff");
     assert_eq!(header(&page, "referrer-policy"), "no-referrer");
     let api = hub
@@ -677,14 +805,22 @@ async fn the_dashboard_and_api_carry_protective_headers() -> Result<()> {
 async fn names_refuse_control_and_bidi_characters() -> Result<()> {
     let hub = TestHub::start().await?;
     let rid = hub.resident(json!({"name": "Plain Name"})).await?;
-    for bad in ["Tanaka\nSOS resolved", "Tana\rka", "gpj.\u{202E}exe", "Tana\u{200B}ka"] {
+    for bad in [
+        "Tanaka\nSOS resolved",
+        "Tana\rka",
+        "gpj.\u{202E}exe",
+        "Tana\u{200B}ka",
+    ] {
         let attempts = [
             ("/residents".to_string(), json!({"name": bad})),
             (
                 format!("/residents/{rid}/geofences"),
                 json!({"name": bad, "circle": {"lat": 35.0, "lon": 139.0, "radius_m": 100}}),
             ),
-            ("/devices".to_string(), json!({"resident_id": rid, "kind": "button", "name": bad})),
+            (
+                "/devices".to_string(),
+                json!({"resident_id": rid, "kind": "button", "name": bad}),
+            ),
             (
                 format!("/residents/{rid}/contacts"),
                 json!({"name": bad, "relation": "family", "channel": "email", "address": "a@example.org"}),

@@ -212,7 +212,9 @@ impl Settings {
             session_hours: self.session_hours.or(file.session_hours),
             max_people_connections: self.max_people_connections.or(file.max_people_connections),
             mqtt_max_pending: self.mqtt_max_pending.or(file.mqtt_max_pending),
-            mqtt_pending_per_source: self.mqtt_pending_per_source.or(file.mqtt_pending_per_source),
+            mqtt_pending_per_source: self
+                .mqtt_pending_per_source
+                .or(file.mqtt_pending_per_source),
             mqtt_connect_timeout: self.mqtt_connect_timeout.or(file.mqtt_connect_timeout),
             http_max_connections: self.http_max_connections.or(file.http_max_connections),
             http_per_source: self.http_per_source.or(file.http_per_source),

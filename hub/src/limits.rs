@@ -183,7 +183,9 @@ impl Gate {
             refused: self.refused.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             saturated: st.entries.len() >= self.limit
-                || st.last_full.is_some_and(|t| t.elapsed() < SATURATION_MEMORY),
+                || st
+                    .last_full
+                    .is_some_and(|t| t.elapsed() < SATURATION_MEMORY),
         }
     }
 

@@ -46,7 +46,9 @@ impl Revocations {
 
     /// Ends the WebSockets opened with one session (a logout).
     pub fn session(&self, token_hash: &str) {
-        let _ = self.tx.send(Arc::new(Revoked::Session(token_hash.to_string())));
+        let _ = self
+            .tx
+            .send(Arc::new(Revoked::Session(token_hash.to_string())));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Revoked>> {

@@ -195,7 +195,10 @@ fn observe(typical_us: &std::sync::atomic::AtomicU64, took: std::time::Duration)
     use std::sync::atomic::Ordering;
     let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
     let old = typical_us.load(Ordering::Relaxed);
-    typical_us.store((old.saturating_mul(7) / 8).saturating_add(took / 8), Ordering::Relaxed);
+    typical_us.store(
+        (old.saturating_mul(7) / 8).saturating_add(took / 8),
+        Ordering::Relaxed,
+    );
 }
 
 /// A password thread's Argon2 working memory, kept from one check to the next: the

@@ -120,7 +120,13 @@ impl Throttle {
         let (source, account) = (source_key(source), account_key(account));
         let p = self.policy;
         let mut book = self.lock();
-        bump(&mut book.sources, source, (p.free_source, p.max_backoff), &p, now);
+        bump(
+            &mut book.sources,
+            source,
+            (p.free_source, p.max_backoff),
+            &p,
+            now,
+        );
         bump(
             &mut book.pairs,
             (account.clone(), source),
@@ -213,13 +219,26 @@ mod tests {
         assert!(t.check(ip(1), "Alice", now).is_ok(), "five are free");
         t.failed(ip(1), "alice", now);
         let limited = t.check(ip(1), "alice", now).err();
-        assert_eq!(limited.map(|l| (l.by, l.retry_after_secs())), Some(("account_from_source", 1)));
+        assert_eq!(
+            limited.map(|l| (l.by, l.retry_after_secs())),
+            Some(("account_from_source", 1))
+        );
         let later = now + Duration::from_secs(1);
         assert!(t.check(ip(1), "alice", later).is_ok());
         t.failed(ip(1), "alice", later);
-        assert_eq!(t.check(ip(1), "alice", later).map_err(Limited::retry_after_secs), Err(2));
-        assert!(t.check(ip(2), "alice", later).is_ok(), "the person elsewhere still gets in");
-        assert!(t.check(ip(1), "bob", later).is_ok(), "others are not held back");
+        assert_eq!(
+            t.check(ip(1), "alice", later)
+                .map_err(Limited::retry_after_secs),
+            Err(2)
+        );
+        assert!(
+            t.check(ip(2), "alice", later).is_ok(),
+            "the person elsewhere still gets in"
+        );
+        assert!(
+            t.check(ip(1), "bob", later).is_ok(),
+            "others are not held back"
+        );
         t.succeeded(ip(1), "alice");
         assert!(t.check(ip(1), "alice", later).is_ok());
     }
@@ -231,7 +250,10 @@ mod tests {
         for n in 0..21 {
             t.failed(ip(1), &format!("user{n}"), now);
         }
-        assert_eq!(t.check(ip(1), "someone-new", now).map_err(|l| l.by), Err("source"));
+        assert_eq!(
+            t.check(ip(1), "someone-new", now).map_err(|l| l.by),
+            Err("source")
+        );
         assert!(t.check(ip(2), "someone-new", now).is_ok());
     }
 
@@ -243,7 +265,10 @@ mod tests {
             t.failed(IpAddr::from([10, 0, 0, n]), "alice", now);
         }
         let limited = t.check(ip(1), "alice", now).err();
-        assert_eq!(limited.map(|l| (l.by, l.retry_after_secs())), Some(("account", 60)));
+        assert_eq!(
+            limited.map(|l| (l.by, l.retry_after_secs())),
+            Some(("account", 60))
+        );
     }
 
     #[test]

@@ -85,11 +85,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run(
-        self,
-        evicted: tokio::sync::oneshot::Receiver<()>,
-        mut stop: watch::Receiver<()>,
-    ) {
+    async fn run(self, evicted: tokio::sync::oneshot::Receiver<()>, mut stop: watch::Receiver<()>) {
         let Conn {
             stream,
             peer,
@@ -100,12 +96,13 @@ impl Conn {
         } = self;
         let _ = stream.set_nodelay(true);
         let held = ticket.clone();
-        let service = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            // A request proves the socket is in use: it is no longer the first to give way.
-            held.promote();
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let service =
+            tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                // A request proves the socket is in use: it is no longer the first to give way.
+                held.promote();
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())

@@ -11,9 +11,9 @@ use mimamori_protocol::api::{RejectedMessage, Role};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
-use crate::limits::GateStatus;
 use super::error::{ApiError, ApiQuery, ApiResult};
 use super::AppState;
+use crate::limits::GateStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -40,9 +40,23 @@ mod tests {
 
     #[test]
     fn names_refuse_line_breaks_bidi_and_invisible_characters() {
-        assert_eq!(display_name("name", "  山田 花子 ", 100).ok().as_deref(), Some("山田 花子"));
-        for bad in ["a\nb", "a\rb", "evil\u{202E}txt", "a\u{200B}b", "a\u{2066}b", "\u{FEFF}x", "a\u{7}"] {
-            assert!(display_name("name", bad, 100).is_err(), "{bad:?} was accepted");
+        assert_eq!(
+            display_name("name", "  山田 花子 ", 100).ok().as_deref(),
+            Some("山田 花子")
+        );
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "evil\u{202E}txt",
+            "a\u{200B}b",
+            "a\u{2066}b",
+            "\u{FEFF}x",
+            "a\u{7}",
+        ] {
+            assert!(
+                display_name("name", bad, 100).is_err(),
+                "{bad:?} was accepted"
+            );
         }
         assert!(display_name("name", "", 100).is_err());
     }

@@ -74,7 +74,12 @@ async fn remove(
             "you cannot delete your own account".into(),
         ));
     }
-    let gone = st.store.list_users().await?.into_iter().find(|u| u.id == id);
+    let gone = st
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id);
     st.store.delete_user(id).await?;
     if let Some(u) = gone {
         st.revocations.user(u.id, &u.username);

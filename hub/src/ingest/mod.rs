@@ -232,7 +232,10 @@ mod anonymous_tests {
         let kept = (0..1000).filter(|_| letters.admit(t0).is_some()).count();
         assert_eq!(kept, ANONYMOUS_PER_MINUTE as usize);
         let later = t0 + chrono::Duration::seconds(61);
-        assert_eq!(letters.admit(later), Some(1000 - u64::from(ANONYMOUS_PER_MINUTE)));
+        assert_eq!(
+            letters.admit(later),
+            Some(1000 - u64::from(ANONYMOUS_PER_MINUTE))
+        );
         assert_eq!(letters.admit(later), Some(0));
     }
 }

@@ -389,14 +389,23 @@ mod tests {
     fn errors_keep_the_host_but_never_the_address_or_a_url_s_secrets() {
         let address = "https://ntfy.example/s3cret-topic";
         assert_eq!(
-            redact("ntfy request failed for https://ntfy.example/s3cret-topic", address),
+            redact(
+                "ntfy request failed for https://ntfy.example/s3cret-topic",
+                address
+            ),
             "ntfy request failed for [contact address]"
         );
         assert_eq!(
-            redact("error sending request for url (https://u:pw@hook.example:8443/t/abc?k=1)", ""),
+            redact(
+                "error sending request for url (https://u:pw@hook.example:8443/t/abc?k=1)",
+                ""
+            ),
             "error sending request for url (https://hook.example:8443/…)"
         );
-        assert_eq!(redact("webhook receiver answered 500", address), "webhook receiver answered 500");
+        assert_eq!(
+            redact("webhook receiver answered 500", address),
+            "webhook receiver answered 500"
+        );
         assert_eq!(redact("see http://h.example", ""), "see http://h.example");
     }
 }
