@@ -281,26 +281,45 @@ async fn silent_and_idle_http_sockets_are_closed() -> Result<()> {
     Ok(())
 }
 
-/// One address may hold only its share of HTTP connections; the rest of the world is
-/// not held back by it.
+/// One address may hold only its share of HTTP connections and of pending MQTT
+/// sockets; the rest of the world is not held back by it.
 #[tokio::test]
-async fn one_source_cannot_take_every_http_connection() -> Result<()> {
-    let hub = TestHub::start_with(Backend::Sqlite, &["--http-per-source", "50"]).await?;
-    let http = http_addr(&hub)?;
+async fn one_source_cannot_take_every_connection() -> Result<()> {
+    let hub = TestHub::start_with(
+        Backend::Sqlite,
+        &["--http-per-source", "50", "--mqtt-pending-per-source", "10"],
+    )
+    .await?;
+    let rid = hub.resident(json!({"name": "Elsewhere"})).await?;
+    let pendant = hub.device(rid, "button").await?;
+    let (http, mqtt) = (
+        http_addr(&hub)?,
+        std::net::SocketAddr::from(([127, 0, 0, 1], hub.mqtt_port)),
+    );
     let source = IpAddr::from([127, 0, 3, 1]);
     let mut held = Vec::new();
     for _ in 0..50 {
         held.push(silent_socket(source, http).await?);
     }
-    let over = silent_socket(source, http).await?;
-    assert!(
-        closed_by_hub(over, Duration::from_secs(5)).await,
-        "the 51st socket of one source is closed at once"
-    );
+    for _ in 0..10 {
+        held.push(silent_socket(source, mqtt).await?);
+    }
+    for to in [http, mqtt] {
+        let over = silent_socket(source, to).await?;
+        assert!(
+            closed_by_hub(over, Duration::from_secs(3)).await,
+            "a socket past the source's share on {to} is closed at once"
+        );
+    }
     let (status, _) = hub
         .call(None, reqwest::Method::GET, "/healthz", None)
         .await?;
     assert_eq!(status, 200, "another source is served");
+    connect_device(&hub, &pendant).await?;
+    let refused = hub
+        .metric(r#"mimamori_connections_refused_total{listener="mqtt",reason="source_full"}"#)
+        .await?;
+    assert!(refused >= 1.0);
     Ok(())
 }
 

@@ -151,7 +151,7 @@ impl Limits {
         Limits {
             max_people_connections: (max_connections / 10).max(1),
             mqtt_max_pending: 1024,
-            mqtt_pending_per_source: 64,
+            mqtt_pending_per_source: 1024,
             mqtt_connect_timeout: std::time::Duration::from_secs(5),
             http_max_connections: 4096,
             http_per_source: 256,
@@ -188,7 +188,7 @@ session_hours = 12
 # most max_people_connections (default a tenth of max_connections); the rest is for devices.
 # max_people_connections = 2000
 mqtt_max_pending = 1024
-mqtt_pending_per_source = 64
+mqtt_pending_per_source = 1024
 mqtt_connect_timeout = 5
 http_max_connections = 4096
 http_per_source = 256
