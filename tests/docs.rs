@@ -22,6 +22,11 @@ fn repo_file(path: &str) -> PathBuf {
 pub fn shell_blocks(markdown_path: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(repo_file(markdown_path))
         .with_context(|| format!("cannot read {markdown_path}"))?;
+    Ok(shell_blocks_of(&text))
+}
+
+/// The ```sh blocks of markdown text, in order.
+pub fn shell_blocks_of(text: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -35,7 +40,7 @@ pub fn shell_blocks(markdown_path: &str) -> Result<Vec<String>> {
             (None, _) => {}
         }
     }
-    Ok(blocks)
+    blocks
 }
 
 async fn bash(script: &str, env: &BTreeMap<&str, String>) -> Result<String> {
@@ -249,5 +254,51 @@ async fn docker_compose_matches_the_hub_configuration() -> Result<()> {
         dockerfile.matches("FROM ").count() >= 2,
         "multi-stage build"
     );
+    Ok(())
+}
+
+/// The cluster compose file's hubs set only settings the hub reads, each its own node id,
+/// and the cluster example of docs/operations.md names only flags the hub has.
+#[tokio::test]
+async fn cluster_compose_and_operations_example_match_the_hub() -> Result<()> {
+    let text = std::fs::read_to_string(repo_file("docker-compose.cluster.yml"))?;
+    let compose: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_mimamori-test-hub"))
+        .arg("--help")
+        .output()?;
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let mut nodes = Vec::new();
+    for name in ["hub-1", "hub-2", "hub-3"] {
+        let env = compose["services"][name]["environment"]
+            .as_mapping()
+            .with_context(|| format!("{name} environment"))?;
+        for key in env.keys().filter_map(|k| k.as_str()).filter(|k| *k != "<<") {
+            assert!(
+                help.contains(key),
+                "compose sets {key}, which the hub does not read"
+            );
+        }
+        let node = env
+            .get("MIMAMORI_NODE_ID")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        nodes.push(node.unwrap_or_else(|| "hub-1".into()));
+    }
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "every hub has a node id of its own");
+    let ops = std::fs::read_to_string(repo_file("docs/operations.md"))?;
+    let section = ops
+        .split("## Cluster mode")
+        .nth(1)
+        .context("a cluster section in operations.md")?;
+    let example = shell_blocks_of(section).join(" ").replace("\\\n", " ");
+    for flag in example.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(
+            help.contains(flag),
+            "operations.md uses {flag}, which the hub does not have"
+        );
+    }
+    assert!(example.contains("--nats-url"), "{example}");
     Ok(())
 }

@@ -80,6 +80,20 @@ impl TestHub {
                 (db.url.clone(), Some(db))
             }
         };
+        Self::start_in(dir, db_url, pg_db, extra_args).await
+    }
+
+    /// A hub on a database other hubs share (cluster mode); the caller keeps the database.
+    pub async fn start_sharing(db_url: &str, extra_args: &[&str]) -> Result<TestHub> {
+        Self::start_in(tempfile::tempdir()?, db_url.to_string(), None, extra_args).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        db_url: String,
+        pg_db: Option<PgDatabase>,
+        extra_args: &[&str],
+    ) -> Result<TestHub> {
         let mut hub = TestHub {
             base: String::new(),
             mqtt_port: 0,
@@ -393,6 +407,26 @@ impl Drop for PgDatabase {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The rows a query returns on a test database, one `|`-separated line each.
+pub async fn pg_rows(db_url: &str, sql: &str) -> Result<Vec<String>> {
+    let out = Command::new("psql")
+        .args([db_url, "-qAt", "-c", sql])
+        .output()
+        .await
+        .context("psql not found")?;
+    if !out.status.success() {
+        bail!(
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 async fn psql(sql: &str) -> Result<()> {

@@ -2,6 +2,7 @@
 
 mod alert_core;
 mod browser;
+mod cluster;
 mod conformance;
 mod core;
 mod docker;

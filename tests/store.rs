@@ -235,6 +235,7 @@ async fn check_batches_store_everything_atomically(s: &dyn Store) -> Result<()> 
         rule_states: vec![(rid, "{\"v\":1}".into()), (rid + 1000, "{}".into())],
         effects: effects_of(vec![sos_record(7, rid, 1), sos_record(8, rid + 1000, 1)]),
         at: t0(),
+        fence: None,
     };
     s.commit_batch(&batch).await?;
     let live = s.live_alerts().await?;

@@ -15,6 +15,7 @@ use tracing::{error, info};
 
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{self, owner::Owner, Cluster};
 use crate::config::Config;
 use crate::edge::{self, router, EdgeCtx};
 use crate::events::Bus;
@@ -34,11 +35,25 @@ pub struct Hub {
     mqtt: TcpListener,
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     state: AppState,
-    pipeline: Pipeline,
+    engine: Engine,
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
     http_header_timeout: std::time::Duration,
 }
+
+/// Where the hub's rules and alerts run: one pipeline for every resident, or in cluster
+/// mode the event appender and the lease loop that runs the partitions this hub owns.
+enum Engine {
+    Single(Pipeline),
+    Cluster {
+        cluster: Cluster,
+        owner: Owner,
+        appender: Task,
+        follower: Task,
+    },
+}
+
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Hub {
     /// Builds a hub on the real clock.
@@ -94,29 +109,72 @@ impl Hub {
             cfg.max_connections,
             &cfg.limits,
         ));
-        let first_seq = u64::try_from(clock.now().timestamp_millis())
-            .unwrap_or(1)
-            .saturating_mul(1000);
-        let bus = Bus::new(first_seq);
-
-        let (mut pipeline, handle) = Pipeline::new(
-            store.clone(),
-            cfg.notify.ladder.clone(),
-            clock.clone(),
-            metrics.clone(),
-            bus.clone(),
-            publisher.clone(),
-            items_rx,
-            urgent_rx,
-        );
-        let watched = pipeline
-            .restore()
-            .await
-            .context("cannot restore the rules engine")?;
-        info!(
-            residents = watched,
-            "rules engine restored, timers re-armed"
-        );
+        let (engine, handle, bus) = match &cfg.cluster {
+            None => {
+                let first_seq = u64::try_from(clock.now().timestamp_millis())
+                    .unwrap_or(1)
+                    .saturating_mul(1000);
+                let bus = Bus::new(first_seq);
+                let (mut pipeline, handle) = Pipeline::new(
+                    store.clone(),
+                    cfg.notify.ladder.clone(),
+                    clock.clone(),
+                    metrics.clone(),
+                    bus.clone(),
+                    publisher.clone(),
+                    items_rx,
+                    urgent_rx,
+                );
+                let watched = pipeline
+                    .restore()
+                    .await
+                    .context("cannot restore the rules engine")?;
+                info!(
+                    residents = watched,
+                    "rules engine restored, timers re-armed"
+                );
+                (Engine::Single(pipeline), handle, bus)
+            }
+            Some(cc) => {
+                let cluster = Cluster::connect(cc.clone(), &cfg.database_url).await?;
+                let bus = Bus::new(cluster::live::next_sequence(&cluster.js).await?);
+                let handle = cluster::rpc::dispatcher(cluster.clone(), store.clone());
+                let parts = cluster::owner::PipelineParts {
+                    store: store.clone(),
+                    ladder: cfg.notify.ladder.clone(),
+                    clock: clock.clone(),
+                    metrics: metrics.clone(),
+                    bus: bus.clone(),
+                    publisher: publisher.clone(),
+                };
+                let owner = Owner::new(
+                    cluster.clone(),
+                    parts,
+                    http.local_addr()?.to_string(),
+                    mqtt.local_addr()?.to_string(),
+                );
+                let appender = Box::pin(cluster::log::append(
+                    cluster.js.clone(),
+                    cc.partitions,
+                    items_rx,
+                    urgent_rx,
+                    metrics.clone(),
+                ));
+                let follower = Box::pin(cluster::live::follow(
+                    cluster.js.clone(),
+                    bus.clone(),
+                    publisher.clone(),
+                ));
+                info!(node = %cc.node_id, partitions = cc.partitions, "cluster mode: partitions are taken as leases allow");
+                let engine = Engine::Cluster {
+                    cluster,
+                    owner,
+                    appender,
+                    follower,
+                };
+                (engine, handle, bus)
+            }
+        };
 
         let notifier = crate::notify::Notifier::new(
             store.clone(),
@@ -126,7 +184,16 @@ impl Hub {
             metrics.clone(),
         )
         .context("cannot start the notification worker")?;
+        let notifier = match &engine {
+            Engine::Cluster { .. } => notifier.shared(),
+            Engine::Single(_) => notifier,
+        };
+        let cluster = match &engine {
+            Engine::Cluster { cluster, .. } => Some(cluster.clone()),
+            Engine::Single(_) => None,
+        };
         let state = AppState {
+            cluster,
             store,
             clock,
             metrics,
@@ -153,7 +220,7 @@ impl Hub {
             mqtt,
             tls,
             state,
-            pipeline,
+            engine,
             notifier,
             dashboard_dir: cfg.dashboard_dir,
             http_header_timeout: cfg.limits.http_header_timeout,
@@ -186,7 +253,7 @@ impl Hub {
             mqtt,
             tls,
             state,
-            pipeline,
+            engine,
             notifier,
             dashboard_dir,
             http_header_timeout,
@@ -202,19 +269,63 @@ impl Hub {
                 None => std::future::pending().await,
             }
         });
-        let pipeline_task = tokio::spawn(pipeline.run());
+        let stop_owner = Arc::new(tokio::sync::Notify::new());
+        let (pipeline_task, owner_task) = spawn_engine(engine, stop_owner.clone());
         let notify_task = tokio::spawn(notifier.run());
         let http_task = tokio::spawn(async move {
             api::serve::serve(http, app, http_gate, http_header_timeout, metrics, shutdown).await
         });
         ready.store(true, Ordering::Relaxed);
         info!("hub ready");
-        tokio::select! {
+        let outcome = tokio::select! {
             r = http_task => report_exit("HTTP server", r.map(|r| r.map_err(anyhow::Error::from))),
             r = mqtt_task => report_exit("MQTT edge", r.map(|()| Ok(()))),
             r = tls_task => report_exit("MQTT TLS edge", r.map(|()| Ok(()))),
-            r = pipeline_task => report_exit("pipeline", r.map(|()| Ok(()))),
+            r = pipeline_task => report_exit("pipeline", r),
             r = notify_task => report_exit("notification worker", r.map(|()| Ok(()))),
+        };
+        // Cluster mode: hand every partition over at once rather than after the leases
+        // run out, so a node stopped for an upgrade costs its residents no seconds.
+        if let Some(owner) = owner_task {
+            stop_owner.notify_one();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), owner).await;
+        }
+        outcome
+    }
+}
+
+type EngineTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Starts the single pipeline, or the cluster's appender, request server, live follower
+/// and lease loop; the first task ends the hub if it stops, the second is the lease loop.
+fn spawn_engine(
+    engine: Engine,
+    stop_owner: Arc<tokio::sync::Notify>,
+) -> (EngineTask, Option<tokio::task::JoinHandle<()>>) {
+    match engine {
+        Engine::Single(pipeline) => (
+            tokio::spawn(async move {
+                pipeline.run().await;
+                Ok(())
+            }),
+            None,
+        ),
+        Engine::Cluster {
+            cluster,
+            owner,
+            appender,
+            follower,
+        } => {
+            let owner = tokio::spawn(owner.run(stop_owner));
+            let serve = cluster::rpc::serve(cluster);
+            let task = tokio::spawn(async move {
+                tokio::select! {
+                    () = appender => Ok(()),
+                    r = serve => r.context("cluster request server"),
+                    () = follower => Ok(()),
+                }
+            });
+            (task, Some(owner))
         }
     }
 }

@@ -113,6 +113,20 @@ pub struct Settings {
     /// Seconds an HTTP connection may take to send a request's head, and may stay idle between requests.
     #[arg(long, env = "MIMAMORI_HTTP_HEADER_TIMEOUT")]
     pub http_header_timeout: Option<u64>,
+    /// Cluster mode: the NATS JetStream server(s) holding the event log, e.g.
+    /// `nats://127.0.0.1:4222` (comma-separated for several). Needs a PostgreSQL store.
+    #[arg(long, env = "MIMAMORI_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Cluster mode: this hub's name among the others (default: the host name).
+    #[arg(long, env = "MIMAMORI_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode: how many partitions the residents are spread over (fixed for the
+    /// life of a cluster; default 16).
+    #[arg(long, env = "MIMAMORI_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Cluster mode: copies JetStream keeps of each stream (1, or 3 on a NATS cluster of three).
+    #[arg(long, env = "MIMAMORI_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -130,6 +144,8 @@ pub struct Config {
     pub max_connections: usize,
     pub session_hours: u32,
     pub limits: Limits,
+    /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     pub notify: crate::notify::config::NotifyConfig,
 }
 
@@ -193,6 +209,12 @@ mqtt_connect_timeout = 5
 http_max_connections = 4096
 http_per_source = 256
 http_header_timeout = 10
+# Cluster mode (several hubs, no single point of failure): a NATS JetStream URL and a
+# postgres:// database_url; see docs/operations.md.
+# nats_url = "nats://127.0.0.1:4222"
+# node_id = "hub-1"
+# partitions = 16
+# nats_replicas = 1
 "#;
 
 impl Settings {
@@ -219,6 +241,10 @@ impl Settings {
             http_max_connections: self.http_max_connections.or(file.http_max_connections),
             http_per_source: self.http_per_source.or(file.http_per_source),
             http_header_timeout: self.http_header_timeout.or(file.http_header_timeout),
+            nats_url: self.nats_url.or(file.nats_url),
+            node_id: self.node_id.or(file.node_id),
+            partitions: self.partitions.or(file.partitions),
+            nats_replicas: self.nats_replicas.or(file.nats_replicas),
             notify: self.notify.over(file.notify),
         }
     }
@@ -254,6 +280,16 @@ impl Settings {
         if session_hours == 0 || session_hours > 24 * 30 {
             anyhow::bail!("session_hours must be between 1 and 720");
         }
+        let database_url = self
+            .database_url
+            .unwrap_or_else(|| "sqlite:mimamori.db".into());
+        let cluster = crate::cluster::ClusterConfig::from_settings(
+            self.nats_url,
+            self.node_id,
+            self.partitions,
+            self.nats_replicas,
+            &database_url,
+        )?;
         Ok(Config {
             http_addr: self
                 .http_addr
@@ -262,9 +298,7 @@ impl Settings {
                 .mqtt_addr
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883))),
             mqtt_tls,
-            database_url: self
-                .database_url
-                .unwrap_or_else(|| "sqlite:mimamori.db".into()),
+            database_url,
             admin_password: self.admin_password.filter(|p| !p.is_empty()),
             dashboard_dir: self
                 .dashboard_dir
@@ -272,6 +306,7 @@ impl Settings {
             max_connections,
             session_hours,
             limits,
+            cluster,
             notify: self.notify.finish()?,
         })
     }
@@ -327,6 +362,7 @@ impl Config {
             max_connections: 20_000,
             session_hours: 12,
             limits: Limits::defaults(20_000),
+            cluster: None,
             notify: crate::notify::config::NotifyConfig::default(),
         }
     }

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use mimamori_protocol::Alert;
 use mimamori_rules::ResidentStatus;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// How many recent frames are kept for clients that reconnect.
 pub const REPLAY_WINDOW: usize = 10_000;
 
 /// What happened, without its sequence number.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HubEvent {
     Alert {
@@ -95,22 +95,40 @@ impl Bus {
 
     /// Numbers an event, keeps it for replay and sends it to every subscriber.
     pub fn publish(&self, event: HubEvent) {
+        self.push(None, event)
+    }
+
+    /// Puts a frame numbered elsewhere on the bus (cluster mode: by the live stream, so
+    /// that every hub gives a frame the same number). Numbers must rise; a frame below
+    /// the next expected one is a repeat and is dropped.
+    pub fn publish_at(&self, seq: u64, event: HubEvent) {
+        self.push(Some(seq), event)
+    }
+
+    fn push(&self, at: Option<u64>, event: HubEvent) {
         if matches!(event, HubEvent::Alert { .. }) {
             // A stored permit: a change while the worker is busy still wakes it once.
             self.alert_changed.notify_one();
         }
         let mut w = self.lock();
-        let frame = Arc::new(Frame {
-            seq: w.next_seq,
-            event,
-        });
-        w.next_seq += 1;
+        let seq = match at {
+            None => w.next_seq,
+            Some(s) if s < w.next_seq => return,
+            Some(s) => s,
+        };
+        let frame = Arc::new(Frame { seq, event });
+        w.next_seq = seq + 1;
         if w.recent.len() == REPLAY_WINDOW {
             w.recent.pop_front();
         }
         w.recent.push_back(frame.clone());
         // Sending under the lock keeps the broadcast order equal to the seq order.
         let _ = self.tx.send(frame);
+    }
+
+    /// The number of the last frame sent (one less than the first, before any).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
     }
 
     /// Resolves after the next alert change (or at once if one happened unobserved).
@@ -173,6 +191,19 @@ mod tests {
         assert_eq!(last, 104);
         let seqs: Vec<u64> = backlog.unwrap_or_default().iter().map(|f| f.seq).collect();
         assert_eq!(seqs, vec![103, 104]);
+    }
+
+    #[test]
+    fn frames_numbered_elsewhere_keep_their_numbers_and_repeats_are_dropped() {
+        let bus = Bus::new(50);
+        bus.publish_at(50, status(1));
+        bus.publish_at(57, status(2));
+        bus.publish_at(57, status(3));
+        bus.publish_at(52, status(4));
+        assert_eq!(bus.last_seq(), 57);
+        let (_rx, backlog, _) = bus.subscribe_since(Some(50));
+        let seqs: Vec<u64> = backlog.unwrap_or_default().iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![57]);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`revocation`]: ends a person's live connections when they lose access;
 //! - [`throttle`]: back-off of failed logins, per source and per account;
 //! - [`limits`]: how many connections each listener admits, in total and per source;
+//! - [`cluster`]: cluster mode, several hubs on one NATS JetStream log and one
+//!   PostgreSQL store: the event log, partition leases, the live stream across hubs;
 //! - [`app`]: wiring, start-up and shutdown;
 //! - [`admin`]: `hub admin …` commands on the database, such as resetting a password.
 
@@ -27,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod events;

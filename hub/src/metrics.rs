@@ -62,6 +62,14 @@ pub struct Metrics {
     /// LINE push messages accepted this calendar month (Japan time), resumed from the
     /// store at start.
     pub line_messages_month: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Cluster mode: partitions this hub owns now.
+    pub cluster_partitions: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Cluster mode: hubs that reported within a lease.
+    pub cluster_nodes: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Cluster mode: commits refused because the partition had changed hands.
+    pub cluster_fenced: Counter,
+    /// Cluster mode: events this hub's edge appended to the event log.
+    pub cluster_appended: Counter,
 }
 
 impl Metrics {
@@ -78,6 +86,30 @@ impl Metrics {
         let alerts_changed = Counter::default();
         let line_messages = Counter::default();
         let line_messages_month = Gauge::default();
+        let cluster_partitions = Gauge::default();
+        let cluster_nodes = Gauge::default();
+        let cluster_fenced = Counter::default();
+        let cluster_appended = Counter::default();
+        registry.register(
+            "cluster_partitions_owned",
+            "Cluster mode: partitions this hub owns",
+            cluster_partitions.clone(),
+        );
+        registry.register(
+            "cluster_nodes_alive",
+            "Cluster mode: hubs that renewed within a lease",
+            cluster_nodes.clone(),
+        );
+        registry.register(
+            "cluster_fenced_commits",
+            "Cluster mode: commits refused because the partition had changed hands",
+            cluster_fenced.clone(),
+        );
+        registry.register(
+            "cluster_events_appended",
+            "Cluster mode: events appended to the JetStream event log by this hub's edge",
+            cluster_appended.clone(),
+        );
         let batch_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let ack_seconds = Family::<SeverityLabel, Histogram>::new_with_constructor(
@@ -175,6 +207,10 @@ impl Metrics {
             ack_seconds,
             line_messages,
             line_messages_month,
+            cluster_partitions,
+            cluster_nodes,
+            cluster_fenced,
+            cluster_appended,
         }
     }
 

@@ -26,11 +26,13 @@ use tracing::{error, info, warn};
 use crate::alerts::lifecycle::Progress;
 use crate::alerts::{Card, Core, Effects, Ladder, Refusal, StaffCommand};
 use crate::clock::Clock;
+use crate::cluster::live::LiveSink;
+use crate::cluster::owner::Scope;
 use crate::edge::router::HubPublisher;
 use crate::events::{Bus, HubEvent};
 use crate::ingest::{Envelope, Item};
 use crate::metrics::Metrics;
-use crate::store::{Batch, ResidentSetup, Store};
+use crate::store::{Batch, Fence, ResidentSetup, Store, StoreError};
 
 /// Most items written in one transaction.
 const MAX_BATCH: usize = 2_000;
@@ -66,7 +68,7 @@ pub enum Command {
 }
 
 /// Why a staff command did not take effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StaffError {
     Refused(Refusal),
     /// The store failed the commit; nothing changed.
@@ -75,6 +77,9 @@ pub enum StaffError {
     Stopped,
 }
 
+/// Commands as the pipeline receives them, each with the signal that it was applied.
+pub type Commands = mpsc::UnboundedReceiver<(Command, oneshot::Sender<()>)>;
+
 /// How the API tells the pipeline about configuration changes.
 #[derive(Clone)]
 pub struct PipelineHandle {
@@ -82,6 +87,12 @@ pub struct PipelineHandle {
 }
 
 impl PipelineHandle {
+    /// A handle and the receiving end of its commands, for whoever serves them.
+    pub fn channel() -> (PipelineHandle, Commands) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (PipelineHandle { tx }, rx)
+    }
+
     /// Applies a command and waits until the engine has it, so that a device created
     /// by the API is known to the rules before its credentials are handed out.
     pub async fn send(&self, cmd: Command) {
@@ -123,7 +134,12 @@ pub struct Pipeline {
     items: mpsc::Receiver<Envelope>,
     /// SOS presses: taken before `items`, committed without waiting for more.
     urgent: mpsc::Receiver<Envelope>,
-    commands: mpsc::UnboundedReceiver<(Command, oneshot::Sender<()>)>,
+    commands: Commands,
+    /// Cluster mode: the partition this pipeline owns, and where its changes are shown.
+    partition: Option<(Scope, LiveSink)>,
+    /// Cluster mode: a commit failed, so the events handed over since the last commit are
+    /// only in memory; the pipeline stops and the partition is read again from the log.
+    stopped: bool,
     /// Residents whose status viewers have not seen since it changed.
     stale_statuses: BTreeSet<i64>,
     /// When the stale statuses go out.
@@ -138,6 +154,8 @@ struct Gathered {
     readings: Vec<DeviceEvent>,
     rejected: Vec<crate::store::RejectedRow>,
     acks: Vec<oneshot::Sender<bool>>,
+    /// Cluster mode: the event-log sequences of the batch.
+    seqs: Vec<u64>,
     messages: usize,
 }
 
@@ -153,7 +171,7 @@ impl Pipeline {
         items: mpsc::Receiver<Envelope>,
         urgent: mpsc::Receiver<Envelope>,
     ) -> (Pipeline, PipelineHandle) {
-        let (tx, commands) = mpsc::unbounded_channel();
+        let (handle, commands) = PipelineHandle::channel();
         let p = Pipeline {
             store,
             core: Core::new(ladder.clone(), 1),
@@ -165,11 +183,25 @@ impl Pipeline {
             items,
             urgent,
             commands,
+            partition: None,
+            stopped: false,
             stale_statuses: BTreeSet::new(),
             statuses_due: None,
             last_batch: 0,
         };
-        (p, PipelineHandle { tx })
+        (p, handle)
+    }
+
+    /// Cluster mode: this pipeline owns one partition's residents, commits under its
+    /// lease and announces through the live stream.
+    pub fn in_partition(&mut self, scope: Scope, live: LiveSink) {
+        self.partition = Some((scope, live));
+    }
+
+    fn holds(&self, resident_id: i64) -> bool {
+        self.partition
+            .as_ref()
+            .is_none_or(|(scope, _)| scope.holds(resident_id))
     }
 
     /// Loads every resident with its stored rules state and every live alert, then fires
@@ -178,7 +210,7 @@ impl Pipeline {
         self.load().await?;
         let now = self.clock.now();
         self.core.handle_timeout(now);
-        self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
+        self.commit(Gathered::default(), now).await;
         Ok(self.core.resident_count())
     }
 
@@ -186,7 +218,11 @@ impl Pipeline {
     async fn load(&mut self) -> anyhow::Result<()> {
         let now = self.clock.now();
         let mut core = Core::new(self.ladder.clone(), self.store.next_alert_id().await?);
-        let setups = self.store.all_resident_setups().await?;
+        if let Some((scope, _)) = &self.partition {
+            core.share_alert_ids(i64::from(scope.partitions), i64::from(scope.part));
+        }
+        let mut setups = self.store.all_resident_setups().await?;
+        setups.retain(|s| self.holds(s.resident.id));
         let mut states: std::collections::HashMap<i64, String> =
             self.store.rule_states().await?.into_iter().collect();
         for setup in setups {
@@ -196,6 +232,9 @@ impl Pipeline {
             core.restore_resident(resident_config(&setup), resident_card(&setup), state, now);
         }
         for stored in self.store.live_alerts().await? {
+            if !self.holds(stored.alert.resident_id) {
+                continue;
+            }
             let progress = stored
                 .ladder
                 .as_deref()
@@ -208,7 +247,7 @@ impl Pipeline {
     }
 
     pub async fn run(mut self) {
-        loop {
+        while !self.stopped {
             let deadline = self.core.poll_timeout();
             tokio::select! {
                 biased;
@@ -224,11 +263,11 @@ impl Pipeline {
                     Some(first) => self.ingest(first).await,
                     None => break,
                 },
-                _ = sleep_until_instant(self.statuses_due) => self.send_statuses(),
+                _ = sleep_until_instant(self.statuses_due) => self.send_statuses().await,
                 _ = sleep_until(deadline, self.clock.now()) => {
                     let now = self.clock.now();
                     self.core.handle_timeout(now);
-                    self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
+                    self.commit(Gathered::default(), now).await;
                 }
             }
         }
@@ -238,6 +277,7 @@ impl Pipeline {
     async fn command(&mut self, cmd: Command) {
         let now = self.clock.now();
         match cmd {
+            Command::Reload(id) if !self.holds(id) => return,
             Command::Reload(id) => match self.store.resident_setup(id).await {
                 Ok(setup) => {
                     self.core
@@ -252,7 +292,7 @@ impl Pipeline {
             }
             Command::Staff(cmd, reply) => {
                 let result = self.core.staff(cmd, now).map_err(StaffError::Refused);
-                let stored = self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
+                let stored = self.commit(Gathered::default(), now).await;
                 let _ = reply.send(match result {
                     Ok(_) if !stored => Err(StaffError::NotStored),
                     other => other,
@@ -260,7 +300,7 @@ impl Pipeline {
                 return;
             }
         }
-        self.commit(Vec::new(), Vec::new(), Vec::new(), now).await;
+        self.commit(Gathered::default(), now).await;
     }
 
     /// Commits the urgent items queued now, alone: the bulk queued before them waits for
@@ -323,13 +363,15 @@ impl Pipeline {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
-        self.commit(batch.readings, batch.rejected, batch.acks, now)
-            .await;
+        self.commit(batch, now).await;
     }
 
     /// Runs one message through the rules and adds it to the batch.
     fn gather(&mut self, env: Envelope, batch: &mut Gathered) {
         batch.messages += 1;
+        if env.seq != 0 {
+            batch.seqs.push(env.seq);
+        }
         match env.item {
             Item::Accepted(ev) => {
                 self.core.handle_event(&ev, self.clock.now());
@@ -365,8 +407,21 @@ impl Pipeline {
             rule_states,
             effects,
             at: now,
+            fence: None,
         };
         (batch, dirty)
+    }
+
+    /// The lease a cluster commit is made under, reaching as far into the log as the
+    /// events `seqs` let it.
+    fn fence(&self, seqs: &[u64]) -> Option<Fence> {
+        let (scope, _) = self.partition.as_ref()?;
+        Some(Fence {
+            partition: scope.part,
+            owner: scope.owner.clone(),
+            token: scope.token,
+            applied_seq: scope.cursor().watermark(seqs),
+        })
     }
 
     async fn write(&self, batch: &Batch) -> Result<(), crate::store::StoreError> {
@@ -383,16 +438,23 @@ impl Pipeline {
 
     /// Writes one batch with the core's effects and state, then acknowledges and
     /// announces; `false` if the store refused it (nothing of it is kept).
-    async fn commit(
-        &mut self,
-        readings: Vec<DeviceEvent>,
-        rejected: Vec<crate::store::RejectedRow>,
-        acks: Vec<oneshot::Sender<bool>>,
-        now: DateTime<Utc>,
-    ) -> bool {
-        let (batch, dirty) = self.take_batch(readings, rejected, now);
+    async fn commit(&mut self, gathered: Gathered, now: DateTime<Utc>) -> bool {
+        let Gathered {
+            readings,
+            rejected,
+            acks,
+            seqs,
+            ..
+        } = gathered;
+        let (mut batch, dirty) = self.take_batch(readings, rejected, now);
+        if !batch.is_empty() {
+            batch.fence = self.fence(&seqs);
+        }
         match self.write(&batch).await {
             Ok(()) => {
+                if let Some((scope, _)) = &self.partition {
+                    scope.cursor().applied(&seqs);
+                }
                 if !batch.is_empty() {
                     self.metrics.batches.inc();
                     self.metrics
@@ -407,8 +469,16 @@ impl Pipeline {
                 for a in acks {
                     let _ = a.send(true);
                 }
-                self.announce(&batch, &dirty);
+                self.announce(&batch, &dirty).await;
                 true
+            }
+            Err(e) if self.partition.is_some() => {
+                if matches!(e, StoreError::Fenced(_)) {
+                    self.metrics.cluster_fenced.inc();
+                }
+                error!(error = %e, "partition commit refused; the partition is read again from the event log");
+                self.stopped = true;
+                false
             }
             Err(e) => {
                 error!(error = %e, items = batch.readings.len() + batch.rejected.len(), "batch not stored; devices will resend");
@@ -433,7 +503,7 @@ impl Pipeline {
                     let (batch, dirty) = self.take_batch(Vec::new(), Vec::new(), now);
                     match self.write(&batch).await {
                         Ok(()) => {
-                            self.announce(&batch, &dirty);
+                            self.announce(&batch, &dirty).await;
                             return;
                         }
                         Err(e) => error!(error = %e, "store still refuses writes"),
@@ -447,19 +517,22 @@ impl Pipeline {
 
     /// The one place that tells WebSocket clients and MQTT subscribers what a committed
     /// batch changed.
-    fn announce(&mut self, batch: &Batch, dirty: &[i64]) {
+    async fn announce(&mut self, batch: &Batch, dirty: &[i64]) {
         self.observe(&batch.effects);
         for record in batch.effects.alerts.values() {
             let alert = &record.alert;
-            if let Ok(json) = serde_json::to_vec(alert) {
-                self.publisher
-                    .publish(alerts_topic(alert.resident_id), json);
+            if self.partition.is_none() {
+                if let Ok(json) = serde_json::to_vec(alert) {
+                    self.publisher
+                        .publish(alerts_topic(alert.resident_id), json);
+                }
             }
-            self.bus.publish(HubEvent::Alert {
+            self.show(HubEvent::Alert {
                 alert: alert.clone(),
-            });
+            })
+            .await;
         }
-        if !self.bus.has_subscribers() {
+        if !self.has_viewers() {
             return;
         }
         for ev in &batch.readings {
@@ -469,14 +542,15 @@ impl Pipeline {
                 accuracy_m,
             } = ev.reading
             {
-                self.bus.publish(HubEvent::Position {
+                self.show(HubEvent::Position {
                     resident_id: ev.resident_id,
                     device_id: ev.device_id.clone(),
                     lat,
                     lon,
                     accuracy_m,
                     ts: ev.ts,
-                });
+                })
+                .await;
             }
         }
         self.stale_statuses.extend(
@@ -501,16 +575,30 @@ impl Pipeline {
     }
 
     /// The current status of every resident that changed since the last time.
-    fn send_statuses(&mut self) {
+    async fn send_statuses(&mut self) {
         self.statuses_due = None;
         let stale = std::mem::take(&mut self.stale_statuses);
-        if !self.bus.has_subscribers() {
+        if !self.has_viewers() {
             return;
         }
         for id in stale {
             if let Some(status) = self.core.status(id) {
-                self.bus.publish(HubEvent::Status { status });
+                self.show(HubEvent::Status { status }).await;
             }
+        }
+    }
+
+    /// Viewers may be on any hub in cluster mode, so there they are always assumed.
+    fn has_viewers(&self) -> bool {
+        self.partition.is_some() || self.bus.has_subscribers()
+    }
+
+    /// Puts a committed change before the viewers: on this hub's bus, or in cluster mode
+    /// on the live stream every hub follows (which also publishes alerts on MQTT).
+    async fn show(&self, event: HubEvent) {
+        match &self.partition {
+            Some((_, live)) => live.publish(&event).await,
+            None => self.bus.publish(event),
         }
     }
 }

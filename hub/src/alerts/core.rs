@@ -49,6 +49,12 @@ impl Core {
         }
     }
 
+    /// Makes every alert id this core opens equal `offset` modulo `step` (cluster mode:
+    /// a partition's residue).
+    pub fn share_alert_ids(&mut self, step: i64, offset: i64) {
+        self.book.share_ids(step, offset);
+    }
+
     /// Installs a resident at start-up with its stored rules state.
     pub fn restore_resident(
         &mut self,

@@ -81,7 +81,7 @@ impl Progress {
 }
 
 /// What staff do to an alert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StaffAction {
     Acknowledge,
     Resolve,
@@ -112,7 +112,7 @@ impl StaffAction {
 }
 
 /// A staff action with who did it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaffCommand {
     pub alert_id: i64,
     pub action: StaffAction,
@@ -121,7 +121,7 @@ pub struct StaffCommand {
 }
 
 /// Why a staff command was not carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
     /// No live alert has that id: it is resolved or does not exist (the shell, which can
     /// read the store, says which).
@@ -156,6 +156,10 @@ pub struct AlertBook {
     by_key: HashMap<(i64, AlertKind, String), i64>,
     timers: BTreeSet<(DateTime<Utc>, i64)>,
     next_id: i64,
+    /// Ids are `offset` modulo `step`: 0 modulo 1 on one hub; in cluster mode each
+    /// partition's book draws from its own residue, so two owners never pick one id.
+    id_step: i64,
+    id_offset: i64,
     effects: Effects,
     closed: Vec<AlertKey>,
 }
@@ -173,9 +177,23 @@ impl AlertBook {
             by_key: HashMap::new(),
             timers: BTreeSet::new(),
             next_id: next_id.max(1),
+            id_step: 1,
+            id_offset: 0,
             effects: Effects::default(),
             closed: Vec::new(),
         }
+    }
+
+    /// Draws ids only from those equal to `offset` modulo `step`.
+    pub fn share_ids(&mut self, step: i64, offset: i64) {
+        self.id_step = step.max(1);
+        self.id_offset = offset.rem_euclid(self.id_step);
+        self.next_id = self.align(self.next_id);
+    }
+
+    /// The first id of this book's residue at or after `n`.
+    fn align(&self, n: i64) -> i64 {
+        n + (self.id_offset - n).rem_euclid(self.id_step)
     }
 
     /// Puts back a live alert read from the store at start-up.
@@ -184,7 +202,7 @@ impl AlertBook {
             return;
         }
         let id = alert.id;
-        self.next_id = self.next_id.max(id + 1);
+        self.next_id = self.next_id.max(self.align(id + 1));
         let live = Live {
             alert,
             subject,
@@ -368,7 +386,7 @@ impl AlertBook {
         now: DateTime<Utc>,
     ) {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += self.id_step;
         let alert = Alert {
             id,
             resident_id: key.resident_id,

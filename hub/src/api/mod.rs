@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod alerts;
 pub mod auth;
+pub mod cluster;
 pub mod contacts;
 pub mod devices;
 pub mod error;
@@ -49,6 +50,8 @@ pub const MAX_BODY: usize = 256 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// Set in cluster mode.
+    pub cluster: Option<crate::cluster::Cluster>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -75,6 +78,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(devices::router())
         .merge(alerts::router())
         .merge(system::router())
+        .merge(cluster::router())
         // -- more routers (issues 4, 6, 7) merge below this line --
         .merge(contacts::router())
         .merge(gateways::router())

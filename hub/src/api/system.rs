@@ -30,6 +30,16 @@ pub struct Health {
     pub store: String,
     pub mqtt_connections: usize,
     pub listeners: Listeners,
+    /// Cluster mode: this hub's name, whether it reaches NATS, the partitions it owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    pub nats: bool,
+    pub partitions_owned: usize,
 }
 
 /// The admission state of each listener.
@@ -50,10 +60,17 @@ impl Listeners {
 
 /// 200 once the broker and store are ready (the hub only serves HTTP after both
 /// started), "degraded" while a listener is saturated, 503 while the store does not
-/// answer.
+/// answer, or in cluster mode while NATS does not, so that a balancer sends devices to
+/// another hub.
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let store_ok = st.store.ping().await.is_ok();
-    let ready = st.ready.load(Ordering::Relaxed) && store_ok;
+    let cluster = st.cluster.as_ref().map(|c| ClusterHealth {
+        node_id: c.config.node_id.clone(),
+        nats: c.nats_connected(),
+        partitions_owned: c.owned_count(),
+    });
+    let cluster_ok = cluster.as_ref().is_none_or(|c| c.nats);
+    let ready = st.ready.load(Ordering::Relaxed) && store_ok && cluster_ok;
     let listeners = Listeners {
         http: st.http_gate.status(),
         mqtt_pending: st.edge.pending.status(),
@@ -69,6 +86,7 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
         store: st.store.backend().into(),
         mqtt_connections: st.edge.registry.len(),
         listeners,
+        cluster,
     };
     let code = if ready {
         StatusCode::OK

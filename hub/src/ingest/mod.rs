@@ -32,7 +32,7 @@ pub struct DeviceCtx {
 }
 
 /// What became of one message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Item {
     Accepted(DeviceEvent),
     Rejected(RejectedRow),
@@ -45,6 +45,8 @@ pub enum Item {
 pub struct Envelope {
     pub item: Item,
     pub ack: Option<oneshot::Sender<bool>>,
+    /// Its place in the cluster's event log; 0 on a single hub.
+    pub seq: u64,
 }
 
 /// Bytes of a refused payload kept in the dead-letter table.
@@ -98,7 +100,7 @@ impl AnonymousLetters {
 }
 
 /// Whether an item decides an alert at once, whatever else the batch holds.
-fn is_urgent(item: &Item) -> bool {
+pub fn is_urgent(item: &Item) -> bool {
     matches!(item, Item::Accepted(ev) if ev.reading == Reading::Sos)
 }
 
@@ -196,7 +198,7 @@ impl Ingest {
         } else {
             &self.tx
         };
-        if lane.send(Envelope { item, ack }).await.is_err() {
+        if lane.send(Envelope { item, ack, seq: 0 }).await.is_err() {
             return None;
         }
         rx

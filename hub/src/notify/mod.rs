@@ -100,7 +100,13 @@ pub struct Notifier {
     bus: Bus,
     cfg: NotifyConfig,
     channels: Arc<Channels>,
+    /// Cluster mode: other hubs' notifiers share the outbox.
+    shared: bool,
 }
+
+/// A claim older than this belongs to a notifier that died mid-attempt (every attempt
+/// times out well before); in cluster mode only such claims are freed.
+pub const STALE_CLAIM: chrono::Duration = chrono::Duration::minutes(2);
 
 impl Notifier {
     /// Loads the templates and builds the HTTP and SMTP clients; fails on a broken template.
@@ -137,12 +143,22 @@ impl Notifier {
                 mail,
                 line,
             }),
+            shared: false,
         })
+    }
+
+    /// Cluster mode: the outbox is shared with other hubs' notifiers, whose claims are
+    /// theirs while they are fresh.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
     }
 
     /// Delivers and summarises until the hub stops.
     pub async fn run(self) {
-        match self.store.release_claims(self.clock.now()).await {
+        let now = self.clock.now();
+        let claimed_before = if self.shared { now - STALE_CLAIM } else { now };
+        match self.store.release_claims(claimed_before, now).await {
             Ok(0) => {}
             Ok(n) => info!(
                 deliveries = n,

@@ -7,6 +7,7 @@
 //! Times are stored as epoch milliseconds in both backends so that one set of
 //! queries compares and orders them identically.
 
+pub mod cluster;
 mod outbox;
 mod rows;
 mod sql;
@@ -36,6 +37,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is invalid: {0}")]
     Invalid(String),
+    /// A cluster partition's commit carried a lease token that is no longer current:
+    /// another hub owns the partition now, and nothing of the commit was kept.
+    #[error("partition {0} is owned by another hub now; the commit was refused")]
+    Fenced(u32),
     #[error(transparent)]
     Db(sqlx::Error),
 }
@@ -90,7 +95,7 @@ pub struct ResidentSetup {
 }
 
 /// A refused message on its way into the dead-letter table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RejectedRow {
     pub received_at: DateTime<Utc>,
     pub device_id: Option<String>,
@@ -119,6 +124,20 @@ pub struct Batch {
     /// The alert core's rows: alerts, history, audit, outbox.
     pub effects: crate::alerts::Effects,
     pub at: DateTime<Utc>,
+    /// In cluster mode: the partition lease the commit is made under, and how far into
+    /// the event log it reaches.
+    pub fence: Option<Fence>,
+}
+
+/// The proof that a commit's pipeline still owns its partition (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub partition: u32,
+    pub owner: String,
+    pub token: i64,
+    /// Every event of the partition up to this log sequence is applied by this commit
+    /// or an earlier one.
+    pub applied_seq: u64,
 }
 
 impl Batch {
@@ -278,7 +297,13 @@ pub trait Store: Send + Sync + 'static {
         alert_id: i64,
     ) -> StoreResult<Vec<mimamori_protocol::contact::Delivery>>;
     /// Frees deliveries claimed by a hub that died mid-attempt, due at once; returns how many.
-    async fn release_claims(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Only claims made at or before `claimed_before`: in cluster mode other hubs' notifiers
+    /// hold fresh claims.
+    async fn release_claims(
+        &self,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Claims up to `limit` pending deliveries due at `now`, oldest due first.
     async fn claim_deliveries(
         &self,
@@ -354,6 +379,6 @@ pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }

@@ -270,6 +270,26 @@ macro_rules! impl_store {
                 Ok(ids.into_iter().map(|(i,)| i).collect())
             }
 
+            /// Refuses the commit unless its lease is still the partition's current one,
+            /// and records how far into the event log it reaches.
+            async fn check_fence(tx: &mut sqlx::Transaction<'_, $db>, f: &Fence) -> StoreResult<()> {
+                let seq = i64::try_from(f.applied_seq).unwrap_or(i64::MAX);
+                let done = sqlx::query(
+                    "UPDATE cluster_leases SET applied_seq = CASE WHEN applied_seq < $1 THEN $1 ELSE applied_seq END \
+                     WHERE part = $2 AND owner = $3 AND token = $4",
+                )
+                .bind(seq)
+                .bind(i64::from(f.partition))
+                .bind(&f.owner)
+                .bind(f.token)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Fenced(f.partition));
+                }
+                Ok(())
+            }
+
             /// Which of these residents still exist: a batch may trail a deletion.
             async fn existing_residents(tx: &mut sqlx::Transaction<'_, $db>, ids: &BTreeSet<i64>) -> StoreResult<BTreeSet<i64>> {
                 if ids.is_empty() {
@@ -864,6 +884,11 @@ macro_rules! impl_store {
                 }
                 let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
+                if let Some(fence) = &batch.fence {
+                    // First, so the lease row stays locked until the commit: a takeover
+                    // waits for this commit, and a commit after a takeover is refused.
+                    Self::check_fence(&mut tx, fence).await?;
+                }
                 let e = &batch.effects;
                 let mentioned: BTreeSet<i64> = batch
                     .readings
@@ -1118,12 +1143,13 @@ macro_rules! impl_store {
                 rows.into_iter().map(Delivery::try_from).collect()
             }
 
-            async fn release_claims(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+            async fn release_claims(&self, claimed_before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query(
-                    "UPDATE deliveries SET claimed_at = NULL, next_attempt_at = $1 WHERE state = 'pending' AND claimed_at IS NOT NULL",
+                    "UPDATE deliveries SET claimed_at = NULL, next_attempt_at = $1 WHERE state = 'pending' AND claimed_at IS NOT NULL AND claimed_at <= $2",
                 )
                 .bind(ms(now))
+                .bind(ms(claimed_before))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected())
@@ -1144,12 +1170,15 @@ macro_rules! impl_store {
                 if rows.is_empty() {
                     return Ok(Vec::new());
                 }
+                // Only rows still unclaimed are taken: in cluster mode another hub's
+                // notifier may have claimed some since the SELECT.
                 let mut q = QueryBuilder::<$db>::new("UPDATE deliveries SET claimed_at = ");
-                q.push_bind(ms(now)).push(" WHERE id ");
+                q.push_bind(ms(now)).push(" WHERE claimed_at IS NULL AND id ");
                 push_id_list(&mut q, rows.iter().map(|r| r.id));
-                q.build().execute(&mut *tx).await?;
+                q.push(" RETURNING id");
+                let taken: BTreeSet<i64> = q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.into_iter().collect();
                 tx.commit().await?;
-                rows.into_iter().map(OutboxItem::try_from).collect()
+                rows.into_iter().filter(|r| taken.contains(&r.id)).map(OutboxItem::try_from).collect()
             }
 
             async fn finish_attempt(&self, id: i64, at: DateTime<Utc>, error: Option<&str>, next: Next) -> StoreResult<()> {
