@@ -1,6 +1,5 @@
-// Site settings of the dashboard. Edit this file to change them for everyone;
-// a person can override the tile source for their own browser with
-// localStorage.setItem('mimamori.tiles', '<url template>' or 'none').
+// Site settings of the dashboard. Edit this file to change them for everyone; it is
+// the only place the tile source comes from (set `url: ''` for a map without tiles).
 
 export default {
   tiles: {

@@ -15,6 +15,9 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
+/// The safe zone's name: markup that would run a script if it reached `innerHTML`.
+const ZONE_NAME: &str = "Home <img src=x onerror=\"window.__xss=1\">";
+
 /// Longest the whole browser script may run.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
 
@@ -64,7 +67,8 @@ async fn dashboard_in_a_real_browser() -> Result<()> {
     hub.expect(
         Method::POST,
         &format!("/residents/{mother}/geofences"),
-        Some(json!({"name": "Home", "circle": {"lat": 35.7074, "lon": 139.6638, "radius_m": 300}})),
+        // A name written as markup: it must show as text, never run (stored XSS).
+        Some(json!({"name": ZONE_NAME, "circle": {"lat": 35.7074, "lon": 139.6638, "radius_m": 300}})),
         201,
     )
     .await?;
@@ -124,6 +128,7 @@ async fn dashboard_in_a_real_browser() -> Result<()> {
         .env("FAMILY_RESIDENT_NAME", "Tanaka Hanako")
         .env("OTHER_RESIDENT_NAME", "Suzuki Jiro")
         .env("OTHER_RESIDENT_ID", other.to_string())
+        .env("ZONE_NAME", ZONE_NAME)
         .env("CHROMIUM", chromium())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -169,6 +169,12 @@ async fn check_users_and_sessions(s: &dyn Store) -> Result<()> {
             .is_none(),
         "expired"
     );
+    assert_eq!(s.purge_sessions(t0()).await?, 0, "a live session stays");
+    assert_eq!(
+        s.purge_sessions(t0() + Duration::hours(13)).await?,
+        1,
+        "an expired session is purged"
+    );
     s.delete_session("tok").await?;
     assert!(s.session_user("tok", t0()).await?.is_none());
     s.create_session("tok2", u.id, t0() + Duration::hours(12))

@@ -1,6 +1,7 @@
 // Maps (Leaflet): the overview of every visible resident's last position, their
-// safe zones and the trails of open geofence alerts. Tiles come from config.js or
-// a per-browser override; markers and zones are drawn even when no tile loads.
+// safe zones and the trails of open geofence alerts. Tiles come from config.js only
+// (the site's own setting, never a link's): where tiles load from learns which
+// areas residents live in. Markers and zones are drawn even when no tile loads.
 
 import config from '../config.js';
 import { api } from './api.js';
@@ -8,16 +9,10 @@ import { ago, t } from './i18n.js';
 import { h } from './util.js';
 
 const L = window.L;
-const TILES_KEY = 'mimamori.tiles';
 
-/** The tile source: `?tiles=` (remembered), then localStorage, then config.js. */
+/** The tile source of config.js; `null` (no `url`) draws the map without tiles. */
 export function tileSource() {
-  const fromUrl = new URLSearchParams(location.search).get('tiles');
-  if (fromUrl) localStorage.setItem(TILES_KEY, fromUrl);
-  const override = localStorage.getItem(TILES_KEY);
-  if (override === 'none') return null;
-  if (override) return { ...config.tiles, url: override };
-  return config.tiles;
+  return config.tiles && config.tiles.url ? config.tiles : null;
 }
 
 export function createMap(el) {
@@ -46,7 +41,8 @@ export function drawZones(map, zones) {
     const layer = z.circle
       ? L.circle([z.circle.lat, z.circle.lon], { ...style, radius: z.circle.radius_m })
       : L.polygon(z.polygon.coordinates.map((ring) => ring.map(([lon, lat]) => [lat, lon])), style);
-    layer.bindTooltip(z.name);
+    // An element, not a string: Leaflet puts a string in as HTML.
+    layer.bindTooltip(h('span', {}, z.name));
     group.addLayer(layer);
   }
   return group.addTo(map);

@@ -24,6 +24,7 @@ const FAMILY = [env('FAMILY_USER'), env('FAMILY_PASS')];
 const FAMILY_RESIDENT = env('FAMILY_RESIDENT_NAME');
 const OTHER_RESIDENT = env('OTHER_RESIDENT_NAME');
 const OTHER_ID = env('OTHER_RESIDENT_ID');
+const ZONE_NAME = env('ZONE_NAME');
 const ALERT_WITHIN_MS = 2000;
 
 mkdirSync(SHOTS, { recursive: true });
@@ -40,8 +41,8 @@ async function shot(page, name) {
   console.log(`screenshot ${path}`);
 }
 
-/** A browser context that reaches only the hub, with map tiles pointed at a dead
- *  loopback port so the "tiles cannot load" path is what the test sees. */
+/** A browser context that reaches only the hub: the tile server of config.js is
+ *  cut off, so the "tiles cannot load" path is what the test sees. */
 async function context(browser, locale) {
   const ctx = await browser.newContext({ locale, viewport: { width: 1280, height: 860 } });
   const hub = new URL(HUB);
@@ -49,7 +50,6 @@ async function context(browser, locale) {
     const url = new URL(route.request().url());
     return url.host === hub.host ? route.continue() : route.abort();
   });
-  await ctx.addInitScript(() => localStorage.setItem('mimamori.tiles', 'http://127.0.0.1:9/{z}/{x}/{y}.png'));
   return ctx;
 }
 
@@ -75,7 +75,10 @@ async function main() {
     page_errors(a, 'staff A');
     page_errors(b, 'staff B');
 
-    await a.goto(HUB);
+    const first = await a.goto(HUB);
+    const csp = first.headers()['content-security-policy'] || '';
+    check(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), 'the page has a strict CSP');
+    check(first.headers()['x-content-type-options'] === 'nosniff', 'the page is not sniffed');
     await a.waitForSelector('#sign-in');
     await shot(a, '01-login');
     await login(a, STAFF);
@@ -133,6 +136,11 @@ async function main() {
     await a.waitForSelector('path.zone');
     await a.waitForSelector('.tiles-off');
     check(true, 'the map shows markers and safe zones without tiles');
+    await a.locator('path.zone').first().hover({ force: true });
+    await a.waitForSelector('.leaflet-tooltip');
+    check((await a.textContent('.leaflet-tooltip')) === ZONE_NAME, 'a zone name shows as text');
+    check(await a.locator('.leaflet-tooltip img').count() === 0, 'a zone name is not markup');
+    check(await a.evaluate(() => window.__xss) === undefined, "a zone name's markup never runs");
     await shot(a, '05-map');
 
     // Resident board and a resident page with the 7-day rhythm.
@@ -213,8 +221,12 @@ async function main() {
 }
 
 const errors = [];
+/** Script errors and Content-Security-Policy violations both fail the run. */
 function page_errors(page, who) {
   page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
+  page.on('console', (m) => {
+    if (/Content Security Policy/i.test(m.text())) errors.push(`${who}: CSP violation: ${m.text()}`);
+  });
 }
 
 main()

@@ -14,9 +14,6 @@ use sqlx::sqlite::SqliteConnectOptions;
 use crate::security;
 use crate::store::{self, AuditEntry};
 
-/// Shortest password the command accepts, as for accounts made through the API.
-pub const MIN_PASSWORD: usize = 10;
-
 /// Where the new password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewPassword {
@@ -61,8 +58,8 @@ pub async fn reset_password(
         }
         NewPassword::Given(p) => (p, None),
     };
-    if password.chars().count() < MIN_PASSWORD {
-        bail!("the new password must have at least {MIN_PASSWORD} characters");
+    if let Err(why) = security::check_password_policy(username, &password) {
+        bail!("{why}");
     }
     if !is_postgres(database_url) {
         let opts = SqliteConnectOptions::from_str(database_url)

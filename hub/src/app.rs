@@ -39,6 +39,7 @@ pub struct Hub {
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
     tts: Option<crate::config::TtsConfig>,
+    http_header_timeout: std::time::Duration,
 }
 
 /// Where the hub's rules and alerts run: one pipeline for every resident, or in cluster
@@ -124,6 +125,7 @@ impl Hub {
             router,
             publisher.clone(),
             cfg.max_connections,
+            &cfg.limits,
         ));
         let (engine, handle, bus) = match &cfg.cluster {
             None => {
@@ -218,11 +220,16 @@ impl Hub {
             clock,
             metrics,
             pipeline: handle,
-            edge,
+            edge: edge.clone(),
             bus,
             publisher,
             session_hours: cfg.session_hours,
             ready: Arc::new(AtomicBool::new(false)),
+            revocations: crate::revocation::Revocations::new(edge.clone()),
+            http_gate: crate::limits::Gate::new(
+                cfg.limits.http_max_connections,
+                cfg.limits.http_per_source,
+            ),
             line_secret: cfg
                 .notify
                 .line
@@ -243,6 +250,7 @@ impl Hub {
             notifier,
             dashboard_dir: cfg.dashboard_dir,
             tts: cfg.tts,
+            http_header_timeout: cfg.limits.http_header_timeout,
         })
     }
 
@@ -276,8 +284,10 @@ impl Hub {
             notifier,
             dashboard_dir,
             tts,
+            http_header_timeout,
         } = self;
         let edge = state.edge.clone();
+        let (http_gate, metrics) = (state.http_gate.clone(), state.metrics.clone());
         let ready = state.ready.clone();
         let app = api::app(state, &dashboard_dir);
         if let Some(tts) = tts {
@@ -295,9 +305,7 @@ impl Hub {
         let (pipeline_task, owner_task) = spawn_engine(engine, stop_owner.clone());
         let notify_task = tokio::spawn(notifier.run());
         let http_task = tokio::spawn(async move {
-            axum::serve(http, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            api::serve::serve(http, app, http_gate, http_header_timeout, metrics, shutdown).await
         });
         ready.store(true, Ordering::Relaxed);
         info!("hub ready");
@@ -385,7 +393,12 @@ async fn ensure_admin(
         return Ok(());
     }
     let (password, generated) = match password {
-        Some(p) => (p.to_string(), false),
+        Some(p) => {
+            if let Err(why) = security::check_password_policy("admin", p) {
+                anyhow::bail!("MIMAMORI_ADMIN_PASSWORD is refused: {why}");
+            }
+            (p.to_string(), false)
+        }
         None => (security::random_secret()[..20].to_string(), true),
     };
     let hash = security::hash_password(&password)?;

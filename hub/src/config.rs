@@ -91,6 +91,28 @@ pub struct Settings {
     /// Hours an API login stays valid.
     #[arg(long, env = "MIMAMORI_SESSION_HOURS")]
     pub session_hours: Option<u32>,
+    /// Most MQTT connections people (staff, family) hold at once; the rest of
+    /// --max-connections stays for devices.
+    #[arg(long, env = "MIMAMORI_MAX_PEOPLE_CONNECTIONS")]
+    pub max_people_connections: Option<usize>,
+    /// Most MQTT sockets that have not yet had their CONNECT accepted; past it the oldest gives way.
+    #[arg(long, env = "MIMAMORI_MQTT_MAX_PENDING")]
+    pub mqtt_max_pending: Option<usize>,
+    /// Most such sockets from one address (one /64 for IPv6).
+    #[arg(long, env = "MIMAMORI_MQTT_PENDING_PER_SOURCE")]
+    pub mqtt_pending_per_source: Option<usize>,
+    /// Seconds a new MQTT connection may take to send CONNECT (at most 5).
+    #[arg(long, env = "MIMAMORI_MQTT_CONNECT_TIMEOUT")]
+    pub mqtt_connect_timeout: Option<u64>,
+    /// Most HTTP connections held at once.
+    #[arg(long, env = "MIMAMORI_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Most HTTP connections from one address (one /64 for IPv6).
+    #[arg(long, env = "MIMAMORI_HTTP_PER_SOURCE")]
+    pub http_per_source: Option<usize>,
+    /// Seconds an HTTP connection may take to send a request's head, and may stay idle between requests.
+    #[arg(long, env = "MIMAMORI_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<u64>,
     /// Cluster mode: the NATS JetStream server(s) holding the event log, e.g.
     /// `nats://127.0.0.1:4222` (comma-separated for several). Needs a PostgreSQL store.
     #[arg(long, env = "MIMAMORI_NATS_URL")]
@@ -130,6 +152,7 @@ pub struct Config {
     pub dashboard_dir: PathBuf,
     pub max_connections: usize,
     pub session_hours: u32,
+    pub limits: Limits,
     /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub notify: crate::notify::config::NotifyConfig,
@@ -147,6 +170,33 @@ pub struct TtsConfig {
     /// An API key of the application with the right to read its traffic.
     pub api_key: String,
     pub client_id: String,
+}
+
+/// Connection limits of the listeners (see `docs/operations.md`, Security).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_people_connections: usize,
+    pub mqtt_max_pending: usize,
+    pub mqtt_pending_per_source: usize,
+    pub mqtt_connect_timeout: std::time::Duration,
+    pub http_max_connections: usize,
+    pub http_per_source: usize,
+    pub http_header_timeout: std::time::Duration,
+}
+
+impl Limits {
+    /// The defaults for a hub holding `max_connections` MQTT connections.
+    pub fn defaults(max_connections: usize) -> Limits {
+        Limits {
+            max_people_connections: (max_connections / 10).max(1),
+            mqtt_max_pending: 1024,
+            mqtt_pending_per_source: 1024,
+            mqtt_connect_timeout: std::time::Duration::from_secs(5),
+            http_max_connections: 4096,
+            http_per_source: 256,
+            http_header_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +223,15 @@ database_url = "sqlite:mimamori.db"
 dashboard_dir = "dashboard"
 max_connections = 20000
 session_hours = 12
+# Connection limits (docs/operations.md, Security). People's MQTT connections may hold at
+# most max_people_connections (default a tenth of max_connections); the rest is for devices.
+# max_people_connections = 2000
+mqtt_max_pending = 1024
+mqtt_pending_per_source = 1024
+mqtt_connect_timeout = 5
+http_max_connections = 4096
+http_per_source = 256
+http_header_timeout = 10
 # Cluster mode (several hubs, no single point of failure): a NATS JetStream URL and a
 # postgres:// database_url; see docs/operations.md.
 # nats_url = "nats://127.0.0.1:4222"
@@ -196,6 +255,15 @@ impl Settings {
             dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
             max_connections: self.max_connections.or(file.max_connections),
             session_hours: self.session_hours.or(file.session_hours),
+            max_people_connections: self.max_people_connections.or(file.max_people_connections),
+            mqtt_max_pending: self.mqtt_max_pending.or(file.mqtt_max_pending),
+            mqtt_pending_per_source: self
+                .mqtt_pending_per_source
+                .or(file.mqtt_pending_per_source),
+            mqtt_connect_timeout: self.mqtt_connect_timeout.or(file.mqtt_connect_timeout),
+            http_max_connections: self.http_max_connections.or(file.http_max_connections),
+            http_per_source: self.http_per_source.or(file.http_per_source),
+            http_header_timeout: self.http_header_timeout.or(file.http_header_timeout),
             nats_url: self.nats_url.or(file.nats_url),
             node_id: self.node_id.or(file.node_id),
             partitions: self.partitions.or(file.partitions),
@@ -250,12 +318,13 @@ impl Settings {
 
     fn finish(self) -> anyhow::Result<Config> {
         let tts = self.tts()?;
+        let max_connections = self.max_connections.unwrap_or(20_000);
+        let limits = self.limits(max_connections)?;
         let mqtt_tls = match (self.mqtt_tls_addr, self.tls_cert, self.tls_key) {
             (None, _, _) => None,
             (Some(addr), Some(cert), Some(key)) => Some(TlsSettings { addr, cert, key }),
             (Some(_), _, _) => anyhow::bail!("mqtt_tls_addr needs both tls_cert and tls_key"),
         };
-        let max_connections = self.max_connections.unwrap_or(20_000);
         if max_connections == 0 {
             anyhow::bail!("max_connections must be at least 1");
         }
@@ -288,10 +357,48 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("dashboard")),
             max_connections,
             session_hours,
+            limits,
             cluster,
             notify: self.notify.finish()?,
             tts,
         })
+    }
+
+    fn limits(&self, max_connections: usize) -> anyhow::Result<Limits> {
+        let d = Limits::defaults(max_connections);
+        let secs = std::time::Duration::from_secs;
+        let limits = Limits {
+            max_people_connections: self
+                .max_people_connections
+                .unwrap_or(d.max_people_connections),
+            mqtt_max_pending: self.mqtt_max_pending.unwrap_or(d.mqtt_max_pending),
+            mqtt_pending_per_source: self
+                .mqtt_pending_per_source
+                .unwrap_or(d.mqtt_pending_per_source),
+            mqtt_connect_timeout: self
+                .mqtt_connect_timeout
+                .map_or(d.mqtt_connect_timeout, secs),
+            http_max_connections: self.http_max_connections.unwrap_or(d.http_max_connections),
+            http_per_source: self.http_per_source.unwrap_or(d.http_per_source),
+            http_header_timeout: self.http_header_timeout.map_or(d.http_header_timeout, secs),
+        };
+        let counts = [
+            ("max_people_connections", limits.max_people_connections),
+            ("mqtt_max_pending", limits.mqtt_max_pending),
+            ("mqtt_pending_per_source", limits.mqtt_pending_per_source),
+            ("http_max_connections", limits.http_max_connections),
+            ("http_per_source", limits.http_per_source),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            anyhow::bail!("{name} must be at least 1");
+        }
+        if !(1..=5).contains(&limits.mqtt_connect_timeout.as_secs()) {
+            anyhow::bail!("mqtt_connect_timeout must be between 1 and 5 seconds");
+        }
+        if !(1..=300).contains(&limits.http_header_timeout.as_secs()) {
+            anyhow::bail!("http_header_timeout must be between 1 and 300 seconds");
+        }
+        Ok(limits)
     }
 }
 
@@ -307,6 +414,7 @@ impl Config {
             dashboard_dir: PathBuf::from("dashboard"),
             max_connections: 20_000,
             session_hours: 12,
+            limits: Limits::defaults(20_000),
             cluster: None,
             notify: crate::notify::config::NotifyConfig::default(),
             tts: None,

@@ -15,6 +15,9 @@
 //!   service-level report;
 //! - [`notify`]: delivery of the outbox's notifications, and daily summaries;
 //! - [`api`]: the HTTP API and the dashboard's files;
+//! - [`revocation`]: ends a person's live connections when they lose access;
+//! - [`throttle`]: back-off of failed logins, per source and per account;
+//! - [`limits`]: how many connections each listener admits, in total and per source;
 //! - [`cluster`]: cluster mode, several hubs on one NATS JetStream log and one
 //!   PostgreSQL store: the event log, partition leases, the live stream across hubs;
 //! - [`app`]: wiring, start-up and shutdown;
@@ -32,12 +35,15 @@ pub mod config;
 pub mod edge;
 pub mod events;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod revocation;
 pub mod security;
 pub mod store;
 pub mod telemetry;
 pub mod tts;
+pub mod throttle;
 
 pub use app::Hub;

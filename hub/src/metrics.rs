@@ -30,6 +30,12 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+    pub reason: String,
+}
+
 /// Every counter the hub keeps.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +43,11 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub connects_refused: Family<CodeLabel, Counter>,
+    /// Connections a listener closed before serving them (full, source over its share,
+    /// silent past the timeout).
+    pub connections_refused: Family<ListenerLabel, Counter>,
+    /// Logins refused by the back-off without a password check, by listener and limit.
+    pub logins_limited: Family<ListenerLabel, Counter>,
     pub batches: Counter,
     pub batch_failures: Counter,
     /// Seconds each ingest transaction took to write and commit.
@@ -72,6 +83,8 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let connections = Gauge::default();
         let connects_refused = Family::<CodeLabel, Counter>::default();
+        let connections_refused = Family::<ListenerLabel, Counter>::default();
+        let logins_limited = Family::<ListenerLabel, Counter>::default();
         let batches = Counter::default();
         let batch_failures = Counter::default();
         let alerts_changed = Counter::default();
@@ -134,6 +147,16 @@ impl Metrics {
             connects_refused.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections a listener refused or closed unserved, by listener and reason",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "logins_limited",
+            "Logins refused by the back-off before any password check, by listener and limit",
+            logins_limited.clone(),
+        );
+        registry.register(
             "ingest_batches",
             "Ingest transactions committed",
             batches.clone(),
@@ -190,6 +213,8 @@ impl Metrics {
             rejected,
             connections,
             connects_refused,
+            connections_refused,
+            logins_limited,
             batches,
             batch_failures,
             batch_seconds,
@@ -227,6 +252,26 @@ impl Metrics {
         self.connects_refused
             .get_or_create(&CodeLabel {
                 code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// A connection `listener` (`http`, `mqtt`) refused or closed before serving it.
+    pub fn refuse_connection(&self, listener: &str, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A login on `listener` held back by the `by` (`source`, `account`) limit.
+    pub fn limit_login(&self, listener: &str, by: &str) {
+        self.logins_limited
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_string(),
+                reason: by.to_string(),
             })
             .inc();
     }

@@ -66,6 +66,38 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Shortest password accepted for a person's account.
+pub const MIN_PASSWORD: usize = 12;
+
+/// Passwords too common to accept, shipped with the hub.
+const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
+
+/// Why a new password is refused, in words for the person choosing it; `Ok` when it may be used.
+pub fn check_password_policy(username: &str, password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(format!(
+            "the password must have at least {MIN_PASSWORD} characters"
+        ));
+    }
+    let lower = password.to_lowercase();
+    if lower == username.to_lowercase() {
+        return Err("the password must not be the username".into());
+    }
+    let mut chars = lower.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first) {
+        return Err("the password must not be one character repeated".into());
+    }
+    let common = COMMON_PASSWORDS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .any(|l| l.trim() == lower);
+    if common {
+        return Err("this password is one of the most common ones; choose another".into());
+    }
+    Ok(())
+}
+
 /// Password computations that run at once.
 const HASHING_THREADS: usize = 2;
 /// Password computations that may wait for a thread; beyond this the hub answers "busy".
@@ -84,17 +116,25 @@ enum Job {
 #[derive(Clone)]
 pub struct PasswordPool {
     jobs: std::sync::mpsc::SyncSender<Job>,
+    /// How long a check usually takes, in microseconds: what a refusal of an unknown
+    /// user waits, so that it costs no Argon2 yet takes as long as a wrong password.
+    typical_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordPool {
     /// Starts the worker threads.
     pub fn start() -> PasswordPool {
-        // Made now, not by the first login of an unknown user on an async worker.
+        // A first measure of a check's time, before any was made.
+        let started = std::time::Instant::now();
         let _ = decoy_password_hash();
+        let typical_us = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ));
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(HASHING_QUEUE);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         for n in 0..HASHING_THREADS {
             let rx = rx.clone();
+            let typical = typical_us.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("passwords-{n}"))
                 .spawn(move || {
@@ -106,7 +146,9 @@ impl PasswordPool {
                         };
                         match job {
                             Ok(Job::Verify(password, hash, reply)) => {
+                                let started = std::time::Instant::now();
                                 let _ = reply.send(scratch.verify(&password, &hash));
+                                observe(&typical, started.elapsed());
                             }
                             Ok(Job::Hash(password, reply)) => {
                                 let _ = reply.send(hash_password(&password));
@@ -119,7 +161,14 @@ impl PasswordPool {
                 tracing::error!(error = %e, "cannot start a password thread");
             }
         }
-        PasswordPool { jobs }
+        PasswordPool { jobs, typical_us }
+    }
+
+    /// Refuses a login for a user who does not exist: no Argon2, only the wait a
+    /// wrong password would have had, so timing does not tell who has an account.
+    pub async fn refuse_unknown(&self) {
+        let us = self.typical_us.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_micros(us)).await;
     }
 
     /// Whether `password` matches `hash`; `Err` when the queue is full.
@@ -139,6 +188,17 @@ impl PasswordPool {
             .map_err(|_| HashingBusy)?;
         answer.await.map_err(|_| HashingBusy)
     }
+}
+
+/// Folds one check's time into the typical one (an average weighted to recent checks).
+fn observe(typical_us: &std::sync::atomic::AtomicU64, took: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let old = typical_us.load(Ordering::Relaxed);
+    typical_us.store(
+        (old.saturating_mul(7) / 8).saturating_add(took / 8),
+        Ordering::Relaxed,
+    );
 }
 
 /// A password thread's Argon2 working memory, kept from one check to the next: the
@@ -227,6 +287,16 @@ mod tests {
         }
         assert!(!scratch.verify("x", "not a hash"));
         Ok(())
+    }
+
+    #[test]
+    fn the_policy_refuses_short_common_and_username_passwords() {
+        assert!(check_password_policy("alice", "aaaaaaaaaa").is_err());
+        assert!(check_password_policy("alice", "aaaaaaaaaaaaaa").is_err());
+        assert!(check_password_policy("alice.tanaka", "Alice.Tanaka").is_err());
+        assert!(check_password_policy("alice", "Password1234").is_err());
+        assert!(check_password_policy("alice", "a long family password").is_ok());
+        assert!(check_password_policy("admin", "admin-password-for-tests").is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mimamori_protocol::alert::AlertEvent;
-use mimamori_protocol::api::AlertAction;
+use mimamori_protocol::api::{AlertAction, Role};
 use mimamori_protocol::contact::Delivery;
 use mimamori_protocol::{Alert, AlertKind, AlertState};
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,12 @@ async fn one(
 ) -> ApiResult<Json<AlertWithHistory>> {
     let alert = visible_alert(&st, &caller, id).await?;
     let history = st.store.alert_history(id).await?;
-    let deliveries = st.store.alert_deliveries(id).await?;
+    // Who else was told, where and how it failed is staff's business: a family user
+    // might otherwise read another contact's address in an error.
+    let deliveries = match caller.user.role {
+        Role::Family => Vec::new(),
+        Role::Admin | Role::Staff => st.store.alert_deliveries(id).await?,
+    };
     Ok(Json(AlertWithHistory {
         alert,
         history,

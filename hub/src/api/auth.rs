@@ -16,6 +16,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/auth/me", get(me))
+        .route("/auth/password", post(change_password))
 }
 
 /// The authenticated caller of a request, and the token they used.
@@ -67,20 +68,17 @@ impl AuthUser {
     }
 }
 
-/// The token of a request: `Authorization: Bearer …`, or `?token=…` for WebSockets,
-/// which browsers cannot give headers.
+/// The token of a request: `Authorization: Bearer …` only. A token in the URL ends
+/// up in logs and browser history, so only the WebSocket (which browsers cannot give
+/// headers) takes `?token=`, in [`super::ws`].
 fn token_of(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-        return h
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_string());
-    }
-    let query = parts.uri.query()?;
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|t| t.trim().to_string())
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -103,25 +101,21 @@ impl FromRequestParts<AppState> for AuthUser {
 
 async fn login(
     State(st): State<AppState>,
+    Peer(peer): Peer,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let record = st.store.user_by_name(&req.username).await?;
-    let hash = record
-        .as_ref()
-        .map(|r| r.password_hash.clone())
-        .unwrap_or_else(|| security::decoy_password_hash().to_string());
-    let ok = st
-        .edge
-        .passwords
-        .verify(req.password, hash)
-        .await
-        .map_err(|_| ApiError::Busy)?;
-    let Some(record) = record.filter(|_| ok) else {
-        tracing::info!(username = %req.username, "login refused");
+    let Some(record) = check_password(&st, peer, &req.username, req.password).await? else {
+        tracing::info!(username = %req.username.escape_debug(), %peer, "login refused");
         return Err(ApiError::Unauthorized);
     };
     let token = security::random_secret();
-    let expires_at = st.clock.now() + Duration::hours(i64::from(st.session_hours));
+    let now = st.clock.now();
+    let expires_at = now + Duration::hours(i64::from(st.session_hours));
+    // Each login sweeps the sessions that ran out, so the table never grows without end.
+    let purged = st.store.purge_sessions(now).await?;
+    if purged > 0 {
+        tracing::debug!(purged, "expired sessions deleted");
+    }
     st.store
         .create_session(&security::hash_token(&token), record.user.id, expires_at)
         .await?;
@@ -132,8 +126,105 @@ async fn login(
     }))
 }
 
+/// The user when `password` is theirs, `None` when it is not (or no such user); the
+/// back-off comes first, and an unknown user costs no Argon2 (only the same wait).
+async fn check_password(
+    st: &AppState,
+    peer: std::net::IpAddr,
+    username: &str,
+    password: String,
+) -> ApiResult<Option<crate::store::UserRecord>> {
+    let now = std::time::Instant::now();
+    if let Err(limited) = st.edge.throttle.check(peer, username, now) {
+        st.metrics.limit_login("http", limited.by);
+        return Err(ApiError::TooManyAttempts(limited.retry_after_secs()));
+    }
+    let Some(record) = st.store.user_by_name(username).await? else {
+        st.edge.passwords.refuse_unknown().await;
+        st.edge.throttle.failed(peer, username, now);
+        return Ok(None);
+    };
+    let ok = st
+        .edge
+        .passwords
+        .verify(password, record.password_hash.clone())
+        .await
+        .map_err(|_| ApiError::Busy)?;
+    if !ok {
+        st.edge.throttle.failed(peer, username, now);
+        return Ok(None);
+    }
+    st.edge.throttle.succeeded(peer, username);
+    Ok(Some(record))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// A person changes their own password: every session of theirs ends (this one too)
+/// and every live connection closes; they log in again with the new one.
+async fn change_password(
+    State(st): State<AppState>,
+    Peer(peer): Peer,
+    caller: AuthUser,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> ApiResult<axum::http::StatusCode> {
+    let name = caller.user.username.clone();
+    if check_password(&st, peer, &name, req.current_password)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::Forbidden("the current password is wrong".into()));
+    }
+    let ended = set_password(&st, &caller.user, req.new_password).await?;
+    super::audit(
+        &st,
+        &caller,
+        "user.password_change",
+        format!("user/{}", caller.user.id),
+        serde_json::json!({ "sessions_ended": ended }),
+    )
+    .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Gives `user` a new password (after the policy), ends their sessions and closes their
+/// live connections; returns how many sessions ended.
+pub async fn set_password(st: &AppState, user: &User, password: String) -> ApiResult<u64> {
+    security::check_password_policy(&user.username, &password).map_err(ApiError::Invalid)?;
+    let hash = st
+        .edge
+        .passwords
+        .hash(password)
+        .await
+        .map_err(|_| ApiError::Busy)??;
+    let ended = st.store.set_password(user.id, &hash).await?;
+    st.revocations.user(user.id, &user.username);
+    Ok(ended)
+}
+
+/// The address a request came from (unspecified when served without one, as in unit tests).
+pub struct Peer(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        Ok(Peer(peer))
+    }
+}
+
 async fn logout(State(st): State<AppState>, user: AuthUser) -> ApiResult<axum::http::StatusCode> {
     st.store.delete_session(&user.token_hash).await?;
+    st.revocations.session(&user.token_hash);
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

@@ -87,10 +87,7 @@ pub fn validate(
     req: &NewContact,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ApiResult<NewContactRow> {
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(invalid("name must be 1 to 100 characters"));
-    }
+    let name = super::text::display_name("name", &req.name, 100)?;
     let relation = req.relation.trim();
     if !RELATIONS.contains(&relation) {
         return Err(invalid(format!(

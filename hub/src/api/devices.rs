@@ -26,10 +26,7 @@ async fn create(
     ApiJson(req): ApiJson<NewDevice>,
 ) -> ApiResult<(StatusCode, Json<DeviceCreated>)> {
     caller.require_staff()?;
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::Invalid("name must be 1 to 100 characters".into()));
-    }
+    let name = super::text::display_name("name", &req.name, 100)?;
     st.store
         .resident(req.resident_id)
         .await
@@ -38,7 +35,7 @@ async fn create(
         id: security::random_id("dev-", 12),
         resident_id: req.resident_id,
         kind: req.kind,
-        name: name.to_string(),
+        name: name.clone(),
         created_at: st.clock.now(),
         last_seen_at: None,
         battery: None,

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// Too many password checks are waiting; answered at once, with `Retry-After`.
     #[error("the hub is busy checking passwords; try again in a second")]
     Busy,
+    /// Too many failed logins from this address or for this account; with `Retry-After`.
+    #[error("too many failed logins; try again in {0} s")]
+    TooManyAttempts(u64),
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -91,11 +95,13 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            res.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+        let retry_after = match &self {
+            ApiError::TooManyAttempts(secs) => Some(secs.max(&1).to_string()),
+            ApiError::Busy => Some("1".to_string()),
+            _ => None,
+        };
+        if let Some(v) = retry_after.and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(

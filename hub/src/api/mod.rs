@@ -15,12 +15,15 @@ pub mod devices;
 pub mod echonet;
 pub mod error;
 pub mod gateways;
+pub mod headers;
 pub mod line;
 pub mod lorawan;
 pub mod osmand;
 pub mod push;
 pub mod residents;
+pub mod serve;
 pub mod system;
+pub mod text;
 pub mod users;
 pub mod ws;
 
@@ -62,6 +65,10 @@ pub struct AppState {
     pub publisher: HubPublisher,
     pub session_hours: u32,
     pub ready: Arc<AtomicBool>,
+    /// Where a person's loss of access is announced to their open connections.
+    pub revocations: crate::revocation::Revocations,
+    /// Admission of HTTP connections, for `/healthz`.
+    pub http_gate: Arc<crate::limits::Gate>,
     /// The LINE channel secret that signs LINE's webhook calls; `None` turns them away.
     pub line_secret: Option<Arc<crate::notify::line::Secret>>,
     /// The VAPID public key browsers subscribe with, and what a subscription may be.
@@ -89,12 +96,14 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(activity::router())
         .merge(line::router())
         .merge(push::router())
-        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) });
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
+        .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");
     let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));
     Router::new()
         .nest("/api/v1", api)
         .fallback_service(files)
+        .layer(axum::middleware::map_response(headers::protective))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(TimeoutLayer::with_status_code(

@@ -189,11 +189,19 @@ async fn refuse(
     let code = r.reason.as_str();
     // The key parameter is a secret: it never reaches the dead-letter table.
     let raw = redact_key(raw);
-    let item = st
-        .edge
-        .ingest
-        .refuse(device_id, TOPIC, &raw, r.reason, r.detail);
-    st.edge.ingest.submit(item, false).await;
+    let ingest = &st.edge.ingest;
+    let reason = r.reason;
+    let item = match device_id {
+        Some(_) => Some(ingest.refuse(device_id, TOPIC, &raw, r.reason, r.detail)),
+        None => ingest.refuse_anonymous(TOPIC, &raw, r.reason, r.detail),
+    };
+    match item {
+        Some(item) => {
+            ingest.submit(item, false).await;
+        }
+        // Not kept, but still counted (the pipeline counts the ones it stores).
+        None => st.metrics.reject(reason),
+    }
     error(status, code, message)
 }
 

@@ -138,12 +138,23 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
     let devices = st.store.list_devices(Some(&[id])).await?;
+    let family: Vec<_> = st
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| u.role == Role::Family && u.resident_ids.contains(&id))
+        .collect();
     st.store
         .delete_resident(id)
         .await
         .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
     for d in devices {
         st.edge.kick(&d.id);
+    }
+    // Their open connections carry the old list of residents: they reconnect with the new one.
+    for u in family {
+        st.revocations.user(u.id, &u.username);
     }
     st.pipeline.send(Command::Remove(id)).await;
     audit(
@@ -239,11 +250,7 @@ async fn readings(
 }
 
 fn valid_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::Invalid("name must be 1 to 200 characters".into()));
-    }
-    Ok(name.to_string())
+    super::text::display_name("name", name, 200)
 }
 
 fn valid_timezone(tz: &str) -> ApiResult<String> {

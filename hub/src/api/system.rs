@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiQuery, ApiResult};
 use super::AppState;
+use crate::limits::GateStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,9 +25,11 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, `degraded` (serving, but a listener is full or was in the last 30 s) or `unavailable`.
     pub status: String,
     pub store: String,
     pub mqtt_connections: usize,
+    pub listeners: Listeners,
     /// Cluster mode: this hub's name, whether it reaches NATS, the partitions it owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterHealth>,
@@ -39,9 +42,26 @@ pub struct ClusterHealth {
     pub partitions_owned: usize,
 }
 
+/// The admission state of each listener.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listeners {
+    pub http: GateStatus,
+    /// MQTT sockets whose CONNECT is not yet accepted.
+    pub mqtt_pending: GateStatus,
+    /// Every place for established MQTT connections (or people's share of them) is taken.
+    pub mqtt_full: bool,
+}
+
+impl Listeners {
+    fn saturated(&self) -> bool {
+        self.http.saturated || self.mqtt_pending.saturated || self.mqtt_full
+    }
+}
+
 /// 200 once the broker and store are ready (the hub only serves HTTP after both
-/// started), 503 while the store does not answer, or in cluster mode while NATS does
-/// not, so that a balancer sends devices to another hub.
+/// started), "degraded" while a listener is saturated, 503 while the store does not
+/// answer, or in cluster mode while NATS does not, so that a balancer sends devices to
+/// another hub.
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let store_ok = st.store.ping().await.is_ok();
     let cluster = st.cluster.as_ref().map(|c| ClusterHealth {
@@ -51,14 +71,21 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     });
     let cluster_ok = cluster.as_ref().is_none_or(|c| c.nats);
     let ready = st.ready.load(Ordering::Relaxed) && store_ok && cluster_ok;
+    let listeners = Listeners {
+        http: st.http_gate.status(),
+        mqtt_pending: st.edge.pending.status(),
+        mqtt_full: st.edge.saturated(),
+    };
+    let status = match (ready, listeners.saturated()) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
     let body = Health {
-        status: if ready {
-            "ok".into()
-        } else {
-            "unavailable".into()
-        },
+        status: status.into(),
         store: st.store.backend().into(),
         mqtt_connections: st.edge.registry.len(),
+        listeners,
         cluster,
     };
     let code = if ready {

@@ -15,10 +15,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users", post(create).get(list))
         .route("/users/{id}", delete(remove))
+        .route("/users/{id}/password", post(reset_password))
 }
-
-/// Shortest password accepted for a person's account.
-const MIN_PASSWORD: usize = 10;
 
 async fn create(
     State(st): State<AppState>,
@@ -27,11 +25,8 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<User>)> {
     caller.require(&[Role::Admin])?;
     validate_username(&req.username)?;
-    if req.password.chars().count() < MIN_PASSWORD {
-        return Err(ApiError::Invalid(format!(
-            "password must have at least {MIN_PASSWORD} characters"
-        )));
-    }
+    crate::security::check_password_policy(&req.username, &req.password)
+        .map_err(ApiError::Invalid)?;
     if req.role == Role::Family && req.resident_ids.is_empty() {
         return Err(ApiError::Invalid(
             "a family user needs the resident_ids they may see".into(),
@@ -79,13 +74,55 @@ async fn remove(
             "you cannot delete your own account".into(),
         ));
     }
+    let gone = st
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id);
     st.store.delete_user(id).await?;
+    if let Some(u) = gone {
+        st.revocations.user(u.id, &u.username);
+    }
     audit(
         &st,
         &caller,
         "user.delete",
         format!("user/{id}"),
         serde_json::Value::Null,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+}
+
+/// An admin gives a user a new password; every session of that user ends.
+async fn reset_password(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(req): ApiJson<NewPassword>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Role::Admin])?;
+    let user = st
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    let ended = super::auth::set_password(&st, &user, req.password).await?;
+    audit(
+        &st,
+        &caller,
+        "user.password_reset",
+        format!("user/{id}"),
+        serde_json::json!({ "sessions_ended": ended }),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,8 +11,9 @@
 //!   behind is told so (`resync`) and given a fresh snapshot; one whose socket
 //!   accepts nothing for [`SEND_TIMEOUT`] is dropped and reconnects with `since`.
 //! - A family user receives only frames about their own residents.
-//! - The session is checked again at every ping, so a logout or an expired
-//!   session also ends the stream.
+//! - A revocation (logout, deleted user, new password, a resident taken away) closes
+//!   the stream at once ([`crate::revocation`]); the session is also checked again at
+//!   every ping, so an expired session ends it too.
 
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use tracing::{debug, info, warn};
 use super::error::{ApiError, ApiQuery, ApiResult};
 use super::AppState;
 use crate::events::Frame;
+use crate::revocation::Revoked;
 use crate::security;
 use crate::store::AlertFilter;
 
@@ -206,6 +208,8 @@ struct Connection {
 
 impl Connection {
     async fn run(&mut self, since: Option<u64>) -> Result<(), End> {
+        // Subscribed first, so a revocation during the snapshot is not missed.
+        let mut revoked = self.st.revocations.subscribe();
         let (mut rx, backlog, last) = self.st.bus.subscribe_since(since);
         match backlog {
             Some(missed) if since.is_some() => {
@@ -228,6 +232,16 @@ impl Connection {
                     Err(RecvError::Closed) => return Ok(()),
                 },
                 _ = ping.tick() => self.keep_alive().await?,
+                notice = revoked.recv() => match notice {
+                    Ok(r) if !self.names_me(&r) => {}
+                    // Too many notices to read them all: the session check decides.
+                    Err(RecvError::Lagged(_)) => self.keep_alive().await?,
+                    Err(RecvError::Closed) => {}
+                    Ok(_) => {
+                        close(&mut self.socket, CLOSE_UNAUTHORIZED, "session ended").await;
+                        return Err(End::SessionEnded);
+                    }
+                },
                 incoming = self.socket.recv() => match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                     // Pongs need nothing; clients have nothing else to say.
@@ -300,6 +314,13 @@ impl Connection {
             self.send_json(frame).await?;
         }
         Ok(())
+    }
+
+    fn names_me(&self, r: &Revoked) -> bool {
+        match r {
+            Revoked::User(id) => *id == self.viewer.user.id,
+            Revoked::Session(hash) => *hash == self.viewer.token_hash,
+        }
     }
 
     /// Pings, after checking the session still stands.

@@ -34,10 +34,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, warn};
 
+use crate::config::Limits;
 use crate::ingest::Ingest;
+use crate::limits::{Gate, Ticket};
 use crate::metrics::Metrics;
 use crate::security;
 use crate::store::Store;
+use crate::throttle::Throttle;
 use acl::Principal;
 use router::RouterHandle;
 
@@ -60,11 +63,19 @@ pub struct EdgeCtx {
     /// needed a router connection of its own.
     pub publisher: router::HubPublisher,
     pub max_packet: usize,
+    /// Established connections of anyone.
     slots: Arc<Semaphore>,
+    /// Established connections of people: whatever they cannot take stays for devices.
+    people: Arc<Semaphore>,
+    /// Sockets whose CONNECT has not yet been accepted.
+    pub pending: Arc<Gate>,
+    connect_timeout: Duration,
     /// Packet-id state of sessions, kept across a persistent session's connections.
     sessions: sessions::Sessions,
     /// Where people's passwords are checked, bounded.
     pub passwords: security::PasswordPool,
+    /// Failed logins of people, shared with the HTTP login.
+    pub throttle: Arc<Throttle>,
 }
 
 impl EdgeCtx {
@@ -75,6 +86,7 @@ impl EdgeCtx {
         router: RouterHandle,
         publisher: router::HubPublisher,
         max_connections: usize,
+        limits: &Limits,
     ) -> Self {
         EdgeCtx {
             waypoints: waypoints::Waypoints::new(store.clone(), publisher.clone()),
@@ -87,13 +99,23 @@ impl EdgeCtx {
             interest: interest::Interest::default(),
             max_packet: MAX_PACKET,
             slots: Arc::new(Semaphore::new(max_connections)),
+            people: Arc::new(Semaphore::new(
+                limits.max_people_connections.min(max_connections),
+            )),
+            pending: Gate::new(limits.mqtt_max_pending, limits.mqtt_pending_per_source),
+            connect_timeout: limits.mqtt_connect_timeout,
             sessions: sessions::Sessions::default(),
             passwords: security::PasswordPool::start(),
+            throttle: Arc::new(Throttle::default()),
         }
     }
 
     /// Checks a CONNECT's credentials: a device by its id and secret, or a user by name and password.
-    async fn authenticate(&self, c: &Connect<'_>) -> Result<Principal, ConnectReturnCode> {
+    async fn authenticate(
+        &self,
+        c: &Connect<'_>,
+        peer: std::net::IpAddr,
+    ) -> Result<Principal, ConnectReturnCode> {
         let (Some(username), Some(password)) = (c.username, c.password) else {
             return Err(ConnectReturnCode::NotAuthorized);
         };
@@ -114,44 +136,94 @@ impl EdgeCtx {
                 kind: d.kind,
             });
         }
-        self.authenticate_user(username, password).await
+        self.authenticate_user(username, password, peer).await
     }
 
     async fn authenticate_user(
         &self,
         username: &str,
         password: &[u8],
+        peer: std::net::IpAddr,
     ) -> Result<Principal, ConnectReturnCode> {
+        let now = std::time::Instant::now();
+        if let Err(limited) = self.throttle.check(peer, username, now) {
+            self.metrics.limit_login("mqtt", limited.by);
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
         let record = self
             .store
             .user_by_name(username)
             .await
             .map_err(|_| ConnectReturnCode::ServerUnavailable)?;
+        let Some(record) = record else {
+            self.passwords.refuse_unknown().await;
+            self.throttle.failed(peer, username, now);
+            return Err(ConnectReturnCode::BadUsernamePassword);
+        };
         let password = String::from_utf8_lossy(password).into_owned();
-        let hash = record
-            .as_ref()
-            .map(|r| r.password_hash.clone())
-            .unwrap_or_else(|| security::decoy_password_hash().to_string());
         // Argon2 is deliberately slow: it runs on the bounded pool, and a full pool is
         // "server unavailable" (the client retries) rather than a wrong password.
-        let ok = self.passwords.verify(password, hash).await.map_err(|_| {
-            self.metrics.refuse_connect("hashing_busy");
-            ConnectReturnCode::ServerUnavailable
-        })?;
-        match record {
-            Some(r) if ok => Ok(Principal::User {
-                username: r.user.username,
-                role: r.user.role,
-                resident_ids: r.user.resident_ids,
-            }),
-            _ => Err(ConnectReturnCode::BadUsernamePassword),
+        let ok = self
+            .passwords
+            .verify(password, record.password_hash.clone())
+            .await
+            .map_err(|_| {
+                self.metrics.refuse_connect("hashing_busy");
+                ConnectReturnCode::ServerUnavailable
+            })?;
+        if !ok {
+            self.throttle.failed(peer, username, now);
+            return Err(ConnectReturnCode::BadUsernamePassword);
         }
+        self.throttle.succeeded(peer, username);
+        Ok(Principal::User {
+            username: record.user.username,
+            role: record.user.role,
+            resident_ids: record.user.resident_ids,
+        })
+    }
+
+    /// A place for an authenticated connection: people only within their share, so
+    /// that devices always find one. `None` when there is none.
+    fn admit(&self, principal: &Principal) -> Option<Established> {
+        let person = match principal {
+            Principal::User { .. } => Some(self.people.clone().try_acquire_owned().ok()?),
+            Principal::Device { .. } => None,
+        };
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Established {
+            _slot: slot,
+            _person: person,
+        })
+    }
+
+    /// Whether established connections fill every place (devices' or people's).
+    pub fn saturated(&self) -> bool {
+        self.slots.available_permits() == 0 || self.people.available_permits() == 0
     }
 
     /// Closes every connection of a device at once (deleted or secret rotated).
     pub fn kick(&self, client_id: &str) {
         self.registry.kick(client_id);
     }
+
+    /// Closes every MQTT connection of a person (their client ids all start so).
+    pub fn kick_user(&self, username: &str) {
+        self.registry
+            .kick_prefix(&session::user_client_id_prefix(username));
+    }
+}
+
+/// The places an established connection holds, given back when it ends.
+struct Established {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _person: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A socket's place among the pending ones, and the signal that it must give it up.
+struct Pending {
+    ticket: Ticket,
+    evicted: oneshot::Receiver<()>,
 }
 
 /// Whether a device may connect with this client id. The router knows every device by
@@ -199,6 +271,20 @@ impl Registry {
         }
     }
 
+    fn kick_prefix(&self, prefix: &str) {
+        let mut live = self.lock();
+        let ids: Vec<String> = live
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        for id in ids {
+            if let Some((_, kick)) = live.remove(&id) {
+                let _ = kick.send(());
+            }
+        }
+    }
+
     /// How many connections are live.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -243,28 +329,35 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Some(permit) = ctx.slots.clone().try_acquire_owned().ok() else {
-            ctx.metrics.refuse_connect("server_unavailable");
-            // Over TLS a plain CONNACK would be noise to the client: just close.
-            if tls.is_none() {
-                tokio::spawn(refuse_full(stream));
+        let pending = match ctx.pending.admit_pending(peer.ip()) {
+            Ok((ticket, evicted)) => Pending { ticket, evicted },
+            Err(refusal) => {
+                ctx.metrics.refuse_connection("mqtt", refusal.label());
+                // Over TLS a plain CONNACK would be noise to the client: just close.
+                if tls.is_none() {
+                    tokio::spawn(refuse_full(stream));
+                }
+                continue;
             }
-            continue;
         };
         let (ctx, tls) = (ctx.clone(), tls.clone());
         tokio::spawn(async move {
+            let mut pending = pending;
             match tls {
-                None => session::serve(stream, peer, ctx).await,
+                None => session::serve(stream, peer, pending, ctx).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls)) => session::serve(tls, peer, ctx).await,
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(tls)) => session::serve(tls, peer, pending, ctx).await,
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        },
+                        _ = &mut pending.evicted => debug!(%peer, "silent TLS connection closed to make room"),
                     }
                 }
             }
-            drop(permit);
         });
     }
 }

@@ -35,8 +35,6 @@ use super::EdgeCtx;
 use super::{router, sessions};
 use crate::ingest::{owntracks, DeviceCtx, Item};
 
-/// How long a new connection may take to send its CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the router may take to answer the edge's CONNECT.
 const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// An encoded PINGREQ, which the edge sends the router to keep an idle link open.
@@ -140,18 +138,34 @@ struct Session<S> {
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve<S>(stream: S, peer: std::net::SocketAddr, ctx: Arc<EdgeCtx>)
-where
+pub(super) async fn serve<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    mut pending: super::Pending,
+    ctx: Arc<EdgeCtx>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (rd, mut dev_out) = tokio::io::split(stream);
     let mut dev_in = PacketReader::new(rd, ctx.max_packet);
-    let frame = match timeout(CONNECT_TIMEOUT, dev_in.next()).await {
+    let first = tokio::select! {
+        r = timeout(ctx.connect_timeout, dev_in.next()) => r,
+        _ = &mut pending.evicted => {
+            ctx.metrics.refuse_connection("mqtt", "evicted");
+            return debug!(%peer, "silent connection closed to make room");
+        }
+    };
+    let frame = match first {
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return debug!(%peer, error = %e, "connection closed before CONNECT"),
-        Err(_) => return debug!(%peer, "no CONNECT within 10 s"),
+        Err(_) => {
+            ctx.metrics.refuse_connection("mqtt", "connect_timeout");
+            return debug!(%peer, "no CONNECT in time");
+        }
     };
+    // It spoke: its credentials are checked without the risk of being pushed out.
+    pending.ticket.promote();
     let connect = match decode(&frame) {
         Ok(Packet::Connect(c)) => c,
         Err(CodecError::UnsupportedProtocol(name, level)) => {
@@ -172,11 +186,12 @@ where
         let _ = refuse(&mut dev_out, ConnectReturnCode::RefusedIdentifierRejected).await;
         return;
     }
-    let principal = match ctx.authenticate(&connect).await {
+    let principal = match ctx.authenticate(&connect, peer.ip()).await {
         Ok(p) => p,
         Err(code) => {
             ctx.metrics.refuse_connect(code_name(code));
-            info!(%peer, user = connect.username.unwrap_or(""), code = code_name(code), "CONNECT refused");
+            let user = connect.username.unwrap_or("").escape_debug();
+            info!(%peer, %user, code = code_name(code), "CONNECT refused");
             let _ = refuse(&mut dev_out, code).await;
             return;
         }
@@ -190,6 +205,12 @@ where
             return;
         }
     }
+    let Some(_established) = ctx.admit(&principal) else {
+        ctx.metrics.refuse_connect("server_unavailable");
+        info!(%peer, who = principal.name(), "CONNECT refused: no connection place left");
+        let _ = refuse(&mut dev_out, ConnectReturnCode::ServerUnavailable).await;
+        return;
+    };
     let client_id = internal_client_id(&principal, connect.client_id);
     let login = RouterLogin {
         client_id: client_id.clone(),
@@ -220,6 +241,7 @@ where
     if write_packet(&mut dev_out, &accepted).await.is_err() {
         return;
     }
+    drop(pending);
     let (conn_id, kicked) = ctx.registry.register(&client_id);
     ctx.interest
         .connected(&client_id, conn_id, connect.clean_session);
@@ -303,10 +325,17 @@ fn internal_client_id(principal: &Principal, requested: &str) -> String {
     match principal {
         Principal::Device { id, .. } => id.clone(),
         Principal::User { username, .. } if requested.is_empty() => {
-            crate::security::random_id(&format!("user:{username}:"), 8)
+            crate::security::random_id(&user_client_id_prefix(username), 8)
         }
-        Principal::User { username, .. } => format!("user:{username}:{requested}"),
+        Principal::User { username, .. } => {
+            format!("{}{requested}", user_client_id_prefix(username))
+        }
     }
+}
+
+/// How every client id of a person begins (usernames hold no ':').
+pub(super) fn user_client_id_prefix(username: &str) -> String {
+    format!("user:{username}:")
 }
 
 /// Connects to the router on the device's behalf and waits for its CONNACK; returns

@@ -75,6 +75,39 @@ pub struct Ingest {
     lorawan: lorawan::LoraMap,
     ble: ble::BleMap,
     echonet: echonet::EchonetMap,
+    /// How many dead letters of unauthenticated requests are kept, and how many not.
+    anonymous: Arc<std::sync::Mutex<AnonymousLetters>>,
+}
+
+/// Unauthenticated requests cost nothing to send: a flood of them is kept as a sample
+/// of [`ANONYMOUS_PER_MINUTE`] a minute, the next kept one saying how many were not.
+#[derive(Default)]
+struct AnonymousLetters {
+    window_start: Option<DateTime<Utc>>,
+    kept: u32,
+    dropped: u64,
+}
+
+/// Dead letters of unauthenticated requests kept per minute.
+pub const ANONYMOUS_PER_MINUTE: u32 = 60;
+
+impl AnonymousLetters {
+    /// Whether to keep one now; `Some(n)` with the number left out before it.
+    fn admit(&mut self, now: DateTime<Utc>) -> Option<u64> {
+        let fresh = self
+            .window_start
+            .is_none_or(|start| now - start >= chrono::Duration::minutes(1));
+        if fresh {
+            self.window_start = Some(now);
+            self.kept = 0;
+        }
+        if self.kept >= ANONYMOUS_PER_MINUTE {
+            self.dropped += 1;
+            return None;
+        }
+        self.kept += 1;
+        Some(std::mem::take(&mut self.dropped))
+    }
 }
 
 /// Whether an item decides an alert at once, whatever else the batch holds.
@@ -96,6 +129,7 @@ impl Ingest {
             lorawan: lorawan::LoraMap::default(),
             ble: ble::BleMap::default(),
             echonet: echonet::EchonetMap::default(),
+            anonymous: Arc::default(),
         }
     }
 
@@ -165,6 +199,28 @@ impl Ingest {
         ))
     }
 
+    /// A dead letter for a request nobody authenticated, within the sampling of
+    /// [`AnonymousLetters`]; `None` when this one is only counted.
+    pub fn refuse_anonymous(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        reason: RejectReason,
+        detail: String,
+    ) -> Option<Item> {
+        let now = self.now();
+        let left_out = self
+            .anonymous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(now)?;
+        let detail = match left_out {
+            0 => detail,
+            n => format!("{detail} (and {n} more unauthenticated refusals before it, not kept)"),
+        };
+        Some(self.refuse(None, topic, payload, reason, detail))
+    }
+
     /// Queues an item; with `want_ack`, returns a receiver that fires once it is stored.
     /// Waits while the pipeline is full, which slows only the submitting connection.
     pub async fn submit(&self, item: Item, want_ack: bool) -> Option<oneshot::Receiver<bool>> {
@@ -201,5 +257,24 @@ fn dead_letter(
         reason: r.reason,
         detail: r.detail,
         payload: String::from_utf8_lossy(excerpt).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod anonymous_tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_anonymous_letters_is_sampled_and_the_next_kept_one_counts_the_rest() {
+        let mut letters = AnonymousLetters::default();
+        let t0 = chrono::DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let kept = (0..1000).filter(|_| letters.admit(t0).is_some()).count();
+        assert_eq!(kept, ANONYMOUS_PER_MINUTE as usize);
+        let later = t0 + chrono::Duration::seconds(61);
+        assert_eq!(
+            letters.admit(later),
+            Some(1000 - u64::from(ANONYMOUS_PER_MINUTE))
+        );
+        assert_eq!(letters.admit(later), Some(0));
     }
 }

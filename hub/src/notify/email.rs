@@ -44,10 +44,9 @@ impl Mailer {
             .relay
             .as_ref()
             .ok_or_else(|| SendError::permanent("SMTP not configured"))?;
-        let to: Mailbox = item
-            .address
-            .parse()
-            .map_err(|e| SendError::permanent(format!("address {:?}: {e}", item.address)))?;
+        let to: Mailbox = item.address.parse().map_err(|e| {
+            SendError::permanent(format!("the contact's address is not valid: {e}"))
+        })?;
         // The Message-ID is the idempotency key, the same on every attempt, so a mail
         // system that saw the first attempt arrive can drop the retry.
         let email = lettre::Message::builder()

@@ -435,7 +435,9 @@ impl Line {
             .json(&body)
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("LINE request failed: {e}")))?;
+            .map_err(|e| {
+                SendError::transient(format!("LINE request failed: {}", e.without_url()))
+            })?;
         let status = res.status();
         // 409: this retry key was accepted before (an earlier attempt whose answer was lost).
         if status.is_success() || status == reqwest::StatusCode::CONFLICT {

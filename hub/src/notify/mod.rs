@@ -122,6 +122,9 @@ impl Notifier {
     ) -> anyhow::Result<Notifier> {
         let templates = Templates::load()?;
         let http = reqwest::Client::builder()
+            // A redirect would re-send a signed resident payload wherever the receiver
+            // points; a 3xx is reported as a failure instead.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .user_agent(concat!("mimamori-hub/", env!("CARGO_PKG_VERSION")))
@@ -311,11 +314,16 @@ async fn deliver(
     let result = attempt(store, channels, &item, clock.now()).await;
     let now = clock.now();
     let attempts = item.attempts + 1;
+    // Stored, shown to staff and logged: never the contact's address or a URL's secrets.
+    let redacted = result
+        .as_ref()
+        .err()
+        .map(|e| redact(&e.message, &item.address));
     let (outcome, error, not_before) = match &result {
         Ok(()) => (Outcome::Ok, None, None),
         Err(e) => (
             e.outcome,
-            Some(e.message.as_str()),
+            redacted.as_deref(),
             e.retry_after
                 .and_then(|d| chrono::Duration::from_std(d).ok())
                 .and_then(|d| now.checked_add_signed(d)),
@@ -338,6 +346,37 @@ async fn deliver(
         // The row stays claimed; the next start releases it and it is sent again.
         error!(delivery = item.id, error = %e, "cannot record a delivery attempt");
     }
+}
+
+/// `message` without the contact's address and with every URL cut to its scheme and
+/// host: a webhook or ntfy URL carries its secret in its path, query or user part.
+pub fn redact(message: &str, address: &str) -> String {
+    let mut text = if address.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(address, "[contact address]")
+    };
+    let mut out = String::with_capacity(text.len());
+    while let Some(at) = text.find("://") {
+        let scheme_start = text[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let rest = &text[at + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(rest.len());
+        let authority = rest[..end].split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        out.push_str(&text[..scheme_start]);
+        out.push_str(&text[scheme_start..at + 3]);
+        out.push_str(host);
+        if end > authority.len() || authority.contains('@') {
+            out.push_str("/…");
+        }
+        text = rest[end..].to_string();
+    }
+    out.push_str(&text);
+    out
 }
 
 async fn attempt(
@@ -372,5 +411,34 @@ async fn attempt(
                 .send(&channels.http, store, item, &notice, &msg)
                 .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn errors_keep_the_host_but_never_the_address_or_a_url_s_secrets() {
+        let address = "https://ntfy.example/s3cret-topic";
+        assert_eq!(
+            redact(
+                "ntfy request failed for https://ntfy.example/s3cret-topic",
+                address
+            ),
+            "ntfy request failed for [contact address]"
+        );
+        assert_eq!(
+            redact(
+                "error sending request for url (https://u:pw@hook.example:8443/t/abc?k=1)",
+                ""
+            ),
+            "error sending request for url (https://hook.example:8443/…)"
+        );
+        assert_eq!(
+            redact("webhook receiver answered 500", address),
+            "webhook receiver answered 500"
+        );
+        assert_eq!(redact("see http://h.example", ""), "see http://h.example");
     }
 }

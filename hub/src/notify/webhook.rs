@@ -74,7 +74,9 @@ pub async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|e| SendError::transient(format!("webhook request failed: {e}")))?;
+        .map_err(|e| {
+            SendError::transient(format!("webhook request failed: {}", e.without_url()))
+        })?;
     super::check_status(res.status(), "webhook")
 }
 

@@ -28,6 +28,8 @@ pub use sql::{connect, PgStore, SqliteStore};
 
 /// How many dead letters are kept; older ones are pruned as new ones arrive.
 pub const REJECTED_KEEP: i64 = 10_000;
+/// Dead letters of requests no device authenticated that are kept (their own share).
+pub const REJECTED_ANONYMOUS_KEEP: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -200,6 +202,8 @@ pub trait Store: Send + Sync + 'static {
     async fn session_user(&self, token_hash: &str, now: DateTime<Utc>)
         -> StoreResult<Option<User>>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Deletes every session expired at `now`; returns how many.
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     // residents and their zones
     async fn create_resident(&self, r: &NewResidentRow) -> StoreResult<Resident>;

@@ -115,10 +115,11 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .context("PostgreSQL migrations failed")?;
         Ok(Arc::new(PgStore::from_pool(pool)))
     } else {
-        let opts = SqliteConnectOptions::from_str(url)
-            .with_context(|| {
-                format!("DATABASE_URL {url:?} is neither postgres:// nor a valid sqlite: URL")
-            })?
+        let opts = SqliteConnectOptions::from_str(url).with_context(|| {
+            format!("DATABASE_URL {url:?} is neither postgres:// nor a valid sqlite: URL")
+        })?;
+        create_private(opts.get_filename())?;
+        let opts = opts
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL with NORMAL loses no committed transaction on a process crash; only an OS
@@ -146,6 +147,25 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .context("SQLite migrations failed")?;
         tokio::spawn(checkpoint_in_background(pool.clone(), wal.into()));
         Ok(Arc::new(SqliteStore::from_pool(pool)))
+    }
+}
+
+/// Creates a new database file readable by the hub's user only; SQLite gives its
+/// `-wal` and `-shm` files the same mode. An existing file keeps the mode it has.
+fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path == std::path::Path::new(":memory:") || path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {}", path.display())),
     }
 }
 
@@ -368,10 +388,22 @@ macro_rules! impl_store {
                     });
                     q.build().execute(&mut **tx).await?;
                 }
-                sqlx::query("DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - $1")
-                    .bind(REJECTED_KEEP)
-                    .execute(&mut **tx)
-                    .await?;
+                // Each kind keeps its own newest rows: a flood of unauthenticated requests
+                // (no device) can never push out what authenticated devices did.
+                let kinds = [
+                    ("device_id IS NOT NULL", REJECTED_KEEP, rejected.iter().any(|r| r.device_id.is_some())),
+                    ("device_id IS NULL", REJECTED_ANONYMOUS_KEEP, rejected.iter().any(|r| r.device_id.is_none())),
+                ];
+                for (kind, keep, touched) in kinds {
+                    if !touched {
+                        continue;
+                    }
+                    let prune = format!(
+                        "DELETE FROM rejected WHERE {kind} AND id < \
+                         (SELECT id FROM rejected WHERE {kind} ORDER BY id DESC LIMIT 1 OFFSET $1)"
+                    );
+                    sqlx::query(&prune).bind(keep - 1).execute(&mut **tx).await?;
+                }
                 Ok(())
             }
 
@@ -601,6 +633,12 @@ macro_rules! impl_store {
                 let Some(row) = row else { return Ok(None) };
                 let ids = self.user_resident_ids(row.id).await?;
                 Ok(Some(row.into_user(ids)?.0))
+            }
+
+            async fn purge_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(ms(now)).execute(&self.pool).await?;
+                Ok(done.rows_affected())
             }
 
             async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
