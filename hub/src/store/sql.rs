@@ -41,6 +41,12 @@ use super::*;
 /// was rewritten in between, so copies a few seconds apart write far less than copies
 /// every second; the log grows meanwhile by what ingest writes in that time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often the log's length is looked at between those copies.
+const CHECKPOINT_LOOK: Duration = Duration::from_secs(1);
+/// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`);
+/// a file longer than this has grown since, and is copied at the next look rather than
+/// at the next [`CHECKPOINT_EVERY`], so the file stays near this size under any load.
+const WAL_KEEP: u64 = 16 << 20;
 /// Rounds of copying beside the writers before the rest is copied in their turn: each
 /// round copies what the writers appended during the one before, so the rest shrinks.
 const CHECKPOINT_ROUNDS: usize = 4;
@@ -48,24 +54,31 @@ const CHECKPOINT_ROUNDS: usize = 4;
 const FINISH_IN_TURN: i64 = 1_024;
 
 /// Copies the write-ahead log into the database file on a connection of its own, every
-/// [`CHECKPOINT_EVERY`] while the log changes. SQLite's automatic checkpoint runs inside
+/// [`CHECKPOINT_EVERY`] while the log changes, or sooner once the file is longer than
+/// [`WAL_KEEP`]. SQLite's automatic checkpoint runs inside
 /// whichever COMMIT crosses the log's size limit, with two fsyncs: on this machine's
 /// disks that stalled an ingest commit, and every alert waiting behind it, by up to
 /// 200 ms. An idle hub's log does not change, so it costs nothing. Ends when the pool is
 /// closed.
 async fn checkpoint_in_background(pool: SqlitePool, wal: std::path::PathBuf, writer: Arc<Mutex<()>>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    let mut tick = tokio::time::interval(CHECKPOINT_LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut copied_up_to = None;
+    let mut last_copy = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        let modified = std::fs::metadata(&wal).and_then(|m| m.modified()).ok();
-        if modified.is_some() && modified == copied_up_to {
+        let meta = std::fs::metadata(&wal).ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        let long = meta.is_some_and(|m| m.len() > WAL_KEEP);
+        if (modified.is_some() && modified == copied_up_to)
+            || (!long && last_copy.elapsed() < CHECKPOINT_EVERY)
+        {
             continue;
         }
+        last_copy = tokio::time::Instant::now();
         match checkpoint_whole_log(&pool, &writer).await {
             Ok(true) => copied_up_to = modified,
             Ok(false) => {}
@@ -82,13 +95,21 @@ async fn checkpoint_in_background(pool: SqlitePool, wal: std::path::PathBuf, wri
 /// beside the writers (they wait for nothing) until what was appended meanwhile is
 /// small, then that rest in the writers' turn, which holds commits for a few
 /// milliseconds rather than the whole copy (a TRUNCATE checkpoint in their turn held
-/// them for hundreds). `false` if a reader kept some frames from being copied.
+/// them for hundreds). `false` if the writers outran the copy or a reader kept some
+/// frames from being copied.
 async fn checkpoint_whole_log(pool: &SqlitePool, writer: &Mutex<()>) -> Result<bool, sqlx::Error> {
+    let mut rest = i64::MAX;
     for _ in 0..CHECKPOINT_ROUNDS {
         let (_, log, copied) = passive_checkpoint(pool).await?;
-        if log - copied <= FINISH_IN_TURN {
+        rest = log - copied;
+        if rest <= FINISH_IN_TURN {
             break;
         }
+    }
+    if rest > FINISH_IN_TURN {
+        // The writers outran the copy: holding them for the rest would stall every
+        // PUBACK behind it, so try again at the next look.
+        return Ok(false);
     }
     let _turn = writer.lock().await;
     let (busy, log, copied) = passive_checkpoint(pool).await?;
@@ -159,7 +180,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             // one has copied the whole log, the next commit starts it over and cuts the
             // file back to this size.
             .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", "67108864")
+            .pragma("journal_size_limit", WAL_KEEP.to_string())
             .busy_timeout(Duration::from_secs(10));
         let mut wal = opts.get_filename().as_os_str().to_owned();
         wal.push("-wal");
