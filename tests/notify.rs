@@ -807,9 +807,11 @@ async fn daily_summary_arrives_once_with_the_day(backend: Backend) -> Result<()>
     // A second contact makes the worker look at every contact again, at once and at the
     // second one's time: the first one's day, already summarised, is not sent again.
     add_contact(&hub, rid, family("Kimura Aya", "/aya", tokyo_in(2))).await?;
-    eventually("the second contact's summary", Duration::from_secs(30), || async {
-        summaries_at(&rx, "/aya").into_iter().next()
-    })
+    eventually(
+        "the second contact's summary",
+        Duration::from_secs(30),
+        || async { summaries_at(&rx, "/aya").into_iter().next() },
+    )
     .await?;
     assert_eq!(summaries_at(&rx, "/kimura").len(), 1);
     Ok(())

@@ -75,7 +75,10 @@ fn read_dump(dir: &Path, name: &str, pid: u32) -> Result<(PathBuf, u64)> {
     let text = std::fs::read_to_string(&newest)?;
     let total = text
         .lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no instruction total in {}", newest.display()))?;
@@ -150,9 +153,14 @@ pub async fn run(
 ) -> Result<Instructions> {
     let baseline = Baseline::start(&callgrind(dir, "baseline"), broker_binary).await?;
     let logins = baseline.logins(plan.devices);
-    let base = measure("baseline", dir, baseline.pid, &logins, plan, async |acked| {
-        baseline.received() >= acked
-    })
+    let base = measure(
+        "baseline",
+        dir,
+        baseline.pid,
+        &logins,
+        plan,
+        async |acked| baseline.received() >= acked,
+    )
     .await?;
     drop(baseline);
     let url = format!("sqlite:{}", dir.join("instructions.db").display());

@@ -247,9 +247,8 @@ async fn stages(
     }
     if opts.runs("instructions") {
         note("instructions per message under callgrind: bare broker, then hub");
-        report.instructions = Some(
-            instructions::run(&opts.hub_binary, &opts.broker_binary, dir, &s.count).await?,
-        );
+        report.instructions =
+            Some(instructions::run(&opts.hub_binary, &opts.broker_binary, dir, &s.count).await?);
     }
     if opts.runs("region") {
         note("region: restart, timers, connections");

@@ -137,8 +137,11 @@ pub fn validate(
         }
     };
     if let Some(t) = req.daily_summary_at.as_deref() {
-        parse_hhmm(t)
-            .ok_or_else(|| invalid(format!("daily_summary_at {t:?} must be \"HH:MM\" or \"HH:MM:SS\"")))?;
+        parse_hhmm(t).ok_or_else(|| {
+            invalid(format!(
+                "daily_summary_at {t:?} must be \"HH:MM\" or \"HH:MM:SS\""
+            ))
+        })?;
         if relation != "family" {
             return Err(invalid("daily summaries are for family contacts"));
         }

@@ -212,13 +212,10 @@ pub fn next_summary_at(daily_at: NaiveTime, tz: Tz, now: DateTime<Utc>) -> Optio
 fn summary_instant(date: NaiveDate, daily_at: NaiveTime, tz: Tz) -> Option<DateTime<Utc>> {
     let due_local = date.and_time(daily_at);
     // A time skipped by a DST jump falls back to the first valid instant after it.
-    let due = tz
-        .from_local_datetime(&due_local)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(due_local + Duration::hours(1)))
-                .earliest()
-        })?;
+    let due = tz.from_local_datetime(&due_local).earliest().or_else(|| {
+        tz.from_local_datetime(&(due_local + Duration::hours(1)))
+            .earliest()
+    })?;
     Some(due.with_timezone(&Utc))
 }
 
@@ -499,7 +496,10 @@ mod tests {
         // Due at the deadline it names, not a moment before.
         let due = at("2025-03-10T11:00:30Z");
         let created = at("2025-03-01T00:00:00Z");
-        assert_eq!(summary_due(eight, tokyo, created, due - Duration::milliseconds(1)), None);
+        assert_eq!(
+            summary_due(eight, tokyo, created, due - Duration::milliseconds(1)),
+            None
+        );
         assert!(summary_due(eight, tokyo, created, due).is_some());
         // New York springs forward on 9 March 2025: 02:30 does not exist that day and falls
         // to 03:30 EDT (07:30 UTC); the day after, 02:30 EDT is 06:30 UTC.
@@ -519,7 +519,16 @@ mod tests {
     fn summary_times_take_optional_seconds_and_nothing_else() {
         assert_eq!(parse_hhmm("07:05"), NaiveTime::from_hms_opt(7, 5, 0));
         assert_eq!(parse_hhmm("07:05:09"), NaiveTime::from_hms_opt(7, 5, 9));
-        for bad in ["7:05", "07:5", "07:05:9", "07:05:09:00", "24:00", "07:60", "07:05:60", "aa:bb"] {
+        for bad in [
+            "7:05",
+            "07:5",
+            "07:05:9",
+            "07:05:09:00",
+            "24:00",
+            "07:60",
+            "07:05:60",
+            "aa:bb",
+        ] {
             assert_eq!(parse_hhmm(bad), None, "{bad}");
         }
     }

@@ -60,7 +60,11 @@ const FINISH_IN_TURN: i64 = 1_024;
 /// disks that stalled an ingest commit, and every alert waiting behind it, by up to
 /// 200 ms. An idle hub's log does not change, so it costs nothing. Ends when the pool is
 /// closed.
-async fn checkpoint_in_background(pool: SqlitePool, wal: std::path::PathBuf, writer: Arc<Mutex<()>>) {
+async fn checkpoint_in_background(
+    pool: SqlitePool,
+    wal: std::path::PathBuf,
+    writer: Arc<Mutex<()>>,
+) {
     let mut tick = tokio::time::interval(CHECKPOINT_LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut copied_up_to = None;
@@ -194,7 +198,11 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("SQLite migrations failed")?;
         let store = SqliteStore::from_pool(pool.clone());
-        tokio::spawn(checkpoint_in_background(pool, wal.into(), store.writer.clone()));
+        tokio::spawn(checkpoint_in_background(
+            pool,
+            wal.into(),
+            store.writer.clone(),
+        ));
         Ok(Arc::new(store))
     }
 }
