@@ -134,7 +134,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  {}",
+            "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  sustained",
             "target",
             "devices",
             "rate/s",
@@ -147,7 +147,6 @@ impl Report {
             "CPU %",
             "RSS MiB",
             "CPU us/msg",
-            "sustained"
         );
         for ladder in [&self.baseline, &self.sqlite, &self.postgres]
             .into_iter()
