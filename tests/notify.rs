@@ -747,11 +747,19 @@ async fn failures_are_given_up_and_visible_on_the_alert_postgres() -> Result<()>
     gives_up_and_shows_failures(Backend::Postgres).await
 }
 
-/// The next whole minute in Tokyo, as "HH:MM": the soonest a daily summary can be due
-/// for a contact created now.
-fn next_tokyo_minute() -> String {
-    let soon = chrono::Utc::now() + chrono::Duration::hours(9) + chrono::Duration::minutes(1);
-    soon.format("%H:%M").to_string()
+/// Tokyo's local time `secs` seconds from now, as "HH:MM:SS": a daily summary time that
+/// falls due while the test waits.
+fn tokyo_in(secs: i64) -> String {
+    let soon = chrono::Utc::now() + chrono::Duration::hours(9) + chrono::Duration::seconds(secs);
+    soon.format("%H:%M:%S").to_string()
+}
+
+/// Every daily summary the receiver has seen at `path`.
+fn summaries_at(rx: &Receiver, path: &str) -> Vec<Seen> {
+    rx.seen(path)
+        .into_iter()
+        .filter(|s| s.header("X-Mimamori-Event") == "daily_summary")
+        .collect()
 }
 
 /// A family contact gets one summary of the resident's day at their chosen time, with the
@@ -768,17 +776,14 @@ async fn daily_summary_arrives_once_with_the_day(backend: Backend) -> Result<()>
     )
     .await?;
     press_sos(&hub, rid).await?;
-    add_contact(
-        &hub,
-        rid,
-        json!({"name": "Kimura Jun", "relation": "family", "channel": "webhook", "language": "en",
-               "address": rx.url("/kimura"), "kinds": ["inactivity"], "daily_summary_at": next_tokyo_minute()}),
-    )
-    .await?;
-    let summary = eventually("the daily summary", Duration::from_secs(150), || async {
-        rx.seen("/kimura")
-            .into_iter()
-            .find(|s| s.header("X-Mimamori-Event") == "daily_summary")
+    let family = |name: &str, path: &str, at: String| {
+        json!({"name": name, "relation": "family", "channel": "webhook", "language": "en",
+               "address": rx.url(path), "kinds": ["inactivity"], "daily_summary_at": at})
+    };
+    add_contact(&hub, rid, family("Kimura Jun", "/kimura", tokyo_in(3))).await?;
+    // The worker sleeps until the chosen second, not until its next look.
+    let summary = eventually("the daily summary", Duration::from_secs(30), || async {
+        summaries_at(&rx, "/kimura").into_iter().next()
     })
     .await?;
     let body = summary.json();
@@ -799,14 +804,16 @@ async fn daily_summary_arrives_once_with_the_day(backend: Backend) -> Result<()>
         text.to_lowercase().contains("sos"),
         "the day's SOS is in the summary: {text}"
     );
-    // The worker keeps scanning; the same day is never summarised twice.
-    tokio::time::sleep(Duration::from_secs(25)).await;
-    let summaries = rx
-        .seen("/kimura")
-        .into_iter()
-        .filter(|s| s.header("X-Mimamori-Event") == "daily_summary")
-        .count();
-    assert_eq!(summaries, 1);
+    // A second contact makes the worker look at every contact again, at once and at the
+    // second one's time: the first one's day, already summarised, is not sent again.
+    add_contact(&hub, rid, family("Kimura Aya", "/aya", tokyo_in(2))).await?;
+    eventually(
+        "the second contact's summary",
+        Duration::from_secs(30),
+        || async { summaries_at(&rx, "/aya").into_iter().next() },
+    )
+    .await?;
+    assert_eq!(summaries_at(&rx, "/kimura").len(), 1);
     Ok(())
 }
 

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         size,
         // Built in release mode by `cargo bench` before this runs.
         hub_binary: env!("CARGO_BIN_EXE_mimamori-bench-hub").into(),
+        broker_binary: env!("CARGO_BIN_EXE_mimamori-bench-broker").into(),
         postgres: std::env::var("MIMAMORI_BENCH_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         stages: args

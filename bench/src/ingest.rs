@@ -35,10 +35,23 @@ pub struct Step {
     pub slowest_second: u64,
     pub ack_p50_ms: Option<f64>,
     pub ack_p99_ms: Option<f64>,
-    /// The hub's CPU in percent of one core (of 100 × cores) during the step; none for the baseline.
+    /// The target's CPU in percent of one core (of 100 × cores) during the step.
     pub cpu_pct: Option<f64>,
     pub rss_mib: Option<f64>,
+    /// The target's CPU time (user + system) per acknowledged message, in microseconds.
+    pub cpu_us_per_msg: Option<f64>,
     pub sustained: bool,
+}
+
+impl Step {
+    /// Fills in the target's CPU and memory from samples taken around the step.
+    fn measured(mut self, before: &Sample, after: &Sample) -> Step {
+        self.cpu_pct = Some(after.cpu_pct_since(before));
+        self.rss_mib = Some(after.rss_bytes as f64 / (1 << 20) as f64);
+        self.cpu_us_per_msg =
+            (self.acked > 0).then(|| (after.cpu_s - before.cpu_s) * 1e6 / self.acked as f64);
+        self
+    }
 }
 
 /// A ladder of rates and what each gave.
@@ -68,6 +81,11 @@ impl Ladder {
         }
         self.steps.push(step);
         ok
+    }
+
+    /// The step at this rate, if the ladder climbed to it.
+    pub fn at(&self, rate: f64) -> Option<&Step> {
+        self.steps.iter().find(|s| s.rate == rate)
     }
 
     /// The step at the highest sustained rate.
@@ -119,33 +137,53 @@ fn step_from(rate: f64, r: &LoadReport, seen: u64, rejected: u64) -> Step {
         ack_p99_ms: r.ack_latency_ms_p99,
         cpu_pct: None,
         rss_mib: None,
+        cpu_us_per_msg: None,
         sustained,
     }
 }
 
-/// A bare rumqttd in this process, configured as the hub's embedded router but without
+/// A bare rumqttd (`mimamori-bench-broker`, a process of its own so that its CPU time is
+/// measured as the hub's is), configured as the hub's embedded router but without
 /// authentication, and a plain subscriber on `watch/v1/#` that counts what it receives.
 pub struct Baseline {
     pub addr: SocketAddr,
+    pub pid: u32,
     received: Arc<AtomicU64>,
+    _child: tokio::process::Child,
 }
 
 impl Baseline {
-    pub async fn start() -> Result<Baseline> {
+    /// Starts `binary` (optionally under `wrapper`, e.g. valgrind) and its subscriber.
+    pub async fn start(wrapper: &[String], binary: &std::path::Path) -> Result<Baseline> {
         let addr = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?;
-        let config = bare_config(addr);
-        std::thread::Builder::new()
-            .name("baseline-rumqttd".into())
-            .spawn(move || {
-                let mut broker = rumqttd::Broker::new(config);
-                if let Err(e) = broker.start() {
-                    eprintln!("baseline broker stopped: {e}");
-                }
-            })
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => tokio::process::Command::new(binary),
+        };
+        let child = command
+            .arg(addr.to_string())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
             .context("cannot start the baseline broker")?;
+        let pid = child.id().context("the baseline broker exited at once")?;
         let received = Arc::new(AtomicU64::new(0));
         subscribe_counting(addr, received.clone()).await?;
-        Ok(Baseline { addr, received })
+        Ok(Baseline {
+            addr,
+            pid,
+            received,
+            _child: child,
+        })
+    }
+
+    /// Messages the subscriber has received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Logins for `count` devices; the bare broker takes any credentials.
@@ -165,7 +203,9 @@ impl Baseline {
         let mut ladder = Ladder::new("rumqttd 0.20 + subscriber", devices.len());
         for &rate in &plan.rates {
             let before = self.received.load(Ordering::Relaxed);
+            let cpu_before = Sample::of(self.pid)?;
             let r = load::run_mix(config(devices, rate, plan.step), Mix::WARD).await?;
+            let cpu_after = Sample::of(self.pid)?;
             // The subscriber may trail the PUBACKs a little.
             let expect = before + r.acked;
             wait_for(
@@ -174,7 +214,8 @@ impl Baseline {
             )
             .await;
             let seen = self.received.load(Ordering::Relaxed) - before;
-            if !ladder.push(step_from(rate, &r, seen, 0)) {
+            let step = step_from(rate, &r, seen, 0).measured(&cpu_before, &cpu_after);
+            if !ladder.push(step) {
                 break;
             }
         }
@@ -183,7 +224,7 @@ impl Baseline {
 }
 
 /// The hub's own router settings, without its authentication: the same broker, bare.
-fn bare_config(addr: SocketAddr) -> Config {
+pub fn bare_config(addr: SocketAddr) -> Config {
     let mut config = hub::edge::router::router_config(addr, "", 60_000, hub::edge::MAX_PACKET);
     for server in config
         .v4
@@ -317,9 +358,7 @@ pub async fn climb_hub(
             .metric(&http, "mimamori_messages_rejected_total")
             .await?
             - rejected) as u64;
-        let mut step = step_from(rate, &r, seen, rejected);
-        step.cpu_pct = Some(after.cpu_pct_since(&before));
-        step.rss_mib = Some(after.rss_bytes as f64 / (1 << 20) as f64);
+        let step = step_from(rate, &r, seen, rejected).measured(&before, &after);
         if !ladder.push(step) {
             break;
         }

@@ -6,6 +6,7 @@
 //! - [`ingest`]: the rate ladder, against the bare broker (baseline) and against the hub.
 //! - [`alerts`]: SOS-to-WebSocket latency under background load.
 //! - [`region`]: restart, inactivity timers, idle CPU and connections at region scale.
+//! - [`instructions`]: instructions per message of hub and bare broker under callgrind.
 //! - [`soak`]: a long run at half the sustained rate: WAL size, RSS and PUBACK p99 per period.
 //! - [`report`]: the table and the JSON document.
 //!
@@ -14,6 +15,7 @@
 
 pub mod alerts;
 pub mod ingest;
+pub mod instructions;
 pub mod process;
 pub mod provision;
 pub mod region;
@@ -50,11 +52,14 @@ pub struct Options {
     pub size: Size,
     /// The hub program to measure.
     pub hub_binary: std::path::PathBuf,
+    /// The bare broker it is compared with (`mimamori-bench-broker`).
+    pub broker_binary: std::path::PathBuf,
     /// PostgreSQL server on which a fresh database is created for the PostgreSQL ladder;
     /// skipped when it does not answer.
     pub postgres: String,
-    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `soak`); all
-    /// but `soak` when empty (it takes half an hour in a full run).
+    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `soak`,
+    /// `instructions`); all but `soak` and `instructions` when empty (the soak takes half
+    /// an hour in a full run, and the count needs valgrind).
     pub stages: Vec<String>,
     /// Keep the databases and hub logs after the run (their folder is printed).
     pub keep: bool,
@@ -62,7 +67,8 @@ pub struct Options {
 
 impl Options {
     fn runs(&self, stage: &str) -> bool {
-        (self.stages.is_empty() && stage != "soak") || self.stages.iter().any(|s| s == stage)
+        (self.stages.is_empty() && !matches!(stage, "soak" | "instructions"))
+            || self.stages.iter().any(|s| s == stage)
     }
 }
 
@@ -74,6 +80,7 @@ struct Sizes {
     presses_per_s: f64,
     region: RegionPlan,
     soak: soak::SoakPlan,
+    count: instructions::CountPlan,
 }
 
 fn sizes(size: Size) -> Sizes {
@@ -101,6 +108,11 @@ fn sizes(size: Size) -> Sizes {
                 period: Duration::from_secs(5),
                 periods: 2,
             },
+            count: instructions::CountPlan {
+                devices: 10,
+                rate: 100.0,
+                duration: Duration::from_secs(5),
+            },
         },
         Size::Quick => Sizes {
             devices: 200,
@@ -124,6 +136,7 @@ fn sizes(size: Size) -> Sizes {
                 period: Duration::from_secs(60),
                 periods: 3,
             },
+            count: COUNT_PLAN,
         },
         Size::Full => Sizes {
             devices: 100,
@@ -151,9 +164,17 @@ fn sizes(size: Size) -> Sizes {
                 period: Duration::from_secs(60),
                 periods: 30,
             },
+            count: COUNT_PLAN,
         },
     }
 }
+
+/// The fixed load counted under callgrind: slow enough for the hub to keep up there.
+const COUNT_PLAN: instructions::CountPlan = instructions::CountPlan {
+    devices: 20,
+    rate: 300.0,
+    duration: Duration::from_secs(30),
+};
 
 /// Runs every stage and returns the figures; progress goes to stderr.
 pub async fn run(opts: &Options) -> Result<Report> {
@@ -197,7 +218,7 @@ async fn stages(
 ) -> Result<()> {
     if opts.runs("baseline") {
         note("baseline: bare rumqttd");
-        let baseline = Baseline::start().await?;
+        let baseline = Baseline::start(&[], &opts.broker_binary).await?;
         report.baseline = Some(baseline.climb(&baseline.logins(s.devices), &s.plan).await?);
     }
     if opts.runs("sqlite") || opts.runs("alerts") {
@@ -223,6 +244,11 @@ async fn stages(
         let devices = mixed_devices(&hub, &api, s.devices).await?;
         report.soak = Some(soak::run(&hub, &db, &devices, &s.soak).await?);
         hub.kill().await?;
+    }
+    if opts.runs("instructions") {
+        note("instructions per message under callgrind: bare broker, then hub");
+        report.instructions =
+            Some(instructions::run(&opts.hub_binary, &opts.broker_binary, dir, &s.count).await?);
     }
     if opts.runs("region") {
         note("region: restart, timers, connections");
@@ -271,7 +297,7 @@ fn note(stage: &str) {
 
 /// Ingest devices with the kinds of a ward: six motion sensors for every three
 /// buttons' worth of heartbeats and one GPS tracker (the load picks each message's kind).
-async fn mixed_devices(
+pub(crate) async fn mixed_devices(
     hub: &HubProcess,
     api: &device_sim::hub::HubApi,
     count: usize,

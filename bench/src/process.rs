@@ -26,10 +26,29 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts the hub on `database_url` and waits for its ready line; the log goes to `log`.
     pub async fn launch(binary: &Path, database_url: &str, log: &Path) -> Result<HubProcess> {
+        HubProcess::launch_under(&[], binary, database_url, log).await
+    }
+
+    /// [`HubProcess::launch`] under a program that runs the hub as its own process image
+    /// (`valgrind --tool=callgrind`), so `pid` is still the hub's.
+    pub async fn launch_under(
+        wrapper: &[String],
+        binary: &Path,
+        database_url: &str,
+        log: &Path,
+    ) -> Result<HubProcess> {
         let started = Instant::now();
         let stderr = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = Command::new(binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
             .args(["--database-url", database_url])
             .args(["--max-connections", "50000"])

@@ -11,7 +11,7 @@ use anyhow::Context;
 use mimamori_protocol::api::Role;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
@@ -151,6 +151,11 @@ impl Hub {
                     residents = watched,
                     "rules engine restored, timers re-armed"
                 );
+                // The restore rewrote every resident's rules state; copying that back into
+                // the database now keeps it out of the first burst of timers after ready.
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "checkpoint after restore failed; the background one will retry");
+                }
                 (Engine::Single(pipeline), handle, bus)
             }
             Some(cc) => {

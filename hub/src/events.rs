@@ -73,6 +73,9 @@ pub struct Bus {
     /// Wakes the notification worker on alert changes without making it a subscriber,
     /// so that `has_subscribers` means "a WebSocket client is listening".
     alert_changed: Arc<tokio::sync::Notify>,
+    /// Wakes the notification worker when a contact or a resident's time zone changed,
+    /// so it works out again when the next daily summary is due.
+    summaries_moved: Arc<tokio::sync::Notify>,
     window: Arc<Mutex<Window>>,
 }
 
@@ -86,6 +89,7 @@ impl Bus {
         Bus {
             tx,
             alert_changed: Arc::new(tokio::sync::Notify::new()),
+            summaries_moved: Arc::new(tokio::sync::Notify::new()),
             window: Arc::new(Mutex::new(Window {
                 next_seq: first_seq,
                 recent: VecDeque::new(),
@@ -134,6 +138,16 @@ impl Bus {
     /// Resolves after the next alert change (or at once if one happened unobserved).
     pub async fn alert_changed(&self) {
         self.alert_changed.notified().await
+    }
+
+    /// Says that the next daily summary may be due at another time than was worked out.
+    pub fn move_summaries(&self) {
+        self.summaries_moved.notify_one();
+    }
+
+    /// Resolves after the next [`Bus::move_summaries`] (or at once if one was not awaited).
+    pub async fn summaries_moved(&self) {
+        self.summaries_moved.notified().await
     }
 
     /// Whether anyone is listening; lets the pipeline skip building status frames.

@@ -251,6 +251,7 @@ pub struct ResidentStatus {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResidentState {
+    #[serde(with = "crate::stamp::option")]
     configured_at: Option<DateTime<Utc>>,
     inactivity: InactivityState,
     morning: MorningState,
@@ -263,7 +264,9 @@ pub struct ResidentState {
 #[serde(default)]
 struct InactivityState {
     /// When the rule last became applicable; `None` while it does not apply.
+    #[serde(with = "crate::stamp::option")]
     watch_since: Option<DateTime<Utc>>,
+    #[serde(with = "crate::stamp::option")]
     last_activity_at: Option<DateTime<Utc>>,
     last_activity_room: Option<String>,
     open: bool,
@@ -272,8 +275,10 @@ struct InactivityState {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct MorningState {
+    #[serde(with = "crate::stamp::option")]
     next_check: Option<DateTime<Utc>>,
     /// The `since` of the open alert; `Some` while it is open.
+    #[serde(with = "crate::stamp::option")]
     open_since: Option<DateTime<Utc>>,
 }
 
@@ -284,13 +289,16 @@ struct GeofenceState {
     out_streak: u32,
     in_streak: u32,
     open: bool,
+    #[serde(with = "crate::stamp::option")]
     returned_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct DeviceState {
+    #[serde(with = "crate::stamp::option")]
     watch_from: Option<DateTime<Utc>>,
+    #[serde(with = "crate::stamp::option")]
     last_seen_at: Option<DateTime<Utc>>,
     battery: Option<u8>,
     offline: Option<OfflineCause>,
@@ -306,7 +314,9 @@ enum OfflineCause {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct SosBurst {
+    #[serde(with = "crate::stamp")]
     first_press_at: DateTime<Utc>,
+    #[serde(with = "crate::stamp")]
     last_press_at: DateTime<Utc>,
     presses: u32,
 }

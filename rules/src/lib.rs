@@ -8,6 +8,7 @@
 
 mod clock;
 pub mod engine;
+mod stamp;
 pub mod zone;
 
 pub use engine::{

@@ -143,8 +143,11 @@ pub fn validate(
         }
     };
     if let Some(t) = req.daily_summary_at.as_deref() {
-        parse_hhmm(t)
-            .ok_or_else(|| invalid(format!("daily_summary_at {t:?} must be \"HH:MM\"")))?;
+        parse_hhmm(t).ok_or_else(|| {
+            invalid(format!(
+                "daily_summary_at {t:?} must be \"HH:MM\" or \"HH:MM:SS\""
+            ))
+        })?;
         if relation != "family" {
             return Err(invalid("daily summaries are for family contacts"));
         }
@@ -183,6 +186,7 @@ async fn create(
     }
     let secret = row.secret.clone();
     let contact = st.store.create_contact(&row).await?;
+    st.bus.move_summaries();
     // The alert core chooses recipients from its own copy of the contacts.
     st.pipeline.send(Command::Reload(resident_id)).await;
     audit(
@@ -259,6 +263,7 @@ async fn remove(
         .await
         .map_err(|_| ApiError::NotFound(format!("no contact {id}")))?;
     st.store.delete_contact(id).await?;
+    st.bus.move_summaries();
     st.pipeline.send(Command::Reload(contact.resident_id)).await;
     audit(
         &st,

@@ -119,6 +119,9 @@ async fn patch(
     }
     st.store.update_resident(&r).await?;
     st.pipeline.send(Command::Reload(id)).await;
+    if p.timezone.is_some() {
+        st.bus.move_summaries();
+    }
     let changed = serde_json::json!({"name": p.name, "timezone": p.timezone, "home": p.home, "rules": p.rules});
     audit(
         &st,

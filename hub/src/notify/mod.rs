@@ -40,8 +40,8 @@ use policy::{Next, Outcome};
 
 /// Longest sleep between two looks at the outbox when nothing wakes the worker.
 const IDLE: Duration = Duration::from_secs(1);
-/// How often daily summaries are looked for.
-const SUMMARY_EVERY: chrono::Duration = chrono::Duration::seconds(20);
+/// When daily summaries could not be looked for (the store failed), the next try.
+const SUMMARY_RETRY: chrono::Duration = chrono::Duration::seconds(20);
 
 /// Why an attempt failed, and whether trying again could help.
 #[derive(Debug, Clone)]
@@ -188,25 +188,34 @@ impl Notifier {
         }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let finished = Arc::new(Notify::new());
-        let mut last_summary: Option<DateTime<Utc>> = None;
+        // When the next daily summary falls due; `None` until worked out (at start, and
+        // after a contact or time zone changed).
+        let mut summaries_due: Option<DateTime<Utc>> = None;
         loop {
             let now = self.clock.now();
-            if last_summary.is_none_or(|t| now - t >= SUMMARY_EVERY) {
-                last_summary = Some(now);
-                if let Err(e) = self.enqueue_summaries(now).await {
-                    warn!(error = %e, "daily summaries not enqueued; will try again");
-                }
+            if summaries_due.is_none_or(|t| now >= t) {
+                summaries_due = Some(match self.enqueue_summaries(now).await {
+                    Ok(next) => next.unwrap_or(now + chrono::Duration::days(1)),
+                    Err(e) => {
+                        warn!(error = %e, "daily summaries not enqueued; will try again");
+                        now + SUMMARY_RETRY
+                    }
+                });
             }
             let free = slots.available_permits();
             let claimed = self.dispatch(&slots, &finished, now).await;
             if claimed > 0 && claimed == free {
                 continue;
             }
-            let wait = self.idle_wait(now).await;
+            let until_summaries = summaries_due
+                .and_then(|t| (t - now).to_std().ok())
+                .unwrap_or(Duration::ZERO);
+            let wait = self.idle_wait(now).await.min(until_summaries);
             tokio::select! {
                 // Every alert change is published on the bus after its commit: the cue that
                 // the outbox may have new rows, so delivery starts within milliseconds.
                 () = self.bus.alert_changed() => {}
+                () = self.bus.summaries_moved() => summaries_due = None,
                 _ = finished.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -262,14 +271,19 @@ impl Notifier {
         }
     }
 
-    /// Enqueues each daily summary that is due and not yet enqueued.
-    async fn enqueue_summaries(&self, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// Enqueues each daily summary that is due and not yet enqueued; returns when the next
+    /// one falls due.
+    async fn enqueue_summaries(&self, now: DateTime<Utc>) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let mut next: Option<DateTime<Utc>> = None;
         for target in self.store.summary_targets().await? {
             let c = &target.contact;
             let Some(time) = c.daily_summary_at.as_deref().and_then(policy::parse_hhmm) else {
                 continue;
             };
             let tz = policy::zone_of(&target.timezone);
+            if let Some(at) = policy::next_summary_at(time, tz, now) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
             let Some(date) = policy::summary_due(time, tz, c.created_at, now) else {
                 continue;
             };
@@ -299,7 +313,7 @@ impl Notifier {
                 debug!(contact = c.id, %date, "daily summary enqueued");
             }
         }
-        Ok(())
+        Ok(next)
     }
 }
 

@@ -62,13 +62,18 @@ impl QuietHours {
     }
 }
 
-/// Parses a 24-hour `"HH:MM"` with two digits each.
+/// Parses a 24-hour `"HH:MM"` or `"HH:MM:SS"` with two digits each.
 pub fn parse_hhmm(s: &str) -> Option<NaiveTime> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let mut parts = s.split(':');
+    let (h, m, sec) = (parts.next()?, parts.next()?, parts.next());
+    if h.len() != 2 || m.len() != 2 || sec.is_some_and(|s| s.len() != 2) || parts.next().is_some() {
         return None;
     }
-    NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, 0)
+    let sec = match sec {
+        Some(s) => s.parse().ok()?,
+        None => 0,
+    };
+    NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, sec)
 }
 
 /// Whether `contact` wants to hear about `alert` at all: its kinds and least severity.
@@ -187,19 +192,31 @@ pub fn summary_due(
     contact_created: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<NaiveDate> {
-    let local = now.with_timezone(&tz);
-    let date = local.date_naive();
+    let date = now.with_timezone(&tz).date_naive();
+    let due = summary_instant(date, daily_at, tz)?;
+    (now >= due && contact_created < due).then_some(date)
+}
+
+/// The first instant after `now` at which [`summary_due`] names a date it did not name
+/// at `now`: today's chosen time if still ahead, else tomorrow's.
+pub fn next_summary_at(daily_at: NaiveTime, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let today = now.with_timezone(&tz).date_naive();
+    let due = summary_instant(today, daily_at, tz)?;
+    if due > now {
+        return Some(due);
+    }
+    summary_instant(today.succ_opt()?, daily_at, tz)
+}
+
+/// `daily_at` on the local `date`, as an instant.
+fn summary_instant(date: NaiveDate, daily_at: NaiveTime, tz: Tz) -> Option<DateTime<Utc>> {
     let due_local = date.and_time(daily_at);
     // A time skipped by a DST jump falls back to the first valid instant after it.
-    let due = tz
-        .from_local_datetime(&due_local)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(due_local + Duration::hours(1)))
-                .earliest()
-        })?
-        .with_timezone(&Utc);
-    (now >= due && contact_created < due).then_some(date)
+    let due = tz.from_local_datetime(&due_local).earliest().or_else(|| {
+        tz.from_local_datetime(&(due_local + Duration::hours(1)))
+            .earliest()
+    })?;
+    Some(due.with_timezone(&Utc))
 }
 
 /// The UTC span of a local calendar day in `tz`.
@@ -454,5 +471,65 @@ mod tests {
             .unwrap_or((created, created));
         assert_eq!(from, at("2025-03-09T15:00:00Z"));
         assert_eq!(to - from, Duration::hours(24));
+    }
+
+    #[test]
+    fn the_next_summary_is_todays_time_if_ahead_else_tomorrows_across_dst() {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let tokyo = chrono_tz::Asia::Tokyo;
+        let eight = parse_hhmm("20:00:30");
+        assert_eq!(eight, NaiveTime::from_hms_opt(20, 0, 30));
+        let eight = eight.unwrap_or_default();
+        assert_eq!(
+            next_summary_at(eight, tokyo, at("2025-03-10T10:00:00Z")),
+            Some(at("2025-03-10T11:00:30Z"))
+        );
+        // At the very instant it is due, the next one is tomorrow's.
+        assert_eq!(
+            next_summary_at(eight, tokyo, at("2025-03-10T11:00:30Z")),
+            Some(at("2025-03-11T11:00:30Z"))
+        );
+        // Due at the deadline it names, not a moment before.
+        let due = at("2025-03-10T11:00:30Z");
+        let created = at("2025-03-01T00:00:00Z");
+        assert_eq!(
+            summary_due(eight, tokyo, created, due - Duration::milliseconds(1)),
+            None
+        );
+        assert!(summary_due(eight, tokyo, created, due).is_some());
+        // New York springs forward on 9 March 2025: 02:30 does not exist that day and falls
+        // to 03:30 EDT (07:30 UTC); the day after, 02:30 EDT is 06:30 UTC.
+        let ny = chrono_tz::America::New_York;
+        let half_past_two = hm(2, 30);
+        assert_eq!(
+            next_summary_at(half_past_two, ny, at("2025-03-09T05:00:00Z")),
+            Some(at("2025-03-09T07:30:00Z"))
+        );
+        assert_eq!(
+            next_summary_at(half_past_two, ny, at("2025-03-09T08:00:00Z")),
+            Some(at("2025-03-10T06:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn summary_times_take_optional_seconds_and_nothing_else() {
+        assert_eq!(parse_hhmm("07:05"), NaiveTime::from_hms_opt(7, 5, 0));
+        assert_eq!(parse_hhmm("07:05:09"), NaiveTime::from_hms_opt(7, 5, 9));
+        for bad in [
+            "7:05",
+            "07:5",
+            "07:05:9",
+            "07:05:09:00",
+            "24:00",
+            "07:60",
+            "07:05:60",
+            "aa:bb",
+        ] {
+            assert_eq!(parse_hhmm(bad), None, "{bad}");
+        }
     }
 }

@@ -177,6 +177,9 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is, for logs and `/healthz`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
+    /// Writes back whatever the database keeps in a log beside its file (SQLite's WAL),
+    /// so that copying it does not fall into the work that follows.
+    async fn checkpoint(&self) -> StoreResult<()>;
 
     // users and sessions
     async fn create_user(

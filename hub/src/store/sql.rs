@@ -43,36 +43,90 @@ use super::*;
 /// was rewritten in between, so copies a few seconds apart write far less than copies
 /// every second; the log grows meanwhile by what ingest writes in that time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often the log's length is looked at between those copies.
+const CHECKPOINT_LOOK: Duration = Duration::from_secs(1);
+/// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`);
+/// a file longer than this has grown since, and is copied at the next look rather than
+/// at the next [`CHECKPOINT_EVERY`], so the file stays near this size under any load.
+const WAL_KEEP: u64 = 16 << 20;
+/// Rounds of copying beside the writers before the rest is copied in their turn: each
+/// round copies what the writers appended during the one before, so the rest shrinks.
+const CHECKPOINT_ROUNDS: usize = 4;
+/// Frames (4 KiB pages) left over that are small enough to copy in the writers' turn.
+const FINISH_IN_TURN: i64 = 1_024;
 
 /// Copies the write-ahead log into the database file on a connection of its own, every
-/// [`CHECKPOINT_EVERY`] while the log changes. SQLite's automatic checkpoint runs inside
+/// [`CHECKPOINT_EVERY`] while the log changes, or sooner once the file is longer than
+/// [`WAL_KEEP`]. SQLite's automatic checkpoint runs inside
 /// whichever COMMIT crosses the log's size limit, with two fsyncs: on this machine's
 /// disks that stalled an ingest commit, and every alert waiting behind it, by up to
-/// 200 ms. A PASSIVE checkpoint waits for no one, and writers go on appending while it
-/// runs. An idle hub's log does not change, so it costs nothing. Ends when the pool is
+/// 200 ms. An idle hub's log does not change, so it costs nothing. Ends when the pool is
 /// closed.
-async fn checkpoint_in_background(pool: SqlitePool, wal: std::path::PathBuf) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+async fn checkpoint_in_background(
+    pool: SqlitePool,
+    wal: std::path::PathBuf,
+    writer: Arc<Mutex<()>>,
+) {
+    let mut tick = tokio::time::interval(CHECKPOINT_LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut copied_up_to = None;
+    let mut last_copy = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        let modified = std::fs::metadata(&wal).and_then(|m| m.modified()).ok();
-        if modified.is_some() && modified == copied_up_to {
+        let meta = std::fs::metadata(&wal).ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        let long = meta.is_some_and(|m| m.len() > WAL_KEEP);
+        if (modified.is_some() && modified == copied_up_to)
+            || (!long && last_copy.elapsed() < CHECKPOINT_EVERY)
+        {
             continue;
         }
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            Ok(_) => copied_up_to = modified,
+        last_copy = tokio::time::Instant::now();
+        match checkpoint_whole_log(&pool, &writer).await {
+            Ok(true) => copied_up_to = modified,
+            Ok(false) => {}
             Err(_) if pool.is_closed() => return,
             Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; retrying later"),
         }
     }
+}
+
+/// Copies every frame of the log into the database, so that the next commit starts the
+/// log over from its beginning and SQLite cuts the file back to `journal_size_limit`.
+/// Under steady writes a PASSIVE checkpoint alone never gets there: writers append while
+/// it copies, so the log is never all copied and grows without end. So: PASSIVE rounds
+/// beside the writers (they wait for nothing) until what was appended meanwhile is
+/// small, then that rest in the writers' turn, which holds commits for a few
+/// milliseconds rather than the whole copy (a TRUNCATE checkpoint in their turn held
+/// them for hundreds). `false` if the writers outran the copy or a reader kept some
+/// frames from being copied.
+async fn checkpoint_whole_log(pool: &SqlitePool, writer: &Mutex<()>) -> Result<bool, sqlx::Error> {
+    let mut rest = i64::MAX;
+    for _ in 0..CHECKPOINT_ROUNDS {
+        let (_, log, copied) = passive_checkpoint(pool).await?;
+        rest = log - copied;
+        if rest <= FINISH_IN_TURN {
+            break;
+        }
+    }
+    if rest > FINISH_IN_TURN {
+        // The writers outran the copy: holding them for the rest would stall every
+        // PUBACK behind it, so try again at the next look.
+        return Ok(false);
+    }
+    let _turn = writer.lock().await;
+    let (busy, log, copied) = passive_checkpoint(pool).await?;
+    Ok(busy == 0 && log == copied)
+}
+
+/// One PASSIVE checkpoint: (busy, frames in the log, frames copied).
+async fn passive_checkpoint(pool: &SqlitePool) -> Result<(i64, i64, i64), sqlx::Error> {
+    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
 }
 
 /// Rows per multi-row INSERT, well under both backends' bind-parameter limits.
@@ -129,10 +183,11 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             // A multi-row insert into a table with foreign keys keeps a statement journal;
             // in a temporary file it costs a write per page (a third of a commit's time).
             .pragma("temp_store", "memory")
-            // Checkpoints run beside the writers (see `checkpoint_in_background`); the WAL
-            // shrinks back to this size after each one.
+            // Checkpoints run beside the writers (see `checkpoint_in_background`); when
+            // one has copied the whole log, the next commit starts it over and cuts the
+            // file back to this size.
             .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", "67108864")
+            .pragma("journal_size_limit", WAL_KEEP.to_string())
             .busy_timeout(Duration::from_secs(10));
         let mut wal = opts.get_filename().as_os_str().to_owned();
         wal.push("-wal");
@@ -145,8 +200,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .run(&pool)
             .await
             .context("SQLite migrations failed")?;
-        tokio::spawn(checkpoint_in_background(pool.clone(), wal.into()));
-        Ok(Arc::new(SqliteStore::from_pool(pool)))
+        let store = SqliteStore::from_pool(pool.clone());
+        tokio::spawn(checkpoint_in_background(
+            pool,
+            wal.into(),
+            store.writer.clone(),
+        ));
+        Ok(Arc::new(store))
     }
 }
 
@@ -183,6 +243,11 @@ impl PgStore {
     async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         None
     }
+
+    /// PostgreSQL checkpoints on its own schedule.
+    async fn checkpoint_now(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// SQLite, the embedded default.
@@ -190,19 +255,28 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite allows one writer; taking turns here avoids `SQLITE_BUSY` when a deferred
     /// transaction that began with a read tries to write after another writer.
-    writer: Mutex<()>,
+    writer: Arc<Mutex<()>>,
 }
 
 impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> Self {
         SqliteStore {
             pool,
-            writer: Mutex::new(()),
+            writer: Arc::new(Mutex::new(())),
         }
     }
 
     async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         Some(self.writer.lock().await)
+    }
+
+    /// Copies the whole log into the database and empties it, in the writers' turn.
+    async fn checkpoint_now(&self) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -407,42 +481,45 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            // One statement per chunk: a burst of timers opens thousands of alerts in one commit.
             async fn upsert_alerts(tx: &mut sqlx::Transaction<'_, $db>, records: &[&AlertRecord]) -> StoreResult<()> {
-                for r in records {
-                    let a = &r.alert;
-                    sqlx::query(
+                for chunk in statement_chunks(records) {
+                    let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO alerts (id, resident_id, device_id, kind, subject, severity, state, escalated, opened_at, \
                          acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
-                         snoozed_until, tier, ladder) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-                         ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, severity = excluded.severity, state = excluded.state, \
+                         snoozed_until, tier, ladder) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        let a = &r.alert;
+                        b.push_bind(a.id)
+                            .push_bind(a.resident_id)
+                            .push_bind(a.device_id.clone())
+                            .push_bind(a.kind.as_str())
+                            .push_bind(r.subject.clone())
+                            .push_bind(a.severity.as_str())
+                            .push_bind(a.state.as_str())
+                            .push_bind(a.escalated)
+                            .push_bind(ms(a.opened_at))
+                            .push_bind(a.acknowledged_at.map(ms))
+                            .push_bind(a.acknowledged_by.clone())
+                            .push_bind(a.resolved_at.map(ms))
+                            .push_bind(a.resolved_by.clone())
+                            .push_bind(a.resolution.clone())
+                            .push_bind(a.details.to_string())
+                            .push_bind(ms(a.updated_at))
+                            .push_bind(a.assigned_to.clone())
+                            .push_bind(a.snoozed_until.map(ms))
+                            .push_bind(i64::from(a.tier))
+                            .push_bind(r.ladder.clone());
+                    });
+                    q.push(
+                        " ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, severity = excluded.severity, state = excluded.state, \
                          escalated = excluded.escalated, acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by, \
                          resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, resolution = excluded.resolution, \
                          details = excluded.details, updated_at = excluded.updated_at, assigned_to = excluded.assigned_to, \
                          snoozed_until = excluded.snoozed_until, tier = excluded.tier, ladder = excluded.ladder",
-                    )
-                    .bind(a.id)
-                    .bind(a.resident_id)
-                    .bind(a.device_id.as_deref())
-                    .bind(a.kind.as_str())
-                    .bind(&r.subject)
-                    .bind(a.severity.as_str())
-                    .bind(a.state.as_str())
-                    .bind(a.escalated)
-                    .bind(ms(a.opened_at))
-                    .bind(a.acknowledged_at.map(ms))
-                    .bind(a.acknowledged_by.as_deref())
-                    .bind(a.resolved_at.map(ms))
-                    .bind(a.resolved_by.as_deref())
-                    .bind(a.resolution.as_deref())
-                    .bind(a.details.to_string())
-                    .bind(ms(a.updated_at))
-                    .bind(a.assigned_to.as_deref())
-                    .bind(a.snoozed_until.map(ms))
-                    .bind(i64::from(a.tier))
-                    .bind(r.ladder.as_deref())
-                    .execute(&mut **tx)
-                    .await?;
+                    );
+                    q.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -480,28 +557,31 @@ macro_rules! impl_store {
             /// Inserts outbox rows; a key already there is left as it is. Returns how many were new.
             async fn insert_outbox(tx: &mut sqlx::Transaction<'_, $db>, rows: &[OutboxEntry]) -> StoreResult<u64> {
                 let mut added = 0;
-                for o in rows {
-                    let c = &o.contact;
-                    let done = sqlx::query(
+                for chunk in statement_chunks(rows) {
+                    let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO deliveries (idempotency_key, resident_id, alert_id, contact_id, contact_name, event, channel, address, \
-                         secret, language, payload, state, attempts, created_at, next_attempt_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0, $12, $12) ON CONFLICT (idempotency_key) DO NOTHING",
-                    )
-                    .bind(&o.key)
-                    .bind(o.resident_id)
-                    .bind(o.alert_id)
-                    .bind(c.id)
-                    .bind(&c.name)
-                    .bind(o.event.as_str())
-                    .bind(c.channel.as_str())
-                    .bind(&c.address)
-                    .bind(o.secret.as_deref())
-                    .bind(c.language.as_str())
-                    .bind(&o.payload)
-                    .bind(ms(o.created_at))
-                    .execute(&mut **tx)
-                    .await?;
-                    added += done.rows_affected();
+                         secret, language, payload, state, attempts, created_at, next_attempt_at) ",
+                    );
+                    q.push_values(chunk, |mut b, o| {
+                        let c = &o.contact;
+                        b.push_bind(o.key.clone())
+                            .push_bind(o.resident_id)
+                            .push_bind(o.alert_id)
+                            .push_bind(c.id)
+                            .push_bind(c.name.clone())
+                            .push_bind(o.event.as_str())
+                            .push_bind(c.channel.as_str())
+                            .push_bind(c.address.clone())
+                            .push_bind(o.secret.clone())
+                            .push_bind(c.language.as_str())
+                            .push_bind(o.payload.clone())
+                            .push("'pending'")
+                            .push("0")
+                            .push_bind(ms(o.created_at))
+                            .push_bind(ms(o.created_at));
+                    });
+                    q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+                    added += q.build().execute(&mut **tx).await?.rows_affected();
                 }
                 Ok(added)
             }
@@ -522,6 +602,10 @@ macro_rules! impl_store {
             async fn ping(&self) -> StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn checkpoint(&self) -> StoreResult<()> {
+                self.checkpoint_now().await
             }
 
             async fn create_user(&self, username: &str, password_hash: &str, role: Role, resident_ids: &[i64], at: DateTime<Utc>) -> StoreResult<User> {
@@ -923,7 +1007,8 @@ macro_rules! impl_store {
                 // crash keeps all or none, so nothing is lost and nothing sent twice.
                 let records: Vec<&AlertRecord> = e.alerts.values().filter(|r| alive.contains(&r.alert.resident_id)).collect();
                 Self::upsert_alerts(&mut tx, &records).await?;
-                let history: Vec<HistoryRow> = e.history.iter().filter(|h| records.iter().any(|r| r.alert.id == h.alert_id)).cloned().collect();
+                let written: BTreeSet<i64> = records.iter().map(|r| r.alert.id).collect();
+                let history: Vec<HistoryRow> = e.history.iter().filter(|h| written.contains(&h.alert_id)).cloned().collect();
                 Self::insert_history(&mut tx, &history).await?;
                 Self::insert_audit(&mut tx, &e.audit).await?;
                 let outbox: Vec<OutboxEntry> = e.outbox.iter().filter(|o| alive.contains(&o.resident_id)).cloned().collect();
