@@ -560,6 +560,7 @@ pub fn resident_config(setup: &ResidentSetup) -> ResidentConfig {
         .map(|(id, kind)| DeviceInfo {
             id: id.clone(),
             kind: *kind,
+            room: None,
         })
         .collect();
     ResidentConfig {

@@ -46,6 +46,9 @@ pub struct InactivitySettings {
     pub morning_deadline: Option<String>,
     /// Pause the inactivity rule while the resident is confirmed outside every safe zone.
     pub pause_when_away: bool,
+    /// Rooms a resident sleeps in. Once a sensor in one of them is known, the night threshold
+    /// applies only while the last activity was in one; elsewhere the day threshold runs on.
+    pub sleep_rooms: Vec<String>,
 }
 
 impl Default for InactivitySettings {
@@ -58,6 +61,7 @@ impl Default for InactivitySettings {
             night_starts: "22:00".into(),
             morning_deadline: Some("10:00".into()),
             pause_when_away: true,
+            sleep_rooms: vec!["bedroom".into()],
         }
     }
 }
@@ -76,6 +80,11 @@ pub struct GeofenceSettings {
     pub night_starts: String,
     /// Local time ("HH:MM") until which an exit is critical.
     pub night_ends: String,
+    /// The uncertainty assumed for a fix that gives no `accuracy_m`: unknown is not exact.
+    pub unknown_accuracy_m: f64,
+    /// While an exit alert is live, a fix whose accuracy is worse than this many times the
+    /// alert's current fix does not move the alert's position.
+    pub position_worsening_factor: f64,
 }
 
 impl Default for GeofenceSettings {
@@ -86,6 +95,8 @@ impl Default for GeofenceSettings {
             reentry_margin_m: 50.0,
             night_starts: "18:00".into(),
             night_ends: "06:00".into(),
+            unknown_accuracy_m: 50.0,
+            position_worsening_factor: 5.0,
         }
     }
 }
@@ -182,6 +193,17 @@ impl RuleSettings {
         }
         if !(g.reentry_margin_m.is_finite() && g.reentry_margin_m >= 0.0) {
             return Err("geofence.reentry_margin_m must be zero or more metres".into());
+        }
+        if !(g.unknown_accuracy_m.is_finite() && g.unknown_accuracy_m >= 0.0) {
+            return Err("geofence.unknown_accuracy_m must be zero or more metres".into());
+        }
+        if !(g.position_worsening_factor.is_finite() && g.position_worsening_factor >= 1.0) {
+            return Err("geofence.position_worsening_factor must be a number of at least 1".into());
+        }
+        if i.sleep_rooms.len() > 20 || i.sleep_rooms.iter().any(|r| r.is_empty() || r.len() > 64) {
+            return Err(
+                "inactivity.sleep_rooms must be at most 20 room names of 1 to 64 characters".into(),
+            );
         }
         let o = &self.offline;
         if [o.motion_s, o.door_s, o.button_s, o.gps_s, o.gateway_s].contains(&0) {

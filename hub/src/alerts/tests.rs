@@ -62,14 +62,17 @@ fn config() -> ResidentConfig {
             DeviceInfo {
                 id: "btn".into(),
                 kind: DeviceKind::Button,
+                room: None,
             },
             DeviceInfo {
                 id: "pir".into(),
                 kind: DeviceKind::Motion,
+                room: None,
             },
             DeviceInfo {
                 id: "gps".into(),
                 kind: DeviceKind::Gps,
+                room: None,
             },
         ],
     }
