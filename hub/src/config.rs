@@ -34,6 +34,19 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run the rules over a home's recorded events in virtual time and print each alert
+    /// change as a JSON line, then a summary (see docs/rules.md).
+    Replay {
+        /// The home: {"timezone","rules","devices":[{"id","kind","room"}],"geofences":[…]}.
+        #[arg(long, value_name = "FILE")]
+        resident: std::path::PathBuf,
+        /// One native message per line, with "device" and "kind" added; any order.
+        #[arg(long, value_name = "FILE")]
+        events: std::path::PathBuf,
+        /// Rule settings merged over the resident's, to try a change.
+        #[arg(long, value_name = "JSON")]
+        rules: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

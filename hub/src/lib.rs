@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod replay;
 pub mod security;
 pub mod store;
 pub mod telemetry;
