@@ -561,6 +561,7 @@ pub fn resident_config(setup: &ResidentSetup) -> ResidentConfig {
             id: id.clone(),
             kind: *kind,
             room: None,
+            role: None,
         })
         .collect();
     ResidentConfig {

@@ -44,6 +44,8 @@ pub struct ReplayDevice {
     pub kind: DeviceKind,
     #[serde(default)]
     pub room: Option<String>,
+    #[serde(default)]
+    pub role: Option<mimamori_protocol::DeviceRole>,
 }
 
 /// One line of output: an alert change.
@@ -107,6 +109,7 @@ pub fn resident_config(
             id: d.id.clone(),
             kind: d.kind,
             room: d.room.clone(),
+            role: d.role,
         })
         .collect();
     Ok(ResidentConfig {

@@ -3,6 +3,8 @@
 //! Every field has a default, so a resident created with no settings is watched
 //! sensibly, and a PATCH may name only the fields it changes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::DeviceKind;
@@ -14,6 +16,8 @@ pub struct RuleSettings {
     pub inactivity: InactivitySettings,
     pub geofence: GeofenceSettings,
     pub offline: OfflineSettings,
+    pub dwell: DwellSettings,
+    pub night_exit: NightExitSettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -24,6 +28,8 @@ impl Default for RuleSettings {
             inactivity: InactivitySettings::default(),
             geofence: GeofenceSettings::default(),
             offline: OfflineSettings::default(),
+            dwell: DwellSettings::default(),
+            night_exit: NightExitSettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -101,6 +107,50 @@ impl Default for GeofenceSettings {
     }
 }
 
+/// The room dwell rule: too long in one room (a bath, the toilet) with no sign of any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DwellSettings {
+    pub enabled: bool,
+    /// Longest continuous stay per room name, in seconds; rooms not named have no limit.
+    pub limits_s: BTreeMap<String, u64>,
+}
+
+impl Default for DwellSettings {
+    fn default() -> Self {
+        DwellSettings {
+            enabled: true,
+            limits_s: [("bathroom".to_owned(), 3600), ("toilet".to_owned(), 1800)]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// The night exit rule, for residents at risk of wandering: off unless turned on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NightExitSettings {
+    pub enabled: bool,
+    /// Local time ("HH:MM") from which an entrance door opening is watched.
+    pub from: String,
+    /// Local time ("HH:MM") until which it is watched.
+    pub until: String,
+    /// No indoor motion this long after the door opened means the resident went out.
+    pub confirm_s: u64,
+}
+
+impl Default for NightExitSettings {
+    fn default() -> Self {
+        NightExitSettings {
+            enabled: false,
+            from: "22:00".into(),
+            until: "05:00".into(),
+            confirm_s: 180,
+        }
+    }
+}
+
 /// How long each kind of device may stay silent before `device_offline`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -170,6 +220,8 @@ impl RuleSettings {
             ("inactivity.morning_deadline", i.morning_deadline.as_ref()),
             ("geofence.night_starts", Some(&self.geofence.night_starts)),
             ("geofence.night_ends", Some(&self.geofence.night_ends)),
+            ("night_exit.from", Some(&self.night_exit.from)),
+            ("night_exit.until", Some(&self.night_exit.until)),
         ];
         for (name, value) in times {
             if let Some(v) = value {
@@ -208,6 +260,17 @@ impl RuleSettings {
         let o = &self.offline;
         if [o.motion_s, o.door_s, o.button_s, o.gps_s, o.gateway_s].contains(&0) {
             return Err("offline thresholds must be at least 1 second".into());
+        }
+        let d = &self.dwell;
+        if d.limits_s.len() > 20
+            || d.limits_s.iter().any(|(room, s)| room.is_empty() || room.len() > 64 || *s == 0)
+        {
+            return Err(
+                "dwell.limits_s must map at most 20 room names to at least 1 second each".into(),
+            );
+        }
+        if !(1..=3600).contains(&self.night_exit.confirm_s) {
+            return Err("night_exit.confirm_s must be between 1 and 3600 seconds".into());
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

@@ -97,8 +97,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use mimamori_protocol::settings::{GeofenceSettings, InactivitySettings, LocalTime};
-use mimamori_protocol::{AlertKind, DeviceEvent, DeviceKind, Reading, RuleSettings, Severity};
+use mimamori_protocol::settings::{
+    GeofenceSettings, InactivitySettings, LocalTime, NightExitSettings,
+};
+use mimamori_protocol::{
+    AlertKind, DeviceEvent, DeviceKind, DeviceRole, Reading, RuleSettings, Severity,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -119,6 +123,9 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::seconds(60);
 /// A fix identical to the previous one (coordinates and accuracy) this soon after it is the
 /// same fix delivered again.
 const DUPLICATE_FIX: Duration = Duration::seconds(30);
+/// Motion this soon after the entrance door opened is the resident passing the door on the way
+/// out (a hall sensor), not a return: it does not cancel a night exit.
+const DOOR_PASSING: Duration = Duration::seconds(30);
 /// Hysteresis between opening and resolving low_battery, in percentage points.
 const BATTERY_HYSTERESIS: u8 = 5;
 
@@ -132,6 +139,9 @@ pub struct DeviceInfo {
     /// The room it watches, when known; a motion event naming no room is taken to be from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// What the device is for, when marked (a door at the entrance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<DeviceRole>,
 }
 
 /// Everything the engine needs to know about one resident.
@@ -274,6 +284,27 @@ pub struct ResidentState {
     geofence: GeofenceState,
     devices: BTreeMap<String, DeviceState>,
     sos: BTreeMap<String, SosBurst>,
+    dwell: DwellState,
+    night_exit: NightExitState,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct DwellState {
+    /// The room of the latest activity, while it is a room.
+    room: Option<String>,
+    /// Since when every activity has been in `room`.
+    since: Option<DateTime<Utc>>,
+    open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct NightExitState {
+    /// When the entrance door opened at night with no indoor motion since.
+    door_at: Option<DateTime<Utc>>,
+    door: Option<String>,
+    open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -346,6 +377,7 @@ struct Compiled {
     night_starts: LocalTime,
     morning: Option<LocalTime>,
     geo_night: (u32, u32),
+    night_exit: (u32, u32),
 }
 
 impl Compiled {
@@ -371,7 +403,13 @@ impl Compiled {
             clock::secs(parse(&g.night_starts, &dg.night_starts)),
             clock::secs(parse(&g.night_ends, &dg.night_ends)),
         );
+        let (n, dn) = (&cfg.settings.night_exit, NightExitSettings::default());
+        let night_exit = (
+            clock::secs(parse(&n.from, &dn.from)),
+            clock::secs(parse(&n.until, &dn.until)),
+        );
         Compiled {
+            night_exit,
             day_starts,
             night_starts,
             morning,
@@ -419,6 +457,23 @@ impl Compiled {
             clock::secs(self.day_starts),
             clock::secs(self.night_starts),
         )
+    }
+
+    /// Whether `id` is the entrance door: marked so, or the resident's only door device.
+    fn is_entrance(&self, id: &str) -> bool {
+        let doors = || self.cfg.devices.iter().filter(|d| d.kind == DeviceKind::Door);
+        match doors().find(|d| d.id == id) {
+            None => false,
+            Some(d) if d.role == Some(DeviceRole::Entrance) => true,
+            Some(_) => {
+                doors().count() == 1 && !doors().any(|d| d.role == Some(DeviceRole::Entrance))
+            }
+        }
+    }
+
+    fn dwell_limit(&self, room: &str) -> Option<u64> {
+        let d = &self.settings().dwell;
+        d.enabled.then(|| d.limits_s.get(room).copied()).flatten()
     }
 
     fn is_sleep_room(&self, room: Option<&str>) -> bool {
@@ -642,6 +697,24 @@ impl Resident {
         self.inactivity_deadline_from(self.inactivity_reference()?)
     }
 
+    fn dwell_deadline(&self) -> Option<(DateTime<Utc>, u64)> {
+        let d = &self.state.dwell;
+        if d.open || self.away() {
+            return None;
+        }
+        let limit = self.c.dwell_limit(d.room.as_deref()?)?;
+        Some((d.since?.checked_add_signed(secs(limit))?, limit))
+    }
+
+    fn night_exit_deadline(&self) -> Option<DateTime<Utc>> {
+        let n = &self.state.night_exit;
+        let confirm = self.c.settings().night_exit.confirm_s;
+        if n.open || !self.c.settings().night_exit.enabled {
+            return None;
+        }
+        n.door_at?.checked_add_signed(secs(confirm))
+    }
+
     fn offline_deadline(&self, d: &DeviceInfo) -> Option<DateTime<Utc>> {
         let s = self.state.devices.get(&d.id)?;
         if s.offline.is_some() {
@@ -663,6 +736,8 @@ impl Resident {
             .map(|(t, _)| t)
             .into_iter()
             .chain(self.state.morning.next_check)
+            .chain(self.dwell_deadline().map(|(t, _)| t))
+            .chain(self.night_exit_deadline())
             .chain(devices)
             .min()?;
         Some(self.grace_until.map_or(next, |g| next.max(g)))
@@ -758,6 +833,8 @@ impl Resident {
             }
         }
 
+        self.apply_room_config(now, out);
+
         // Morning check.
         if self.c.inactivity_applies() && self.c.morning.is_some() {
             let changed = prev.is_some_and(|p| {
@@ -834,6 +911,24 @@ impl Resident {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// Resolves a dwell or night exit alert the new settings no longer support.
+    fn apply_room_config(&mut self, now: DateTime<Utc>, out: &mut Out) {
+        if self.state.dwell.open {
+            let limit = self.state.dwell.room.as_deref().and_then(|r| self.c.dwell_limit(r));
+            let due = limit.and_then(|l| self.state.dwell.since?.checked_add_signed(secs(l)));
+            if due.is_none_or(|t| t > now) {
+                self.state.dwell.open = false;
+                self.resolve(out, AlertKind::Dwell, "", now, "dwell limit raised or removed");
+            }
+        }
+        if !self.c.settings().night_exit.enabled {
+            self.state.night_exit.door_at = None;
+            if std::mem::take(&mut self.state.night_exit.open) {
+                self.resolve(out, AlertKind::NightExit, "", now, "night exit rule turned off");
             }
         }
     }
@@ -974,7 +1069,8 @@ impl Resident {
         i.sleep_room_seen |= sleep_room;
         if i.last_activity_at.is_none_or(|t| ts >= t) {
             i.last_activity_at = Some(ts);
-            i.last_activity_room = room;
+            i.last_activity_room = room.clone();
+            self.track_rooms(ts, device, reading, room, now, out);
         }
         if self.state.inactivity.open {
             let due = self
@@ -993,6 +1089,54 @@ impl Resident {
         {
             self.state.morning.open_since = None;
             self.resolve(out, AlertKind::NoMorningActivity, "", now, reason);
+        }
+    }
+
+    /// Room dwell and night exit follow the newest activity only: where the resident is now.
+    fn track_rooms(
+        &mut self,
+        ts: DateTime<Utc>,
+        device: &str,
+        reading: &Reading,
+        room: Option<String>,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
+        let is_door = matches!(reading, Reading::Door { .. });
+        let d = &mut self.state.dwell;
+        if (room.is_some() && d.room != room) || is_door {
+            let reason = match &room {
+                Some(r) => format!("moved to {r}"),
+                None => "door used".to_owned(),
+            };
+            d.since = room.as_ref().map(|_| ts);
+            d.room = room.clone();
+            if std::mem::take(&mut d.open) {
+                self.resolve(out, AlertKind::Dwell, "", now, reason);
+            }
+        }
+        let watching = self.c.settings().night_exit.enabled;
+        let (from, until) = self.c.night_exit;
+        let n = &mut self.state.night_exit;
+        match reading {
+            Reading::Door { open: true }
+                if watching
+                    && !n.open
+                    && n.door_at.is_none()
+                    && self.c.is_entrance(device)
+                    && clock::in_window(clock::local_secs(self.c.tz(), ts), from, until) =>
+            {
+                n.door_at = Some(ts);
+                n.door = Some(device.to_owned());
+            }
+            Reading::Motion { .. } if n.door_at.is_none_or(|d| ts > d + DOOR_PASSING) => {
+                n.door_at = None;
+                if std::mem::take(&mut n.open) {
+                    let at = room.map(|r| format!(" ({r})")).unwrap_or_default();
+                    self.resolve(out, AlertKind::NightExit, "", now, format!("motion indoors{at}"));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1170,6 +1314,8 @@ impl Resident {
                 .and_then(|m| clock::next_local(tz, check.max(now), m));
         }
 
+        self.fire_rooms(now, out);
+
         for d in self.c.cfg.devices.clone() {
             let Some(due) = self.offline_deadline(&d).filter(|t| *t <= now) else {
                 continue;
@@ -1189,6 +1335,31 @@ impl Resident {
                 due,
                 details,
             );
+        }
+    }
+
+    fn fire_rooms(&mut self, now: DateTime<Utc>, out: &mut Out) {
+        if let Some((due, limit_s)) = self.dwell_deadline().filter(|(t, _)| *t <= now) {
+            let d = &mut self.state.dwell;
+            d.open = true;
+            let details = json!({ "room": d.room, "since": d.since, "limit_s": limit_s });
+            self.open(out, AlertKind::Dwell, "", Severity::High, due, details);
+        }
+        if let Some(due) = self.night_exit_deadline().filter(|t| *t <= now) {
+            let n = &mut self.state.night_exit;
+            n.open = true;
+            let details = json!({
+                "door_opened_at": n.door_at,
+                "door": n.door,
+                "confirm_s": self.c.settings().night_exit.confirm_s,
+            });
+            out.push_back(Decision::Open {
+                key: self.c.key(AlertKind::NightExit, ""),
+                device_id: n.door.clone(),
+                severity: Severity::Critical,
+                at: due,
+                details,
+            });
         }
     }
 
@@ -1216,6 +1387,15 @@ impl Resident {
                 }
             }
             AlertKind::NoMorningActivity => st.morning.open_since = None,
+            AlertKind::Dwell => {
+                if std::mem::take(&mut st.dwell.open) {
+                    st.dwell.since = st.dwell.since.map(|_| now);
+                }
+            }
+            AlertKind::NightExit => {
+                st.night_exit.open = false;
+                st.night_exit.door_at = None;
+            }
             AlertKind::DeviceOffline => {
                 if let Some(ds) = st.devices.get_mut(subject) {
                     if ds.offline.take().is_some() {
@@ -1259,6 +1439,12 @@ impl Resident {
         }
         if st.geofence.open {
             open.insert(AlertKind::GeofenceExit);
+        }
+        if st.dwell.open {
+            open.insert(AlertKind::Dwell);
+        }
+        if st.night_exit.open {
+            open.insert(AlertKind::NightExit);
         }
         for ds in st.devices.values() {
             if ds.offline.is_some() {

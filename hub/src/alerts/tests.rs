@@ -63,16 +63,19 @@ fn config() -> ResidentConfig {
                 id: "btn".into(),
                 kind: DeviceKind::Button,
                 room: None,
+                role: None,
             },
             DeviceInfo {
                 id: "pir".into(),
                 kind: DeviceKind::Motion,
                 room: None,
+                role: None,
             },
             DeviceInfo {
                 id: "gps".into(),
                 kind: DeviceKind::Gps,
                 room: None,
+                role: None,
             },
         ],
     }

@@ -27,6 +27,7 @@ fn dev(id: &str, kind: DeviceKind) -> DeviceInfo {
         id: id.into(),
         kind,
         room: None,
+        role: None,
     }
 }
 
@@ -1414,11 +1415,11 @@ fn an_evening_collapse_in_the_bathroom_is_alerted_within_the_day_threshold() {
     let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
     assert_eq!(
         got,
-        [(
-            "open inactivity high".to_owned(),
-            t("2026-05-11T22:30:00+09:00")
-        )],
-        "3 h after the last bathroom motion, not 12 h"
+        [
+            ("open dwell high".to_owned(), t("2026-05-11T20:30:00+09:00")),
+            ("open inactivity high".to_owned(), t("2026-05-11T22:30:00+09:00"))
+        ],
+        "an hour in the bathroom, then 3 h after its last motion, not 12 h"
     );
 }
 
@@ -1481,10 +1482,10 @@ fn going_to_bed_in_the_bedroom_keeps_the_night_threshold() {
     let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
     assert_eq!(
         got,
-        [(
-            "open inactivity high".to_owned(),
-            t("2026-05-11T22:30:00+09:00")
-        )]
+        [
+            ("open dwell high".to_owned(), t("2026-05-11T20:00:00+09:00")),
+            ("open inactivity high".to_owned(), t("2026-05-11T22:30:00+09:00"))
+        ]
     );
 }
 
@@ -1694,4 +1695,119 @@ fn a_flushed_buffer_is_history_not_a_wrong_clock() {
         e.status(R).and_then(|s| s.last_activity_at),
         Some(t("2026-05-11T11:30:00+09:00"))
     );
+}
+
+// ---------------------------------------------------------------- dwell and night exit
+
+fn door_dev(id: &str) -> DeviceInfo {
+    dev(id, DeviceKind::Door)
+}
+
+fn door(device: &str, ts: DateTime<Utc>, open: bool) -> DeviceEvent {
+    ev(device, DeviceKind::Door, ts, Reading::Door { open })
+}
+
+#[test]
+fn ninety_minutes_in_the_bath_opens_dwell_at_sixty_and_leaving_resolves_it() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T18:00:00+09:00");
+    let devices = vec![room_dev("bath", "bathroom"), room_dev("liv", "living")];
+    e.configure(config(inactivity_only(), vec![], devices), t0);
+    // Motion in the bathroom every five minutes for 90 minutes: no other room.
+    for n in 0..=18 {
+        let at = t0 + Duration::minutes(5 * n);
+        let opened = run_until(&mut e, at);
+        if n == 12 {
+            assert_eq!(opened, [("open dwell high".to_owned(), t0 + Duration::hours(1))]);
+        } else {
+            assert!(opened.is_empty(), "{n}: {opened:?}");
+        }
+        e.handle_event(&motion_from("bath", at), at);
+        assert!(labels(&mut e).is_empty());
+    }
+    let out = t0 + Duration::minutes(95);
+    e.handle_event(&motion_from("liv", out), out);
+    assert_eq!(labels(&mut e), ["resolve dwell: moved to living"]);
+    // A room with no limit never raises dwell.
+    assert!(run_until(&mut e, out + Duration::hours(2)).is_empty());
+}
+
+#[test]
+fn dwell_after_a_staff_resolve_counts_afresh_and_settings_can_lift_it() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T10:00:00+09:00");
+    let cfg = |s: RuleSettings| config(s, vec![], vec![room_dev("wc", "toilet")]);
+    e.configure(cfg(inactivity_only()), t0);
+    e.handle_event(&motion_from("wc", t0), t0);
+    let got = run_until(&mut e, t0 + Duration::minutes(31));
+    assert_eq!(got, [("open dwell high".to_owned(), t0 + Duration::minutes(30))]);
+    let key = AlertKey { resident_id: R, kind: AlertKind::Dwell, subject: String::new() };
+    let resolved = t0 + Duration::minutes(40);
+    e.staff_closed(&key, resolved);
+    let got = run_until(&mut e, resolved + Duration::minutes(31));
+    assert_eq!(got, [("open dwell high".to_owned(), resolved + Duration::minutes(30))]);
+    let mut s = inactivity_only();
+    s.dwell.limits_s.insert("toilet".into(), 7200);
+    e.configure(cfg(s), resolved + Duration::minutes(32));
+    assert_eq!(labels(&mut e), ["resolve dwell: dwell limit raised or removed"]);
+}
+
+fn night_exit_settings() -> RuleSettings {
+    let mut s = inactivity_only();
+    s.night_exit.enabled = true;
+    s
+}
+
+#[test]
+fn leaving_at_night_without_the_tracker_is_critical_three_minutes_after_the_door() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T21:00:00+09:00");
+    let devices = vec![door_dev("front"), room_dev("hall", "hall"), room_dev("bed", "bedroom")];
+    e.configure(config(night_exit_settings(), vec![], devices), t0);
+    e.handle_event(&motion_from("bed", t0), t0);
+    let at = t("2026-01-12T02:00:00+09:00");
+    run_until(&mut e, at);
+    drain(&mut e);
+    e.handle_event(&door("front", at, true), at);
+    // The hall sensor sees the resident pass the door on the way out; the door closes.
+    e.handle_event(&motion_from("hall", at + Duration::seconds(5)), at + Duration::seconds(5));
+    e.handle_event(&door("front", at + Duration::seconds(20), false), at + Duration::seconds(20));
+    drain(&mut e);
+    let got = run_until(&mut e, at + Duration::minutes(10));
+    assert_eq!(got, [("open night_exit critical".to_owned(), at + Duration::minutes(3))]);
+    let back = at + Duration::minutes(40);
+    e.handle_event(&motion_from("hall", back), back);
+    assert_eq!(labels(&mut e), ["resolve night_exit: motion indoors (hall)"]);
+}
+
+#[test]
+fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T21:00:00+09:00");
+    let devices = vec![door_dev("front"), room_dev("hall", "hall")];
+    e.configure(config(night_exit_settings(), vec![], devices.clone()), t0);
+    let at = t("2026-01-11T23:00:00+09:00");
+    e.handle_event(&door("front", at, true), at);
+    e.handle_event(&motion_from("hall", at + Duration::minutes(2)), at + Duration::minutes(2));
+    assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
+    // By day the door is not watched.
+    let noon = t("2026-01-12T12:00:00+09:00");
+    run_until(&mut e, noon);
+    drain(&mut e);
+    e.handle_event(&door("front", noon, true), noon);
+    let got = run_until(&mut e, noon + Duration::minutes(10));
+    assert!(got.iter().all(|(l, _)| !l.contains("night_exit")), "{got:?}");
+    // Off by default; with two doors only the one marked entrance counts.
+    let mut e = Engine::new();
+    let back = DeviceInfo { role: Some(DeviceRole::Entrance), ..door_dev("back") };
+    e.configure(config(night_exit_settings(), vec![], vec![door_dev("front"), back]), t0);
+    e.handle_event(&door("front", at, true), at);
+    assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
+    e.handle_event(&door("back", at + Duration::minutes(20), true), at + Duration::minutes(20));
+    let got = run_until(&mut e, at + Duration::minutes(30));
+    assert_eq!(got, [("open night_exit critical".to_owned(), at + Duration::minutes(23))]);
+    let mut e = Engine::new();
+    e.configure(config(inactivity_only(), vec![], vec![door_dev("front")]), t0);
+    e.handle_event(&door("front", at, true), at);
+    assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
 }
