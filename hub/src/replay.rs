@@ -334,7 +334,11 @@ mod tests {
     fn home() -> ReplayResident {
         serde_json::from_value(json!({
             "timezone": "Asia/Tokyo",
-            "rules": {"inactivity": {"morning_deadline": null}, "offline": {"motion_s": 86400}},
+            "rules": {
+                "inactivity": {"morning_deadline": null},
+                "offline": {"motion_s": 86400},
+                "dwell": {"enabled": false}
+            },
             "devices": [
                 {"id": "bath-pir", "kind": "motion", "room": "bathroom"},
                 {"id": "bed-pir", "kind": "motion", "room": "bedroom"}
@@ -427,5 +431,102 @@ mod tests {
         );
         let bad_rules = resident_config(&r, Some(&json!({"inactivity": {"day_threshold_s": 0}})));
         assert!(bad_rules.is_err());
+    }
+
+    /// Sixty days of an ordinary life (up at 07:00, out shopping through the entrance on two
+    /// afternoons a week, a bath at 21:00, in bed by 21:30, the toilet at 02:00), with an
+    /// evening collapse in the bathroom on day 30, as event lines.
+    fn sixty_days() -> Vec<String> {
+        let start = DateTime::parse_from_rfc3339("2026-01-05T00:00:00+09:00")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let mut lines = Vec::new();
+        let mut motion = |dev: &str, at: DateTime<Utc>| {
+            lines.push(format!(
+                r#"{{"device":"{dev}","kind":"motion","ts":"{}","motion":true}}"#,
+                at.to_rfc3339()
+            ));
+        };
+        let min = chrono::Duration::minutes;
+        let mut doors = Vec::new();
+        for day in 0..60 {
+            let d = start + chrono::Duration::days(day);
+            let every = |from: i64, to: i64, step: i64| {
+                (from..to).step_by(step as usize).map(move |m| d + min(m))
+            };
+            every(7 * 60, 7 * 60 + 10, 2).for_each(|t| motion("bed-pir", t));
+            every(7 * 60 + 10, 8 * 60, 5).for_each(|t| motion("kitchen-pir", t));
+            let out = day % 7 == 1 || day % 7 == 4;
+            let home_until = if day == 30 { 19 * 60 + 30 } else { 21 * 60 };
+            every(8 * 60, home_until, 10)
+                .filter(|t| !out || *t < d + min(13 * 60) || *t >= d + min(15 * 60 + 30))
+                .for_each(|t| motion("living-pir", t));
+            if out {
+                doors.push(d + min(13 * 60 + 5));
+                doors.push(d + min(15 * 60 + 25));
+            }
+            if day == 30 {
+                motion("bath-pir", d + min(19 * 60 + 30));
+                continue;
+            }
+            every(21 * 60, 21 * 60 + 25, 3).for_each(|t| motion("bath-pir", t));
+            every(21 * 60 + 30, 21 * 60 + 40, 3).for_each(|t| motion("bed-pir", t));
+            motion("bath-pir", d + min(26 * 60));
+            motion("bed-pir", d + min(26 * 60 + 5));
+        }
+        for t in doors {
+            lines.push(format!(
+                r#"{{"device":"front","kind":"door","ts":"{}","open":true}}"#,
+                t.to_rfc3339()
+            ));
+        }
+        lines
+    }
+
+    #[test]
+    fn sixty_days_of_a_home_replay_quickly_and_raise_only_the_collapse() -> anyhow::Result<()> {
+        let r: ReplayResident = serde_json::from_value(json!({
+            "timezone": "Asia/Tokyo",
+            "devices": [
+                {"id": "bed-pir", "kind": "motion", "room": "bedroom"},
+                {"id": "kitchen-pir", "kind": "motion", "room": "kitchen"},
+                {"id": "living-pir", "kind": "motion", "room": "living"},
+                {"id": "bath-pir", "kind": "motion", "room": "bathroom"},
+                {"id": "front", "kind": "door", "role": "entrance"}
+            ],
+            "rules": {"offline": {"motion_s": 172800, "door_s": 864000}}
+        }))?;
+        let mut lines = sixty_days();
+        // A gateway delivers in any order: reverse them.
+        lines.reverse();
+        let started = std::time::Instant::now();
+        let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
+        let n = events.len();
+        let out = replay(resident_config(&r, None)?, events);
+        let took = started.elapsed();
+        eprintln!(
+            "replayed {n} events over {} days in {took:?}: {:.0} events/s",
+            out.summary.days,
+            n as f64 / took.as_secs_f64()
+        );
+        assert!(took < std::time::Duration::from_secs(5));
+        let opened: Vec<(String, AlertKind)> = out
+            .changes
+            .iter()
+            .filter(|c| c.change == "opened")
+            .map(|c| (c.at.to_rfc3339(), c.kind))
+            .collect();
+        // Day 30 is 2026-02-04; 19:30 JST is 10:30Z.
+        assert_eq!(
+            opened,
+            [
+                ("2026-02-04T11:30:00+00:00".to_owned(), AlertKind::Dwell),
+                (
+                    "2026-02-04T13:30:00+00:00".to_owned(),
+                    AlertKind::Inactivity
+                ),
+            ]
+        );
+        Ok(())
     }
 }

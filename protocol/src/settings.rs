@@ -263,7 +263,9 @@ impl RuleSettings {
         }
         let d = &self.dwell;
         if d.limits_s.len() > 20
-            || d.limits_s.iter().any(|(room, s)| room.is_empty() || room.len() > 64 || *s == 0)
+            || d.limits_s
+                .iter()
+                .any(|(room, s)| room.is_empty() || room.len() > 64 || *s == 0)
         {
             return Err(
                 "dwell.limits_s must map at most 20 room names to at least 1 second each".into(),

@@ -461,7 +461,12 @@ impl Compiled {
 
     /// Whether `id` is the entrance door: marked so, or the resident's only door device.
     fn is_entrance(&self, id: &str) -> bool {
-        let doors = || self.cfg.devices.iter().filter(|d| d.kind == DeviceKind::Door);
+        let doors = || {
+            self.cfg
+                .devices
+                .iter()
+                .filter(|d| d.kind == DeviceKind::Door)
+        };
         match doors().find(|d| d.id == id) {
             None => false,
             Some(d) if d.role == Some(DeviceRole::Entrance) => true,
@@ -918,17 +923,34 @@ impl Resident {
     /// Resolves a dwell or night exit alert the new settings no longer support.
     fn apply_room_config(&mut self, now: DateTime<Utc>, out: &mut Out) {
         if self.state.dwell.open {
-            let limit = self.state.dwell.room.as_deref().and_then(|r| self.c.dwell_limit(r));
+            let limit = self
+                .state
+                .dwell
+                .room
+                .as_deref()
+                .and_then(|r| self.c.dwell_limit(r));
             let due = limit.and_then(|l| self.state.dwell.since?.checked_add_signed(secs(l)));
             if due.is_none_or(|t| t > now) {
                 self.state.dwell.open = false;
-                self.resolve(out, AlertKind::Dwell, "", now, "dwell limit raised or removed");
+                self.resolve(
+                    out,
+                    AlertKind::Dwell,
+                    "",
+                    now,
+                    "dwell limit raised or removed",
+                );
             }
         }
         if !self.c.settings().night_exit.enabled {
             self.state.night_exit.door_at = None;
             if std::mem::take(&mut self.state.night_exit.open) {
-                self.resolve(out, AlertKind::NightExit, "", now, "night exit rule turned off");
+                self.resolve(
+                    out,
+                    AlertKind::NightExit,
+                    "",
+                    now,
+                    "night exit rule turned off",
+                );
             }
         }
     }
@@ -1133,7 +1155,13 @@ impl Resident {
                 n.door_at = None;
                 if std::mem::take(&mut n.open) {
                     let at = room.map(|r| format!(" ({r})")).unwrap_or_default();
-                    self.resolve(out, AlertKind::NightExit, "", now, format!("motion indoors{at}"));
+                    self.resolve(
+                        out,
+                        AlertKind::NightExit,
+                        "",
+                        now,
+                        format!("motion indoors{at}"),
+                    );
                 }
             }
             _ => {}

@@ -1417,7 +1417,10 @@ fn an_evening_collapse_in_the_bathroom_is_alerted_within_the_day_threshold() {
         got,
         [
             ("open dwell high".to_owned(), t("2026-05-11T20:30:00+09:00")),
-            ("open inactivity high".to_owned(), t("2026-05-11T22:30:00+09:00"))
+            (
+                "open inactivity high".to_owned(),
+                t("2026-05-11T22:30:00+09:00")
+            )
         ],
         "an hour in the bathroom, then 3 h after its last motion, not 12 h"
     );
@@ -1484,7 +1487,10 @@ fn going_to_bed_in_the_bedroom_keeps_the_night_threshold() {
         got,
         [
             ("open dwell high".to_owned(), t("2026-05-11T20:00:00+09:00")),
-            ("open inactivity high".to_owned(), t("2026-05-11T22:30:00+09:00"))
+            (
+                "open inactivity high".to_owned(),
+                t("2026-05-11T22:30:00+09:00")
+            )
         ]
     );
 }
@@ -1718,7 +1724,10 @@ fn ninety_minutes_in_the_bath_opens_dwell_at_sixty_and_leaving_resolves_it() {
         let at = t0 + Duration::minutes(5 * n);
         let opened = run_until(&mut e, at);
         if n == 12 {
-            assert_eq!(opened, [("open dwell high".to_owned(), t0 + Duration::hours(1))]);
+            assert_eq!(
+                opened,
+                [("open dwell high".to_owned(), t0 + Duration::hours(1))]
+            );
         } else {
             assert!(opened.is_empty(), "{n}: {opened:?}");
         }
@@ -1740,16 +1749,32 @@ fn dwell_after_a_staff_resolve_counts_afresh_and_settings_can_lift_it() {
     e.configure(cfg(inactivity_only()), t0);
     e.handle_event(&motion_from("wc", t0), t0);
     let got = run_until(&mut e, t0 + Duration::minutes(31));
-    assert_eq!(got, [("open dwell high".to_owned(), t0 + Duration::minutes(30))]);
-    let key = AlertKey { resident_id: R, kind: AlertKind::Dwell, subject: String::new() };
+    assert_eq!(
+        got,
+        [("open dwell high".to_owned(), t0 + Duration::minutes(30))]
+    );
+    let key = AlertKey {
+        resident_id: R,
+        kind: AlertKind::Dwell,
+        subject: String::new(),
+    };
     let resolved = t0 + Duration::minutes(40);
     e.staff_closed(&key, resolved);
     let got = run_until(&mut e, resolved + Duration::minutes(31));
-    assert_eq!(got, [("open dwell high".to_owned(), resolved + Duration::minutes(30))]);
+    assert_eq!(
+        got,
+        [(
+            "open dwell high".to_owned(),
+            resolved + Duration::minutes(30)
+        )]
+    );
     let mut s = inactivity_only();
     s.dwell.limits_s.insert("toilet".into(), 7200);
     e.configure(cfg(s), resolved + Duration::minutes(32));
-    assert_eq!(labels(&mut e), ["resolve dwell: dwell limit raised or removed"]);
+    assert_eq!(
+        labels(&mut e),
+        ["resolve dwell: dwell limit raised or removed"]
+    );
 }
 
 fn night_exit_settings() -> RuleSettings {
@@ -1762,7 +1787,11 @@ fn night_exit_settings() -> RuleSettings {
 fn leaving_at_night_without_the_tracker_is_critical_three_minutes_after_the_door() {
     let mut e = Engine::new();
     let t0 = t("2026-01-11T21:00:00+09:00");
-    let devices = vec![door_dev("front"), room_dev("hall", "hall"), room_dev("bed", "bedroom")];
+    let devices = vec![
+        door_dev("front"),
+        room_dev("hall", "hall"),
+        room_dev("bed", "bedroom"),
+    ];
     e.configure(config(night_exit_settings(), vec![], devices), t0);
     e.handle_event(&motion_from("bed", t0), t0);
     let at = t("2026-01-12T02:00:00+09:00");
@@ -1770,14 +1799,29 @@ fn leaving_at_night_without_the_tracker_is_critical_three_minutes_after_the_door
     drain(&mut e);
     e.handle_event(&door("front", at, true), at);
     // The hall sensor sees the resident pass the door on the way out; the door closes.
-    e.handle_event(&motion_from("hall", at + Duration::seconds(5)), at + Duration::seconds(5));
-    e.handle_event(&door("front", at + Duration::seconds(20), false), at + Duration::seconds(20));
+    e.handle_event(
+        &motion_from("hall", at + Duration::seconds(5)),
+        at + Duration::seconds(5),
+    );
+    e.handle_event(
+        &door("front", at + Duration::seconds(20), false),
+        at + Duration::seconds(20),
+    );
     drain(&mut e);
     let got = run_until(&mut e, at + Duration::minutes(10));
-    assert_eq!(got, [("open night_exit critical".to_owned(), at + Duration::minutes(3))]);
+    assert_eq!(
+        got,
+        [(
+            "open night_exit critical".to_owned(),
+            at + Duration::minutes(3)
+        )]
+    );
     let back = at + Duration::minutes(40);
     e.handle_event(&motion_from("hall", back), back);
-    assert_eq!(labels(&mut e), ["resolve night_exit: motion indoors (hall)"]);
+    assert_eq!(
+        labels(&mut e),
+        ["resolve night_exit: motion indoors (hall)"]
+    );
 }
 
 #[test]
@@ -1788,7 +1832,10 @@ fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
     e.configure(config(night_exit_settings(), vec![], devices.clone()), t0);
     let at = t("2026-01-11T23:00:00+09:00");
     e.handle_event(&door("front", at, true), at);
-    e.handle_event(&motion_from("hall", at + Duration::minutes(2)), at + Duration::minutes(2));
+    e.handle_event(
+        &motion_from("hall", at + Duration::minutes(2)),
+        at + Duration::minutes(2),
+    );
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
     // By day the door is not watched.
     let noon = t("2026-01-12T12:00:00+09:00");
@@ -1796,18 +1843,39 @@ fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
     drain(&mut e);
     e.handle_event(&door("front", noon, true), noon);
     let got = run_until(&mut e, noon + Duration::minutes(10));
-    assert!(got.iter().all(|(l, _)| !l.contains("night_exit")), "{got:?}");
+    assert!(
+        got.iter().all(|(l, _)| !l.contains("night_exit")),
+        "{got:?}"
+    );
     // Off by default; with two doors only the one marked entrance counts.
     let mut e = Engine::new();
-    let back = DeviceInfo { role: Some(DeviceRole::Entrance), ..door_dev("back") };
-    e.configure(config(night_exit_settings(), vec![], vec![door_dev("front"), back]), t0);
+    let back = DeviceInfo {
+        role: Some(DeviceRole::Entrance),
+        ..door_dev("back")
+    };
+    e.configure(
+        config(night_exit_settings(), vec![], vec![door_dev("front"), back]),
+        t0,
+    );
     e.handle_event(&door("front", at, true), at);
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
-    e.handle_event(&door("back", at + Duration::minutes(20), true), at + Duration::minutes(20));
+    e.handle_event(
+        &door("back", at + Duration::minutes(20), true),
+        at + Duration::minutes(20),
+    );
     let got = run_until(&mut e, at + Duration::minutes(30));
-    assert_eq!(got, [("open night_exit critical".to_owned(), at + Duration::minutes(23))]);
+    assert_eq!(
+        got,
+        [(
+            "open night_exit critical".to_owned(),
+            at + Duration::minutes(23)
+        )]
+    );
     let mut e = Engine::new();
-    e.configure(config(inactivity_only(), vec![], vec![door_dev("front")]), t0);
+    e.configure(
+        config(inactivity_only(), vec![], vec![door_dev("front")]),
+        t0,
+    );
     e.handle_event(&door("front", at, true), at);
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
 }
