@@ -251,3 +251,60 @@ async fn docker_compose_matches_the_hub_configuration() -> Result<()> {
     );
     Ok(())
 }
+
+/// The fenced blocks of a markdown file with the given info string, in order.
+fn fenced_blocks(markdown_path: &str, info: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo_file(markdown_path))
+        .with_context(|| format!("cannot read {markdown_path}"))?;
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l == format!("```{info}") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    Ok(blocks)
+}
+
+#[tokio::test]
+async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin)?;
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mimamori-test-hub"), bin.join("hub"))?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let scripts = shell_blocks("docs/replay.md")?;
+    let outputs = fenced_blocks("docs/replay.md", "json")?;
+    assert_eq!(
+        (scripts.len(), outputs.len()),
+        (3, 3),
+        "each command has its output"
+    );
+    for (script, want) in scripts.iter().zip(&outputs) {
+        let out = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\n{script}"))
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(&stdout, want, "{script}");
+    }
+    Ok(())
+}
