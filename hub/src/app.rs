@@ -107,6 +107,7 @@ impl Hub {
             items_rx,
             urgent_rx,
         );
+        pipeline.set_restart_grace(chrono::Duration::seconds(i64::from(cfg.restart_grace_s)));
         let watched = pipeline
             .restore()
             .await

@@ -104,6 +104,10 @@ pub struct Settings {
     /// Hours an API login stays valid.
     #[arg(long, env = "MIMAMORI_SESSION_HOURS")]
     pub session_hours: Option<u32>,
+    /// Seconds overdue rule deadlines wait after a start for devices to reconnect and deliver
+    /// what they buffered.
+    #[arg(long, env = "MIMAMORI_RESTART_GRACE_S")]
+    pub restart_grace_s: Option<u32>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -120,6 +124,7 @@ pub struct Config {
     pub dashboard_dir: PathBuf,
     pub max_connections: usize,
     pub session_hours: u32,
+    pub restart_grace_s: u32,
     pub notify: crate::notify::config::NotifyConfig,
 }
 
@@ -147,6 +152,8 @@ database_url = "sqlite:mimamori.db"
 dashboard_dir = "dashboard"
 max_connections = 20000
 session_hours = 12
+# Seconds overdue rule deadlines wait after a start for devices to deliver what they buffered.
+restart_grace_s = 60
 "#;
 
 impl Settings {
@@ -164,6 +171,7 @@ impl Settings {
             dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
             max_connections: self.max_connections.or(file.max_connections),
             session_hours: self.session_hours.or(file.session_hours),
+            restart_grace_s: self.restart_grace_s.or(file.restart_grace_s),
             notify: self.notify.over(file.notify),
         }
     }
@@ -198,7 +206,12 @@ impl Settings {
         if session_hours == 0 || session_hours > 24 * 30 {
             anyhow::bail!("session_hours must be between 1 and 720");
         }
+        let restart_grace_s = self.restart_grace_s.unwrap_or(60);
+        if restart_grace_s > 600 {
+            anyhow::bail!("restart_grace_s must be between 0 and 600");
+        }
         Ok(Config {
+            restart_grace_s,
             http_addr: self
                 .http_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -232,6 +245,7 @@ impl Config {
             dashboard_dir: PathBuf::from("dashboard"),
             max_connections: 20_000,
             session_hours: 12,
+            restart_grace_s: 60,
             notify: crate::notify::config::NotifyConfig::default(),
         }
     }

@@ -130,6 +130,8 @@ pub struct Pipeline {
     statuses_due: Option<tokio::time::Instant>,
     /// Messages in the last batch.
     last_batch: usize,
+    /// How long overdue rule deadlines wait after the core is loaded from the store.
+    restart_grace: chrono::Duration,
 }
 
 /// What one batch gathers before it is written.
@@ -168,8 +170,14 @@ impl Pipeline {
             stale_statuses: BTreeSet::new(),
             statuses_due: None,
             last_batch: 0,
+            restart_grace: chrono::Duration::seconds(60),
         };
         (p, PipelineHandle { tx })
+    }
+
+    /// Sets how long overdue rule deadlines wait after the core is loaded from the store.
+    pub fn set_restart_grace(&mut self, grace: chrono::Duration) {
+        self.restart_grace = grace;
     }
 
     /// Loads every resident with its stored rules state and every live alert, then fires
@@ -186,6 +194,7 @@ impl Pipeline {
     async fn load(&mut self) -> anyhow::Result<()> {
         let now = self.clock.now();
         let mut core = Core::new(self.ladder.clone(), self.store.next_alert_id().await?);
+        core.set_restart_grace(self.restart_grace);
         let setups = self.store.all_resident_setups().await?;
         let mut states: std::collections::HashMap<i64, String> =
             self.store.rule_states().await?.into_iter().collect();

@@ -113,9 +113,9 @@ use crate::zone::SafeZone;
 const SOS_JOIN: Duration = Duration::seconds(60);
 /// Longest threshold honoured; larger settings behave like this and cannot overflow time arithmetic.
 const MAX_THRESHOLD_S: u64 = 366 * 24 * 3600;
-/// After a restart, overdue deadlines wait this long for devices to reconnect and deliver
-/// what they buffered while the hub was down, so a resident who moved all along is not
-/// alerted at start-up.
+/// After a restart, overdue deadlines wait this long (unless [`Engine::set_restart_grace`]
+/// says otherwise) for devices to reconnect and deliver what they buffered while the hub was
+/// down, so a resident who moved all along is not alerted at start-up.
 pub const RESTART_GRACE: Duration = Duration::seconds(60);
 /// A device whose `ts` is further than this from the hub's time of receipt has a wrong clock,
 /// unless it is delivering what it buffered (see [`Resident::reading_time`]).
@@ -1502,8 +1502,8 @@ impl Resident {
 }
 
 /// All residents' rules: a pure state machine driven by events and time.
-#[derive(Default)]
 pub struct Engine {
+    restart_grace: Duration,
     residents: HashMap<i64, Resident>,
     timers: BTreeSet<(DateTime<Utc>, i64)>,
     decisions: VecDeque<Decision>,
@@ -1520,10 +1520,27 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            restart_grace: RESTART_GRACE,
+            residents: HashMap::new(),
+            timers: BTreeSet::new(),
+            decisions: VecDeque::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+}
+
 impl Engine {
     /// An engine with no residents.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How long overdue deadlines wait after [`Engine::restore`]; zero fires them at once.
+    pub fn set_restart_grace(&mut self, grace: Duration) {
+        self.restart_grace = grace.max(Duration::zero());
     }
 
     /// Adds a resident or replaces its configuration, keeping its state, and resolves what the
@@ -1571,7 +1588,8 @@ impl Engine {
             c: Compiled::new(cfg),
             state: state.unwrap_or_default(),
             scheduled: None,
-            grace_until: restoring.then(|| now + RESTART_GRACE),
+            grace_until: (restoring && self.restart_grace > Duration::zero())
+                .then(|| now + self.restart_grace),
         };
         r.apply_config(None, restoring, now, &mut self.decisions);
         self.residents.insert(id, r);
