@@ -20,13 +20,18 @@ fn repo_file(path: &str) -> PathBuf {
 
 /// The ```sh blocks of a markdown file, in order.
 pub fn shell_blocks(markdown_path: &str) -> Result<Vec<String>> {
+    fenced_blocks(markdown_path, |l| l.starts_with("```sh"))
+}
+
+/// The fenced blocks of a markdown file whose opening line `opens` accepts, in order.
+fn fenced_blocks(markdown_path: &str, opens: impl Fn(&str) -> bool) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(repo_file(markdown_path))
         .with_context(|| format!("cannot read {markdown_path}"))?;
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
         match (&mut current, line.trim_start()) {
-            (None, l) if l.starts_with("```sh") => current = Some(String::new()),
+            (None, l) if opens(l) => current = Some(String::new()),
             (Some(_), l) if l.starts_with("```") => blocks.extend(current.take()),
             (Some(block), _) => {
                 block.push_str(line);
@@ -252,26 +257,6 @@ async fn docker_compose_matches_the_hub_configuration() -> Result<()> {
     Ok(())
 }
 
-/// The fenced blocks of a markdown file with the given info string, in order.
-fn fenced_blocks(markdown_path: &str, info: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(repo_file(markdown_path))
-        .with_context(|| format!("cannot read {markdown_path}"))?;
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, l) if l == format!("```{info}") => current = Some(String::new()),
-            (Some(_), "```") => blocks.extend(current.take()),
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    Ok(blocks)
-}
-
 #[tokio::test]
 async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -284,7 +269,7 @@ async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
         std::env::var("PATH").unwrap_or_default()
     );
     let scripts = shell_blocks("docs/replay.md")?;
-    let outputs = fenced_blocks("docs/replay.md", "json")?;
+    let outputs = fenced_blocks("docs/replay.md", |l| l == "```json")?;
     assert_eq!(
         (scripts.len(), outputs.len()),
         (3, 3),

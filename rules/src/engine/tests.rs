@@ -1366,6 +1366,31 @@ fn extreme_times_and_settings_do_not_panic() {
 
 // ---------------------------------------------------------------- blind spots and robust input
 
+/// An engine with one resident configured at `at`.
+fn engine(cfg: ResidentConfig, at: DateTime<Utc>) -> Engine {
+    let mut e = Engine::new();
+    e.configure(cfg, at);
+    e
+}
+
+/// A resident with one motion sensor and inactivity alone, configured at `at`.
+fn one_pir(at: DateTime<Utc>) -> Engine {
+    engine(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        at,
+    )
+}
+
+/// Feeds an event at its own time.
+fn now(e: &mut Engine, ev: DeviceEvent) {
+    let at = ev.received_at;
+    e.handle_event(&ev, at);
+}
+
 fn room_dev(id: &str, room: &str) -> DeviceInfo {
     DeviceInfo {
         room: Some(room.into()),
@@ -1404,14 +1429,10 @@ fn run_until(e: &mut Engine, until: DateTime<Utc>) -> Vec<(String, DateTime<Utc>
 
 #[test]
 fn an_evening_collapse_in_the_bathroom_is_alerted_within_the_day_threshold() {
-    let mut e = Engine::new();
     let t0 = t("2026-05-11T08:00:00+09:00");
     let devices = vec![room_dev("bath", "bathroom"), room_dev("bed", "bedroom")];
-    e.configure(config(inactivity_only(), vec![], devices), t0);
-    e.handle_event(
-        &motion_from("bath", t("2026-05-11T19:30:00+09:00")),
-        t("2026-05-11T19:30:00+09:00"),
-    );
+    let mut e = engine(config(inactivity_only(), vec![], devices), t0);
+    now(&mut e, motion_from("bath", t("2026-05-11T19:30:00+09:00")));
     let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
     assert_eq!(
         got,
@@ -1428,16 +1449,12 @@ fn an_evening_collapse_in_the_bathroom_is_alerted_within_the_day_threshold() {
 
 #[test]
 fn without_a_known_sleep_room_the_evening_keeps_the_night_threshold() {
-    let mut e = Engine::new();
     let t0 = t("2026-05-11T08:00:00+09:00");
-    e.configure(
+    let mut e = engine(
         config(inactivity_only(), vec![], vec![room_dev("k", "kitchen")]),
         t0,
     );
-    e.handle_event(
-        &motion_from("k", t("2026-05-11T19:30:00+09:00")),
-        t("2026-05-11T19:30:00+09:00"),
-    );
+    now(&mut e, motion_from("k", t("2026-05-11T19:30:00+09:00")));
     let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
     // The 12 h backstop over the whole silence: nobody could tell bed from collapse.
     assert_eq!(
@@ -1451,37 +1468,16 @@ fn without_a_known_sleep_room_the_evening_keeps_the_night_threshold() {
 
 #[test]
 fn going_to_bed_in_the_bedroom_keeps_the_night_threshold() {
-    let mut e = Engine::new();
     let t0 = t("2026-05-11T08:00:00+09:00");
     let devices = vec![room_dev("bath", "bathroom"), room_dev("bed", "bedroom")];
-    e.configure(config(inactivity_only(), vec![], devices), t0);
-    e.handle_event(
-        &motion_from("bath", t("2026-05-11T21:00:00+09:00")),
-        t("2026-05-11T21:00:00+09:00"),
-    );
-    e.handle_event(
-        &motion_from("bed", t("2026-05-11T21:30:00+09:00")),
-        t("2026-05-11T21:30:00+09:00"),
-    );
+    let mut e = engine(config(inactivity_only(), vec![], devices), t0);
+    now(&mut e, motion_from("bath", t("2026-05-11T21:00:00+09:00")));
+    now(&mut e, motion_from("bed", t("2026-05-11T21:30:00+09:00")));
     assert!(run_until(&mut e, t("2026-05-12T07:00:00+09:00")).is_empty());
     // A sleep room learnt from the events alone counts the same.
-    let mut e = Engine::new();
-    e.configure(
-        config(
-            inactivity_only(),
-            vec![],
-            vec![dev("m1", DeviceKind::Motion)],
-        ),
-        t0,
-    );
-    e.handle_event(
-        &motion(t("2026-05-11T12:00:00+09:00"), "bedroom"),
-        t("2026-05-11T12:00:00+09:00"),
-    );
-    e.handle_event(
-        &motion(t("2026-05-11T19:30:00+09:00"), "toilet"),
-        t("2026-05-11T19:30:00+09:00"),
-    );
+    let mut e = one_pir(t0);
+    now(&mut e, motion(t("2026-05-11T12:00:00+09:00"), "bedroom"));
+    now(&mut e, motion(t("2026-05-11T19:30:00+09:00"), "toilet"));
     let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
     assert_eq!(
         got,
@@ -1497,9 +1493,8 @@ fn going_to_bed_in_the_bedroom_keeps_the_night_threshold() {
 
 #[test]
 fn indoor_motion_ends_the_away_pause_while_the_tracker_stays_outside() {
-    let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
-    e.configure(
+    let mut e = engine(
         config(
             inactivity_only(),
             vec![home()],
@@ -1507,7 +1502,7 @@ fn indoor_motion_ends_the_away_pause_while_the_tracker_stays_outside() {
         ),
         t0,
     );
-    e.handle_event(&motion(t0, "hall"), t0);
+    now(&mut e, motion(t0, "hall"));
     let got = feed(
         &mut e,
         "2026-05-11T09:00:00+09:00",
@@ -1533,7 +1528,7 @@ fn indoor_motion_ends_the_away_pause_while_the_tracker_stays_outside() {
     );
     // The resident is home: motion inside, then stillness. Inactivity watches again.
     let back = t("2026-05-11T10:00:00+09:00");
-    e.handle_event(&motion(back, "kitchen"), back);
+    now(&mut e, motion(back, "kitchen"));
     assert!(drain(&mut e).is_empty());
     let got = run_until(&mut e, t("2026-05-11T14:00:00+09:00"));
     assert_eq!(
@@ -1619,7 +1614,7 @@ fn after_a_restart_buffered_readings_arrive_before_an_overdue_deadline_fires() -
     let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
     e.configure(cfg(), t0);
-    e.handle_event(&motion(t0, "kitchen"), t0);
+    now(&mut e, motion(t0, "kitchen"));
     let state: ResidentState =
         serde_json::from_value(serde_json::to_value(e.state(R).ok_or("no state")?)?)?;
     // The hub was down 09:05-12:30; the resident moved at 11:00, buffered by the gateway.
@@ -1645,16 +1640,8 @@ fn after_a_restart_buffered_readings_arrive_before_an_overdue_deadline_fires() -
 
 #[test]
 fn a_clock_running_behind_is_flagged_and_its_readings_taken_at_receipt() {
-    let mut e = Engine::new();
     let t0 = t("2026-05-11T09:00:00+09:00");
-    e.configure(
-        config(
-            inactivity_only(),
-            vec![],
-            vec![dev("m1", DeviceKind::Motion)],
-        ),
-        t0,
-    );
+    let mut e = one_pir(t0);
     // Every message is stamped 2 h 30 min behind the hub's clock, five minutes apart.
     let lag = Duration::minutes(150);
     for n in 0..3 {
@@ -1676,16 +1663,8 @@ fn a_clock_running_behind_is_flagged_and_its_readings_taken_at_receipt() {
 
 #[test]
 fn a_flushed_buffer_is_history_not_a_wrong_clock() {
-    let mut e = Engine::new();
     let t0 = t("2026-05-11T12:00:00+09:00");
-    e.configure(
-        config(
-            inactivity_only(),
-            vec![],
-            vec![dev("m1", DeviceKind::Motion)],
-        ),
-        t0,
-    );
+    let mut e = one_pir(t0);
     // Ten buffered readings from 10:00 to 11:30 delivered within two seconds.
     for n in 0..10 {
         let mut m = motion(
@@ -1715,10 +1694,9 @@ fn door(device: &str, ts: DateTime<Utc>, open: bool) -> DeviceEvent {
 
 #[test]
 fn ninety_minutes_in_the_bath_opens_dwell_at_sixty_and_leaving_resolves_it() {
-    let mut e = Engine::new();
     let t0 = t("2026-01-11T18:00:00+09:00");
     let devices = vec![room_dev("bath", "bathroom"), room_dev("liv", "living")];
-    e.configure(config(inactivity_only(), vec![], devices), t0);
+    let mut e = engine(config(inactivity_only(), vec![], devices), t0);
     // Motion in the bathroom every five minutes for 90 minutes: no other room.
     for n in 0..=18 {
         let at = t0 + Duration::minutes(5 * n);
@@ -1731,11 +1709,11 @@ fn ninety_minutes_in_the_bath_opens_dwell_at_sixty_and_leaving_resolves_it() {
         } else {
             assert!(opened.is_empty(), "{n}: {opened:?}");
         }
-        e.handle_event(&motion_from("bath", at), at);
+        now(&mut e, motion_from("bath", at));
         assert!(labels(&mut e).is_empty());
     }
     let out = t0 + Duration::minutes(95);
-    e.handle_event(&motion_from("liv", out), out);
+    now(&mut e, motion_from("liv", out));
     assert_eq!(labels(&mut e), ["resolve dwell: moved to living"]);
     // A room with no limit never raises dwell.
     assert!(run_until(&mut e, out + Duration::hours(2)).is_empty());
@@ -1747,7 +1725,7 @@ fn dwell_after_a_staff_resolve_counts_afresh_and_settings_can_lift_it() {
     let t0 = t("2026-01-11T10:00:00+09:00");
     let cfg = |s: RuleSettings| config(s, vec![], vec![room_dev("wc", "toilet")]);
     e.configure(cfg(inactivity_only()), t0);
-    e.handle_event(&motion_from("wc", t0), t0);
+    now(&mut e, motion_from("wc", t0));
     let got = run_until(&mut e, t0 + Duration::minutes(31));
     assert_eq!(
         got,
@@ -1793,20 +1771,14 @@ fn leaving_at_night_without_the_tracker_is_critical_three_minutes_after_the_door
         room_dev("bed", "bedroom"),
     ];
     e.configure(config(night_exit_settings(), vec![], devices), t0);
-    e.handle_event(&motion_from("bed", t0), t0);
+    now(&mut e, motion_from("bed", t0));
     let at = t("2026-01-12T02:00:00+09:00");
     run_until(&mut e, at);
     drain(&mut e);
-    e.handle_event(&door("front", at, true), at);
+    now(&mut e, door("front", at, true));
     // The hall sensor sees the resident pass the door on the way out; the door closes.
-    e.handle_event(
-        &motion_from("hall", at + Duration::seconds(5)),
-        at + Duration::seconds(5),
-    );
-    e.handle_event(
-        &door("front", at + Duration::seconds(20), false),
-        at + Duration::seconds(20),
-    );
+    now(&mut e, motion_from("hall", at + Duration::seconds(5)));
+    now(&mut e, door("front", at + Duration::seconds(20), false));
     drain(&mut e);
     let got = run_until(&mut e, at + Duration::minutes(10));
     assert_eq!(
@@ -1817,7 +1789,7 @@ fn leaving_at_night_without_the_tracker_is_critical_three_minutes_after_the_door
         )]
     );
     let back = at + Duration::minutes(40);
-    e.handle_event(&motion_from("hall", back), back);
+    now(&mut e, motion_from("hall", back));
     assert_eq!(
         labels(&mut e),
         ["resolve night_exit: motion indoors (hall)"]
@@ -1831,17 +1803,14 @@ fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
     let devices = vec![door_dev("front"), room_dev("hall", "hall")];
     e.configure(config(night_exit_settings(), vec![], devices.clone()), t0);
     let at = t("2026-01-11T23:00:00+09:00");
-    e.handle_event(&door("front", at, true), at);
-    e.handle_event(
-        &motion_from("hall", at + Duration::minutes(2)),
-        at + Duration::minutes(2),
-    );
+    now(&mut e, door("front", at, true));
+    now(&mut e, motion_from("hall", at + Duration::minutes(2)));
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
     // By day the door is not watched.
     let noon = t("2026-01-12T12:00:00+09:00");
     run_until(&mut e, noon);
     drain(&mut e);
-    e.handle_event(&door("front", noon, true), noon);
+    now(&mut e, door("front", noon, true));
     let got = run_until(&mut e, noon + Duration::minutes(10));
     assert!(
         got.iter().all(|(l, _)| !l.contains("night_exit")),
@@ -1857,12 +1826,9 @@ fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
         config(night_exit_settings(), vec![], vec![door_dev("front"), back]),
         t0,
     );
-    e.handle_event(&door("front", at, true), at);
+    now(&mut e, door("front", at, true));
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
-    e.handle_event(
-        &door("back", at + Duration::minutes(20), true),
-        at + Duration::minutes(20),
-    );
+    now(&mut e, door("back", at + Duration::minutes(20), true));
     let got = run_until(&mut e, at + Duration::minutes(30));
     assert_eq!(
         got,
@@ -1871,11 +1837,10 @@ fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
             at + Duration::minutes(23)
         )]
     );
-    let mut e = Engine::new();
-    e.configure(
+    let mut e = engine(
         config(inactivity_only(), vec![], vec![door_dev("front")]),
         t0,
     );
-    e.handle_event(&door("front", at, true), at);
+    now(&mut e, door("front", at, true));
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
 }
