@@ -20,18 +20,27 @@ fn repo_file(path: &str) -> PathBuf {
 
 /// The ```sh blocks of a markdown file, in order.
 pub fn shell_blocks(markdown_path: &str) -> Result<Vec<String>> {
+    fenced_blocks(markdown_path, |l| l.starts_with("```sh"))
+}
+
+/// The fenced blocks of a markdown file whose opening line `opens` accepts, in order.
+fn fenced_blocks(markdown_path: &str, opens: impl Fn(&str) -> bool) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(repo_file(markdown_path))
         .with_context(|| format!("cannot read {markdown_path}"))?;
-    Ok(shell_blocks_of(&text))
+    Ok(fenced_blocks_of(&text, opens))
 }
 
 /// The ```sh blocks of markdown text, in order.
 pub fn shell_blocks_of(text: &str) -> Vec<String> {
+    fenced_blocks_of(text, |l| l.starts_with("```sh"))
+}
+
+fn fenced_blocks_of(text: &str, opens: impl Fn(&str) -> bool) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
         match (&mut current, line.trim_start()) {
-            (None, l) if l.starts_with("```sh") => current = Some(String::new()),
+            (None, l) if opens(l) => current = Some(String::new()),
             (Some(_), l) if l.starts_with("```") => blocks.extend(current.take()),
             (Some(block), _) => {
                 block.push_str(line);
@@ -300,5 +309,42 @@ async fn cluster_compose_and_operations_example_match_the_hub() -> Result<()> {
         );
     }
     assert!(example.contains("--nats-url"), "{example}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin)?;
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mimamori-test-hub"), bin.join("hub"))?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let scripts = shell_blocks("docs/replay.md")?;
+    let outputs = fenced_blocks("docs/replay.md", |l| l == "```json")?;
+    assert_eq!(
+        (scripts.len(), outputs.len()),
+        (3, 3),
+        "each command has its output"
+    );
+    for (script, want) in scripts.iter().zip(&outputs) {
+        let out = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\n{script}"))
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(&stdout, want, "{script}");
+    }
     Ok(())
 }

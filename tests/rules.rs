@@ -90,7 +90,9 @@ async fn postgres_inactivity_timer_survives_sigkill_and_fires_once_at_its_deadli
 }
 
 async fn inactivity_timer_survives_sigkill(backend: Backend) -> Result<()> {
-    let mut hub = TestHub::start_with(backend, &[]).await?;
+    // A short restart grace: the overdue deadline fires a second after the start, still
+    // stamped with its own instant.
+    let mut hub = TestHub::start_with(backend, &["--restart-grace-s", "1"]).await?;
     let rid = hub
         .resident(json!({"name": "Kato Sen", "rules": quick_rules(8)}))
         .await?;

@@ -143,6 +143,8 @@ impl Hub {
                     items_rx,
                     urgent_rx,
                 );
+                pipeline
+                    .set_restart_grace(chrono::Duration::seconds(i64::from(cfg.restart_grace_s)));
                 let watched = pipeline
                     .restore()
                     .await
@@ -154,7 +156,7 @@ impl Hub {
                 // The restore rewrote every resident's rules state; copying that back into
                 // the database now keeps it out of the first burst of timers after ready.
                 if let Err(e) = store.checkpoint().await {
-                    tracing::warn!(error = %e, "checkpoint after restore failed; the background one will retry");
+                    warn!(error = %e, "checkpoint after restore failed; the background one will retry");
                 }
                 (Engine::Single(pipeline), handle, bus)
             }

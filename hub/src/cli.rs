@@ -19,6 +19,11 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::SUCCESS;
         }
         Some(Command::Admin { command }) => Some(command),
+        Some(Command::Replay {
+            resident,
+            events,
+            rules,
+        }) => return replay(&resident, &events, rules.as_deref()),
         None => None,
     };
     crate::telemetry::init();
@@ -38,6 +43,21 @@ pub fn main() -> std::process::ExitCode {
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay(
+    resident: &std::path::Path,
+    events: &std::path::Path,
+    rules: Option<&str>,
+) -> std::process::ExitCode {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match crate::replay::run_files(resident, events, rules, &mut out) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

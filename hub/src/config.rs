@@ -34,6 +34,19 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run the rules over a home's recorded events in virtual time and print each alert
+    /// change as a JSON line, then a summary (see docs/rules.md).
+    Replay {
+        /// The home: {"timezone","rules","devices":[{"id","kind","room"}],"geofences":[…]}.
+        #[arg(long, value_name = "FILE")]
+        resident: std::path::PathBuf,
+        /// One native message per line, with "device" and "kind" added; any order.
+        #[arg(long, value_name = "FILE")]
+        events: std::path::PathBuf,
+        /// Rule settings merged over the resident's, to try a change.
+        #[arg(long, value_name = "JSON")]
+        rules: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +149,10 @@ pub struct Settings {
     /// The Things Stack API key of that application (its MQTT password).
     #[arg(long, env = "MIMAMORI_TTS_API_KEY", hide_env_values = true)]
     pub tts_api_key: Option<String>,
+    /// Seconds overdue rule deadlines wait after a start for devices to reconnect and deliver
+    /// what they buffered.
+    #[arg(long, env = "MIMAMORI_RESTART_GRACE_S")]
+    pub restart_grace_s: Option<u32>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -155,6 +172,7 @@ pub struct Config {
     pub limits: Limits,
     /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub restart_grace_s: u32,
     pub notify: crate::notify::config::NotifyConfig,
     /// The Things Stack server the hub takes LoRaWAN uplinks from, if one is configured.
     pub tts: Option<TtsConfig>,
@@ -238,6 +256,8 @@ http_header_timeout = 10
 # node_id = "hub-1"
 # partitions = 16
 # nats_replicas = 1
+# Seconds overdue rule deadlines wait after a start for devices to deliver what they buffered.
+restart_grace_s = 60
 "#;
 
 impl Settings {
@@ -268,6 +288,7 @@ impl Settings {
             node_id: self.node_id.or(file.node_id),
             partitions: self.partitions.or(file.partitions),
             nats_replicas: self.nats_replicas.or(file.nats_replicas),
+            restart_grace_s: self.restart_grace_s.or(file.restart_grace_s),
             notify: self.notify.over(file.notify),
             tts_server: self.tts_server.or(file.tts_server),
             tts_username: self.tts_username.or(file.tts_username),
@@ -342,7 +363,12 @@ impl Settings {
             self.nats_replicas,
             &database_url,
         )?;
+        let restart_grace_s = self.restart_grace_s.unwrap_or(60);
+        if restart_grace_s > 600 {
+            anyhow::bail!("restart_grace_s must be between 0 and 600");
+        }
         Ok(Config {
+            restart_grace_s,
             http_addr: self
                 .http_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -416,6 +442,7 @@ impl Config {
             session_hours: 12,
             limits: Limits::defaults(20_000),
             cluster: None,
+            restart_grace_s: 60,
             notify: crate::notify::config::NotifyConfig::default(),
             tts: None,
         }

@@ -39,11 +39,12 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod replay;
 pub mod revocation;
 pub mod security;
 pub mod store;
 pub mod telemetry;
-pub mod tts;
 pub mod throttle;
+pub mod tts;
 
 pub use app::Hub;

@@ -146,6 +146,8 @@ pub struct Pipeline {
     statuses_due: Option<tokio::time::Instant>,
     /// Messages in the last batch.
     last_batch: usize,
+    /// How long overdue rule deadlines wait after the core is loaded from the store.
+    restart_grace: chrono::Duration,
 }
 
 /// What one batch gathers before it is written.
@@ -188,6 +190,7 @@ impl Pipeline {
             stale_statuses: BTreeSet::new(),
             statuses_due: None,
             last_batch: 0,
+            restart_grace: chrono::Duration::seconds(60),
         };
         (p, handle)
     }
@@ -202,6 +205,11 @@ impl Pipeline {
         self.partition
             .as_ref()
             .is_none_or(|(scope, _)| scope.holds(resident_id))
+    }
+
+    /// Sets how long overdue rule deadlines wait after the core is loaded from the store.
+    pub fn set_restart_grace(&mut self, grace: chrono::Duration) {
+        self.restart_grace = grace;
     }
 
     /// Loads every resident with its stored rules state and every live alert, then fires
@@ -221,6 +229,7 @@ impl Pipeline {
         if let Some((scope, _)) = &self.partition {
             core.share_alert_ids(i64::from(scope.partitions), i64::from(scope.part));
         }
+        core.set_restart_grace(self.restart_grace);
         let mut setups = self.store.all_resident_setups().await?;
         setups.retain(|s| self.holds(s.resident.id));
         let mut states: std::collections::HashMap<i64, String> =
@@ -654,6 +663,8 @@ pub fn resident_config(setup: &ResidentSetup) -> ResidentConfig {
         .map(|(id, kind)| DeviceInfo {
             id: id.clone(),
             kind: *kind,
+            room: None,
+            role: None,
         })
         .collect();
     ResidentConfig {

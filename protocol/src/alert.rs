@@ -13,16 +13,20 @@ pub enum AlertKind {
     Sos,
     DeviceOffline,
     LowBattery,
+    Dwell,
+    NightExit,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 8] = [
         AlertKind::Inactivity,
         AlertKind::NoMorningActivity,
         AlertKind::GeofenceExit,
         AlertKind::Sos,
         AlertKind::DeviceOffline,
         AlertKind::LowBattery,
+        AlertKind::Dwell,
+        AlertKind::NightExit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +37,8 @@ impl AlertKind {
             AlertKind::Sos => "sos",
             AlertKind::DeviceOffline => "device_offline",
             AlertKind::LowBattery => "low_battery",
+            AlertKind::Dwell => "dwell",
+            AlertKind::NightExit => "night_exit",
         }
     }
 

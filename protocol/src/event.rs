@@ -49,6 +49,14 @@ impl DeviceKind {
     }
 }
 
+/// What a device is for, beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceRole {
+    /// The door of the home's entrance: opening it may mean the resident went out.
+    Entrance,
+}
+
 /// What one accepted message says, already validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -24,6 +24,6 @@ pub mod topic;
 pub mod zone;
 
 pub use alert::{Alert, AlertKind, AlertState, Severity};
-pub use event::{DeviceEvent, DeviceKind, Reading};
+pub use event::{DeviceEvent, DeviceKind, DeviceRole, Reading};
 pub use native::{parse_native, RejectReason};
 pub use settings::RuleSettings;

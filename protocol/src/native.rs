@@ -14,6 +14,8 @@ use crate::topic::MessageKind;
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 /// How far in the future a device clock may be before its message is refused.
 pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(10);
+/// Epoch milliseconds below this (March 1973) are taken for seconds sent by mistake.
+const SECONDS_LOOK_BELOW_MS: i64 = 100_000_000_000;
 
 /// Why a message was refused; `as_str` is the `reason` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,10 +30,11 @@ pub enum RejectReason {
     BadTopic,
     NotAuthorized,
     UnknownDevice,
+    TsInSeconds,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::NotJson,
         RejectReason::BadField,
         RejectReason::OutOfRange,
@@ -41,6 +44,7 @@ impl RejectReason {
         RejectReason::BadTopic,
         RejectReason::NotAuthorized,
         RejectReason::UnknownDevice,
+        RejectReason::TsInSeconds,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl RejectReason {
             RejectReason::BadTopic => "bad_topic",
             RejectReason::NotAuthorized => "not_authorized",
             RejectReason::UnknownDevice => "unknown_device",
+            RejectReason::TsInSeconds => "ts_in_seconds",
         }
     }
 }
@@ -274,12 +279,20 @@ pub fn battery_pct(b: f64) -> Result<u8, Rejection> {
     Ok(b.round() as u8)
 }
 
-/// The reading's time: its own `ts` unless absent, and never far in the future.
+/// The reading's time: its own `ts` unless absent, never far in the future, and never a count
+/// of seconds read as milliseconds (which would date the reading to January 1970).
 pub fn check_ts(
     ts: Option<DateTime<Utc>>,
     received_at: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, Rejection> {
     let ts = ts.unwrap_or(received_at);
+    let ms = ts.timestamp_millis();
+    if (0..SECONDS_LOOK_BELOW_MS).contains(&ms) {
+        return Err(Rejection::new(
+            RejectReason::TsInSeconds,
+            format!("ts {ms} looks like seconds since 1970; send epoch milliseconds or RFC 3339"),
+        ));
+    }
     if ts > received_at + MAX_FUTURE_SKEW {
         return Err(Rejection::new(
             RejectReason::FutureTimestamp,
@@ -423,5 +436,14 @@ mod tests {
         let edge = now() + MAX_FUTURE_SKEW;
         assert_eq!(check_ts(Some(edge), now()), Ok(edge));
         assert!(check_ts(Some(edge + Duration::seconds(1)), now()).is_err());
+    }
+
+    #[test]
+    fn seconds_sent_as_milliseconds_are_refused_with_their_own_reason() {
+        assert_eq!(
+            reason("motion", r#"{"ts":1764032400,"motion":true}"#),
+            RejectReason::TsInSeconds
+        );
+        assert!(parse_native("motion", br#"{"ts":1764032400000,"motion":true}"#, now()).is_ok());
     }
 }

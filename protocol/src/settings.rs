@@ -3,6 +3,8 @@
 //! Every field has a default, so a resident created with no settings is watched
 //! sensibly, and a PATCH may name only the fields it changes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::DeviceKind;
@@ -14,6 +16,8 @@ pub struct RuleSettings {
     pub inactivity: InactivitySettings,
     pub geofence: GeofenceSettings,
     pub offline: OfflineSettings,
+    pub dwell: DwellSettings,
+    pub night_exit: NightExitSettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -24,6 +28,8 @@ impl Default for RuleSettings {
             inactivity: InactivitySettings::default(),
             geofence: GeofenceSettings::default(),
             offline: OfflineSettings::default(),
+            dwell: DwellSettings::default(),
+            night_exit: NightExitSettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -46,6 +52,9 @@ pub struct InactivitySettings {
     pub morning_deadline: Option<String>,
     /// Pause the inactivity rule while the resident is confirmed outside every safe zone.
     pub pause_when_away: bool,
+    /// Rooms a resident sleeps in. Once a sensor in one of them is known, the night threshold
+    /// applies only while the last activity was in one; elsewhere the day threshold runs on.
+    pub sleep_rooms: Vec<String>,
 }
 
 impl Default for InactivitySettings {
@@ -58,6 +67,7 @@ impl Default for InactivitySettings {
             night_starts: "22:00".into(),
             morning_deadline: Some("10:00".into()),
             pause_when_away: true,
+            sleep_rooms: vec!["bedroom".into()],
         }
     }
 }
@@ -76,6 +86,11 @@ pub struct GeofenceSettings {
     pub night_starts: String,
     /// Local time ("HH:MM") until which an exit is critical.
     pub night_ends: String,
+    /// The uncertainty assumed for a fix that gives no `accuracy_m`: unknown is not exact.
+    pub unknown_accuracy_m: f64,
+    /// While an exit alert is live, a fix whose accuracy is worse than this many times the
+    /// alert's current fix does not move the alert's position.
+    pub position_worsening_factor: f64,
 }
 
 impl Default for GeofenceSettings {
@@ -86,6 +101,52 @@ impl Default for GeofenceSettings {
             reentry_margin_m: 50.0,
             night_starts: "18:00".into(),
             night_ends: "06:00".into(),
+            unknown_accuracy_m: 50.0,
+            position_worsening_factor: 5.0,
+        }
+    }
+}
+
+/// The room dwell rule: too long in one room (a bath, the toilet) with no sign of any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DwellSettings {
+    pub enabled: bool,
+    /// Longest continuous stay per room name, in seconds; rooms not named have no limit.
+    pub limits_s: BTreeMap<String, u64>,
+}
+
+impl Default for DwellSettings {
+    fn default() -> Self {
+        DwellSettings {
+            enabled: true,
+            limits_s: [("bathroom".to_owned(), 3600), ("toilet".to_owned(), 1800)]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// The night exit rule, for residents at risk of wandering: off unless turned on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NightExitSettings {
+    pub enabled: bool,
+    /// Local time ("HH:MM") from which an entrance door opening is watched.
+    pub from: String,
+    /// Local time ("HH:MM") until which it is watched.
+    pub until: String,
+    /// No indoor motion this long after the door opened means the resident went out.
+    pub confirm_s: u64,
+}
+
+impl Default for NightExitSettings {
+    fn default() -> Self {
+        NightExitSettings {
+            enabled: false,
+            from: "22:00".into(),
+            until: "05:00".into(),
+            confirm_s: 180,
         }
     }
 }
@@ -166,6 +227,8 @@ impl RuleSettings {
             ("inactivity.morning_deadline", i.morning_deadline.as_ref()),
             ("geofence.night_starts", Some(&self.geofence.night_starts)),
             ("geofence.night_ends", Some(&self.geofence.night_ends)),
+            ("night_exit.from", Some(&self.night_exit.from)),
+            ("night_exit.until", Some(&self.night_exit.until)),
         ];
         for (name, value) in times {
             if let Some(v) = value {
@@ -190,9 +253,33 @@ impl RuleSettings {
         if !(g.reentry_margin_m.is_finite() && g.reentry_margin_m >= 0.0) {
             return Err("geofence.reentry_margin_m must be zero or more metres".into());
         }
+        if !(g.unknown_accuracy_m.is_finite() && g.unknown_accuracy_m >= 0.0) {
+            return Err("geofence.unknown_accuracy_m must be zero or more metres".into());
+        }
+        if !(g.position_worsening_factor.is_finite() && g.position_worsening_factor >= 1.0) {
+            return Err("geofence.position_worsening_factor must be a number of at least 1".into());
+        }
+        if i.sleep_rooms.len() > 20 || i.sleep_rooms.iter().any(|r| r.is_empty() || r.len() > 64) {
+            return Err(
+                "inactivity.sleep_rooms must be at most 20 room names of 1 to 64 characters".into(),
+            );
+        }
         let o = &self.offline;
         if [o.motion_s, o.door_s, o.button_s, o.gps_s, o.gateway_s].contains(&0) {
             return Err("offline thresholds must be at least 1 second".into());
+        }
+        let d = &self.dwell;
+        if d.limits_s.len() > 20
+            || d.limits_s
+                .iter()
+                .any(|(room, s)| room.is_empty() || room.len() > 64 || *s == 0)
+        {
+            return Err(
+                "dwell.limits_s must map at most 20 room names to at least 1 second each".into(),
+            );
+        }
+        if !(1..=3600).contains(&self.night_exit.confirm_s) {
+            return Err("night_exit.confirm_s must be between 1 and 3600 seconds".into());
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

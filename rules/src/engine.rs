@@ -97,8 +97,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use mimamori_protocol::settings::{GeofenceSettings, InactivitySettings, LocalTime};
-use mimamori_protocol::{AlertKind, DeviceEvent, DeviceKind, Reading, RuleSettings, Severity};
+use mimamori_protocol::settings::{
+    GeofenceSettings, InactivitySettings, LocalTime, NightExitSettings,
+};
+use mimamori_protocol::{
+    AlertKind, DeviceEvent, DeviceKind, DeviceRole, Reading, RuleSettings, Severity,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -109,6 +113,19 @@ use crate::zone::SafeZone;
 const SOS_JOIN: Duration = Duration::seconds(60);
 /// Longest threshold honoured; larger settings behave like this and cannot overflow time arithmetic.
 const MAX_THRESHOLD_S: u64 = 366 * 24 * 3600;
+/// After a restart, overdue deadlines wait this long (unless [`Engine::set_restart_grace`]
+/// says otherwise) for devices to reconnect and deliver what they buffered while the hub was
+/// down, so a resident who moved all along is not alerted at start-up.
+pub const RESTART_GRACE: Duration = Duration::seconds(60);
+/// A device whose `ts` is further than this from the hub's time of receipt has a wrong clock,
+/// unless it is delivering what it buffered (see [`Resident::reading_time`]).
+pub const MAX_CLOCK_SKEW: Duration = Duration::seconds(60);
+/// A fix identical to the previous one (coordinates and accuracy) this soon after it is the
+/// same fix delivered again.
+const DUPLICATE_FIX: Duration = Duration::seconds(30);
+/// Motion this soon after the entrance door opened is the resident passing the door on the way
+/// out (a hall sensor), not a return: it does not cancel a night exit.
+const DOOR_PASSING: Duration = Duration::seconds(30);
 /// Hysteresis between opening and resolving low_battery, in percentage points.
 const BATTERY_HYSTERESIS: u8 = 5;
 
@@ -119,6 +136,12 @@ pub struct DeviceInfo {
     pub id: String,
     /// What kind of device it is; picks the offline threshold.
     pub kind: DeviceKind,
+    /// The room it watches, when known; a motion event naming no room is taken to be from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// What the device is for, when marked (a door at the entrance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<DeviceRole>,
 }
 
 /// Everything the engine needs to know about one resident.
@@ -226,6 +249,10 @@ pub struct DeviceStatus {
     pub battery: Option<u8>,
     /// False while its device_offline condition is open.
     pub online: bool,
+    /// The device's clock is off by more than [`MAX_CLOCK_SKEW`]: its readings are taken at
+    /// the hub's time of receipt.
+    #[serde(default)]
+    pub clock_skew: bool,
 }
 
 /// One resident on the dashboard.
@@ -258,6 +285,27 @@ pub struct ResidentState {
     geofence: GeofenceState,
     devices: BTreeMap<String, DeviceState>,
     sos: BTreeMap<String, SosBurst>,
+    dwell: DwellState,
+    night_exit: NightExitState,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct DwellState {
+    /// The room of the latest activity, while it is a room.
+    room: Option<String>,
+    /// Since when every activity has been in `room`.
+    since: Option<DateTime<Utc>>,
+    open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct NightExitState {
+    /// When the entrance door opened at night with no indoor motion since.
+    door_at: Option<DateTime<Utc>>,
+    door: Option<String>,
+    open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -270,6 +318,9 @@ struct InactivityState {
     last_activity_at: Option<DateTime<Utc>>,
     last_activity_room: Option<String>,
     open: bool,
+    /// Whether a motion event has named one of the sleep rooms: from then on the resident's
+    /// bed is known to be watched, so stillness elsewhere is never taken for sleep.
+    sleep_room_seen: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -291,6 +342,10 @@ struct GeofenceState {
     open: bool,
     #[serde(with = "crate::stamp::option")]
     returned_at: Option<DateTime<Utc>>,
+    /// The `ts` of the fix that confirmed the open exit.
+    opened_at: Option<DateTime<Utc>>,
+    /// The fix whose position the open alert shows.
+    shown: Option<Position>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -303,6 +358,9 @@ struct DeviceState {
     battery: Option<u8>,
     offline: Option<OfflineCause>,
     low_battery: bool,
+    /// `received_at − ts` of the last message in milliseconds, and when it was received.
+    last_offset: Option<(i64, DateTime<Utc>)>,
+    clock_skew: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +387,7 @@ struct Compiled {
     night_starts: LocalTime,
     morning: Option<LocalTime>,
     geo_night: (u32, u32),
+    night_exit: (u32, u32),
 }
 
 impl Compiled {
@@ -354,7 +413,13 @@ impl Compiled {
             clock::secs(parse(&g.night_starts, &dg.night_starts)),
             clock::secs(parse(&g.night_ends, &dg.night_ends)),
         );
+        let (n, dn) = (&cfg.settings.night_exit, NightExitSettings::default());
+        let night_exit = (
+            clock::secs(parse(&n.from, &dn.from)),
+            clock::secs(parse(&n.until, &dn.until)),
+        );
         Compiled {
+            night_exit,
             day_starts,
             night_starts,
             morning,
@@ -404,10 +469,59 @@ impl Compiled {
         )
     }
 
+    /// Whether `id` is the entrance door: marked so, or the resident's only door device.
+    fn is_entrance(&self, id: &str) -> bool {
+        let doors = || {
+            self.cfg
+                .devices
+                .iter()
+                .filter(|d| d.kind == DeviceKind::Door)
+        };
+        match doors().find(|d| d.id == id) {
+            None => false,
+            Some(d) if d.role == Some(DeviceRole::Entrance) => true,
+            Some(_) => {
+                doors().count() == 1 && !doors().any(|d| d.role == Some(DeviceRole::Entrance))
+            }
+        }
+    }
+
+    fn dwell_limit(&self, room: &str) -> Option<u64> {
+        let d = &self.settings().dwell;
+        d.enabled.then(|| d.limits_s.get(room).copied()).flatten()
+    }
+
+    fn is_sleep_room(&self, room: Option<&str>) -> bool {
+        room.is_some_and(|r| {
+            self.settings()
+                .inactivity
+                .sleep_rooms
+                .iter()
+                .any(|s| s == r)
+        })
+    }
+
+    fn has_sleep_room_device(&self) -> bool {
+        self.cfg
+            .devices
+            .iter()
+            .any(|d| self.is_sleep_room(d.room.as_deref()))
+    }
+
     /// The inactivity deadline for silence since `reference`, and the threshold that decided it.
-    fn inactivity_deadline(&self, reference: DateTime<Utc>) -> Option<(DateTime<Utc>, u64)> {
+    /// `in_bed` is false once a sleep room is known and the last activity was elsewhere: the
+    /// night threshold then never applies, so a collapse at 19:30 in the bathroom is not
+    /// waited out until morning.
+    fn inactivity_deadline(
+        &self,
+        reference: DateTime<Utc>,
+        in_bed: bool,
+    ) -> Option<(DateTime<Utc>, u64)> {
         let i = &self.settings().inactivity;
         let day_s = i.day_threshold_s.clamp(1, MAX_THRESHOLD_S);
+        if !in_bed {
+            return Some((reference.checked_add_signed(secs(day_s))?, day_s));
+        }
         let night_s = i.night_threshold_s.clamp(1, MAX_THRESHOLD_S);
         let max_s = day_s.max(night_s);
         let backstop = reference.checked_add_signed(secs(max_s))?;
@@ -452,7 +566,7 @@ impl Compiled {
             .iter()
             .map(|z| (z, z.signed_distance_m(p.lat, p.lon)))
             .min_by(|a, b| a.1.total_cmp(&b.1));
-        let acc = p.accuracy_m.unwrap_or(0.0);
+        let acc = p.accuracy_m.unwrap_or(g.unknown_accuracy_m);
         if !(acc.is_finite() && acc >= 0.0)
             || acc > g.max_accuracy_m
             || !(p.lat.is_finite() && p.lon.is_finite())
@@ -501,6 +615,11 @@ fn mark_returned(g: &mut GeofenceState, inactivity: &InactivityState, at: DateTi
     }
 }
 
+/// Two fixes that say exactly the same thing: the same coordinates and the same accuracy.
+fn same_place(a: &Position, b: &Position) -> bool {
+    a.lat == b.lat && a.lon == b.lon && a.accuracy_m == b.accuracy_m
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -509,6 +628,8 @@ struct Resident {
     c: Compiled,
     state: ResidentState,
     scheduled: Option<DateTime<Utc>>,
+    /// Until when, after a restore, nothing timer-driven fires.
+    grace_until: Option<DateTime<Utc>>,
 }
 
 type Out = VecDeque<Decision>;
@@ -548,10 +669,31 @@ impl Resident {
         });
     }
 
+    /// Confirmed outside, and no activity at home since: motion indoors after the exit means
+    /// the tracker left without the resident (a bag at the daughter's), so the inactivity
+    /// rules watch again even while the tracker stays outside.
     fn away(&self) -> bool {
+        let g = &self.state.geofence;
+        let moved_since = match (self.state.inactivity.last_activity_at, g.opened_at) {
+            (Some(a), Some(o)) => a > o,
+            _ => false,
+        };
         self.c.settings().inactivity.pause_when_away
-            && self.state.geofence.open
+            && g.open
+            && !moved_since
             && !self.c.cfg.zones.is_empty()
+    }
+
+    /// Whether the night threshold may apply: always, unless the resident's bed is known to be
+    /// watched (a sleep room's sensor) and the last activity was somewhere else.
+    fn in_bed(&self) -> bool {
+        let i = &self.state.inactivity;
+        let bed_known = i.sleep_room_seen || self.c.has_sleep_room_device();
+        !bed_known || self.c.is_sleep_room(i.last_activity_room.as_deref())
+    }
+
+    fn inactivity_deadline_from(&self, reference: DateTime<Utc>) -> Option<(DateTime<Utc>, u64)> {
+        self.c.inactivity_deadline(reference, self.in_bed())
     }
 
     fn inactivity_reference(&self) -> Option<DateTime<Utc>> {
@@ -567,7 +709,25 @@ impl Resident {
         if !self.c.inactivity_applies() || self.state.inactivity.open || self.away() {
             return None;
         }
-        self.c.inactivity_deadline(self.inactivity_reference()?)
+        self.inactivity_deadline_from(self.inactivity_reference()?)
+    }
+
+    fn dwell_deadline(&self) -> Option<(DateTime<Utc>, u64)> {
+        let d = &self.state.dwell;
+        if d.open || self.away() {
+            return None;
+        }
+        let limit = self.c.dwell_limit(d.room.as_deref()?)?;
+        Some((d.since?.checked_add_signed(secs(limit))?, limit))
+    }
+
+    fn night_exit_deadline(&self) -> Option<DateTime<Utc>> {
+        let n = &self.state.night_exit;
+        let confirm = self.c.settings().night_exit.confirm_s;
+        if n.open || !self.c.settings().night_exit.enabled {
+            return None;
+        }
+        n.door_at?.checked_add_signed(secs(confirm))
     }
 
     fn offline_deadline(&self, d: &DeviceInfo) -> Option<DateTime<Utc>> {
@@ -586,12 +746,16 @@ impl Resident {
             .devices
             .iter()
             .filter_map(|d| self.offline_deadline(d));
-        self.inactivity_deadline()
+        let next = self
+            .inactivity_deadline()
             .map(|(t, _)| t)
             .into_iter()
             .chain(self.state.morning.next_check)
+            .chain(self.dwell_deadline().map(|(t, _)| t))
+            .chain(self.night_exit_deadline())
             .chain(devices)
-            .min()
+            .min()?;
+        Some(self.grace_until.map_or(next, |g| next.max(g)))
     }
 
     /// Applies a (new) configuration to the state, resolving what no longer holds.
@@ -674,7 +838,7 @@ impl Resident {
             } else {
                 let due = self
                     .inactivity_reference()
-                    .and_then(|r| self.c.inactivity_deadline(r));
+                    .and_then(|r| self.inactivity_deadline_from(r));
                 due.is_some_and(|(t, _)| t > now)
                     .then_some("inactivity threshold raised")
             };
@@ -683,6 +847,8 @@ impl Resident {
                 self.resolve(out, AlertKind::Inactivity, "", now, reason);
             }
         }
+
+        self.apply_room_config(now, out);
 
         // Morning check.
         if self.c.inactivity_applies() && self.c.morning.is_some() {
@@ -764,6 +930,41 @@ impl Resident {
         }
     }
 
+    /// Resolves a dwell or night exit alert the new settings no longer support.
+    fn apply_room_config(&mut self, now: DateTime<Utc>, out: &mut Out) {
+        if self.state.dwell.open {
+            let limit = self
+                .state
+                .dwell
+                .room
+                .as_deref()
+                .and_then(|r| self.c.dwell_limit(r));
+            let due = limit.and_then(|l| self.state.dwell.since?.checked_add_signed(secs(l)));
+            if due.is_none_or(|t| t > now) {
+                self.state.dwell.open = false;
+                self.resolve(
+                    out,
+                    AlertKind::Dwell,
+                    "",
+                    now,
+                    "dwell limit raised or removed",
+                );
+            }
+        }
+        if !self.c.settings().night_exit.enabled {
+            self.state.night_exit.door_at = None;
+            if std::mem::take(&mut self.state.night_exit.open) {
+                self.resolve(
+                    out,
+                    AlertKind::NightExit,
+                    "",
+                    now,
+                    "night exit rule turned off",
+                );
+            }
+        }
+    }
+
     /// What an exit alert says; `place` is where a BLE receiver saw the resident's tag.
     fn geofence_details(&self, fix: &Position, place: Option<&str>) -> serde_json::Value {
         let (_, nearest) = self.c.classify(fix);
@@ -789,7 +990,10 @@ impl Resident {
         now: DateTime<Utc>,
         out: &mut Out,
     ) {
-        self.state.geofence.open = true;
+        let g = &mut self.state.geofence;
+        g.open = true;
+        g.opened_at = Some(fix.ts);
+        g.shown = Some(*fix);
         let details = self.geofence_details(fix, place);
         let key = self.c.key(AlertKind::GeofenceExit, "");
         let severity = self.c.severity_of_exit(fix.ts);
@@ -802,7 +1006,21 @@ impl Resident {
         });
     }
 
-    /// A fix of `device`; `place` names the BLE receiver that made it, if one did.
+    /// Whether a fresh fix may move the open exit alert's position: not when it is much less
+    /// accurate than the one shown (a 2,000 m cell-tower fix after a 10 m GPS one would send
+    /// searchers the wrong way). Fixes too poor to classify never move it.
+    fn moves_alert(&self, fix: &Position) -> bool {
+        let g = &self.c.settings().geofence;
+        let acc = |p: &Position| p.accuracy_m.unwrap_or(g.unknown_accuracy_m);
+        if acc(fix) > g.max_accuracy_m {
+            return false;
+        }
+        self.state
+            .geofence
+            .shown
+            .is_none_or(|shown| acc(fix) <= acc(&shown).max(1.0) * g.position_worsening_factor)
+    }
+
     fn on_fix(
         &mut self,
         fix: Position,
@@ -814,15 +1032,16 @@ impl Resident {
         if !(fix.lat.is_finite() && fix.lon.is_finite()) {
             return;
         }
-        if self
-            .state
-            .geofence
-            .last_fix
-            .is_some_and(|last| fix.ts <= last.ts)
-        {
+        let last = self.state.geofence.last_fix;
+        if last.is_some_and(|last| fix.ts <= last.ts) {
             return;
         }
         self.state.geofence.last_fix = Some(fix);
+        if last.is_some_and(|last| same_place(&last, &fix) && fix.ts - last.ts <= DUPLICATE_FIX) {
+            // The same fix again at once (a QoS 1 resend without `ts`, stamped on receipt) is
+            // no new evidence: it neither confirms nor moves anything.
+            return;
+        }
         if self.c.cfg.zones.is_empty() {
             return;
         }
@@ -859,7 +1078,8 @@ impl Resident {
                 now,
                 format!("back inside {name}"),
             );
-        } else {
+        } else if self.moves_alert(&fix) {
+            self.state.geofence.shown = Some(fix);
             let details = self.geofence_details(&fix, place);
             out.push_back(Decision::Update {
                 key: self.c.key(AlertKind::GeofenceExit, ""),
@@ -874,27 +1094,33 @@ impl Resident {
     fn on_activity(
         &mut self,
         ts: DateTime<Utc>,
+        device: &str,
         reading: &Reading,
         now: DateTime<Utc>,
         out: &mut Out,
     ) {
+        let device_room = self.c.device(device).and_then(|d| d.room.clone());
         let (room, reason) = match reading {
-            Reading::Motion { room: Some(r), .. } => {
-                (Some(r.clone()), format!("motion resumed ({r})"))
-            }
+            Reading::Motion { room, .. } => match room.clone().or(device_room) {
+                Some(r) => (Some(r.clone()), format!("motion resumed ({r})")),
+                None => (None, "motion resumed".to_owned()),
+            },
             Reading::Door { open: true } => (None, "door opened".to_owned()),
             Reading::Door { open: false } => (None, "door closed".to_owned()),
             _ => (None, "motion resumed".to_owned()),
         };
+        let sleep_room = self.c.is_sleep_room(room.as_deref());
         let i = &mut self.state.inactivity;
+        i.sleep_room_seen |= sleep_room;
         if i.last_activity_at.is_none_or(|t| ts >= t) {
             i.last_activity_at = Some(ts);
-            i.last_activity_room = room;
+            i.last_activity_room = room.clone();
+            self.track_rooms(ts, device, reading, room, now, out);
         }
         if self.state.inactivity.open {
             let due = self
                 .inactivity_reference()
-                .and_then(|r| self.c.inactivity_deadline(r));
+                .and_then(|r| self.inactivity_deadline_from(r));
             if due.is_none_or(|(t, _)| t > now) {
                 self.state.inactivity.open = false;
                 self.resolve(out, AlertKind::Inactivity, "", now, reason.clone());
@@ -908,6 +1134,60 @@ impl Resident {
         {
             self.state.morning.open_since = None;
             self.resolve(out, AlertKind::NoMorningActivity, "", now, reason);
+        }
+    }
+
+    /// Room dwell and night exit follow the newest activity only: where the resident is now.
+    fn track_rooms(
+        &mut self,
+        ts: DateTime<Utc>,
+        device: &str,
+        reading: &Reading,
+        room: Option<String>,
+        now: DateTime<Utc>,
+        out: &mut Out,
+    ) {
+        let is_door = matches!(reading, Reading::Door { .. });
+        let d = &mut self.state.dwell;
+        if (room.is_some() && d.room != room) || is_door {
+            let reason = match &room {
+                Some(r) => format!("moved to {r}"),
+                None => "door used".to_owned(),
+            };
+            d.since = room.as_ref().map(|_| ts);
+            d.room = room.clone();
+            if std::mem::take(&mut d.open) {
+                self.resolve(out, AlertKind::Dwell, "", now, reason);
+            }
+        }
+        let watching = self.c.settings().night_exit.enabled;
+        let (from, until) = self.c.night_exit;
+        let n = &mut self.state.night_exit;
+        match reading {
+            Reading::Door { open: true }
+                if watching
+                    && !n.open
+                    && n.door_at.is_none()
+                    && self.c.is_entrance(device)
+                    && clock::in_window(clock::local_secs(self.c.tz(), ts), from, until) =>
+            {
+                n.door_at = Some(ts);
+                n.door = Some(device.to_owned());
+            }
+            Reading::Motion { .. } if n.door_at.is_none_or(|d| ts > d + DOOR_PASSING) => {
+                n.door_at = None;
+                if std::mem::take(&mut n.open) {
+                    let at = room.map(|r| format!(" ({r})")).unwrap_or_default();
+                    self.resolve(
+                        out,
+                        AlertKind::NightExit,
+                        "",
+                        now,
+                        format!("motion indoors{at}"),
+                    );
+                }
+            }
+            _ => {}
         }
     }
 
@@ -947,6 +1227,31 @@ impl Resident {
                 at: now,
                 details,
             });
+        }
+    }
+
+    /// The instant a reading counts at: its own `ts`, unless the device's clock is wrong, when
+    /// it is the time of receipt. A `ts` ahead of receipt by more than [`MAX_CLOCK_SKEW`] is
+    /// always a wrong clock. One behind it may be a buffer being delivered late (after an
+    /// outage), which is true history; it is a wrong clock when the lag stays the same
+    /// (within [`MAX_CLOCK_SKEW`]) across messages received at least that far apart, as a
+    /// flushed buffer's lag shrinks while it catches up.
+    fn reading_time(&mut self, ev: &DeviceEvent, received: DateTime<Utc>) -> DateTime<Utc> {
+        let Some(ds) = self.state.devices.get_mut(&ev.device_id) else {
+            return ev.ts;
+        };
+        let skew_ms = MAX_CLOCK_SKEW.num_milliseconds();
+        let offset = (received - ev.ts).num_milliseconds();
+        let steady = ds.last_offset.is_some_and(|(prev, at)| {
+            (offset - prev).abs() <= skew_ms
+                && (ds.clock_skew || (received - at).num_milliseconds() >= skew_ms)
+        });
+        ds.last_offset = Some((offset, received));
+        ds.clock_skew = offset < -skew_ms || (offset > skew_ms && steady);
+        if ds.clock_skew {
+            received
+        } else {
+            ev.ts
         }
     }
 
@@ -1013,6 +1318,11 @@ impl Resident {
     }
 
     fn fire(&mut self, now: DateTime<Utc>, out: &mut Out) {
+        match self.grace_until {
+            Some(g) if now < g => return,
+            Some(_) => self.grace_until = None,
+            None => {}
+        }
         if let Some((due, threshold_s)) = self.inactivity_deadline().filter(|(t, _)| *t <= now) {
             self.state.inactivity.open = true;
             let i = &self.state.inactivity;
@@ -1055,6 +1365,8 @@ impl Resident {
                 .and_then(|m| clock::next_local(tz, check.max(now), m));
         }
 
+        self.fire_rooms(now, out);
+
         for d in self.c.cfg.devices.clone() {
             let Some(due) = self.offline_deadline(&d).filter(|t| *t <= now) else {
                 continue;
@@ -1074,6 +1386,31 @@ impl Resident {
                 due,
                 details,
             );
+        }
+    }
+
+    fn fire_rooms(&mut self, now: DateTime<Utc>, out: &mut Out) {
+        if let Some((due, limit_s)) = self.dwell_deadline().filter(|(t, _)| *t <= now) {
+            let d = &mut self.state.dwell;
+            d.open = true;
+            let details = json!({ "room": d.room, "since": d.since, "limit_s": limit_s });
+            self.open(out, AlertKind::Dwell, "", Severity::High, due, details);
+        }
+        if let Some(due) = self.night_exit_deadline().filter(|t| *t <= now) {
+            let n = &mut self.state.night_exit;
+            n.open = true;
+            let details = json!({
+                "door_opened_at": n.door_at,
+                "door": n.door,
+                "confirm_s": self.c.settings().night_exit.confirm_s,
+            });
+            out.push_back(Decision::Open {
+                key: self.c.key(AlertKind::NightExit, ""),
+                device_id: n.door.clone(),
+                severity: Severity::Critical,
+                at: due,
+                details,
+            });
         }
     }
 
@@ -1101,6 +1438,15 @@ impl Resident {
                 }
             }
             AlertKind::NoMorningActivity => st.morning.open_since = None,
+            AlertKind::Dwell => {
+                if std::mem::take(&mut st.dwell.open) {
+                    st.dwell.since = st.dwell.since.map(|_| now);
+                }
+            }
+            AlertKind::NightExit => {
+                st.night_exit.open = false;
+                st.night_exit.door_at = None;
+            }
             AlertKind::DeviceOffline => {
                 if let Some(ds) = st.devices.get_mut(subject) {
                     if ds.offline.take().is_some() {
@@ -1131,6 +1477,7 @@ impl Resident {
                     last_seen_at: ds.and_then(|s| s.last_seen_at),
                     battery: ds.and_then(|s| s.battery),
                     online: ds.is_none_or(|s| s.offline.is_none()),
+                    clock_skew: ds.is_some_and(|s| s.clock_skew),
                 }
             })
             .collect();
@@ -1143,6 +1490,12 @@ impl Resident {
         }
         if st.geofence.open {
             open.insert(AlertKind::GeofenceExit);
+        }
+        if st.dwell.open {
+            open.insert(AlertKind::Dwell);
+        }
+        if st.night_exit.open {
+            open.insert(AlertKind::NightExit);
         }
         for ds in st.devices.values() {
             if ds.offline.is_some() {
@@ -1172,8 +1525,8 @@ impl Resident {
 }
 
 /// All residents' rules: a pure state machine driven by events and time.
-#[derive(Default)]
 pub struct Engine {
+    restart_grace: Duration,
     residents: HashMap<i64, Resident>,
     timers: BTreeSet<(DateTime<Utc>, i64)>,
     decisions: VecDeque<Decision>,
@@ -1190,10 +1543,27 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            restart_grace: RESTART_GRACE,
+            residents: HashMap::new(),
+            timers: BTreeSet::new(),
+            decisions: VecDeque::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+}
+
 impl Engine {
     /// An engine with no residents.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How long overdue deadlines wait after [`Engine::restore`]; zero fires them at once.
+    pub fn set_restart_grace(&mut self, grace: Duration) {
+        self.restart_grace = grace.max(Duration::zero());
     }
 
     /// Adds a resident or replaces its configuration, keeping its state, and resolves what the
@@ -1211,6 +1581,7 @@ impl Engine {
                     c,
                     state: ResidentState::default(),
                     scheduled: None,
+                    grace_until: None,
                 };
                 r.apply_config(None, false, now, &mut self.decisions);
                 self.residents.insert(id, r);
@@ -1220,7 +1591,9 @@ impl Engine {
     }
 
     /// Installs a resident at start-up from its configuration and persisted state (`None` for a
-    /// new resident). Overdue deadlines stay pending for the next [`Engine::handle_timeout`].
+    /// new resident). Deadlines that are overdue, or fall within [`RESTART_GRACE`] of `now`,
+    /// fire at the end of the grace (with their own instant as `at`), unless what devices
+    /// deliver meanwhile moves them.
     pub fn restore(
         &mut self,
         cfg: ResidentConfig,
@@ -1238,6 +1611,8 @@ impl Engine {
             c: Compiled::new(cfg),
             state: state.unwrap_or_default(),
             scheduled: None,
+            grace_until: (restoring && self.restart_grace > Duration::zero())
+                .then(|| now + self.restart_grace),
         };
         r.apply_config(None, restoring, now, &mut self.decisions);
         self.residents.insert(id, r);
@@ -1260,8 +1635,8 @@ impl Engine {
             return;
         };
         let out = &mut self.decisions;
-        let ts = ev.ts.min(now);
         let received = ev.received_at.min(now);
+        let ts = r.reading_time(ev, received).min(now);
         match &ev.reading {
             Reading::Sos => r.on_sos(&ev.device_id, ts, now, out),
             Reading::Position {
@@ -1293,7 +1668,7 @@ impl Engine {
                 };
                 r.on_fix(fix, &ev.device_id, Some(place), now, out);
             }
-            reading if reading.is_activity() => r.on_activity(ts, reading, now, out),
+            reading if reading.is_activity() => r.on_activity(ts, &ev.device_id, reading, now, out),
             _ => {}
         }
         r.on_device_message(ev, received, now, out);

@@ -56,6 +56,11 @@ impl Core {
     }
 
     /// Installs a resident at start-up with its stored rules state.
+    /// How long overdue rule deadlines wait after a restore (see `Engine::set_restart_grace`).
+    pub fn set_restart_grace(&mut self, grace: chrono::Duration) {
+        self.engine.set_restart_grace(grace);
+    }
+
     pub fn restore_resident(
         &mut self,
         cfg: ResidentConfig,

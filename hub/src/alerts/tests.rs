@@ -62,14 +62,20 @@ fn config() -> ResidentConfig {
             DeviceInfo {
                 id: "btn".into(),
                 kind: DeviceKind::Button,
+                room: None,
+                role: None,
             },
             DeviceInfo {
                 id: "pir".into(),
                 kind: DeviceKind::Motion,
+                room: None,
+                role: None,
             },
             DeviceInfo {
                 id: "gps".into(),
                 kind: DeviceKind::Gps,
+                room: None,
+                role: None,
             },
         ],
     }

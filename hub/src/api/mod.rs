@@ -8,8 +8,8 @@
 pub mod activity;
 pub mod alerts;
 pub mod auth;
-pub mod cluster;
 pub mod ble;
+pub mod cluster;
 pub mod contacts;
 pub mod devices;
 pub mod echonet;

@@ -34,6 +34,8 @@ use crate::store::Store;
 const PARTITION_QUEUE: usize = 16_384;
 /// SOS presses of one partition that may wait.
 const PARTITION_URGENT: usize = 1_024;
+/// How long a taken-over partition's overdue deadlines wait for the log's last events.
+const TAKEOVER_GRACE: chrono::Duration = chrono::Duration::seconds(2);
 /// How often the outbox is searched for claims a dead hub left.
 const FREE_CLAIMS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -319,6 +321,9 @@ impl Owner {
             urgent_rx,
         );
         pipeline.in_partition(scope.clone(), LiveSink::new(self.cluster.js.clone()));
+        // A takeover is not an outage: the devices kept publishing into the log, so the
+        // few events behind the last commit arrive within moments, not after a restart.
+        pipeline.set_restart_grace(TAKEOVER_GRACE);
         let watched = match pipeline.restore().await {
             Ok(n) => n,
             Err(e) => {

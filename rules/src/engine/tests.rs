@@ -26,6 +26,8 @@ fn dev(id: &str, kind: DeviceKind) -> DeviceInfo {
     DeviceInfo {
         id: id.into(),
         kind,
+        room: None,
+        role: None,
     }
 }
 
@@ -1084,16 +1086,18 @@ fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult
         e2.status(R).map(|s| s.open_conditions),
         Some(vec![AlertKind::GeofenceExit])
     );
-    // The 10:00 morning check was missed while down; it runs now and finds the 09:00 activity.
-    assert_eq!(e2.poll_timeout(), Some(t("2026-05-11T10:00:00+09:00")));
-    e2.handle_timeout(restart);
+    // The 10:00 morning check was missed while down; it runs after the restart grace and finds
+    // the 09:00 activity.
+    assert_eq!(e2.poll_timeout(), Some(restart + RESTART_GRACE));
+    e2.handle_timeout(restart + RESTART_GRACE);
     assert!(drain(&mut e2).is_empty());
     // Device clocks restart from the restore (hub downtime is not device silence): 11:15 for the gps.
     assert_eq!(e2.poll_timeout(), Some(t("2026-05-11T11:15:00+09:00")));
     let got = feed(&mut e2, "2026-05-11T11:00:00+09:00", &[(500.0, None)]);
     assert_eq!(got, ["update geofence_exit"]);
 
-    // An inactivity deadline that passed while the hub was down fires at the first handle_timeout.
+    // An inactivity deadline that passed while the hub was down fires once the grace is over,
+    // at its own instant.
     let mut e3 = Engine::new();
     e3.configure(
         config(
@@ -1118,8 +1122,10 @@ fn restore_keeps_deadlines_and_open_conditions_without_reopening() -> TestResult
         late,
     );
     assert!(drain(&mut e4).is_empty(), "restore itself fires nothing");
-    assert_eq!(e4.poll_timeout(), Some(t("2026-05-11T12:00:00+09:00")));
+    assert_eq!(e4.poll_timeout(), Some(late + RESTART_GRACE));
     e4.handle_timeout(late);
+    assert!(drain(&mut e4).is_empty(), "devices get their grace first");
+    e4.handle_timeout(late + RESTART_GRACE);
     let d = drain(&mut e4);
     assert_eq!(
         d.iter().map(label).collect::<Vec<_>>(),
@@ -1162,7 +1168,7 @@ fn missed_morning_check_fires_once_after_restore() -> TestResult {
     let mut e2 = Engine::new();
     let restart = t("2026-05-13T12:00:00+09:00");
     e2.restore(cfg, Some(state), restart);
-    e2.handle_timeout(restart);
+    e2.handle_timeout(restart + RESTART_GRACE);
     assert_eq!(labels(&mut e2), ["open no_morning_activity high"]);
     assert_eq!(e2.poll_timeout(), Some(t("2026-05-14T10:00:00+09:00")));
     Ok(())
@@ -1358,4 +1364,485 @@ fn extreme_times_and_settings_do_not_panic() {
         drain(&mut e);
         let _ = e.status(R);
     }
+}
+
+// ---------------------------------------------------------------- blind spots and robust input
+
+/// An engine with one resident configured at `at`.
+fn engine(cfg: ResidentConfig, at: DateTime<Utc>) -> Engine {
+    let mut e = Engine::new();
+    e.configure(cfg, at);
+    e
+}
+
+/// A resident with one motion sensor and inactivity alone, configured at `at`.
+fn one_pir(at: DateTime<Utc>) -> Engine {
+    engine(
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        ),
+        at,
+    )
+}
+
+/// Feeds an event at its own time.
+fn now(e: &mut Engine, ev: DeviceEvent) {
+    let at = ev.received_at;
+    e.handle_event(&ev, at);
+}
+
+fn room_dev(id: &str, room: &str) -> DeviceInfo {
+    DeviceInfo {
+        room: Some(room.into()),
+        ..dev(id, DeviceKind::Motion)
+    }
+}
+
+fn motion_from(device: &str, ts: DateTime<Utc>) -> DeviceEvent {
+    ev(
+        device,
+        DeviceKind::Motion,
+        ts,
+        Reading::Motion {
+            motion: true,
+            room: None,
+        },
+    )
+}
+
+/// Runs every timer up to `until` and returns the labels with the instant each decision is for.
+fn run_until(e: &mut Engine, until: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    while let Some(due) = e.poll_timeout().filter(|t| *t <= until) {
+        e.handle_timeout(due);
+        for d in drain(e) {
+            let at = match &d {
+                Decision::Open { at, .. }
+                | Decision::Update { at, .. }
+                | Decision::Resolve { at, .. } => *at,
+            };
+            out.push((label(&d), at));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_evening_collapse_in_the_bathroom_is_alerted_within_the_day_threshold() {
+    let t0 = t("2026-05-11T08:00:00+09:00");
+    let devices = vec![room_dev("bath", "bathroom"), room_dev("bed", "bedroom")];
+    let mut e = engine(config(inactivity_only(), vec![], devices), t0);
+    now(&mut e, motion_from("bath", t("2026-05-11T19:30:00+09:00")));
+    let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
+    assert_eq!(
+        got,
+        [
+            ("open dwell high".to_owned(), t("2026-05-11T20:30:00+09:00")),
+            (
+                "open inactivity high".to_owned(),
+                t("2026-05-11T22:30:00+09:00")
+            )
+        ],
+        "an hour in the bathroom, then 3 h after its last motion, not 12 h"
+    );
+}
+
+#[test]
+fn without_a_known_sleep_room_the_evening_keeps_the_night_threshold() {
+    let t0 = t("2026-05-11T08:00:00+09:00");
+    let mut e = engine(
+        config(inactivity_only(), vec![], vec![room_dev("k", "kitchen")]),
+        t0,
+    );
+    now(&mut e, motion_from("k", t("2026-05-11T19:30:00+09:00")));
+    let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
+    // The 12 h backstop over the whole silence: nobody could tell bed from collapse.
+    assert_eq!(
+        got,
+        [(
+            "open inactivity high".to_owned(),
+            t("2026-05-12T07:30:00+09:00")
+        )]
+    );
+}
+
+#[test]
+fn going_to_bed_in_the_bedroom_keeps_the_night_threshold() {
+    let t0 = t("2026-05-11T08:00:00+09:00");
+    let devices = vec![room_dev("bath", "bathroom"), room_dev("bed", "bedroom")];
+    let mut e = engine(config(inactivity_only(), vec![], devices), t0);
+    now(&mut e, motion_from("bath", t("2026-05-11T21:00:00+09:00")));
+    now(&mut e, motion_from("bed", t("2026-05-11T21:30:00+09:00")));
+    assert!(run_until(&mut e, t("2026-05-12T07:00:00+09:00")).is_empty());
+    // A sleep room learnt from the events alone counts the same.
+    let mut e = one_pir(t0);
+    now(&mut e, motion(t("2026-05-11T12:00:00+09:00"), "bedroom"));
+    now(&mut e, motion(t("2026-05-11T19:30:00+09:00"), "toilet"));
+    let got = run_until(&mut e, t("2026-05-12T12:00:00+09:00"));
+    assert_eq!(
+        got,
+        [
+            ("open dwell high".to_owned(), t("2026-05-11T20:00:00+09:00")),
+            (
+                "open inactivity high".to_owned(),
+                t("2026-05-11T22:30:00+09:00")
+            )
+        ]
+    );
+}
+
+#[test]
+fn indoor_motion_ends_the_away_pause_while_the_tracker_stays_outside() {
+    let t0 = t("2026-05-11T09:00:00+09:00");
+    let mut e = engine(
+        config(
+            inactivity_only(),
+            vec![home()],
+            vec![dev("m1", DeviceKind::Motion), dev("g1", DeviceKind::Gps)],
+        ),
+        t0,
+    );
+    now(&mut e, motion(t0, "hall"));
+    let got = feed(
+        &mut e,
+        "2026-05-11T09:00:00+09:00",
+        &[(500.0, Some(10.0)), (510.0, Some(10.0))],
+    );
+    assert_eq!(got, ["open geofence_exit high"]);
+    // Staff resolve it (the bag is at the daughter's); the tracker keeps reporting from there.
+    let key = AlertKey {
+        resident_id: R,
+        kind: AlertKind::GeofenceExit,
+        subject: String::new(),
+    };
+    e.staff_closed(&key, t("2026-05-11T09:30:00+09:00"));
+    let got = feed(
+        &mut e,
+        "2026-05-11T09:30:00+09:00",
+        &[(520.0, Some(10.0)), (530.0, Some(10.0))],
+    );
+    assert_eq!(
+        got,
+        ["open geofence_exit high"],
+        "a new exit, as documented"
+    );
+    // The resident is home: motion inside, then stillness. Inactivity watches again.
+    let back = t("2026-05-11T10:00:00+09:00");
+    now(&mut e, motion(back, "kitchen"));
+    assert!(drain(&mut e).is_empty());
+    let got = run_until(&mut e, t("2026-05-11T14:00:00+09:00"));
+    assert_eq!(
+        got,
+        [("open inactivity high".to_owned(), back + Duration::hours(3))]
+    );
+}
+
+#[test]
+fn a_cell_tower_fix_does_not_move_a_live_exit_alert() {
+    let mut e = geo_engine(vec![home()]);
+    let mut s = inactivity_only();
+    s.inactivity.enabled = false;
+    s.geofence.max_accuracy_m = 5_000.0;
+    e.configure(
+        config(s, vec![home()], vec![]),
+        t("2026-05-11T08:00:00+09:00"),
+    );
+    drain(&mut e);
+    let got = feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[
+            (500.0, Some(10.0)),
+            (510.0, Some(10.0)),
+            (3_000.0, Some(2_000.0)),
+            (530.0, Some(15.0)),
+        ],
+    );
+    assert_eq!(got, ["open geofence_exit high", "update geofence_exit"]);
+    let shown = e
+        .state(R)
+        .and_then(|s| s.geofence.shown)
+        .map(|p| p.accuracy_m);
+    assert_eq!(
+        shown,
+        Some(Some(15.0)),
+        "the 15 m fix moved it, the 2,000 m one did not"
+    );
+}
+
+#[test]
+fn a_resent_fix_is_not_the_second_confirming_fix() {
+    let mut e = geo_engine(vec![home()]);
+    let at = t("2026-05-11T10:00:00+09:00");
+    e.handle_event(&fix(at, 500.0, Some(10.0)), at);
+    // A QoS 1 resend without `ts`: stamped on receipt, 5 s later.
+    let resent = at + Duration::seconds(5);
+    e.handle_event(&fix(resent, 500.0, Some(10.0)), resent);
+    assert!(labels(&mut e).is_empty());
+    let next = at + Duration::minutes(1);
+    e.handle_event(&fix(next, 505.0, Some(10.0)), next);
+    assert_eq!(labels(&mut e), ["open geofence_exit high"]);
+}
+
+#[test]
+fn a_fix_without_accuracy_is_not_taken_as_exact() {
+    // 230 m north: 30 m beyond the 200 m fence, within the 50 m assumed for an unknown accuracy.
+    let mut e = geo_engine(vec![home()]);
+    let got = feed(
+        &mut e,
+        "2026-05-11T10:00:00+09:00",
+        &[(230.0, None), (231.0, None), (232.0, None)],
+    );
+    assert!(got.is_empty(), "{got:?}");
+    let got = feed(
+        &mut e,
+        "2026-05-11T11:00:00+09:00",
+        &[(230.0, Some(5.0)), (231.0, Some(5.0))],
+    );
+    assert_eq!(got, ["open geofence_exit high"]);
+}
+
+#[test]
+fn after_a_restart_buffered_readings_arrive_before_an_overdue_deadline_fires() -> TestResult {
+    let cfg = || {
+        config(
+            inactivity_only(),
+            vec![],
+            vec![dev("m1", DeviceKind::Motion)],
+        )
+    };
+    let mut e = Engine::new();
+    let t0 = t("2026-05-11T09:00:00+09:00");
+    e.configure(cfg(), t0);
+    now(&mut e, motion(t0, "kitchen"));
+    let state: ResidentState =
+        serde_json::from_value(serde_json::to_value(e.state(R).ok_or("no state")?)?)?;
+    // The hub was down 09:05-12:30; the resident moved at 11:00, buffered by the gateway.
+    let restart = t("2026-05-11T12:30:00+09:00");
+    let mut e = Engine::new();
+    e.restore(cfg(), Some(state), restart);
+    e.handle_timeout(restart);
+    assert!(drain(&mut e).is_empty());
+    let mut late = motion(t("2026-05-11T11:00:00+09:00"), "kitchen");
+    late.received_at = restart + Duration::seconds(20);
+    e.handle_event(&late, late.received_at);
+    let got = run_until(&mut e, t("2026-05-11T15:00:00+09:00"));
+    assert_eq!(
+        got,
+        [(
+            "open inactivity high".to_owned(),
+            t("2026-05-11T14:00:00+09:00")
+        )],
+        "counted from the buffered 11:00 motion, not alerted at the restart"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_clock_running_behind_is_flagged_and_its_readings_taken_at_receipt() {
+    let t0 = t("2026-05-11T09:00:00+09:00");
+    let mut e = one_pir(t0);
+    // Every message is stamped 2 h 30 min behind the hub's clock, five minutes apart.
+    let lag = Duration::minutes(150);
+    for n in 0..3 {
+        let at = t0 + Duration::minutes(5 * n);
+        let mut m = motion(at - lag, "kitchen");
+        m.received_at = at;
+        e.handle_event(&m, at);
+    }
+    let skewed = e.status(R).map(|s| s.devices.iter().any(|d| d.clock_skew));
+    assert_eq!(skewed, Some(true));
+    let last = t0 + Duration::minutes(10);
+    assert_eq!(e.status(R).and_then(|s| s.last_activity_at), Some(last));
+    let got = run_until(&mut e, last + Duration::hours(3));
+    assert_eq!(
+        got,
+        [("open inactivity high".to_owned(), last + Duration::hours(3))]
+    );
+}
+
+#[test]
+fn a_flushed_buffer_is_history_not_a_wrong_clock() {
+    let t0 = t("2026-05-11T12:00:00+09:00");
+    let mut e = one_pir(t0);
+    // Ten buffered readings from 10:00 to 11:30 delivered within two seconds.
+    for n in 0..10 {
+        let mut m = motion(
+            t("2026-05-11T10:00:00+09:00") + Duration::minutes(10 * n),
+            "kitchen",
+        );
+        m.received_at = t0 + Duration::milliseconds(200 * n);
+        e.handle_event(&m, m.received_at);
+    }
+    let skewed = e.status(R).map(|s| s.devices.iter().any(|d| d.clock_skew));
+    assert_eq!(skewed, Some(false));
+    assert_eq!(
+        e.status(R).and_then(|s| s.last_activity_at),
+        Some(t("2026-05-11T11:30:00+09:00"))
+    );
+}
+
+// ---------------------------------------------------------------- dwell and night exit
+
+fn door_dev(id: &str) -> DeviceInfo {
+    dev(id, DeviceKind::Door)
+}
+
+fn door(device: &str, ts: DateTime<Utc>, open: bool) -> DeviceEvent {
+    ev(device, DeviceKind::Door, ts, Reading::Door { open })
+}
+
+#[test]
+fn ninety_minutes_in_the_bath_opens_dwell_at_sixty_and_leaving_resolves_it() {
+    let t0 = t("2026-01-11T18:00:00+09:00");
+    let devices = vec![room_dev("bath", "bathroom"), room_dev("liv", "living")];
+    let mut e = engine(config(inactivity_only(), vec![], devices), t0);
+    // Motion in the bathroom every five minutes for 90 minutes: no other room.
+    for n in 0..=18 {
+        let at = t0 + Duration::minutes(5 * n);
+        let opened = run_until(&mut e, at);
+        if n == 12 {
+            assert_eq!(
+                opened,
+                [("open dwell high".to_owned(), t0 + Duration::hours(1))]
+            );
+        } else {
+            assert!(opened.is_empty(), "{n}: {opened:?}");
+        }
+        now(&mut e, motion_from("bath", at));
+        assert!(labels(&mut e).is_empty());
+    }
+    let out = t0 + Duration::minutes(95);
+    now(&mut e, motion_from("liv", out));
+    assert_eq!(labels(&mut e), ["resolve dwell: moved to living"]);
+    // A room with no limit never raises dwell.
+    assert!(run_until(&mut e, out + Duration::hours(2)).is_empty());
+}
+
+#[test]
+fn dwell_after_a_staff_resolve_counts_afresh_and_settings_can_lift_it() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T10:00:00+09:00");
+    let cfg = |s: RuleSettings| config(s, vec![], vec![room_dev("wc", "toilet")]);
+    e.configure(cfg(inactivity_only()), t0);
+    now(&mut e, motion_from("wc", t0));
+    let got = run_until(&mut e, t0 + Duration::minutes(31));
+    assert_eq!(
+        got,
+        [("open dwell high".to_owned(), t0 + Duration::minutes(30))]
+    );
+    let key = AlertKey {
+        resident_id: R,
+        kind: AlertKind::Dwell,
+        subject: String::new(),
+    };
+    let resolved = t0 + Duration::minutes(40);
+    e.staff_closed(&key, resolved);
+    let got = run_until(&mut e, resolved + Duration::minutes(31));
+    assert_eq!(
+        got,
+        [(
+            "open dwell high".to_owned(),
+            resolved + Duration::minutes(30)
+        )]
+    );
+    let mut s = inactivity_only();
+    s.dwell.limits_s.insert("toilet".into(), 7200);
+    e.configure(cfg(s), resolved + Duration::minutes(32));
+    assert_eq!(
+        labels(&mut e),
+        ["resolve dwell: dwell limit raised or removed"]
+    );
+}
+
+fn night_exit_settings() -> RuleSettings {
+    let mut s = inactivity_only();
+    s.night_exit.enabled = true;
+    s
+}
+
+#[test]
+fn leaving_at_night_without_the_tracker_is_critical_three_minutes_after_the_door() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T21:00:00+09:00");
+    let devices = vec![
+        door_dev("front"),
+        room_dev("hall", "hall"),
+        room_dev("bed", "bedroom"),
+    ];
+    e.configure(config(night_exit_settings(), vec![], devices), t0);
+    now(&mut e, motion_from("bed", t0));
+    let at = t("2026-01-12T02:00:00+09:00");
+    run_until(&mut e, at);
+    drain(&mut e);
+    now(&mut e, door("front", at, true));
+    // The hall sensor sees the resident pass the door on the way out; the door closes.
+    now(&mut e, motion_from("hall", at + Duration::seconds(5)));
+    now(&mut e, door("front", at + Duration::seconds(20), false));
+    drain(&mut e);
+    let got = run_until(&mut e, at + Duration::minutes(10));
+    assert_eq!(
+        got,
+        [(
+            "open night_exit critical".to_owned(),
+            at + Duration::minutes(3)
+        )]
+    );
+    let back = at + Duration::minutes(40);
+    now(&mut e, motion_from("hall", back));
+    assert_eq!(
+        labels(&mut e),
+        ["resolve night_exit: motion indoors (hall)"]
+    );
+}
+
+#[test]
+fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
+    let mut e = Engine::new();
+    let t0 = t("2026-01-11T21:00:00+09:00");
+    let devices = vec![door_dev("front"), room_dev("hall", "hall")];
+    e.configure(config(night_exit_settings(), vec![], devices.clone()), t0);
+    let at = t("2026-01-11T23:00:00+09:00");
+    now(&mut e, door("front", at, true));
+    now(&mut e, motion_from("hall", at + Duration::minutes(2)));
+    assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
+    // By day the door is not watched.
+    let noon = t("2026-01-12T12:00:00+09:00");
+    run_until(&mut e, noon);
+    drain(&mut e);
+    now(&mut e, door("front", noon, true));
+    let got = run_until(&mut e, noon + Duration::minutes(10));
+    assert!(
+        got.iter().all(|(l, _)| !l.contains("night_exit")),
+        "{got:?}"
+    );
+    // Off by default; with two doors only the one marked entrance counts.
+    let mut e = Engine::new();
+    let back = DeviceInfo {
+        role: Some(DeviceRole::Entrance),
+        ..door_dev("back")
+    };
+    e.configure(
+        config(night_exit_settings(), vec![], vec![door_dev("front"), back]),
+        t0,
+    );
+    now(&mut e, door("front", at, true));
+    assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
+    now(&mut e, door("back", at + Duration::minutes(20), true));
+    let got = run_until(&mut e, at + Duration::minutes(30));
+    assert_eq!(
+        got,
+        [(
+            "open night_exit critical".to_owned(),
+            at + Duration::minutes(23)
+        )]
+    );
+    let mut e = engine(
+        config(inactivity_only(), vec![], vec![door_dev("front")]),
+        t0,
+    );
+    now(&mut e, door("front", at, true));
+    assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
 }
