@@ -494,7 +494,7 @@ mod tests {
                 {"id": "bath-pir", "kind": "motion", "room": "bathroom"},
                 {"id": "front", "kind": "door", "role": "entrance"}
             ],
-            "rules": {"offline": {"motion_s": 172800, "door_s": 864000}}
+            "rules": {"offline": {"motion_s": 172800, "door_s": 864000}, "dwell": {"enabled": true}}
         }))?;
         let mut lines = sixty_days();
         // A gateway delivers in any order: reverse them.

@@ -118,8 +118,11 @@ pub struct DwellSettings {
 
 impl Default for DwellSettings {
     fn default() -> Self {
+        // Opt-in: silence after a bathroom visit is also what a night's sleep looks like
+        // in a home without a sensor in the bedroom, so switched on for everyone it
+        // raises a false dwell alert after most night-time visits.
         DwellSettings {
-            enabled: true,
+            enabled: false,
             limits_s: [("bathroom".to_owned(), 3600), ("toilet".to_owned(), 1800)]
                 .into_iter()
                 .collect(),

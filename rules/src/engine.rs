@@ -95,6 +95,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+/// Indoor activity this long after a confirmed exit means the resident is home again.
+const AWAY_MARGIN_S: i64 = 60;
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use mimamori_protocol::settings::{
@@ -669,13 +672,15 @@ impl Resident {
         });
     }
 
-    /// Confirmed outside, and no activity at home since: motion indoors after the exit means
+    /// Confirmed outside, and no activity at home since (more than [`AWAY_MARGIN_S`] after): motion indoors after the exit means
     /// the tracker left without the resident (a bag at the daughter's), so the inactivity
     /// rules watch again even while the tracker stays outside.
     fn away(&self) -> bool {
         let g = &self.state.geofence;
+        // A margin: a tracker's fixes carry whole seconds, and the last indoor motion
+        // as the resident walks out may be stamped after the fix that confirmed the exit.
         let moved_since = match (self.state.inactivity.last_activity_at, g.opened_at) {
-            (Some(a), Some(o)) => a > o,
+            (Some(a), Some(o)) => a > o + chrono::Duration::seconds(AWAY_MARGIN_S),
             _ => false,
         };
         self.c.settings().inactivity.pause_when_away

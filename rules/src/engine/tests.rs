@@ -82,9 +82,11 @@ fn no_morning() -> RuleSettings {
 }
 
 /// Inactivity day 3 h / night 12 h, no morning check, quiet devices.
+/// Inactivity and the room rules a care plan switches on with it (dwell is opt-in).
 fn inactivity_only() -> RuleSettings {
     let mut s = quiet_devices();
     s.inactivity.morning_deadline = None;
+    s.dwell.enabled = true;
     s
 }
 
