@@ -179,6 +179,8 @@ async fn connect_somewhere(creds: &DeviceCreated, ports: &Ports, n: usize) -> Re
         if let Ok(c) = mqtt_connect(port, u, u, &creds.mqtt.password).await {
             return Ok(c);
         }
+        // Back-off between attempts, as a device's own reconnect does: what it waits for
+        // (a hub to accept) is the attempt itself.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("device {} found no hub to connect to", creds.id)
@@ -219,6 +221,7 @@ async fn publish_for(
                 mqtt = connect_somewhere(&creds, &ports, n).await?;
             }
         }
+        // The device's reporting rate: load, not a wait for a condition.
         tokio::time::sleep(period).await;
     }
     Ok(())
@@ -343,6 +346,8 @@ async fn a_hub_killed_under_load_loses_nothing_and_its_partitions_move_within_te
         .position(|n| *n == victim_name)
         .ok_or_else(|| anyhow!("unknown owner {victim_name}"))?;
     let kill_at = deadline_ms - 5_000;
+    // The hubs are processes on the real clock, so the kill is scheduled on it: what the
+    // test checks is the timer's lateness after a takeover, measured from its deadline.
     if let Ok(wait) = u64::try_from(kill_at - now_ms()) {
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }

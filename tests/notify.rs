@@ -95,8 +95,10 @@ async fn hit(State(r): State<Receiver>, uri: Uri, headers: HeaderMap, body: Byte
 impl Receiver {
     pub async fn start() -> Result<Receiver> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut r = Receiver::default();
-        r.base = format!("http://{}", listener.local_addr()?);
+        let r = Receiver {
+            base: format!("http://{}", listener.local_addr()?),
+            ..Receiver::default()
+        };
         let app = axum::Router::new().fallback(hit).with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(r)

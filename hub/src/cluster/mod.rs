@@ -93,9 +93,7 @@ impl ClusterConfig {
             replicas,
         }))
     }
-}
 
-impl ClusterConfig {
     /// The NATS servers to try, from a comma-separated URL list.
     pub fn servers(&self) -> Vec<&str> {
         self.nats_url
