@@ -136,6 +136,9 @@ impl TestHub {
             .args(["--dashboard-dir", &dashboard_dir().display().to_string()])
             .args(&self.extra_args)
             .env("MIMAMORI_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // The tests' webhook and ntfy receivers listen on loopback, which the default
+            // host policy refuses; `--webhook-hosts` in extra_args overrides this.
+            .env("MIMAMORI_WEBHOOK_HOSTS", "127.0.0.1, ::1")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,hub=debug".into()),

@@ -878,3 +878,56 @@ async fn families_read_contacts_without_outsiders_addresses() -> Result<()> {
     assert_eq!(status, 403);
     Ok(())
 }
+
+/// Contacts cannot make the hub a proxy into its own network. Under the default host policy
+/// a webhook or ntfy address at a private, loopback or link-local address is refused when
+/// the contact is created, and one whose *name* resolves to loopback is refused at delivery,
+/// once, with the reason on the delivery: the receiver never hears of the resident.
+#[tokio::test]
+async fn webhooks_reach_only_hosts_the_policy_allows() -> Result<()> {
+    let rx = Receiver::start().await?;
+    let hub = hub_with(&strings(&["--webhook-hosts", ""])).await?;
+    let rid = hub.resident(json!({"name": "Mori Hana"})).await?;
+    let port = rx.base.rsplit(':').next().unwrap_or_default().to_string();
+    for (channel, address) in [
+        ("webhook", rx.url("/direct")),
+        (
+            "webhook",
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+        ),
+        ("ntfy", format!("http://[::1]:{port}/topic")),
+        ("webhook", "http://10.0.0.5/admin".to_string()),
+    ] {
+        let body = json!({"name": "Mori Ken", "relation": "family", "channel": channel, "address": address});
+        let refused = hub
+            .expect(
+                Method::POST,
+                &format!("/residents/{rid}/contacts"),
+                Some(body),
+                422,
+            )
+            .await?;
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not public"), "{address}: {refused}");
+    }
+    let by_name = format!("http://localhost:{port}/by-name");
+    add_contact(
+        &hub,
+        rid,
+        json!({"name": "Mori Ken", "relation": "family", "channel": "webhook", "address": by_name}),
+    )
+    .await?;
+    let alert_id = press_sos(&hub, rid).await?;
+    let d = wait_deliveries(&hub, alert_id, "the delivery refused", |d| {
+        d.len() == 1 && d[0]["state"] == "failed"
+    })
+    .await?;
+    let error = d[0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("refused") && error.contains("not allowed"),
+        "{d:?}"
+    );
+    assert_eq!(d[0]["attempts"], 1, "a refusal is not retried: {d:?}");
+    assert!(rx.seen("/by-name").is_empty() && rx.seen("/direct").is_empty());
+    Ok(())
+}

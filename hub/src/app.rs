@@ -247,6 +247,7 @@ impl Hub {
                 public_key: vapid.public_key(),
                 cfg: cfg.notify.push.clone(),
             }),
+            contact_hosts: cfg.notify.hosts.clone(),
         };
         Ok(Hub {
             http,

@@ -3,7 +3,8 @@
 //! Staff and admins manage contacts; family users may read those of their own
 //! residents. A webhook's signing secret is shown once, in the answer to its creation.
 //! A `push` contact names a hub user; a family user may be named only for a resident
-//! they may see.
+//! they may see. A webhook or ntfy address must reach a host the operator's
+//! `webhook_hosts` policy allows (public addresses only by default).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -169,6 +170,16 @@ pub fn validate(
     })
 }
 
+/// A webhook or ntfy address must reach a host the policy allows (what can be known before
+/// a delivery resolves the name; see `notify::hosts`).
+fn check_host(st: &AppState, address: &str) -> ApiResult<()> {
+    let url = reqwest::Url::parse(address)
+        .map_err(|e| invalid(format!("address {address:?} is not a URL: {e}")))?;
+    st.contact_hosts
+        .check_url(&url)
+        .map_err(|e| invalid(format!("address {address:?}: {e}")))
+}
+
 async fn create(
     State(st): State<AppState>,
     caller: AuthUser,
@@ -181,8 +192,10 @@ async fn create(
         .await
         .map_err(|_| ApiError::NotFound(format!("no resident {resident_id}")))?;
     let row = validate(resident_id, &req, st.clock.now())?;
-    if row.channel == Channel::Push {
-        check_push_user(&st, &row).await?;
+    match row.channel {
+        Channel::Push => check_push_user(&st, &row).await?,
+        Channel::Webhook | Channel::Ntfy => check_host(&st, &row.address)?,
+        Channel::Email | Channel::Line => {}
     }
     let secret = row.secret.clone();
     let contact = st.store.create_contact(&row).await?;

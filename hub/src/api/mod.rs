@@ -73,6 +73,8 @@ pub struct AppState {
     pub line_secret: Option<Arc<crate::notify::line::Secret>>,
     /// The VAPID public key browsers subscribe with, and what a subscription may be.
     pub push: Arc<push::PushState>,
+    /// The hosts webhook and ntfy contacts may reach.
+    pub contact_hosts: Arc<crate::notify::hosts::HostPolicy>,
 }
 
 /// The whole HTTP application.

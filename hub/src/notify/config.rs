@@ -6,6 +6,9 @@ use chrono::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use super::hosts::HostPolicy;
 use super::line::{LineConfig, Secret};
 use super::policy::Retry;
 use super::push::PushConfig;
@@ -91,6 +94,11 @@ pub struct NotifySettings {
     /// Browsers one user may subscribe to Web Push (default 10).
     #[arg(long, env = "MIMAMORI_PUSH_MAX_SUBSCRIPTIONS")]
     pub push_max_subscriptions: Option<u32>,
+    /// The only hosts webhook and ntfy contacts may reach, comma-separated: names
+    /// (`hooks.example.org`), domains (`*.example.org`), addresses or networks
+    /// (`192.168.10.0/24`). Unset: any host, but only at public addresses.
+    #[arg(long, env = "MIMAMORI_WEBHOOK_HOSTS")]
+    pub webhook_hosts: Option<String>,
 }
 
 /// `[notify.ladder]`: a plan per severity; a severity left out keeps its default.
@@ -192,6 +200,8 @@ pub struct NotifyConfig {
     /// LINE, when a channel access token is set.
     pub line: Option<LineConfig>,
     pub push: PushConfig,
+    /// The hosts webhook and ntfy contacts may reach.
+    pub hosts: Arc<HostPolicy>,
 }
 
 impl Default for NotifyConfig {
@@ -209,6 +219,7 @@ impl Default for NotifyConfig {
             public_url: None,
             line: None,
             push: PushConfig::default(),
+            hosts: Arc::default(),
         }
     }
 }
@@ -234,6 +245,7 @@ notify_timeout_secs = 10
 # line_monthly_quota = 200         # the free plan; the log warns at 80 %
 # push_subject = "mailto:ops@example.org"   # the VAPID contact push services see
 push_max_subscriptions = 10        # browsers per user with notifications enabled
+# webhook_hosts = "hooks.example.org, *.ward.example, 192.168.10.0/24"   # unset: public addresses only
 
 # The escalation ladder per severity: who is told after how long while nobody
 # acknowledges, reminders to everyone told so far, and when the alert is "unanswered".
@@ -295,6 +307,7 @@ impl NotifySettings {
                 .push_allow_http_loopback
                 .or(file.push_allow_http_loopback),
             push_max_subscriptions: self.push_max_subscriptions.or(file.push_max_subscriptions),
+            webhook_hosts: self.webhook_hosts.or(file.webhook_hosts),
         }
     }
 
@@ -329,6 +342,10 @@ impl NotifySettings {
             public_url: self.public_url()?,
             line: self.line()?,
             push: self.push()?,
+            hosts: Arc::new(
+                HostPolicy::parse(self.webhook_hosts.as_deref().unwrap_or(""))
+                    .map_err(anyhow::Error::msg)?,
+            ),
         })
     }
 

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod email;
+pub mod hosts;
 pub mod line;
 pub mod message;
 pub mod ntfy;
@@ -87,10 +88,41 @@ fn check_status(status: reqwest::StatusCode, channel: &str) -> Result<(), SendEr
     }
 }
 
+/// A failed request to a receiver: refused by the host policy (permanent, with the reason),
+/// else worth another try. The URL is left out: it may carry a secret.
+fn request_failed(channel: &str, e: reqwest::Error) -> SendError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied {
+                return SendError::permanent(format!("{channel} address refused: {io}"));
+            }
+        }
+        cause = c.source();
+    }
+    SendError::transient(format!("{channel} request failed: {}", e.without_url()))
+}
+
+/// Checks a contact's stored address against the host policy in force at delivery time.
+fn contact_address_allowed(
+    hosts: &hosts::HostPolicy,
+    channel: &str,
+    address: &str,
+) -> Result<(), SendError> {
+    let url = reqwest::Url::parse(address)
+        .map_err(|e| SendError::permanent(format!("{channel} address is not a URL: {e}")))?;
+    hosts
+        .check_url(&url)
+        .map_err(|e| SendError::permanent(format!("{channel} address refused: {e}")))
+}
+
 /// What each delivery task needs, shared.
 struct Channels {
     templates: Templates,
     http: reqwest::Client,
+    /// For addresses staff typed (webhook, ntfy): resolved through the host policy.
+    contacts_http: reqwest::Client,
+    hosts: Arc<hosts::HostPolicy>,
     mail: email::Mailer,
     line: Option<line::Line>,
     push: push::Push,
@@ -121,13 +153,21 @@ impl Notifier {
         vapid: push::Vapid,
     ) -> anyhow::Result<Notifier> {
         let templates = Templates::load()?;
-        let http = reqwest::Client::builder()
-            // A redirect would re-send a signed resident payload wherever the receiver
-            // points; a 3xx is reported as a failure instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .user_agent(concat!("mimamori-hub/", env!("CARGO_PKG_VERSION")))
+        let client = || {
+            reqwest::Client::builder()
+                // A redirect would re-send a signed resident payload wherever the receiver
+                // points; a 3xx is reported as a failure instead.
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout)
+                .user_agent(concat!("mimamori-hub/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = client().build()?;
+        let hosts = cfg.hosts.clone();
+        let contacts_http = client()
+            .dns_resolver(Arc::new(hosts::GuardedResolver {
+                policy: cfg.hosts.clone(),
+            }))
             .build()?;
         let mail = email::Mailer::new(cfg.smtp.as_ref(), cfg.timeout)?;
         let line = cfg.line.clone().map(|l| line::Line {
@@ -149,6 +189,8 @@ impl Notifier {
             channels: Arc::new(Channels {
                 templates,
                 http,
+                contacts_http,
+                hosts,
                 mail,
                 line,
                 push,
@@ -406,8 +448,14 @@ async fn attempt(
         .render(&notice, item.language)
         .map_err(|e| SendError::permanent(format!("cannot render the message: {e}")))?;
     match item.channel {
-        Channel::Webhook => webhook::send(&channels.http, item, &notice, &msg, now).await,
-        Channel::Ntfy => ntfy::send(&channels.http, item, &notice, &msg).await,
+        Channel::Webhook => {
+            contact_address_allowed(&channels.hosts, "webhook", &item.address)?;
+            webhook::send(&channels.contacts_http, item, &notice, &msg, now).await
+        }
+        Channel::Ntfy => {
+            contact_address_allowed(&channels.hosts, "ntfy", &item.address)?;
+            ntfy::send(&channels.contacts_http, item, &notice, &msg).await
+        }
         Channel::Email => channels.mail.send(item, &msg).await,
         Channel::Line => match &channels.line {
             Some(l) => {

@@ -58,10 +58,11 @@ pub async fn send(
     if let Some(url) = &msg.map_url {
         req = req.header("Click", url);
     }
-    let res =
-        req.body(msg.text.clone()).send().await.map_err(|e| {
-            SendError::transient(format!("ntfy request failed: {}", e.without_url()))
-        })?;
+    let res = req
+        .body(msg.text.clone())
+        .send()
+        .await
+        .map_err(|e| super::request_failed("ntfy", e))?;
     super::check_status(res.status(), "ntfy")
 }
 

@@ -74,9 +74,7 @@ pub async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|e| {
-            SendError::transient(format!("webhook request failed: {}", e.without_url()))
-        })?;
+        .map_err(|e| super::request_failed("webhook", e))?;
     super::check_status(res.status(), "webhook")
 }
 
