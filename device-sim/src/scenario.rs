@@ -128,7 +128,7 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
             (
                 w.speed,
                 rules,
-                wander(rng, w.geo, &roles),
+                wander(rng, w, &roles),
                 vec![exp(AlertKind::GeofenceExit)],
             )
         }
@@ -328,7 +328,16 @@ fn crossing(track: &Track, r: f64, outward: bool) -> Option<f64> {
     })
 }
 
-fn wander(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
+/// How long the wanderer walks away: 25 minutes, and at least 3 s of real time. OwnTracks and
+/// Traccar Client stamp fixes in whole seconds and the hub counts only the first fix of each
+/// second, so a walk compressed below that would give fewer than the two confirming fixes
+/// (at 1800x, 25 minutes is 0.8 s), and the inactivity rule would rightly fire first.
+fn wander_duration(speed: f64) -> f64 {
+    (25.0 * MINUTE).max(3.0 * speed)
+}
+
+fn wander(rng: &mut impl Rng, w: Setting, roles: &[Role]) -> Vec<Act> {
+    let geo = w.geo;
     let house = Household::new(rng, geo, roles);
     let mut p = Plan::default();
     p.note(0.0, "gets up in the middle of the night, confused");
@@ -340,7 +349,7 @@ fn wander(rng: &mut impl Rng, geo: &HomeGeo, roles: &[Role]) -> Vec<Act> {
         Xy::default(),
         geo.street_bearing,
         leave,
-        25.0 * MINUTE,
+        wander_duration(w.speed),
         speed,
     );
     let end = out.end_t();
