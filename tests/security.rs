@@ -4,8 +4,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use reqwest::StatusCode;
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::helpers::*;
@@ -866,5 +866,133 @@ async fn the_database_file_is_private() -> Result<()> {
         let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
     }
+    Ok(())
+}
+
+/// The six-digit code of `secret` (base32) that an authenticator app shows `offset_s` from now.
+fn app_code(secret: &str, offset_s: i64) -> Result<String> {
+    let bytes = totp_rs::Secret::Encoded(secret.to_string())
+        .to_bytes()
+        .map_err(|e| anyhow!("secret {secret:?}: {e:?}"))?;
+    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, bytes);
+    let now = chrono::Utc::now().timestamp() + offset_s;
+    Ok(totp.generate(u64::try_from(now)?))
+}
+
+async fn login_with_code(hub: &TestHub, user: &str, code: Option<&str>) -> Result<(u16, Value)> {
+    let mut body = json!({"username": user, "password": password_of(user)});
+    if let Some(code) = code {
+        body["totp"] = json!(code);
+    }
+    hub.call(None, Method::POST, "/auth/login", Some(body))
+        .await
+}
+
+/// A staff account with one-time codes: setting them up takes a code from the app; then a
+/// login needs a fresh code (none: `totp_required`; wrong or used before: 401), MQTT
+/// refuses the account (no place for a code), and an admin's reset for a lost phone ends
+/// its sessions. All of it is audited.
+#[tokio::test]
+async fn one_time_codes_guard_a_staff_login() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let staff = hub.user("tanaka.k", "staff", &[]).await?;
+    let (status, setup) = hub
+        .call(Some(&staff), Method::POST, "/auth/totp", None)
+        .await?;
+    assert_eq!(status, 200, "{setup}");
+    let secret = setup["secret"].as_str().unwrap_or_default().to_string();
+    assert!(setup["otpauth_url"]
+        .as_str()
+        .is_some_and(|u| u.contains(&secret)));
+    let wrong = json!({"code": "000000"});
+    let (status, _) = hub
+        .call(
+            Some(&staff),
+            Method::POST,
+            "/auth/totp/confirm",
+            Some(wrong),
+        )
+        .await?;
+    assert_eq!(status, 422);
+    let first = app_code(&secret, 0)?;
+    let (status, body) = hub
+        .call(
+            Some(&staff),
+            Method::POST,
+            "/auth/totp/confirm",
+            Some(json!({"code": first})),
+        )
+        .await?;
+    assert_eq!(status, 204, "{body}");
+
+    let (status, body) = login_with_code(&hub, "tanaka.k", None).await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("totp_required"))
+    );
+    let (status, _) = login_with_code(&hub, "tanaka.k", Some(&first)).await?;
+    assert_eq!(status, 401, "the code that confirmed the setup is used up");
+    let next = app_code(&secret, 30)?;
+    let (status, body) = login_with_code(&hub, "tanaka.k", Some(&next)).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = login_with_code(&hub, "tanaka.k", Some(&next)).await?;
+    assert_eq!(status, 401, "a code works once");
+    let me = hub
+        .call(Some(&staff), Method::GET, "/auth/me", None)
+        .await?
+        .1;
+    assert_eq!(me["totp"], true);
+    let refused = mqtt_connect(hub.mqtt_port, "", "tanaka.k", &password_of("tanaka.k"))
+        .await
+        .err();
+    assert_eq!(
+        refused,
+        Some(MqttRefusal::Refused(
+            rumqttc::ConnectReturnCode::NotAuthorized
+        ))
+    );
+
+    let id = me["id"].as_i64().unwrap_or_default();
+    hub.expect(Method::POST, &format!("/users/{id}/totp/reset"), None, 204)
+        .await?;
+    let (status, _) = hub
+        .call(Some(&staff), Method::GET, "/auth/me", None)
+        .await?;
+    assert_eq!(status, 401, "the reset ended the sessions");
+    let (status, _) = login_with_code(&hub, "tanaka.k", None).await?;
+    assert_eq!(
+        status, 200,
+        "after the reset the password alone works again"
+    );
+    let audit = hub
+        .expect(Method::GET, "/audit", None, 200)
+        .await?
+        .to_string();
+    assert!(audit.contains("user.totp_enable") && audit.contains("user.totp_reset"));
+    Ok(())
+}
+
+/// With `--require-admin-totp` an admin without codes may only set them up; once they are
+/// in force the same session does everything again.
+#[tokio::test]
+async fn admins_without_codes_may_only_set_them_up_when_required() -> Result<()> {
+    let hub = TestHub::start_with(Backend::Sqlite, &["--require-admin-totp", "true"]).await?;
+    let (status, body) = hub
+        .call(Some(&hub.admin_token), Method::GET, "/residents", None)
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("/auth/totp")));
+    let setup = hub.expect(Method::POST, "/auth/totp", None, 200).await?;
+    let code = app_code(setup["secret"].as_str().unwrap_or_default(), 0)?;
+    hub.expect(
+        Method::POST,
+        "/auth/totp/confirm",
+        Some(json!({"code": code})),
+        204,
+    )
+    .await?;
+    hub.expect(Method::GET, "/residents", None, 200).await?;
     Ok(())
 }

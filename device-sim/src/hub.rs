@@ -69,6 +69,7 @@ impl HubApi {
         let body = LoginRequest {
             username: username.into(),
             password: password.into(),
+            totp: None,
         };
         let url = format!("{}/api/v1/auth/login", api.base);
         let mut pauses = LOGIN_BACKOFF.iter();

@@ -248,6 +248,7 @@ impl Hub {
                 cfg: cfg.notify.push.clone(),
             }),
             contact_hosts: cfg.notify.hosts.clone(),
+            require_admin_totp: cfg.require_admin_totp,
         };
         Ok(Hub {
             http,

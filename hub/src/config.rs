@@ -104,6 +104,9 @@ pub struct Settings {
     /// Hours an API login stays valid.
     #[arg(long, env = "MIMAMORI_SESSION_HOURS")]
     pub session_hours: Option<u32>,
+    /// Admins must log in with a one-time code (TOTP); one without may only set it up.
+    #[arg(long, env = "MIMAMORI_REQUIRE_ADMIN_TOTP")]
+    pub require_admin_totp: Option<bool>,
     /// Most MQTT connections people (staff, family) hold at once; the rest of
     /// --max-connections stays for devices.
     #[arg(long, env = "MIMAMORI_MAX_PEOPLE_CONNECTIONS")]
@@ -169,6 +172,7 @@ pub struct Config {
     pub dashboard_dir: PathBuf,
     pub max_connections: usize,
     pub session_hours: u32,
+    pub require_admin_totp: bool,
     pub limits: Limits,
     /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -241,6 +245,7 @@ database_url = "sqlite:mimamori.db"
 dashboard_dir = "dashboard"
 max_connections = 20000
 session_hours = 12
+require_admin_totp = false   # true: admins log in with a one-time code (docs/api.md)
 # Connection limits (docs/operations.md, Security). People's MQTT connections may hold at
 # most max_people_connections (default a tenth of max_connections); the rest is for devices.
 # max_people_connections = 2000
@@ -275,6 +280,7 @@ impl Settings {
             dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
             max_connections: self.max_connections.or(file.max_connections),
             session_hours: self.session_hours.or(file.session_hours),
+            require_admin_totp: self.require_admin_totp.or(file.require_admin_totp),
             max_people_connections: self.max_people_connections.or(file.max_people_connections),
             mqtt_max_pending: self.mqtt_max_pending.or(file.mqtt_max_pending),
             mqtt_pending_per_source: self
@@ -383,6 +389,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("dashboard")),
             max_connections,
             session_hours,
+            require_admin_totp: self.require_admin_totp.unwrap_or(false),
             limits,
             cluster,
             notify: self.notify.finish()?,
@@ -440,6 +447,7 @@ impl Config {
             dashboard_dir: PathBuf::from("dashboard"),
             max_connections: 20_000,
             session_hours: 12,
+            require_admin_totp: false,
             limits: Limits::defaults(20_000),
             cluster: None,
             restart_grace_s: 60,

@@ -45,6 +45,7 @@ pub mod security;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
+pub mod totp;
 pub mod tts;
 
 pub use app::Hub;

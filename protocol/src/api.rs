@@ -42,6 +42,9 @@ impl Role {
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+    /// The six-digit one-time code, for an account with a second factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +70,9 @@ pub struct User {
     pub role: Role,
     pub resident_ids: Vec<i64>,
     pub created_at: DateTime<Utc>,
+    /// Whether logging in also needs a one-time code (TOTP).
+    #[serde(default)]
+    pub totp: bool,
 }
 
 /// A point on Earth.

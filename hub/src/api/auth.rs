@@ -95,6 +95,14 @@ impl FromRequestParts<AppState> for AuthUser {
             .session_user(&token_hash, state.clock.now())
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        // Inside the `/api/v1` nest the path has lost its prefix; either way `/auth/…`
+        // (me, logout, the codes' setup) stays open to an admin who must still set up.
+        let path = parts.uri.path().trim_start_matches("/api/v1");
+        if super::totp::must_enrol(state, &user) && !path.starts_with("/auth/") {
+            return Err(ApiError::Forbidden(
+                "administrators must set up one-time codes first: POST /api/v1/auth/totp".into(),
+            ));
+        }
         Ok(AuthUser { user, token_hash })
     }
 }
@@ -108,6 +116,9 @@ async fn login(
         tracing::info!(username = %req.username.escape_debug(), %peer, "login refused");
         return Err(ApiError::Unauthorized);
     };
+    if let Some(secret) = &record.totp_secret {
+        second_factor(&st, peer, &record.user, secret, req.totp.as_deref()).await?;
+    }
     let token = security::random_secret();
     let now = st.clock.now();
     let expires_at = now + Duration::hours(i64::from(st.session_hours));
@@ -156,6 +167,33 @@ async fn check_password(
     }
     st.edge.throttle.succeeded(peer, username);
     Ok(Some(record))
+}
+
+/// The one-time code of an account that has them: missing is `totp_required`; wrong or
+/// already used counts as a failed login.
+async fn second_factor(
+    st: &AppState,
+    peer: std::net::IpAddr,
+    user: &User,
+    secret: &str,
+    code: Option<&str>,
+) -> ApiResult<()> {
+    let Some(code) = code else {
+        return Err(ApiError::TotpRequired);
+    };
+    let unix_s = u64::try_from(st.clock.now().timestamp()).unwrap_or(0);
+    let fresh = match crate::totp::check(secret, code, unix_s) {
+        Some(step) => st.store.use_totp_step(user.id, step).await?,
+        None => false,
+    };
+    if !fresh {
+        st.edge
+            .throttle
+            .failed(peer, &user.username, std::time::Instant::now());
+        tracing::info!(username = %user.username.escape_debug(), %peer, "login refused: one-time code");
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(())
 }
 
 #[derive(Debug, serde::Deserialize)]

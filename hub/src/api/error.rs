@@ -14,6 +14,9 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The password was right; this account also needs its one-time code (`totp`).
+    #[error("this account needs a one-time code from its authenticator app (field totp)")]
+    TotpRequired,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::TotpRequired => (StatusCode::UNAUTHORIZED, "totp_required"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -24,6 +24,7 @@ pub mod residents;
 pub mod serve;
 pub mod system;
 pub mod text;
+pub mod totp;
 pub mod users;
 pub mod ws;
 
@@ -75,12 +76,15 @@ pub struct AppState {
     pub push: Arc<push::PushState>,
     /// The hosts webhook and ntfy contacts may reach.
     pub contact_hosts: Arc<crate::notify::hosts::HostPolicy>,
+    /// Admins without one-time codes may do nothing but set them up.
+    pub require_admin_totp: bool,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
     let api = Router::new()
         .merge(auth::router())
+        .merge(totp::router())
         .merge(users::router())
         .merge(residents::router())
         .merge(devices::router())

@@ -109,6 +109,8 @@ impl Viewer {
 async fn viewer_for(st: &AppState, token: &str) -> ApiResult<Option<Viewer>> {
     let token_hash = security::hash_token(token);
     let user = st.store.session_user(&token_hash, st.clock.now()).await?;
+    // An admin who must still set up one-time codes sees nothing live either.
+    let user = user.filter(|u| !super::totp::must_enrol(st, u));
     Ok(user.map(|user| Viewer { user, token_hash }))
 }
 

@@ -175,6 +175,12 @@ impl EdgeCtx {
             self.throttle.failed(peer, username, now);
             return Err(ConnectReturnCode::BadUsernamePassword);
         }
+        if record.totp_secret.is_some() {
+            // MQTT has no place for a one-time code, and a password alone is not enough
+            // for this account: its subscriptions go through another account or the API.
+            tracing::info!(username = %username.escape_debug(), %peer, "MQTT login refused: the account has one-time codes");
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
         self.throttle.succeeded(peer, username);
         Ok(Principal::User {
             username: record.user.username,

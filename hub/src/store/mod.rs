@@ -75,6 +75,19 @@ pub struct DeviceAuth {
 pub struct UserRecord {
     pub user: User,
     pub password_hash: String,
+    /// The TOTP secret in force (base32), when the person has a second factor.
+    pub totp_secret: Option<String>,
+}
+
+/// A person's second factor as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TotpRow {
+    /// In force: logins need a code of it.
+    pub secret: Option<String>,
+    /// Made by a setup that waits for its first code.
+    pub pending: Option<String>,
+    /// The last time step a code was accepted for.
+    pub last_step: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +209,17 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a user's password hash and ends all their sessions, in one transaction;
     /// returns how many sessions ended.
     async fn set_password(&self, user_id: i64, password_hash: &str) -> StoreResult<u64>;
+    /// A person's second factor as stored.
+    async fn totp(&self, user_id: i64) -> StoreResult<TotpRow>;
+    /// Keeps a new secret waiting for its first code (replacing any waiting one).
+    async fn set_totp_pending(&self, user_id: i64, secret: &str) -> StoreResult<()>;
+    /// Puts the waiting secret in force, `step` being the step of the code that confirmed
+    /// it; false when nothing was waiting.
+    async fn enable_totp(&self, user_id: i64, step: i64) -> StoreResult<bool>;
+    /// Removes the second factor and ends every session of the person; returns how many.
+    async fn disable_totp(&self, user_id: i64) -> StoreResult<u64>;
+    /// Takes `step` as used: false when it, or a later step, already was (a replayed code).
+    async fn use_totp_step(&self, user_id: i64, step: i64) -> StoreResult<bool>;
     async fn create_session(
         &self,
         token_hash: &str,

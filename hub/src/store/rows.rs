@@ -22,10 +22,11 @@ pub struct UserRow {
     pub password_hash: String,
     pub role: String,
     pub created_at: i64,
+    pub totp_secret: Option<String>,
 }
 
 impl UserRow {
-    pub fn into_user(self, resident_ids: Vec<i64>) -> StoreResult<(User, String)> {
+    pub fn into_user(self, resident_ids: Vec<i64>) -> StoreResult<(User, String, Option<String>)> {
         let role = Role::parse(&self.role).ok_or_else(|| invalid("role", &self.role))?;
         let user = User {
             id: self.id,
@@ -33,8 +34,9 @@ impl UserRow {
             role,
             resident_ids,
             created_at: from_ms(self.created_at),
+            totp: self.totp_secret.is_some(),
         };
-        Ok((user, self.password_hash))
+        Ok((user, self.password_hash, self.totp_secret))
     }
 }
 

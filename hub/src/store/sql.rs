@@ -637,24 +637,24 @@ macro_rules! impl_store {
                         .await?;
                 }
                 tx.commit().await?;
-                Ok(User { id, username: username.to_string(), role, resident_ids: ids.into_iter().collect(), created_at: from_ms(ms(at)) })
+                Ok(User { id, username: username.to_string(), role, resident_ids: ids.into_iter().collect(), created_at: from_ms(ms(at)), totp: false })
             }
 
             async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
                 let row: Option<UserRow> =
-                    sqlx::query_as("SELECT id, username, password_hash, role, created_at FROM users WHERE username = $1")
+                    sqlx::query_as("SELECT id, username, password_hash, role, created_at, totp_secret FROM users WHERE username = $1")
                         .bind(username)
                         .fetch_optional(&self.pool)
                         .await?;
                 let Some(row) = row else { return Ok(None) };
                 let ids = self.user_resident_ids(row.id).await?;
-                let (user, password_hash) = row.into_user(ids)?;
-                Ok(Some(UserRecord { user, password_hash }))
+                let (user, password_hash, totp_secret) = row.into_user(ids)?;
+                Ok(Some(UserRecord { user, password_hash, totp_secret }))
             }
 
             async fn list_users(&self) -> StoreResult<Vec<User>> {
                 let rows: Vec<UserRow> =
-                    sqlx::query_as("SELECT id, username, password_hash, role, created_at FROM users ORDER BY id")
+                    sqlx::query_as("SELECT id, username, password_hash, role, created_at, totp_secret FROM users ORDER BY id")
                         .fetch_all(&self.pool)
                         .await?;
                 let mut out = Vec::with_capacity(rows.len());
@@ -694,6 +694,76 @@ macro_rules! impl_store {
                 Ok(ended)
             }
 
+            async fn totp(&self, user_id: i64) -> StoreResult<TotpRow> {
+                let row: Option<(Option<String>, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let (secret, pending, last_step) = row.ok_or(StoreError::NotFound)?;
+                Ok(TotpRow { secret, pending, last_step })
+            }
+
+            async fn set_totp_pending(&self, user_id: i64, secret: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
+                    .bind(secret)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn enable_totp(&self, user_id: i64, step: i64) -> StoreResult<bool> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query(
+                    "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1                      WHERE id = $2 AND totp_pending IS NOT NULL",
+                )
+                .bind(step)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn disable_totp(&self, user_id: i64) -> StoreResult<u64> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = 0 WHERE id = $1",
+                )
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::NotFound);
+                }
+                let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(ended)
+            }
+
+            async fn use_totp_step(&self, user_id: i64, step: i64) -> StoreResult<bool> {
+                let _w = self.write_guard().await;
+                // One conditional update: two logins racing with the same code cannot both win.
+                let done = sqlx::query(
+                    "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1",
+                )
+                .bind(step)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: DateTime<Utc>) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
@@ -707,7 +777,7 @@ macro_rules! impl_store {
 
             async fn session_user(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<User>> {
                 let row: Option<UserRow> = sqlx::query_as(
-                    "SELECT u.id, u.username, u.password_hash, u.role, u.created_at FROM sessions s \
+                    "SELECT u.id, u.username, u.password_hash, u.role, u.created_at, u.totp_secret FROM sessions s \
                      JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
                 )
                 .bind(token_hash)
