@@ -153,6 +153,31 @@ pub struct Settings {
     /// what they buffered.
     #[arg(long, env = "MIMAMORI_RESTART_GRACE_S")]
     pub restart_grace_s: Option<u32>,
+    /// Whether devices may be registered for a resident before their consent is recorded
+    /// (`true`/`false`; default false).
+    #[arg(long, env = "MIMAMORI_DEVICES_BEFORE_CONSENT")]
+    pub devices_before_consent: Option<bool>,
+    /// Days raw position fixes and BLE sightings are kept (0: for ever; default 30).
+    #[arg(long, env = "MIMAMORI_RETENTION_POSITIONS_DAYS")]
+    pub retention_positions_days: Option<u32>,
+    /// Days motion, door and other sensor readings are kept (default 180).
+    #[arg(long, env = "MIMAMORI_RETENTION_SENSORS_DAYS")]
+    pub retention_sensors_days: Option<u32>,
+    /// Days the hourly activity rolled up from purged readings is kept (default 730).
+    #[arg(long, env = "MIMAMORI_RETENTION_ACTIVITY_DAYS")]
+    pub retention_activity_days: Option<u32>,
+    /// Days refused device messages are kept (default 30).
+    #[arg(long, env = "MIMAMORI_RETENTION_DEAD_LETTERS_DAYS")]
+    pub retention_dead_letters_days: Option<u32>,
+    /// Days resolved alerts, their history and deliveries are kept (default 1825).
+    #[arg(long, env = "MIMAMORI_RETENTION_ALERTS_DAYS")]
+    pub retention_alerts_days: Option<u32>,
+    /// Days the audit trail of staff actions is kept (default 1825).
+    #[arg(long, env = "MIMAMORI_RETENTION_AUDIT_DAYS")]
+    pub retention_audit_days: Option<u32>,
+    /// Days the log of who read whose data is kept (default 1825).
+    #[arg(long, env = "MIMAMORI_RETENTION_ACCESS_LOG_DAYS")]
+    pub retention_access_log_days: Option<u32>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -176,6 +201,8 @@ pub struct Config {
     pub notify: crate::notify::config::NotifyConfig,
     /// The Things Stack server the hub takes LoRaWAN uplinks from, if one is configured.
     pub tts: Option<TtsConfig>,
+    /// Consent and retention (docs/privacy.md).
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 /// How to reach The Things Stack's MQTT server.
@@ -258,6 +285,16 @@ http_header_timeout = 10
 # nats_replicas = 1
 # Seconds overdue rule deadlines wait after a start for devices to deliver what they buffered.
 restart_grace_s = 60
+# Privacy (docs/privacy.md): devices only for residents whose consent is recorded, and
+# how many days each class of data is kept (0 keeps it for ever).
+devices_before_consent = false
+retention_positions_days = 30
+retention_sensors_days = 180
+retention_activity_days = 730
+retention_dead_letters_days = 30
+retention_alerts_days = 1825
+retention_audit_days = 1825
+retention_access_log_days = 1825
 "#;
 
 impl Settings {
@@ -293,7 +330,41 @@ impl Settings {
             tts_server: self.tts_server.or(file.tts_server),
             tts_username: self.tts_username.or(file.tts_username),
             tts_api_key: self.tts_api_key.or(file.tts_api_key),
+            devices_before_consent: self.devices_before_consent.or(file.devices_before_consent),
+            retention_positions_days: self
+                .retention_positions_days
+                .or(file.retention_positions_days),
+            retention_sensors_days: self.retention_sensors_days.or(file.retention_sensors_days),
+            retention_activity_days: self
+                .retention_activity_days
+                .or(file.retention_activity_days),
+            retention_dead_letters_days: self
+                .retention_dead_letters_days
+                .or(file.retention_dead_letters_days),
+            retention_alerts_days: self.retention_alerts_days.or(file.retention_alerts_days),
+            retention_audit_days: self.retention_audit_days.or(file.retention_audit_days),
+            retention_access_log_days: self
+                .retention_access_log_days
+                .or(file.retention_access_log_days),
         }
+    }
+
+    fn privacy(&self) -> anyhow::Result<crate::privacy::PrivacyConfig> {
+        let d = crate::privacy::retention::Retention::default();
+        let retention = crate::privacy::retention::Retention {
+            positions_days: self.retention_positions_days.unwrap_or(d.positions_days),
+            sensors_days: self.retention_sensors_days.unwrap_or(d.sensors_days),
+            activity_days: self.retention_activity_days.unwrap_or(d.activity_days),
+            dead_letters_days: self.retention_dead_letters_days.unwrap_or(d.dead_letters_days),
+            alerts_days: self.retention_alerts_days.unwrap_or(d.alerts_days),
+            audit_days: self.retention_audit_days.unwrap_or(d.audit_days),
+            access_log_days: self.retention_access_log_days.unwrap_or(d.access_log_days),
+        };
+        retention.validate().map_err(anyhow::Error::msg)?;
+        Ok(crate::privacy::PrivacyConfig {
+            devices_before_consent: self.devices_before_consent.unwrap_or(false),
+            retention,
+        })
     }
 
     /// Reads the file, if one is named, and resolves every setting.
@@ -339,6 +410,7 @@ impl Settings {
 
     fn finish(self) -> anyhow::Result<Config> {
         let tts = self.tts()?;
+        let privacy = self.privacy()?;
         let max_connections = self.max_connections.unwrap_or(20_000);
         let limits = self.limits(max_connections)?;
         let mqtt_tls = match (self.mqtt_tls_addr, self.tls_cert, self.tls_key) {
@@ -387,6 +459,7 @@ impl Settings {
             cluster,
             notify: self.notify.finish()?,
             tts,
+            privacy,
         })
     }
 
@@ -445,6 +518,7 @@ impl Config {
             restart_grace_s: 60,
             notify: crate::notify::config::NotifyConfig::default(),
             tts: None,
+            privacy: crate::privacy::PrivacyConfig::default(),
         }
     }
 }
@@ -462,6 +536,7 @@ mod tests {
         assert_eq!(from_file.mqtt_addr, built_in.mqtt_addr);
         assert_eq!(from_file.database_url, built_in.database_url);
         assert_eq!(from_file.max_connections, built_in.max_connections);
+        assert_eq!(from_file.privacy, built_in.privacy);
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pub mod headers;
 pub mod line;
 pub mod lorawan;
 pub mod osmand;
+pub mod privacy;
 pub mod push;
 pub mod residents;
 pub mod serve;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub line_secret: Option<Arc<crate::notify::line::Secret>>,
     /// The VAPID public key browsers subscribe with, and what a subscription may be.
     pub push: Arc<push::PushState>,
+    /// Consent settings and the read audit.
+    pub privacy: crate::privacy::Privacy,
 }
 
 /// The whole HTTP application.
@@ -96,6 +99,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(activity::router())
         .merge(line::router())
         .merge(push::router())
+        .merge(privacy::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");
