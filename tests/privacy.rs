@@ -49,8 +49,15 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
             Some(json!({"resident_id": rid, "kind": "motion", "name": "hall"})),
         )
         .await?;
-    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains("consent"));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("consent"));
 
     let (status, body) = hub
         .admin(
@@ -88,14 +95,23 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
         .await?;
     assert_eq!(withdrawn["withdrawn"], 1);
     // QoS 1 is still acknowledged, as for every refusal, so the device does not resend.
-    mqtt.publish_acked(&topic(&dev, "motion"), r#"{"motion":true,"room":"bedroom"}"#)
-        .await?;
+    mqtt.publish_acked(
+        &topic(&dev, "motion"),
+        r#"{"motion":true,"room":"bedroom"}"#,
+    )
+    .await?;
     mqtt.publish_acked(&topic(&dev, "heartbeat"), r#"{"battery":90}"#)
         .await?;
-    assert_eq!(hub.readings(rid).await?.len(), 1, "nothing after the withdrawal is kept");
+    assert_eq!(
+        hub.readings(rid).await?.len(),
+        1,
+        "nothing after the withdrawal is kept"
+    );
     let refused = rejected_no_consent(&hub).await?;
     assert_eq!(refused.len(), 2, "{refused:?}");
-    assert!(refused.iter().all(|r| r["payload"] == "" && r["device_id"] == dev.id.as_str()));
+    assert!(refused
+        .iter()
+        .all(|r| r["payload"] == "" && r["device_id"] == dev.id.as_str()));
     assert!(!refused.iter().any(|r| r.to_string().contains("bedroom")));
     assert_eq!(
         hub.metric(r#"mimamori_messages_rejected_total{reason="no_consent"}"#)
@@ -103,7 +119,11 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
         2.0
     );
     let (status, _) = hub
-        .admin(Method::POST, &format!("/residents/{rid}/consent/withdraw"), None)
+        .admin(
+            Method::POST,
+            &format!("/residents/{rid}/consent/withdraw"),
+            None,
+        )
         .await?;
     assert_eq!(status, 409, "nothing left to withdraw");
 
@@ -112,14 +132,22 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
         .await?;
     assert_eq!(consents["current"], Value::Null);
     assert_eq!(consents["history"][0]["withdrawn_by"], "admin");
-    assert_eq!(consents["history"][0]["withdrawal_note"], "家族から電話で撤回");
+    assert_eq!(
+        consents["history"][0]["withdrawal_note"],
+        "家族から電話で撤回"
+    );
 
     // Consent again: collection resumes.
     hub.consent(rid).await?;
-    mqtt.publish_acked(&topic(&dev, "motion"), r#"{"motion":true,"room":"kitchen"}"#)
-        .await?;
+    mqtt.publish_acked(
+        &topic(&dev, "motion"),
+        r#"{"motion":true,"room":"kitchen"}"#,
+    )
+    .await?;
     assert_eq!(hub.readings(rid).await?.len(), 2);
-    let audit = hub.expect(Method::GET, "/audit?limit=50", None, 200).await?;
+    let audit = hub
+        .expect(Method::GET, "/audit?limit=50", None, 200)
+        .await?;
     let actions: Vec<&str> = audit
         .as_array()
         .into_iter()
@@ -129,7 +157,12 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
         .collect();
     assert_eq!(
         actions,
-        ["consent.record", "consent.withdraw", "consent.record", "resident.create"]
+        [
+            "consent.record",
+            "consent.withdraw",
+            "consent.record",
+            "resident.create"
+        ]
     );
     Ok(())
 }
@@ -155,7 +188,11 @@ async fn devices_may_come_first_when_configured_but_collection_waits() -> Result
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(hub.dir.path().join("hub.db"))?.permissions(),
     );
-    assert_eq!(mode & 0o777, 0o600, "the SQLite file is the hub's user's only");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the SQLite file is the hub's user's only"
+    );
     let rid = hub
         .resident_without_consent(json!({"name": "Early Device"}))
         .await?;
@@ -163,7 +200,10 @@ async fn devices_may_come_first_when_configured_but_collection_waits() -> Result
     let mut mqtt = connect_device(&hub, &dev).await?;
     mqtt.publish_acked(&topic(&dev, "sos"), "{}").await?;
     assert_eq!(rejected_no_consent(&hub).await?.len(), 1);
-    assert!(hub.alerts(rid).await?.is_empty(), "no alert from data never collected");
+    assert!(
+        hub.alerts(rid).await?.is_empty(),
+        "no alert from data never collected"
+    );
     hub.consent(rid).await?;
     mqtt.publish_acked(&topic(&dev, "sos"), "{}").await?;
     hub.wait_alert(rid, "sos", "open", WITHIN).await?;
@@ -186,14 +226,24 @@ async fn reads_are_logged(backend: Backend) -> Result<()> {
     let tanaka = hub.user("tanaka", "staff", &[]).await?;
     let family = hub.user("ito.family", "family", &[rid]).await?;
     let (status, track) = hub
-        .call(Some(&tanaka), Method::GET, &format!("/residents/{rid}/track"), None)
+        .call(
+            Some(&tanaka),
+            Method::GET,
+            &format!("/residents/{rid}/track"),
+            None,
+        )
         .await?;
     assert_eq!(status, 200);
     assert_eq!(track.as_array().map(Vec::len), Some(3));
 
     let log = eventually("the track read in the access log", WITHIN, || async {
         let v = hub
-            .expect(Method::GET, &format!("/residents/{rid}/access-log"), None, 200)
+            .expect(
+                Method::GET,
+                &format!("/residents/{rid}/access-log"),
+                None,
+                200,
+            )
             .await
             .ok()?;
         v["entries"]
@@ -203,14 +253,27 @@ async fn reads_are_logged(backend: Backend) -> Result<()> {
             .cloned()
     })
     .await?;
-    assert_eq!((log["rows"].as_i64(), log["role"].as_str()), (Some(3), Some("staff")));
+    assert_eq!(
+        (log["rows"].as_i64(), log["role"].as_str()),
+        (Some(3), Some("staff"))
+    );
 
     let (status, _) = hub
-        .call(Some(&tanaka), Method::GET, &format!("/residents/{rid}/access-log"), None)
+        .call(
+            Some(&tanaka),
+            Method::GET,
+            &format!("/residents/{rid}/access-log"),
+            None,
+        )
         .await?;
     assert_eq!(status, 403, "staff do not read the access log");
     let (status, summary) = hub
-        .call(Some(&family), Method::GET, &format!("/residents/{rid}/access-log"), None)
+        .call(
+            Some(&family),
+            Method::GET,
+            &format!("/residents/{rid}/access-log"),
+            None,
+        )
         .await?;
     assert_eq!(status, 200);
     let lines: Vec<&str> = summary["summary"]
@@ -225,10 +288,18 @@ async fn reads_are_logged(backend: Backend) -> Result<()> {
             .any(|l| l.starts_with("staff tanaka viewed the map once on ")),
         "{lines:?}"
     );
-    assert!(summary.get("entries").is_none(), "the family sees no raw entries");
+    assert!(
+        summary.get("entries").is_none(),
+        "the family sees no raw entries"
+    );
     let other = hub.resident(json!({"name": "Not Theirs"})).await?;
     let (status, _) = hub
-        .call(Some(&family), Method::GET, &format!("/residents/{other}/access-log"), None)
+        .call(
+            Some(&family),
+            Method::GET,
+            &format!("/residents/{other}/access-log"),
+            None,
+        )
         .await?;
     assert_eq!(status, 404);
     assert!(hub.metric("mimamori_access_log_rows_total").await? >= 1.0);
@@ -288,15 +359,21 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
         b.publish_acked(&topic(&button, "sos"), "{}").await?;
         let mut m = connect_device(&hub, &motion).await?;
         for room in ["kitchen", "hall"] {
-            m.publish_acked(&topic(&motion, "motion"), json!({"motion": true, "room": room}).to_string())
-                .await?;
+            m.publish_acked(
+                &topic(&motion, "motion"),
+                json!({"motion": true, "room": room}).to_string(),
+            )
+            .await?;
         }
-        m.publish_acked(&topic(&motion, "motion"), "not json").await?;
+        m.publish_acked(&topic(&motion, "motion"), "not json")
+            .await?;
         hub.expect(
             Method::POST,
             &format!("/residents/{rid}/contacts"),
-            Some(json!({"name": format!("{name} Jr"), "relation": "family", "channel": "email",
-                        "address": format!("{}@family.test", rid), "language": "ja"})),
+            Some(
+                json!({"name": format!("{name} Jr"), "relation": "family", "channel": "email",
+                        "address": format!("{}@family.test", rid), "language": "ja"}),
+            ),
             201,
         )
         .await?;
@@ -309,10 +386,19 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
     // The read is written in the background: the export must find it.
     eventually("the readings read in the access log", WITHIN, || async {
         let v = hub
-            .expect(Method::GET, &format!("/residents/{a}/access-log"), None, 200)
+            .expect(
+                Method::GET,
+                &format!("/residents/{a}/access-log"),
+                None,
+                200,
+            )
             .await
             .ok()?;
-        v["entries"].as_array()?.iter().find(|e| e["what"] == "readings").cloned()
+        v["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["what"] == "readings")
+            .cloned()
     })
     .await?;
 
@@ -324,7 +410,9 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
         .await?;
     assert_eq!(res.status(), 200);
     assert_eq!(
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/zip")
     );
     let files = unzip(&res.bytes().await?).await?;
@@ -355,7 +443,12 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
         .any(|r| r["what"] == "readings"));
     let everything: String = files.values().cloned().collect();
     let (b_button, b_motion) = &devices[1];
-    for theirs in ["Mori Other", b_button.as_str(), b_motion.as_str(), &format!("{b}@family.test")] {
+    for theirs in [
+        "Mori Other",
+        b_button.as_str(),
+        b_motion.as_str(),
+        &format!("{b}@family.test"),
+    ] {
         assert!(!everything.contains(theirs), "the export leaks {theirs:?}");
     }
     assert!(everything.contains(devices[0].0.as_str()));
@@ -363,15 +456,29 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
     // The export is audited and logged as a read.
     eventually("the export in the access log", WITHIN, || async {
         let v = hub
-            .expect(Method::GET, &format!("/residents/{a}/access-log"), None, 200)
+            .expect(
+                Method::GET,
+                &format!("/residents/{a}/access-log"),
+                None,
+                200,
+            )
             .await
             .ok()?;
-        v["entries"].as_array()?.iter().find(|e| e["what"] == "export").cloned()
+        v["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["what"] == "export")
+            .cloned()
     })
     .await?;
     let staff = hub.user("staff.export", "staff", &[]).await?;
     let (status, _) = hub
-        .call(Some(&staff), Method::GET, &format!("/residents/{a}/export"), None)
+        .call(
+            Some(&staff),
+            Method::GET,
+            &format!("/residents/{a}/export"),
+            None,
+        )
         .await?;
     assert_eq!(status, 403);
 
@@ -389,11 +496,16 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
         .flatten()
         .filter_map(|r| r["device_id"].as_str())
         .collect();
-    assert!(!letters.contains(&devices[0].1.as_str()), "the erased resident's dead letters go");
+    assert!(
+        !letters.contains(&devices[0].1.as_str()),
+        "the erased resident's dead letters go"
+    );
     assert!(letters.contains(&b_motion.as_str()), "the other's stay");
     assert_eq!(hub.readings(b).await?.len(), stored);
     assert_eq!(hub.alerts(b).await?.len(), 1);
-    let audit = hub.expect(Method::GET, "/audit?limit=200", None, 200).await?;
+    let audit = hub
+        .expect(Method::GET, "/audit?limit=200", None, 200)
+        .await?;
     assert!(
         audit
             .as_array()
@@ -430,7 +542,13 @@ fn days_ago(d: i64) -> chrono::DateTime<Utc> {
     now() - chrono::Duration::days(d)
 }
 
-fn reading(device: &str, kind: DeviceKind, rid: i64, at: chrono::DateTime<Utc>, reading: Reading) -> DeviceEvent {
+fn reading(
+    device: &str,
+    kind: DeviceKind,
+    rid: i64,
+    at: chrono::DateTime<Utc>,
+    reading: Reading,
+) -> DeviceEvent {
     DeviceEvent {
         device_id: device.into(),
         device_kind: kind,
@@ -490,7 +608,11 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
         })
         .await?
         .id;
-    for (id, kind) in [("gps", DeviceKind::Gps), ("pir", DeviceKind::Motion), ("btn", DeviceKind::Button)] {
+    for (id, kind) in [
+        ("gps", DeviceKind::Gps),
+        ("pir", DeviceKind::Motion),
+        ("btn", DeviceKind::Button),
+    ] {
         s.create_device(
             &Device {
                 id: id.into(),
@@ -505,23 +627,54 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
         )
         .await?;
     }
-    let fix = Reading::Position { lat: 35.7, lon: 139.6, accuracy_m: Some(10.0) };
-    let moved = Reading::Motion { motion: true, room: Some("hall".into()) };
+    let fix = Reading::Position {
+        lat: 35.7,
+        lon: 139.6,
+        accuracy_m: Some(10.0),
+    };
+    let moved = Reading::Motion {
+        motion: true,
+        room: Some("hall".into()),
+    };
     let mut readings = Vec::new();
     // 1,200 fixes 31 days old (three batches), 5 at 29 days.
     for i in 0..1200 {
-        readings.push(reading("gps", DeviceKind::Gps, rid, days_ago(31) + chrono::Duration::seconds(i), fix.clone()));
+        readings.push(reading(
+            "gps",
+            DeviceKind::Gps,
+            rid,
+            days_ago(31) + chrono::Duration::seconds(i),
+            fix.clone(),
+        ));
     }
     for i in 0..5 {
-        readings.push(reading("gps", DeviceKind::Gps, rid, days_ago(29) + chrono::Duration::seconds(i), fix.clone()));
+        readings.push(reading(
+            "gps",
+            DeviceKind::Gps,
+            rid,
+            days_ago(29) + chrono::Duration::seconds(i),
+            fix.clone(),
+        ));
     }
     // Motion 181 days old in two hours (3 + 2), 179 days old (4).
     let old_hour = days_ago(181);
     for m in [0, 10, 20, 60, 70] {
-        readings.push(reading("pir", DeviceKind::Motion, rid, old_hour + chrono::Duration::minutes(m), moved.clone()));
+        readings.push(reading(
+            "pir",
+            DeviceKind::Motion,
+            rid,
+            old_hour + chrono::Duration::minutes(m),
+            moved.clone(),
+        ));
     }
     for m in 0..4 {
-        readings.push(reading("pir", DeviceKind::Motion, rid, days_ago(179) + chrono::Duration::minutes(m), moved.clone()));
+        readings.push(reading(
+            "pir",
+            DeviceKind::Motion,
+            rid,
+            days_ago(179) + chrono::Duration::minutes(m),
+            moved.clone(),
+        ));
     }
     let mut effects = Effects::default();
     for (id, age) in [(1, 1900), (2, 1700)] {
@@ -614,15 +767,29 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
     assert!(again.iter().all(|(_, n)| *n == 0), "{again:?}");
     let later = now() + chrono::Duration::days(730 - 181 + 1);
     purge_once(s, &Retention::default(), later, &metrics).await?;
-    let hours: Vec<_> = s.activity_rolled_up(rid).await?.into_iter().map(|(h, _)| h).collect();
-    assert!(!hours.is_empty() && hours.iter().all(|h| *h > later - chrono::Duration::days(730)), "{hours:?}");
+    let hours: Vec<_> = s
+        .activity_rolled_up(rid)
+        .await?
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert!(
+        !hours.is_empty()
+            && hours
+                .iter()
+                .all(|h| *h > later - chrono::Duration::days(730)),
+        "{hours:?}"
+    );
     Ok(())
 }
 
 async fn retention_on(backend: Backend) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (url, _pg) = match backend {
-        Backend::Sqlite => (format!("sqlite:{}", dir.path().join("r.db").display()), None),
+        Backend::Sqlite => (
+            format!("sqlite:{}", dir.path().join("r.db").display()),
+            None,
+        ),
         Backend::Postgres => {
             let db = PgDatabase::create("mimamori_retention").await?;
             (db.url.clone(), Some(db))

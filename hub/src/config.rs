@@ -355,7 +355,9 @@ impl Settings {
             positions_days: self.retention_positions_days.unwrap_or(d.positions_days),
             sensors_days: self.retention_sensors_days.unwrap_or(d.sensors_days),
             activity_days: self.retention_activity_days.unwrap_or(d.activity_days),
-            dead_letters_days: self.retention_dead_letters_days.unwrap_or(d.dead_letters_days),
+            dead_letters_days: self
+                .retention_dead_letters_days
+                .unwrap_or(d.dead_letters_days),
             alerts_days: self.retention_alerts_days.unwrap_or(d.alerts_days),
             audit_days: self.retention_audit_days.unwrap_or(d.audit_days),
             access_log_days: self.retention_access_log_days.unwrap_or(d.access_log_days),

@@ -238,8 +238,12 @@ impl Pipeline {
         setups.retain(|s| self.holds(s.resident.id));
         let mut states: std::collections::HashMap<i64, String> =
             self.store.rule_states().await?.into_iter().collect();
-        let mut consented: HashSet<i64> =
-            self.store.consented_residents().await?.into_iter().collect();
+        let mut consented: HashSet<i64> = self
+            .store
+            .consented_residents()
+            .await?
+            .into_iter()
+            .collect();
         consented.retain(|id| self.holds(*id));
         for setup in setups {
             let state = states

@@ -112,9 +112,14 @@ fn withdrawal_note(body: &[u8]) -> ApiResult<Option<String>> {
     }
     let w: Withdrawal = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("body must be {{\"note\": \"…\"}}: {e}")))?;
-    let note = w.note.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    let note = w
+        .note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
-        return Err(ApiError::Invalid("note must be at most 2000 characters".into()));
+        return Err(ApiError::Invalid(
+            "note must be at most 2000 characters".into(),
+        ));
     }
     Ok(note)
 }

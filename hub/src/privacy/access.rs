@@ -94,7 +94,10 @@ impl AccessLog {
         };
         if self.tx.try_send(entry).is_err() {
             self.metrics.access_dropped.inc();
-            warn!(resident = resident_id, "access log queue full; a read was not logged");
+            warn!(
+                resident = resident_id,
+                "access log queue full; a read was not logged"
+            );
         }
     }
 }
@@ -129,7 +132,9 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Access>, metrics: A
 /// thing read and local day, newest first ("staff tanaka viewed the map 3 times on
 /// 1 Dec 2026").
 pub fn summarise(entries: &[Access], tz: chrono_tz::Tz) -> Vec<String> {
-    let mut lines: Vec<((String, String, &'static str, chrono::NaiveDate), usize)> = Vec::new();
+    // (role, actor, what was seen, local day) and how often, in order of first sight.
+    type Line = (String, String, &'static str, chrono::NaiveDate);
+    let mut lines: Vec<(Line, usize)> = Vec::new();
     for e in entries {
         let key = (
             e.role.clone(),
@@ -149,7 +154,10 @@ pub fn summarise(entries: &[Access], tz: chrono_tz::Tz) -> Vec<String> {
                 1 => "once".to_string(),
                 n => format!("{n} times"),
             };
-            format!("{role} {actor} viewed {what} {times} on {}", day.format("%-d %b %Y"))
+            format!(
+                "{role} {actor} viewed {what} {times} on {}",
+                day.format("%-d %b %Y")
+            )
         })
         .collect()
 }
@@ -172,12 +180,22 @@ mod tests {
 
     #[test]
     fn a_family_summary_counts_views_per_person_thing_and_local_day() {
-        let at = |d, h| Utc.with_ymd_and_hms(2026, 12, d, h, 0, 0).single().unwrap_or_default();
+        let at = |d, h| {
+            Utc.with_ymd_and_hms(2026, 12, d, h, 0, 0)
+                .single()
+                .unwrap_or_default()
+        };
         // 16:00 UTC on 30 Nov is 1 Dec in Tokyo.
         let entries = vec![
             read("tanaka", "track", at(1, 3)),
             read("tanaka", "positions", at(1, 2)),
-            read("tanaka", "track", Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).single().unwrap_or_default()),
+            read(
+                "tanaka",
+                "track",
+                Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0)
+                    .single()
+                    .unwrap_or_default(),
+            ),
             read("sato", "readings", at(1, 1)),
             read("tanaka", "track", at(2, 1)),
         ];

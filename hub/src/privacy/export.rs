@@ -173,7 +173,8 @@ impl Writer {
     ) -> Result<usize, Stop> {
         let id = resident.id;
         self.file("resident.jsonl", [resident]).await?;
-        self.file("consents.jsonl", store.consents(id).await?).await?;
+        self.file("consents.jsonl", store.consents(id).await?)
+            .await?;
         self.file("devices.jsonl", store.list_devices(Some(&[id])).await?)
             .await?;
         self.file("geofences.jsonl", store.list_zones(id).await?)
@@ -209,7 +210,10 @@ impl Writer {
         let state = store.rule_state(id).await?;
         self.file(
             "rule_state.jsonl",
-            state.map(|s| serde_json::from_str::<serde_json::Value>(&s).unwrap_or(serde_json::Value::String(s))),
+            state.map(|s| {
+                serde_json::from_str::<serde_json::Value>(&s)
+                    .unwrap_or(serde_json::Value::String(s))
+            }),
         )
         .await?;
         self.file("dead_letters.jsonl", store.dead_letters_of(id).await?)

@@ -21,18 +21,9 @@ pub struct Privacy {
     pub access: access::AccessLog,
 }
 
-/// The privacy settings in force.
-#[derive(Debug, Clone, PartialEq)]
+/// The privacy settings in force; by default devices wait for consent.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrivacyConfig {
     pub devices_before_consent: bool,
     pub retention: retention::Retention,
-}
-
-impl Default for PrivacyConfig {
-    fn default() -> Self {
-        PrivacyConfig {
-            devices_before_consent: false,
-            retention: retention::Retention::default(),
-        }
-    }
 }

@@ -121,7 +121,12 @@ pub async fn purge_once(
 }
 
 /// Runs [`purge_once`] every hour for as long as the hub runs.
-pub async fn run(store: Arc<dyn Store>, r: Retention, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    r: Retention,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) {
     tokio::time::sleep(FIRST_AFTER).await;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -140,17 +145,32 @@ mod tests {
 
     #[test]
     fn each_class_is_cut_at_its_own_age_and_zero_keeps_for_ever() {
-        let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).single().unwrap_or_default();
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
         let r = Retention {
             audit_days: 0,
             ..Retention::default()
         };
         let cuts = cutoffs(now, &r);
         let of = |c| cuts.iter().find(|(k, _)| *k == c).map(|(_, t)| *t);
-        assert_eq!(of(DataClass::Positions), Some(now - chrono::Duration::days(30)));
-        assert_eq!(of(DataClass::Sensors), Some(now - chrono::Duration::days(180)));
-        assert_eq!(of(DataClass::DeadLetters), Some(now - chrono::Duration::days(30)));
-        assert_eq!(of(DataClass::Alerts), Some(now - chrono::Duration::days(1825)));
+        assert_eq!(
+            of(DataClass::Positions),
+            Some(now - chrono::Duration::days(30))
+        );
+        assert_eq!(
+            of(DataClass::Sensors),
+            Some(now - chrono::Duration::days(180))
+        );
+        assert_eq!(
+            of(DataClass::DeadLetters),
+            Some(now - chrono::Duration::days(30))
+        );
+        assert_eq!(
+            of(DataClass::Alerts),
+            Some(now - chrono::Duration::days(1825))
+        );
         assert_eq!(of(DataClass::Audit), None);
     }
 

@@ -182,7 +182,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_archive_holds_its_entries_with_their_crc_in_the_central_directory() -> Result<(), ZipError> {
+    fn an_archive_holds_its_entries_with_their_crc_in_the_central_directory() -> Result<(), ZipError>
+    {
         let mut z = ZipStream::new(chrono::Utc::now());
         let mut bytes = z.begin("a.jsonl")?;
         bytes.extend(z.data(b"{\"x\":1}\n".to_vec())?);

@@ -189,8 +189,7 @@ pub trait PrivacyStore {
     /// Audit entries whose target is the resident.
     async fn audit_of(&self, resident_id: i64) -> StoreResult<Vec<AuditEntry>>;
     /// The hourly activity rolled up from purged readings, oldest first.
-    async fn activity_rolled_up(&self, resident_id: i64)
-        -> StoreResult<Vec<(DateTime<Utc>, i64)>>;
+    async fn activity_rolled_up(&self, resident_id: i64) -> StoreResult<Vec<(DateTime<Utc>, i64)>>;
     /// Every notification sent about the resident (alerts' and daily summaries'), with
     /// the alert it was about.
     async fn deliveries_of(&self, resident_id: i64) -> StoreResult<Vec<(Option<i64>, Delivery)>>;
@@ -220,7 +219,8 @@ struct ConsentRow {
     withdrawal_note: Option<String>,
 }
 
-const CONSENT_COLS: &str = "id, resident_id, given_on, given_by, giver_name, purposes, recipients, \
+const CONSENT_COLS: &str =
+    "id, resident_id, given_on, given_by, giver_name, purposes, recipients, \
      document_ref, recorded_by, recorded_at, withdrawn_at, withdrawn_by, withdrawal_note";
 
 fn strings(what: &str, text: &str) -> StoreResult<Vec<String>> {

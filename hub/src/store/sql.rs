@@ -281,8 +281,10 @@ impl SqliteStore {
 }
 
 /// Appends `IN (…)` with one bound parameter per id.
-pub(super) fn push_id_list<'args, DB>(q: &mut QueryBuilder<'args, DB>, ids: impl IntoIterator<Item = i64>)
-where
+pub(super) fn push_id_list<'args, DB>(
+    q: &mut QueryBuilder<'args, DB>,
+    ids: impl IntoIterator<Item = i64>,
+) where
     DB: sqlx::Database,
     i64: 'args + sqlx::Encode<'args, DB> + sqlx::Type<DB>,
 {
