@@ -302,7 +302,35 @@ async fn reads_are_logged(backend: Backend) -> Result<()> {
         )
         .await?;
     assert_eq!(status, 404);
-    assert!(hub.metric("mimamori_access_log_rows_total").await? >= 1.0);
+    // A dashboard's snapshot shows the resident's status and alerts: logged too.
+    let mut ws = crate::ws::WsClient::connect(&hub, &family, None).await?;
+    let snapshot = ws.next().await?;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    eventually(
+        "the family's snapshot in the access log",
+        WITHIN,
+        || async {
+            let v = hub
+                .expect(
+                    Method::GET,
+                    &format!("/residents/{rid}/access-log"),
+                    None,
+                    200,
+                )
+                .await
+                .ok()?;
+            v["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["actor"] == "ito.family" && e["what"] == "snapshot" && e["role"] == "family"
+                })
+                .cloned()
+        },
+    )
+    .await?;
+    assert!(hub.metric("mimamori_access_log_rows_total").await? >= 2.0);
+    assert_eq!(hub.metric("mimamori_access_log_dropped_total").await?, 0.0);
     Ok(())
 }
 
