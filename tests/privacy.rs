@@ -839,3 +839,96 @@ async fn retention_purges_exactly_what_is_past_each_limit_postgres() -> Result<(
     }
     retention_on(Backend::Postgres).await
 }
+
+// -- secrets at rest --
+
+const OLD_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const NEW_KEY: &str = "k2:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+
+/// The contacts' webhook secrets as the database holds them.
+async fn stored_secrets(hub: &TestHub) -> Result<Vec<String>> {
+    let sql = "SELECT secret FROM contacts WHERE secret IS NOT NULL ORDER BY id";
+    match hub.db_url.strip_prefix("sqlite:") {
+        Some(path) => {
+            let out = tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(format!("import sqlite3,sys\nfor (s,) in sqlite3.connect(sys.argv[1]).execute({sql:?}): print(s)"))
+                .arg(path)
+                .output()
+                .await?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect())
+        }
+        None => pg_rows(&hub.db_url, sql).await,
+    }
+}
+
+/// SOS from a new button; the webhook request the receiver got for it.
+async fn signed_sos(
+    hub: &TestHub,
+    rx: &crate::notify::Receiver,
+    rid: i64,
+    n: usize,
+) -> Result<crate::notify::Seen> {
+    crate::notify::press_sos(hub, rid).await?;
+    eventually("the webhook", WITHIN, || async {
+        rx.seen("/kin").get(n).cloned()
+    })
+    .await
+}
+
+fn signed_with(secret: &str, req: &crate::notify::Seen) -> Result<bool> {
+    let expected = crate::notify::hmac_hex(secret, req.header("X-Mimamori-Timestamp"), &req.body)?;
+    Ok(req.header("X-Mimamori-Signature") == expected)
+}
+
+/// With a key ring, a webhook's signing secret is stored sealed and still signs; putting
+/// a new key first re-seals it at the next start, and it signs the same.
+async fn webhook_secrets_are_sealed_at_rest(backend: Backend) -> Result<()> {
+    let rx = crate::notify::Receiver::start().await?;
+    let mut hub = TestHub::start_with(backend, &["--secrets-key", OLD_KEY]).await?;
+    let rid = hub.resident(json!({"name": "Sealed Secret"})).await?;
+    let hook = crate::notify::add_contact(
+        &hub,
+        rid,
+        json!({"name": "Kin", "relation": "family", "channel": "webhook", "address": rx.url("/kin"), "language": "en", "kinds": ["sos"]}),
+    )
+    .await?;
+    let secret = hook["secret"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no secret in {hook}"))?
+        .to_string();
+    let stored = stored_secrets(&hub).await?;
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].starts_with("sealed:v1:k1:") && !stored[0].contains(&secret),
+        "{stored:?}"
+    );
+    assert!(signed_with(&secret, &signed_sos(&hub, &rx, rid, 0).await?)?);
+
+    hub.kill().await?;
+    let ring = format!("{NEW_KEY};{OLD_KEY}");
+    let hub = TestHub::start_sharing(&hub.db_url, &["--secrets-key", &ring]).await?;
+    let stored = stored_secrets(&hub).await?;
+    assert!(
+        stored[0].starts_with("sealed:v1:k2:"),
+        "re-sealed under the new key: {stored:?}"
+    );
+    assert!(signed_with(&secret, &signed_sos(&hub, &rx, rid, 1).await?)?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_sealed_at_rest_sqlite() -> Result<()> {
+    webhook_secrets_are_sealed_at_rest(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_sealed_at_rest_postgres() -> Result<()> {
+    if skip_postgres("webhook_secrets_are_sealed_at_rest_postgres") {
+        return Ok(());
+    }
+    webhook_secrets_are_sealed_at_rest(Backend::Postgres).await
+}

@@ -84,6 +84,17 @@ impl Hub {
 
         let store = store::connect(&cfg.database_url).await?;
         info!(backend = store.backend(), "store open, migrations applied");
+        let secrets = cfg.privacy.secrets.clone().unwrap_or_default();
+        let resealed = crate::privacy::seal::reseal(store.as_ref(), &secrets)
+            .await
+            .context("cannot seal the stored webhook secrets with the current key")?;
+        if resealed > 0 {
+            info!(
+                contacts = resealed,
+                key = secrets.current().unwrap_or_default(),
+                "webhook secrets sealed with the current key"
+            );
+        }
         ensure_admin(
             store.as_ref(),
             cfg.admin_password.as_deref(),
@@ -223,6 +234,7 @@ impl Hub {
             Engine::Single(_) => None,
         };
         let privacy = crate::privacy::Privacy {
+            secrets,
             devices_before_consent: cfg.privacy.devices_before_consent,
             access: crate::privacy::access::AccessLog::start(
                 store.clone(),

@@ -178,6 +178,13 @@ pub struct Settings {
     /// Days the log of who read whose data is kept (default 1825).
     #[arg(long, env = "MIMAMORI_RETENTION_ACCESS_LOG_DAYS")]
     pub retention_access_log_days: Option<u32>,
+    /// A file holding the key ring webhook signing secrets are sealed with: lines of
+    /// `ID:BASE64` (32 bytes each), the first one sealing (docs/privacy.md).
+    #[arg(long, env = "MIMAMORI_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The same key ring given directly (`;` may separate its lines).
+    #[arg(long, env = "MIMAMORI_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -295,6 +302,9 @@ retention_dead_letters_days = 30
 retention_alerts_days = 1825
 retention_audit_days = 1825
 retention_access_log_days = 1825
+# Key ring webhook signing secrets are sealed with at rest (docs/privacy.md#at-rest):
+# a file of ID:BASE64 lines readable by the hub's user only; better than secrets_key here.
+# secrets_key_file = "/etc/mimamori/secrets.keys"
 "#;
 
 impl Settings {
@@ -331,6 +341,8 @@ impl Settings {
             tts_username: self.tts_username.or(file.tts_username),
             tts_api_key: self.tts_api_key.or(file.tts_api_key),
             devices_before_consent: self.devices_before_consent.or(file.devices_before_consent),
+            secrets_key_file: self.secrets_key_file.or(file.secrets_key_file),
+            secrets_key: self.secrets_key.or(file.secrets_key),
             retention_positions_days: self
                 .retention_positions_days
                 .or(file.retention_positions_days),
@@ -366,7 +378,37 @@ impl Settings {
         Ok(crate::privacy::PrivacyConfig {
             devices_before_consent: self.devices_before_consent.unwrap_or(false),
             retention,
+            secrets: self.secrets()?.map(std::sync::Arc::new),
         })
+    }
+
+    /// The key ring for secrets at rest, from the file or the setting; the file must be
+    /// the hub's user's only.
+    fn secrets(&self) -> anyhow::Result<Option<crate::privacy::seal::Sealer>> {
+        use std::os::unix::fs::PermissionsExt;
+        let text = match (&self.secrets_key_file, &self.secrets_key) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => anyhow::bail!("give secrets_key_file or secrets_key, not both"),
+            (None, Some(ring)) => ring.replace(';', "\n"),
+            (Some(path), None) => {
+                let mode = std::fs::metadata(path)
+                    .with_context(|| format!("cannot read secrets key file {}", path.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "secrets key file {} is readable by others (mode {:o}): chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read secrets key file {}", path.display()))?
+            }
+        };
+        crate::privacy::seal::Sealer::parse(&text)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
     }
 
     /// Reads the file, if one is named, and resolves every setting.
@@ -459,7 +501,10 @@ impl Settings {
             session_hours,
             limits,
             cluster,
-            notify: self.notify.finish()?,
+            notify: crate::notify::config::NotifyConfig {
+                secrets: privacy.secrets.clone().unwrap_or_default(),
+                ..self.notify.finish()?
+            },
             tts,
             privacy,
         })
@@ -538,7 +583,11 @@ mod tests {
         assert_eq!(from_file.mqtt_addr, built_in.mqtt_addr);
         assert_eq!(from_file.database_url, built_in.database_url);
         assert_eq!(from_file.max_connections, built_in.max_connections);
-        assert_eq!(from_file.privacy, built_in.privacy);
+        assert_eq!(from_file.privacy.retention, built_in.privacy.retention);
+        assert_eq!(
+            from_file.privacy.devices_before_consent,
+            built_in.privacy.devices_before_consent
+        );
         Ok(())
     }
 

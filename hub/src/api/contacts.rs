@@ -184,7 +184,12 @@ async fn create(
     if row.channel == Channel::Push {
         check_push_user(&st, &row).await?;
     }
+    // Shown once in clear; stored sealed when a key ring is configured.
     let secret = row.secret.clone();
+    let row = NewContactRow {
+        secret: row.secret.as_deref().map(|s| st.privacy.secrets.seal(s)),
+        ..row
+    };
     let contact = st.store.create_contact(&row).await?;
     st.bus.move_summaries();
     // The alert core chooses recipients from its own copy of the contacts.

@@ -192,6 +192,8 @@ pub struct NotifyConfig {
     /// LINE, when a channel access token is set.
     pub line: Option<LineConfig>,
     pub push: PushConfig,
+    /// Opens webhook signing secrets sealed at rest.
+    pub secrets: std::sync::Arc<crate::privacy::seal::Sealer>,
 }
 
 impl Default for NotifyConfig {
@@ -209,6 +211,7 @@ impl Default for NotifyConfig {
             public_url: None,
             line: None,
             push: PushConfig::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -329,6 +332,7 @@ impl NotifySettings {
             public_url: self.public_url()?,
             line: self.line()?,
             push: self.push()?,
+            secrets: Default::default(),
         })
     }
 

@@ -94,6 +94,8 @@ struct Channels {
     mail: email::Mailer,
     line: Option<line::Line>,
     push: push::Push,
+    /// Opens webhook signing secrets sealed at rest.
+    secrets: Arc<crate::privacy::seal::Sealer>,
 }
 
 pub struct Notifier {
@@ -141,6 +143,7 @@ impl Notifier {
             public_url: cfg.public_url.clone(),
             metrics,
         };
+        let secrets = cfg.secrets.clone();
         Ok(Notifier {
             store,
             clock,
@@ -152,6 +155,7 @@ impl Notifier {
                 mail,
                 line,
                 push,
+                secrets,
             }),
             shared: false,
         })
@@ -406,7 +410,15 @@ async fn attempt(
         .render(&notice, item.language)
         .map_err(|e| SendError::permanent(format!("cannot render the message: {e}")))?;
     match item.channel {
-        Channel::Webhook => webhook::send(&channels.http, item, &notice, &msg, now).await,
+        Channel::Webhook => {
+            let secret = item
+                .secret
+                .as_deref()
+                .map(|s| channels.secrets.open(s))
+                .transpose()
+                .map_err(|e| SendError::permanent(format!("webhook signing secret: {e}")))?;
+            webhook::send(&channels.http, item, secret.as_deref(), &notice, &msg, now).await
+        }
         Channel::Ntfy => ntfy::send(&channels.http, item, &notice, &msg).await,
         Channel::Email => channels.mail.send(item, &msg).await,
         Channel::Line => match &channels.line {

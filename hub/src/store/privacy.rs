@@ -193,6 +193,12 @@ pub trait PrivacyStore {
     /// Every notification sent about the resident (alerts' and daily summaries'), with
     /// the alert it was about.
     async fn deliveries_of(&self, resident_id: i64) -> StoreResult<Vec<(Option<i64>, Delivery)>>;
+
+    /// Every contact's webhook signing secret as stored, by contact id.
+    async fn webhook_secrets(&self) -> StoreResult<Vec<(i64, String)>>;
+    /// Replaces a contact's stored secret, and the copies its pending deliveries hold,
+    /// if it is still `old`; returns whether it was.
+    async fn replace_secret(&self, contact_id: i64, old: &str, new: &str) -> StoreResult<bool>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -481,6 +487,34 @@ macro_rules! impl_privacy {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(|r| Ok((r.alert_id, Delivery::try_from(r.delivery)?))).collect()
+            }
+
+            async fn webhook_secrets(&self) -> StoreResult<Vec<(i64, String)>> {
+                Ok(sqlx::query_as("SELECT id, secret FROM contacts WHERE secret IS NOT NULL ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn replace_secret(&self, contact_id: i64, old: &str, new: &str) -> StoreResult<bool> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("UPDATE contacts SET secret = $1 WHERE id = $2 AND secret = $3")
+                    .bind(new)
+                    .bind(contact_id)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE deliveries SET secret = $1 WHERE contact_id = $2 AND secret = $3")
+                    .bind(new)
+                    .bind(contact_id)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
             }
         }
     };
