@@ -284,12 +284,39 @@ impl TestHub {
         self.login(username, &password_of(username)).await
     }
 
-    /// Creates a resident from a JSON body; returns its id.
+    /// Creates a resident from a JSON body and records their consent (without which the
+    /// hub registers no device of theirs); returns its id.
     pub async fn resident(&self, body: Value) -> Result<i64> {
+        let id = self.resident_without_consent(body).await?;
+        self.consent(id).await?;
+        Ok(id)
+    }
+
+    /// Creates a resident and nothing else; returns its id.
+    pub async fn resident_without_consent(&self, body: Value) -> Result<i64> {
         let v = self
             .expect(Method::POST, "/residents", Some(body), 201)
             .await?;
         v["id"].as_i64().ok_or_else(|| anyhow!("no id in {v}"))
+    }
+
+    /// Records a resident's consent to being watched by care staff and family.
+    pub async fn consent(&self, resident_id: i64) -> Result<Value> {
+        let body = json!({
+            "given_on": "2026-01-05",
+            "given_by": "resident",
+            "giver_name": "the resident",
+            "purposes": ["watch-over"],
+            "recipients": ["care staff", "family"],
+            "document_ref": "test form",
+        });
+        self.expect(
+            Method::POST,
+            &format!("/residents/{resident_id}/consent"),
+            Some(body),
+            201,
+        )
+        .await
     }
 
     /// Registers a device of `kind` for a resident; returns its credentials.

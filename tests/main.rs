@@ -15,6 +15,7 @@ mod helpers;
 mod line;
 mod lorawan;
 mod notify;
+mod privacy;
 mod push;
 mod rules;
 mod security;

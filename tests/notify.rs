@@ -256,7 +256,7 @@ pub(crate) async fn press_sos(hub: &TestHub, rid: i64) -> Result<i64> {
         .ok_or_else(|| anyhow!("no id in {alert}"))
 }
 
-fn hmac_hex(secret: &str, ts: &str, body: &[u8]) -> Result<String> {
+pub(crate) fn hmac_hex(secret: &str, ts: &str, body: &[u8]) -> Result<String> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())?;
     mac.update(ts.as_bytes());
     mac.update(b".");

@@ -146,8 +146,31 @@ impl HubApi {
             .map_err(|e| anyhow!("{method} {path}: unexpected answer ({e}): {text}"))
     }
 
+    /// Creates a resident and records their consent, without which the hub registers no
+    /// device of theirs and stores nothing they send: a simulated resident stands for one
+    /// who consented (document reference `device-sim`).
     pub async fn create_resident(&self, body: &NewResident) -> Result<Resident> {
-        self.call(Method::POST, "/residents", Some(body)).await
+        let r: Resident = self.call(Method::POST, "/residents", Some(body)).await?;
+        self.record_consent(r.id, &r.name).await?;
+        Ok(r)
+    }
+
+    /// Records a consent given by the resident to being watched by care staff and family.
+    pub async fn record_consent(&self, resident_id: i64, name: &str) -> Result<Value> {
+        let consent = json!({
+            "given_on": chrono::Utc::now().date_naive(),
+            "given_by": "resident",
+            "giver_name": name,
+            "purposes": ["watch-over", "emergency response"],
+            "recipients": ["care staff", "family"],
+            "document_ref": "device-sim",
+        });
+        self.call(
+            Method::POST,
+            &format!("/residents/{resident_id}/consent"),
+            Some(&consent),
+        )
+        .await
     }
 
     /// Merges partial rule settings into the resident's.

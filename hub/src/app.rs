@@ -40,6 +40,7 @@ pub struct Hub {
     dashboard_dir: std::path::PathBuf,
     tts: Option<crate::config::TtsConfig>,
     http_header_timeout: std::time::Duration,
+    retention: crate::privacy::retention::Retention,
 }
 
 /// Where the hub's rules and alerts run: one pipeline for every resident, or in cluster
@@ -83,6 +84,17 @@ impl Hub {
 
         let store = store::connect(&cfg.database_url).await?;
         info!(backend = store.backend(), "store open, migrations applied");
+        let secrets = cfg.privacy.secrets.clone().unwrap_or_default();
+        let resealed = crate::privacy::seal::reseal(store.as_ref(), &secrets)
+            .await
+            .context("cannot seal the stored webhook secrets with the current key")?;
+        if resealed > 0 {
+            info!(
+                contacts = resealed,
+                key = secrets.current().unwrap_or_default(),
+                "webhook secrets sealed with the current key"
+            );
+        }
         ensure_admin(
             store.as_ref(),
             cfg.admin_password.as_deref(),
@@ -221,7 +233,17 @@ impl Hub {
             Engine::Cluster { cluster, .. } => Some(cluster.clone()),
             Engine::Single(_) => None,
         };
+        let privacy = crate::privacy::Privacy {
+            secrets,
+            devices_before_consent: cfg.privacy.devices_before_consent,
+            access: crate::privacy::access::AccessLog::start(
+                store.clone(),
+                clock.clone(),
+                metrics.clone(),
+            ),
+        };
         let state = AppState {
+            privacy,
             cluster,
             store,
             clock,
@@ -260,6 +282,7 @@ impl Hub {
             dashboard_dir: cfg.dashboard_dir,
             tts: cfg.tts,
             http_header_timeout: cfg.limits.http_header_timeout,
+            retention: cfg.privacy.retention,
         })
     }
 
@@ -294,10 +317,18 @@ impl Hub {
             dashboard_dir,
             tts,
             http_header_timeout,
+            retention,
         } = self;
         let edge = state.edge.clone();
         let (http_gate, metrics) = (state.http_gate.clone(), state.metrics.clone());
         let ready = state.ready.clone();
+        // Retention runs for as long as the hub does; a failed pass is retried at the next.
+        tokio::spawn(crate::privacy::retention::run(
+            state.store.clone(),
+            retention,
+            state.clock.clone(),
+            state.metrics.clone(),
+        ));
         let app = api::app(state, &dashboard_dir);
         if let Some(tts) = tts {
             // The client never returns: it keeps reconnecting for as long as the hub runs.

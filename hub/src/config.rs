@@ -156,6 +156,38 @@ pub struct Settings {
     /// what they buffered.
     #[arg(long, env = "MIMAMORI_RESTART_GRACE_S")]
     pub restart_grace_s: Option<u32>,
+    /// Whether devices may be registered for a resident before their consent is recorded
+    /// (`true`/`false`; default false).
+    #[arg(long, env = "MIMAMORI_DEVICES_BEFORE_CONSENT")]
+    pub devices_before_consent: Option<bool>,
+    /// Days raw position fixes and BLE sightings are kept (0: for ever; default 30).
+    #[arg(long, env = "MIMAMORI_RETENTION_POSITIONS_DAYS")]
+    pub retention_positions_days: Option<u32>,
+    /// Days motion, door and other sensor readings are kept (default 180).
+    #[arg(long, env = "MIMAMORI_RETENTION_SENSORS_DAYS")]
+    pub retention_sensors_days: Option<u32>,
+    /// Days the hourly activity rolled up from purged readings is kept (default 730).
+    #[arg(long, env = "MIMAMORI_RETENTION_ACTIVITY_DAYS")]
+    pub retention_activity_days: Option<u32>,
+    /// Days refused device messages are kept (default 30).
+    #[arg(long, env = "MIMAMORI_RETENTION_DEAD_LETTERS_DAYS")]
+    pub retention_dead_letters_days: Option<u32>,
+    /// Days resolved alerts, their history and deliveries are kept (default 1825).
+    #[arg(long, env = "MIMAMORI_RETENTION_ALERTS_DAYS")]
+    pub retention_alerts_days: Option<u32>,
+    /// Days the audit trail of staff actions is kept (default 1825).
+    #[arg(long, env = "MIMAMORI_RETENTION_AUDIT_DAYS")]
+    pub retention_audit_days: Option<u32>,
+    /// Days the log of who read whose data is kept (default 1825).
+    #[arg(long, env = "MIMAMORI_RETENTION_ACCESS_LOG_DAYS")]
+    pub retention_access_log_days: Option<u32>,
+    /// A file holding the key ring webhook signing secrets are sealed with: lines of
+    /// `ID:BASE64` (32 bytes each), the first one sealing (docs/privacy.md).
+    #[arg(long, env = "MIMAMORI_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The same key ring given directly (`;` may separate its lines).
+    #[arg(long, env = "MIMAMORI_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -180,6 +212,8 @@ pub struct Config {
     pub notify: crate::notify::config::NotifyConfig,
     /// The Things Stack server the hub takes LoRaWAN uplinks from, if one is configured.
     pub tts: Option<TtsConfig>,
+    /// Consent and retention (docs/privacy.md).
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 /// How to reach The Things Stack's MQTT server.
@@ -263,6 +297,19 @@ http_header_timeout = 10
 # nats_replicas = 1
 # Seconds overdue rule deadlines wait after a start for devices to deliver what they buffered.
 restart_grace_s = 60
+# Privacy (docs/privacy.md): devices only for residents whose consent is recorded, and
+# how many days each class of data is kept (0 keeps it for ever).
+devices_before_consent = false
+retention_positions_days = 30
+retention_sensors_days = 180
+retention_activity_days = 730
+retention_dead_letters_days = 30
+retention_alerts_days = 1825
+retention_audit_days = 1825
+retention_access_log_days = 1825
+# Key ring webhook signing secrets are sealed with at rest (docs/privacy.md#at-rest):
+# a file of ID:BASE64 lines readable by the hub's user only; better than secrets_key here.
+# secrets_key_file = "/etc/mimamori/secrets.keys"
 "#;
 
 impl Settings {
@@ -299,7 +346,75 @@ impl Settings {
             tts_server: self.tts_server.or(file.tts_server),
             tts_username: self.tts_username.or(file.tts_username),
             tts_api_key: self.tts_api_key.or(file.tts_api_key),
+            devices_before_consent: self.devices_before_consent.or(file.devices_before_consent),
+            secrets_key_file: self.secrets_key_file.or(file.secrets_key_file),
+            secrets_key: self.secrets_key.or(file.secrets_key),
+            retention_positions_days: self
+                .retention_positions_days
+                .or(file.retention_positions_days),
+            retention_sensors_days: self.retention_sensors_days.or(file.retention_sensors_days),
+            retention_activity_days: self
+                .retention_activity_days
+                .or(file.retention_activity_days),
+            retention_dead_letters_days: self
+                .retention_dead_letters_days
+                .or(file.retention_dead_letters_days),
+            retention_alerts_days: self.retention_alerts_days.or(file.retention_alerts_days),
+            retention_audit_days: self.retention_audit_days.or(file.retention_audit_days),
+            retention_access_log_days: self
+                .retention_access_log_days
+                .or(file.retention_access_log_days),
         }
+    }
+
+    fn privacy(&self) -> anyhow::Result<crate::privacy::PrivacyConfig> {
+        let d = crate::privacy::retention::Retention::default();
+        let retention = crate::privacy::retention::Retention {
+            positions_days: self.retention_positions_days.unwrap_or(d.positions_days),
+            sensors_days: self.retention_sensors_days.unwrap_or(d.sensors_days),
+            activity_days: self.retention_activity_days.unwrap_or(d.activity_days),
+            dead_letters_days: self
+                .retention_dead_letters_days
+                .unwrap_or(d.dead_letters_days),
+            alerts_days: self.retention_alerts_days.unwrap_or(d.alerts_days),
+            audit_days: self.retention_audit_days.unwrap_or(d.audit_days),
+            access_log_days: self.retention_access_log_days.unwrap_or(d.access_log_days),
+        };
+        retention.validate().map_err(anyhow::Error::msg)?;
+        Ok(crate::privacy::PrivacyConfig {
+            devices_before_consent: self.devices_before_consent.unwrap_or(false),
+            retention,
+            secrets: self.secrets()?.map(std::sync::Arc::new),
+        })
+    }
+
+    /// The key ring for secrets at rest, from the file or the setting; the file must be
+    /// the hub's user's only.
+    fn secrets(&self) -> anyhow::Result<Option<crate::privacy::seal::Sealer>> {
+        use std::os::unix::fs::PermissionsExt;
+        let text = match (&self.secrets_key_file, &self.secrets_key) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => anyhow::bail!("give secrets_key_file or secrets_key, not both"),
+            (None, Some(ring)) => ring.replace(';', "\n"),
+            (Some(path), None) => {
+                let mode = std::fs::metadata(path)
+                    .with_context(|| format!("cannot read secrets key file {}", path.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "secrets key file {} is readable by others (mode {:o}): chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read secrets key file {}", path.display()))?
+            }
+        };
+        crate::privacy::seal::Sealer::parse(&text)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
     }
 
     /// Reads the file, if one is named, and resolves every setting.
@@ -345,6 +460,7 @@ impl Settings {
 
     fn finish(self) -> anyhow::Result<Config> {
         let tts = self.tts()?;
+        let privacy = self.privacy()?;
         let max_connections = self.max_connections.unwrap_or(20_000);
         let limits = self.limits(max_connections)?;
         let mqtt_tls = match (self.mqtt_tls_addr, self.tls_cert, self.tls_key) {
@@ -392,8 +508,12 @@ impl Settings {
             require_admin_totp: self.require_admin_totp.unwrap_or(false),
             limits,
             cluster,
-            notify: self.notify.finish()?,
+            notify: crate::notify::config::NotifyConfig {
+                secrets: privacy.secrets.clone().unwrap_or_default(),
+                ..self.notify.finish()?
+            },
             tts,
+            privacy,
         })
     }
 
@@ -453,6 +573,7 @@ impl Config {
             restart_grace_s: 60,
             notify: crate::notify::config::NotifyConfig::default(),
             tts: None,
+            privacy: crate::privacy::PrivacyConfig::default(),
         }
     }
 }
@@ -470,6 +591,11 @@ mod tests {
         assert_eq!(from_file.mqtt_addr, built_in.mqtt_addr);
         assert_eq!(from_file.database_url, built_in.database_url);
         assert_eq!(from_file.max_connections, built_in.max_connections);
+        assert_eq!(from_file.privacy.retention, built_in.privacy.retention);
+        assert_eq!(
+            from_file.privacy.devices_before_consent,
+            built_in.privacy.devices_before_consent
+        );
         Ok(())
     }
 

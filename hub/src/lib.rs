@@ -21,6 +21,8 @@
 //! - [`cluster`]: cluster mode, several hubs on one NATS JetStream log and one
 //!   PostgreSQL store: the event log, partition leases, the live stream across hubs;
 //! - [`app`]: wiring, start-up and shutdown;
+//! - [`privacy`]: consent, the log of who read whose data, retention by data class and
+//!   a resident's export;
 //! - [`admin`]: `hub admin …` commands on the database, such as resetting a password;
 //! - [`tts`]: the hub's own MQTT client to The Things Stack, feeding ingest.
 
@@ -39,6 +41,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod privacy;
 pub mod replay;
 pub mod revocation;
 pub mod security;

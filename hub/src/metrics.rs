@@ -26,6 +26,11 @@ const ACK_BUCKETS: [f64; 10] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -55,6 +60,11 @@ pub struct Metrics {
     /// Items (accepted and refused messages) in each ingest transaction.
     pub batch_items: Histogram,
     pub alerts_changed: Counter<u64, AtomicU64>,
+    /// Rows retention removed, by data class.
+    pub retention_purged: Family<ClassLabel, Counter>,
+    /// Reads written to the access log, and reads lost because its queue was full.
+    pub access_logged: Counter,
+    pub access_dropped: Counter,
     /// Seconds from an alert opening to its acknowledgement, by severity.
     pub ack_seconds: Family<SeverityLabel, Histogram, fn() -> Histogram>,
     /// LINE push messages accepted by LINE since the hub started.
@@ -201,6 +211,24 @@ impl Metrics {
             "Web Push subscriptions removed after their push service answered 404 or 410",
             push_subscriptions_expired.clone(),
         );
+        let retention_purged = Family::<ClassLabel, Counter>::default();
+        registry.register(
+            "retention_purged_rows",
+            "Rows removed by retention, by data class",
+            retention_purged.clone(),
+        );
+        let access_logged = Counter::default();
+        registry.register(
+            "access_log_rows",
+            "Reads of residents' data written to the access log",
+            access_logged.clone(),
+        );
+        let access_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Reads not logged because the access log's queue was full or the store failed",
+            access_dropped.clone(),
+        );
         // Every reason appears from the start, so a dashboard sees zeros rather than gaps.
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel {
@@ -220,6 +248,9 @@ impl Metrics {
             batch_seconds,
             batch_items,
             alerts_changed,
+            retention_purged,
+            access_logged,
+            access_dropped,
             ack_seconds,
             line_messages,
             line_messages_month,

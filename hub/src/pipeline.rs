@@ -11,7 +11,7 @@
 //! never opens an alert twice. Timers are the core's own: the loop sleeps until
 //! `poll_timeout`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +148,9 @@ pub struct Pipeline {
     last_batch: usize,
     /// How long overdue rule deadlines wait after the core is loaded from the store.
     restart_grace: chrono::Duration,
+    /// Residents with a current consent; everyone else's messages are refused. Kept
+    /// here, beside the residents the core watches, and changed by the same reload.
+    consented: HashSet<i64>,
 }
 
 /// What one batch gathers before it is written.
@@ -191,6 +194,7 @@ impl Pipeline {
             statuses_due: None,
             last_batch: 0,
             restart_grace: chrono::Duration::seconds(60),
+            consented: HashSet::new(),
         };
         (p, handle)
     }
@@ -234,6 +238,13 @@ impl Pipeline {
         setups.retain(|s| self.holds(s.resident.id));
         let mut states: std::collections::HashMap<i64, String> =
             self.store.rule_states().await?.into_iter().collect();
+        let mut consented: HashSet<i64> = self
+            .store
+            .consented_residents()
+            .await?
+            .into_iter()
+            .collect();
+        consented.retain(|id| self.holds(*id));
         for setup in setups {
             let state = states
                 .remove(&setup.resident.id)
@@ -252,6 +263,7 @@ impl Pipeline {
             core.restore_alert(stored.alert, stored.subject, progress);
         }
         self.core = core;
+        self.consented = consented;
         Ok(())
     }
 
@@ -287,14 +299,20 @@ impl Pipeline {
         let now = self.clock.now();
         match cmd {
             Command::Reload(id) if !self.holds(id) => return,
-            Command::Reload(id) => match self.store.resident_setup(id).await {
-                Ok(setup) => {
-                    self.core
-                        .configure(resident_config(&setup), resident_card(&setup), now)
+            Command::Reload(id) => {
+                match self.store.resident_setup(id).await {
+                    Ok(setup) => {
+                        self.core
+                            .configure(resident_config(&setup), resident_card(&setup), now)
+                    }
+                    Err(e) => warn!(resident = id, error = %e, "cannot reload resident"),
                 }
-                Err(e) => warn!(resident = id, error = %e, "cannot reload resident"),
-            },
-            Command::Remove(id) => self.core.remove_resident(id),
+                self.reload_consent(id).await;
+            }
+            Command::Remove(id) => {
+                self.core.remove_resident(id);
+                self.consented.remove(&id);
+            }
             Command::Statuses(ids, reply) => {
                 let _ = reply.send(ids.iter().filter_map(|id| self.core.status(*id)).collect());
                 return;
@@ -310,6 +328,20 @@ impl Pipeline {
             }
         }
         self.commit(Gathered::default(), now).await;
+    }
+
+    /// Learns whether a resident has a current consent. A store that cannot say keeps
+    /// what was known: a failed read must not start collecting, nor stop it.
+    async fn reload_consent(&mut self, id: i64) {
+        match self.store.has_consent(id).await {
+            Ok(true) => {
+                self.consented.insert(id);
+            }
+            Ok(false) => {
+                self.consented.remove(&id);
+            }
+            Err(e) => warn!(resident = id, error = %e, "cannot read the resident's consent"),
+        }
     }
 
     /// Commits the urgent items queued now, alone: the bulk queued before them waits for
@@ -382,6 +414,9 @@ impl Pipeline {
             batch.seqs.push(env.seq);
         }
         match env.item {
+            Item::Accepted(ev) if !self.consented.contains(&ev.resident_id) => {
+                batch.rejected.push(no_consent(&ev));
+            }
             Item::Accepted(ev) => {
                 self.core.handle_event(&ev, self.clock.now());
                 batch.readings.push(ev);
@@ -615,6 +650,26 @@ impl Pipeline {
             Some((_, live)) => live.publish(&event).await,
             None => self.bus.publish(event),
         }
+    }
+}
+
+/// The dead letter of a message from a resident without a current consent: who sent
+/// what kind, and nothing of its content, which may not be collected.
+fn no_consent(ev: &DeviceEvent) -> crate::store::RejectedRow {
+    crate::store::RejectedRow {
+        received_at: ev.received_at,
+        device_id: Some(ev.device_id.clone()),
+        topic: format!(
+            "{}{}",
+            mimamori_protocol::topic::device_prefix(&ev.device_id),
+            ev.reading.kind_str()
+        ),
+        reason: mimamori_protocol::native::RejectReason::NoConsent,
+        detail: format!(
+            "resident {} has no current consent on record; nothing of the message is kept",
+            ev.resident_id
+        ),
+        payload: String::new(),
     }
 }
 

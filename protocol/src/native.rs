@@ -31,10 +31,12 @@ pub enum RejectReason {
     NotAuthorized,
     UnknownDevice,
     TsInSeconds,
+    /// The resident has no current consent on record: nothing of theirs is collected.
+    NoConsent,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::NotJson,
         RejectReason::BadField,
         RejectReason::OutOfRange,
@@ -45,6 +47,7 @@ impl RejectReason {
         RejectReason::NotAuthorized,
         RejectReason::UnknownDevice,
         RejectReason::TsInSeconds,
+        RejectReason::NoConsent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl RejectReason {
             RejectReason::NotAuthorized => "not_authorized",
             RejectReason::UnknownDevice => "unknown_device",
             RejectReason::TsInSeconds => "ts_in_seconds",
+            RejectReason::NoConsent => "no_consent",
         }
     }
 }

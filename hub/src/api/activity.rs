@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use super::AppState;
+use crate::privacy::access::Read;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -58,13 +59,16 @@ async fn activity(
     }
     visible_resident(&st, id).await?;
     let (from, to) = window(st.clock.now(), days);
-    let hours = st
+    let hours: Vec<HourCount> = st
         .store
         .activity_per_hour(id, from, to)
         .await?
         .into_iter()
         .map(|(hour, count)| HourCount { hour, count })
         .collect();
+    st.privacy
+        .access
+        .record(&caller.user, id, Read::Activity, hours.len());
     Ok(Json(Activity {
         resident_id: id,
         from,
@@ -110,21 +114,25 @@ async fn track(
         .since
         .unwrap_or_else(|| st.clock.now() - Duration::hours(24));
     let limit = q.limit.unwrap_or(1000).clamp(1, MAX_FIXES);
-    let fixes = st.store.positions_since(id, since, limit).await?;
-    Ok(Json(
-        fixes
-            .into_iter()
-            .filter_map(|r| {
-                Some(Fix {
-                    lat: r.lat?,
-                    lon: r.lon?,
-                    device_id: r.device_id,
-                    ts: r.ts,
-                    accuracy_m: r.accuracy_m,
-                })
+    let fixes: Vec<Fix> = st
+        .store
+        .positions_since(id, since, limit)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some(Fix {
+                lat: r.lat?,
+                lon: r.lon?,
+                device_id: r.device_id,
+                ts: r.ts,
+                accuracy_m: r.accuracy_m,
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    st.privacy
+        .access
+        .record(&caller.user, id, Read::Track, fixes.len());
+    Ok(Json(fixes))
 }
 
 pub(super) async fn visible_resident(st: &AppState, id: i64) -> ApiResult<()> {

@@ -107,6 +107,12 @@ async fn one(
         Role::Family => Vec::new(),
         Role::Admin | Role::Staff => st.store.alert_deliveries(id).await?,
     };
+    st.privacy.access.record(
+        &caller.user,
+        alert.resident_id,
+        crate::privacy::access::Read::Alert,
+        1 + history.len() + deliveries.len(),
+    );
     Ok(Json(AlertWithHistory {
         alert,
         history,

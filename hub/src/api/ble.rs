@@ -150,7 +150,14 @@ async fn sightings(
     caller.check_resident(id)?;
     visible_resident(&st, id).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_SIGHTINGS);
-    Ok(Json(st.store.sightings(id, limit).await?))
+    let sightings = st.store.sightings(id, limit).await?;
+    st.privacy.access.record(
+        &caller.user,
+        id,
+        crate::privacy::access::Read::Positions,
+        sightings.len(),
+    );
+    Ok(Json(sightings))
 }
 
 fn valid_name(what: &str, v: &str) -> ApiResult<String> {

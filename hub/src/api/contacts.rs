@@ -197,7 +197,12 @@ async fn create(
         Channel::Webhook | Channel::Ntfy => check_host(&st, &row.address)?,
         Channel::Email | Channel::Line => {}
     }
+    // Shown once in clear; stored sealed when a key ring is configured.
     let secret = row.secret.clone();
+    let row = NewContactRow {
+        secret: row.secret.as_deref().map(|s| st.privacy.secrets.seal(s)),
+        ..row
+    };
     let contact = st.store.create_contact(&row).await?;
     st.bus.move_summaries();
     // The alert core chooses recipients from its own copy of the contacts.

@@ -31,6 +31,12 @@ async fn create(
         .resident(req.resident_id)
         .await
         .map_err(|_| ApiError::Invalid(format!("resident {} does not exist", req.resident_id)))?;
+    if !st.privacy.devices_before_consent && !st.store.has_consent(req.resident_id).await? {
+        return Err(ApiError::Conflict(format!(
+            "resident {} has no current consent on record: record it first with POST /api/v1/residents/{}/consent",
+            req.resident_id, req.resident_id
+        )));
+    }
     let device = Device {
         id: security::random_id("dev-", 12),
         resident_id: req.resident_id,

@@ -19,6 +19,7 @@ pub mod headers;
 pub mod line;
 pub mod lorawan;
 pub mod osmand;
+pub mod privacy;
 pub mod push;
 pub mod residents;
 pub mod serve;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub contact_hosts: Arc<crate::notify::hosts::HostPolicy>,
     /// Admins without one-time codes may do nothing but set them up.
     pub require_admin_totp: bool,
+    /// Consent settings and the read audit.
+    pub privacy: crate::privacy::Privacy,
 }
 
 /// The whole HTTP application.
@@ -102,6 +105,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(activity::router())
         .merge(line::router())
         .merge(push::router())
+        .merge(privacy::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");

@@ -16,6 +16,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{audit, AppState};
 use crate::pipeline::Command;
+use crate::privacy::access::Read;
 use crate::store::{NewResidentRow, StoredReading};
 
 pub fn router() -> Router<AppState> {
@@ -141,6 +142,7 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
     let devices = st.store.list_devices(Some(&[id])).await?;
+    let provisions = provision_records(&st, id).await?;
     let family: Vec<_> = st
         .store
         .list_users()
@@ -165,10 +167,25 @@ async fn remove(
         &caller,
         "resident.delete",
         format!("resident/{id}"),
-        serde_json::Value::Null,
+        serde_json::json!({"provisions": provisions}),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What was sent about a resident to whom, by which channel and when: the records of
+/// provision to third parties the law keeps after the resident's data is erased.
+async fn provision_records(st: &AppState, id: i64) -> ApiResult<Vec<serde_json::Value>> {
+    Ok(st
+        .store
+        .deliveries_of(id)
+        .await?
+        .into_iter()
+        .filter_map(|(_, d)| {
+            let at = d.delivered_at?;
+            Some(serde_json::json!({"at": at, "to": d.contact_name, "channel": d.channel, "event": d.event}))
+        })
+        .collect())
 }
 
 async fn create_zone(
@@ -249,7 +266,11 @@ async fn readings(
 ) -> ApiResult<Json<Vec<StoredReading>>> {
     caller.check_resident(id)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(st.store.recent_readings(id, limit).await?))
+    let readings = st.store.recent_readings(id, limit).await?;
+    st.privacy
+        .access
+        .record(&caller.user, id, Read::Readings, readings.len());
+    Ok(Json(readings))
 }
 
 fn valid_name(name: &str) -> ApiResult<String> {

@@ -303,6 +303,17 @@ impl Connection {
             .pipeline
             .statuses(residents.iter().map(|r| r.id).collect())
             .await;
+        // Each resident's status (last position among it) and live alerts were read.
+        for status in &statuses {
+            let rid = status.resident_id;
+            let alerts_of = alerts.iter().filter(|a| a.resident_id == rid).count();
+            self.st.privacy.access.record(
+                &self.viewer.user,
+                rid,
+                crate::privacy::access::Read::Snapshot,
+                1 + alerts_of,
+            );
+        }
         self.send_json(&Control::Snapshot {
             seq,
             alerts,

@@ -202,6 +202,8 @@ pub struct NotifyConfig {
     pub push: PushConfig,
     /// The hosts webhook and ntfy contacts may reach.
     pub hosts: Arc<HostPolicy>,
+    /// Opens webhook signing secrets sealed at rest.
+    pub secrets: std::sync::Arc<crate::privacy::seal::Sealer>,
 }
 
 impl Default for NotifyConfig {
@@ -220,6 +222,7 @@ impl Default for NotifyConfig {
             line: None,
             push: PushConfig::default(),
             hosts: Arc::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -346,6 +349,7 @@ impl NotifySettings {
                 HostPolicy::parse(self.webhook_hosts.as_deref().unwrap_or(""))
                     .map_err(anyhow::Error::msg)?,
             ),
+            secrets: Default::default(),
         })
     }
 

@@ -126,6 +126,8 @@ struct Channels {
     mail: email::Mailer,
     line: Option<line::Line>,
     push: push::Push,
+    /// Opens webhook signing secrets sealed at rest.
+    secrets: Arc<crate::privacy::seal::Sealer>,
 }
 
 pub struct Notifier {
@@ -181,6 +183,7 @@ impl Notifier {
             public_url: cfg.public_url.clone(),
             metrics,
         };
+        let secrets = cfg.secrets.clone();
         Ok(Notifier {
             store,
             clock,
@@ -194,6 +197,7 @@ impl Notifier {
                 mail,
                 line,
                 push,
+                secrets,
             }),
             shared: false,
         })
@@ -450,7 +454,21 @@ async fn attempt(
     match item.channel {
         Channel::Webhook => {
             contact_address_allowed(&channels.hosts, "webhook", &item.address)?;
-            webhook::send(&channels.contacts_http, item, &notice, &msg, now).await
+            let secret = item
+                .secret
+                .as_deref()
+                .map(|s| channels.secrets.open(s))
+                .transpose()
+                .map_err(|e| SendError::permanent(format!("webhook signing secret: {e}")))?;
+            webhook::send(
+                &channels.contacts_http,
+                item,
+                secret.as_deref(),
+                &notice,
+                &msg,
+                now,
+            )
+            .await
         }
         Channel::Ntfy => {
             contact_address_allowed(&channels.hosts, "ntfy", &item.address)?;

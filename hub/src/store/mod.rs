@@ -9,6 +9,7 @@
 
 pub mod cluster;
 mod outbox;
+pub mod privacy;
 mod rows;
 mod sql;
 
@@ -186,7 +187,7 @@ pub struct AuditEntry {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
     /// Which backend this is, for logs and `/healthz`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;

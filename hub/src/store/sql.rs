@@ -231,7 +231,7 @@ fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// PostgreSQL, for installations that outgrow one file.
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PgStore {
@@ -240,7 +240,7 @@ impl PgStore {
     }
 
     /// PostgreSQL serialises conflicting writers itself.
-    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    pub(super) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         None
     }
 
@@ -252,7 +252,7 @@ impl PgStore {
 
 /// SQLite, the embedded default.
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// SQLite allows one writer; taking turns here avoids `SQLITE_BUSY` when a deferred
     /// transaction that began with a read tries to write after another writer.
     writer: Arc<Mutex<()>>,
@@ -266,7 +266,7 @@ impl SqliteStore {
         }
     }
 
-    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    pub(super) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         Some(self.writer.lock().await)
     }
 
@@ -281,8 +281,10 @@ impl SqliteStore {
 }
 
 /// Appends `IN (…)` with one bound parameter per id.
-fn push_id_list<'args, DB>(q: &mut QueryBuilder<'args, DB>, ids: impl IntoIterator<Item = i64>)
-where
+pub(super) fn push_id_list<'args, DB>(
+    q: &mut QueryBuilder<'args, DB>,
+    ids: impl IntoIterator<Item = i64>,
+) where
     DB: sqlx::Database,
     i64: 'args + sqlx::Encode<'args, DB> + sqlx::Type<DB>,
 {
@@ -295,7 +297,7 @@ where
 }
 
 /// The columns of `alerts` in the order `AlertRow` reads them.
-const ALERT_COLS: &str =
+pub(super) const ALERT_COLS: &str =
     "id, resident_id, device_id, kind, severity, state, escalated, opened_at, acknowledged_at, \
      acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
      snoozed_until, tier";
@@ -871,10 +873,19 @@ macro_rules! impl_store {
 
             async fn delete_resident(&self, id: i64) -> StoreResult<()> {
                 let _w = self.write_guard().await;
-                let done = sqlx::query("DELETE FROM residents WHERE id = $1").bind(id).execute(&self.pool).await?;
+                let mut tx = self.pool.begin().await?;
+                // Erasure: what has no foreign key to the resident goes by hand; readings,
+                // alerts, contacts, consents and the rest follow the resident by cascade.
+                sqlx::query("DELETE FROM rejected WHERE device_id IN (SELECT id FROM devices WHERE resident_id = $1)")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM access_log WHERE resident_id = $1").bind(id).execute(&mut *tx).await?;
+                let done = sqlx::query("DELETE FROM residents WHERE id = $1").bind(id).execute(&mut *tx).await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -1212,11 +1223,18 @@ macro_rules! impl_store {
                 // Integer division of epoch ms buckets by hour identically in both dialects.
                 // Motion data is written by `reading_data` with sorted keys, so the
                 // pattern below matches exactly the readings that saw movement.
+                // Hours whose raw readings retention purged live on in `activity_hourly`;
+                // an hour part purged counts from both.
                 let rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT ts / 3600000 AS hour, COUNT(*) FROM readings \
-                     WHERE resident_id = $1 AND ts >= $2 AND ts < $3 \
-                       AND (kind = 'door' OR (kind = 'motion' AND data LIKE '{\"motion\":true%')) \
-                     GROUP BY ts / 3600000 ORDER BY hour",
+                    "SELECT hour, CAST(SUM(n) AS BIGINT) FROM ( \
+                       SELECT ts / 3600000 AS hour, COUNT(*) AS n FROM readings \
+                       WHERE resident_id = $1 AND ts >= $2 AND ts < $3 \
+                         AND (kind = 'door' OR (kind = 'motion' AND data LIKE '{\"motion\":true%')) \
+                       GROUP BY ts / 3600000 \
+                       UNION ALL \
+                       SELECT hour / 3600000 AS hour, count AS n FROM activity_hourly \
+                       WHERE resident_id = $1 AND hour >= $2 AND hour < $3 \
+                     ) AS t GROUP BY hour ORDER BY hour",
                 )
                 .bind(resident_id)
                 .bind(ms(from))

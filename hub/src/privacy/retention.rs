@@ -1,0 +1,191 @@
+//! Retention by data class: a background job that purges what has outlived its class's
+//! period, in small batches, so that ingest never waits behind it for long.
+//!
+//! What to purge is decided by [`cutoffs`], a pure function of the settings and `now`;
+//! [`purge_once`] carries one pass out against the store for a given `now`, so tests
+//! drive it with any clock. Sensor readings are counted into the hourly activity
+//! roll-up as they go (in the same transaction), so the daily rhythm outlives them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::metrics::{ClassLabel, Metrics};
+use crate::store::privacy::DataClass;
+use crate::store::{Store, StoreResult};
+
+/// Rows removed per transaction: small, so a commit of ingest waits a few milliseconds
+/// at most for the store's writer.
+pub const BATCH: i64 = 500;
+/// Pause between batches, which lets ingest's commits in between.
+const PAUSE: Duration = Duration::from_millis(20);
+/// How often the job runs.
+const EVERY: Duration = Duration::from_secs(3600);
+/// The first run waits this long after a start, so it does not add to the restore.
+const FIRST_AFTER: Duration = Duration::from_secs(60);
+
+/// Days each class is kept; 0 keeps it for ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub positions_days: u32,
+    pub sensors_days: u32,
+    pub activity_days: u32,
+    pub dead_letters_days: u32,
+    pub alerts_days: u32,
+    pub audit_days: u32,
+    pub access_log_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            positions_days: 30,
+            sensors_days: 180,
+            activity_days: 730,
+            dead_letters_days: 30,
+            alerts_days: 5 * 365,
+            audit_days: 5 * 365,
+            access_log_days: 5 * 365,
+        }
+    }
+}
+
+impl Retention {
+    pub fn days(&self, class: DataClass) -> u32 {
+        match class {
+            DataClass::Positions => self.positions_days,
+            DataClass::Sensors => self.sensors_days,
+            DataClass::Activity => self.activity_days,
+            DataClass::DeadLetters => self.dead_letters_days,
+            DataClass::Alerts => self.alerts_days,
+            DataClass::Audit => self.audit_days,
+            DataClass::AccessLog => self.access_log_days,
+        }
+    }
+
+    /// The roll-up must outlive the readings it is made from, or the rhythm has a hole.
+    pub fn validate(&self) -> Result<(), String> {
+        let keeps = |d: u32| if d == 0 { u32::MAX } else { d };
+        if keeps(self.activity_days) < keeps(self.sensors_days) {
+            return Err(format!(
+                "retention_activity_days ({}) must be at least retention_sensors_days ({})",
+                self.activity_days, self.sensors_days
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Each class with a period, and the time before which its rows go.
+pub fn cutoffs(now: DateTime<Utc>, r: &Retention) -> Vec<(DataClass, DateTime<Utc>)> {
+    DataClass::ALL
+        .into_iter()
+        .filter(|c| r.days(*c) > 0)
+        .map(|c| (c, now - chrono::Duration::days(i64::from(r.days(c)))))
+        .collect()
+}
+
+/// One pass: purges every class down to its cutoff at `now`; returns what went.
+pub async fn purge_once(
+    store: &dyn Store,
+    r: &Retention,
+    now: DateTime<Utc>,
+    metrics: &Metrics,
+) -> StoreResult<Vec<(DataClass, u64)>> {
+    let mut removed = Vec::new();
+    for (class, cutoff) in cutoffs(now, r) {
+        let mut total = 0;
+        loop {
+            let n = store.purge_batch(class, cutoff, BATCH).await?;
+            total += n;
+            metrics
+                .retention_purged
+                .get_or_create(&ClassLabel {
+                    class: class.as_str().to_string(),
+                })
+                .inc_by(n);
+            if n < BATCH as u64 {
+                break;
+            }
+            tokio::time::sleep(PAUSE).await;
+        }
+        if total > 0 {
+            info!(class = class.as_str(), rows = total, before = %cutoff, "retention purged");
+        }
+        removed.push((class, total));
+    }
+    Ok(removed)
+}
+
+/// Runs [`purge_once`] every hour for as long as the hub runs.
+pub async fn run(
+    store: Arc<dyn Store>,
+    r: Retention,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) {
+    tokio::time::sleep(FIRST_AFTER).await;
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = purge_once(store.as_ref(), &r, clock.now(), &metrics).await {
+            warn!(error = %e, "retention pass failed; the next one retries");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn each_class_is_cut_at_its_own_age_and_zero_keeps_for_ever() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let r = Retention {
+            audit_days: 0,
+            ..Retention::default()
+        };
+        let cuts = cutoffs(now, &r);
+        let of = |c| cuts.iter().find(|(k, _)| *k == c).map(|(_, t)| *t);
+        assert_eq!(
+            of(DataClass::Positions),
+            Some(now - chrono::Duration::days(30))
+        );
+        assert_eq!(
+            of(DataClass::Sensors),
+            Some(now - chrono::Duration::days(180))
+        );
+        assert_eq!(
+            of(DataClass::DeadLetters),
+            Some(now - chrono::Duration::days(30))
+        );
+        assert_eq!(
+            of(DataClass::Alerts),
+            Some(now - chrono::Duration::days(1825))
+        );
+        assert_eq!(of(DataClass::Audit), None);
+    }
+
+    #[test]
+    fn the_activity_roll_up_must_outlive_the_readings() {
+        let short = Retention {
+            activity_days: 90,
+            ..Retention::default()
+        };
+        assert!(short.validate().is_err());
+        assert!(Retention::default().validate().is_ok());
+        let forever = Retention {
+            sensors_days: 0,
+            ..Retention::default()
+        };
+        assert!(forever.validate().is_err());
+    }
+}
