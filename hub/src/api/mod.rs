@@ -9,6 +9,7 @@ pub mod activity;
 pub mod alerts;
 pub mod auth;
 pub mod ble;
+pub mod card;
 pub mod cluster;
 pub mod contacts;
 pub mod devices;
