@@ -96,6 +96,7 @@ export class Live extends EventTarget {
         this.statuses.set(frame.status.resident_id, frame.status);
         break;
       case 'position':
+      case 'resident':
       case 'resync':
         break;
       default:
