@@ -216,3 +216,68 @@ async fn residents_created_or_renamed_are_named_on_the_stream() -> Result<()> {
     );
     Ok(())
 }
+
+/// A PNG of one pixel: enough to tell a served tile from the dashboard's index page.
+const TILE_PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0,
+    0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D, 0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
+/// Offline tiles: a tile set the test makes (zoom 0 and the four tiles of zoom 1) is served
+/// by the hub itself at `/tiles/`; a missing tile is a 404, not the dashboard page, and
+/// nothing outside the folder can be reached through it.
+#[tokio::test]
+async fn the_hub_serves_an_offline_tile_folder() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let tiles = root.path().join("tiles");
+    std::fs::write(
+        root.path().join("secret.txt"),
+        "beside the tiles, never served",
+    )?;
+    let mut paths = vec!["0/0/0.png".to_string()];
+    for (x, y) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        paths.push(format!("1/{x}/{y}.png"));
+    }
+    for p in &paths {
+        let file = tiles.join(p);
+        std::fs::create_dir_all(file.parent().ok_or_else(|| anyhow::anyhow!("no parent"))?)?;
+        std::fs::write(file, TILE_PNG)?;
+    }
+    let dir = tiles.display().to_string();
+    let hub = TestHub::start_with(Backend::Sqlite, &["--tiles-dir", &dir]).await?;
+    for p in &paths {
+        let res = hub
+            .http
+            .get(format!("{}/tiles/{p}", hub.base))
+            .send()
+            .await?;
+        assert_eq!(res.status(), 200, "{p}");
+        assert_eq!(res.headers()["content-type"], "image/png", "{p}");
+        assert_eq!(res.bytes().await?.as_ref(), TILE_PNG, "{p}");
+    }
+    // (A bare "../" never reaches the hub: clients resolve it away; an encoded slash does.)
+    for missing in [
+        "/tiles/2/0/0.png",
+        "/tiles/..%2fsecret.txt",
+        "/tiles/1/..%2f..%2fsecret.txt",
+    ] {
+        let res = hub
+            .http
+            .get(format!("{}{missing}", hub.base))
+            .send()
+            .await?;
+        assert_ne!(res.status(), 200, "{missing} was served");
+        assert_ne!(
+            res.headers().get("content-type").map(|v| v.as_bytes()),
+            Some(b"text/html".as_slice()),
+            "{missing} fell through to the dashboard page"
+        );
+    }
+    // The dashboard's own pages are still the dashboard's.
+    let page = hub.http.get(format!("{}/", hub.base)).send().await?;
+    assert_eq!(page.status(), 200);
+    Ok(())
+}
