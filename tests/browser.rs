@@ -133,6 +133,10 @@ async fn dashboard_in_a_real_browser() -> Result<()> {
             .await?;
     }
 
+    // A low battery: a warning the board puts first and its battery filter finds.
+    motion_dev
+        .publish_acked(&topic(&motion, "heartbeat"), r#"{"battery":10}"#)
+        .await?;
     let shots = screenshot_dir();
     let mut node = Command::new("node")
         .arg(dashboard.join("tests/e2e.mjs"))

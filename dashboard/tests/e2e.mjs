@@ -177,6 +177,8 @@ async function main() {
     check((await row.locator('.desc').textContent()) === 'Pressed the SOS button', 'the alert says it in words');
     check(/s ago|min ago/.test(await row.locator('[data-since]').textContent()), 'the alert says since when');
     check(/^⏱ 0:\d\d$/.test(await row.locator('.sla').textContent()), 'the 60-second service-level timer runs');
+    const order = await a.locator('.alert-row').evaluateAll((rows) => rows.map((r) => r.dataset.kind));
+    check(order[0] === 'sos' && order.includes('low_battery'), `triage: the critical SOS comes before an older warning (${order.join(', ')})`);
     await b.locator('.alert-row[data-kind="sos"]').waitFor();
     const alertId = await row.getAttribute('data-alert-id');
 
@@ -236,12 +238,21 @@ async function main() {
     check((await a.textContent('.leaflet-tooltip')) === ZONE_NAME, 'a zone name shows as text');
     check(await a.locator('.leaflet-tooltip img').count() === 0, 'a zone name is not markup');
     check(await a.evaluate(() => window.__xss) === undefined, "a zone name's markup never runs");
+    check((await a.locator('.resident-marker .label').allTextContents()).includes(FAMILY_RESIDENT), 'map pins carry the resident names');
     await shot(a, '06-map');
 
     // Resident board and a resident page with the 7-day rhythm.
     await a.goto(`${HUB}/#/residents`);
     await a.waitForSelector('[data-resident-id]');
     await shot(a, '07-resident-board');
+    // Problems first: the resident with a low battery (and its warning) leads the board.
+    check((await a.locator('[data-resident-id] h2').first().textContent()) === FAMILY_RESIDENT, 'a resident with a problem comes first');
+    await a.click('button.filter[data-filter="battery"]');
+    check(JSON.stringify(await a.locator('[data-resident-id] h2').allTextContents()) === JSON.stringify([FAMILY_RESIDENT]), 'the low-battery filter shows only that resident');
+    await a.click('button.filter[data-filter="offline"]');
+    check(await a.locator('[data-resident-id]').count() === 0, 'the offline filter shows nobody when every device is online');
+    await a.click('button.filter[data-filter="all"]');
+    check(await a.locator('[data-resident-id]').count() === 3, 'the all filter shows every resident');
     await a.locator(`[data-resident-id] h2 a`, { hasText: FAMILY_RESIDENT }).click();
     await a.waitForSelector('#rhythm-chart');
     check(await a.locator('#rhythm-chart rect').count() === 7 * 24, 'the rhythm chart has 7 days × 24 hours');
@@ -255,6 +266,10 @@ async function main() {
     check((await a.textContent('#handover-acks')).includes(STAFF[0]), 'the handover says who acknowledged');
     check((await a.textContent('#handover-notes')).includes('Called, no answer'), 'the handover lists the calls');
     await shot(a, '09-handover');
+    await a.emulateMedia({ media: 'print' });
+    check(!(await a.isVisible('header')) && !(await a.isVisible('#handover-print')), 'the printed handover has no header or buttons');
+    check(await a.isVisible('#handover-happened'), 'the printed handover keeps the shift');
+    await a.emulateMedia({ media: 'screen' });
 
     // Japanese.
     await a.goto(`${HUB}/#/alerts`);
