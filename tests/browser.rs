@@ -203,6 +203,27 @@ async fn dashboard_in_a_real_browser() -> Result<()> {
                     .publish_acked(&topic(&button, "sos"), "{}")
                     .await?;
             }
+            // The mother walks out of her safe zone, then on: two accurate fixes confirm
+            // the exit, one more moves her on the alert's map.
+            let walk: &[f64] = match line.as_str() {
+                "WANDER" => &[35.7150, 35.7152],
+                "MOVE" => &[35.7165],
+                _ => &[],
+            };
+            for lat in walk {
+                let ts = chrono::Utc::now().timestamp_millis();
+                tracker_dev
+                    .publish_acked(
+                        &topic(&tracker, "gps"),
+                        json!({"lat": lat, "lon": 139.6638, "accuracy_m": 10, "ts": ts})
+                            .to_string(),
+                    )
+                    .await?;
+            }
+            if !walk.is_empty() {
+                stdin.write_all(b"WALKED\n").await?;
+                stdin.flush().await?;
+            }
         }
         Ok::<_, anyhow::Error>(output)
     };

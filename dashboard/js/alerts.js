@@ -288,17 +288,22 @@ function quickNotes(el, alert, after) {
   ].flat().filter(Boolean));
 }
 
-/** The map of a search: safe zones, the trail since the alert opened and where the
- *  person is now; positions from the stream move the marker and extend the trail. */
+/** How far before the alert the trail starts: the way out matters to a search. */
+const TRAIL_LEAD_MS = 15 * 60 * 1000;
+
+/** The map of a search: safe zones, the trail from shortly before the alert opened and
+ *  where the person is now; positions from the stream move the marker and extend the trail. */
 async function alertMap(el, alert) {
   const map = createMap(el);
+  const since = new Date(Date.parse(alert.opened_at) - TRAIL_LEAD_MS).toISOString();
   const [zones, fixes] = await Promise.all([
     api('GET', `/residents/${alert.resident_id}/geofences`),
-    api('GET', `/residents/${alert.resident_id}/track?since=${encodeURIComponent(alert.opened_at)}`),
+    api('GET', `/residents/${alert.resident_id}/track?since=${encodeURIComponent(since)}`),
   ]);
   const zoneLayer = drawZones(map, zones);
   const trail = trailLayer(map, fixes);
-  const last = fixes[fixes.length - 1];
+  const d = alert.details || {};
+  const last = fixes[fixes.length - 1] ?? (typeof d.lat === 'number' ? { lat: d.lat, lon: d.lon } : null);
   const icon = L.divIcon({ className: 'resident-marker outside', html: '<span>🚶</span>', iconSize: [28, 28] });
   const marker = last ? L.marker([last.lat, last.lon], { icon, keyboard: false }).addTo(map) : null;
   const bounds = [zoneLayer, trail].map((l) => l.getBounds?.()).filter((b) => b && b.isValid());

@@ -335,9 +335,41 @@ async function main() {
     check((await fam.textContent('.msg-error')) === '見つかりません。', "another resident's page is not found");
 
     await everyPage(browser, admin, alertId);
+    await wanderer(admin);
   } finally {
     await browser.close();
   }
+}
+
+/** A search: the alert page's map moves the marker and extends the trail in place. */
+async function wanderer(page) {
+  const walk = async (cmd) => {
+    console.log(cmd);
+    check((await stdinLines.next()).value === 'WALKED', `the test published the fixes of ${cmd}`);
+  };
+  await page.evaluate(() => localStorage.setItem('mimamori.lang', 'en'));
+  await page.goto(`${HUB}/#/alerts`);
+  await page.reload();
+  await walk('WANDER');
+  const row = page.locator('.alert-row[data-kind="geofence_exit"]');
+  await row.waitFor({ timeout: 10000 });
+  check(/^\d+ m outside “/.test(await row.locator('.desc').textContent()), 'the exit says how far outside which zone');
+  await row.locator('a.kind').click();
+  await page.waitForSelector('#alert-map .leaflet-marker-icon');
+  await page.waitForSelector('#alert-map path.trail', { state: 'attached' });
+  const map = await page.$('#alert-map');
+  const before = await page.evaluate(() => ({
+    at: document.querySelector('#alert-map .leaflet-marker-icon').style.transform,
+    trail: document.querySelector('#alert-map path.trail').getAttribute('d'),
+  }));
+  await walk('MOVE');
+  await page.waitForFunction((b) => {
+    const marker = document.querySelector('#alert-map .leaflet-marker-icon');
+    const trail = document.querySelector('#alert-map path.trail');
+    return marker && trail && marker.style.transform !== b.at && trail.getAttribute('d') !== b.trail;
+  }, before, { timeout: 10000 });
+  check(await map.evaluate((el) => el.isConnected), 'a new fix moves the marker and extends the trail; the map is not rebuilt');
+  await shot(page, '15-search-map');
 }
 
 /** Every page in English and Japanese: a screenshot of each, and axe-core clean on each. */
