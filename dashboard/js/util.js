@@ -116,8 +116,12 @@ export function whereOf(alert, status) {
   return room ? t('where_room', { room: roomName(room) }) : '';
 }
 
+/** What the hub writes in an alert's history when a live alert changes. */
+const HUB_NOTES = { 'pressed again': 'hub_pressed_again', 'new position': 'hub_new_position', 'details changed': 'hub_details_changed' };
+
 /** Why the hub cleared an alert by itself, in the reader's language; staff's own words as they are. */
 export function outcome(resolution) {
+  if (Object.hasOwn(HUB_NOTES, resolution ?? '')) return t(HUB_NOTES[resolution]);
   const m = /^condition_cleared: (.*)$/.exec(resolution || '');
   if (!m) return resolution || '';
   const why = m[1];
