@@ -229,9 +229,11 @@ export async function alertView(ctx, el, id) {
       ...[actionButtons(ctx, a, () => refresh())].filter(Boolean),
     );
     history.replaceChildren(...a.history.map(historyItem));
-    if (quick) quickNotes(quick, a, refresh);
+    // Built once, so a note being typed survives the frames of a live alert.
+    if (quick) quick.hidden = a.state === 'resolved';
   };
   const refresh = async () => render(await api('GET', `/alerts/${id}`));
+  if (quick) quickNotes(quick, id, refresh);
   render(first);
   const map = mapEl ? await alertMap(mapEl, first) : null;
   const onFrame = (ev) => {
@@ -257,11 +259,11 @@ function historyItem(e) {
 }
 
 /** One click records a call or a visit in the alert's history (the alert core's note). */
-function quickNotes(el, alert, after) {
+function quickNotes(el, alertId, after) {
   const out = h('p', { class: 'msg', role: 'status' });
   const record = (note) => async () => {
     try {
-      await api('POST', `/alerts/${alert.id}/note`, { note });
+      await api('POST', `/alerts/${alertId}/note`, { note });
       out.textContent = t('note_recorded');
       await after();
     } catch (e) {
@@ -269,23 +271,21 @@ function quickNotes(el, alert, after) {
     }
   };
   const free = h('input', { id: 'free-note', maxlength: 2000, 'aria-label': t('note'), placeholder: t('note_placeholder') });
-  el.replaceChildren(...[
+  el.replaceChildren(
     h('h2', { id: 'quick-title' }, t('quick_notes')),
-    alert.state === 'resolved'
-      ? null
-      : [
-          h('div', { class: 'quick-buttons' }, QUICK_NOTES.map((key) =>
-            h('button', { type: 'button', class: 'quick', 'data-note': key, onclick: record(t(key)) }, t(key)))),
-          h('form', {
-            class: 'inline',
-            onsubmit: (ev) => {
-              ev.preventDefault();
-              if (free.value.trim()) record(free.value.trim())();
-            },
-          }, free, h('button', { type: 'submit' }, t('add_note'))),
-        ],
+    h('div', { class: 'quick-buttons' }, QUICK_NOTES.map((key) =>
+      h('button', { type: 'button', class: 'quick', 'data-note': key, onclick: record(t(key)) }, t(key)))),
+    h('form', {
+      class: 'inline',
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        if (!free.value.trim()) return;
+        await record(free.value.trim())();
+        free.value = '';
+      },
+    }, free, h('button', { type: 'submit' }, t('add_note'))),
     out,
-  ].flat().filter(Boolean));
+  );
 }
 
 /** How far before the alert the trail starts: the way out matters to a search. */
