@@ -41,6 +41,9 @@ export class Alarm extends EventTarget {
     try {
       this.audio = new AudioContext();
       this.audio.addEventListener('statechange', () => this.changed());
+      // Allowed when the page was clicked (the sign-in); after a reload it is not, and the
+      // banner asks for the click.
+      this.audio.resume().then(() => this.changed(), () => {});
     } catch {
       this.audio = null;
     }
