@@ -195,6 +195,8 @@ async function main() {
     await a.waitForFunction(() => new Set(window.__tones.map((t) => t.hz)).size >= 3, null, { timeout: 4 * REPEAT_MS + 2000 });
     const rising = await pitches(a);
     check(rising.every((hz, i) => i === 0 || hz > rising[i - 1]), `the critical alarm repeats and rises (${rising.map(Math.round).join(' → ')} Hz)`);
+    await a.waitForFunction(() => /^🚨 \(\d+\) /.test(document.title), null, { timeout: 3000 });
+    check(true, 'the title flashes with the number of alerts waiting');
     await shot(a, '03-alert-queue');
 
     // Acknowledge from the keyboard: focus the row, A, a note, Tab to Confirm, Enter.
@@ -215,6 +217,7 @@ async function main() {
     const heard = await a.evaluate(() => window.__tones.length);
     await a.waitForTimeout(REPEAT_MS * 1.5);
     check(await a.evaluate(() => window.__tones.length) === heard, 'the alarm stops once acknowledged');
+    check(!(await a.title()).startsWith('🚨'), 'the title stops flashing once nothing urgent waits');
 
     // The alert's page: the resident's card, one-click records, history.
     await a.locator('.alert-row[data-kind="sos"] a.kind').click();
