@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the dashboard and its browser test need, only where missing:
 # Debian's chromium (no browser download), fonts for Japanese and emoji, Node.js, and the
-# npm packages of dashboard/ (Leaflet; playwright-core for the test). Debian 12's Node.js
+# npm packages of dashboard/ (Leaflet; playwright-core and axe-core for the test). Debian 12's Node.js
 # 18 is enough: playwright-core is held at 1.61, the last release that runs on Node 18.
 # Run as root, or as a user who may sudo.
 set -euo pipefail
@@ -32,6 +32,7 @@ if [ "$node_major" -lt 18 ]; then
 fi
 
 if [ ! -d dashboard/node_modules/leaflet ] || [ ! -d dashboard/node_modules/playwright-core ] \
+   || [ ! -d dashboard/node_modules/axe-core ] \
    || [ dashboard/package-lock.json -nt dashboard/node_modules/.package-lock.json ]; then
   echo "setup-dashboard: npm ci in dashboard/"
   (cd dashboard && npm ci --no-audit --no-fund)

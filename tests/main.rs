@@ -6,6 +6,7 @@ mod browser;
 mod cluster;
 mod conformance;
 mod core;
+mod desk;
 mod docker;
 mod docs;
 mod echonet;

@@ -508,7 +508,10 @@ async fn the_documented_frames_are_the_real_ones() -> Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     let types: Vec<&str> = examples.iter().filter_map(|e| e["type"].as_str()).collect();
-    assert_eq!(types, ["snapshot", "alert", "position", "status", "resync"]);
+    assert_eq!(
+        types,
+        ["snapshot", "alert", "position", "status", "resident", "resync"]
+    );
 
     let hub = TestHub::start().await?;
     let rid = hub.resident(json!({"name": "Abe Chiyo"})).await?;
@@ -530,7 +533,12 @@ async fn the_documented_frames_are_the_real_ones() -> Result<()> {
     }
     let mut fresh = WsClient::connect(&hub, &hub.admin_token, None).await?;
     real.insert("snapshot".into(), fresh.next().await?);
-    for example in &examples[..4] {
+    hub.resident(json!({"name": "Ogawa Fumi"})).await?;
+    let named = ws
+        .until("a resident frame", |f| f["type"] == "resident")
+        .await?;
+    real.insert("resident".into(), named);
+    for example in &examples[..5] {
         let t = example["type"].as_str().unwrap_or_default();
         let frame = real.get(t).ok_or_else(|| anyhow!("no real {t} frame"))?;
         same_shape(example, frame, t)?;

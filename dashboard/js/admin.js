@@ -3,7 +3,9 @@
 
 import { api } from './api.js';
 import { t, when } from './i18n.js';
-import { field, h, message } from './util.js';
+import { duration, field, h, message } from './util.js';
+import { cardForm } from './card.js';
+import { ruleLabel } from './rulelabels.js';
 import { createMap, drawZones } from './map.js';
 
 const L = window.L;
@@ -64,19 +66,29 @@ export async function adminResidentsView(ctx, el, _id) {
   return () => cleanupDetail?.();
 }
 
-/** Every leaf of the rule settings as an input, so new settings need no new form. */
+/** Every leaf of the rule settings as an input, labelled with its unit and help in the
+ *  reader's language; a setting without a label shows its key, so none is ever hidden. */
 function rulesForm(rules, out, onSave) {
   const inputs = [];
   const walk = (obj, path) =>
     Object.entries(obj).flatMap(([k, v]) => {
       const p = [...path, k];
-      if (v && typeof v === 'object') return [h('fieldset', {}, h('legend', {}, k), walk(v, p))];
+      const about = ruleLabel(p);
+      if (v && typeof v === 'object') return [h('fieldset', {}, h('legend', {}, about.label), walk(v, p))];
       const input =
         typeof v === 'boolean'
-          ? h('input', { type: 'checkbox', checked: v })
-          : h('input', { type: typeof v === 'number' ? 'number' : 'text', value: v ?? '', step: 'any' });
+          ? h('input', { type: 'checkbox', checked: v, id: `rule-${p.join('-')}` })
+          : h('input', { type: typeof v === 'number' ? 'number' : 'text', value: v ?? '', step: 'any', id: `rule-${p.join('-')}` });
       inputs.push([p, input, v]);
-      return [field(k, input)];
+      const hint = h('small', { class: 'hint' });
+      const explain = () => {
+        const human = about.seconds && input.value !== '' ? ` = ${duration(Number(input.value))}` : '';
+        hint.textContent = [about.help, human && `${about.unit}${human}`].filter(Boolean).join(' · ');
+      };
+      input.addEventListener('input', explain);
+      explain();
+      const label = about.unit ? `${about.label} (${about.unit})` : about.label;
+      return [h('label', { class: 'field', 'data-rule': p.join('.') }, h('span', {}, label), input, hint)];
     });
   const form = h('form', { class: 'rules' }, walk(rules, []), h('button', { class: 'primary' }, t('save')));
   form.addEventListener('submit', (ev) => {
@@ -107,6 +119,8 @@ async function residentDetail(ctx, el, id, onChange) {
   el.replaceChildren(
     h('h2', {}, resident.name),
     out,
+    h('h3', {}, t('card')),
+    cardForm(id, resident.card, (save) => attempt(out, save)),
     h('h3', {}, t('rules')),
     rulesForm(resident.rules, out, async (rules) => {
       await attempt(out, () => api('PATCH', `/residents/${id}`, { rules }));
@@ -285,4 +299,28 @@ export async function adminUsersView(ctx, el) {
     h('table', { class: 'list' }, table),
   );
   await render();
+}
+
+// ---- audit trail --------------------------------------------------------------
+
+/** The audit trail, newest first: who did what to which record (admins only). */
+export async function adminAuditView(ctx, el) {
+  const entries = await api('GET', '/audit?limit=500');
+  const details = (d) => (d ? Object.entries(d).filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ') : '');
+  el.append(
+    h('h1', {}, t('nav_audit')),
+    h(
+      'table',
+      { class: 'list', id: 'audit-log' },
+      h('thead', {}, h('tr', {}, ['audit_at', 'audit_actor', 'audit_action', 'audit_target', 'audit_details'].map((k) => h('th', { scope: 'col' }, t(k))))),
+      h('tbody', {}, entries.map((e) =>
+        h('tr', { 'data-action': e.action },
+          h('td', {}, when(e.at)),
+          h('td', {}, e.actor),
+          h('td', {}, h('code', {}, e.action)),
+          h('td', {}, e.target),
+          h('td', { class: 'audit-details' }, details(e.details)),
+        ))),
+    ),
+  );
 }

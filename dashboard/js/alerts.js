@@ -1,55 +1,57 @@
-// The live alert list, one alert's page, the acknowledge/resolve actions, and the
-// alarm sound for critical alerts.
+// The alert queue for triage and one alert's page: who, what happened in words, where,
+// how long it has waited against the 60-second service level, the one next step, the
+// resident's card, one-click records of calls and visits, and the live map.
 
 import { api } from './api.js';
 import { ago, t, when } from './i18n.js';
-import { byUrgency, h, severityBadge, stateBadge, whereOf } from './util.js';
+import { byTriage, describe, h, outcome, severityBadge, stateBadge, unacknowledged, whereOf } from './util.js';
 import { createMap, drawZones, trailLayer } from './map.js';
+import { cardView } from './card.js';
 
-/** A short repeated tone for new critical alerts; staff can mute it. */
-export class Alarm {
-  constructor() {
-    this.muted = localStorage.getItem('mimamori.muted') === '1';
-    this.ctx = null;
-  }
+const L = window.L;
 
-  setMuted(m) {
-    this.muted = m;
-    localStorage.setItem('mimamori.muted', m ? '1' : '0');
-  }
+/** Calls and visits a worker records with one click, in the order they happen. */
+const QUICK_NOTES = ['note_called_no_answer', 'note_called_ok', 'note_neighbour_on_way', 'note_staff_on_way'];
 
-  ring() {
-    if (this.muted) return;
-    try {
-      this.ctx ??= new AudioContext();
-      const start = this.ctx.currentTime;
-      for (let i = 0; i < 3; i++) {
-        const osc = this.ctx.createOscillator();
-        const gain = this.ctx.createGain();
-        osc.frequency.value = 880;
-        gain.gain.setValueAtTime(0.2, start + i * 0.4);
-        gain.gain.setValueAtTime(0, start + i * 0.4 + 0.25);
-        osc.connect(gain).connect(this.ctx.destination);
-        osc.start(start + i * 0.4);
-        osc.stop(start + i * 0.4 + 0.3);
-      }
-    } catch {
-      // Browsers refuse audio before the first click; the list still shows the alert.
-    }
-  }
+const SEARCH_KINDS = new Set(['geofence_exit', 'night_exit']);
+const DEVICE_KINDS = new Set(['device_offline', 'low_battery']);
+
+/** The one thing to do next about an alert. */
+export function nextStep(a) {
+  if (a.state === 'unanswered') return t('next_unanswered');
+  if (a.state === 'acknowledged') return t(DEVICE_KINDS.has(a.kind) ? 'next_acknowledged_device' : 'next_acknowledged');
+  if (SEARCH_KINDS.has(a.kind)) return t('next_open_search');
+  if (DEVICE_KINDS.has(a.kind)) return t('next_open_device');
+  return t('next_open');
+}
+
+/** The service-level clock of an unacknowledged alert; app.js ticks every [data-sla]. */
+export function slaTimer(a) {
+  if (!unacknowledged(a)) return null;
+  const el = h('span', { class: 'sla', 'data-sla': a.opened_at, role: 'timer', 'aria-label': t('waiting') });
+  tickSla(el);
+  return el;
+}
+
+export function tickSla(el) {
+  const s = Math.max(0, Math.floor((Date.now() - Date.parse(el.dataset.sla)) / 1000));
+  const mm = Math.floor(s / 60);
+  el.textContent = `⏱ ${mm}:${String(s % 60).padStart(2, '0')}`;
+  el.classList.toggle('late', s >= 60);
+  if (s >= 60) el.title = t('sla_breached');
 }
 
 /** Asks for an optional note; resolves to {note} or null when cancelled. */
 function askNote(title) {
   return new Promise((resolve) => {
-    const note = h('textarea', { id: 'action-note', rows: 3, maxlength: 2000, placeholder: t('note_placeholder') });
+    const note = h('textarea', { id: 'action-note', rows: 3, maxlength: 2000, placeholder: t('note_placeholder'), 'aria-label': t('note') });
     const dialog = h(
       'dialog',
-      { class: 'action-dialog' },
+      { class: 'action-dialog', 'aria-labelledby': 'action-title' },
       h(
         'form',
         { method: 'dialog' },
-        h('h3', {}, title),
+        h('h2', { id: 'action-title' }, title),
         h('label', { class: 'field' }, h('span', {}, t('note')), note),
         h(
           'div',
@@ -79,9 +81,8 @@ async function act(alert, action, live) {
   return updated;
 }
 
-function actionButtons(ctx, alert, after) {
-  if (!ctx.isStaff() || alert.state === 'resolved') return null;
-  const run = (action) => async () => {
+function runner(ctx, alert, after) {
+  return (action) => async () => {
     try {
       const updated = await act(alert, action, ctx.live);
       if (updated && after) after(updated);
@@ -89,41 +90,70 @@ function actionButtons(ctx, alert, after) {
       window.alert(`${t('error')}: ${e.message}`);
     }
   };
+}
+
+function actionButtons(ctx, alert, after) {
+  if (!ctx.isStaff() || alert.state === 'resolved') return null;
+  const run = runner(ctx, alert, after);
+  const who = ctx.residentName(alert.resident_id);
   return h(
     'div',
     { class: 'actions' },
-    (alert.state === 'open' || alert.state === 'unanswered') && h('button', { type: 'button', class: 'ack', onclick: run('ack') }, `✋ ${t('acknowledge')}`),
-    h('button', { type: 'button', class: 'resolve', onclick: run('resolve') }, `✔ ${t('resolve')}`),
+    unacknowledged(alert) && h('button', { type: 'button', class: 'ack', onclick: run('ack'), 'aria-label': `${t('acknowledge')}: ${who}` }, `✋ ${t('acknowledge')}`),
+    h('button', { type: 'button', class: 'resolve', onclick: run('resolve'), 'aria-label': `${t('resolve')}: ${who}` }, `✔ ${t('resolve')}`),
   );
 }
 
 function alertRow(ctx, a) {
   const status = ctx.live.statuses.get(a.resident_id);
+  const who = ctx.residentName(a.resident_id);
+  const what = describe(a, (id) => ctx.deviceName(id));
+  const where = whereOf(a, status);
   return h(
     'li',
-    { class: `alert-row sev-${a.severity} state-${a.state}`, 'data-alert-id': a.id, 'data-kind': a.kind },
+    {
+      class: 'alert-row',
+      'data-alert-id': a.id,
+      'data-kind': a.kind,
+      'data-severity': a.severity,
+      'data-state': a.state,
+      tabindex: 0,
+      'aria-label': `${t(`sev_${a.severity}`)}, ${who}, ${t(`kind_${a.kind}`)}, ${t(`state_${a.state}`)}`,
+    },
     severityBadge(a.severity),
     h(
       'div',
       { class: 'what' },
-      h('a', { class: 'who', href: `#/resident/${a.resident_id}` }, ctx.residentName(a.resident_id)),
+      h('a', { class: 'who', href: `#/resident/${a.resident_id}` }, who),
       h('a', { class: 'kind', href: `#/alert/${a.id}` }, t(`kind_${a.kind}`)),
-      h('span', { class: 'where' }, whereOf(a, status)),
+      h('span', { class: 'desc' }, what),
+      where && h('span', { class: 'where' }, `📍 ${where}`),
     ),
-    h('div', { class: 'when' }, h('span', { 'data-since': a.opened_at }, ago(a.opened_at)), h('small', {}, when(a.opened_at))),
+    h(
+      'div',
+      { class: 'when' },
+      slaTimer(a),
+      h('span', { 'data-since': a.opened_at }, ago(a.opened_at)),
+      h('small', {}, when(a.opened_at)),
+    ),
+    h('div', { class: 'next' }, h('small', {}, t('next_step')), h('span', {}, nextStep(a))),
     stateBadge(a.state),
     actionButtons(ctx, a),
   );
 }
 
 export async function alertListView(ctx, el) {
-  const list = h('ul', { class: 'alerts', id: 'alert-list' });
-  el.append(h('h1', {}, t('nav_alerts')), list);
+  const list = h('ul', { class: 'alerts', id: 'alert-list', 'aria-label': t('nav_alerts') });
+  el.append(h('h1', {}, t('nav_alerts')), h('p', { class: 'hint', id: 'queue-hint' }, t('queue_hint')), list);
   const render = () => {
-    const alerts = [...ctx.live.alerts.values()].sort(byUrgency);
+    const focused = document.activeElement?.closest?.('.alert-row')?.dataset.alertId;
+    const alerts = [...ctx.live.alerts.values()].sort(byTriage);
     if (alerts.length === 0) list.replaceChildren(h('li', { class: 'empty' }, t('no_alerts')));
     else list.replaceChildren(...alerts.map((a) => alertRow(ctx, a)));
+    // A new frame must not take the keyboard user's place in the queue away.
+    if (focused && document.activeElement === document.body) list.querySelector(`[data-alert-id="${focused}"]`)?.focus();
   };
+  list.addEventListener('keydown', (ev) => queueKeys(ctx, list, ev));
   let pending = false;
   const onFrame = (ev) => {
     if (ev.detail.type === 'position' || pending) return;
@@ -138,77 +168,151 @@ export async function alertListView(ctx, el) {
   return () => ctx.live.removeEventListener('frame', onFrame);
 }
 
+/** ↑/↓ move between alerts, A acknowledges the focused one, Enter opens it. */
+function queueKeys(ctx, list, ev) {
+  const row = ev.target.closest('.alert-row');
+  if (!row || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const rows = [...list.querySelectorAll('.alert-row')];
+  const i = rows.indexOf(row);
+  if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+    rows[Math.min(rows.length - 1, Math.max(0, i + (ev.key === 'ArrowDown' ? 1 : -1)))]?.focus();
+    ev.preventDefault();
+  } else if ((ev.key === 'a' || ev.key === 'A') && ev.target === row) {
+    const alert = ctx.live.alerts.get(Number(row.dataset.alertId));
+    if (alert && unacknowledged(alert) && ctx.isStaff()) runner(ctx, alert)('ack')();
+    ev.preventDefault();
+  } else if (ev.key === 'Enter' && ev.target === row) {
+    location.hash = `#/alert/${row.dataset.alertId}`;
+  }
+}
+
 export async function alertView(ctx, el, id) {
-  const alert = await api('GET', `/alerts/${id}`);
-  const body = h('div', { class: 'alert-page' });
-  el.append(body);
-  let map = null;
-  const render = async (a, history) => {
-    if (map) map.remove();
-    map = null;
-    const mapEl = a.kind === 'geofence_exit' ? h('div', { class: 'map small', id: 'alert-map' }) : null;
-    const parts = [
-      h('h1', { class: `sev-${a.severity}` }, severityBadge(a.severity), ' ', t(`kind_${a.kind}`)),
+  const first = await api('GET', `/alerts/${id}`);
+  const resident = await api('GET', `/residents/${first.resident_id}`).catch(() => null);
+  const head = h('div', { class: 'alert-head' });
+  const quick = ctx.isStaff() ? h('section', { class: 'quick-notes card', id: 'quick-notes', 'aria-labelledby': 'quick-title' }) : null;
+  const history = h('ol', { class: 'history', id: 'alert-history' });
+  const mapEl = SEARCH_KINDS.has(first.kind) ? h('div', { class: 'map small', id: 'alert-map', role: 'region', 'aria-label': t('trail') }) : null;
+  el.append(
+    h('div', { class: 'alert-page' },
+      head,
+      h('div', { class: 'two' },
+        h('div', {}, quick, h('h2', {}, t('history')), history),
+        h('div', {}, resident ? cardView(resident.card) : null, mapEl),
+      ),
+    ),
+  );
+  const render = (a) => {
+    const status = ctx.live.statuses.get(a.resident_id);
+    head.replaceChildren(
+      h('h1', { class: 'alert-title', 'data-severity': a.severity }, severityBadge(a.severity), ' ', t(`kind_${a.kind}`)),
       h(
         'dl',
         { class: 'facts' },
         h('dt', {}, t('resident')),
-        h('dd', {}, h('a', { href: `#/resident/${a.resident_id}` }, ctx.residentName(a.resident_id))),
-        h('dt', {}, t('opened')),
-        h('dd', {}, when(a.opened_at), ' (', h('span', { 'data-since': a.opened_at }, ago(a.opened_at)), ')'),
+        h('dd', {}, h('a', { href: `#/resident/${a.resident_id}`, id: 'alert-resident' }, ctx.residentName(a.resident_id))),
+        h('dt', {}, t('what')),
+        h('dd', { id: 'alert-what' }, describe(a, (d) => ctx.deviceName(d))),
         h('dt', {}, t('where')),
-        h('dd', {}, whereOf(a, ctx.live.statuses.get(a.resident_id)) || '—'),
+        h('dd', { id: 'alert-where' }, whereOf(a, status) || resident?.card?.address || '—'),
+        h('dt', {}, t('opened')),
+        h('dd', {}, when(a.opened_at), ' (', h('span', { 'data-since': a.opened_at }, ago(a.opened_at)), ') ', slaTimer(a)),
         h('dt', {}, t('state')),
         h('dd', { id: 'alert-state' }, stateBadge(a.state)),
+        h('dt', {}, t('next_step')),
+        h('dd', { id: 'alert-next' }, a.state === 'resolved' ? '—' : nextStep(a)),
         a.acknowledged_by && [h('dt', {}, t('acknowledged_by')), h('dd', {}, `${a.acknowledged_by} — ${when(a.acknowledged_at)}`)],
         a.resolved_by && [h('dt', {}, t('resolved_by')), h('dd', {}, `${a.resolved_by} — ${when(a.resolved_at)}`)],
-        a.resolution && [h('dt', {}, t('resolution')), h('dd', {}, a.resolution)],
+        a.resolution && [h('dt', {}, t('resolution')), h('dd', { id: 'alert-outcome' }, outcome(a.resolution))],
       ),
-      actionButtons(ctx, a, () => refresh()),
-      mapEl,
-      h('h2', {}, t('history')),
-      h(
-        'ol',
-        { class: 'history' },
-        history.map((e) => h('li', {}, h('strong', {}, t(`action_${e.action}`)), ` ${when(e.at)} — ${e.actor}`, e.note ? `: ${e.note}` : '')),
-      ),
-      h('h2', {}, t('details')),
-      h('pre', { class: 'details' }, JSON.stringify(a.details, null, 2)),
-    ];
-    // replaceChildren would print a null as the text "null".
-    body.replaceChildren(...parts.filter(Boolean));
-    if (mapEl) map = await geofenceMap(ctx, mapEl, a);
+      // replaceChildren would print a null as the text "null".
+      ...[actionButtons(ctx, a, () => refresh())].filter(Boolean),
+    );
+    history.replaceChildren(...a.history.map(historyItem));
+    // Built once, so a note being typed survives the frames of a live alert.
+    if (quick) quick.hidden = a.state === 'resolved';
   };
-  const refresh = async () => {
-    const fresh = await api('GET', `/alerts/${id}`);
-    await render(fresh, fresh.history);
-  };
-  await render(alert, alert.history);
+  const refresh = async () => render(await api('GET', `/alerts/${id}`));
+  if (quick) quickNotes(quick, id, refresh);
+  render(first);
+  const map = mapEl ? await alertMap(mapEl, first) : null;
   const onFrame = (ev) => {
-    if (ev.detail.type === 'alert' && ev.detail.alert.id === id) refresh();
-    if (ev.detail.type === 'position' && map && ev.detail.resident_id === alert.resident_id) {
-      map.trail?.addLatLng([ev.detail.lat, ev.detail.lon]);
-    }
+    const f = ev.detail;
+    if (f.type === 'alert' && f.alert.id === id) refresh();
+    if (f.type === 'position' && map && f.resident_id === first.resident_id) map.follow(f);
   };
   ctx.live.addEventListener('frame', onFrame);
   return () => {
     ctx.live.removeEventListener('frame', onFrame);
-    if (map) map.remove();
+    map?.remove();
   };
 }
 
-/** A map of one geofence alert: the safe zones and the trail since it opened. */
-async function geofenceMap(ctx, el, alert) {
-  const map = createMap(el);
-  const [zones, fixes] = await Promise.all([
-    api('GET', `/residents/${alert.resident_id}/geofences`),
-    api('GET', `/residents/${alert.resident_id}/track?since=${encodeURIComponent(alert.opened_at)}`),
-  ]);
-  const layers = [drawZones(map, zones)];
-  map.trail = trailLayer(map, fixes);
-  layers.push(map.trail);
-  const bounds = layers.map((l) => l.getBounds?.()).filter((b) => b && b.isValid());
-  if (bounds.length) map.fitBounds(bounds.reduce((a, b) => a.extend(b)), { padding: [20, 20] });
-  return map;
+function historyItem(e) {
+  return h(
+    'li',
+    { 'data-action': e.action },
+    h('strong', {}, t(`action_${e.action}`)),
+    ` ${when(e.at)} — ${e.actor}`,
+    e.note ? `: ${outcome(e.note)}` : '',
+  );
 }
 
+/** One click records a call or a visit in the alert's history (the alert core's note). */
+function quickNotes(el, alertId, after) {
+  const out = h('p', { class: 'msg', role: 'status' });
+  const record = (note) => async () => {
+    try {
+      await api('POST', `/alerts/${alertId}/note`, { note });
+      out.textContent = t('note_recorded');
+      await after();
+    } catch (e) {
+      out.textContent = `${t('error')}: ${e.message}`;
+    }
+  };
+  const free = h('input', { id: 'free-note', maxlength: 2000, 'aria-label': t('note'), placeholder: t('note_placeholder') });
+  el.replaceChildren(
+    h('h2', { id: 'quick-title' }, t('quick_notes')),
+    h('div', { class: 'quick-buttons' }, QUICK_NOTES.map((key) =>
+      h('button', { type: 'button', class: 'quick', 'data-note': key, onclick: record(t(key)) }, t(key)))),
+    h('form', {
+      class: 'inline',
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        if (!free.value.trim()) return;
+        await record(free.value.trim())();
+        free.value = '';
+      },
+    }, free, h('button', { type: 'submit' }, t('add_note'))),
+    out,
+  );
+}
+
+/** How far before the alert the trail starts: the way out matters to a search. */
+const TRAIL_LEAD_MS = 15 * 60 * 1000;
+
+/** The map of a search: safe zones, the trail from shortly before the alert opened and
+ *  where the person is now; positions from the stream move the marker and extend the trail. */
+async function alertMap(el, alert) {
+  const map = createMap(el);
+  const since = new Date(Date.parse(alert.opened_at) - TRAIL_LEAD_MS).toISOString();
+  const [zones, fixes] = await Promise.all([
+    api('GET', `/residents/${alert.resident_id}/geofences`),
+    api('GET', `/residents/${alert.resident_id}/track?since=${encodeURIComponent(since)}`),
+  ]);
+  const zoneLayer = drawZones(map, zones);
+  const trail = trailLayer(map, fixes);
+  const d = alert.details || {};
+  const last = fixes[fixes.length - 1] ?? (typeof d.lat === 'number' ? { lat: d.lat, lon: d.lon } : null);
+  const icon = L.divIcon({ className: 'resident-marker outside', html: '<span>🚶</span>', iconSize: [28, 28] });
+  const marker = last ? L.marker([last.lat, last.lon], { icon, keyboard: false }).addTo(map) : null;
+  const bounds = [zoneLayer, trail].map((l) => l.getBounds?.()).filter((b) => b && b.isValid());
+  if (bounds.length) map.fitBounds(bounds.reduce((a, b) => a.extend(b)), { padding: [20, 20], maxZoom: 17 });
+  let pin = marker;
+  map.follow = (fix) => {
+    trail.addLatLng([fix.lat, fix.lon]);
+    if (pin) pin.setLatLng([fix.lat, fix.lon]);
+    else pin = L.marker([fix.lat, fix.lon], { icon, keyboard: false }).addTo(map);
+  };
+  return map;
+}

@@ -5,10 +5,12 @@ import { api, login, logout, me, token } from './api.js';
 import { ago, currentLang, setLang, t } from './i18n.js';
 import { Live } from './live.js';
 import { h, message } from './util.js';
-import { alertListView, alertView, Alarm } from './alerts.js';
+import { alertListView, alertView, tickSla } from './alerts.js';
+import { Alarm } from './alarm.js';
+import { handoverView } from './handover.js';
 import { mapView } from './map.js';
 import { boardView, residentView } from './residents.js';
-import { adminDevicesView, adminResidentsView, adminUsersView } from './admin.js';
+import { adminAuditView, adminDevicesView, adminResidentsView, adminUsersView } from './admin.js';
 import { pushControl, registerWorker } from './push.js';
 
 const root = document.getElementById('app');
@@ -18,14 +20,23 @@ const ctx = {
   live: null,
   me: null,
   residents: new Map(),
+  devices: new Map(),
   alarm: new Alarm(),
   async loadResidents() {
     const list = await api('GET', '/residents');
     this.residents = new Map(list.map((r) => [r.id, r]));
     return this.residents;
   },
+  async loadDevices() {
+    const list = await api('GET', '/devices');
+    this.devices = new Map(list.map((d) => [d.id, d]));
+    return this.devices;
+  },
   residentName(id) {
     return this.residents.get(id)?.name ?? `#${id}`;
+  },
+  deviceName(id) {
+    return id ? this.devices.get(id)?.name ?? id : '';
   },
   isStaff() {
     return this.me && (this.me.role === 'staff' || this.me.role === 'admin');
@@ -41,6 +52,8 @@ const ROUTES = [
   [/^#\/admin\/residents$/, () => adminResidentsView],
   [/^#\/admin\/devices$/, () => adminDevicesView],
   [/^#\/admin\/users$/, () => adminUsersView],
+  [/^#\/admin\/audit$/, () => adminAuditView],
+  [/^#\/handover$/, () => handoverView],
 ];
 
 let cleanup = null;
@@ -73,17 +86,40 @@ async function route() {
 
 async function startSession() {
   ctx.me = me();
-  await ctx.loadResidents();
+  await Promise.all([ctx.loadResidents(), ctx.loadDevices().catch(() => ctx.devices)]);
   ctx.live = new Live(token);
   ctx.live.addEventListener('connection', () => renderConnection());
-  ctx.live.addEventListener('new-alert', (ev) => {
-    if (ev.detail.severity === 'critical' && ctx.isStaff()) ctx.alarm.ring();
-  });
+  ctx.live.addEventListener('frame', (ev) => keepNamesCurrent(ev.detail));
+  if (ctx.isStaff()) {
+    ctx.alarm.attach();
+    ctx.live.addEventListener('new-alert', (ev) => ctx.alarm.announce(ev.detail, ctx.residentName(ev.detail.resident_id)));
+    ctx.live.addEventListener('frame', () => ctx.alarm.update([...ctx.live.alerts.values()]));
+  }
   ctx.live.start();
   registerWorker();
 }
 
+/** Residents created or renamed after login are named by the stream; a frame about one
+ *  still unknown (its name frame fell out of the replay window) reloads the list. */
+let reloading = null;
+function keepNamesCurrent(frame) {
+  if (frame.type === 'resident') {
+    const known = ctx.residents.get(frame.resident_id);
+    ctx.residents.set(frame.resident_id, { ...(known ?? { id: frame.resident_id }), name: frame.name });
+    return;
+  }
+  const id = frame.alert?.resident_id ?? frame.status?.resident_id;
+  if (id === undefined || ctx.residents.has(id) || reloading) return;
+  reloading = Promise.all([ctx.loadResidents(), ctx.loadDevices().catch(() => ctx.devices)])
+    .then(() => ctx.live?.dispatchEvent(new CustomEvent('frame', { detail: { type: 'names' } })))
+    .catch(() => {})
+    .finally(() => {
+      reloading = null;
+    });
+}
+
 function endSession() {
+  ctx.alarm.detach();
   if (ctx.live) ctx.live.stop();
   ctx.live = null;
   ctx.me = null;
@@ -157,9 +193,11 @@ function renderHeader(hash) {
     link('#/alerts', 'nav_alerts', ctx.isStaff()),
     link('#/map', 'nav_map'),
     link('#/residents', 'nav_board'),
+    link('#/handover', 'nav_handover', ctx.isStaff()),
     link('#/admin/residents', 'nav_admin_residents', ctx.isStaff()),
     link('#/admin/devices', 'nav_admin_devices', ctx.isStaff()),
     link('#/admin/users', 'nav_admin_users', admin),
+    link('#/admin/audit', 'nav_audit', admin),
   );
   const sound = ctx.isStaff()
     && h(
@@ -199,14 +237,34 @@ function renderHeader(hash) {
   );
   let main = document.getElementById('view');
   if (!main) main = h('main', { id: 'view' });
-  root.replaceChildren(header, main);
+  root.replaceChildren(soundBanner(), header, main);
   renderConnection();
+}
+
+let banner = null;
+
+/** Full width above everything while the browser holds the alarm sound back. */
+function soundBanner() {
+  banner = h(
+    'button',
+    { type: 'button', id: 'sound-banner', class: 'sound-banner', title: t('sound_blocked_hint'), onclick: () => ctx.alarm.unblock() },
+    `🔇 ${t('sound_blocked')}`,
+  );
+  showBanner();
+  return banner;
+}
+
+function showBanner() {
+  if (banner) banner.hidden = !(ctx.isStaff() && ctx.alarm.blocked);
 }
 
 /** Every "5 min ago" on the page counts up by itself. */
 setInterval(() => {
   for (const el of document.querySelectorAll('[data-since]')) el.textContent = ago(el.dataset.since);
+  for (const el of document.querySelectorAll('[data-sla]')) tickSla(el);
 }, 1000);
+
+ctx.alarm.addEventListener('change', showBanner);
 
 window.addEventListener('hashchange', route);
 window.addEventListener('mimamori:logged-out', () => showLogin());

@@ -84,8 +84,12 @@ export class Live extends EventTarget {
       case 'alert': {
         const a = frame.alert;
         const before = this.alerts.get(a.id);
-        // A new alert, or one that nobody answered in time, calls for attention (and sound).
+        // A new alert, one the hub escalated to more people (nobody acknowledged it within
+        // the escalation delay), or one nobody answered at all calls for attention again.
+        const waiting = a.state === 'open' || a.state === 'unanswered';
+        const escalated = before && waiting && ((a.escalated && !before.escalated) || (a.tier ?? 0) > (before.tier ?? 0));
         const isNew = (!before && a.state === 'open')
+          || escalated
           || (a.state === 'unanswered' && (!before || before.state !== 'unanswered'));
         if (a.state === 'resolved') this.alerts.delete(a.id);
         else this.alerts.set(a.id, a);
@@ -96,6 +100,7 @@ export class Live extends EventTarget {
         this.statuses.set(frame.status.resident_id, frame.status);
         break;
       case 'position':
+      case 'resident':
       case 'resync':
         break;
       default:

@@ -56,15 +56,25 @@ export function trailLayer(map, fixes) {
   ).addTo(map);
 }
 
+/** Red with an open alert, orange outside the safe zones, green otherwise. */
+function markerState(ctx, status) {
+  if ([...ctx.live.alerts.values()].some((a) => a.resident_id === status.resident_id)) return 'alert';
+  return status.location === 'outside' ? 'outside' : 'ok';
+}
+
+/** A pin with the resident's name on it (an element, never markup: names are people's input). */
+function markerIcon(ctx, status) {
+  const state = markerState(ctx, status);
+  return L.divIcon({
+    className: `resident-marker marker-${state}`,
+    html: h('span', { class: 'pin' }, h('span', { 'aria-hidden': 'true' }, status.location === 'outside' ? '🚶' : '🏠'), h('span', { class: 'label' }, ctx.residentName(status.resident_id))),
+    iconSize: null,
+  });
+}
+
 function residentMarker(ctx, status) {
   const p = status.last_position;
-  const outside = status.location === 'outside';
-  const icon = L.divIcon({
-    className: `resident-marker ${outside ? 'outside' : ''}`,
-    html: `<span>${outside ? '🚶' : '🏠'}</span>`,
-    iconSize: [28, 28],
-  });
-  return L.marker([p.lat, p.lon], { icon, title: ctx.residentName(status.resident_id) }).bindPopup(() =>
+  return L.marker([p.lat, p.lon], { icon: markerIcon(ctx, status), title: ctx.residentName(status.resident_id), alt: ctx.residentName(status.resident_id) }).bindPopup(() =>
     h(
       'div',
       {},
@@ -84,9 +94,12 @@ export async function mapView(ctx, el) {
   const zones = zoneSets.map((z) => drawZones(map, z));
   const markers = new Map();
   const trails = new Map();
+  /** Moves and recolours a resident's marker in place. */
   const place = (status) => {
-    markers.get(status.resident_id)?.remove();
-    if (status.last_position) markers.set(status.resident_id, residentMarker(ctx, status).addTo(map));
+    const m = markers.get(status.resident_id);
+    if (!status.last_position) return;
+    if (!m) markers.set(status.resident_id, residentMarker(ctx, status).addTo(map));
+    else m.setLatLng([status.last_position.lat, status.last_position.lon]).setIcon(markerIcon(ctx, status));
   };
   for (const s of ctx.live.statuses.values()) place(s);
   const drawTrail = async (alert) => {
@@ -102,7 +115,11 @@ export async function mapView(ctx, el) {
   const onFrame = (ev) => {
     const f = ev.detail;
     if (f.type === 'status') place(f.status);
-    if (f.type === 'snapshot') ctx.live.statuses.forEach(place);
+    if (f.type === 'snapshot' || f.type === 'names') ctx.live.statuses.forEach(place);
+    if (f.type === 'alert' || f.type === 'resident') {
+      const s = ctx.live.statuses.get(f.alert?.resident_id ?? f.resident_id);
+      if (s) place(s);
+    }
     if (f.type === 'alert' && f.alert.state === 'resolved') {
       trails.get(f.alert.id)?.remove();
       trails.delete(f.alert.id);

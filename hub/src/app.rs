@@ -38,6 +38,7 @@ pub struct Hub {
     engine: Engine,
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
+    tiles_dir: Option<std::path::PathBuf>,
     tts: Option<crate::config::TtsConfig>,
     http_header_timeout: std::time::Duration,
     retention: crate::privacy::retention::Retention,
@@ -280,6 +281,7 @@ impl Hub {
             engine,
             notifier,
             dashboard_dir: cfg.dashboard_dir,
+            tiles_dir: cfg.tiles_dir,
             tts: cfg.tts,
             http_header_timeout: cfg.limits.http_header_timeout,
             retention: cfg.privacy.retention,
@@ -315,6 +317,7 @@ impl Hub {
             engine,
             notifier,
             dashboard_dir,
+            tiles_dir,
             tts,
             http_header_timeout,
             retention,
@@ -329,7 +332,7 @@ impl Hub {
             state.clock.clone(),
             state.metrics.clone(),
         ));
-        let app = api::app(state, &dashboard_dir);
+        let app = api::app(state, &dashboard_dir, tiles_dir.as_deref());
         if let Some(tts) = tts {
             // The client never returns: it keeps reconnecting for as long as the hub runs.
             tokio::spawn(crate::tts::run(tts, edge.ingest.clone()));

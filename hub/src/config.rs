@@ -98,6 +98,10 @@ pub struct Settings {
     /// Folder with the dashboard's files.
     #[arg(long, env = "MIMAMORI_DASHBOARD_DIR")]
     pub dashboard_dir: Option<PathBuf>,
+    /// Folder of map tiles (`{z}/{x}/{y}.png`) the hub serves itself at `/tiles/`, for
+    /// networks without internet; unset, the hub serves no tiles.
+    #[arg(long, env = "MIMAMORI_TILES_DIR")]
+    pub tiles_dir: Option<PathBuf>,
     /// Most MQTT connections held at once; further CONNECTs get "server unavailable".
     #[arg(long, env = "MIMAMORI_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -202,6 +206,8 @@ pub struct Config {
     pub database_url: String,
     pub admin_password: Option<String>,
     pub dashboard_dir: PathBuf,
+    /// Map tiles served at `/tiles/`.
+    pub tiles_dir: Option<PathBuf>,
     pub max_connections: usize,
     pub session_hours: u32,
     pub require_admin_totp: bool,
@@ -277,6 +283,7 @@ mqtt_addr = "0.0.0.0:1883"
 database_url = "sqlite:mimamori.db"
 # admin_password = "…"   # better: MIMAMORI_ADMIN_PASSWORD
 dashboard_dir = "dashboard"
+# tiles_dir = "/srv/tiles"   # offline map tiles {z}/{x}/{y}.png, served at /tiles/
 max_connections = 20000
 session_hours = 12
 require_admin_totp = false   # true: admins log in with a one-time code (docs/api.md)
@@ -325,6 +332,7 @@ impl Settings {
             database_url: self.database_url.or(file.database_url),
             admin_password: self.admin_password.or(file.admin_password),
             dashboard_dir: self.dashboard_dir.or(file.dashboard_dir),
+            tiles_dir: self.tiles_dir.or(file.tiles_dir),
             max_connections: self.max_connections.or(file.max_connections),
             session_hours: self.session_hours.or(file.session_hours),
             require_admin_totp: self.require_admin_totp.or(file.require_admin_totp),
@@ -503,6 +511,7 @@ impl Settings {
             dashboard_dir: self
                 .dashboard_dir
                 .unwrap_or_else(|| PathBuf::from("dashboard")),
+            tiles_dir: self.tiles_dir,
             max_connections,
             session_hours,
             require_admin_totp: self.require_admin_totp.unwrap_or(false),
@@ -565,6 +574,7 @@ impl Config {
             database_url: database_url.into(),
             admin_password: None,
             dashboard_dir: PathBuf::from("dashboard"),
+            tiles_dir: None,
             max_connections: 20_000,
             session_hours: 12,
             require_admin_totp: false,

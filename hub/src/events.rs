@@ -32,6 +32,11 @@ pub enum HubEvent {
     Status {
         status: ResidentStatus,
     },
+    /// A resident was created or changed: views that show names by id learn them here.
+    Resident {
+        resident_id: i64,
+        name: String,
+    },
 }
 
 impl HubEvent {
@@ -41,6 +46,7 @@ impl HubEvent {
             HubEvent::Alert { alert } => alert.resident_id,
             HubEvent::Position { resident_id, .. } => *resident_id,
             HubEvent::Status { status } => status.resident_id,
+            HubEvent::Resident { resident_id, .. } => *resident_id,
         }
     }
 }

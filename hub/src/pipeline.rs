@@ -303,7 +303,15 @@ impl Pipeline {
                 match self.store.resident_setup(id).await {
                     Ok(setup) => {
                         self.core
-                            .configure(resident_config(&setup), resident_card(&setup), now)
+                            .configure(resident_config(&setup), resident_card(&setup), now);
+                        if self.has_viewers() {
+                            let name = setup.resident.name.clone();
+                            self.show(HubEvent::Resident {
+                                resident_id: id,
+                                name,
+                            })
+                            .await;
+                        }
                     }
                     Err(e) => warn!(resident = id, error = %e, "cannot reload resident"),
                 }

@@ -15,6 +15,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod card;
 pub mod contact;
 pub mod event;
 pub mod gateway;

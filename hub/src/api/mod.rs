@@ -9,6 +9,7 @@ pub mod activity;
 pub mod alerts;
 pub mod auth;
 pub mod ble;
+pub mod card;
 pub mod cluster;
 pub mod contacts;
 pub mod devices;
@@ -84,7 +85,11 @@ pub struct AppState {
 }
 
 /// The whole HTTP application.
-pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
+pub fn app(
+    state: AppState,
+    dashboard_dir: &std::path::Path,
+    tiles_dir: Option<&std::path::Path>,
+) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(totp::router())
@@ -110,9 +115,12 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");
     let files = ServeDir::new(dashboard_dir).fallback(ServeFile::new(index));
-    Router::new()
-        .nest("/api/v1", api)
-        .fallback_service(files)
+    let mut site = Router::new().nest("/api/v1", api);
+    if let Some(tiles) = tiles_dir {
+        // Offline map tiles: a missing tile is a 404, never the dashboard's index page.
+        site = site.nest_service("/tiles", ServeDir::new(tiles));
+    }
+    site.fallback_service(files)
         .layer(axum::middleware::map_response(headers::protective))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

@@ -7,17 +7,19 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use mimamori_protocol::api::{LatLon, NewResident, Resident, Role};
+use mimamori_protocol::card::ResidentCard;
 use mimamori_protocol::zone::{NewZone, Zone};
 use mimamori_protocol::RuleSettings;
 use mimamori_rules::SafeZone;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
+use super::card;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{audit, AppState};
 use crate::pipeline::Command;
 use crate::privacy::access::Read;
-use crate::store::{NewResidentRow, StoredReading};
+use crate::store::{NewResidentRow, StoreError, StoredReading};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,15 +67,31 @@ async fn list(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json<Ve
     ))
 }
 
+/// One resident with their card (as much of it as the caller may see).
+#[derive(Debug, Serialize)]
+struct ResidentWithCard {
+    #[serde(flatten)]
+    resident: Resident,
+    card: ResidentCard,
+}
+
 async fn one(
     State(st): State<AppState>,
     caller: AuthUser,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Resident>> {
+) -> ApiResult<Json<ResidentWithCard>> {
     caller.check_resident(id)?;
-    Ok(Json(st.store.resident(id).await.map_err(|_| {
-        ApiError::NotFound(format!("no resident {id}"))
-    })?))
+    let resident = found(&st, id).await?;
+    let card = card::shown_to(&caller, st.store.resident_card(id).await?);
+    Ok(Json(ResidentWithCard { resident, card }))
+}
+
+/// The resident, or 404; a failing database stays a 500.
+async fn found(st: &AppState, id: i64) -> ApiResult<Resident> {
+    st.store.resident(id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::NotFound(format!("no resident {id}")),
+        other => other.into(),
+    })
 }
 
 /// A partial update: fields left out stay; `rules` is merged into the current settings.
@@ -85,6 +103,8 @@ struct ResidentPatch {
     #[serde(default, deserialize_with = "some_or_null")]
     home: Option<Option<LatLon>>,
     rules: Option<serde_json::Value>,
+    /// Merged into the current card; see [`card::patched`].
+    card: Option<serde_json::Value>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -99,13 +119,13 @@ async fn patch(
     caller: AuthUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<ResidentPatch>,
-) -> ApiResult<Json<Resident>> {
+) -> ApiResult<Json<ResidentWithCard>> {
     caller.require_staff()?;
-    let mut r = st
-        .store
-        .resident(id)
-        .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+    let mut r = found(&st, id).await?;
+    let mut resident_card = st.store.resident_card(id).await?;
+    if let Some(patch) = &p.card {
+        resident_card = card::patched(&resident_card, patch)?;
+    }
     if let Some(name) = &p.name {
         r.name = valid_name(name)?;
     }
@@ -119,11 +139,17 @@ async fn patch(
         r.rules = merge_rules(&r.rules, Some(rules))?;
     }
     st.store.update_resident(&r).await?;
+    if p.card.is_some() {
+        st.store
+            .put_resident_card(id, &resident_card, st.clock.now())
+            .await?;
+    }
     st.pipeline.send(Command::Reload(id)).await;
     if p.timezone.is_some() {
         st.bus.move_summaries();
     }
-    let changed = serde_json::json!({"name": p.name, "timezone": p.timezone, "home": p.home, "rules": p.rules});
+    let card_fields = p.card.as_ref().map(card::fields_of);
+    let changed = serde_json::json!({"name": p.name, "timezone": p.timezone, "home": p.home, "rules": p.rules, "card": card_fields});
     audit(
         &st,
         &caller,
@@ -132,7 +158,10 @@ async fn patch(
         changed,
     )
     .await?;
-    Ok(Json(r))
+    Ok(Json(ResidentWithCard {
+        resident: r,
+        card: resident_card,
+    }))
 }
 
 async fn remove(
@@ -320,7 +349,8 @@ pub fn merge_rules(
     Ok(rules)
 }
 
-fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+/// A JSON merge patch: objects merge key by key, anything else replaces.
+pub(super) fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
     match (target, patch) {
         (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
             for (k, v) in p {

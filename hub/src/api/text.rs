@@ -22,6 +22,27 @@ pub fn display_name(field: &str, name: &str, max_chars: usize) -> ApiResult<Stri
     Ok(name.to_string())
 }
 
+/// A text of several lines (care notes, allergies): like [`display_name`], but line
+/// breaks are kept (a `\r\n` becomes `\n`) and it may be up to `max_chars` long.
+pub fn note(field: &str, text: &str, max_chars: usize) -> ApiResult<String> {
+    let text = text.replace("\r\n", "\n");
+    let lines: Vec<String> = text
+        .trim()
+        .split('\n')
+        .map(|line| match line.trim() {
+            "" => Ok(String::new()),
+            l => display_name(field, l, max_chars),
+        })
+        .collect::<ApiResult<_>>()?;
+    let joined = lines.join("\n");
+    if joined.is_empty() || joined.chars().count() > max_chars {
+        return Err(ApiError::Invalid(format!(
+            "{field} must be 1 to {max_chars} characters"
+        )));
+    }
+    Ok(joined)
+}
+
 fn refused(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -37,6 +58,18 @@ fn refused(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_keep_their_lines_and_refuse_the_rest() {
+        assert_eq!(
+            note("note", " 耳が遠い\r\n犬がいる ", 100).ok().as_deref(),
+            Some("耳が遠い\n犬がいる")
+        );
+        assert!(note("note", "a\u{202E}b", 100).is_err());
+        assert!(note("note", "a\tb", 100).is_err());
+        assert!(note("note", " \n ", 100).is_err());
+        assert!(note("note", &"x".repeat(101), 100).is_err());
+    }
 
     #[test]
     fn names_refuse_line_breaks_bidi_and_invisible_characters() {

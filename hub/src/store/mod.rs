@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
+use mimamori_protocol::card::ResidentCard;
 use mimamori_protocol::gateway::{
     BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
 };
@@ -443,6 +444,17 @@ pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn echonet_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<EchonetDevice>>;
+
+    // -- care desk (issue 15): add methods below this line --
+    /// A resident's card; an empty one when none was written yet.
+    async fn resident_card(&self, resident_id: i64) -> StoreResult<ResidentCard>;
+    /// Replaces a resident's card.
+    async fn put_resident_card(
+        &self,
+        resident_id: i64,
+        card: &ResidentCard,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 }
 
 /// A reading as stored, for the API and tests.

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
+use mimamori_protocol::card::ResidentCard;
 use mimamori_protocol::gateway::{
     BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
 };
@@ -1747,6 +1748,33 @@ macro_rules! impl_store {
                         Ok(EchonetDevice { gateway_id, echonet_id, device_id, device_kind, resident_id, activity_above_w, created_at: from_ms(created_at) })
                     })
                     .collect()
+            }
+
+            async fn resident_card(&self, resident_id: i64) -> StoreResult<ResidentCard> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT card FROM resident_cards WHERE resident_id = $1")
+                    .bind(resident_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    Some((text,)) => serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Invalid(format!("card of resident {resident_id}: {e}"))),
+                    None => Ok(ResidentCard::default()),
+                }
+            }
+
+            async fn put_resident_card(&self, resident_id: i64, card: &ResidentCard, at: DateTime<Utc>) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let text = serde_json::to_string(card).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO resident_cards (resident_id, card, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (resident_id) DO UPDATE SET card = excluded.card, updated_at = excluded.updated_at",
+                )
+                .bind(resident_id)
+                .bind(text)
+                .bind(ms(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn delete_lorawan_device(&self, gateway_id: &str, dev_eui: &str) -> StoreResult<()> {
