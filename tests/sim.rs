@@ -342,9 +342,11 @@ async fn sim_backfill_gives_a_week_of_history_and_no_alert() -> Result<()> {
 const ZIGBEE_PROVISION: &str = "device-sim provision --as zigbee2mqtt ";
 const ZIGBEE_FLEET_RUN: &str = "device-sim run --fleet zigbee.json ";
 /// The documented `--as` scenario commands.
-const AS_SCENARIOS: [(&str, &str); 4] = [
+const AS_SCENARIOS: [(&str, &str); 6] = [
     ("zigbee2mqtt", "fall"),
     ("chirpstack", "fall"),
+    ("echonet", "fall"),
+    ("ble", "wander"),
     ("owntracks", "wander"),
     ("osmand", "wander"),
 ];
@@ -472,6 +474,84 @@ async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors
     assert!(motion.iter().all(|r| devices
         .iter()
         .any(|d| d["id"] == r["device_id"] && d["kind"] == "motion")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_as_echonet_fall_raises_inactivity_through_the_mapped_sensors() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "echonet", "fall", "inactivity").await?;
+    let gateway = device_of(&devices, "gateway", "home gateway")?;
+    let mapped = hub
+        .expect(
+            Method::GET,
+            &format!("/devices/{gateway}/echonet"),
+            None,
+            200,
+        )
+        .await?;
+    let mapped = mapped.as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        mapped.len(),
+        5,
+        "four human detection sensors and the emergency button: {mapped:?}"
+    );
+    let pendant = device_of(&devices, "button", "SOS pendant")?;
+    assert!(mapped.iter().any(|m| m["device_id"] == pendant
+        && m["echonet_id"]
+            .as_str()
+            .is_some_and(|i| i.ends_with("_000301"))));
+    // Motion came as echonetlite2mqtt's `detection`, which names no room.
+    let motion: Vec<Value> = hub
+        .readings(rid)
+        .await?
+        .into_iter()
+        .filter(|r| r["kind"] == "motion")
+        .collect();
+    assert!(
+        motion.iter().any(|r| r["data"]["motion"] == true),
+        "{motion:?}"
+    );
+    for r in &motion {
+        assert!(
+            mapped.iter().any(|m| m["device_id"] == r["device_id"]),
+            "{r}"
+        );
+        assert!(r["data"]["room"].is_null(), "detection names no room: {r}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_as_ble_wander_raises_geofence_exit_from_sightings() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "ble", "wander", "geofence_exit").await?;
+    let tag = device_of(&devices, "tag", "GPS tracker")?;
+    let node = device_of(&devices, "receiver", "home BLE receiver")?;
+    let app = device_of(&devices, "receiver", "volunteer app")?;
+    assert!(devices.iter().all(|d| d["kind"] != "gps"), "{devices:?}");
+    let alert = hub.alerts(rid).await?;
+    assert_eq!(alert[0]["device_id"], tag, "{alert:?}");
+    // The passage history: the home node before the walk, then the volunteers' phones.
+    let seen = hub
+        .expect(
+            Method::GET,
+            &format!("/residents/{rid}/sightings?limit=500"),
+            None,
+            200,
+        )
+        .await?;
+    let seen = seen.as_array().cloned().unwrap_or_default();
+    let by = |rx: &str| seen.iter().filter(|s| s["data"]["receiver"] == rx).count();
+    assert!(by(node) >= 1, "the home node heard the tag: {seen:?}");
+    assert!(
+        by(app) >= 4,
+        "the volunteers' phones follow the walk out and back: {seen:?}"
+    );
+    assert!(seen
+        .iter()
+        .filter(|s| s["data"]["receiver"] == app)
+        .all(|s| s["data"]["place"] == "volunteer app" && s["device_id"] == tag));
     Ok(())
 }
 
