@@ -5,6 +5,7 @@ import { api } from './api.js';
 import { ago, currentLang, t, when } from './i18n.js';
 import { byUrgency, h, severityBadge, stateBadge } from './util.js';
 import { createMap, drawZones } from './map.js';
+import { sightingsSection } from './sightings.js';
 
 const L = window.L;
 
@@ -103,6 +104,7 @@ export async function residentView(ctx, el, id) {
       )),
     ),
   );
+  sightingsSection(id).then((s) => s && mapEl.parentElement.after(s));
   const map = createMap(mapEl);
   const zoneLayer = drawZones(map, zones);
   let marker = null;
