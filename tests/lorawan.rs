@@ -388,14 +388,7 @@ async fn device_profiles(backend: Backend) -> Result<()> {
     let renamed = json!({"fields": {"state": "occupancy", "on": ["occupied"]}});
     hub.expect(Method::PUT, &path(PROFILE), Some(renamed), 200)
         .await?;
-    let listed = hub
-        .expect(
-            Method::GET,
-            &format!("/devices/{}/lorawan", gw.id),
-            None,
-            200,
-        )
-        .await?;
+    let listed = get_json(&hub, &format!("/devices/{}/lorawan", gw.id)).await?;
     let states: Vec<&str> = listed
         .as_array()
         .into_iter()
@@ -409,14 +402,11 @@ async fn device_profiles(backend: Backend) -> Result<()> {
 
     hub.expect(Method::DELETE, &path(PROFILE), None, 409)
         .await?;
-    let profiles = hub
-        .expect(
-            Method::GET,
-            &format!("/devices/{}/lorawan/profiles", gw.id),
-            None,
-            200,
-        )
-        .await?;
+    let profiles = get_json(&hub, &format!("/devices/{}/lorawan/profiles", gw.id)).await?;
     assert_eq!(profiles.as_array().map(Vec::len), Some(1), "{profiles}");
     Ok(())
+}
+
+async fn get_json(hub: &TestHub, path: &str) -> Result<Value> {
+    hub.expect(Method::GET, path, None, 200).await
 }

@@ -439,20 +439,25 @@ async fn tracker_fixes_are_whole_seconds(hub: &TestHub, rid: i64, tracker: &str)
     Ok(fixes.len())
 }
 
+/// What the home gateway has registered of one family (`lorawan`, `echonet`).
+async fn on_the_gateway(hub: &TestHub, devices: &[Value], family: &str) -> Result<Vec<Value>> {
+    let gateway = device_of(devices, "gateway", "home gateway")?;
+    let path = format!("/devices/{gateway}/{family}");
+    let listed = hub.expect(Method::GET, &path, None, 200).await?;
+    Ok(listed.as_array().cloned().unwrap_or_default())
+}
+
+/// The resident's motion readings, newest first.
+async fn motion_of(hub: &TestHub, rid: i64) -> Result<Vec<Value>> {
+    let all = hub.readings(rid).await?;
+    Ok(all.into_iter().filter(|r| r["kind"] == "motion").collect())
+}
+
 #[tokio::test]
 async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors() -> Result<()> {
     let hub = TestHub::start().await?;
     let (rid, devices) = as_scenario(&hub, "chirpstack", "fall", "inactivity").await?;
-    let gateway = device_of(&devices, "gateway", "home gateway")?;
-    let registered = hub
-        .expect(
-            Method::GET,
-            &format!("/devices/{gateway}/lorawan"),
-            None,
-            200,
-        )
-        .await?;
-    let registered = registered.as_array().cloned().unwrap_or_default();
+    let registered = on_the_gateway(&hub, &devices, "lorawan").await?;
     assert_eq!(
         registered.len(),
         6,
@@ -464,12 +469,7 @@ async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors
         .any(|r| r["device_id"] == bathroom && r["dev_eui"].as_str().map(str::len) == Some(16)));
     // Motion came as ChirpStack `up` events over the gateway's connection, attributed to
     // the sensors the DevEUIs are registered as.
-    let motion: Vec<Value> = hub
-        .readings(rid)
-        .await?
-        .into_iter()
-        .filter(|r| r["kind"] == "motion")
-        .collect();
+    let motion = motion_of(&hub, rid).await?;
     assert!(!motion.is_empty());
     assert!(motion.iter().all(|r| devices
         .iter()
@@ -481,16 +481,7 @@ async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors
 async fn sim_as_echonet_fall_raises_inactivity_through_the_mapped_sensors() -> Result<()> {
     let hub = TestHub::start().await?;
     let (rid, devices) = as_scenario(&hub, "echonet", "fall", "inactivity").await?;
-    let gateway = device_of(&devices, "gateway", "home gateway")?;
-    let mapped = hub
-        .expect(
-            Method::GET,
-            &format!("/devices/{gateway}/echonet"),
-            None,
-            200,
-        )
-        .await?;
-    let mapped = mapped.as_array().cloned().unwrap_or_default();
+    let mapped = on_the_gateway(&hub, &devices, "echonet").await?;
     assert_eq!(
         mapped.len(),
         5,
@@ -502,12 +493,7 @@ async fn sim_as_echonet_fall_raises_inactivity_through_the_mapped_sensors() -> R
             .as_str()
             .is_some_and(|i| i.ends_with("_000301"))));
     // Motion came as echonetlite2mqtt's `detection`, which names no room.
-    let motion: Vec<Value> = hub
-        .readings(rid)
-        .await?
-        .into_iter()
-        .filter(|r| r["kind"] == "motion")
-        .collect();
+    let motion = motion_of(&hub, rid).await?;
     assert!(
         motion.iter().any(|r| r["data"]["motion"] == true),
         "{motion:?}"

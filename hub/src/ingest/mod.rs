@@ -24,7 +24,8 @@ pub mod zigbee2mqtt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use mimamori_protocol::native::{RejectReason, Rejection, MAX_PAYLOAD_BYTES};
+pub(crate) use mimamori_protocol::native::check_size;
+use mimamori_protocol::native::{RejectReason, Rejection};
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,20 +60,6 @@ pub(crate) fn check_publisher(
         ));
     }
     check_size(payload)
-}
-
-/// A payload within the native protocol's bound.
-pub(crate) fn check_size(payload: &[u8]) -> Result<(), Rejection> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The rest of `topic` below a device's own `base` (given without its last `/`), or the
