@@ -167,3 +167,41 @@ async fn station_then_home(backend: Backend) -> Result<()> {
     );
     Ok(())
 }
+
+/// The night rule's home receivers must be the resident's own receivers: a station of the
+/// town's network, or a device of another kind, is refused with the reason.
+#[tokio::test]
+async fn tag_away_takes_only_the_residents_own_receivers() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Ito Yoshiko"})).await?;
+    let network = hub
+        .resident(json!({"name": "Koenji receiver network"}))
+        .await?;
+    let home = hub.device(rid, "receiver").await?;
+    let tag = hub.device(rid, "tag").await?;
+    let station = hub.device(network, "receiver").await?;
+    let rule = |rx: &str| json!({"rules": {"tag_away": {"enabled": true, "receivers": [rx]}}});
+    let path = format!("/residents/{rid}");
+    for (rx, why) in [
+        (station.id.as_str(), "is not a receiver of resident"),
+        (tag.id.as_str(), "is not a receiver of resident"),
+        ("dev_nobody", "does not exist"),
+    ] {
+        let refused = hub
+            .expect(Method::PATCH, &path, Some(rule(rx)), 422)
+            .await?;
+        assert!(refused.to_string().contains(why), "{rx}: {refused}");
+    }
+    let none = json!({"rules": {"tag_away": {"enabled": true}}});
+    let refused = hub.expect(Method::PATCH, &path, Some(none), 422).await?;
+    assert!(
+        refused.to_string().contains("tag_away.receivers"),
+        "{refused}"
+    );
+    let patched = hub
+        .expect(Method::PATCH, &path, Some(rule(&home.id)), 200)
+        .await?;
+    assert_eq!(patched["rules"]["tag_away"]["receivers"], json!([home.id]));
+    assert_eq!(patched["rules"]["tag_away"]["after_s"], 1800, "the default");
+    Ok(())
+}

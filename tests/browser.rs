@@ -240,3 +240,97 @@ async fn dashboard_in_a_real_browser() -> Result<()> {
     println!("screenshots in {}", shots.display());
     Ok(())
 }
+
+/// The passage history on the resident page, as the resident's family sees it: where the
+/// tag was last heard ("Last seen at Koenji station, north exit, 12 min ago") and the list.
+#[tokio::test]
+async fn family_sees_the_passage_history_in_a_real_browser() -> Result<()> {
+    const STATION: &str = "Koenji station, north exit";
+    let dashboard = dashboard_dir();
+    check_prerequisites(&dashboard)?;
+    let hub = TestHub::start().await?;
+    let rid = hub.resident(json!({"name": "Ito Yoshiko"})).await?;
+    let (user, password) = ("son", "son-password-1");
+    let family =
+        json!({"username": user, "password": password, "role": "family", "resident_ids": [rid]});
+    hub.expect(Method::POST, "/users", Some(family), 201)
+        .await?;
+    let tag = hub.device(rid, "tag").await?;
+    let tag_id = "iBeacon:e2c56db5-dffb-48d2-b060-d0f5a71096e0-1-7";
+    let body = json!({"tag_id": tag_id});
+    hub.expect(
+        Method::POST,
+        &format!("/devices/{}/tag", tag.id),
+        Some(body),
+        201,
+    )
+    .await?;
+    let phone = hub.device(rid, "receiver").await?;
+    let station = hub.device(rid, "receiver").await?;
+    let places = [
+        (&phone, json!({"place": "volunteer app", "range_m": 50})),
+        (
+            &station,
+            json!({"place": STATION, "lat": 35.7056, "lon": 139.6496, "range_m": 30}),
+        ),
+    ];
+    for (rx, place) in places {
+        let path = format!("/devices/{}/receiver", rx.id);
+        hub.expect(Method::PUT, &path, Some(place), 200).await?;
+    }
+    let minutes_ago =
+        |m: i64| (chrono::Utc::now() - chrono::Duration::minutes(m)).timestamp_millis();
+    let heard = [
+        (
+            &phone,
+            json!({"tag": tag_id, "rssi": -80, "ts": minutes_ago(30), "lat": 35.7080, "lon": 139.6600}),
+        ),
+        (
+            &station,
+            json!({"tag": tag_id, "rssi": -77, "ts": minutes_ago(12)}),
+        ),
+    ];
+    for (rx, sighting) in heard {
+        let mut client = connect_device(&hub, rx).await?;
+        client
+            .publish_acked(&topic(rx, "sighting"), sighting.to_string())
+            .await?;
+    }
+    eventually("both passages stored", Duration::from_secs(10), || async {
+        let seen = hub
+            .expect(
+                Method::GET,
+                &format!("/residents/{rid}/sightings"),
+                None,
+                200,
+            )
+            .await
+            .ok()?;
+        (seen.as_array()?.len() == 2).then_some(())
+    })
+    .await?;
+
+    let out = Command::new("node")
+        .arg(dashboard.join("tests/sightings.mjs"))
+        .current_dir(&dashboard)
+        .env("HUB_URL", &hub.base)
+        .env("SCREENSHOT_DIR", screenshot_dir())
+        .env("FAMILY_USER", user)
+        .env("FAMILY_PASS", password)
+        .env("RESIDENT_ID", rid.to_string())
+        .env("LAST_PLACE", STATION)
+        .env("PASSAGES", "2")
+        .env("CHROMIUM", chromium())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SCRIPT_LIMIT, out).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "sightings browser test failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(stdout.contains("sightings: all checks passed"), "{stdout}");
+    Ok(())
+}

@@ -152,6 +152,14 @@ async fn api_md_and_rules_md_examples_run_in_order() -> Result<()> {
         "rules.md's PATCH came last"
     );
     assert_eq!(r["rules"]["inactivity"]["day_starts"], "06:30");
+    assert_eq!(r["rules"]["tag_away"]["enabled"], true);
+    let home_rx = r["rules"]["tag_away"]["receivers"][0]
+        .as_str()
+        .unwrap_or_default();
+    let rx = hub
+        .expect(Method::GET, &format!("/devices/{home_rx}"), None, 200)
+        .await?;
+    assert_eq!(rx["kind"], "receiver", "{rx}");
     let rid = r["id"].as_i64().unwrap_or_default();
     let zones = hub
         .expect(

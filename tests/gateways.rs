@@ -42,7 +42,7 @@ pub(crate) fn doc_example(name: &str) -> Result<String> {
 }
 
 /// Every example the page shows; the test below fails when one is added without a test.
-const DOC_EXAMPLES: [&str; 26] = [
+const DOC_EXAMPLES: [&str; 28] = [
     "z2m-config",
     "z2m-map",
     "z2m-map-button",
@@ -58,6 +58,8 @@ const DOC_EXAMPLES: [&str; 26] = [
     "chirpstack-toml",
     "chirpstack-bridge",
     "chirpstack-register",
+    "chirpstack-profile",
+    "chirpstack-register-profile",
     "chirpstack-up",
     "chirpstack-status",
     "chirpstack-up-object",

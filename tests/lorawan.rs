@@ -292,3 +292,121 @@ async fn a_lorawan_button_raises_sos_and_a_live_motion_resolves_inactivity() -> 
     assert_eq!(sos["kind"], "sos");
     Ok(())
 }
+
+#[tokio::test]
+async fn lorawan_devices_follow_their_device_profile() -> Result<()> {
+    device_profiles(Backend::Sqlite).await
+}
+
+/// The same on PostgreSQL: migration 0014 and the profile queries.
+#[tokio::test]
+async fn lorawan_device_profiles_on_postgres() -> Result<()> {
+    if skip_postgres("lorawan_device_profiles_on_postgres") {
+        return Ok(());
+    }
+    device_profiles(Backend::Postgres).await
+}
+
+/// Two WS202s follow the documented profile; putting the profile again remaps both at once,
+/// and a profile in use cannot be deleted.
+async fn device_profiles(backend: Backend) -> Result<()> {
+    const PROFILE: &str = "Milesight WS202";
+    let hub = TestHub::start_with(backend, &[]).await?;
+    let rid = quick_resident(&hub).await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let (first, second) = (
+        hub.device(rid, "motion").await?,
+        hub.device(rid, "motion").await?,
+    );
+    let path = |name: &str| {
+        format!(
+            "/devices/{}/lorawan/profiles/{}",
+            gw.id,
+            name.replace(' ', "%20")
+        )
+    };
+    let profile: Value = serde_json::from_str(&doc_example("chirpstack-profile")?)?;
+    let put = hub
+        .expect(Method::PUT, &path(PROFILE), Some(profile), 200)
+        .await?;
+    assert_eq!(
+        (put["name"].as_str(), put["fields"]["state"].as_str()),
+        (Some(PROFILE), Some("pir"))
+    );
+
+    let follow = doc_example("chirpstack-register-profile")?;
+    let body: Value = serde_json::from_str(&follow.replace("MOTION_DEVICE_ID", &first.id))?;
+    let registered = register(&hub, &gw.id, body).await?;
+    assert_eq!(registered["profile"], PROFILE);
+    assert_eq!(registered["fields"]["state"], "pir");
+    assert_eq!(
+        registered["fields"]["battery"], "battery",
+        "the kind's default"
+    );
+    let also = json!({"dev_eui": "24e124538b223215", "device_id": second.id, "profile": PROFILE});
+    register(&hub, &gw.id, also).await?;
+    let third = hub.device(rid, "motion").await?;
+    for (body, why) in [
+        (
+            json!({"dev_eui": "24e124538b223216", "device_id": third.id, "profile": PROFILE, "fields": {"state": "pir"}}),
+            "both",
+        ),
+        (
+            json!({"dev_eui": "24e124538b223216", "device_id": third.id, "profile": "WS301"}),
+            "WS301",
+        ),
+    ] {
+        let refused = hub
+            .expect(
+                Method::POST,
+                &format!("/devices/{}/lorawan", gw.id),
+                Some(body),
+                422,
+            )
+            .await?;
+        assert!(refused.to_string().contains(why), "{refused}");
+    }
+
+    // The gateway's own connection, as the documented bridge makes it.
+    let mut cs = mqtt_connect(hub.mqtt_port, &gw.id, &gw.id, &gw.mqtt.password)
+        .await
+        .map_err(|e| anyhow!("the gateway cannot connect: {e:?}"))?;
+    let uplink = |eui: &str, object: &str| -> Result<(String, String)> {
+        let event = doc_example("chirpstack-up-object")?
+            .replace("24e124538b223213", eui)
+            .replace(
+                r#""object":{"pir":"trigger"}"#,
+                &format!(r#""object":{object}"#),
+            );
+        Ok((chirpstack_topic(eui, "up")?.0, event))
+    };
+    let (topic, event) = uplink("24e124538b223214", r#"{"pir":"trigger"}"#)?;
+    cs.publish_acked(&topic, event).await?;
+    reading_of(&hub, rid, &first.id, |r| r["data"]["motion"] == true).await?;
+
+    // Another codec version names the field otherwise: one PUT remaps every follower.
+    let renamed = json!({"fields": {"state": "occupancy", "on": ["occupied"]}});
+    hub.expect(Method::PUT, &path(PROFILE), Some(renamed), 200)
+        .await?;
+    let listed = get_json(&hub, &format!("/devices/{}/lorawan", gw.id)).await?;
+    let states: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["fields"]["state"].as_str())
+        .collect();
+    assert_eq!(states, ["occupancy", "occupancy"], "{listed}");
+    let (topic, event) = uplink("24e124538b223215", r#"{"occupancy":"occupied"}"#)?;
+    cs.publish_acked(&topic, event).await?;
+    reading_of(&hub, rid, &second.id, |r| r["data"]["motion"] == true).await?;
+
+    hub.expect(Method::DELETE, &path(PROFILE), None, 409)
+        .await?;
+    let profiles = get_json(&hub, &format!("/devices/{}/lorawan/profiles", gw.id)).await?;
+    assert_eq!(profiles.as_array().map(Vec::len), Some(1), "{profiles}");
+    Ok(())
+}
+
+async fn get_json(hub: &TestHub, path: &str) -> Result<Value> {
+    hub.expect(Method::GET, path, None, 200).await
+}

@@ -342,9 +342,11 @@ async fn sim_backfill_gives_a_week_of_history_and_no_alert() -> Result<()> {
 const ZIGBEE_PROVISION: &str = "device-sim provision --as zigbee2mqtt ";
 const ZIGBEE_FLEET_RUN: &str = "device-sim run --fleet zigbee.json ";
 /// The documented `--as` scenario commands.
-const AS_SCENARIOS: [(&str, &str); 4] = [
+const AS_SCENARIOS: [(&str, &str); 6] = [
     ("zigbee2mqtt", "fall"),
     ("chirpstack", "fall"),
+    ("echonet", "fall"),
+    ("ble", "wander"),
     ("owntracks", "wander"),
     ("osmand", "wander"),
 ];
@@ -437,20 +439,25 @@ async fn tracker_fixes_are_whole_seconds(hub: &TestHub, rid: i64, tracker: &str)
     Ok(fixes.len())
 }
 
+/// What the home gateway has registered of one family (`lorawan`, `echonet`).
+async fn on_the_gateway(hub: &TestHub, devices: &[Value], family: &str) -> Result<Vec<Value>> {
+    let gateway = device_of(devices, "gateway", "home gateway")?;
+    let path = format!("/devices/{gateway}/{family}");
+    let listed = hub.expect(Method::GET, &path, None, 200).await?;
+    Ok(listed.as_array().cloned().unwrap_or_default())
+}
+
+/// The resident's motion readings, newest first.
+async fn motion_of(hub: &TestHub, rid: i64) -> Result<Vec<Value>> {
+    let all = hub.readings(rid).await?;
+    Ok(all.into_iter().filter(|r| r["kind"] == "motion").collect())
+}
+
 #[tokio::test]
 async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors() -> Result<()> {
     let hub = TestHub::start().await?;
     let (rid, devices) = as_scenario(&hub, "chirpstack", "fall", "inactivity").await?;
-    let gateway = device_of(&devices, "gateway", "home gateway")?;
-    let registered = hub
-        .expect(
-            Method::GET,
-            &format!("/devices/{gateway}/lorawan"),
-            None,
-            200,
-        )
-        .await?;
-    let registered = registered.as_array().cloned().unwrap_or_default();
+    let registered = on_the_gateway(&hub, &devices, "lorawan").await?;
     assert_eq!(
         registered.len(),
         6,
@@ -462,16 +469,75 @@ async fn sim_as_chirpstack_fall_raises_inactivity_through_the_registered_sensors
         .any(|r| r["device_id"] == bathroom && r["dev_eui"].as_str().map(str::len) == Some(16)));
     // Motion came as ChirpStack `up` events over the gateway's connection, attributed to
     // the sensors the DevEUIs are registered as.
-    let motion: Vec<Value> = hub
-        .readings(rid)
-        .await?
-        .into_iter()
-        .filter(|r| r["kind"] == "motion")
-        .collect();
+    let motion = motion_of(&hub, rid).await?;
     assert!(!motion.is_empty());
     assert!(motion.iter().all(|r| devices
         .iter()
         .any(|d| d["id"] == r["device_id"] && d["kind"] == "motion")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_as_echonet_fall_raises_inactivity_through_the_mapped_sensors() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "echonet", "fall", "inactivity").await?;
+    let mapped = on_the_gateway(&hub, &devices, "echonet").await?;
+    assert_eq!(
+        mapped.len(),
+        5,
+        "four human detection sensors and the emergency button: {mapped:?}"
+    );
+    let pendant = device_of(&devices, "button", "SOS pendant")?;
+    assert!(mapped.iter().any(|m| m["device_id"] == pendant
+        && m["echonet_id"]
+            .as_str()
+            .is_some_and(|i| i.ends_with("_000301"))));
+    // Motion came as echonetlite2mqtt's `detection`, which names no room.
+    let motion = motion_of(&hub, rid).await?;
+    assert!(
+        motion.iter().any(|r| r["data"]["motion"] == true),
+        "{motion:?}"
+    );
+    for r in &motion {
+        assert!(
+            mapped.iter().any(|m| m["device_id"] == r["device_id"]),
+            "{r}"
+        );
+        assert!(r["data"]["room"].is_null(), "detection names no room: {r}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sim_as_ble_wander_raises_geofence_exit_from_sightings() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let (rid, devices) = as_scenario(&hub, "ble", "wander", "geofence_exit").await?;
+    let tag = device_of(&devices, "tag", "GPS tracker")?;
+    let node = device_of(&devices, "receiver", "home BLE receiver")?;
+    let app = device_of(&devices, "receiver", "volunteer app")?;
+    assert!(devices.iter().all(|d| d["kind"] != "gps"), "{devices:?}");
+    let alert = hub.alerts(rid).await?;
+    assert_eq!(alert[0]["device_id"], tag, "{alert:?}");
+    // The passage history: the home node before the walk, then the volunteers' phones.
+    let seen = hub
+        .expect(
+            Method::GET,
+            &format!("/residents/{rid}/sightings?limit=500"),
+            None,
+            200,
+        )
+        .await?;
+    let seen = seen.as_array().cloned().unwrap_or_default();
+    let by = |rx: &str| seen.iter().filter(|s| s["data"]["receiver"] == rx).count();
+    assert!(by(node) >= 1, "the home node heard the tag: {seen:?}");
+    assert!(
+        by(app) >= 4,
+        "the volunteers' phones follow the walk out and back: {seen:?}"
+    );
+    assert!(seen
+        .iter()
+        .filter(|s| s["data"]["receiver"] == app)
+        .all(|s| s["data"]["place"] == "volunteer app" && s["device_id"] == tag));
     Ok(())
 }
 

@@ -6,6 +6,7 @@ import { ago, localeTag, t, when } from './i18n.js';
 import { byUrgency, h, outcome, roomName, SEVERITY_RANK, severityBadge, stateBadge } from './util.js';
 import { cardView } from './card.js';
 import { createMap, drawZones } from './map.js';
+import { sightingsSection } from './sightings.js';
 
 const L = window.L;
 
@@ -181,6 +182,7 @@ export async function residentView(ctx, el, id) {
       )),
     ),
   );
+  sightingsSection(id).then((s) => s && mapEl.parentElement.after(s));
   const map = createMap(mapEl);
   const zoneLayer = drawZones(map, zones);
   let marker = null;

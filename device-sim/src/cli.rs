@@ -518,7 +518,10 @@ fn speaking_as(
         (None, Some(f)) => f.client,
         (None, None) => Client::Native,
     };
-    let bridged = matches!(client, Client::Zigbee2mqtt | Client::Chirpstack);
+    let bridged = matches!(
+        client,
+        Client::Zigbee2mqtt | Client::Chirpstack | Client::Echonet
+    );
     if bridged && scenarios.contains(&ScenarioName::OfflineGateway) {
         bail!("--scenario offline-gateway cannot play --as {}: the sensors behind a gateway without power fall silent too, which the scenario does not expect", client.as_str());
     }

@@ -15,6 +15,15 @@
 //!   forwarded to the hub over the home gateway's connection (as the Mosquitto bridge of
 //!   docs/gateways.md does). The gateway box sends its own native heartbeat, as under
 //!   `zigbee2mqtt`; the tracker stays native.
+//! - `echonet`: motion sensors and the pendant are ECHONET Lite devices (a human detection
+//!   sensor, an emergency button) whose properties echonetlite2mqtt publishes on
+//!   `echonetlite2mqtt/{gateway}/elapi/v2/devices/{id}/properties/{name}` over the home
+//!   gateway's connection; ECHONET Lite has no door class the hub maps, so the door, the
+//!   gateway's own heartbeat and the tracker stay native.
+//! - `ble`: the tracker is a BLE tag, heard by the home's ESPresense node while the resident
+//!   is home (`espresense/devices/{tag}/{room}`) and, outside, by the town's watch-over app
+//!   on volunteers' phones (a native `sighting` with the phone's position). The tag has no
+//!   connection: its sightings go over the receiver's that heard it.
 //! - `owntracks` and `osmand`: only the tracker changes (those apps carry positions only);
 //!   the home's sensors stay native.
 
@@ -22,6 +31,7 @@ use std::collections::BTreeMap;
 
 use mimamori_protocol::api::LatLon;
 use mimamori_protocol::topic::{device_topic, MessageKind};
+use mimamori_protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -50,6 +60,10 @@ pub enum Client {
     Owntracks,
     /// The tracker reports over HTTP like Traccar Client (OsmAnd protocol).
     Osmand,
+    /// One echonetlite2mqtt per home carries its human detection sensors and button.
+    Echonet,
+    /// The tracker is a BLE tag heard by an ESPresense node at home and volunteers' phones.
+    Ble,
 }
 
 /// How one device reaches the hub.
@@ -69,6 +83,14 @@ pub enum Carrier {
     OwnTracks,
     /// HTTP reports, no connection.
     OsmAnd,
+    /// The home gateway running echonetlite2mqtt: an MQTT connection carrying ECHONET Lite.
+    EchonetBridge,
+    /// An ECHONET Lite device: its properties go through the gateway's connection.
+    Echonet,
+    /// A BLE tag: no connection, heard by whichever receiver is near.
+    Tag,
+    /// An ESPresense node: an MQTT connection of its own, speaking ESPresense's topics.
+    Espresense,
 }
 
 impl Client {
@@ -79,6 +101,27 @@ impl Client {
             Client::Chirpstack => "chirpstack",
             Client::Owntracks => "owntracks",
             Client::Osmand => "osmand",
+            Client::Echonet => "echonet",
+            Client::Ble => "ble",
+        }
+    }
+
+    /// The device kind the hub registers for a role: under `ble` the tracker is a tag.
+    pub fn kind_of(self, role: Role) -> DeviceKind {
+        match (self, role) {
+            (Client::Ble, Role::Tracker) => DeviceKind::Tag,
+            _ => role.kind(),
+        }
+    }
+
+    /// The devices a home gets besides its own set: under `ble`, a home with a tracker gets
+    /// the receivers that hear its tag.
+    pub fn extra_roles(self, roles: &[Role]) -> Vec<Role> {
+        match self {
+            Client::Ble if roles.contains(&Role::Tracker) => {
+                vec![Role::HomeReceiver, Role::TownReceiver]
+            }
+            _ => vec![],
         }
     }
 
@@ -94,6 +137,10 @@ impl Client {
             }
             (Client::Owntracks, Role::Tracker) => Carrier::OwnTracks,
             (Client::Osmand, Role::Tracker) => Carrier::OsmAnd,
+            (Client::Echonet, Role::Gateway) => Carrier::EchonetBridge,
+            (Client::Echonet, Role::Motion(_) | Role::Button) => Carrier::Echonet,
+            (Client::Ble, Role::Tracker) => Carrier::Tag,
+            (Client::Ble, Role::HomeReceiver) => Carrier::Espresense,
             _ => Carrier::Native,
         }
     }
@@ -115,6 +162,42 @@ pub fn dev_eui(device_id: &str) -> String {
     });
     format!("{hash:016x}")
 }
+
+/// A simulated ECHONET Lite device's id as echonetlite2mqtt names it: the node's
+/// identification number (`fe`, a manufacturer code, a unique part drawn from the hub id)
+/// and the object (class group, class, instance: `000701` for a human detection sensor,
+/// `000301` for an emergency button).
+pub fn echonet_id(role: Role, device_id: &str) -> String {
+    let object = if role == Role::Button {
+        "000301"
+    } else {
+        "000701"
+    };
+    format!("fe00000b{}00000000_{object}", dev_eui(device_id))
+}
+
+/// The base topic of a gateway's echonetlite2mqtt (`MQTT_BASE_TOPIC`).
+pub fn echonet_base(gateway_id: &str) -> String {
+    format!("echonetlite2mqtt/{gateway_id}/elapi/v2/devices")
+}
+
+/// A simulated tag's id as ESPresense reports an iBeacon, drawn from its hub id.
+pub fn tag_id(device_id: &str) -> String {
+    let h = dev_eui(device_id);
+    format!("iBeacon:6d696d61-6d6f-7269-{}-{}-1-1", &h[..4], &h[4..])
+}
+
+/// The ESPresense room of every home's node.
+pub const HOME_ROOM: &str = "home";
+/// How far the home's node hears the tag, in metres (ESPresense's default maximum distance
+/// is 16 m; a node near the entrance hears the whole flat).
+pub const HOME_RANGE_M: f64 = 30.0;
+/// How far a volunteer's phone hears a tag, in metres.
+pub const TOWN_RANGE_M: f64 = 50.0;
+/// The place staff and families read for the volunteers' sightings.
+pub const TOWN_PLACE: &str = "volunteer app";
+/// The signal strength of a tag at 1 m, as iBeacons advertise it.
+const RSSI_AT_1M: f64 = -59.0;
 
 /// The base topic a gateway's Zigbee2MQTT is configured with.
 pub fn zigbee2mqtt_base(gateway_id: &str) -> String {
@@ -142,6 +225,13 @@ pub enum Wire {
     },
     /// An OsmAnd report: the query string of `GET /api/v1/osmand?{query}`.
     Osmand { query: String },
+    /// An MQTT publish on the connection of `via`: a tag's sighting, sent by the receiver
+    /// that heard it.
+    Via {
+        via: Role,
+        topic: String,
+        payload: String,
+    },
 }
 
 fn mqtt(topic: String, payload: String, retain: bool) -> Wire {
@@ -178,6 +268,7 @@ pub struct Encoder {
     /// Zigbee2MQTT's cached state of each Zigbee device (keys sorted: `Map` is a BTreeMap).
     zigbee: BTreeMap<Role, Map<String, Value>>,
     fix: Fix,
+    home: LatLon,
 }
 
 impl Encoder {
@@ -198,6 +289,7 @@ impl Encoder {
                 accuracy_m: 10.0,
                 battery: None,
             },
+            home,
         }
     }
 
@@ -213,8 +305,8 @@ impl Encoder {
     /// The role whose MQTT connection carries this device's publishes, `None` when it has none.
     pub fn connection_of(&self, role: Role) -> Option<Role> {
         match self.client.carrier(role) {
-            Carrier::Zigbee | Carrier::Lorawan => Some(Role::Gateway),
-            Carrier::OsmAnd => None,
+            Carrier::Zigbee | Carrier::Lorawan | Carrier::Echonet => Some(Role::Gateway),
+            Carrier::OsmAnd | Carrier::Tag => None,
             _ => Some(role),
         }
     }
@@ -228,11 +320,12 @@ impl Encoder {
     pub fn will(&self, role: Role, now_s: i64) -> Option<Wire> {
         let id = self.id_of(role);
         match self.client.carrier(role) {
-            Carrier::Native | Carrier::ChirpstackBridge => Some(mqtt(
+            Carrier::Native | Carrier::ChirpstackBridge | Carrier::EchonetBridge => Some(mqtt(
                 device_topic(id, MessageKind::Status),
                 status_payload(false),
                 false,
             )),
+            Carrier::Espresense => Some(mqtt(espresense_status(), "offline".into(), true)),
             Carrier::Zigbee2mqttBridge => Some(mqtt(
                 format!("{}/bridge/state", zigbee2mqtt_base(id)),
                 availability(false),
@@ -245,6 +338,7 @@ impl Encoder {
                 false,
             )),
             Carrier::Zigbee | Carrier::Lorawan | Carrier::OsmAnd => None,
+            Carrier::Echonet | Carrier::Tag => None,
         }
     }
 
@@ -252,11 +346,12 @@ impl Encoder {
     pub fn hello(&self, role: Role) -> Vec<Wire> {
         let id = self.id_of(role);
         match self.client.carrier(role) {
-            Carrier::Native | Carrier::ChirpstackBridge => vec![mqtt(
+            Carrier::Native | Carrier::ChirpstackBridge | Carrier::EchonetBridge => vec![mqtt(
                 device_topic(id, MessageKind::Status),
                 status_payload(true),
                 false,
             )],
+            Carrier::Espresense => vec![mqtt(espresense_status(), "online".into(), true)],
             // The bridge, then every device it knows, as Zigbee2MQTT does on start.
             Carrier::Zigbee2mqttBridge => {
                 let base = zigbee2mqtt_base(id);
@@ -275,6 +370,7 @@ impl Encoder {
                 out
             }
             Carrier::OwnTracks | Carrier::Zigbee | Carrier::Lorawan | Carrier::OsmAnd => vec![],
+            Carrier::Echonet | Carrier::Tag => vec![],
         }
     }
 
@@ -282,9 +378,13 @@ impl Encoder {
     /// changes of devices with a connection are the shell's (it drops and reopens it).
     pub fn encode(&mut self, role: Role, msg: &Msg, now_s: i64) -> Vec<Wire> {
         match self.client.carrier(role) {
-            Carrier::Native | Carrier::Zigbee2mqttBridge | Carrier::ChirpstackBridge => {
-                self.native(role, msg)
-            }
+            Carrier::Native
+            | Carrier::Zigbee2mqttBridge
+            | Carrier::ChirpstackBridge
+            | Carrier::EchonetBridge => self.native(role, msg),
+            Carrier::Echonet => self.echonet(role, msg),
+            Carrier::Tag => self.tag(msg),
+            Carrier::Espresense => espresense_telemetry(msg, now_s),
             Carrier::Zigbee => self.zigbee(role, msg),
             Carrier::Lorawan => self.lorawan(role, msg, now_s),
             Carrier::OwnTracks => self.owntracks(role, msg, now_s),
@@ -389,6 +489,62 @@ impl Encoder {
         )]
     }
 
+    /// A property of an ECHONET Lite device as echonetlite2mqtt publishes it (text, retained):
+    /// the human detection sensor's `detection` (its periodic report while nobody moves is
+    /// `false`), the emergency button's `occurrenceOfEmergency`. Battery levels and power
+    /// changes have no property the hub reads: a power loss is silence.
+    fn echonet(&self, role: Role, msg: &Msg) -> Vec<Wire> {
+        let (property, value) = match (role, msg) {
+            (Role::Motion(_), Msg::Motion { motion, .. }) => ("detection", *motion),
+            (Role::Motion(_), Msg::Heartbeat { .. }) => ("detection", false),
+            (Role::Button, Msg::Sos) => ("occurrenceOfEmergency", true),
+            (Role::Button, Msg::Heartbeat { .. }) => ("occurrenceOfEmergency", false),
+            _ => return vec![],
+        };
+        let topic = format!(
+            "{}/{}/properties/{property}",
+            echonet_base(self.id_of(Role::Gateway)),
+            echonet_id(role, self.id_of(role))
+        );
+        vec![mqtt(topic, value.to_string(), true)]
+    }
+
+    /// A tag is heard where the resident is: by the home's ESPresense node within its
+    /// range, else by a volunteer's phone at the resident's side. A heartbeat is the tag's
+    /// advertising heard again at the newest place.
+    fn tag(&mut self, msg: &Msg) -> Vec<Wire> {
+        let Some((fix, _)) = self.fix_of(msg) else {
+            return vec![];
+        };
+        let tag = tag_id(self.id_of(Role::Tracker));
+        let at = LatLon {
+            lat: fix.lat,
+            lon: fix.lon,
+        };
+        let from_home = crate::geo::local(self.home, at).norm();
+        if from_home <= HOME_RANGE_M {
+            let topic = format!("espresense/devices/{tag}/{HOME_ROOM}");
+            let payload = espresense_report(&tag, from_home.max(0.5));
+            return vec![Wire::Via {
+                via: Role::HomeReceiver,
+                topic,
+                payload,
+            }];
+        }
+        let rx = self.id_of(Role::TownReceiver);
+        let sighting = json!({
+            "tag": tag,
+            "rssi": rssi_at(TOWN_RANGE_M / 2.0).round(),
+            "lat": round_to(fix.lat, 7),
+            "lon": round_to(fix.lon, 7),
+        });
+        vec![Wire::Via {
+            via: Role::TownReceiver,
+            topic: format!("watch/v1/{rx}/sighting"),
+            payload: sighting.to_string(),
+        }]
+    }
+
     /// Remembers a fix, or for a heartbeat gives the newest one again (`ping` for OwnTracks).
     fn fix_of(&mut self, msg: &Msg) -> Option<(Fix, bool)> {
         match msg {
@@ -466,6 +622,40 @@ impl Encoder {
 /// ChirpStack's default event topic.
 fn chirpstack_topic(dev_eui: &str, event: &str) -> String {
     format!("application/{CHIRPSTACK_APPLICATION}/device/{dev_eui}/event/{event}")
+}
+
+/// The status topic of the home's ESPresense node (`online`, its will `offline`).
+fn espresense_status() -> String {
+    format!("espresense/rooms/{HOME_ROOM}/status")
+}
+
+/// An ESPresense node's periodic telemetry, for its heartbeat.
+fn espresense_telemetry(msg: &Msg, now_s: i64) -> Vec<Wire> {
+    if !matches!(msg, Msg::Heartbeat { .. }) {
+        return vec![];
+    }
+    let payload = json!({"ip": "192.168.1.40", "uptime": now_s.rem_euclid(86_400), "firm": "esp32", "rssi": -58, "ver": "v3.3.2", "freeHeap": 71_234});
+    vec![mqtt(
+        format!("espresense/rooms/{HOME_ROOM}/telemetry"),
+        payload.to_string(),
+        false,
+    )]
+}
+
+/// The signal strength `distance_m` away, by the log-distance model ESPresense inverts.
+fn rssi_at(distance_m: f64) -> f64 {
+    RSSI_AT_1M - 20.0 * distance_m.max(0.1).log10()
+}
+
+/// A device report in the field order and number formats of ESPresense's
+/// `BleFingerprint::fill()`; the MAC is drawn from the tag id.
+fn espresense_report(tag: &str, distance_m: f64) -> String {
+    let h = dev_eui(tag);
+    format!(
+        r#"{{"mac":"{}","id":"{tag}","rssi@1m":{RSSI_AT_1M:.0},"rssi":{:.2},"rxAdj":0,"rssiVar":1.50,"distance":{distance_m:.2},"var":0.25,"int":1015}}"#,
+        &h[..12],
+        rssi_at(distance_m)
+    )
 }
 
 /// Zigbee2MQTT 2.x availability payloads.
@@ -635,6 +825,126 @@ mod tests {
         assert_eq!(
             one(e.encode(Role::Gateway, &Msg::Heartbeat { battery: None }, NOW)),
             ("watch/v1/gw1/heartbeat".into(), "{}".into())
+        );
+    }
+
+    #[test]
+    fn echonet_publishes_properties_as_text_on_the_gateways_connection() {
+        let mut e = encoder(Client::Echonet);
+        let bedroom = Role::Motion(Room::Bedroom);
+        assert_eq!(e.connection_of(bedroom), Some(Role::Gateway));
+        let id = echonet_id(bedroom, "m1");
+        assert!(id.starts_with("fe") && id.ends_with("_000701"), "{id}");
+        assert_eq!(
+            e.encode(bedroom, &motion(true, Some(81)), NOW),
+            vec![Wire::Mqtt {
+                topic: format!("echonetlite2mqtt/gw1/elapi/v2/devices/{id}/properties/detection"),
+                payload: "true".into(),
+                retain: true
+            }]
+        );
+        assert_eq!(
+            one(e.encode(bedroom, &Msg::Heartbeat { battery: Some(80) }, NOW)).1,
+            "false"
+        );
+        let (topic, payload) = one(e.encode(Role::Button, &Msg::Sos, NOW));
+        assert!(
+            topic.ends_with("_000301/properties/occurrenceOfEmergency"),
+            "{topic}"
+        );
+        assert_eq!(payload, "true");
+        // No door class: the door, the gateway's heartbeat and the tracker stay native.
+        assert_eq!(
+            one(e.encode(Role::EntranceDoor, &Msg::Door { open: true }, NOW)).0,
+            "watch/v1/d1/door"
+        );
+        assert_eq!(
+            one(e.encode(Role::Gateway, &Msg::Heartbeat { battery: None }, NOW)).0,
+            "watch/v1/gw1/heartbeat"
+        );
+        assert!(e.encode(bedroom, &Msg::PowerLoss, NOW).is_empty());
+    }
+
+    #[test]
+    fn ble_tag_is_heard_by_the_home_node_at_home_and_by_the_volunteers_app_outside() {
+        let devices = [
+            (Role::Tracker, "t1"),
+            (Role::HomeReceiver, "rh"),
+            (Role::TownReceiver, "rt"),
+        ]
+        .into_iter()
+        .map(|(role, id)| Identity {
+            role,
+            device_id: id.into(),
+            secret: String::new(),
+        })
+        .collect();
+        let mut e = Encoder::new(Client::Ble, devices, HOME);
+        assert_eq!(Client::Ble.kind_of(Role::Tracker), DeviceKind::Tag);
+        assert_eq!(
+            Client::Ble.extra_roles(&[Role::Tracker]),
+            vec![Role::HomeReceiver, Role::TownReceiver]
+        );
+        assert!(Client::Ble.extra_roles(&[Role::Gateway]).is_empty());
+        assert_eq!(e.connection_of(Role::Tracker), None);
+        assert!(e.connects(Role::HomeReceiver) && e.connects(Role::TownReceiver));
+        let tag = tag_id("t1");
+        let fix = |lat: f64| Msg::Gps {
+            lat,
+            lon: HOME.lon,
+            accuracy_m: 8.0,
+            battery: None,
+        };
+        let heard = |w: Vec<Wire>| match w.as_slice() {
+            [Wire::Via {
+                via,
+                topic,
+                payload,
+            }] => (*via, topic.clone(), payload.clone()),
+            other => panic!("one sighting, got {other:?}"),
+        };
+        let (via, topic, payload) = heard(e.encode(Role::Tracker, &fix(HOME.lat + 0.0001), NOW));
+        assert_eq!(via, Role::HomeReceiver);
+        assert_eq!(topic, format!("espresense/devices/{tag}/home"));
+        let report: Value = serde_json::from_str(&payload).unwrap_or_default();
+        assert_eq!(report["id"], tag.as_str());
+        assert!(report["distance"]
+            .as_f64()
+            .is_some_and(|d| d > 10.0 && d < 12.0));
+        assert!(payload.starts_with(r#"{"mac":""#), "{payload}");
+        // 555 m north: a volunteer's phone hears it and sends its own position.
+        let (via, topic, payload) = heard(e.encode(Role::Tracker, &fix(HOME.lat + 0.005), NOW));
+        assert_eq!(
+            (via, topic.as_str()),
+            (Role::TownReceiver, "watch/v1/rt/sighting")
+        );
+        let s: Value = serde_json::from_str(&payload).unwrap_or_default();
+        assert_eq!(s["tag"], tag.as_str());
+        assert_eq!(s["lat"], HOME.lat + 0.005);
+        // A heartbeat is the tag heard again where it was last.
+        let again = heard(e.encode(Role::Tracker, &Msg::Heartbeat { battery: None }, NOW));
+        assert_eq!(again.0, Role::TownReceiver);
+        assert_eq!(
+            e.hello(Role::HomeReceiver),
+            vec![mqtt(
+                "espresense/rooms/home/status".into(),
+                "online".into(),
+                true
+            )]
+        );
+        assert_eq!(
+            e.will(Role::HomeReceiver, NOW),
+            Some(mqtt(
+                "espresense/rooms/home/status".into(),
+                "offline".into(),
+                true
+            ))
+        );
+        let beat = one(e.encode(Role::HomeReceiver, &Msg::Heartbeat { battery: None }, NOW));
+        assert_eq!(beat.0, "espresense/rooms/home/telemetry");
+        assert_eq!(
+            one(e.encode(Role::TownReceiver, &Msg::Heartbeat { battery: None }, NOW)).0,
+            "watch/v1/rt/heartbeat"
         );
     }
 

@@ -52,8 +52,13 @@ pub enum Role {
     Gateway,
     /// The SOS pendant.
     Button,
-    /// The GPS tracker the resident carries.
+    /// The GPS tracker the resident carries (under `--as ble`, a BLE tag instead).
     Tracker,
+    /// The ESPresense node at home that hears the resident's tag (`--as ble`).
+    HomeReceiver,
+    /// The town's watch-over app on volunteers' phones, which hears the tag outside and
+    /// sends the phone's own position with each sighting (`--as ble`).
+    TownReceiver,
 }
 
 impl Role {
@@ -65,6 +70,7 @@ impl Role {
             Role::Gateway => DeviceKind::Gateway,
             Role::Button => DeviceKind::Button,
             Role::Tracker => DeviceKind::Gps,
+            Role::HomeReceiver | Role::TownReceiver => DeviceKind::Receiver,
         }
     }
 
@@ -76,7 +82,17 @@ impl Role {
             Role::Gateway => "home gateway".into(),
             Role::Button => "SOS pendant".into(),
             Role::Tracker => "GPS tracker".into(),
+            Role::HomeReceiver => "home BLE receiver".into(),
+            Role::TownReceiver => "volunteer app".into(),
         }
+    }
+
+    /// Always on, with no battery to report: the gateway box and the receivers.
+    pub fn mains_powered(self) -> bool {
+        matches!(
+            self,
+            Role::Gateway | Role::HomeReceiver | Role::TownReceiver
+        )
     }
 
     /// Every device of a home, with or without a tracker.

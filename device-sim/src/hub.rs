@@ -7,7 +7,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use mimamori_protocol::api::{
     DeviceCreated, ErrorBody, LoginRequest, LoginResponse, NewDevice, NewResident, Resident,
 };
-use mimamori_protocol::gateway::{LorawanDevice, NewLorawanDevice, NewZigbeeDevice, ZigbeeDevice};
+use mimamori_protocol::gateway::{
+    BleTag, EchonetDevice, LorawanDevice, NewBleTag, NewEchonetDevice, NewLorawanDevice,
+    NewReceiver, NewZigbeeDevice, Receiver, ZigbeeDevice,
+};
 use mimamori_protocol::zone::{NewZone, Zone};
 use mimamori_protocol::Alert;
 use reqwest::{Method, StatusCode};
@@ -218,6 +221,40 @@ impl HubApi {
         self.call(
             Method::POST,
             &format!("/devices/{gateway_id}/lorawan"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Tells the hub which of its devices an ECHONET Lite device behind a gateway is.
+    pub async fn map_echonet(
+        &self,
+        gateway_id: &str,
+        body: &NewEchonetDevice,
+    ) -> Result<EchonetDevice> {
+        self.call(
+            Method::POST,
+            &format!("/devices/{gateway_id}/echonet"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Gives a `tag` device the id receivers report it by.
+    pub async fn register_tag(&self, device_id: &str, body: &NewBleTag) -> Result<BleTag> {
+        self.call(
+            Method::POST,
+            &format!("/devices/{device_id}/tag"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Says where a `receiver` device is and how far it hears.
+    pub async fn put_receiver(&self, device_id: &str, body: &NewReceiver) -> Result<Receiver> {
+        self.call(
+            Method::PUT,
+            &format!("/devices/{device_id}/receiver"),
             Some(body),
         )
         .await

@@ -133,6 +133,15 @@ impl Home {
                         let _ = link.publish_to(&topic, payload, retain).await;
                     }
                 }
+                Wire::Via {
+                    via,
+                    topic,
+                    payload,
+                } => {
+                    if let Some(link) = self.links.get(&via) {
+                        let _ = link.publish_to(&topic, payload, false).await;
+                    }
+                }
                 Wire::Osmand { query } => self.report(&query).await,
             }
         }

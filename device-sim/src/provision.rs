@@ -6,9 +6,14 @@ use anyhow::Result;
 use mimamori_protocol::api::{LatLon, NewDevice, NewResident};
 use rand::Rng;
 
-use mimamori_protocol::gateway::{NewLorawanDevice, NewZigbeeDevice};
+use mimamori_protocol::gateway::{
+    NewBleTag, NewEchonetDevice, NewLorawanDevice, NewReceiver, NewZigbeeDevice,
+};
 
-use crate::client::{dev_eui, friendly_name, Carrier, Client};
+use crate::client::{
+    dev_eui, echonet_id, friendly_name, tag_id, Carrier, Client, HOME_RANGE_M, HOME_ROOM,
+    TOWN_PLACE, TOWN_RANGE_M,
+};
 use crate::fleet::{Fleet, FleetDevice, FleetResident, FORMAT_VERSION};
 use crate::home::{self, HomeGeo, Role};
 use crate::hub::HubApi;
@@ -32,12 +37,14 @@ pub async fn resident(
     };
     let r = api.create_resident(&body).await?;
     api.create_zone(r.id, &geo.zone).await?;
-    let mut devices = Vec::with_capacity(roles.len());
-    for role in roles {
+    let mut all = roles.to_vec();
+    all.extend(client.extra_roles(roles));
+    let mut devices = Vec::with_capacity(all.len());
+    for role in &all {
         let created = api
             .create_device(&NewDevice {
                 resident_id: r.id,
-                kind: role.kind(),
+                kind: client.kind_of(*role),
                 name: role.label(),
             })
             .await?;
@@ -52,6 +59,8 @@ pub async fn resident(
     }
     map_zigbee(api, client, &mut devices).await?;
     register_lorawan(api, client, &devices).await?;
+    map_echonet(api, client, &devices).await?;
+    register_ble(api, client, &geo, &devices).await?;
     Ok(FleetResident {
         id: r.id,
         name,
@@ -106,8 +115,74 @@ async fn register_lorawan(api: &HubApi, client: Client, devices: &[FleetDevice])
             dev_eui: dev_eui(&d.id),
             device_id: d.id.clone(),
             fields: None,
+            profile: None,
         };
         api.register_lorawan(&gateway.id, &body).await?;
+    }
+    Ok(())
+}
+
+/// Maps every ECHONET Lite device of a home, by the id echonetlite2mqtt names it by, to its
+/// hub device on the home's gateway.
+async fn map_echonet(api: &HubApi, client: Client, devices: &[FleetDevice]) -> Result<()> {
+    let Some(gateway) = devices
+        .iter()
+        .find(|d| client.carrier(d.role) == Carrier::EchonetBridge)
+    else {
+        return Ok(());
+    };
+    for d in devices
+        .iter()
+        .filter(|d| client.carrier(d.role) == Carrier::Echonet)
+    {
+        let body = NewEchonetDevice {
+            echonet_id: echonet_id(d.role, &d.id),
+            device_id: d.id.clone(),
+            activity_above_w: None,
+        };
+        api.map_echonet(&gateway.id, &body).await?;
+    }
+    Ok(())
+}
+
+/// Gives the home's tag its id, the home's ESPresense node its room and place at the home,
+/// and the volunteers' app its range (it sends its own position).
+async fn register_ble(
+    api: &HubApi,
+    client: Client,
+    geo: &HomeGeo,
+    devices: &[FleetDevice],
+) -> Result<()> {
+    for d in devices {
+        match client.carrier(d.role) {
+            Carrier::Tag => {
+                let tag = NewBleTag {
+                    tag_id: tag_id(&d.id),
+                };
+                api.register_tag(&d.id, &tag).await?;
+            }
+            Carrier::Espresense => {
+                let node = NewReceiver {
+                    place: "home".into(),
+                    room: Some(HOME_ROOM.into()),
+                    lat: Some(geo.home.lat),
+                    lon: Some(geo.home.lon),
+                    range_m: Some(HOME_RANGE_M),
+                };
+                api.put_receiver(&d.id, &node).await?;
+            }
+            _ if d.role == Role::TownReceiver => {
+                let app = NewReceiver {
+                    place: TOWN_PLACE.into(),
+                    room: None,
+                    lat: None,
+                    lon: None,
+                    range_m: Some(TOWN_RANGE_M),
+                };
+                api.put_receiver(&d.id, &app).await?;
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

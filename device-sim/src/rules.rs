@@ -9,7 +9,8 @@
 //!
 //! Offline thresholds are never compressed below [`OFFLINE_FLOOR_S`]: a device's silence is
 //! judged against wall-clock gaps, and on a busy machine the hub or the simulator can stall for
-//! most of a second, which a 1 s threshold would report as a device going offline.
+//! most of a second, which a 1 s threshold would report as a device going offline. Tags and
+//! receivers keep at least [`BLE_OFFLINE_FLOOR_S`].
 
 use mimamori_protocol::settings::{InactivitySettings, OfflineSettings};
 use mimamori_protocol::RuleSettings;
@@ -26,6 +27,10 @@ pub enum Stillness {
 
 /// Shortest offline threshold a compressed run provisions, in seconds.
 pub const OFFLINE_FLOOR_S: u64 = 5;
+/// Shortest offline threshold of tags and receivers: the hub counts a tag's sightings at one
+/// receiver, and an ESPresense node's telemetry, at most once a minute of its own clock,
+/// which no speed compresses.
+pub const BLE_OFFLINE_FLOOR_S: u64 = 120;
 
 /// `secs / speed`, rounded up, at least 1 s.
 pub fn scale(secs: u64, speed: f64) -> u64 {
@@ -63,8 +68,8 @@ pub fn scaled(speed: f64, stillness: Stillness) -> Value {
             "button_s": off(o.button_s),
             "gps_s": off(o.gps_s),
             "gateway_s": off(o.gateway_s),
-            "tag_s": off(o.tag_s),
-            "receiver_s": off(o.receiver_s),
+            "tag_s": off(o.tag_s).max(BLE_OFFLINE_FLOOR_S.min(o.tag_s)),
+            "receiver_s": off(o.receiver_s).max(BLE_OFFLINE_FLOOR_S.min(o.receiver_s)),
         },
     })
 }

@@ -79,7 +79,7 @@ impl<'a> Household<'a> {
     pub fn new(rng: &mut impl Rng, geo: &'a HomeGeo, roles: &'a [Role]) -> Household<'a> {
         let batteries = roles
             .iter()
-            .filter(|r| !matches!(r, Role::Gateway | Role::Tracker))
+            .filter(|r| !r.mains_powered() && **r != Role::Tracker)
             .map(|r| (*r, Battery::healthy(rng)))
             .collect();
         Household {
@@ -133,12 +133,12 @@ pub fn render(rng: &mut impl Rng, plan: &Plan, house: &Household, end: f64) -> V
     if house.has(Role::EntranceDoor) {
         door(rng, plan, &mut out);
     }
-    if house.has(Role::Gateway) {
+    for role in house.roles.iter().filter(|r| r.mains_powered()) {
         let mut t = rng.gen_range(0.0..GATEWAY_HEARTBEAT_S);
         while t < end {
             out.push(Emission {
                 at: t,
-                role: Role::Gateway,
+                role: *role,
                 msg: Msg::Heartbeat { battery: None },
             });
             t += GATEWAY_HEARTBEAT_S * rng.gen_range(0.97..1.03);

@@ -15,10 +15,11 @@ pub enum AlertKind {
     LowBattery,
     Dwell,
     NightExit,
+    TagAway,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 8] = [
+    pub const ALL: [AlertKind; 9] = [
         AlertKind::Inactivity,
         AlertKind::NoMorningActivity,
         AlertKind::GeofenceExit,
@@ -27,6 +28,7 @@ impl AlertKind {
         AlertKind::LowBattery,
         AlertKind::Dwell,
         AlertKind::NightExit,
+        AlertKind::TagAway,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +41,7 @@ impl AlertKind {
             AlertKind::LowBattery => "low_battery",
             AlertKind::Dwell => "dwell",
             AlertKind::NightExit => "night_exit",
+            AlertKind::TagAway => "tag_away",
         }
     }
 

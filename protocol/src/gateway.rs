@@ -76,6 +76,29 @@ pub struct NewLorawanDevice {
     pub device_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<NewLoraFields>,
+    /// A device profile registered on the gateway, whose mapping the device follows
+    /// (instead of `fields`): changing the profile changes every device of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+/// Body of `PUT /devices/{gateway_id}/lorawan/profiles/{name}`: the field mapping every
+/// device of one device profile (one model's codec) shares; each device's kind fills in
+/// the fields left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLoraProfile {
+    #[serde(default)]
+    pub fields: NewLoraFields,
+}
+
+/// A device profile's field mapping on a gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraProfile {
+    pub gateway_id: String,
+    pub name: String,
+    pub fields: NewLoraFields,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A LoRaWAN device registered on a gateway.
@@ -87,7 +110,10 @@ pub struct LorawanDevice {
     pub device_id: String,
     pub device_kind: DeviceKind,
     pub resident_id: i64,
+    /// The mapping in force: its profile's, when it follows one.
     pub fields: LoraFields,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 

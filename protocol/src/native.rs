@@ -180,15 +180,7 @@ pub fn parse_native(
     payload: &[u8],
     received_at: DateTime<Utc>,
 ) -> Result<ParsedMessage, Rejection> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
-    }
+    check_size(payload)?;
     let kind = MessageKind::parse(kind).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnknownKind,
@@ -319,6 +311,20 @@ fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
         };
         Rejection::new(reason, e.to_string())
     })
+}
+
+/// A payload within [`MAX_PAYLOAD_BYTES`], the bound of every device message.
+pub fn check_size(payload: &[u8]) -> Result<(), Rejection> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                payload.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

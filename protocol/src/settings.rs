@@ -18,6 +18,7 @@ pub struct RuleSettings {
     pub offline: OfflineSettings,
     pub dwell: DwellSettings,
     pub night_exit: NightExitSettings,
+    pub tag_away: TagAwaySettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -30,6 +31,7 @@ impl Default for RuleSettings {
             offline: OfflineSettings::default(),
             dwell: DwellSettings::default(),
             night_exit: NightExitSettings::default(),
+            tag_away: TagAwaySettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -154,6 +156,37 @@ impl Default for NightExitSettings {
     }
 }
 
+/// The night-time "tag not seen at home" rule, for residents who carry a BLE tag and have
+/// a receiver at home: off unless turned on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TagAwaySettings {
+    pub enabled: bool,
+    /// The device ids of the receivers at home: only their sightings count as "home".
+    pub receivers: Vec<String>,
+    /// Local time ("HH:MM") from which the tag is expected to be heard at home.
+    pub from: String,
+    /// Local time ("HH:MM") until which it is.
+    pub until: String,
+    /// Not heard by a home receiver for this long within the window raises `tag_away`.
+    pub after_s: u64,
+}
+
+impl Default for TagAwaySettings {
+    fn default() -> Self {
+        TagAwaySettings {
+            enabled: false,
+            receivers: Vec::new(),
+            from: "22:00".into(),
+            until: "06:00".into(),
+            after_s: 1800,
+        }
+    }
+}
+
+/// Most home receivers one resident's rule names.
+pub const MAX_HOME_RECEIVERS: usize = 10;
+
 /// How long each kind of device may stay silent before `device_offline`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -232,6 +265,8 @@ impl RuleSettings {
             ("geofence.night_ends", Some(&self.geofence.night_ends)),
             ("night_exit.from", Some(&self.night_exit.from)),
             ("night_exit.until", Some(&self.night_exit.until)),
+            ("tag_away.from", Some(&self.tag_away.from)),
+            ("tag_away.until", Some(&self.tag_away.until)),
         ];
         for (name, value) in times {
             if let Some(v) = value {
@@ -283,6 +318,25 @@ impl RuleSettings {
         }
         if !(1..=3600).contains(&self.night_exit.confirm_s) {
             return Err("night_exit.confirm_s must be between 1 and 3600 seconds".into());
+        }
+        let t = &self.tag_away;
+        if !(60..=12 * 3600).contains(&t.after_s) {
+            return Err("tag_away.after_s must be between 60 and 43200 seconds".into());
+        }
+        if t.receivers.len() > MAX_HOME_RECEIVERS
+            || t.receivers.iter().any(|r| r.is_empty() || r.len() > 64)
+        {
+            return Err(format!(
+                "tag_away.receivers must be at most {MAX_HOME_RECEIVERS} device ids of 1 to 64 characters"
+            ));
+        }
+        if t.enabled && t.receivers.is_empty() {
+            return Err(
+                "tag_away.receivers must name the home's receivers when the rule is enabled".into(),
+            );
+        }
+        if t.from == t.until {
+            return Err("tag_away.from and tag_away.until must differ".into());
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

@@ -111,6 +111,9 @@ use serde_json::json;
 
 use crate::clock;
 use crate::zone::SafeZone;
+use tag_away::TagAwayState;
+
+mod tag_away;
 
 /// Presses of one SOS button this close together are one incident.
 const SOS_JOIN: Duration = Duration::seconds(60);
@@ -290,6 +293,7 @@ pub struct ResidentState {
     sos: BTreeMap<String, SosBurst>,
     dwell: DwellState,
     night_exit: NightExitState,
+    tag_away: TagAwayState,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -391,6 +395,7 @@ struct Compiled {
     morning: Option<LocalTime>,
     geo_night: (u32, u32),
     night_exit: (u32, u32),
+    tag_away: (LocalTime, LocalTime),
 }
 
 impl Compiled {
@@ -423,6 +428,7 @@ impl Compiled {
         );
         Compiled {
             night_exit,
+            tag_away: tag_away::window(&cfg.settings.tag_away),
             day_starts,
             night_starts,
             morning,
@@ -758,6 +764,7 @@ impl Resident {
             .chain(self.state.morning.next_check)
             .chain(self.dwell_deadline().map(|(t, _)| t))
             .chain(self.night_exit_deadline())
+            .chain(self.tag_away_deadline())
             .chain(devices)
             .min()?;
         Some(self.grace_until.map_or(next, |g| next.max(g)))
@@ -854,6 +861,7 @@ impl Resident {
         }
 
         self.apply_room_config(now, out);
+        self.apply_tag_away_config(now, out);
 
         // Morning check.
         if self.c.inactivity_applies() && self.c.morning.is_some() {
@@ -1371,6 +1379,7 @@ impl Resident {
         }
 
         self.fire_rooms(now, out);
+        self.fire_tag_away(now, out);
 
         for d in self.c.cfg.devices.clone() {
             let Some(due) = self.offline_deadline(&d).filter(|t| *t <= now) else {
@@ -1452,6 +1461,7 @@ impl Resident {
                 st.night_exit.open = false;
                 st.night_exit.door_at = None;
             }
+            AlertKind::TagAway => self.tag_away_closed(now),
             AlertKind::DeviceOffline => {
                 if let Some(ds) = st.devices.get_mut(subject) {
                     if ds.offline.take().is_some() {
@@ -1501,6 +1511,9 @@ impl Resident {
         }
         if st.night_exit.open {
             open.insert(AlertKind::NightExit);
+        }
+        if self.tag_away_open() {
+            open.insert(AlertKind::TagAway);
         }
         for ds in st.devices.values() {
             if ds.offline.is_some() {
@@ -1662,8 +1675,8 @@ impl Engine {
                 lat,
                 lon,
                 accuracy_m,
+                receiver,
                 place,
-                ..
             } => {
                 let fix = Position {
                     lat: *lat,
@@ -1672,6 +1685,7 @@ impl Engine {
                     ts,
                 };
                 r.on_fix(fix, &ev.device_id, Some(place), now, out);
+                r.on_sighting(&ev.device_id, receiver, place, ts, now, out);
             }
             reading if reading.is_activity() => r.on_activity(ts, &ev.device_id, reading, now, out),
             _ => {}

@@ -120,6 +120,11 @@ impl SafeZone {
     }
 }
 
+/// Great-circle metres between two points given as latitude and longitude.
+pub fn metres_between(a: (f64, f64), b: (f64, f64)) -> f64 {
+    Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
+}
+
 fn rings(poly: &Polygon<f64>) -> impl Iterator<Item = &LineString<f64>> {
     std::iter::once(poly.exterior()).chain(poly.interiors())
 }

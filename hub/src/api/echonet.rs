@@ -11,10 +11,9 @@ use mimamori_protocol::DeviceKind;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
-use super::gateways::gateway;
+use super::gateways::{gateway, read_back, registered_device, taken};
 use super::{audit, AppState};
 use crate::ingest::echonet::DEFAULT_ACTIVITY_ABOVE_W;
-use crate::store::StoreError;
 
 const MAX_ID: usize = 200;
 
@@ -42,27 +41,23 @@ async fn create(
             "activity_above_w must be 1 to 10000 watts".into(),
         ));
     }
-    let device = st
-        .store
-        .device(&req.device_id)
-        .await
-        .map_err(|_| ApiError::Invalid(format!("device {} does not exist", req.device_id)))?;
-    if !matches!(device.kind, DeviceKind::Motion | DeviceKind::Button) {
-        return Err(ApiError::Invalid(format!(
-            "device {} is a {} device; an ECHONET Lite device can be a motion (human detection sensor, smart meter) or button (emergency button) device",
-            device.id,
-            device.kind.as_str()
-        )));
-    }
+    let device = registered_device(
+        &st,
+        &req.device_id,
+        &[DeviceKind::Motion, DeviceKind::Button],
+        "an ECHONET Lite device can be a motion (human detection sensor, smart meter) or button (emergency button) device",
+    )
+    .await?;
     st.store
         .create_echonet_device(&gateway_id, &id, &device.id, threshold, st.clock.now())
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::Conflict(format!(
+        .map_err(|e| {
+            taken(e, || {
+                format!(
                 "{id:?} is already mapped on gateway {gateway_id}, or device {} is already mapped",
                 device.id
-            )),
-            other => other.into(),
+            )
+            })
         })?;
     let rows = st.store.echonet_devices(None).await?;
     st.edge.ingest.echonet().replace_all(&rows);
@@ -74,10 +69,11 @@ async fn create(
         serde_json::json!({"device_id": device.id, "activity_above_w": threshold}),
     )
     .await?;
-    let created = rows
-        .into_iter()
-        .find(|e| e.gateway_id == gateway_id && e.echonet_id == id)
-        .ok_or_else(|| anyhow::anyhow!("mapping {id:?} vanished after it was created"))?;
+    let created = read_back(
+        rows,
+        |e| e.gateway_id == gateway_id && e.echonet_id == id,
+        &id,
+    )?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -1,11 +1,14 @@
 //! Zigbee2MQTT gateways: which Zigbee device (by friendly name) behind a gateway is
 //! which hub device. Every change reloads the gateway's mappings into the edge's
-//! in-memory table, so messages are classified without a store query each.
+//! in-memory table, so messages are classified without a store query each. The checks
+//! every family's registrations share (the gateway, the registered device, a name already
+//! taken, the row read back) are here too, for LoRaWAN and ECHONET Lite.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
+use mimamori_protocol::api::Device;
 use mimamori_protocol::gateway::{NewZigbeeDevice, ZigbeeDevice};
 use mimamori_protocol::DeviceKind;
 
@@ -13,6 +16,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
 use crate::ingest::zigbee2mqtt::default_sos_actions;
+use crate::store::StoreError;
 
 /// Longest friendly name accepted; Zigbee2MQTT itself sets no limit.
 const MAX_NAME: usize = 200;
@@ -35,21 +39,13 @@ async fn create(
     caller.require_staff()?;
     gateway(&st, &gateway_id).await?;
     let name = valid_friendly_name(&req.friendly_name)?;
-    let device = st
-        .store
-        .device(&req.device_id)
-        .await
-        .map_err(|_| ApiError::Invalid(format!("device {} does not exist", req.device_id)))?;
-    if !matches!(
-        device.kind,
-        DeviceKind::Motion | DeviceKind::Door | DeviceKind::Button
-    ) {
-        return Err(ApiError::Invalid(format!(
-            "device {} is a {} device; a Zigbee device can be a motion, door or button device",
-            device.id,
-            device.kind.as_str()
-        )));
-    }
+    let device = registered_device(
+        &st,
+        &req.device_id,
+        &[DeviceKind::Motion, DeviceKind::Door, DeviceKind::Button],
+        "a Zigbee device can be a motion, door or button device",
+    )
+    .await?;
     let actions = req
         .sos_actions
         .unwrap_or_else(|| default_sos_actions(device.kind));
@@ -57,12 +53,13 @@ async fn create(
     st.store
         .create_zigbee_device(&gateway_id, &name, &device.id, &actions, st.clock.now())
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+        .map_err(|e| {
+            taken(e, || {
+                format!(
                 "{name:?} is already mapped on gateway {gateway_id}, or device {} is already mapped",
                 device.id
-            )),
-            other => other.into(),
+            )
+            })
         })?;
     let rows = reload(&st, &gateway_id).await?;
     audit(
@@ -73,10 +70,7 @@ async fn create(
         serde_json::json!({"device_id": device.id, "sos_actions": actions}),
     )
     .await?;
-    let created = rows
-        .into_iter()
-        .find(|z| z.friendly_name == name)
-        .ok_or_else(|| anyhow::anyhow!("mapping {name:?} vanished after it was created"))?;
+    let created = read_back(rows, |z| z.friendly_name == name, &name)?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -113,6 +107,42 @@ async fn remove(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The hub device a gateway's registration names: it must exist (a store outage stays
+/// an outage) and be of one of `kinds`; `can_be` says which, in the refusal.
+pub(super) async fn registered_device(
+    st: &AppState,
+    id: &str,
+    kinds: &[DeviceKind],
+    can_be: &str,
+) -> ApiResult<Device> {
+    let device = st.store.device(id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::Invalid(format!("device {id} does not exist")),
+        other => other.into(),
+    })?;
+    if !kinds.contains(&device.kind) {
+        return Err(ApiError::Invalid(format!(
+            "device {id} is a {} device; {can_be}",
+            device.kind.as_str()
+        )));
+    }
+    Ok(device)
+}
+
+/// A registration whose name or device is already taken is a 409 saying which.
+pub(super) fn taken(e: StoreError, which: impl FnOnce() -> String) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => ApiError::Conflict(which()),
+        other => other.into(),
+    }
+}
+
+/// The row just created, read back from the gateway's reloaded registrations.
+pub(super) fn read_back<T>(rows: Vec<T>, is: impl Fn(&T) -> bool, name: &str) -> ApiResult<T> {
+    rows.into_iter().find(is).ok_or_else(|| {
+        anyhow::anyhow!("registration {name:?} vanished after it was created").into()
+    })
 }
 
 /// The gateway named in the path, which must be a device of kind `gateway`.

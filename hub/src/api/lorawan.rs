@@ -1,17 +1,20 @@
 //! LoRaWAN devices of a gateway: which DevEUI behind the gateway's network server is
-//! which hub device, and which decoded fields say what. Every change reloads the
-//! gateway's registrations into the edge's in-memory table.
+//! which hub device, and which decoded fields say what — per device, or per device
+//! profile (one model's codec) registered on the gateway and followed by its devices.
+//! Every change reloads the gateway's registrations into the edge's in-memory table.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use mimamori_protocol::gateway::{LoraFields, LorawanDevice, NewLorawanDevice};
+use mimamori_protocol::gateway::{
+    LoraFields, LoraProfile, LorawanDevice, NewLoraFields, NewLoraProfile, NewLorawanDevice,
+};
 use mimamori_protocol::DeviceKind;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
-use super::gateways::gateway;
+use super::gateways::{gateway, read_back, registered_device, taken};
 use super::{audit, AppState};
 use crate::ingest::lorawan::{normalise_dev_eui, resolve_fields};
 
@@ -23,6 +26,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/devices/{id}/lorawan", post(create).get(list))
         .route("/devices/{id}/lorawan/{dev_eui}", delete(remove))
+        .route("/devices/{id}/lorawan/profiles", get(profiles))
+        .route(
+            "/devices/{id}/lorawan/profiles/{name}",
+            put(put_profile).delete(remove_profile),
+        )
 }
 
 async fn create(
@@ -34,32 +42,33 @@ async fn create(
     caller.require_staff()?;
     gateway(&st, &gateway_id).await?;
     let eui = dev_eui(&req.dev_eui)?;
-    let device = st
-        .store
-        .device(&req.device_id)
-        .await
-        .map_err(|_| ApiError::Invalid(format!("device {} does not exist", req.device_id)))?;
-    if !matches!(
-        device.kind,
-        DeviceKind::Motion | DeviceKind::Door | DeviceKind::Button | DeviceKind::Gps
-    ) {
-        return Err(ApiError::Invalid(format!(
-            "device {} is a {} device; a LoRaWAN device can be a motion, door, button or gps device",
-            device.id,
-            device.kind.as_str()
-        )));
-    }
-    let fields = resolve_fields(device.kind, req.fields);
+    let device = registered_device(
+        &st,
+        &req.device_id,
+        &[
+            DeviceKind::Motion,
+            DeviceKind::Door,
+            DeviceKind::Button,
+            DeviceKind::Gps,
+        ],
+        "a LoRaWAN device can be a motion, door, button or gps device",
+    )
+    .await?;
+    let profile = followed_profile(&st, &gateway_id, &req).await?;
+    let given = profile
+        .as_ref()
+        .map_or(req.fields, |p| Some(p.fields.clone()));
+    let fields = resolve_fields(device.kind, given);
     valid_fields(&fields)?;
+    let name = profile.as_ref().map(|p| p.name.as_str());
     st.store
-        .create_lorawan_device(&gateway_id, &eui, &device.id, &fields, st.clock.now())
+        .create_lorawan_device(&gateway_id, &eui, &device.id, &fields, name, st.clock.now())
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+        .map_err(|e| {
+            taken(e, || format!(
                 "DevEUI {eui} is already registered on gateway {gateway_id}, or device {} is already registered",
                 device.id
-            )),
-            other => other.into(),
+            ))
         })?;
     let rows = reload(&st, &gateway_id).await?;
     audit(
@@ -67,13 +76,10 @@ async fn create(
         &caller,
         "lorawan.register",
         format!("device/{gateway_id}/lorawan/{eui}"),
-        serde_json::json!({"device_id": device.id, "fields": fields}),
+        serde_json::json!({"device_id": device.id, "fields": fields, "profile": name}),
     )
     .await?;
-    let created = rows
-        .into_iter()
-        .find(|l| l.dev_eui == eui)
-        .ok_or_else(|| anyhow::anyhow!("registration {eui} vanished after it was created"))?;
+    let created = read_back(rows, |l| l.dev_eui == eui, &eui)?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -109,6 +115,116 @@ async fn remove(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The profile a registration follows, which must be registered on its gateway.
+async fn followed_profile(
+    st: &AppState,
+    gateway_id: &str,
+    req: &NewLorawanDevice,
+) -> ApiResult<Option<LoraProfile>> {
+    let Some(name) = &req.profile else {
+        return Ok(None);
+    };
+    if req.fields.is_some() {
+        return Err(ApiError::Invalid(
+            "give either fields or a profile, not both".into(),
+        ));
+    }
+    let found = st
+        .store
+        .lorawan_profiles(gateway_id)
+        .await?
+        .into_iter()
+        .find(|p| &p.name == name);
+    found.map(Some).ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "no profile {name:?} on gateway {gateway_id}: PUT /api/v1/devices/{gateway_id}/lorawan/profiles/{{name}} first"
+        ))
+    })
+}
+
+async fn profiles(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(gateway_id): ApiPath<String>,
+) -> ApiResult<Json<Vec<LoraProfile>>> {
+    caller.require_staff()?;
+    gateway(&st, &gateway_id).await?;
+    Ok(Json(st.store.lorawan_profiles(&gateway_id).await?))
+}
+
+/// Creates or replaces a profile; the devices that follow it take the new mapping at once.
+async fn put_profile(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath((gateway_id, name)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<NewLoraProfile>,
+) -> ApiResult<Json<LoraProfile>> {
+    caller.require_staff()?;
+    gateway(&st, &gateway_id).await?;
+    let name = profile_name(&name)?;
+    valid_given(&req.fields)?;
+    let profile = st
+        .store
+        .put_lorawan_profile(&gateway_id, &name, &req.fields, st.clock.now())
+        .await?;
+    reload(&st, &gateway_id).await?;
+    audit(
+        &st,
+        &caller,
+        "lorawan.profile",
+        format!("device/{gateway_id}/lorawan/profiles/{name}"),
+        serde_json::json!({"fields": req.fields}),
+    )
+    .await?;
+    Ok(Json(profile))
+}
+
+async fn remove_profile(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath((gateway_id, name)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_staff()?;
+    gateway(&st, &gateway_id).await?;
+    st.store
+        .delete_lorawan_profile(&gateway_id, &name)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::NotFound(format!("no profile {name:?} on gateway {gateway_id}"))
+            }
+            crate::store::StoreError::Conflict(why) => ApiError::Conflict(format!(
+                "profile {name:?} is in use ({why}): register those devices otherwise first"
+            )),
+            other => other.into(),
+        })?;
+    audit(
+        &st,
+        &caller,
+        "lorawan.profile.delete",
+        format!("device/{gateway_id}/lorawan/profiles/{name}"),
+        serde_json::Value::Null,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A profile's name, as ChirpStack and TTS name device profiles ("Milesight WS202").
+fn profile_name(given: &str) -> ApiResult<String> {
+    let name = given.trim();
+    if name.is_empty() || name.chars().count() > MAX_FIELD || name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(format!(
+            "a profile name is 1 to {MAX_FIELD} characters, got {given:?}"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// A profile's partial mapping, within the bounds of a whole one.
+fn valid_given(f: &NewLoraFields) -> ApiResult<()> {
+    valid_fields(&resolve_fields(DeviceKind::Motion, Some(f.clone())))
 }
 
 async fn reload(st: &AppState, gateway_id: &str) -> ApiResult<Vec<LorawanDevice>> {

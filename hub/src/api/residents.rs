@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use mimamori_protocol::api::{LatLon, NewResident, Resident, Role};
 use mimamori_protocol::card::ResidentCard;
 use mimamori_protocol::zone::{NewZone, Zone};
-use mimamori_protocol::RuleSettings;
+use mimamori_protocol::{DeviceKind, RuleSettings};
 use mimamori_rules::SafeZone;
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +137,7 @@ async fn patch(
     }
     if let Some(rules) = &p.rules {
         r.rules = merge_rules(&r.rules, Some(rules))?;
+        home_receivers_are_the_residents(&st, id, &r.rules).await?;
     }
     st.store.update_resident(&r).await?;
     if p.card.is_some() {
@@ -329,6 +330,29 @@ fn valid_point(p: LatLon) -> ApiResult<LatLon> {
             p.lat, p.lon
         )))
     }
+}
+
+/// The `tag_away` rule's home receivers must be receiver devices of this resident: a
+/// station of the town's network is no home.
+async fn home_receivers_are_the_residents(
+    st: &AppState,
+    resident_id: i64,
+    rules: &RuleSettings,
+) -> ApiResult<()> {
+    for id in &rules.tag_away.receivers {
+        let device = st.store.device(id).await.map_err(|e| match e {
+            StoreError::NotFound => {
+                ApiError::Invalid(format!("tag_away.receivers: device {id} does not exist"))
+            }
+            other => other.into(),
+        })?;
+        if device.kind != DeviceKind::Receiver || device.resident_id != resident_id {
+            return Err(ApiError::Invalid(format!(
+                "tag_away.receivers: device {id} is not a receiver of resident {resident_id}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Applies a partial `rules` object to `base` (a JSON merge patch), then validates.

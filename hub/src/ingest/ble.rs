@@ -7,7 +7,9 @@
 //!
 //! A receiver reports a tag it keeps seeing every few seconds; one passage is what the
 //! rules and the history need, so a tag seen again at the same receiver within
-//! [`REPEAT`] is dropped. Receivers see every BLE device around (phones, watches), so a
+//! [`REPEAT`] is dropped — unless the receiver has no fixed place and has carried the tag
+//! farther than its range since (a volunteer walking with a lost person: every such
+//! sighting is a new place). Receivers see every BLE device around (phones, watches), so a
 //! tag id nobody registered is ignored rather than kept as a dead letter.
 
 use std::collections::HashMap;
@@ -15,15 +17,14 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use mimamori_protocol::gateway::{BleTag, Receiver};
-use mimamori_protocol::native::{
-    check_ts, position, RejectReason, Rejection, Timestamp, MAX_PAYLOAD_BYTES,
-};
+use mimamori_protocol::native::{check_ts, position, RejectReason, Rejection, Timestamp};
 use mimamori_protocol::topic::split_device_topic;
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
+use mimamori_rules::zone::metres_between;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::DeviceCtx;
+use super::{check_size, DeviceCtx};
 
 /// The first level of every ESPresense topic.
 pub const ESPRESENSE_ROOT: &str = "espresense";
@@ -44,8 +45,15 @@ struct Inner {
     receivers: HashMap<String, Receiver>,
     /// tag id -> the tag device.
     tags: HashMap<String, TagOf>,
-    /// (tag id, receiver id) -> when that pair last made a sighting.
-    last: HashMap<(String, String), DateTime<Utc>>,
+    /// (tag id, receiver id) -> when and where that pair last made a sighting.
+    last: HashMap<(String, String), Passage>,
+}
+
+/// When and where a tag was last seen at one receiver.
+#[derive(Debug, Clone, Copy)]
+struct Passage {
+    at: DateTime<Utc>,
+    place: Option<(f64, f64)>,
 }
 
 /// Receivers and tags, in memory, replaced by the API on every change.
@@ -180,7 +188,7 @@ impl BleMap {
             [ESPRESENSE_ROOT, "rooms", room, "telemetry"] => {
                 own_room(room)?;
                 Ok(self
-                    .fresh("", &rx.device_id, now)
+                    .fresh("", &rx.device_id, None, now)
                     .then(|| receiver_event(&rx, device, Reading::Heartbeat, now)))
             }
             // Sub-reports, sensor values, settings and the companion topics say nothing here.
@@ -255,7 +263,8 @@ impl BleMap {
         })?;
         // Validates the coordinates as any fix's.
         position(lat, lon, Some(rx.range_m))?;
-        if !self.fresh(tag, &rx.device_id, now) {
+        let moving = rx.lat.is_none().then_some(((lat, lon), rx.range_m));
+        if !self.fresh(tag, &rx.device_id, moving, now) {
             return Ok(None);
         }
         Ok(Some(DeviceEvent {
@@ -275,14 +284,30 @@ impl BleMap {
         }))
     }
 
-    /// Whether the pair was not seen within [`REPEAT`]; remembers it now if so.
-    fn fresh(&self, tag: &str, receiver: &str, now: DateTime<Utc>) -> bool {
+    /// Whether the pair was not seen within [`REPEAT`], or (for a receiver that moves, with
+    /// its place and range) was seen farther away than its range; remembers it now if so.
+    fn fresh(
+        &self,
+        tag: &str,
+        receiver: &str,
+        moving: Option<((f64, f64), f64)>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let key = (tag.to_string(), receiver.to_string());
         let mut inner = self.write();
-        if inner.last.get(&key).is_some_and(|t| now - *t < REPEAT) {
+        let moved = |last: &Passage| match (moving, last.place) {
+            (Some((here, range_m)), Some(there)) => metres_between(here, there) > range_m,
+            _ => false,
+        };
+        if inner
+            .last
+            .get(&key)
+            .is_some_and(|last| now - last.at < REPEAT && !moved(last))
+        {
             return false;
         }
-        inner.last.insert(key, now);
+        let place = moving.map(|(here, _)| here);
+        inner.last.insert(key, Passage { at: now, place });
         true
     }
 }
@@ -302,19 +327,6 @@ fn receiver_event(
         reading,
         battery: None,
     }
-}
-
-fn check_size(payload: &[u8]) -> Result<(), Rejection> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// An ESPresense device report must be a JSON object (`BleFingerprint::fill`).
@@ -486,5 +498,44 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(r.map_err(|r| r.reason), Err(RejectReason::NotAuthorized));
+    }
+
+    #[test]
+    fn a_phone_walking_with_the_tag_reports_each_new_place_and_a_station_does_not() {
+        let m = map();
+        let now = Utc::now();
+        let at = |lat: f64| format!(r#"{{"tag":"{TAG}","rssi":-80,"lat":{lat},"lon":139.64}}"#);
+        let seen = |body: String, secs: i64| {
+            m.classify_native(
+                &rx("rx-phone"),
+                "watch/v1/rx-phone/sighting",
+                body.as_bytes(),
+                now + Duration::seconds(secs),
+            )
+            .ok()
+            .flatten()
+            .is_some()
+        };
+        assert!(seen(at(35.7000), 0));
+        // 22 m on: within the phone's 50 m range, the same passage.
+        assert!(!seen(at(35.7002), 1));
+        // 111 m on from the last kept sighting: a new place.
+        assert!(seen(at(35.7010), 2));
+        assert!(!seen(at(35.7010), 3));
+        assert!(seen(at(35.7010), 63));
+        // A fixed station's reports stay one a minute however often they come.
+        let report = |secs: i64| {
+            m.classify_espresense(
+                &rx("rx-station"),
+                &format!("espresense/devices/{TAG}/koenji_north"),
+                REPORT.as_bytes(),
+                now + Duration::seconds(secs),
+            )
+            .ok()
+            .flatten()
+            .is_some()
+        };
+        assert!(report(0));
+        assert!(!report(5));
     }
 }

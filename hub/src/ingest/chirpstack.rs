@@ -8,15 +8,13 @@
 //! that it left them out, so every field but the DevEUI is optional here.
 
 use chrono::{DateTime, Utc};
-use mimamori_protocol::native::{
-    battery_pct, check_ts, RejectReason, Rejection, MAX_PAYLOAD_BYTES,
-};
+use mimamori_protocol::native::{battery_pct, check_ts, RejectReason, Rejection};
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::lorawan::LoraMap;
-use super::DeviceCtx;
+use super::{check_publisher, DeviceCtx};
 
 /// The first level of every ChirpStack topic.
 pub const ROOT: &str = "application";
@@ -59,15 +57,7 @@ pub fn classify(
     payload: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<DeviceEvent>, Rejection> {
-    if gateway.kind != DeviceKind::Gateway {
-        return Err(Rejection::new(
-            RejectReason::NotAuthorized,
-            format!(
-                "{} is not a gateway; only gateways publish ChirpStack events",
-                gateway.id
-            ),
-        ));
-    }
+    check_publisher(gateway, DeviceKind::Gateway, "ChirpStack events", payload)?;
     let levels: Vec<&str> = topic.split('/').collect();
     let (dev_eui, event) = match levels.as_slice() {
         [ROOT, _, "device", eui, "event", ev] => (*eui, *ev),
@@ -80,15 +70,6 @@ pub fn classify(
     };
     if !matches!(event, "up" | "status" | "join") {
         return Ok(None);
-    }
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
     }
     let device = map.lookup(&gateway.id, dev_eui)?;
     let ev = parse(payload)?;
@@ -169,6 +150,7 @@ mod tests {
             device_kind: DeviceKind::Motion,
             resident_id: 5,
             fields: resolve_fields(DeviceKind::Motion, None),
+            profile: None,
             created_at: Utc::now(),
         }]);
         m

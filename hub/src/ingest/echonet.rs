@@ -20,10 +20,10 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use mimamori_protocol::gateway::EchonetDevice;
-use mimamori_protocol::native::{RejectReason, Rejection, MAX_PAYLOAD_BYTES};
+use mimamori_protocol::native::{RejectReason, Rejection};
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 
-use super::DeviceCtx;
+use super::{below, check_publisher, DeviceCtx};
 
 /// The first level of every echonetlite2mqtt topic the hub accepts.
 pub const ROOT: &str = "echonetlite2mqtt";
@@ -107,28 +107,13 @@ impl EchonetMap {
         payload: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Option<DeviceEvent>, Rejection> {
-        if gateway.kind != DeviceKind::Gateway {
-            return Err(Rejection::new(
-                RejectReason::NotAuthorized,
-                format!(
-                    "{} is not a gateway; only gateways publish echonetlite2mqtt messages",
-                    gateway.id
-                ),
-            ));
-        }
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(Rejection::new(RejectReason::TooLarge, "payload too large"));
-        }
-        let base = format!("{}/", base_topic(&gateway.id));
-        let rest = topic.strip_prefix(&base).ok_or_else(|| {
-            Rejection::new(
-                RejectReason::NotAuthorized,
-                format!(
-                    "gateway {} may publish echonetlite2mqtt messages only under {base}",
-                    gateway.id
-                ),
-            )
-        })?;
+        check_publisher(
+            gateway,
+            DeviceKind::Gateway,
+            "echonetlite2mqtt messages",
+            payload,
+        )?;
+        let rest = below(topic, &base_topic(&gateway.id), &gateway.id)?;
         let Some((device, "properties", property)) = split3(rest) else {
             return Ok(None);
         };

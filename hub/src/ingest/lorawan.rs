@@ -281,6 +281,7 @@ mod tests {
             device_kind: kind,
             resident_id: 4,
             fields: resolve_fields(kind, fields),
+            profile: None,
             created_at: Utc::now(),
         }
     }

@@ -24,6 +24,7 @@ pub mod zigbee2mqtt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub(crate) use mimamori_protocol::native::check_size;
 use mimamori_protocol::native::{RejectReason, Rejection};
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +38,42 @@ pub struct DeviceCtx {
     pub id: String,
     pub resident_id: i64,
     pub kind: DeviceKind,
+}
+
+/// The prelude every adapter of a client's topics shares: only devices of `kind` publish
+/// `what` ("Zigbee2MQTT messages"), and no payload is larger than the native protocol's.
+pub(crate) fn check_publisher(
+    device: &DeviceCtx,
+    kind: DeviceKind,
+    what: &str,
+    payload: &[u8],
+) -> Result<(), Rejection> {
+    if device.kind != kind {
+        return Err(Rejection::new(
+            RejectReason::NotAuthorized,
+            format!(
+                "{} is a {} device; only {} devices publish {what}",
+                device.id,
+                device.kind.as_str(),
+                kind.as_str()
+            ),
+        ));
+    }
+    check_size(payload)
+}
+
+/// The rest of `topic` below a device's own `base` (given without its last `/`), or the
+/// refusal that names the base the device may publish under.
+pub(crate) fn below<'t>(topic: &'t str, base: &str, device_id: &str) -> Result<&'t str, Rejection> {
+    topic
+        .strip_prefix(base)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| {
+            Rejection::new(
+                RejectReason::NotAuthorized,
+                format!("{device_id} may publish only under {base}/"),
+            )
+        })
 }
 
 /// What became of one message.

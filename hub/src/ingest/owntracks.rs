@@ -10,15 +10,13 @@
 //! waypoint exports and the like are of no use to the rules and are ignored.
 
 use chrono::{DateTime, TimeZone, Utc};
-use mimamori_protocol::native::{
-    battery_pct, check_ts, position, RejectReason, Rejection, MAX_PAYLOAD_BYTES,
-};
+use mimamori_protocol::native::{battery_pct, check_ts, position, RejectReason, Rejection};
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::DeviceCtx;
+use super::{check_publisher, DeviceCtx};
 
 /// The first level of every OwnTracks topic.
 pub const ROOT: &str = "owntracks";
@@ -60,25 +58,7 @@ pub fn classify(
     payload: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<DeviceEvent>, Rejection> {
-    if device.kind != DeviceKind::Gps {
-        return Err(Rejection::new(
-            RejectReason::NotAuthorized,
-            format!(
-                "{} is a {} device; only gps devices publish OwnTracks messages",
-                device.id,
-                device.kind.as_str()
-            ),
-        ));
-    }
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
-    }
+    check_publisher(device, DeviceKind::Gps, "OwnTracks messages", payload)?;
     let prefix = user_prefix(&device.id);
     let rest = topic.strip_prefix(&prefix).ok_or_else(|| {
         Rejection::new(

@@ -9,11 +9,12 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use mimamori_protocol::native::{check_ts, RejectReason, Rejection, MAX_PAYLOAD_BYTES};
+use mimamori_protocol::native::{check_ts, RejectReason, Rejection};
 use mimamori_protocol::{DeviceEvent, Reading};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::check_size;
 use super::lorawan::LoraMap;
 
 /// The topic filter of every uplink of `username` (`{application}@{tenant}`).
@@ -52,15 +53,7 @@ pub fn classify(
     if !matches!(levels.as_slice(), ["v3", _, "devices", _, "up"]) {
         return Ok(None);
     }
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
-    }
+    check_size(payload)?;
     let up: Uplink = serde_json::from_slice(payload).map_err(|e| {
         let reason = if e.is_syntax() || e.is_eof() {
             RejectReason::NotJson
@@ -119,6 +112,7 @@ mod tests {
             device_kind: DeviceKind::Door,
             resident_id: 2,
             fields: resolve_fields(DeviceKind::Door, None),
+            profile: None,
             created_at: Utc::now(),
         }]);
         m

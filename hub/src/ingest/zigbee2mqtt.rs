@@ -19,11 +19,11 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use mimamori_protocol::gateway::ZigbeeDevice;
-use mimamori_protocol::native::{battery_pct, RejectReason, Rejection, MAX_PAYLOAD_BYTES};
+use mimamori_protocol::native::{battery_pct, RejectReason, Rejection};
 use mimamori_protocol::{DeviceEvent, DeviceKind, Reading};
 use serde_json::{Map, Value};
 
-use super::DeviceCtx;
+use super::{below, check_publisher, DeviceCtx};
 
 /// The first level of every Zigbee2MQTT topic the hub accepts.
 pub const ROOT: &str = "zigbee2mqtt";
@@ -151,27 +151,13 @@ impl ZigbeeMap {
         payload: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Option<DeviceEvent>, Rejection> {
-        if gateway.kind != DeviceKind::Gateway {
-            return Err(Rejection::new(
-                RejectReason::NotAuthorized,
-                format!(
-                    "{} is a {} device; only gateways publish Zigbee2MQTT messages",
-                    gateway.id,
-                    gateway.kind.as_str()
-                ),
-            ));
-        }
-        check_size(payload)?;
-        let base = base_topic(&gateway.id);
-        let rest = topic
-            .strip_prefix(&base)
-            .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| {
-                Rejection::new(
-                    RejectReason::NotAuthorized,
-                    format!("gateway {} may publish only under {base}/", gateway.id),
-                )
-            })?;
+        check_publisher(
+            gateway,
+            DeviceKind::Gateway,
+            "Zigbee2MQTT messages",
+            payload,
+        )?;
+        let rest = below(topic, &base_topic(&gateway.id), &gateway.id)?;
         let event = |device_id: &str, kind, resident_id, reading, battery| DeviceEvent {
             device_id: device_id.to_string(),
             device_kind: kind,
@@ -312,19 +298,6 @@ fn route(rest: &str) -> Route<'_> {
         return Route::Ignored;
     }
     Route::State(rest)
-}
-
-fn check_size(payload: &[u8]) -> Result<(), Rejection> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
-                payload.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// An availability or bridge state: `{"state":"online"}` (Zigbee2MQTT 2.x) or the plain

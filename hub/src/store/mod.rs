@@ -19,7 +19,8 @@ use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, LatLon, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::card::ResidentCard;
 use mimamori_protocol::gateway::{
-    BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
+    BleTag, EchonetDevice, LoraFields, LoraProfile, LorawanDevice, NewLoraFields, Receiver,
+    ZigbeeDevice,
 };
 use mimamori_protocol::native::RejectReason;
 use mimamori_protocol::zone::{Zone, ZoneShape};
@@ -409,17 +410,32 @@ pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
     async fn push_subscriptions(&self, user_id: i64) -> StoreResult<Vec<PushSubscriptionRow>>;
     /// Removes one of a user's subscriptions; `NotFound` if that user has no such one.
     async fn delete_push_subscription(&self, id: i64, user_id: i64) -> StoreResult<()>;
-    /// Registers a LoRaWAN device of a gateway; `Conflict` if the DevEUI or device is taken.
+    /// Registers a LoRaWAN device of a gateway, with its own fields or following `profile`
+    /// (the API checks that the profile exists); `Conflict` if the DevEUI or device is taken.
     async fn create_lorawan_device(
         &self,
         gateway_id: &str,
         dev_eui: &str,
         device_id: &str,
         fields: &LoraFields,
+        profile: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Every registration (of one gateway, or of all), with the device's kind and resident.
+    /// Every registration (of one gateway, or of all), with the device's kind and resident,
+    /// and the mapping in force: its profile's over its kind's defaults when it follows one.
     async fn lorawan_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<LorawanDevice>>;
+    /// Creates or replaces a device profile's mapping on a gateway (`created_at` is kept).
+    async fn put_lorawan_profile(
+        &self,
+        gateway_id: &str,
+        name: &str,
+        fields: &NewLoraFields,
+        at: DateTime<Utc>,
+    ) -> StoreResult<LoraProfile>;
+    /// A gateway's device profiles, by name.
+    async fn lorawan_profiles(&self, gateway_id: &str) -> StoreResult<Vec<LoraProfile>>;
+    /// Deletes a profile; `NotFound` if there is none, `Conflict` while a device follows it.
+    async fn delete_lorawan_profile(&self, gateway_id: &str, name: &str) -> StoreResult<()>;
     async fn delete_lorawan_device(&self, gateway_id: &str, dev_eui: &str) -> StoreResult<()>;
     /// A resident's BLE tag sightings, newest first: the passage history.
     async fn sightings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>>;

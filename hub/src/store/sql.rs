@@ -18,7 +18,8 @@ use mimamori_protocol::alert::AlertEvent;
 use mimamori_protocol::api::{Device, RejectedMessage, Resident, Role, User};
 use mimamori_protocol::card::ResidentCard;
 use mimamori_protocol::gateway::{
-    BleTag, EchonetDevice, LoraFields, LorawanDevice, Receiver, ZigbeeDevice,
+    BleTag, EchonetDevice, LoraFields, LoraProfile, LorawanDevice, NewLoraFields, Receiver,
+    ZigbeeDevice,
 };
 use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, DeviceEvent, DeviceKind, Reading};
@@ -1615,16 +1616,17 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn create_lorawan_device(&self, gateway_id: &str, dev_eui: &str, device_id: &str, fields: &LoraFields, at: DateTime<Utc>) -> StoreResult<()> {
+            async fn create_lorawan_device(&self, gateway_id: &str, dev_eui: &str, device_id: &str, fields: &LoraFields, profile: Option<&str>, at: DateTime<Utc>) -> StoreResult<()> {
                 let fields = serde_json::to_string(fields).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 let _w = self.write_guard().await;
                 sqlx::query(
-                    "INSERT INTO lorawan_devices (gateway_id, dev_eui, device_id, fields, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO lorawan_devices (gateway_id, dev_eui, device_id, fields, profile, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(gateway_id)
                 .bind(dev_eui)
                 .bind(device_id)
                 .bind(fields)
+                .bind(profile)
                 .bind(ms(at))
                 .execute(&self.pool)
                 .await?;
@@ -1632,21 +1634,79 @@ macro_rules! impl_store {
             }
 
             async fn lorawan_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<LorawanDevice>> {
-                let rows: Vec<(String, String, String, String, i64, String, i64)> = sqlx::query_as(
-                    "SELECT l.gateway_id, l.dev_eui, l.device_id, d.kind, d.resident_id, l.fields, l.created_at \
+                type Row = (String, String, String, String, i64, String, Option<String>, Option<String>, i64);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT l.gateway_id, l.dev_eui, l.device_id, d.kind, d.resident_id, l.fields, l.profile, p.fields, l.created_at \
                      FROM lorawan_devices l JOIN devices d ON d.id = l.device_id \
+                     LEFT JOIN lorawan_profiles p ON p.gateway_id = l.gateway_id AND p.name = l.profile \
                      WHERE $1 IS NULL OR l.gateway_id = $1 ORDER BY l.gateway_id, l.dev_eui",
                 )
                 .bind(gateway_id)
                 .fetch_all(&self.pool)
                 .await?;
+                let bad = |e: serde_json::Error| StoreError::Invalid(format!("lorawan fields: {e}"));
                 rows.into_iter()
-                    .map(|(gateway_id, dev_eui, device_id, kind, resident_id, fields, created_at)| {
+                    .map(|(gateway_id, dev_eui, device_id, kind, resident_id, own, profile, shared, created_at)| {
                         let device_kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
-                        let fields = serde_json::from_str(&fields).map_err(|e| StoreError::Invalid(format!("lorawan fields: {e}")))?;
-                        Ok(LorawanDevice { gateway_id, dev_eui, device_id, device_kind, resident_id, fields, created_at: from_ms(created_at) })
+                        let fields = match shared {
+                            Some(shared) => crate::ingest::lorawan::resolve_fields(device_kind, Some(serde_json::from_str(&shared).map_err(bad)?)),
+                            None => serde_json::from_str(&own).map_err(bad)?,
+                        };
+                        Ok(LorawanDevice { gateway_id, dev_eui, device_id, device_kind, resident_id, fields, profile, created_at: from_ms(created_at) })
                     })
                     .collect()
+            }
+
+            async fn put_lorawan_profile(&self, gateway_id: &str, name: &str, fields: &NewLoraFields, at: DateTime<Utc>) -> StoreResult<LoraProfile> {
+                let text = serde_json::to_string(fields).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let _w = self.write_guard().await;
+                let (created_at,): (i64,) = sqlx::query_as(
+                    "INSERT INTO lorawan_profiles (gateway_id, name, fields, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (gateway_id, name) DO UPDATE SET fields = excluded.fields RETURNING created_at",
+                )
+                .bind(gateway_id)
+                .bind(name)
+                .bind(text)
+                .bind(ms(at))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(LoraProfile { gateway_id: gateway_id.to_string(), name: name.to_string(), fields: fields.clone(), created_at: from_ms(created_at) })
+            }
+
+            async fn lorawan_profiles(&self, gateway_id: &str) -> StoreResult<Vec<LoraProfile>> {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT name, fields, created_at FROM lorawan_profiles WHERE gateway_id = $1 ORDER BY name",
+                )
+                .bind(gateway_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(name, fields, created_at)| {
+                        let fields = serde_json::from_str(&fields).map_err(|e| StoreError::Invalid(format!("lorawan profile fields: {e}")))?;
+                        Ok(LoraProfile { gateway_id: gateway_id.to_string(), name, fields, created_at: from_ms(created_at) })
+                    })
+                    .collect()
+            }
+
+            async fn delete_lorawan_profile(&self, gateway_id: &str, name: &str) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let (used,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM lorawan_devices WHERE gateway_id = $1 AND profile = $2")
+                    .bind(gateway_id)
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if used > 0 {
+                    return Err(StoreError::Conflict(format!("{used} devices follow profile {name:?}")));
+                }
+                let done = sqlx::query("DELETE FROM lorawan_profiles WHERE gateway_id = $1 AND name = $2")
+                    .bind(gateway_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
             }
 
             async fn sightings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>> {

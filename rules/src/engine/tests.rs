@@ -1848,3 +1848,152 @@ fn a_night_door_followed_by_indoor_motion_or_by_day_raises_nothing() {
     now(&mut e, door("front", at, true));
     assert!(run_until(&mut e, at + Duration::minutes(10)).is_empty());
 }
+
+// ---------------------------------------------------------------- tag_away
+
+fn tag_away_settings() -> RuleSettings {
+    let mut s = quiet_devices();
+    s.inactivity.enabled = false;
+    s.tag_away.enabled = true;
+    s.tag_away.receivers = vec!["rx-home".into()];
+    s
+}
+
+fn tag_devices() -> Vec<DeviceInfo> {
+    vec![
+        dev("tag", DeviceKind::Tag),
+        dev("rx-home", DeviceKind::Receiver),
+    ]
+}
+
+fn sighting(receiver: &str, place: &str, ts: DateTime<Utc>) -> DeviceEvent {
+    ev(
+        "tag",
+        DeviceKind::Tag,
+        ts,
+        Reading::Sighting {
+            lat: LAT,
+            lon: LON,
+            accuracy_m: Some(30.0),
+            receiver: receiver.into(),
+            place: place.into(),
+        },
+    )
+}
+
+#[test]
+fn a_tag_not_heard_at_home_opens_after_the_silence_within_the_night_and_resolves_when_heard(
+) -> TestResult {
+    let t0 = t("2026-01-11T17:00:00+09:00");
+    let mut e = engine(config(tag_away_settings(), vec![], tag_devices()), t0);
+    now(
+        &mut e,
+        sighting("rx-home", "home", t("2026-01-11T18:00:00+09:00")),
+    );
+    // Silent since 18:00, but only the night counts: 22:00 + 30 min.
+    let got = run_until(&mut e, t("2026-01-12T06:00:00+09:00"));
+    assert_eq!(
+        got,
+        [(
+            "open tag_away high".to_owned(),
+            t("2026-01-11T22:30:00+09:00")
+        )]
+    );
+    // A station's sighting is no sighting at home.
+    now(
+        &mut e,
+        sighting(
+            "rx-station",
+            "Koenji station",
+            t("2026-01-12T06:10:00+09:00"),
+        ),
+    );
+    assert!(labels(&mut e).iter().all(|l| !l.contains("tag_away")));
+    now(
+        &mut e,
+        sighting("rx-home", "home", t("2026-01-12T07:00:00+09:00")),
+    );
+    assert_eq!(labels(&mut e), ["resolve tag_away: seen by home"]);
+    assert!(!e
+        .status(R)
+        .ok_or("no status")?
+        .open_conditions
+        .contains(&AlertKind::TagAway));
+    Ok(())
+}
+
+#[test]
+fn a_tag_heard_at_home_through_the_night_raises_nothing_and_the_rule_is_off_by_default() {
+    let t0 = t("2026-01-11T21:00:00+09:00");
+    let mut e = engine(config(tag_away_settings(), vec![], tag_devices()), t0);
+    let mut at = t0;
+    while at < t("2026-01-12T07:00:00+09:00") {
+        now(&mut e, sighting("rx-home", "home", at));
+        assert!(run_until(&mut e, at + Duration::minutes(20)).is_empty());
+        at += Duration::minutes(20);
+    }
+    // Off by default: a whole silent night raises nothing.
+    let mut quiet = quiet_devices();
+    quiet.inactivity.enabled = false;
+    assert!(!quiet.tag_away.enabled);
+    let mut e = engine(config(quiet, vec![], tag_devices()), t0);
+    assert!(run_until(&mut e, t("2026-01-13T07:00:00+09:00")).is_empty());
+}
+
+#[test]
+fn tag_away_silence_counts_from_the_window_after_it_was_turned_on_or_resolved_by_staff() {
+    // Turned on at 23:50 with nothing heard yet: the silence counts from then.
+    let t0 = t("2026-01-11T23:50:00+09:00");
+    let mut e = engine(config(tag_away_settings(), vec![], tag_devices()), t0);
+    let got = run_until(&mut e, t("2026-01-12T01:00:00+09:00"));
+    assert_eq!(
+        got,
+        [(
+            "open tag_away high".to_owned(),
+            t("2026-01-12T00:20:00+09:00")
+        )]
+    );
+    // Staff found her at her daughter's: the next 30 min of night count afresh.
+    let found = t("2026-01-12T01:00:00+09:00");
+    e.staff_closed(
+        &AlertKey {
+            resident_id: R,
+            kind: AlertKind::TagAway,
+            subject: String::new(),
+        },
+        found,
+    );
+    let got = run_until(&mut e, t("2026-01-12T02:00:00+09:00"));
+    assert_eq!(
+        got,
+        [(
+            "open tag_away high".to_owned(),
+            t("2026-01-12T01:30:00+09:00")
+        )]
+    );
+    // Turning the rule off resolves it.
+    let mut off = tag_away_settings();
+    off.tag_away.enabled = false;
+    e.configure(
+        config(off, vec![], tag_devices()),
+        found + Duration::hours(2),
+    );
+    assert_eq!(
+        labels(&mut e),
+        ["resolve tag_away: tag away rule turned off"]
+    );
+}
+
+#[test]
+fn a_window_shorter_than_the_silence_never_opens_and_enabling_needs_receivers() {
+    let mut s = tag_away_settings();
+    s.tag_away.from = "23:00".into();
+    s.tag_away.until = "23:20".into();
+    let t0 = t("2026-01-11T12:00:00+09:00");
+    let mut e = engine(config(s.clone(), vec![], tag_devices()), t0);
+    assert!(run_until(&mut e, t("2026-01-14T12:00:00+09:00")).is_empty());
+    s.tag_away.receivers.clear();
+    assert!(s.validate().is_err());
+    s.tag_away.enabled = false;
+    assert!(s.validate().is_ok());
+}
