@@ -39,6 +39,8 @@ pub async fn resident(
                 resident_id: r.id,
                 kind: role.kind(),
                 name: role.label(),
+                room: None,
+                role: None,
             })
             .await?;
         devices.push(FleetDevice {

@@ -153,6 +153,10 @@ pub struct Settings {
     /// what they buffered.
     #[arg(long, env = "MIMAMORI_RESTART_GRACE_S")]
     pub restart_grace_s: Option<u32>,
+    /// Seconds a reading's `ts` may lie before its receipt; older messages are refused as
+    /// `stale_timestamp`. Raise it to load days of history (`device-sim backfill`).
+    #[arg(long, env = "MIMAMORI_MAX_AGE_S")]
+    pub max_age_s: Option<u32>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -173,6 +177,8 @@ pub struct Config {
     /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub restart_grace_s: u32,
+    /// How old a reading's `ts` may be, in seconds.
+    pub max_age_s: u32,
     pub notify: crate::notify::config::NotifyConfig,
     /// The Things Stack server the hub takes LoRaWAN uplinks from, if one is configured.
     pub tts: Option<TtsConfig>,
@@ -258,6 +264,8 @@ http_header_timeout = 10
 # nats_replicas = 1
 # Seconds overdue rule deadlines wait after a start for devices to deliver what they buffered.
 restart_grace_s = 60
+# Seconds a reading's ts may lie in the past before it is refused (stale_timestamp).
+max_age_s = 86400
 "#;
 
 impl Settings {
@@ -289,6 +297,7 @@ impl Settings {
             partitions: self.partitions.or(file.partitions),
             nats_replicas: self.nats_replicas.or(file.nats_replicas),
             restart_grace_s: self.restart_grace_s.or(file.restart_grace_s),
+            max_age_s: self.max_age_s.or(file.max_age_s),
             notify: self.notify.over(file.notify),
             tts_server: self.tts_server.or(file.tts_server),
             tts_username: self.tts_username.or(file.tts_username),
@@ -367,8 +376,13 @@ impl Settings {
         if restart_grace_s > 600 {
             anyhow::bail!("restart_grace_s must be between 0 and 600");
         }
+        let max_age_s = self.max_age_s.unwrap_or(86_400);
+        if !(60..=366 * 86_400).contains(&max_age_s) {
+            anyhow::bail!("max_age_s must be between 60 and 31622400 (366 days)");
+        }
         Ok(Config {
             restart_grace_s,
+            max_age_s,
             http_addr: self
                 .http_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -443,6 +457,7 @@ impl Config {
             limits: Limits::defaults(20_000),
             cluster: None,
             restart_grace_s: 60,
+            max_age_s: 86_400,
             notify: crate::notify::config::NotifyConfig::default(),
             tts: None,
         }

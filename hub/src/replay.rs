@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use mimamori_protocol::native::{parse_native, Timestamp};
+use mimamori_protocol::pause::{NewPause, Pause};
 use mimamori_protocol::zone::NewZone;
 use mimamori_protocol::{AlertKind, DeviceEvent, DeviceKind, RuleSettings, Severity};
 use mimamori_rules::{Decision, DeviceInfo, Engine, ResidentConfig, SafeZone};
@@ -34,6 +35,9 @@ pub struct ReplayResident {
     pub devices: Vec<ReplayDevice>,
     #[serde(default)]
     pub geofences: Vec<NewZone>,
+    /// Dated pauses, as `POST /residents/{id}/pauses` takes them.
+    #[serde(default)]
+    pub pauses: Vec<NewPause>,
 }
 
 /// One device of the replayed home.
@@ -112,7 +116,27 @@ pub fn resident_config(
             role: d.role,
         })
         .collect();
+    let pauses = r
+        .pauses
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            p.validate()
+                .map_err(|e| anyhow::anyhow!("pause {}: {e}", n + 1))?;
+            Ok(Pause {
+                id: format!("pause-{}", n + 1),
+                resident_id: RESIDENT,
+                from: p.from,
+                until: p.until,
+                reason: p.reason,
+                note: p.note.clone(),
+                created_by: "replay".into(),
+                created_at: p.from,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ResidentConfig {
+        pauses,
         resident_id: RESIDENT,
         timezone,
         settings,
@@ -391,6 +415,44 @@ mod tests {
         );
         assert_eq!(out.summary.alerts.get(&AlertKind::Inactivity), Some(&2));
         assert_eq!(out.summary.events, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn a_pause_in_resident_json_quiets_the_replay() -> anyhow::Result<()> {
+        let mut r = home();
+        r.pauses = serde_json::from_value(json!([{
+            "from": "2026-05-11T09:00:00Z", "until": "2026-05-11T14:00:00Z",
+            "reason": "hospital", "note": "check-up"
+        }]))?;
+        let lines = [
+            r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-10T22:00:00Z","motion":true}"#,
+            r#"{"device":"bath-pir","kind":"motion","ts":"2026-05-11T10:30:00Z","motion":true}"#,
+            r#"{"device":"bath-pir","kind":"heartbeat","ts":"2026-05-11T14:00:00Z"}"#,
+        ];
+        let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
+        let out = replay(resident_config(&r, None)?, events);
+        let got: Vec<(String, &str, &str)> = out
+            .changes
+            .iter()
+            .map(|c| (c.at.to_rfc3339(), c.kind.as_str(), c.change))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "2026-05-11T01:00:00+00:00".to_owned(),
+                    "inactivity",
+                    "opened"
+                ),
+                (
+                    "2026-05-11T09:00:00+00:00".to_owned(),
+                    "inactivity",
+                    "resolved"
+                ),
+            ]
+        );
+        assert_eq!(out.changes[1].details["reason"], "rules paused (hospital)");
         Ok(())
     }
 

@@ -15,10 +15,12 @@ pub enum AlertKind {
     LowBattery,
     Dwell,
     NightExit,
+    /// Out through the entrance door for longer than `away.max_s`.
+    AwayTooLong,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 8] = [
+    pub const ALL: [AlertKind; 9] = [
         AlertKind::Inactivity,
         AlertKind::NoMorningActivity,
         AlertKind::GeofenceExit,
@@ -27,6 +29,7 @@ impl AlertKind {
         AlertKind::LowBattery,
         AlertKind::Dwell,
         AlertKind::NightExit,
+        AlertKind::AwayTooLong,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl AlertKind {
             AlertKind::LowBattery => "low_battery",
             AlertKind::Dwell => "dwell",
             AlertKind::NightExit => "night_exit",
+            AlertKind::AwayTooLong => "away_too_long",
         }
     }
 

@@ -14,6 +14,10 @@ use crate::topic::MessageKind;
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 /// How far in the future a device clock may be before its message is refused.
 pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(10);
+/// How old a reading's `ts` may be before the message is refused (`stale_timestamp`), unless
+/// the hub is set otherwise: a day, so a device that buffered through a night's outage still
+/// delivers, while a clock a day behind is caught.
+pub const MAX_AGE: Duration = Duration::hours(24);
 /// Epoch milliseconds below this (March 1973) are taken for seconds sent by mistake.
 const SECONDS_LOOK_BELOW_MS: i64 = 100_000_000_000;
 
@@ -31,10 +35,11 @@ pub enum RejectReason {
     NotAuthorized,
     UnknownDevice,
     TsInSeconds,
+    StaleTimestamp,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::NotJson,
         RejectReason::BadField,
         RejectReason::OutOfRange,
@@ -45,6 +50,7 @@ impl RejectReason {
         RejectReason::NotAuthorized,
         RejectReason::UnknownDevice,
         RejectReason::TsInSeconds,
+        RejectReason::StaleTimestamp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +65,7 @@ impl RejectReason {
             RejectReason::NotAuthorized => "not_authorized",
             RejectReason::UnknownDevice => "unknown_device",
             RejectReason::TsInSeconds => "ts_in_seconds",
+            RejectReason::StaleTimestamp => "stale_timestamp",
         }
     }
 }
@@ -306,6 +313,26 @@ pub fn check_ts(
     Ok(ts)
 }
 
+/// Refuses a reading taken more than `max_age` before it was received.
+pub fn check_age(
+    ts: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<(), Rejection> {
+    if ts < received_at - max_age {
+        return Err(Rejection::new(
+            RejectReason::StaleTimestamp,
+            format!(
+                "ts {} is more than {} h before the hub's clock ({}); the device clock is wrong or the reading too old to act on",
+                ts.to_rfc3339(),
+                max_age.num_hours(),
+                received_at.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
     serde_json::from_slice(payload).map_err(|e| {
         let reason = if e.is_syntax() || e.is_eof() {
@@ -436,6 +463,17 @@ mod tests {
         let edge = now() + MAX_FUTURE_SKEW;
         assert_eq!(check_ts(Some(edge), now()), Ok(edge));
         assert!(check_ts(Some(edge + Duration::seconds(1)), now()).is_err());
+    }
+
+    #[test]
+    fn a_reading_older_than_max_age_is_stale() {
+        let day = now() - MAX_AGE;
+        assert_eq!(check_age(day, now(), MAX_AGE), Ok(()));
+        let stale = check_age(day - Duration::milliseconds(1), now(), MAX_AGE);
+        assert_eq!(
+            stale.map_err(|r| r.reason),
+            Err(RejectReason::StaleTimestamp)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub struct RuleSettings {
     pub offline: OfflineSettings,
     pub dwell: DwellSettings,
     pub night_exit: NightExitSettings,
+    pub away: AwaySettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -30,6 +31,7 @@ impl Default for RuleSettings {
             offline: OfflineSettings::default(),
             dwell: DwellSettings::default(),
             night_exit: NightExitSettings::default(),
+            away: AwaySettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -150,6 +152,28 @@ impl Default for NightExitSettings {
             from: "22:00".into(),
             until: "05:00".into(),
             confirm_s: 180,
+        }
+    }
+}
+
+/// Out through the entrance door: the door opening with no indoor motion after it means the
+/// resident went out. Needs a door device marked `"role": "entrance"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwaySettings {
+    pub enabled: bool,
+    /// No indoor motion this long after the entrance door opened means the resident is out.
+    pub confirm_s: u64,
+    /// Out longer than this opens `away_too_long`.
+    pub max_s: u64,
+}
+
+impl Default for AwaySettings {
+    fn default() -> Self {
+        AwaySettings {
+            enabled: true,
+            confirm_s: 600,
+            max_s: 12 * 3600,
         }
     }
 }
@@ -283,6 +307,13 @@ impl RuleSettings {
         }
         if !(1..=3600).contains(&self.night_exit.confirm_s) {
             return Err("night_exit.confirm_s must be between 1 and 3600 seconds".into());
+        }
+        let a = &self.away;
+        if !(1..=7200).contains(&a.confirm_s) {
+            return Err("away.confirm_s must be between 1 and 7200 seconds".into());
+        }
+        if a.max_s <= a.confirm_s || a.max_s > 7 * 24 * 3600 {
+            return Err("away.max_s must be longer than away.confirm_s and at most 7 days".into());
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

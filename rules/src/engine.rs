@@ -100,6 +100,7 @@ const AWAY_MARGIN_S: i64 = 60;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
+use mimamori_protocol::pause::Pause;
 use mimamori_protocol::settings::{
     GeofenceSettings, InactivitySettings, LocalTime, NightExitSettings,
 };
@@ -160,6 +161,8 @@ pub struct ResidentConfig {
     pub zones: Vec<SafeZone>,
     /// The resident's devices.
     pub devices: Vec<DeviceInfo>,
+    /// Dated pauses of the watch rules (see the module docs); ended ones are ignored.
+    pub pauses: Vec<Pause>,
 }
 
 /// Identifies one condition: at most one alert per key is open at a time.
@@ -275,6 +278,12 @@ pub struct ResidentStatus {
     pub devices: Vec<DeviceStatus>,
     /// Conditions open now (SOS excluded: it has no end the engine could see), sorted.
     pub open_conditions: Vec<AlertKind>,
+    /// Until when the watch rules are paused, while a dated pause runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Since when the resident is out through the entrance door, while they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_since: Option<DateTime<Utc>>,
 }
 
 /// What the engine remembers about one resident across restarts; the shell stores it as JSON.
@@ -290,6 +299,8 @@ pub struct ResidentState {
     sos: BTreeMap<String, SosBurst>,
     dwell: DwellState,
     night_exit: NightExitState,
+    pause: pause::PauseState,
+    away: away::DoorAwayState,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -324,6 +335,8 @@ struct InactivityState {
     /// Whether a motion event has named one of the sleep rooms: from then on the resident's
     /// bed is known to be watched, so stillness elsewhere is never taken for sleep.
     sleep_room_seen: bool,
+    /// Whether the open alert (or the condition) is that no activity sensor works.
+    blind: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -711,7 +724,11 @@ impl Resident {
     }
 
     fn inactivity_deadline(&self) -> Option<(DateTime<Utc>, u64)> {
-        if !self.c.inactivity_applies() || self.state.inactivity.open || self.away() {
+        if !self.c.inactivity_applies()
+            || self.state.inactivity.open
+            || self.is_out()
+            || self.paused()
+        {
             return None;
         }
         self.inactivity_deadline_from(self.inactivity_reference()?)
@@ -719,7 +736,7 @@ impl Resident {
 
     fn dwell_deadline(&self) -> Option<(DateTime<Utc>, u64)> {
         let d = &self.state.dwell;
-        if d.open || self.away() {
+        if d.open || self.is_out() || self.paused() {
             return None;
         }
         let limit = self.c.dwell_limit(d.room.as_deref()?)?;
@@ -729,7 +746,7 @@ impl Resident {
     fn night_exit_deadline(&self) -> Option<DateTime<Utc>> {
         let n = &self.state.night_exit;
         let confirm = self.c.settings().night_exit.confirm_s;
-        if n.open || !self.c.settings().night_exit.enabled {
+        if n.open || !self.c.settings().night_exit.enabled || self.paused() {
             return None;
         }
         n.door_at?.checked_add_signed(secs(confirm))
@@ -758,6 +775,8 @@ impl Resident {
             .chain(self.state.morning.next_check)
             .chain(self.dwell_deadline().map(|(t, _)| t))
             .chain(self.night_exit_deadline())
+            .chain(self.away_deadline())
+            .chain(self.pause_boundary())
             .chain(devices)
             .min()?;
         Some(self.grace_until.map_or(next, |g| next.max(g)))
@@ -854,6 +873,8 @@ impl Resident {
         }
 
         self.apply_room_config(now, out);
+        self.apply_away_config(now, out);
+        self.check_sensors(now, out);
 
         // Morning check.
         if self.c.inactivity_applies() && self.c.morning.is_some() {
@@ -1047,7 +1068,7 @@ impl Resident {
             // no new evidence: it neither confirms nor moves anything.
             return;
         }
-        if self.c.cfg.zones.is_empty() {
+        if self.c.cfg.zones.is_empty() || self.paused() {
             return;
         }
         let (class, nearest) = self.c.classify(&fix);
@@ -1166,11 +1187,14 @@ impl Resident {
             }
         }
         let watching = self.c.settings().night_exit.enabled;
+        let paused = self.paused();
+        self.track_away(ts, device, reading, room.as_deref(), now, out);
         let (from, until) = self.c.night_exit;
         let n = &mut self.state.night_exit;
         match reading {
             Reading::Door { open: true }
                 if watching
+                    && !paused
                     && !n.open
                     && n.door_at.is_none()
                     && self.c.is_entrance(device)
@@ -1328,6 +1352,8 @@ impl Resident {
             Some(_) => self.grace_until = None,
             None => {}
         }
+        self.sync_pause(now, out);
+        self.fire_away(now, out);
         if let Some((due, threshold_s)) = self.inactivity_deadline().filter(|(t, _)| *t <= now) {
             self.state.inactivity.open = true;
             let i = &self.state.inactivity;
@@ -1351,7 +1377,8 @@ impl Resident {
             if quiet
                 && self.state.morning.open_since.is_none()
                 && self.c.inactivity_applies()
-                && !self.away()
+                && !self.is_out()
+                && !self.paused()
             {
                 self.state.morning.open_since = since;
                 let details = json!({ "deadline": check, "since": since });
@@ -1392,6 +1419,7 @@ impl Resident {
                 details,
             );
         }
+        self.check_sensors(now, out);
     }
 
     fn fire_rooms(&mut self, now: DateTime<Utc>, out: &mut Out) {
@@ -1452,6 +1480,12 @@ impl Resident {
                 st.night_exit.open = false;
                 st.night_exit.door_at = None;
             }
+            AlertKind::AwayTooLong => {
+                // Staff know where the resident is; still out, the limit counts afresh.
+                if std::mem::take(&mut st.away.too_long) {
+                    st.away.out_since = st.away.out_since.map(|_| now);
+                }
+            }
             AlertKind::DeviceOffline => {
                 if let Some(ds) = st.devices.get_mut(subject) {
                     if ds.offline.take().is_some() {
@@ -1502,6 +1536,9 @@ impl Resident {
         if st.night_exit.open {
             open.insert(AlertKind::NightExit);
         }
+        if st.away.too_long {
+            open.insert(AlertKind::AwayTooLong);
+        }
         for ds in st.devices.values() {
             if ds.offline.is_some() {
                 open.insert(AlertKind::DeviceOffline);
@@ -1525,6 +1562,8 @@ impl Resident {
             location,
             devices,
             open_conditions: open.into_iter().collect(),
+            paused_until: st.pause.current.as_ref().map(|p| p.until),
+            out_since: st.away.out_since,
         }
     }
 }
@@ -1580,6 +1619,7 @@ impl Engine {
             Some(r) => {
                 let prev = std::mem::replace(&mut r.c, c);
                 r.apply_config(Some(&prev), false, now, &mut self.decisions);
+                r.sync_pause(now, &mut self.decisions);
             }
             None => {
                 let mut r = Resident {
@@ -1589,6 +1629,7 @@ impl Engine {
                     grace_until: None,
                 };
                 r.apply_config(None, false, now, &mut self.decisions);
+                r.sync_pause(now, &mut self.decisions);
                 self.residents.insert(id, r);
             }
         }
@@ -1620,6 +1661,7 @@ impl Engine {
                 .then(|| now + self.restart_grace),
         };
         r.apply_config(None, restoring, now, &mut self.decisions);
+        r.sync_pause(now, &mut self.decisions);
         self.residents.insert(id, r);
         self.after_change(id);
     }
@@ -1640,6 +1682,7 @@ impl Engine {
             return;
         };
         let out = &mut self.decisions;
+        r.sync_pause(now, out);
         let received = ev.received_at.min(now);
         let ts = r.reading_time(ev, received).min(now);
         match &ev.reading {
@@ -1677,6 +1720,7 @@ impl Engine {
             _ => {}
         }
         r.on_device_message(ev, received, now, out);
+        r.check_sensors(now, out);
         self.after_change(ev.resident_id);
     }
 
@@ -1734,6 +1778,24 @@ impl Engine {
         self.after_change(key.resident_id);
     }
 
+    /// Replaces a resident's dated pauses: a pause that now covers `now` quiets the watch
+    /// rules at once, one that no longer does lets them resume with fresh timers.
+    pub fn set_pauses(&mut self, resident_id: i64, pauses: Vec<Pause>, now: DateTime<Utc>) {
+        let Some(r) = self.residents.get_mut(&resident_id) else {
+            return;
+        };
+        r.c.cfg.pauses = pauses;
+        r.sync_pause(now, &mut self.decisions);
+        self.after_change(resident_id);
+    }
+
+    /// A resident's dated pauses, as configured.
+    pub fn pauses(&self, resident_id: i64) -> Option<&[Pause]> {
+        self.residents
+            .get(&resident_id)
+            .map(|r| r.c.cfg.pauses.as_slice())
+    }
+
     /// A resident's newest position fix.
     pub fn last_position(&self, resident_id: i64) -> Option<Position> {
         self.residents.get(&resident_id)?.state.geofence.last_fix
@@ -1768,5 +1830,8 @@ impl Engine {
     }
 }
 
+mod away;
+mod health;
+mod pause;
 #[cfg(test)]
 mod tests;

@@ -307,6 +307,12 @@ impl AlertBook {
         }
     }
 
+    /// Writes a pause change and its audit entry with the next commit.
+    pub fn note_pause(&mut self, change: super::effects::PauseChange, audit: AuditEntry) {
+        self.effects.pauses.push(change);
+        self.effects.audit.push(audit);
+    }
+
     /// Carries out a staff command; the alert as it is after it.
     pub fn staff(
         &mut self,

@@ -11,12 +11,14 @@ pub mod core;
 pub mod effects;
 pub mod ladder;
 pub mod lifecycle;
+pub mod pauses;
 pub mod report;
 
 pub use self::core::Core;
-pub use effects::{AlertRecord, Effects, HistoryRow, OutboxEntry};
+pub use effects::{AlertRecord, Effects, HistoryRow, OutboxEntry, PauseChange};
 pub use ladder::{Ladder, Plan, Step};
 pub use lifecycle::{Card, Progress, Refusal, StaffAction, StaffCommand};
+pub use pauses::{PauseCommand, PauseError};
 
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,7 @@ fn config() -> ResidentConfig {
                 role: None,
             },
         ],
+        pauses: Vec::new(),
     }
 }
 

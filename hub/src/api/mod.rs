@@ -19,6 +19,7 @@ pub mod headers;
 pub mod line;
 pub mod lorawan;
 pub mod osmand;
+pub mod pauses;
 pub mod push;
 pub mod residents;
 pub mod serve;
@@ -96,6 +97,7 @@ pub fn app(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .merge(activity::router())
         .merge(line::router())
         .merge(push::router())
+        .merge(pauses::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");
