@@ -863,7 +863,8 @@ impl Resident {
                 let due = self
                     .inactivity_reference()
                     .and_then(|r| self.inactivity_deadline_from(r));
-                due.is_some_and(|(t, _)| t > now)
+                // An alert that says no sensor works is for the sensors to clear.
+                (due.is_some_and(|(t, _)| t > now) && !self.state.inactivity.blind)
                     .then_some("inactivity threshold raised")
             };
             if let Some(reason) = reason {
@@ -1775,6 +1776,8 @@ impl Engine {
             return;
         };
         r.staff_closed(key.kind, &key.subject, now);
+        // A sensor's offline alert resolved by staff counts it as working again.
+        r.check_sensors(now, &mut self.decisions);
         self.after_change(key.resident_id);
     }
 

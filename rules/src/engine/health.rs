@@ -74,7 +74,7 @@ impl Resident {
                         AlertKind::Inactivity,
                         "",
                         now,
-                        "an activity sensor works again",
+                        "an activity sensor counts as working again",
                     );
                 }
             }

@@ -316,3 +316,30 @@ fn the_last_activity_sensor_going_offline_opens_inactivity_at_once_saying_so() {
 }
 
 const NO_SENSOR_TEXT: &str = "no working activity sensor";
+
+#[test]
+fn an_alert_that_no_sensor_works_survives_a_restart() -> TestResult {
+    let t0 = t("2026-05-11T08:00:00+09:00");
+    let mut s = inactivity_only();
+    s.offline.motion_s = 3600;
+    let cfg = config(s, vec![], vec![room_dev("liv", "living")]);
+    let mut e = engine(cfg.clone(), t0);
+    now(&mut e, motion_from("liv", t0));
+    run_until(&mut e, t0 + Duration::minutes(61));
+    let stored = serde_json::to_string(e.state(R).ok_or("no state")?)?;
+    let mut e = Engine::new();
+    e.restore(
+        cfg,
+        Some(serde_json::from_str(&stored)?),
+        t0 + Duration::minutes(70),
+    );
+    assert!(
+        labels(&mut e).is_empty(),
+        "neither resolved nor opened again"
+    );
+    assert_eq!(
+        e.status(R).map(|s| s.open_conditions),
+        Some(vec![AlertKind::Inactivity, AlertKind::DeviceOffline])
+    );
+    Ok(())
+}
