@@ -234,3 +234,62 @@ async fn out_through_the_entrance_door_waits_instead_of_alerting_inactivity() ->
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_resident_answers_are_you_ok_and_staff_are_told_only_without_an_answer() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let mut rules = quick_rules(2);
+    rules["check"] = json!({"enabled": true, "timeout_s": 2});
+    let rid = hub
+        .resident(json!({"name": "Noda Sato", "rules": rules}))
+        .await?;
+    let pir = hub.device(rid, "motion").await?;
+    let mut mqtt = connect_device(&hub, &pir).await?;
+    let ask = topic(&pir, "cmd");
+    mqtt.client
+        .subscribe(ask.as_str(), rumqttc::QoS::AtLeastOnce)
+        .await?;
+    mqtt.next_matching(WAIT, |p| matches!(p, rumqttc::Packet::SubAck(_)))
+        .await?;
+    mqtt.publish_acked(
+        &topic(&pir, "motion"),
+        r#"{"motion":true,"room":"kitchen"}"#,
+    )
+    .await?;
+    let pending = hub.wait_alert(rid, "inactivity", "pending", WAIT).await?;
+    let question = mqtt
+        .next_matching(
+            WAIT,
+            |p| matches!(p, rumqttc::Packet::Publish(m) if m.topic == ask),
+        )
+        .await?;
+    let rumqttc::Packet::Publish(question) = question else {
+        return Err(anyhow!("not a publish"));
+    };
+    let body: Value = serde_json::from_slice(&question.payload)?;
+    assert_eq!(
+        body,
+        json!({"ask": "are_you_ok", "alert_id": pending["id"]})
+    );
+
+    mqtt.publish_acked(&topic(&pir, "ok"), "{}").await?;
+    let confirmed = hub.wait_alert(rid, "inactivity", "resolved", WAIT).await?;
+    assert_eq!(confirmed["id"], pending["id"]);
+    assert_eq!(
+        (&confirmed["resolution"], &confirmed["resolved_by"]),
+        (&json!("resident_confirmed"), &json!("resident"))
+    );
+
+    // Silent again from the answer, and this time nobody answers: staff see it open.
+    let open = hub.wait_alert(rid, "inactivity", "open", WAIT).await?;
+    assert_ne!(open["id"], pending["id"]);
+    let history = hub
+        .expect(Method::GET, &format!("/alerts/{}", open["id"]), None, 200)
+        .await?;
+    let actions: Vec<&str> = history["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(actions, ["opened", "asked", "unconfirmed"], "{history}");
+    Ok(())
+}

@@ -568,6 +568,11 @@ impl Pipeline {
             })
             .await;
         }
+        // Questions go to devices on this hub's broker (in cluster mode, to those
+        // connected here).
+        for (topic, payload) in &batch.effects.commands {
+            self.publisher.publish(topic.clone(), payload.clone());
+        }
         if !self.has_viewers() {
             return;
         }
@@ -663,6 +668,10 @@ pub fn resident_card(setup: &ResidentSetup) -> Card {
         timezone: r.timezone.clone(),
         tz: crate::notify::policy::zone_of(&r.timezone),
         contacts: setup.contacts.clone(),
+        check: crate::alerts::CheckPlan::of(
+            &r.rules,
+            setup.devices.iter().map(|d| d.id.clone()).collect(),
+        ),
     }
 }
 

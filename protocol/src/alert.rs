@@ -76,10 +76,12 @@ impl Severity {
     }
 }
 
-/// Where an alert is in its life: open → (unanswered →) acknowledged → resolved.
+/// Where an alert is in its life: (pending →) open → (unanswered →) acknowledged → resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
+    /// The resident is being asked "are you OK?"; staff are told only without an answer.
+    Pending,
     Open,
     /// The escalation ladder ran out and still nobody acknowledged: loud until someone does.
     Unanswered,
@@ -90,6 +92,7 @@ pub enum AlertState {
 impl AlertState {
     pub fn as_str(self) -> &'static str {
         match self {
+            AlertState::Pending => "pending",
             AlertState::Open => "open",
             AlertState::Unanswered => "unanswered",
             AlertState::Acknowledged => "acknowledged",
@@ -99,6 +102,7 @@ impl AlertState {
 
     pub fn parse(s: &str) -> Option<AlertState> {
         [
+            AlertState::Pending,
             AlertState::Open,
             AlertState::Unanswered,
             AlertState::Acknowledged,

@@ -195,7 +195,7 @@ pub fn parse_native(
     let kind = MessageKind::parse(kind).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnknownKind,
-            format!("unknown message kind {kind:?}; expected motion, gps, sos, heartbeat, door or status"),
+            format!("unknown message kind {kind:?}; expected motion, gps, sos, heartbeat, door, status or ok"),
         )
     })?;
     let (ts, reading, battery) = match kind {
@@ -227,6 +227,10 @@ pub fn parse_native(
         MessageKind::Heartbeat => {
             let p: BarePayload = decode(payload)?;
             (p.ts, Reading::Heartbeat, p.battery)
+        }
+        MessageKind::Ok => {
+            let p: BarePayload = decode(payload)?;
+            (p.ts, Reading::Ok, p.battery)
         }
         MessageKind::Status => {
             let p: StatusPayload = decode(payload)?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertKind;
 use crate::event::DeviceKind;
 
 /// All rule settings of one resident.
@@ -19,6 +20,7 @@ pub struct RuleSettings {
     pub dwell: DwellSettings,
     pub night_exit: NightExitSettings,
     pub away: AwaySettings,
+    pub check: CheckSettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -32,6 +34,7 @@ impl Default for RuleSettings {
             dwell: DwellSettings::default(),
             night_exit: NightExitSettings::default(),
             away: AwaySettings::default(),
+            check: CheckSettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -178,6 +181,41 @@ impl Default for AwaySettings {
     }
 }
 
+/// The resident check: chosen alerts first ask the resident "are you OK?" through their
+/// devices, and reach staff only without an answer. Off unless turned on: it needs a
+/// device that can ask (a voice or screen device, a pendant with a button to answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSettings {
+    pub enabled: bool,
+    /// The kinds that ask first.
+    pub kinds: Vec<AlertKind>,
+    /// How long the resident has to answer.
+    pub timeout_s: u64,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            enabled: false,
+            kinds: vec![
+                AlertKind::Inactivity,
+                AlertKind::NoMorningActivity,
+                AlertKind::Dwell,
+            ],
+            timeout_s: 120,
+        }
+    }
+}
+
+/// Alerts the resident can answer at home; an SOS, an exit or a device fault never waits.
+const CHECKABLE: [AlertKind; 4] = [
+    AlertKind::Inactivity,
+    AlertKind::NoMorningActivity,
+    AlertKind::Dwell,
+    AlertKind::AwayTooLong,
+];
+
 /// How long each kind of device may stay silent before `device_offline`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -314,6 +352,16 @@ impl RuleSettings {
         }
         if a.max_s <= a.confirm_s || a.max_s > 7 * 24 * 3600 {
             return Err("away.max_s must be longer than away.confirm_s and at most 7 days".into());
+        }
+        let c = &self.check;
+        if !(1..=1800).contains(&c.timeout_s) {
+            return Err("check.timeout_s must be between 1 and 1800 seconds".into());
+        }
+        if let Some(k) = c.kinds.iter().find(|k| !CHECKABLE.contains(k)) {
+            return Err(format!(
+                "check.kinds may hold inactivity, no_morning_activity, dwell and away_too_long, not {}: an SOS, an exit or a device fault is never held back",
+                k.as_str()
+            ));
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

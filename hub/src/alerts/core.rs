@@ -94,8 +94,15 @@ impl Core {
         self.cards.remove(&resident_id);
     }
 
-    /// Feeds one accepted device event.
+    /// Feeds one accepted device event; the resident's "I'm OK" closes what asks them.
     pub fn handle_event(&mut self, ev: &DeviceEvent, now: DateTime<Utc>) {
+        if ev.reading == mimamori_protocol::Reading::Ok {
+            let view = View {
+                cards: &self.cards,
+                engine: &self.engine,
+            };
+            self.book.resident_ok(ev.resident_id, &view, now);
+        }
         self.engine.handle_event(ev, now);
         self.settle(now);
     }

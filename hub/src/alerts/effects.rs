@@ -75,6 +75,8 @@ pub struct Effects {
     pub audit: Vec<AuditEntry>,
     pub outbox: Vec<OutboxEntry>,
     pub pauses: Vec<PauseChange>,
+    /// Questions to devices (`watch/v1/{id}/cmd`), published after the commit.
+    pub commands: Vec<(String, Vec<u8>)>,
     /// Time to acknowledge of each alert acknowledged, for the service-level histogram.
     pub acknowledged: Vec<(Severity, f64)>,
 }
@@ -86,6 +88,7 @@ impl Effects {
             && self.audit.is_empty()
             && self.outbox.is_empty()
             && self.pauses.is_empty()
+            && self.commands.is_empty()
     }
 
     /// Every resident the effects write for.

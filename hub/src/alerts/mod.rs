@@ -7,6 +7,7 @@
 //! reads the clock or does I/O. [`ladder`] is the escalation ladder's configuration;
 //! [`report`] computes the service level from stored alerts.
 
+pub mod check;
 pub mod core;
 pub mod effects;
 pub mod ladder;
@@ -15,6 +16,7 @@ pub mod pauses;
 pub mod report;
 
 pub use self::core::Core;
+pub use check::CheckPlan;
 pub use effects::{AlertRecord, Effects, HistoryRow, OutboxEntry, PauseChange};
 pub use ladder::{Ladder, Plan, Step};
 pub use lifecycle::{Card, Progress, Refusal, StaffAction, StaffCommand};
