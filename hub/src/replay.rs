@@ -546,7 +546,8 @@ mod tests {
     }
 
     #[test]
-    fn sixty_days_of_a_home_replay_quickly_and_raise_only_the_collapse() -> anyhow::Result<()> {
+    fn sixty_days_of_a_home_replay_quickly_and_raise_only_the_collapse_and_its_quiet_evening(
+    ) -> anyhow::Result<()> {
         let r: ReplayResident = serde_json::from_value(json!({
             "timezone": "Asia/Tokyo",
             "devices": [
@@ -578,11 +579,13 @@ mod tests {
             .filter(|c| c.change == "opened")
             .map(|c| (c.at.to_rfc3339(), c.kind))
             .collect();
-        // Day 30 is 2026-02-04; 19:30 JST is 10:30Z.
+        // Day 30 is 2026-02-04; 19:30 JST is 10:30Z. The learned rhythm notices the
+        // quiet 20:00 hour (the living room every evening) before the inactivity threshold.
         assert_eq!(
             opened,
             [
                 ("2026-02-04T11:30:00+00:00".to_owned(), AlertKind::Dwell),
+                ("2026-02-04T12:00:00+00:00".to_owned(), AlertKind::Rhythm),
                 (
                     "2026-02-04T13:30:00+00:00".to_owned(),
                     AlertKind::Inactivity

@@ -17,10 +17,12 @@ pub enum AlertKind {
     NightExit,
     /// Out through the entrance door for longer than `away.max_s`.
     AwayTooLong,
+    /// An hour the resident is usually active in passed without activity (advisory).
+    Rhythm,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 9] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::Inactivity,
         AlertKind::NoMorningActivity,
         AlertKind::GeofenceExit,
@@ -30,6 +32,7 @@ impl AlertKind {
         AlertKind::Dwell,
         AlertKind::NightExit,
         AlertKind::AwayTooLong,
+        AlertKind::Rhythm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl AlertKind {
             AlertKind::Dwell => "dwell",
             AlertKind::NightExit => "night_exit",
             AlertKind::AwayTooLong => "away_too_long",
+            AlertKind::Rhythm => "rhythm",
         }
     }
 

@@ -21,6 +21,7 @@ pub struct RuleSettings {
     pub night_exit: NightExitSettings,
     pub away: AwaySettings,
     pub check: CheckSettings,
+    pub rhythm: RhythmSettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -35,6 +36,7 @@ impl Default for RuleSettings {
             night_exit: NightExitSettings::default(),
             away: AwaySettings::default(),
             check: CheckSettings::default(),
+            rhythm: RhythmSettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -208,6 +210,31 @@ impl Default for CheckSettings {
     }
 }
 
+/// The learned rhythm: a warning when an hour the resident is nearly always active in
+/// passes without activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RhythmSettings {
+    pub enabled: bool,
+    /// Days learned from.
+    pub days: u32,
+    /// Days of data needed before the rule says anything.
+    pub min_days: u32,
+    /// Share of the learned days an hour must have had activity on to be usual.
+    pub share: f64,
+}
+
+impl Default for RhythmSettings {
+    fn default() -> Self {
+        RhythmSettings {
+            enabled: true,
+            days: 28,
+            min_days: 14,
+            share: 0.9,
+        }
+    }
+}
+
 /// Alerts the resident can answer at home; an SOS, an exit or a device fault never waits.
 const CHECKABLE: [AlertKind; 4] = [
     AlertKind::Inactivity,
@@ -362,6 +389,16 @@ impl RuleSettings {
                 "check.kinds may hold inactivity, no_morning_activity, dwell and away_too_long, not {}: an SOS, an exit or a device fault is never held back",
                 k.as_str()
             ));
+        }
+        let r = &self.rhythm;
+        if !(7..=60).contains(&r.days) || r.min_days == 0 || r.min_days > r.days {
+            return Err(
+                "rhythm.days must be between 7 and 60, rhythm.min_days between 1 and rhythm.days"
+                    .into(),
+            );
+        }
+        if !(r.share.is_finite() && r.share > 0.5 && r.share <= 1.0) {
+            return Err("rhythm.share must be above 0.5 and at most 1".into());
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

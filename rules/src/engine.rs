@@ -301,6 +301,7 @@ pub struct ResidentState {
     night_exit: NightExitState,
     pause: pause::PauseState,
     away: away::DoorAwayState,
+    rhythm: rhythm::RhythmState,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -777,6 +778,7 @@ impl Resident {
             .chain(self.night_exit_deadline())
             .chain(self.away_deadline())
             .chain(self.pause_boundary())
+            .chain(self.rhythm_deadline())
             .chain(devices)
             .min()?;
         Some(self.grace_until.map_or(next, |g| next.max(g)))
@@ -875,6 +877,10 @@ impl Resident {
 
         self.apply_room_config(now, out);
         self.apply_away_config(now, out);
+        self.start_rhythm(now);
+        if !self.c.settings().rhythm.enabled {
+            self.rhythm_activity("rhythm rule turned off", now, out);
+        }
         self.check_sensors(now, out);
 
         // Morning check.
@@ -1136,6 +1142,8 @@ impl Resident {
             Reading::Door { open: false } => (None, "door closed".to_owned()),
             _ => (None, "motion resumed".to_owned()),
         };
+        self.learn(ts);
+        self.rhythm_activity(&reason, now, out);
         let sleep_room = self.c.is_sleep_room(room.as_deref());
         let i = &mut self.state.inactivity;
         i.sleep_room_seen |= sleep_room;
@@ -1355,6 +1363,7 @@ impl Resident {
         }
         self.sync_pause(now, out);
         self.fire_away(now, out);
+        self.fire_rhythm(now, out);
         if let Some((due, threshold_s)) = self.inactivity_deadline().filter(|(t, _)| *t <= now) {
             self.state.inactivity.open = true;
             let i = &self.state.inactivity;
@@ -1481,6 +1490,7 @@ impl Resident {
                 st.night_exit.open = false;
                 st.night_exit.door_at = None;
             }
+            AlertKind::Rhythm => st.rhythm.open = false,
             AlertKind::AwayTooLong => {
                 // Staff know where the resident is; still out, the limit counts afresh.
                 if std::mem::take(&mut st.away.too_long) {
@@ -1539,6 +1549,9 @@ impl Resident {
         }
         if st.away.too_long {
             open.insert(AlertKind::AwayTooLong);
+        }
+        if st.rhythm.open {
+            open.insert(AlertKind::Rhythm);
         }
         for ds in st.devices.values() {
             if ds.offline.is_some() {
@@ -1836,5 +1849,6 @@ impl Engine {
 mod away;
 mod health;
 mod pause;
+mod rhythm;
 #[cfg(test)]
 mod tests;

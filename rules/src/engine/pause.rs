@@ -101,6 +101,9 @@ impl Resident {
         if std::mem::take(&mut st.away.too_long) {
             ended.push(AlertKind::AwayTooLong);
         }
+        if std::mem::take(&mut st.rhythm.open) {
+            ended.push(AlertKind::Rhythm);
+        }
         for kind in ended {
             self.resolve(out, kind, "", now, reason.clone());
         }

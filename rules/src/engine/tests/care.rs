@@ -343,3 +343,67 @@ fn an_alert_that_no_sensor_works_survives_a_restart() -> TestResult {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------- the learned rhythm
+
+/// One living-room sensor; only the rhythm speaks (inactivity off, devices never offline).
+fn rhythm_home(at: DateTime<Utc>) -> Engine {
+    let mut s = quiet_devices();
+    s.inactivity.enabled = false;
+    s.inactivity.morning_deadline = None;
+    engine(config(s, vec![], vec![room_dev("liv", "living")]), at)
+}
+
+/// Days of life from `start`: motion at 07:30 except on `late` days, and at 12:00 every day.
+fn live_days(e: &mut Engine, start: DateTime<Utc>, days: i64, late: &[i64]) -> Vec<String> {
+    let mut said = Vec::new();
+    for d in 0..days {
+        let day = start + Duration::days(d);
+        let mut moments = vec![day + Duration::hours(5)];
+        if !late.contains(&d) {
+            moments.insert(0, day + Duration::minutes(30));
+        }
+        for m in moments {
+            said.extend(run_until(e, m).into_iter().map(|(l, _)| l));
+            now(e, motion_from("liv", m));
+            said.extend(labels(e));
+        }
+    }
+    said
+}
+
+#[test]
+fn an_hour_she_is_nearly_always_up_in_passing_quietly_raises_a_rhythm_warning() {
+    // Day 0 is 2026-04-13 07:00 in Tokyo; 28 days of history, two of them late risers.
+    let start = t("2026-04-13T07:00:00+09:00");
+    let mut e = rhythm_home(start - Duration::hours(1));
+    let said = live_days(&mut e, start, 28, &[3, 9]);
+    assert!(said.is_empty(), "{said:?}");
+    let today = start + Duration::days(28);
+    let mut got = Vec::new();
+    while let Some(due) = e
+        .poll_timeout()
+        .filter(|t| *t <= today + Duration::minutes(90))
+    {
+        e.handle_timeout(due);
+        got.extend(drain(&mut e));
+    }
+    let opened: Vec<String> = got.iter().map(label).collect();
+    assert_eq!(opened, ["open rhythm warning"]);
+    assert_eq!(
+        details(&got[0])["reason"],
+        "usually active between 07:00 and 08:00 — 26 of 28 days — nothing today"
+    );
+    now(&mut e, motion_from("liv", today + Duration::minutes(100)));
+    assert_eq!(labels(&mut e), ["resolve rhythm: motion resumed (living)"]);
+}
+
+#[test]
+fn the_rhythm_says_nothing_before_fourteen_days_of_data() {
+    let start = t("2026-04-13T07:00:00+09:00");
+    let mut e = rhythm_home(start - Duration::hours(1));
+    let said = live_days(&mut e, start, 13, &[]);
+    assert!(said.is_empty(), "{said:?}");
+    let today = start + Duration::days(13);
+    assert!(run_until(&mut e, today + Duration::hours(3)).is_empty());
+}
