@@ -127,8 +127,12 @@ trap 'exit 143' TERM
 # The hub's stdout and log go to files read below; the log is shown live as well.
 : >"$run_dir/stdout"
 : >"$run_dir/stderr"
+# The demo's backfilled history is older than the day a reading's ts may usually lie
+# in the past (stale_timestamp), so the demo's hub accepts the days it backfills.
+max_age=()
+[ $demo = 1 ] && max_age=(--max-age-s $(((${MIMAMORI_DEMO_HISTORY_DAYS:-7} + 1) * 86400)))
 MIMAMORI_ADMIN_PASSWORD="$password" "$hub" --http-addr "$http_addr" --mqtt-addr "$mqtt_addr" \
-  --database-url "sqlite:$db" --dashboard-dir dashboard \
+  --database-url "sqlite:$db" --dashboard-dir dashboard "${max_age[@]}" \
   >"$run_dir/stdout" 2>"$run_dir/stderr" &
 hub_pid=$!
 tail -s 0.2 -n +1 -f --pid="$hub_pid" "$run_dir/stderr" >&2 &

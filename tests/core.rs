@@ -32,9 +32,13 @@ async fn stores_valid_and_dead_letters_invalid(backend: Backend) -> Result<()> {
         r#"{"motion":true,"room":"kitchen"}"#,
     )
     .await?;
+    // A fix taken an hour ago, delivered now: buffered history, well within a day.
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).timestamp_millis();
     mqtt.publish_acked(
         &topic(&dev, "gps"),
-        r#"{"ts":1764032400000,"lat":35.7074,"lon":139.6638,"accuracy_m":12.5,"battery":81}"#,
+        format!(
+            r#"{{"ts":{hour_ago},"lat":35.7074,"lon":139.6638,"accuracy_m":12.5,"battery":81}}"#
+        ),
     )
     .await?;
     mqtt.publish_acked(&topic(&dev, "heartbeat"), r#"{"battery":55}"#)
@@ -44,6 +48,16 @@ async fn stores_valid_and_dead_letters_invalid(backend: Backend) -> Result<()> {
         ("motion", r#"{"motion":"yes"}"#, "bad_field"),
         ("gps", r#"{"lat":91.0,"lon":0}"#, "out_of_range"),
         ("sos", r#"{"ts":4102444800000}"#, "future_timestamp"),
+        (
+            "motion",
+            r#"{"ts":1764032400,"motion":true}"#,
+            "ts_in_seconds",
+        ),
+        (
+            "heartbeat",
+            r#"{"ts":"2026-01-01T00:00:00Z"}"#,
+            "stale_timestamp",
+        ),
         ("temperature", r#"{"c":20}"#, "unknown_kind"),
     ];
     for (kind, payload, _) in bad {

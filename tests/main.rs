@@ -3,6 +3,7 @@
 mod alert_core;
 mod ble;
 mod browser;
+mod care;
 mod cluster;
 mod conformance;
 mod core;

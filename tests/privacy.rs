@@ -650,6 +650,8 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
                 created_at: days_ago(3000),
                 last_seen_at: None,
                 battery: None,
+                room: None,
+                role: None,
             },
             "hash",
         )

@@ -69,6 +69,8 @@ async fn device(s: &dyn Store, id: &str, resident_id: i64, kind: DeviceKind) -> 
         created_at: t0(),
         last_seen_at: None,
         battery: None,
+        room: None,
+        role: None,
     };
     s.create_device(&d, "hash").await?;
     Ok(())

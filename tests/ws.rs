@@ -405,7 +405,8 @@ async fn activity_per_hour_counts_motion_and_door_readings_postgres() -> Result<
 }
 
 async fn activity_and_track(backend: Backend) -> Result<()> {
-    let hub = TestHub::start_with(backend, &[]).await?;
+    // History ten days old, as a backfill sends it: older than a `ts` may be by default.
+    let hub = TestHub::start_with(backend, &["--max-age-s", "1209600"]).await?;
     let rid = hub.resident(json!({"name": "Mori Haru"})).await?;
     let motion = hub.device(rid, "motion").await?;
     let door = hub.device(rid, "door").await?;

@@ -47,6 +47,8 @@ pub async fn devices_via_api(
                         resident_id: resident.id,
                         kind,
                         name: format!("bench {}", kind.as_str()),
+                        room: None,
+                        role: None,
                     })
                     .await?;
                 Ok::<_, anyhow::Error>(DeviceLogin {

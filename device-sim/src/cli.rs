@@ -648,6 +648,8 @@ async fn register_load_devices(
                 resident_id,
                 kind: DeviceKind::Motion,
                 name: format!("load sensor {i}"),
+                room: None,
+                role: None,
             })
             .await?;
         out.push((d.mqtt.username, d.mqtt.password));

@@ -46,6 +46,8 @@ pub async fn resident(
                 resident_id: r.id,
                 kind: client.kind_of(*role),
                 name: role.label(),
+                room: None,
+                role: None,
             })
             .await?;
         devices.push(FleetDevice {

@@ -108,7 +108,8 @@ impl Hub {
         let metrics = Arc::new(Metrics::new());
         let (items_tx, items_rx) = mpsc::channel(INGEST_QUEUE);
         let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
-        let ingest = Ingest::new(items_tx, urgent_tx, clock.clone());
+        let mut ingest = Ingest::new(items_tx, urgent_tx, clock.clone());
+        ingest.set_max_age(chrono::Duration::seconds(i64::from(cfg.max_age_s)));
         let mappings = store
             .zigbee_devices(None)
             .await

@@ -192,6 +192,10 @@ pub struct Settings {
     /// The same key ring given directly (`;` may separate its lines).
     #[arg(long, env = "MIMAMORI_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<String>,
+    /// Seconds a reading's `ts` may lie before its receipt; older messages are refused as
+    /// `stale_timestamp`. Raise it to load days of history (`device-sim backfill`).
+    #[arg(long, env = "MIMAMORI_MAX_AGE_S")]
+    pub max_age_s: Option<u32>,
     /// Notifications, escalation and SMTP: the `[notify]` table of the file.
     #[command(flatten)]
     pub notify: crate::notify::config::NotifySettings,
@@ -215,6 +219,8 @@ pub struct Config {
     /// Set in cluster mode: several hubs share a NATS JetStream log and PostgreSQL.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     pub restart_grace_s: u32,
+    /// How old a reading's `ts` may be, in seconds.
+    pub max_age_s: u32,
     pub notify: crate::notify::config::NotifyConfig,
     /// The Things Stack server the hub takes LoRaWAN uplinks from, if one is configured.
     pub tts: Option<TtsConfig>,
@@ -317,6 +323,8 @@ retention_access_log_days = 1825
 # Key ring webhook signing secrets are sealed with at rest (docs/privacy.md#at-rest):
 # a file of ID:BASE64 lines readable by the hub's user only; better than secrets_key here.
 # secrets_key_file = "/etc/mimamori/secrets.keys"
+# Seconds a reading's ts may lie in the past before it is refused (stale_timestamp).
+max_age_s = 86400
 "#;
 
 impl Settings {
@@ -350,6 +358,7 @@ impl Settings {
             partitions: self.partitions.or(file.partitions),
             nats_replicas: self.nats_replicas.or(file.nats_replicas),
             restart_grace_s: self.restart_grace_s.or(file.restart_grace_s),
+            max_age_s: self.max_age_s.or(file.max_age_s),
             notify: self.notify.over(file.notify),
             tts_server: self.tts_server.or(file.tts_server),
             tts_username: self.tts_username.or(file.tts_username),
@@ -497,8 +506,13 @@ impl Settings {
         if restart_grace_s > 600 {
             anyhow::bail!("restart_grace_s must be between 0 and 600");
         }
+        let max_age_s = self.max_age_s.unwrap_or(86_400);
+        if !(60..=366 * 86_400).contains(&max_age_s) {
+            anyhow::bail!("max_age_s must be between 60 and 31622400 (366 days)");
+        }
         Ok(Config {
             restart_grace_s,
+            max_age_s,
             http_addr: self
                 .http_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -581,6 +595,7 @@ impl Config {
             limits: Limits::defaults(20_000),
             cluster: None,
             restart_grace_s: 60,
+            max_age_s: 86_400,
             notify: crate::notify::config::NotifyConfig::default(),
             tts: None,
             privacy: crate::privacy::PrivacyConfig::default(),

@@ -17,14 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mimamori_protocol::pause::Pause;
 use mimamori_protocol::topic::alerts_topic;
 use mimamori_protocol::{Alert, DeviceEvent, Reading};
-use mimamori_rules::{DeviceInfo, ResidentConfig, ResidentState, SafeZone};
+use mimamori_rules::{ResidentConfig, ResidentState, SafeZone};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::alerts::lifecycle::Progress;
-use crate::alerts::{Card, Core, Effects, Ladder, Refusal, StaffCommand};
+use crate::alerts::{Card, Core, Effects, Ladder, PauseCommand, PauseError, Refusal, StaffCommand};
 use crate::clock::Clock;
 use crate::cluster::live::LiveSink;
 use crate::cluster::owner::Scope;
@@ -65,6 +66,8 @@ pub enum Command {
     ),
     /// A staff action on an alert, answered once it is committed.
     Staff(StaffCommand, oneshot::Sender<Result<Alert, StaffError>>),
+    /// A dated pause added or removed, answered once it is committed.
+    Pause(PauseCommand, oneshot::Sender<Result<Pause, PauseError>>),
 }
 
 /// Why a staff command did not take effect.
@@ -110,6 +113,17 @@ impl PipelineHandle {
             return Err(StaffError::Stopped);
         }
         answer.await.unwrap_or(Err(StaffError::Stopped))
+    }
+
+    /// Adds or removes a dated pause through the one owner of rules state; answers after
+    /// the commit.
+    pub async fn pause(&self, cmd: PauseCommand) -> Result<Pause, PauseError> {
+        let (reply, answer) = oneshot::channel();
+        let (done, _) = oneshot::channel();
+        if self.tx.send((Command::Pause(cmd, reply), done)).is_err() {
+            return Err(PauseError::Stopped);
+        }
+        answer.await.unwrap_or(Err(PauseError::Stopped))
     }
 
     /// The live status of these residents, as the engine sees them now.
@@ -330,6 +344,19 @@ impl Pipeline {
                 let stored = self.commit(Gathered::default(), now).await;
                 let _ = reply.send(match result {
                     Ok(_) if !stored => Err(StaffError::NotStored),
+                    other => other,
+                });
+                return;
+            }
+            Command::Pause(cmd, reply) if !self.holds(cmd.resident_id()) => {
+                let _ = reply.send(Err(PauseError::Stopped));
+                return;
+            }
+            Command::Pause(cmd, reply) => {
+                let result = self.core.pause(cmd, now);
+                let stored = self.commit(Gathered::default(), now).await;
+                let _ = reply.send(match result {
+                    Ok(_) if !stored => Err(PauseError::NotStored),
                     other => other,
                 });
                 return;
@@ -584,6 +611,11 @@ impl Pipeline {
             })
             .await;
         }
+        // Questions go to devices on this hub's broker (in cluster mode, to those
+        // connected here).
+        for (topic, payload) in &batch.effects.commands {
+            self.publisher.publish(topic.clone(), payload.clone());
+        }
         if !self.has_viewers() {
             return;
         }
@@ -699,6 +731,10 @@ pub fn resident_card(setup: &ResidentSetup) -> Card {
         timezone: r.timezone.clone(),
         tz: crate::notify::policy::zone_of(&r.timezone),
         contacts: setup.contacts.clone(),
+        check: crate::alerts::CheckPlan::of(
+            &r.rules,
+            setup.devices.iter().map(|d| d.id.clone()).collect(),
+        ),
     }
 }
 
@@ -720,22 +756,13 @@ pub fn resident_config(setup: &ResidentSetup) -> ResidentConfig {
             }
         })
         .collect();
-    let devices = setup
-        .devices
-        .iter()
-        .map(|(id, kind)| DeviceInfo {
-            id: id.clone(),
-            kind: *kind,
-            room: None,
-            role: None,
-        })
-        .collect();
     ResidentConfig {
         resident_id: r.id,
         timezone,
         settings: r.rules.clone(),
         zones,
-        devices,
+        devices: setup.devices.clone(),
+        pauses: setup.pauses.clone(),
     }
 }
 

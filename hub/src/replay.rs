@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use mimamori_protocol::native::{parse_native, Timestamp};
+use mimamori_protocol::pause::{NewPause, Pause};
 use mimamori_protocol::zone::NewZone;
 use mimamori_protocol::{AlertKind, DeviceEvent, DeviceKind, RuleSettings, Severity};
 use mimamori_rules::{Decision, DeviceInfo, Engine, ResidentConfig, SafeZone};
@@ -34,6 +35,9 @@ pub struct ReplayResident {
     pub devices: Vec<ReplayDevice>,
     #[serde(default)]
     pub geofences: Vec<NewZone>,
+    /// Dated pauses, as `POST /residents/{id}/pauses` takes them.
+    #[serde(default)]
+    pub pauses: Vec<NewPause>,
 }
 
 /// One device of the replayed home.
@@ -112,7 +116,27 @@ pub fn resident_config(
             role: d.role,
         })
         .collect();
+    let pauses = r
+        .pauses
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            p.validate()
+                .map_err(|e| anyhow::anyhow!("pause {}: {e}", n + 1))?;
+            Ok(Pause {
+                id: format!("pause-{}", n + 1),
+                resident_id: RESIDENT,
+                from: p.from,
+                until: p.until,
+                reason: p.reason,
+                note: p.note.clone(),
+                created_by: "replay".into(),
+                created_at: p.from,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ResidentConfig {
+        pauses,
         resident_id: RESIDENT,
         timezone,
         settings,
@@ -395,6 +419,44 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_in_resident_json_quiets_the_replay() -> anyhow::Result<()> {
+        let mut r = home();
+        r.pauses = serde_json::from_value(json!([{
+            "from": "2026-05-11T09:00:00Z", "until": "2026-05-11T14:00:00Z",
+            "reason": "hospital", "note": "check-up"
+        }]))?;
+        let lines = [
+            r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-10T22:00:00Z","motion":true}"#,
+            r#"{"device":"bath-pir","kind":"motion","ts":"2026-05-11T10:30:00Z","motion":true}"#,
+            r#"{"device":"bath-pir","kind":"heartbeat","ts":"2026-05-11T14:00:00Z"}"#,
+        ];
+        let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
+        let out = replay(resident_config(&r, None)?, events);
+        let got: Vec<(String, &str, &str)> = out
+            .changes
+            .iter()
+            .map(|c| (c.at.to_rfc3339(), c.kind.as_str(), c.change))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "2026-05-11T01:00:00+00:00".to_owned(),
+                    "inactivity",
+                    "opened"
+                ),
+                (
+                    "2026-05-11T09:00:00+00:00".to_owned(),
+                    "inactivity",
+                    "resolved"
+                ),
+            ]
+        );
+        assert_eq!(out.changes[1].details["reason"], "rules paused (hospital)");
+        Ok(())
+    }
+
+    #[test]
     fn a_rules_patch_changes_the_outcome() -> anyhow::Result<()> {
         let r = home();
         let lines = r#"{"device":"bath-pir","kind":"motion","ts":"2026-05-11T00:00:00Z","motion":true}
@@ -484,7 +546,8 @@ mod tests {
     }
 
     #[test]
-    fn sixty_days_of_a_home_replay_quickly_and_raise_only_the_collapse() -> anyhow::Result<()> {
+    fn sixty_days_of_a_home_replay_quickly_and_raise_only_the_collapse_and_its_quiet_evening(
+    ) -> anyhow::Result<()> {
         let r: ReplayResident = serde_json::from_value(json!({
             "timezone": "Asia/Tokyo",
             "devices": [
@@ -516,11 +579,13 @@ mod tests {
             .filter(|c| c.change == "opened")
             .map(|c| (c.at.to_rfc3339(), c.kind))
             .collect();
-        // Day 30 is 2026-02-04; 19:30 JST is 10:30Z.
+        // Day 30 is 2026-02-04; 19:30 JST is 10:30Z. The learned rhythm notices the
+        // quiet 20:00 hour (the living room every evening) before the inactivity threshold.
         assert_eq!(
             opened,
             [
                 ("2026-02-04T11:30:00+00:00".to_owned(), AlertKind::Dwell),
+                ("2026-02-04T12:00:00+00:00".to_owned(), AlertKind::Rhythm),
                 (
                     "2026-02-04T13:30:00+00:00".to_owned(),
                     AlertKind::Inactivity

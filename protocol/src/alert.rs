@@ -16,10 +16,14 @@ pub enum AlertKind {
     Dwell,
     NightExit,
     TagAway,
+    /// Out through the entrance door for longer than `away.max_s`.
+    AwayTooLong,
+    /// An hour the resident is usually active in passed without activity (advisory).
+    Rhythm,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 9] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::Inactivity,
         AlertKind::NoMorningActivity,
         AlertKind::GeofenceExit,
@@ -29,6 +33,8 @@ impl AlertKind {
         AlertKind::Dwell,
         AlertKind::NightExit,
         AlertKind::TagAway,
+        AlertKind::AwayTooLong,
+        AlertKind::Rhythm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +48,8 @@ impl AlertKind {
             AlertKind::Dwell => "dwell",
             AlertKind::NightExit => "night_exit",
             AlertKind::TagAway => "tag_away",
+            AlertKind::AwayTooLong => "away_too_long",
+            AlertKind::Rhythm => "rhythm",
         }
     }
 
@@ -75,10 +83,12 @@ impl Severity {
     }
 }
 
-/// Where an alert is in its life: open → (unanswered →) acknowledged → resolved.
+/// Where an alert is in its life: (pending →) open → (unanswered →) acknowledged → resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
+    /// The resident is being asked "are you OK?"; staff are told only without an answer.
+    Pending,
     Open,
     /// The escalation ladder ran out and still nobody acknowledged: loud until someone does.
     Unanswered,
@@ -89,6 +99,7 @@ pub enum AlertState {
 impl AlertState {
     pub fn as_str(self) -> &'static str {
         match self {
+            AlertState::Pending => "pending",
             AlertState::Open => "open",
             AlertState::Unanswered => "unanswered",
             AlertState::Acknowledged => "acknowledged",
@@ -98,6 +109,7 @@ impl AlertState {
 
     pub fn parse(s: &str) -> Option<AlertState> {
         [
+            AlertState::Pending,
             AlertState::Open,
             AlertState::Unanswered,
             AlertState::Acknowledged,

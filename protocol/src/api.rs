@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::DeviceKind;
+use crate::event::{DeviceKind, DeviceRole};
 use crate::settings::RuleSettings;
 
 /// Every error the API returns: a stable code and a sentence for people.
@@ -109,6 +109,31 @@ pub struct NewDevice {
     pub resident_id: i64,
     pub kind: DeviceKind,
     pub name: String,
+    /// The room it watches ("bathroom", "bedroom"): dwell and the evening rule read it.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// What it is for: `entrance` marks the home's entrance door.
+    #[serde(default)]
+    pub role: Option<DeviceRole>,
+}
+
+/// Body of `PATCH /devices/{id}`: fields left out stay, `null` clears.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePatch {
+    #[serde(default, deserialize_with = "present")]
+    pub room: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub role: Option<Option<DeviceRole>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +145,10 @@ pub struct Device {
     pub created_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub battery: Option<u8>,
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub role: Option<DeviceRole>,
 }
 
 /// MQTT credentials of a device; the password is shown only in this response.

@@ -86,6 +86,8 @@ pub enum Reading {
     Heartbeat,
     /// The device announced it is going offline (an MQTT will or an OwnTracks `lwt`).
     Offline,
+    /// The resident answered the hub's "are you OK?": they are.
+    Ok,
 }
 
 impl Reading {
@@ -99,6 +101,7 @@ impl Reading {
             Reading::Sos => "sos",
             Reading::Heartbeat => "heartbeat",
             Reading::Offline => "offline",
+            Reading::Ok => "ok",
         }
     }
 

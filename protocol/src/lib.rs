@@ -6,6 +6,7 @@
 //! - [`event`]: the validated, resident-keyed events that flow from ingest into the rules;
 //! - [`settings`]: per-resident rule settings with their documented defaults;
 //! - [`zone`]: safe-zone geometry as it travels in the API (GeoJSON polygon or circle);
+//! - [`pause`]: dated pauses of a resident's watch rules;
 //! - [`alert`]: alerts as the API, MQTT and WebSocket show them;
 //! - [`contact`]: notification contacts and deliveries;
 //! - [`api`]: request and response bodies of the HTTP API;
@@ -20,6 +21,7 @@ pub mod contact;
 pub mod event;
 pub mod gateway;
 pub mod native;
+pub mod pause;
 pub mod settings;
 pub mod topic;
 pub mod zone;

@@ -14,6 +14,10 @@ use crate::topic::MessageKind;
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 /// How far in the future a device clock may be before its message is refused.
 pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(10);
+/// How old a reading's `ts` may be before the message is refused (`stale_timestamp`), unless
+/// the hub is set otherwise: a day, so a device that buffered through a night's outage still
+/// delivers, while a clock a day behind is caught.
+pub const MAX_AGE: Duration = Duration::hours(24);
 /// Epoch milliseconds below this (March 1973) are taken for seconds sent by mistake.
 const SECONDS_LOOK_BELOW_MS: i64 = 100_000_000_000;
 
@@ -33,10 +37,11 @@ pub enum RejectReason {
     TsInSeconds,
     /// The resident has no current consent on record: nothing of theirs is collected.
     NoConsent,
+    StaleTimestamp,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::NotJson,
         RejectReason::BadField,
         RejectReason::OutOfRange,
@@ -48,6 +53,7 @@ impl RejectReason {
         RejectReason::UnknownDevice,
         RejectReason::TsInSeconds,
         RejectReason::NoConsent,
+        RejectReason::StaleTimestamp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +69,7 @@ impl RejectReason {
             RejectReason::UnknownDevice => "unknown_device",
             RejectReason::TsInSeconds => "ts_in_seconds",
             RejectReason::NoConsent => "no_consent",
+            RejectReason::StaleTimestamp => "stale_timestamp",
         }
     }
 }
@@ -184,7 +191,7 @@ pub fn parse_native(
     let kind = MessageKind::parse(kind).ok_or_else(|| {
         Rejection::new(
             RejectReason::UnknownKind,
-            format!("unknown message kind {kind:?}; expected motion, gps, sos, heartbeat, door or status"),
+            format!("unknown message kind {kind:?}; expected motion, gps, sos, heartbeat, door, status or ok"),
         )
     })?;
     let (ts, reading, battery) = match kind {
@@ -216,6 +223,10 @@ pub fn parse_native(
         MessageKind::Heartbeat => {
             let p: BarePayload = decode(payload)?;
             (p.ts, Reading::Heartbeat, p.battery)
+        }
+        MessageKind::Ok => {
+            let p: BarePayload = decode(payload)?;
+            (p.ts, Reading::Ok, p.battery)
         }
         MessageKind::Status => {
             let p: StatusPayload = decode(payload)?;
@@ -300,6 +311,26 @@ pub fn check_ts(
         ));
     }
     Ok(ts)
+}
+
+/// Refuses a reading taken more than `max_age` before it was received.
+pub fn check_age(
+    ts: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<(), Rejection> {
+    if ts < received_at - max_age {
+        return Err(Rejection::new(
+            RejectReason::StaleTimestamp,
+            format!(
+                "ts {} is more than {} h before the hub's clock ({}); the device clock is wrong or the reading too old to act on",
+                ts.to_rfc3339(),
+                max_age.num_hours(),
+                received_at.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
@@ -446,6 +477,17 @@ mod tests {
         let edge = now() + MAX_FUTURE_SKEW;
         assert_eq!(check_ts(Some(edge), now()), Ok(edge));
         assert!(check_ts(Some(edge + Duration::seconds(1)), now()).is_err());
+    }
+
+    #[test]
+    fn a_reading_older_than_max_age_is_stale() {
+        let day = now() - MAX_AGE;
+        assert_eq!(check_age(day, now(), MAX_AGE), Ok(()));
+        let stale = check_age(day - Duration::milliseconds(1), now(), MAX_AGE);
+        assert_eq!(
+            stale.map_err(|r| r.reason),
+            Err(RejectReason::StaleTimestamp)
+        );
     }
 
     #[test]

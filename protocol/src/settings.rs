@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertKind;
 use crate::event::DeviceKind;
 
 /// All rule settings of one resident.
@@ -19,6 +20,9 @@ pub struct RuleSettings {
     pub dwell: DwellSettings,
     pub night_exit: NightExitSettings,
     pub tag_away: TagAwaySettings,
+    pub away: AwaySettings,
+    pub check: CheckSettings,
+    pub rhythm: RhythmSettings,
     /// Below this battery percentage a `low_battery` alert opens; it resolves above it + 5.
     pub low_battery_pct: u8,
 }
@@ -32,6 +36,9 @@ impl Default for RuleSettings {
             dwell: DwellSettings::default(),
             night_exit: NightExitSettings::default(),
             tag_away: TagAwaySettings::default(),
+            away: AwaySettings::default(),
+            check: CheckSettings::default(),
+            rhythm: RhythmSettings::default(),
             low_battery_pct: 15,
         }
     }
@@ -184,8 +191,89 @@ impl Default for TagAwaySettings {
     }
 }
 
+/// Out through the entrance door: the door opening with no indoor motion after it means the
+/// resident went out. Needs a door device marked `"role": "entrance"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwaySettings {
+    pub enabled: bool,
+    /// No indoor motion this long after the entrance door opened means the resident is out.
+    pub confirm_s: u64,
+    /// Out longer than this opens `away_too_long`.
+    pub max_s: u64,
+}
+
+impl Default for AwaySettings {
+    fn default() -> Self {
+        AwaySettings {
+            enabled: true,
+            confirm_s: 600,
+            max_s: 12 * 3600,
+        }
+    }
+}
+
 /// Most home receivers one resident's rule names.
 pub const MAX_HOME_RECEIVERS: usize = 10;
+/// The resident check: chosen alerts first ask the resident "are you OK?" through their
+/// devices, and reach staff only without an answer. Off unless turned on: it needs a
+/// device that can ask (a voice or screen device, a pendant with a button to answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSettings {
+    pub enabled: bool,
+    /// The kinds that ask first.
+    pub kinds: Vec<AlertKind>,
+    /// How long the resident has to answer.
+    pub timeout_s: u64,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            enabled: false,
+            kinds: vec![
+                AlertKind::Inactivity,
+                AlertKind::NoMorningActivity,
+                AlertKind::Dwell,
+            ],
+            timeout_s: 120,
+        }
+    }
+}
+
+/// The learned rhythm: a warning when an hour the resident is nearly always active in
+/// passes without activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RhythmSettings {
+    pub enabled: bool,
+    /// Days learned from.
+    pub days: u32,
+    /// Days of data needed before the rule says anything.
+    pub min_days: u32,
+    /// Share of the learned days an hour must have had activity on to be usual.
+    pub share: f64,
+}
+
+impl Default for RhythmSettings {
+    fn default() -> Self {
+        RhythmSettings {
+            enabled: true,
+            days: 28,
+            min_days: 14,
+            share: 0.9,
+        }
+    }
+}
+
+/// Alerts the resident can answer at home; an SOS, an exit or a device fault never waits.
+const CHECKABLE: [AlertKind; 4] = [
+    AlertKind::Inactivity,
+    AlertKind::NoMorningActivity,
+    AlertKind::Dwell,
+    AlertKind::AwayTooLong,
+];
 
 /// How long each kind of device may stay silent before `device_offline`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +425,33 @@ impl RuleSettings {
         }
         if t.from == t.until {
             return Err("tag_away.from and tag_away.until must differ".into());
+        }
+        let a = &self.away;
+        if !(1..=7200).contains(&a.confirm_s) {
+            return Err("away.confirm_s must be between 1 and 7200 seconds".into());
+        }
+        if a.max_s <= a.confirm_s || a.max_s > 7 * 24 * 3600 {
+            return Err("away.max_s must be longer than away.confirm_s and at most 7 days".into());
+        }
+        let c = &self.check;
+        if !(1..=1800).contains(&c.timeout_s) {
+            return Err("check.timeout_s must be between 1 and 1800 seconds".into());
+        }
+        if let Some(k) = c.kinds.iter().find(|k| !CHECKABLE.contains(k)) {
+            return Err(format!(
+                "check.kinds may hold inactivity, no_morning_activity, dwell and away_too_long, not {}: an SOS, an exit or a device fault is never held back",
+                k.as_str()
+            ));
+        }
+        let r = &self.rhythm;
+        if !(7..=60).contains(&r.days) || r.min_days == 0 || r.min_days > r.days {
+            return Err(
+                "rhythm.days must be between 7 and 60, rhythm.min_days between 1 and rhythm.days"
+                    .into(),
+            );
+        }
+        if !(r.share.is_finite() && r.share > 0.5 && r.share <= 1.0) {
+            return Err("rhythm.share must be above 0.5 and at most 1".into());
         }
         if self.low_battery_pct > 95 {
             return Err("low_battery_pct must be between 0 and 95".into());

@@ -14,16 +14,19 @@ pub enum MessageKind {
     Door,
     /// `{"online": false}` as a device's MQTT will, `true` when it comes back.
     Status,
+    /// The resident's "I'm OK", in answer to the hub's question.
+    Ok,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 7] = [
         MessageKind::Motion,
         MessageKind::Gps,
         MessageKind::Sos,
         MessageKind::Heartbeat,
         MessageKind::Door,
         MessageKind::Status,
+        MessageKind::Ok,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl MessageKind {
             MessageKind::Heartbeat => "heartbeat",
             MessageKind::Door => "door",
             MessageKind::Status => "status",
+            MessageKind::Ok => "ok",
         }
     }
 
@@ -50,6 +54,11 @@ pub fn device_prefix(device_id: &str) -> String {
 /// The topic a device publishes one kind of message on.
 pub fn device_topic(device_id: &str, kind: MessageKind) -> String {
     format!("{ROOT}/{device_id}/{}", kind.as_str())
+}
+
+/// The topic on which the hub asks a device's wearer something (`{"ask":"are_you_ok"}`).
+pub fn command_topic(device_id: &str) -> String {
+    format!("{ROOT}/{device_id}/cmd")
 }
 
 /// The topic on which the hub publishes every change of a resident's alerts.

@@ -32,7 +32,7 @@ pub(crate) fn local_secs(tz: Tz, t: DateTime<Utc>) -> u32 {
 
 /// The local wall-clock reading of an instant; `None` at the very ends of chrono's range, where
 /// chrono's own conversion would panic.
-fn local(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+pub(crate) fn local(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
     t.naive_utc()
         .checked_add_signed(Duration::seconds(offset_s(tz, t)))
 }

@@ -100,6 +100,7 @@ const AWAY_MARGIN_S: i64 = 60;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
+use mimamori_protocol::pause::Pause;
 use mimamori_protocol::settings::{
     GeofenceSettings, InactivitySettings, LocalTime, NightExitSettings,
 };
@@ -163,6 +164,8 @@ pub struct ResidentConfig {
     pub zones: Vec<SafeZone>,
     /// The resident's devices.
     pub devices: Vec<DeviceInfo>,
+    /// Dated pauses of the watch rules (see the module docs); ended ones are ignored.
+    pub pauses: Vec<Pause>,
 }
 
 /// Identifies one condition: at most one alert per key is open at a time.
@@ -278,6 +281,12 @@ pub struct ResidentStatus {
     pub devices: Vec<DeviceStatus>,
     /// Conditions open now (SOS excluded: it has no end the engine could see), sorted.
     pub open_conditions: Vec<AlertKind>,
+    /// Until when the watch rules are paused, while a dated pause runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Since when the resident is out through the entrance door, while they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_since: Option<DateTime<Utc>>,
 }
 
 /// What the engine remembers about one resident across restarts; the shell stores it as JSON.
@@ -294,6 +303,9 @@ pub struct ResidentState {
     dwell: DwellState,
     night_exit: NightExitState,
     tag_away: TagAwayState,
+    pause: pause::PauseState,
+    away: away::DoorAwayState,
+    rhythm: rhythm::RhythmState,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -328,6 +340,8 @@ struct InactivityState {
     /// Whether a motion event has named one of the sleep rooms: from then on the resident's
     /// bed is known to be watched, so stillness elsewhere is never taken for sleep.
     sleep_room_seen: bool,
+    /// Whether the open alert (or the condition) is that no activity sensor works.
+    blind: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -717,7 +731,11 @@ impl Resident {
     }
 
     fn inactivity_deadline(&self) -> Option<(DateTime<Utc>, u64)> {
-        if !self.c.inactivity_applies() || self.state.inactivity.open || self.away() {
+        if !self.c.inactivity_applies()
+            || self.state.inactivity.open
+            || self.is_out()
+            || self.paused()
+        {
             return None;
         }
         self.inactivity_deadline_from(self.inactivity_reference()?)
@@ -725,7 +743,7 @@ impl Resident {
 
     fn dwell_deadline(&self) -> Option<(DateTime<Utc>, u64)> {
         let d = &self.state.dwell;
-        if d.open || self.away() {
+        if d.open || self.is_out() || self.paused() {
             return None;
         }
         let limit = self.c.dwell_limit(d.room.as_deref()?)?;
@@ -735,7 +753,7 @@ impl Resident {
     fn night_exit_deadline(&self) -> Option<DateTime<Utc>> {
         let n = &self.state.night_exit;
         let confirm = self.c.settings().night_exit.confirm_s;
-        if n.open || !self.c.settings().night_exit.enabled {
+        if n.open || !self.c.settings().night_exit.enabled || self.paused() {
             return None;
         }
         n.door_at?.checked_add_signed(secs(confirm))
@@ -765,6 +783,9 @@ impl Resident {
             .chain(self.dwell_deadline().map(|(t, _)| t))
             .chain(self.night_exit_deadline())
             .chain(self.tag_away_deadline())
+            .chain(self.away_deadline())
+            .chain(self.pause_boundary())
+            .chain(self.rhythm_deadline())
             .chain(devices)
             .min()?;
         Some(self.grace_until.map_or(next, |g| next.max(g)))
@@ -851,7 +872,8 @@ impl Resident {
                 let due = self
                     .inactivity_reference()
                     .and_then(|r| self.inactivity_deadline_from(r));
-                due.is_some_and(|(t, _)| t > now)
+                // An alert that says no sensor works is for the sensors to clear.
+                (due.is_some_and(|(t, _)| t > now) && !self.state.inactivity.blind)
                     .then_some("inactivity threshold raised")
             };
             if let Some(reason) = reason {
@@ -862,6 +884,12 @@ impl Resident {
 
         self.apply_room_config(now, out);
         self.apply_tag_away_config(now, out);
+        self.apply_away_config(now, out);
+        self.start_rhythm(now);
+        if !self.c.settings().rhythm.enabled {
+            self.rhythm_activity("rhythm rule turned off", now, out);
+        }
+        self.check_sensors(now, out);
 
         // Morning check.
         if self.c.inactivity_applies() && self.c.morning.is_some() {
@@ -1055,7 +1083,7 @@ impl Resident {
             // no new evidence: it neither confirms nor moves anything.
             return;
         }
-        if self.c.cfg.zones.is_empty() {
+        if self.c.cfg.zones.is_empty() || self.paused() {
             return;
         }
         let (class, nearest) = self.c.classify(&fix);
@@ -1122,6 +1150,8 @@ impl Resident {
             Reading::Door { open: false } => (None, "door closed".to_owned()),
             _ => (None, "motion resumed".to_owned()),
         };
+        self.learn(ts);
+        self.rhythm_activity(&reason, now, out);
         let sleep_room = self.c.is_sleep_room(room.as_deref());
         let i = &mut self.state.inactivity;
         i.sleep_room_seen |= sleep_room;
@@ -1174,11 +1204,14 @@ impl Resident {
             }
         }
         let watching = self.c.settings().night_exit.enabled;
+        let paused = self.paused();
+        self.track_away(ts, device, reading, room.as_deref(), now, out);
         let (from, until) = self.c.night_exit;
         let n = &mut self.state.night_exit;
         match reading {
             Reading::Door { open: true }
                 if watching
+                    && !paused
                     && !n.open
                     && n.door_at.is_none()
                     && self.c.is_entrance(device)
@@ -1336,6 +1369,9 @@ impl Resident {
             Some(_) => self.grace_until = None,
             None => {}
         }
+        self.sync_pause(now, out);
+        self.fire_away(now, out);
+        self.fire_rhythm(now, out);
         if let Some((due, threshold_s)) = self.inactivity_deadline().filter(|(t, _)| *t <= now) {
             self.state.inactivity.open = true;
             let i = &self.state.inactivity;
@@ -1359,7 +1395,8 @@ impl Resident {
             if quiet
                 && self.state.morning.open_since.is_none()
                 && self.c.inactivity_applies()
-                && !self.away()
+                && !self.is_out()
+                && !self.paused()
             {
                 self.state.morning.open_since = since;
                 let details = json!({ "deadline": check, "since": since });
@@ -1401,6 +1438,7 @@ impl Resident {
                 details,
             );
         }
+        self.check_sensors(now, out);
     }
 
     fn fire_rooms(&mut self, now: DateTime<Utc>, out: &mut Out) {
@@ -1462,6 +1500,13 @@ impl Resident {
                 st.night_exit.door_at = None;
             }
             AlertKind::TagAway => self.tag_away_closed(now),
+            AlertKind::Rhythm => st.rhythm.open = false,
+            AlertKind::AwayTooLong => {
+                // Staff know where the resident is; still out, the limit counts afresh.
+                if std::mem::take(&mut st.away.too_long) {
+                    st.away.out_since = st.away.out_since.map(|_| now);
+                }
+            }
             AlertKind::DeviceOffline => {
                 if let Some(ds) = st.devices.get_mut(subject) {
                     if ds.offline.take().is_some() {
@@ -1515,6 +1560,12 @@ impl Resident {
         if self.tag_away_open() {
             open.insert(AlertKind::TagAway);
         }
+        if st.away.too_long {
+            open.insert(AlertKind::AwayTooLong);
+        }
+        if st.rhythm.open {
+            open.insert(AlertKind::Rhythm);
+        }
         for ds in st.devices.values() {
             if ds.offline.is_some() {
                 open.insert(AlertKind::DeviceOffline);
@@ -1538,6 +1589,8 @@ impl Resident {
             location,
             devices,
             open_conditions: open.into_iter().collect(),
+            paused_until: st.pause.current.as_ref().map(|p| p.until),
+            out_since: st.away.out_since,
         }
     }
 }
@@ -1593,6 +1646,7 @@ impl Engine {
             Some(r) => {
                 let prev = std::mem::replace(&mut r.c, c);
                 r.apply_config(Some(&prev), false, now, &mut self.decisions);
+                r.sync_pause(now, &mut self.decisions);
             }
             None => {
                 let mut r = Resident {
@@ -1602,6 +1656,7 @@ impl Engine {
                     grace_until: None,
                 };
                 r.apply_config(None, false, now, &mut self.decisions);
+                r.sync_pause(now, &mut self.decisions);
                 self.residents.insert(id, r);
             }
         }
@@ -1633,6 +1688,7 @@ impl Engine {
                 .then(|| now + self.restart_grace),
         };
         r.apply_config(None, restoring, now, &mut self.decisions);
+        r.sync_pause(now, &mut self.decisions);
         self.residents.insert(id, r);
         self.after_change(id);
     }
@@ -1653,6 +1709,7 @@ impl Engine {
             return;
         };
         let out = &mut self.decisions;
+        r.sync_pause(now, out);
         let received = ev.received_at.min(now);
         let ts = r.reading_time(ev, received).min(now);
         match &ev.reading {
@@ -1691,6 +1748,7 @@ impl Engine {
             _ => {}
         }
         r.on_device_message(ev, received, now, out);
+        r.check_sensors(now, out);
         self.after_change(ev.resident_id);
     }
 
@@ -1745,7 +1803,27 @@ impl Engine {
             return;
         };
         r.staff_closed(key.kind, &key.subject, now);
+        // A sensor's offline alert resolved by staff counts it as working again.
+        r.check_sensors(now, &mut self.decisions);
         self.after_change(key.resident_id);
+    }
+
+    /// Replaces a resident's dated pauses: a pause that now covers `now` quiets the watch
+    /// rules at once, one that no longer does lets them resume with fresh timers.
+    pub fn set_pauses(&mut self, resident_id: i64, pauses: Vec<Pause>, now: DateTime<Utc>) {
+        let Some(r) = self.residents.get_mut(&resident_id) else {
+            return;
+        };
+        r.c.cfg.pauses = pauses;
+        r.sync_pause(now, &mut self.decisions);
+        self.after_change(resident_id);
+    }
+
+    /// A resident's dated pauses, as configured.
+    pub fn pauses(&self, resident_id: i64) -> Option<&[Pause]> {
+        self.residents
+            .get(&resident_id)
+            .map(|r| r.c.cfg.pauses.as_slice())
     }
 
     /// A resident's newest position fix.
@@ -1782,5 +1860,9 @@ impl Engine {
     }
 }
 
+mod away;
+mod health;
+mod pause;
+mod rhythm;
 #[cfg(test)]
 mod tests;

@@ -4,13 +4,16 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use mimamori_protocol::pause::Pause;
 use mimamori_protocol::{Alert, DeviceEvent};
 use mimamori_rules::{Engine, ResidentConfig, ResidentState, ResidentStatus};
 
-use super::effects::Effects;
+use super::effects::{Effects, PauseChange};
 use super::ladder::Ladder;
 use super::lifecycle::{AlertBook, Card, Progress, Refusal, StaffCommand, World};
+use super::pauses::{check_add, PauseCommand, PauseError};
 use crate::notify::message::Position;
+use crate::store::AuditEntry;
 
 /// Everything the pipeline owns, without I/O.
 #[derive(Debug)]
@@ -91,8 +94,15 @@ impl Core {
         self.cards.remove(&resident_id);
     }
 
-    /// Feeds one accepted device event.
+    /// Feeds one accepted device event; the resident's "I'm OK" closes what asks them.
     pub fn handle_event(&mut self, ev: &DeviceEvent, now: DateTime<Utc>) {
+        if ev.reading == mimamori_protocol::Reading::Ok {
+            let view = View {
+                cards: &self.cards,
+                engine: &self.engine,
+            };
+            self.book.resident_ok(ev.resident_id, &view, now);
+        }
         self.engine.handle_event(ev, now);
         self.settle(now);
     }
@@ -127,6 +137,50 @@ impl Core {
         let result = self.book.staff(cmd, &view, now);
         self.settle(now);
         result
+    }
+
+    /// Adds or removes a dated pause; the pause row, its audit entry and whatever the
+    /// rules decide because of it join the next commit.
+    pub fn pause(&mut self, cmd: PauseCommand, now: DateTime<Utc>) -> Result<Pause, PauseError> {
+        let rid = cmd.resident_id();
+        let mut pauses = self
+            .engine
+            .pauses(rid)
+            .ok_or_else(|| PauseError::NotFound(format!("no resident {rid}")))?
+            .to_vec();
+        let (pause, change, actor, action) = match cmd {
+            PauseCommand::Add(p) => {
+                check_add(&pauses, &p, now)?;
+                pauses.push(p.clone());
+                let actor = p.created_by.clone();
+                (p.clone(), PauseChange::Add(p), actor, "pause.create")
+            }
+            PauseCommand::Remove {
+                id, actor, only_by, ..
+            } => {
+                let at = pauses
+                    .iter()
+                    .position(|p| p.id == id && only_by.as_ref().is_none_or(|u| *u == p.created_by))
+                    .ok_or_else(|| PauseError::NotFound(format!("no pause {id}")))?;
+                let p = pauses.remove(at);
+                let change = PauseChange::Remove {
+                    resident_id: rid,
+                    id,
+                };
+                (p, change, actor, "pause.delete")
+            }
+        };
+        self.engine.set_pauses(rid, pauses, now);
+        let audit = AuditEntry {
+            at: now,
+            actor,
+            action: action.into(),
+            target: format!("resident/{rid}/pauses/{}", pause.id),
+            details: serde_json::to_value(&pause).ok(),
+        };
+        self.book.note_pause(change, audit);
+        self.settle(now);
+        Ok(pause)
     }
 
     /// Whether this commit decides an alert (and so must not wait for more messages).

@@ -49,6 +49,22 @@ pub struct OutboxEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// A dated pause added or removed: the pipeline writes it with the rules state it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PauseChange {
+    Add(mimamori_protocol::pause::Pause),
+    Remove { resident_id: i64, id: String },
+}
+
+impl PauseChange {
+    pub fn resident_id(&self) -> i64 {
+        match self {
+            PauseChange::Add(p) => p.resident_id,
+            PauseChange::Remove { resident_id, .. } => *resident_id,
+        }
+    }
+}
+
 /// Everything one commit writes, and what the shell announces after it.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -58,6 +74,9 @@ pub struct Effects {
     pub history: Vec<HistoryRow>,
     pub audit: Vec<AuditEntry>,
     pub outbox: Vec<OutboxEntry>,
+    pub pauses: Vec<PauseChange>,
+    /// Questions to devices (`watch/v1/{id}/cmd`), published after the commit.
+    pub commands: Vec<(String, Vec<u8>)>,
     /// Time to acknowledge of each alert acknowledged, for the service-level histogram.
     pub acknowledged: Vec<(Severity, f64)>,
 }
@@ -68,6 +87,8 @@ impl Effects {
             && self.history.is_empty()
             && self.audit.is_empty()
             && self.outbox.is_empty()
+            && self.pauses.is_empty()
+            && self.commands.is_empty()
     }
 
     /// Every resident the effects write for.
@@ -76,5 +97,6 @@ impl Effects {
             .values()
             .map(|r| r.alert.resident_id)
             .chain(self.outbox.iter().map(|o| o.resident_id))
+            .chain(self.pauses.iter().map(PauseChange::resident_id))
     }
 }

@@ -36,6 +36,8 @@ pub struct Card {
     pub tz: Tz,
     /// Contacts with their webhook secrets.
     pub contacts: Vec<(Contact, Option<String>)>,
+    /// Whether, and how, chosen alerts first ask the resident.
+    pub check: Option<super::check::CheckPlan>,
 }
 
 /// The residents as the book sees them.
@@ -67,6 +69,8 @@ pub struct Progress {
     pub held: Vec<Held>,
     /// Contacts who confirmed from the message ("確認しました"): no more reminders for them.
     pub confirmed: BTreeSet<i64>,
+    /// While the alert is pending: until when the resident may answer.
+    pub pending_until: Option<DateTime<Utc>>,
 }
 
 impl Progress {
@@ -307,6 +311,12 @@ impl AlertBook {
         }
     }
 
+    /// Writes a pause change and its audit entry with the next commit.
+    pub fn note_pause(&mut self, change: super::effects::PauseChange, audit: AuditEntry) {
+        self.effects.pauses.push(change);
+        self.effects.audit.push(audit);
+    }
+
     /// Carries out a staff command; the alert as it is after it.
     pub fn staff(
         &mut self,
@@ -408,17 +418,65 @@ impl AlertBook {
             tier: 0,
         };
         let details = alert.details.to_string();
-        let live = Live {
+        let plan = world
+            .card(key.resident_id)
+            .and_then(|c| c.check.clone())
+            .filter(|p| p.applies(key.kind));
+        let mut live = Live {
             alert,
             subject: key.subject,
             progress: Progress::default(),
             scheduled: None,
         };
+        if let Some(plan) = &plan {
+            live.alert.state = AlertState::Pending;
+            live.progress.pending_until = Some(now + plan.timeout);
+        }
         self.by_key.insert(live.key(), id);
         self.live.insert(id, live);
         self.history(id, now, "opened", "hub", None, Some(details));
+        if let Some(plan) = plan {
+            let note = format!(
+                "asking the resident \"are you OK?\" on {} device(s); staff are told if nobody answers within {} s",
+                plan.devices.len(),
+                plan.timeout.num_seconds()
+            );
+            self.history(id, now, "asked", "hub", Some(note), None);
+            self.effects.commands.extend(plan.questions(id));
+        }
         self.advance(id, world, now);
         self.record(id);
+    }
+
+    /// The resident answered "I'm OK": every alert asking them closes as
+    /// `resident_confirmed`, and the rules count afresh, as after a staff resolve.
+    pub fn resident_ok(&mut self, resident_id: i64, world: &dyn World, now: DateTime<Utc>) {
+        let asking: Vec<i64> = self
+            .live
+            .values()
+            .filter(|l| l.alert.resident_id == resident_id && l.alert.state == AlertState::Pending)
+            .map(|l| l.alert.id)
+            .collect();
+        for id in asking {
+            if let Some(l) = self.live.get(&id) {
+                let key = l.key();
+                self.closed.push(AlertKey {
+                    resident_id: key.0,
+                    kind: key.1,
+                    subject: key.2,
+                });
+            }
+            let note = Some("the resident answered: I'm OK".to_owned());
+            self.resolve(
+                id,
+                "resident",
+                "resident_confirmed".into(),
+                note,
+                now,
+                world,
+                now,
+            );
+        }
     }
 
     fn update(&mut self, id: i64, details: serde_json::Value, note: &str, now: DateTime<Utc>) {
@@ -496,6 +554,24 @@ impl AlertBook {
         };
         let plan = self.ladder.plan(l.alert.severity).clone();
         let before = (l.alert.clone(), l.progress.clone());
+        if l.alert.state == AlertState::Pending {
+            if l.progress.pending_until.is_some_and(|t| t > now) {
+                self.live.insert(id, l);
+                self.reschedule(id);
+                return;
+            }
+            // Nobody answered: staff are told, the ladder counting from the condition.
+            l.alert.state = AlertState::Open;
+            l.progress.pending_until = None;
+            self.history(
+                id,
+                now,
+                "unconfirmed",
+                "hub",
+                Some("the resident did not answer; staff told".into()),
+                None,
+            );
+        }
         if l.alert.state.awaits_answer() && l.alert.snoozed_until.is_none_or(|s| s <= now) {
             // Reminders first: a tier told at this instant hears the step, not a reminder too.
             self.remind(&mut l, &plan, world, now);
@@ -740,6 +816,9 @@ impl AlertBook {
     }
 
     fn next_deadline(&self, l: &Live) -> Option<DateTime<Utc>> {
+        if l.alert.state == AlertState::Pending {
+            return l.progress.pending_until;
+        }
         let held = l.progress.held.iter().map(|h| h.release_at).min();
         if !l.alert.state.awaits_answer() {
             return held;
@@ -792,7 +871,8 @@ fn apply(
     let a = &mut live.alert;
     match &cmd.action {
         StaffAction::Acknowledge => {
-            if !a.state.awaits_answer() {
+            // Staff may take on an alert while the resident is still being asked.
+            if !a.state.awaits_answer() && a.state != AlertState::Pending {
                 return Err(Refusal::Forbidden(format!(
                     "alert {id} was already acknowledged{}",
                     a.acknowledged_by

@@ -7,16 +7,20 @@
 //! reads the clock or does I/O. [`ladder`] is the escalation ladder's configuration;
 //! [`report`] computes the service level from stored alerts.
 
+pub mod check;
 pub mod core;
 pub mod effects;
 pub mod ladder;
 pub mod lifecycle;
+pub mod pauses;
 pub mod report;
 
 pub use self::core::Core;
-pub use effects::{AlertRecord, Effects, HistoryRow, OutboxEntry};
+pub use check::CheckPlan;
+pub use effects::{AlertRecord, Effects, HistoryRow, OutboxEntry, PauseChange};
 pub use ladder::{Ladder, Plan, Step};
 pub use lifecycle::{Card, Progress, Refusal, StaffAction, StaffCommand};
+pub use pauses::{PauseCommand, PauseError};
 
 #[cfg(test)]
 mod tests;

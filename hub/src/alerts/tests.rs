@@ -78,6 +78,7 @@ fn config() -> ResidentConfig {
                 role: None,
             },
         ],
+        pauses: Vec::new(),
     }
 }
 
@@ -91,6 +92,23 @@ fn card(quiet: Option<&str>) -> Card {
             contact(2, 2, None),
             contact(3, 3, None),
         ],
+        check: None,
+    }
+}
+
+/// A card whose inactivity, morning and dwell alerts first ask the resident for 120 s.
+fn checking(card: Card) -> Card {
+    Card {
+        check: Some(CheckPlan {
+            kinds: vec![
+                AlertKind::Inactivity,
+                AlertKind::NoMorningActivity,
+                AlertKind::Dwell,
+            ],
+            timeout: Duration::seconds(120),
+            devices: vec!["pir".into(), "btn".into()],
+        }),
+        ..card
     }
 }
 
@@ -388,6 +406,74 @@ fn a_contact_who_confirms_gets_no_more_reminders_and_the_ladder_goes_on() {
     );
 }
 
+#[test]
+fn an_inactivity_alert_asks_the_resident_first_and_their_answer_closes_it() {
+    let mut cfg = config();
+    let month = 30 * 24 * 3600;
+    cfg.settings.offline.motion_s = month;
+    cfg.settings.offline.gps_s = month;
+    cfg.settings.offline.button_s = month;
+    let mut core = Core::new(Ladder::default(), 1);
+    core.configure(cfg, checking(card(None)), t0());
+    let still = Reading::Motion {
+        motion: true,
+        room: None,
+    };
+    core.handle_event(&event("pir", still, t0()), t0());
+    core.take_effects();
+    let due = t0() + Duration::hours(3);
+    core.handle_timeout(due);
+    let e = core.take_effects();
+    let asked = e.alerts.values().next().map(|r| r.alert.clone());
+    assert_eq!(
+        asked.as_ref().map(|a| (a.kind, a.state)),
+        Some((AlertKind::Inactivity, AlertState::Pending))
+    );
+    assert!(
+        e.outbox.is_empty(),
+        "nobody told while the resident is asked"
+    );
+    let id = asked.map(|a| a.id).unwrap_or_default();
+    let topics: Vec<&str> = e.commands.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, ["watch/v1/pir/cmd", "watch/v1/btn/cmd"]);
+    let body: serde_json::Value = serde_json::from_slice(&e.commands[0].1).unwrap_or_default();
+    assert_eq!(
+        body,
+        serde_json::json!({"ask": "are_you_ok", "alert_id": id})
+    );
+
+    let answer = due + secs(30);
+    core.handle_event(&event("btn", Reading::Ok, answer), answer);
+    let e = core.take_effects();
+    let closed = e.alerts.get(&id).map(|r| r.alert.clone());
+    assert_eq!(
+        closed.map(|a| (a.state, a.resolution, a.resolved_by)),
+        Some((
+            AlertState::Resolved,
+            Some("resident_confirmed".to_owned()),
+            Some("resident".to_owned())
+        ))
+    );
+    assert!(e.outbox.is_empty());
+
+    // Silent again, counted from the answer; this time nobody answers.
+    let due = answer + Duration::hours(3);
+    core.handle_timeout(due);
+    core.take_effects();
+    core.handle_timeout(due + secs(119));
+    assert!(core.take_effects().outbox.is_empty());
+    core.handle_timeout(due + secs(120));
+    let e = core.take_effects();
+    let opened = e.alerts.values().next().map(|r| r.alert.state);
+    assert_eq!(opened, Some(AlertState::Open));
+    assert_eq!(told(&e), [(1, NoticeEvent::Opened)]);
+
+    // SOS is never held back.
+    let e = press(&mut core, due + secs(200));
+    let sos = e.alerts.values().find(|r| r.alert.kind == AlertKind::Sos);
+    assert_eq!(sos.map(|r| r.alert.state), Some(AlertState::Open));
+}
+
 // ---- model-based property test ----
 
 /// What a store would hold after each commit.
@@ -431,7 +517,7 @@ impl Committed {
         let mut core = Core::new(Ladder::default(), next);
         core.restore_resident(
             config(),
-            card(Some("22:00-07:00")),
+            checking(card(Some("22:00-07:00"))),
             self.states.get(&RID).cloned(),
             now,
         );
@@ -451,13 +537,17 @@ impl Committed {
 enum Op {
     Press,
     Motion,
-    Fix { outside: bool },
+    Fix {
+        outside: bool,
+    },
     Battery(u8),
     Advance(i64),
     Acknowledge(usize),
     Resolve(usize),
     Snooze(usize),
     Restart,
+    /// The resident answers "I'm OK".
+    ResidentOk,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -471,6 +561,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..4).prop_map(Op::Resolve),
         1 => (0usize..4).prop_map(Op::Snooze),
         1 => Just(Op::Restart),
+        1 => Just(Op::ResidentOk),
     ]
 }
 
@@ -504,7 +595,7 @@ proptest! {
         let mut now = t0();
         let mut db = Committed::default();
         let mut core = db.reload(now);
-        core.configure(config(), card(Some("22:00-07:00")), now);
+        core.configure(config(), checking(card(Some("22:00-07:00"))), now);
         let e = core.take_effects();
         db.apply(&mut core, e)?;
         let mut acknowledged: BTreeMap<i64, DateTime<Utc>> = BTreeMap::new();
@@ -551,6 +642,7 @@ proptest! {
                         let _ = staff(&mut core, id, StaffAction::Snooze(now + Duration::minutes(20)), now);
                     }
                 }
+                Op::ResidentOk => core.handle_event(&event("pir", Reading::Ok, now), now),
                 Op::Restart => {
                     // Everything decided was committed; a new core from the store must
                     // hold exactly what the old one held.
@@ -563,7 +655,15 @@ proptest! {
                 }
             }
             let e = core.take_effects();
+            for r in e.alerts.values() {
+                prop_assert!(
+                    !(r.alert.state == AlertState::Pending && r.alert.kind == AlertKind::Sos),
+                    "an SOS waited for the resident"
+                );
+            }
             for o in &e.outbox {
+                let state = o.alert_id.and_then(|id| e.alerts.get(&id)).map(|r| r.alert.state);
+                prop_assert!(state != Some(AlertState::Pending), "someone was told while the resident was asked");
                 if let (Some(id), NoticeEvent::Escalated | NoticeEvent::Reminder) = (o.alert_id, o.event) {
                     prop_assert!(!acknowledged.contains_key(&id), "alert {} climbed after its acknowledgement", id);
                 }

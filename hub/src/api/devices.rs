@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use mimamori_protocol::api::{Device, DeviceCreated, MqttCredentials, NewDevice};
+use mimamori_protocol::api::{Device, DeviceCreated, DevicePatch, MqttCredentials, NewDevice};
 use mimamori_protocol::topic::device_prefix;
+use mimamori_protocol::{DeviceKind, DeviceRole};
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
@@ -16,7 +17,7 @@ use crate::security;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/devices", post(create).get(list))
-        .route("/devices/{id}", delete(remove).get(one))
+        .route("/devices/{id}", delete(remove).get(one).patch(patch))
         .route("/devices/{id}/rotate-secret", post(rotate))
 }
 
@@ -27,6 +28,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<DeviceCreated>)> {
     caller.require_staff()?;
     let name = super::text::display_name("name", &req.name, 100)?;
+    let (room, role) = valid_place(req.kind, req.room.as_deref(), req.role)?;
     st.store
         .resident(req.resident_id)
         .await
@@ -45,6 +47,8 @@ async fn create(
         created_at: st.clock.now(),
         last_seen_at: None,
         battery: None,
+        room,
+        role,
     };
     let secret = security::random_secret();
     st.store
@@ -56,7 +60,7 @@ async fn create(
         &caller,
         "device.create",
         format!("device/{}", device.id),
-        serde_json::json!({"resident_id": device.resident_id, "kind": device.kind}),
+        serde_json::json!({"resident_id": device.resident_id, "kind": device.kind, "room": device.room, "role": device.role}),
     )
     .await?;
     let created = DeviceCreated {
@@ -67,6 +71,55 @@ async fn create(
         name: device.name,
     };
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The room (a display name) and role a device may have: only a door can be the entrance.
+fn valid_place(
+    kind: DeviceKind,
+    room: Option<&str>,
+    role: Option<DeviceRole>,
+) -> ApiResult<(Option<String>, Option<DeviceRole>)> {
+    let room = room
+        .map(|r| super::text::display_name("room", r, 64))
+        .transpose()?;
+    if role == Some(DeviceRole::Entrance) && kind != DeviceKind::Door {
+        return Err(ApiError::Invalid(format!(
+            "role entrance is for a door device, not a {} device",
+            kind.as_str()
+        )));
+    }
+    Ok((room, role))
+}
+
+/// Changes where a device is and what it is for; the rules learn it at once.
+async fn patch(
+    State(st): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(p): ApiJson<DevicePatch>,
+) -> ApiResult<Json<Device>> {
+    caller.require_staff()?;
+    let mut device = st
+        .store
+        .device(&id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+    let room = p.room.clone().unwrap_or(device.room.clone());
+    let role = p.role.unwrap_or(device.role);
+    (device.room, device.role) = valid_place(device.kind, room.as_deref(), role)?;
+    st.store
+        .set_device_place(&id, device.room.as_deref(), device.role)
+        .await?;
+    st.pipeline.send(Command::Reload(device.resident_id)).await;
+    audit(
+        &st,
+        &caller,
+        "device.update",
+        format!("device/{id}"),
+        serde_json::json!({"room": p.room, "role": p.role}),
+    )
+    .await?;
+    Ok(Json(device))
 }
 
 fn credentials(id: &str, secret: String) -> MqttCredentials {

@@ -20,6 +20,7 @@ pub mod headers;
 pub mod line;
 pub mod lorawan;
 pub mod osmand;
+pub mod pauses;
 pub mod privacy;
 pub mod push;
 pub mod residents;
@@ -111,6 +112,7 @@ pub fn app(
         .merge(line::router())
         .merge(push::router())
         .merge(privacy::router())
+        .merge(pauses::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");

@@ -276,6 +276,7 @@ impl Connection {
         for state in [
             AlertState::Unanswered,
             AlertState::Open,
+            AlertState::Pending,
             AlertState::Acknowledged,
         ] {
             let filter = AlertFilter {

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::plan::partition_of;
 use super::Cluster;
-use crate::alerts::{Refusal, StaffCommand};
+use crate::alerts::{PauseCommand, PauseError, Refusal, StaffCommand};
 use crate::pipeline::{Command, PipelineHandle, StaffError};
 use crate::store::{Store, StoreError};
 
@@ -24,6 +24,7 @@ pub enum Request {
     Statuses(Vec<i64>),
     Reload(i64),
     Remove(i64),
+    Pause(PauseCommand),
 }
 
 /// The owner's answer.
@@ -31,6 +32,7 @@ pub enum Request {
 pub enum Reply {
     Staff(Box<Result<Alert, StaffError>>),
     Statuses(Vec<ResidentStatus>),
+    Pause(Result<mimamori_protocol::pause::Pause, PauseError>),
     Done,
 }
 
@@ -80,6 +82,7 @@ async fn answer(handle: &PipelineHandle, req: Request) -> Reply {
             handle.send(Command::Remove(id)).await;
             Reply::Done
         }
+        Request::Pause(cmd) => Reply::Pause(handle.pause(cmd).await),
     }
 }
 
@@ -114,6 +117,14 @@ async fn route(cluster: &Cluster, store: &dyn Store, cmd: Command) {
         }
         Command::Staff(cmd, reply) => {
             let _ = reply.send(staff(cluster, store, cmd).await);
+        }
+        Command::Pause(cmd, reply) => {
+            let part = partition_of(cmd.resident_id(), parts);
+            let answer = match ask(cluster, part, Request::Pause(cmd)).await {
+                Some(Reply::Pause(result)) => result,
+                _ => Err(PauseError::Stopped),
+            };
+            let _ = reply.send(answer);
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct Ingest {
     lorawan: lorawan::LoraMap,
     ble: ble::BleMap,
     echonet: echonet::EchonetMap,
+    /// How old a reading's `ts` may be before the message is refused.
+    max_age: chrono::Duration,
     /// How many dead letters of unauthenticated requests are kept, and how many not.
     anonymous: Arc<std::sync::Mutex<AnonymousLetters>>,
 }
@@ -166,8 +168,14 @@ impl Ingest {
             lorawan: lorawan::LoraMap::default(),
             ble: ble::BleMap::default(),
             echonet: echonet::EchonetMap::default(),
+            max_age: mimamori_protocol::native::MAX_AGE,
             anonymous: Arc::default(),
         }
+    }
+
+    /// Sets how old a reading's `ts` may be (`stale_timestamp` beyond).
+    pub fn set_max_age(&mut self, max_age: chrono::Duration) {
+        self.max_age = max_age;
     }
 
     /// The Zigbee2MQTT mappings every connection reads; the API replaces them on change.
@@ -209,8 +217,9 @@ impl Ingest {
             {
                 self.ble.classify_native(device, topic, payload, now)
             }
-            _ => native::classify(device, topic, payload, now).map(Some),
+            _ => native::classify(device, topic, payload, now, self.max_age).map(Some),
         };
+
         match outcome {
             Ok(Some(ev)) => Item::Accepted(ev),
             Ok(None) => Item::Ignored,

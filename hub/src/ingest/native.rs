@@ -1,18 +1,21 @@
 //! The native protocol adapter: `watch/v1/{device_id}/{kind}` with JSON payloads.
 
 use chrono::{DateTime, Utc};
-use mimamori_protocol::native::{parse_native, RejectReason, Rejection};
+use mimamori_protocol::native::{check_age, parse_native, RejectReason, Rejection};
 use mimamori_protocol::topic::split_device_topic;
 use mimamori_protocol::DeviceEvent;
 
 use super::DeviceCtx;
 
-/// Validates one native message of `device`.
+/// Validates one native message of `device`; a `ts` more than `max_age` old is refused
+/// (`stale_timestamp`). Gateways' own times (ChirpStack, The Things Stack) are the
+/// network's clocks, not a device's, and are not aged here.
 pub fn classify(
     device: &DeviceCtx,
     topic: &str,
     payload: &[u8],
     now: DateTime<Utc>,
+    max_age: chrono::Duration,
 ) -> Result<DeviceEvent, Rejection> {
     let (id, kind) = split_device_topic(topic).ok_or_else(|| {
         Rejection::new(
@@ -27,6 +30,7 @@ pub fn classify(
         ));
     }
     let msg = parse_native(kind, payload, now)?;
+    check_age(msg.ts, now, max_age)?;
     Ok(DeviceEvent {
         device_id: device.id.clone(),
         device_kind: device.kind,
@@ -41,6 +45,7 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mimamori_protocol::native::MAX_AGE;
     use mimamori_protocol::{DeviceKind, Reading};
 
     fn dev() -> DeviceCtx {
@@ -58,6 +63,7 @@ mod tests {
             "watch/v1/dev-a/motion",
             br#"{"motion":true,"room":"kitchen"}"#,
             Utc::now(),
+            MAX_AGE,
         )?;
         assert_eq!(ev.resident_id, 3);
         assert_eq!(
@@ -71,10 +77,31 @@ mod tests {
     }
 
     #[test]
+    fn a_motion_a_day_and_a_second_old_is_stale() {
+        let now = Utc::now();
+        let old = (now - MAX_AGE - chrono::Duration::seconds(1)).timestamp_millis();
+        let payload = format!(r#"{{"ts":{old},"motion":true}}"#);
+        let got = classify(
+            &dev(),
+            "watch/v1/dev-a/motion",
+            payload.as_bytes(),
+            now,
+            MAX_AGE,
+        );
+        assert_eq!(got.map_err(|r| r.reason), Err(RejectReason::StaleTimestamp));
+    }
+
+    #[test]
     fn topics_are_checked_before_payloads() {
-        let bad = classify(&dev(), "watch/v1/dev-a/motion/extra", b"{}", Utc::now());
+        let bad = classify(
+            &dev(),
+            "watch/v1/dev-a/motion/extra",
+            b"{}",
+            Utc::now(),
+            MAX_AGE,
+        );
         assert_eq!(bad.map_err(|r| r.reason), Err(RejectReason::BadTopic));
-        let other = classify(&dev(), "watch/v1/dev-b/motion", b"{}", Utc::now());
+        let other = classify(&dev(), "watch/v1/dev-b/motion", b"{}", Utc::now(), MAX_AGE);
         assert_eq!(
             other.map_err(|r| r.reason),
             Err(RejectReason::NotAuthorized)

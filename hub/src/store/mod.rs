@@ -107,7 +107,9 @@ pub struct NewResidentRow {
 pub struct ResidentSetup {
     pub resident: Resident,
     pub zones: Vec<Zone>,
-    pub devices: Vec<(String, DeviceKind)>,
+    pub devices: Vec<mimamori_rules::DeviceInfo>,
+    /// Dated pauses of the watch rules, oldest first.
+    pub pauses: Vec<mimamori_protocol::pause::Pause>,
     /// Notification contacts with their webhook secrets.
     pub contacts: Vec<(mimamori_protocol::contact::Contact, Option<String>)>,
 }
@@ -260,6 +262,13 @@ pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
     async fn list_devices(&self, within: Option<&[i64]>) -> StoreResult<Vec<Device>>;
     async fn delete_device(&self, id: &str) -> StoreResult<()>;
     async fn set_device_secret(&self, id: &str, secret_hash: &str) -> StoreResult<()>;
+    /// Sets where a device is and what it is for; `NotFound` if there is no such device.
+    async fn set_device_place(
+        &self,
+        id: &str,
+        room: Option<&str>,
+        role: Option<mimamori_protocol::DeviceRole>,
+    ) -> StoreResult<()>;
     async fn device_auth(&self, id: &str) -> StoreResult<Option<DeviceAuth>>;
 
     // ingest
@@ -277,6 +286,9 @@ pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
         within: Option<&[i64]>,
     ) -> StoreResult<Vec<Alert>>;
     async fn rule_states(&self) -> StoreResult<Vec<(i64, String)>>;
+    /// A resident's dated pauses, oldest first. Only the pipeline writes them (in
+    /// [`Store::commit_batch`]).
+    async fn pauses(&self, resident_id: i64) -> StoreResult<Vec<mimamori_protocol::pause::Pause>>;
     async fn rule_state(&self, resident_id: i64) -> StoreResult<Option<String>>;
     async fn list_rejected(&self, limit: i64) -> StoreResult<Vec<RejectedMessage>>;
     async fn count_readings(&self, resident_id: i64) -> StoreResult<i64>;

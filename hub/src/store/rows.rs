@@ -100,6 +100,8 @@ pub struct DeviceRow {
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
     pub battery: Option<i32>,
+    pub room: Option<String>,
+    pub role: Option<String>,
 }
 
 impl TryFrom<DeviceRow> for Device {
@@ -114,6 +116,8 @@ impl TryFrom<DeviceRow> for Device {
             created_at: from_ms(d.created_at),
             last_seen_at: d.last_seen_at.map(from_ms),
             battery: d.battery.and_then(|b| u8::try_from(b).ok()),
+            role: d.role.as_deref().map(role_of).transpose()?,
+            room: d.room,
         })
     }
 }
@@ -280,5 +284,48 @@ impl From<AuditRow> for super::AuditEntry {
             target: a.target,
             details: a.details.and_then(|d| serde_json::from_str(&d).ok()),
         }
+    }
+}
+
+/// A device role as stored.
+pub fn role_of(s: &str) -> StoreResult<mimamori_protocol::DeviceRole> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| invalid("device role", s))
+}
+
+/// The stored name of a device role.
+pub fn role_name(r: mimamori_protocol::DeviceRole) -> &'static str {
+    match r {
+        mimamori_protocol::DeviceRole::Entrance => "entrance",
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct PauseRow {
+    pub id: String,
+    pub resident_id: i64,
+    pub from_at: i64,
+    pub until_at: i64,
+    pub reason: String,
+    pub note: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<PauseRow> for mimamori_protocol::pause::Pause {
+    type Error = StoreError;
+    fn try_from(p: PauseRow) -> StoreResult<Self> {
+        use mimamori_protocol::pause::PauseReason;
+        Ok(mimamori_protocol::pause::Pause {
+            reason: PauseReason::parse(&p.reason)
+                .ok_or_else(|| invalid("pause reason", &p.reason))?,
+            id: p.id,
+            resident_id: p.resident_id,
+            from: from_ms(p.from_at),
+            until: from_ms(p.until_at),
+            note: p.note,
+            created_by: p.created_by,
+            created_at: from_ms(p.created_at),
+        })
     }
 }

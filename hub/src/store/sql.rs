@@ -30,7 +30,7 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::alerts::{AlertRecord, HistoryRow, OutboxEntry};
+use crate::alerts::{AlertRecord, HistoryRow, OutboxEntry, PauseChange};
 use crate::notify::message::Notice;
 use crate::notify::policy::{Next, NoticeEvent};
 use crate::notify::summary::DayFacts;
@@ -39,6 +39,19 @@ use mimamori_protocol::contact::{Contact, Delivery};
 use super::outbox::*;
 use super::rows::*;
 use super::*;
+
+/// The columns of a stored pause, in [`PauseRow`]'s order.
+const PAUSE_COLS: &str = "id, resident_id, from_at, until_at, reason, note, created_by, created_at";
+
+/// The rules engine's view of a device.
+fn device_info(d: &Device) -> mimamori_rules::DeviceInfo {
+    mimamori_rules::DeviceInfo {
+        id: d.id.clone(),
+        kind: d.kind,
+        room: d.room.clone(),
+        role: d.role,
+    }
+}
 
 /// How often the SQLite write-ahead log is copied back into the database when it has
 /// changed. Each copy writes every page changed since the last one once, however often it
@@ -544,6 +557,37 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn write_pauses(tx: &mut sqlx::Transaction<'_, $db>, changes: &[&PauseChange]) -> StoreResult<()> {
+                for change in changes {
+                    match change {
+                        PauseChange::Add(p) => {
+                            sqlx::query(
+                                "INSERT INTO resident_pauses (id, resident_id, from_at, until_at, reason, note, created_by, created_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            )
+                            .bind(&p.id)
+                            .bind(p.resident_id)
+                            .bind(ms(p.from))
+                            .bind(ms(p.until))
+                            .bind(p.reason.as_str())
+                            .bind(&p.note)
+                            .bind(&p.created_by)
+                            .bind(ms(p.created_at))
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        PauseChange::Remove { resident_id, id } => {
+                            sqlx::query("DELETE FROM resident_pauses WHERE id = $1 AND resident_id = $2")
+                                .bind(id)
+                                .bind(resident_id)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
             async fn insert_audit(tx: &mut sqlx::Transaction<'_, $db>, rows: &[AuditEntry]) -> StoreResult<()> {
                 for e in rows {
                     sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
@@ -935,17 +979,15 @@ macro_rules! impl_store {
             async fn resident_setup(&self, id: i64) -> StoreResult<ResidentSetup> {
                 let resident = self.resident(id).await?;
                 let zones = self.list_zones(id).await?;
-                let rows: Vec<(String, String)> =
-                    sqlx::query_as("SELECT id, kind FROM devices WHERE resident_id = $1 ORDER BY id")
-                        .bind(id)
-                        .fetch_all(&self.pool)
-                        .await?;
-                let devices = rows
+                let devices = self
+                    .list_devices(Some(&[id]))
+                    .await?
                     .into_iter()
-                    .map(|(id, kind)| DeviceKind::parse(&kind).map(|k| (id, k)).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}"))))
-                    .collect::<StoreResult<Vec<_>>>()?;
+                    .map(|d| device_info(&d))
+                    .collect();
                 let contacts = self.contacts_of(Some(id)).await?;
-                Ok(ResidentSetup { resident, zones, devices, contacts })
+                let pauses = self.pauses(id).await?;
+                Ok(ResidentSetup { resident, zones, devices, contacts, pauses })
             }
 
             async fn all_resident_setups(&self) -> StoreResult<Vec<ResidentSetup>> {
@@ -953,22 +995,29 @@ macro_rules! impl_store {
                 let zones: Vec<ZoneRow> = sqlx::query_as("SELECT id, resident_id, name, shape FROM geofences ORDER BY id")
                     .fetch_all(&self.pool)
                     .await?;
-                let devices: Vec<(String, i64, String)> =
-                    sqlx::query_as("SELECT id, resident_id, kind FROM devices ORDER BY id").fetch_all(&self.pool).await?;
+                let devices = self.list_devices(None).await?;
+                let pauses: Vec<PauseRow> = sqlx::query_as(&format!("SELECT {PAUSE_COLS} FROM resident_pauses ORDER BY from_at, id"))
+                    .fetch_all(&self.pool)
+                    .await?;
                 let mut setups: HashMap<i64, ResidentSetup> = residents
                     .into_iter()
-                    .map(|r| (r.id, ResidentSetup { resident: r, zones: Vec::new(), devices: Vec::new(), contacts: Vec::new() }))
+                    .map(|r| (r.id, ResidentSetup { resident: r, zones: Vec::new(), devices: Vec::new(), contacts: Vec::new(), pauses: Vec::new() }))
                     .collect();
+                for p in pauses {
+                    let p = mimamori_protocol::pause::Pause::try_from(p)?;
+                    if let Some(s) = setups.get_mut(&p.resident_id) {
+                        s.pauses.push(p);
+                    }
+                }
                 for z in zones {
                     let zone = Zone::try_from(z)?;
                     if let Some(s) = setups.get_mut(&zone.resident_id) {
                         s.zones.push(zone);
                     }
                 }
-                for (id, rid, kind) in devices {
-                    let kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
-                    if let Some(s) = setups.get_mut(&rid) {
-                        s.devices.push((id, kind));
+                for d in devices {
+                    if let Some(s) = setups.get_mut(&d.resident_id) {
+                        s.devices.push(device_info(&d));
                     }
                 }
                 for (c, secret) in self.contacts_of(None).await? {
@@ -984,7 +1033,7 @@ macro_rules! impl_store {
             async fn create_device(&self, d: &Device, secret_hash: &str) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 sqlx::query(
-                    "INSERT INTO devices (id, resident_id, kind, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO devices (id, resident_id, kind, name, secret_hash, created_at, room, role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&d.id)
                 .bind(d.resident_id)
@@ -992,6 +1041,8 @@ macro_rules! impl_store {
                 .bind(&d.name)
                 .bind(secret_hash)
                 .bind(ms(d.created_at))
+                .bind(&d.room)
+                .bind(d.role.map(role_name))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -999,7 +1050,7 @@ macro_rules! impl_store {
 
             async fn device(&self, id: &str) -> StoreResult<Device> {
                 let row: DeviceRow = sqlx::query_as(
-                    "SELECT id, resident_id, kind, name, created_at, last_seen_at, battery FROM devices WHERE id = $1",
+                    "SELECT id, resident_id, kind, name, created_at, last_seen_at, battery, room, role FROM devices WHERE id = $1",
                 )
                 .bind(id)
                 .fetch_one(&self.pool)
@@ -1009,7 +1060,7 @@ macro_rules! impl_store {
 
             async fn list_devices(&self, within: Option<&[i64]>) -> StoreResult<Vec<Device>> {
                 let mut q = QueryBuilder::<$db>::new(
-                    "SELECT id, resident_id, kind, name, created_at, last_seen_at, battery FROM devices",
+                    "SELECT id, resident_id, kind, name, created_at, last_seen_at, battery, room, role FROM devices",
                 );
                 if let Some(ids) = within {
                     if ids.is_empty() {
@@ -1036,6 +1087,20 @@ macro_rules! impl_store {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("UPDATE devices SET secret_hash = $1 WHERE id = $2")
                     .bind(secret_hash)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn set_device_place(&self, id: &str, room: Option<&str>, role: Option<mimamori_protocol::DeviceRole>) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("UPDATE devices SET room = $1, role = $2 WHERE id = $3")
+                    .bind(room)
+                    .bind(role.map(role_name))
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
@@ -1096,6 +1161,8 @@ macro_rules! impl_store {
                 Self::insert_audit(&mut tx, &e.audit).await?;
                 let outbox: Vec<OutboxEntry> = e.outbox.iter().filter(|o| alive.contains(&o.resident_id)).cloned().collect();
                 Self::insert_outbox(&mut tx, &outbox).await?;
+                let pauses: Vec<&PauseChange> = e.pauses.iter().filter(|p| alive.contains(&p.resident_id())).collect();
+                Self::write_pauses(&mut tx, &pauses).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1121,6 +1188,14 @@ macro_rules! impl_store {
                 q.push(" ORDER BY id");
                 let rows: Vec<AlertRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 rows.into_iter().map(Alert::try_from).collect()
+            }
+
+            async fn pauses(&self, resident_id: i64) -> StoreResult<Vec<mimamori_protocol::pause::Pause>> {
+                let rows: Vec<PauseRow> = sqlx::query_as(&format!("SELECT {PAUSE_COLS} FROM resident_pauses WHERE resident_id = $1 ORDER BY from_at, id"))
+                    .bind(resident_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(mimamori_protocol::pause::Pause::try_from).collect()
             }
 
             async fn rule_states(&self) -> StoreResult<Vec<(i64, String)>> {
