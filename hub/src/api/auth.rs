@@ -181,8 +181,7 @@ async fn second_factor(
     let Some(code) = code else {
         return Err(ApiError::TotpRequired);
     };
-    let unix_s = u64::try_from(st.clock.now().timestamp()).unwrap_or(0);
-    let fresh = match crate::totp::check(secret, code, unix_s) {
+    let fresh = match crate::totp::check(secret, code, st.clock.now()) {
         Some(step) => st.store.use_totp_step(user.id, step).await?,
         None => false,
     };
