@@ -42,7 +42,7 @@ async fn put_receiver(hub: &TestHub, rx: &str, example: &str) -> Result<Value> {
     .await
 }
 
-async fn sightings(hub: &TestHub, rid: i64) -> Option<Vec<Value>> {
+pub(crate) async fn sightings(hub: &TestHub, rid: i64) -> Option<Vec<Value>> {
     let v = hub
         .expect(
             Method::GET,

@@ -297,16 +297,7 @@ async fn family_sees_the_passage_history_in_a_real_browser() -> Result<()> {
             .await?;
     }
     eventually("both passages stored", Duration::from_secs(10), || async {
-        let seen = hub
-            .expect(
-                Method::GET,
-                &format!("/residents/{rid}/sightings"),
-                None,
-                200,
-            )
-            .await
-            .ok()?;
-        (seen.as_array()?.len() == 2).then_some(())
+        (crate::ble::sightings(&hub, rid).await?.len() == 2).then_some(())
     })
     .await?;
 

@@ -167,6 +167,33 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// The first access-log entry of `rid` that `matches`, once the background writer has
+/// written it.
+async fn logged(
+    hub: &TestHub,
+    rid: i64,
+    what: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    eventually(what, WITHIN, || async {
+        let v = hub
+            .expect(
+                Method::GET,
+                &format!("/residents/{rid}/access-log"),
+                None,
+                200,
+            )
+            .await
+            .ok()?;
+        v["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| matches(e))
+            .cloned()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn consent_decides_collection_sqlite() -> Result<()> {
     consent_decides_collection(Backend::Sqlite).await
@@ -236,21 +263,8 @@ async fn reads_are_logged(backend: Backend) -> Result<()> {
     assert_eq!(status, 200);
     assert_eq!(track.as_array().map(Vec::len), Some(3));
 
-    let log = eventually("the track read in the access log", WITHIN, || async {
-        let v = hub
-            .expect(
-                Method::GET,
-                &format!("/residents/{rid}/access-log"),
-                None,
-                200,
-            )
-            .await
-            .ok()?;
-        v["entries"]
-            .as_array()?
-            .iter()
-            .find(|e| e["actor"] == "tanaka" && e["what"] == "track")
-            .cloned()
+    let log = logged(&hub, rid, "the track read in the access log", |e| {
+        e["actor"] == "tanaka" && e["what"] == "track"
     })
     .await?;
     assert_eq!(
@@ -306,28 +320,9 @@ async fn reads_are_logged(backend: Backend) -> Result<()> {
     let mut ws = crate::ws::WsClient::connect(&hub, &family, None).await?;
     let snapshot = ws.next().await?;
     assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-    eventually(
-        "the family's snapshot in the access log",
-        WITHIN,
-        || async {
-            let v = hub
-                .expect(
-                    Method::GET,
-                    &format!("/residents/{rid}/access-log"),
-                    None,
-                    200,
-                )
-                .await
-                .ok()?;
-            v["entries"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["actor"] == "ito.family" && e["what"] == "snapshot" && e["role"] == "family"
-                })
-                .cloned()
-        },
-    )
+    logged(&hub, rid, "the family's snapshot in the access log", |e| {
+        e["actor"] == "ito.family" && e["what"] == "snapshot" && e["role"] == "family"
+    })
     .await?;
     assert!(hub.metric("mimamori_access_log_rows_total").await? >= 2.0);
     assert_eq!(hub.metric("mimamori_access_log_dropped_total").await?, 0.0);
@@ -412,21 +407,8 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
     let (a, b) = (ids[0], ids[1]);
     let stored = hub.readings(a).await?.len();
     // The read is written in the background: the export must find it.
-    eventually("the readings read in the access log", WITHIN, || async {
-        let v = hub
-            .expect(
-                Method::GET,
-                &format!("/residents/{a}/access-log"),
-                None,
-                200,
-            )
-            .await
-            .ok()?;
-        v["entries"]
-            .as_array()?
-            .iter()
-            .find(|e| e["what"] == "readings")
-            .cloned()
+    logged(&hub, a, "the readings read in the access log", |e| {
+        e["what"] == "readings"
     })
     .await?;
 
@@ -482,21 +464,8 @@ async fn export_and_erasure(backend: Backend) -> Result<()> {
     assert!(everything.contains(devices[0].0.as_str()));
 
     // The export is audited and logged as a read.
-    eventually("the export in the access log", WITHIN, || async {
-        let v = hub
-            .expect(
-                Method::GET,
-                &format!("/residents/{a}/access-log"),
-                None,
-                200,
-            )
-            .await
-            .ok()?;
-        v["entries"]
-            .as_array()?
-            .iter()
-            .find(|e| e["what"] == "export")
-            .cloned()
+    logged(&hub, a, "the export in the access log", |e| {
+        e["what"] == "export"
     })
     .await?;
     let staff = hub.user("staff.export", "staff", &[]).await?;

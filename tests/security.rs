@@ -996,3 +996,38 @@ async fn admins_without_codes_may_only_set_them_up_when_required() -> Result<()>
     hub.expect(Method::GET, "/residents", None, 200).await?;
     Ok(())
 }
+
+/// Someone who has a staff member's password cannot guess their codes for ever: a right
+/// password with a wrong code counts as a failed login, and the back-off follows as it
+/// does for wrong passwords.
+#[tokio::test]
+async fn wrong_codes_after_a_right_password_back_off() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let staff = hub.user("mori.k", "staff", &[]).await?;
+    let setup = hub
+        .call(Some(&staff), Method::POST, "/auth/totp", None)
+        .await?
+        .1;
+    let code = app_code(setup["secret"].as_str().unwrap_or_default(), 0)?;
+    let (status, _) = hub
+        .call(
+            Some(&staff),
+            Method::POST,
+            "/auth/totp/confirm",
+            Some(json!({"code": code})),
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let mut answers = Vec::new();
+    for guess in [
+        "111111", "222222", "333333", "444444", "555555", "666666", "777777",
+    ] {
+        answers.push(login_with_code(&hub, "mori.k", Some(guess)).await?.0);
+    }
+    assert_eq!(&answers[..5], &[401; 5], "{answers:?}");
+    assert!(
+        answers[5..].contains(&429),
+        "the guesses back off: {answers:?}"
+    );
+    Ok(())
+}

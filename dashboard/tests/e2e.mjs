@@ -8,13 +8,7 @@
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`missing environment variable ${k}`);
-  return v;
-};
+import { check, env, hubContext, launch, run, signIn, watchErrors } from './harness.mjs';
 const HUB = env('HUB_URL');
 const SHOTS = env('SCREENSHOT_DIR');
 const STAFF = [env('STAFF1_USER'), env('STAFF1_PASS')];
@@ -35,11 +29,6 @@ const REPEAT_MS = 2000;
 
 mkdirSync(SHOTS, { recursive: true });
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  console.log(`ok - ${what}`);
-}
 
 async function shot(page, name) {
   const path = join(SHOTS, `${name}.png`);
@@ -86,15 +75,8 @@ function instrumentAudio() {
 
 /** A browser context that reaches only the hub: the tile server of config.js is
  *  cut off, so the "tiles cannot load" path is what the test sees. */
-async function context(browser, locale) {
-  const ctx = await browser.newContext({ locale, viewport: { width: 1280, height: 860 } });
-  await ctx.addInitScript(instrumentAudio);
-  const hub = new URL(HUB);
-  await ctx.route('**/*', (route) => {
-    const url = new URL(route.request().url());
-    return url.host === hub.host ? route.continue() : route.abort();
-  });
-  return ctx;
+function context(browser, locale) {
+  return hubContext(browser, HUB, locale, instrumentAudio);
 }
 
 /** Distinct pitches in the order they were first played: one per repeat of the alarm. */
@@ -116,29 +98,18 @@ async function axeClean(page, what) {
   check(bad.length === 0, `axe: no serious or critical violation on ${what}${bad.length ? `\n  ${bad.join('\n  ')}` : ''}`);
 }
 
-async function login(page, [user, pass]) {
-  await page.goto(HUB);
-  await page.fill('#username', user);
-  await page.fill('#password', pass);
-  await page.click('#sign-in');
-  await page.waitForSelector('#conn[data-state="live"]');
+function login(page, credentials) {
+  return signIn(page, HUB, credentials);
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--no-first-run', '--disable-component-update', '--disable-sync',
-      // Real audio runs; instrumentAudio() plays the browser's blocking of it.
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  // Real audio runs; instrumentAudio() plays the browser's blocking of it.
+  const browser = await launch(['--autoplay-policy=no-user-gesture-required']);
   try {
     const a = await (await context(browser, 'en-US')).newPage();
     const b = await (await context(browser, 'en-US')).newPage();
-    page_errors(a, 'staff A');
-    page_errors(b, 'staff B');
+    watchErrors(a, 'staff A');
+    watchErrors(b, 'staff B');
 
     const first = await a.goto(HUB);
     const csp = first.headers()['content-security-policy'] || '';
@@ -299,7 +270,7 @@ async function main() {
 
     // Admin: a device's secret is shown once.
     const admin = await (await context(browser, 'ja-JP')).newPage();
-    page_errors(admin, 'admin');
+    watchErrors(admin, 'admin');
     await login(admin, ADMIN);
     await admin.goto(`${HUB}/#/admin/devices`);
     await admin.fill('#device-name', '玄関センサー');
@@ -315,7 +286,7 @@ async function main() {
 
     // A family user sees their own resident and nobody else.
     const fam = await (await context(browser, 'ja-JP')).newPage();
-    page_errors(fam, 'family');
+    watchErrors(fam, 'family');
     await login(fam, FAMILY);
     await fam.waitForSelector('[data-resident-id]');
     const cards = await fam.locator('[data-resident-id] h2').allTextContents();
@@ -400,7 +371,7 @@ async function everyPage(browser, page, alertId) {
   ];
   for (const lang of ['en', 'ja']) {
     const guest = await (await context(browser, lang === 'ja' ? 'ja-JP' : 'en-GB')).newPage();
-    page_errors(guest, `${lang} login`);
+    watchErrors(guest, `${lang} login`);
     await guest.goto(HUB);
     await guest.evaluate((l) => localStorage.setItem('mimamori.lang', l), lang);
     await guest.reload();
@@ -426,22 +397,4 @@ async function everyPage(browser, page, alertId) {
   }
 }
 
-const errors = [];
-/** Script errors and Content-Security-Policy violations both fail the run. */
-function page_errors(page, who) {
-  page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
-  page.on('console', (m) => {
-    if (/Content Security Policy/i.test(m.text())) errors.push(`${who}: CSP violation: ${m.text()}`);
-  });
-}
-
-main()
-  .then(() => {
-    if (errors.length) throw new Error(`script errors in the page:\n${errors.join('\n')}`);
-    console.log('e2e: all checks passed');
-    process.exit(0);
-  })
-  .catch((e) => {
-    console.error(`e2e FAILED: ${e.stack || e}`);
-    process.exit(1);
-  });
+run('e2e', main);

@@ -32,8 +32,9 @@ pub fn otpauth_url(secret: &str, username: &str) -> String {
     )
 }
 
-/// The time step of `code` when it is a good code of `secret` at `unix_s`, else `None`.
-pub fn check(secret: &str, code: &str, unix_s: u64) -> Option<i64> {
+/// The time step of `code` when it is a good code of `secret` at `now`, else `None`.
+pub fn check(secret: &str, code: &str, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+    let unix_s = u64::try_from(now.timestamp()).ok()?;
     let code = code.trim();
     if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -65,6 +66,10 @@ mod tests {
     /// RFC 6238 Appendix B's SHA-1 secret ("12345678901234567890"), six digits.
     const RFC_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
+    fn at(unix_s: u64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(unix_s as i64, 0).unwrap_or_default()
+    }
+
     #[test]
     fn rfc_6238_vectors_are_accepted_at_their_step() {
         for (t, code) in [
@@ -74,7 +79,7 @@ mod tests {
             (2_000_000_000, "279037"),
         ] {
             assert_eq!(
-                check(RFC_SECRET, code, t),
+                check(RFC_SECRET, code, at(t)),
                 Some((t / STEP_S) as i64),
                 "t={t}"
             );
@@ -84,13 +89,13 @@ mod tests {
     #[test]
     fn a_code_is_good_one_step_either_side_and_no_further() {
         let t = 1_234_567_890;
-        assert!(check(RFC_SECRET, "005924", t + STEP_S).is_some());
-        assert!(check(RFC_SECRET, "005924", t - STEP_S).is_some());
-        assert!(check(RFC_SECRET, "005924", t + 2 * STEP_S).is_none());
-        assert!(check(RFC_SECRET, "005925", t).is_none());
-        assert!(check(RFC_SECRET, "05924", t).is_none());
-        assert!(check(RFC_SECRET, "00592a", t).is_none());
-        assert!(check("not base32!", "005924", t).is_none());
+        assert!(check(RFC_SECRET, "005924", at(t + STEP_S)).is_some());
+        assert!(check(RFC_SECRET, "005924", at(t - STEP_S)).is_some());
+        assert!(check(RFC_SECRET, "005924", at(t + 2 * STEP_S)).is_none());
+        assert!(check(RFC_SECRET, "005925", at(t)).is_none());
+        assert!(check(RFC_SECRET, "05924", at(t)).is_none());
+        assert!(check(RFC_SECRET, "00592a", at(t)).is_none());
+        assert!(check("not base32!", "005924", at(t)).is_none());
     }
 
     #[test]

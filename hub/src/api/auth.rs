@@ -119,6 +119,9 @@ async fn login(
     if let Some(secret) = &record.totp_secret {
         second_factor(&st, peer, &record.user, secret, req.totp.as_deref()).await?;
     }
+    // Only a whole login clears the counts: a right password with a wrong code must keep
+    // adding up, or someone who has the password could guess codes for ever.
+    st.edge.throttle.succeeded(peer, &req.username);
     let token = security::random_secret();
     let now = st.clock.now();
     let expires_at = now + Duration::hours(i64::from(st.session_hours));
@@ -138,7 +141,8 @@ async fn login(
 }
 
 /// The user when `password` is theirs, `None` when it is not (or no such user); the
-/// back-off comes first, and an unknown user costs no Argon2 (only the same wait).
+/// back-off comes first, and an unknown user costs no Argon2 (only the same wait). A
+/// failure is counted here; the caller clears the counts once the whole check passed.
 async fn check_password(
     st: &AppState,
     peer: std::net::IpAddr,
@@ -165,7 +169,6 @@ async fn check_password(
         st.edge.throttle.failed(peer, username, now);
         return Ok(None);
     }
-    st.edge.throttle.succeeded(peer, username);
     Ok(Some(record))
 }
 
@@ -181,8 +184,7 @@ async fn second_factor(
     let Some(code) = code else {
         return Err(ApiError::TotpRequired);
     };
-    let unix_s = u64::try_from(st.clock.now().timestamp()).unwrap_or(0);
-    let fresh = match crate::totp::check(secret, code, unix_s) {
+    let fresh = match crate::totp::check(secret, code, st.clock.now()) {
         Some(step) => st.store.use_totp_step(user.id, step).await?,
         None => false,
     };
@@ -218,6 +220,7 @@ async fn change_password(
     {
         return Err(ApiError::Forbidden("the current password is wrong".into()));
     }
+    st.edge.throttle.succeeded(peer, &name);
     let ended = set_password(&st, &caller.user, req.new_password).await?;
     super::audit(
         &st,

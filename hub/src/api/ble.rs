@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::activity::visible_resident;
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{audit, AppState};
 use crate::store::{StoreError, StoredReading};
 
@@ -39,7 +39,7 @@ async fn device_of_kind(st: &AppState, id: &str, kind: DeviceKind) -> ApiResult<
         .store
         .device(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+        .map_err(or_not_found(|| format!("no device {id}")))?;
     if device.kind != kind {
         return Err(ApiError::Invalid(format!(
             "device {id} is a {} device, not a {}",

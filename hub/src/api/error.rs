@@ -46,6 +46,15 @@ pub enum ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A store's "no such row" as a 404 saying what is missing; any other failure keeps its
+/// kind, so an outage is never reported as "not found".
+pub fn or_not_found(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> ApiError {
+    move |e| match e {
+        StoreError::NotFound => ApiError::NotFound(what()),
+        other => other.into(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -13,7 +13,7 @@ use mimamori_protocol::gateway::{NewZigbeeDevice, ZigbeeDevice};
 use mimamori_protocol::DeviceKind;
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
 use crate::ingest::zigbee2mqtt::default_sos_actions;
 use crate::store::StoreError;
@@ -94,9 +94,9 @@ async fn remove(
     st.store
         .delete_zigbee_device(&gateway_id, &name)
         .await
-        .map_err(|_| {
-            ApiError::NotFound(format!("no Zigbee device {name:?} on gateway {gateway_id}"))
-        })?;
+        .map_err(or_not_found(|| {
+            format!("no Zigbee device {name:?} on gateway {gateway_id}")
+        }))?;
     reload(&st, &gateway_id).await?;
     audit(
         &st,
@@ -151,7 +151,7 @@ pub(super) async fn gateway(st: &AppState, id: &str) -> ApiResult<()> {
         .store
         .device(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+        .map_err(or_not_found(|| format!("no device {id}")))?;
     if device.kind != DeviceKind::Gateway {
         return Err(ApiError::Invalid(format!(
             "device {id} is a {} device, not a gateway",

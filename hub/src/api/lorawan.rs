@@ -13,7 +13,7 @@ use mimamori_protocol::gateway::{
 use mimamori_protocol::DeviceKind;
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::gateways::{gateway, read_back, registered_device, taken};
 use super::{audit, AppState};
 use crate::ingest::lorawan::{normalise_dev_eui, resolve_fields};
@@ -104,7 +104,9 @@ async fn remove(
     st.store
         .delete_lorawan_device(&gateway_id, &eui)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no DevEUI {eui} on gateway {gateway_id}")))?;
+        .map_err(or_not_found(|| {
+            format!("no DevEUI {eui} on gateway {gateway_id}")
+        }))?;
     reload(&st, &gateway_id).await?;
     audit(
         &st,

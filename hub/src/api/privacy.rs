@@ -14,7 +14,7 @@ use mimamori_protocol::api::Role;
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::text::display_name;
 use super::{audit, AppState};
 use crate::pipeline::Command;
@@ -64,7 +64,7 @@ async fn record(
         .store
         .resident(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+        .map_err(or_not_found(|| format!("no resident {id}")))?;
     let now = st.clock.now();
     // The day on the form is the resident's local day.
     let tz = chrono_tz::Tz::from_str(&resident.timezone).unwrap_or(chrono_tz::Asia::Tokyo);
@@ -218,7 +218,7 @@ async fn access_log(
         .store
         .resident(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+        .map_err(or_not_found(|| format!("no resident {id}")))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let entries = st.store.access_log(id, limit).await?;
     Ok(Json(match caller.user.role {
@@ -246,7 +246,7 @@ async fn export(
         .store
         .resident(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+        .map_err(or_not_found(|| format!("no resident {id}")))?;
     let now = st.clock.now();
     audit(
         &st,

@@ -39,10 +39,6 @@ struct Code {
     code: String,
 }
 
-fn unix_s(st: &AppState) -> u64 {
-    u64::try_from(st.clock.now().timestamp()).unwrap_or(0)
-}
-
 /// Makes a new secret waiting for its first code; an account that has one keeps it
 /// until the new one is confirmed.
 async fn begin(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json<Setup>> {
@@ -70,7 +66,7 @@ async fn confirm(
         .ok_or_else(|| {
             ApiError::Conflict("no setup is waiting: POST /api/v1/auth/totp first".into())
         })?;
-    let step = totp::check(&pending, &req.code, unix_s(&st))
+    let step = totp::check(&pending, &req.code, st.clock.now())
         .ok_or_else(|| ApiError::Invalid("the code is not right for the new secret".into()))?;
     if !st.store.enable_totp(caller.user.id, step).await? {
         return Err(ApiError::Conflict(
@@ -101,7 +97,7 @@ async fn remove(
         .await?
         .secret
         .ok_or_else(|| ApiError::Conflict("this account has no one-time codes".into()))?;
-    let step = totp::check(&secret, &req.code, unix_s(&st))
+    let step = totp::check(&secret, &req.code, st.clock.now())
         .ok_or_else(|| ApiError::Forbidden("the code is not right".into()))?;
     if !st.store.use_totp_step(caller.user.id, step).await? {
         return Err(ApiError::Forbidden("that code was used already".into()));
@@ -124,13 +120,7 @@ async fn reset(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
-    let user = st
-        .store
-        .list_users()
-        .await?
-        .into_iter()
-        .find(|u| u.id == id)
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    let user = super::users::user_by_id(&st, id).await?;
     end_totp(&st, &caller, id, &user.username, "user.totp_reset").await
 }
 

@@ -109,13 +109,7 @@ async fn reset_password(
     ApiJson(req): ApiJson<NewPassword>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
-    let user = st
-        .store
-        .list_users()
-        .await?
-        .into_iter()
-        .find(|u| u.id == id)
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    let user = user_by_id(&st, id).await?;
     let ended = super::auth::set_password(&st, &user, req.password).await?;
     audit(
         &st,
@@ -126,6 +120,16 @@ async fn reset_password(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The user with this id, for an admin's action on them.
+pub(super) async fn user_by_id(st: &AppState, id: i64) -> ApiResult<User> {
+    st.store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))
 }
 
 fn validate_username(name: &str) -> ApiResult<()> {

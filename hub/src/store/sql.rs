@@ -392,6 +392,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Finishes a change of one user's credentials (`updated` rows changed): every
+            /// session of theirs ends in the same transaction, since a session made with the
+            /// old credential must not outlive it. Returns how many ended.
+            async fn credential_changed(mut tx: sqlx::Transaction<'_, $db>, updated: u64, user_id: i64) -> StoreResult<u64> {
+                if updated != 1 {
+                    return Err(StoreError::NotFound);
+                }
+                let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(ended)
+            }
+
             /// Which of these residents still exist: a batch may trail a deletion.
             async fn existing_residents(tx: &mut sqlx::Transaction<'_, $db>, ids: &BTreeSet<i64>) -> StoreResult<BTreeSet<i64>> {
                 if ids.is_empty() {
@@ -730,16 +746,7 @@ macro_rules! impl_store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
-                if updated.rows_affected() != 1 {
-                    return Err(StoreError::NotFound);
-                }
-                let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok(ended)
+                Self::credential_changed(tx, updated.rows_affected(), user_id).await
             }
 
             async fn totp(&self, user_id: i64) -> StoreResult<TotpRow> {
@@ -769,7 +776,8 @@ macro_rules! impl_store {
             async fn enable_totp(&self, user_id: i64, step: i64) -> StoreResult<bool> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query(
-                    "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1                      WHERE id = $2 AND totp_pending IS NOT NULL",
+                    "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 \
+                     WHERE id = $2 AND totp_pending IS NOT NULL",
                 )
                 .bind(step)
                 .bind(user_id)
@@ -787,16 +795,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-                if done.rows_affected() != 1 {
-                    return Err(StoreError::NotFound);
-                }
-                let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok(ended)
+                Self::credential_changed(tx, done.rows_affected(), user_id).await
             }
 
             async fn use_totp_step(&self, user_id: i64, step: i64) -> StoreResult<bool> {
