@@ -375,6 +375,14 @@ mod tests {
         r.devices.iter().map(|d| (d.id.clone(), d.kind)).collect()
     }
 
+    /// Each change as (when, kind, what), for comparing with a list.
+    fn changes(out: &Outcome) -> Vec<(String, &str, &str)> {
+        out.changes
+            .iter()
+            .map(|c| (c.at.to_rfc3339(), c.kind.as_str(), c.change))
+            .collect()
+    }
+
     #[test]
     fn an_evening_collapse_replays_in_any_order_of_arrival() -> anyhow::Result<()> {
         let r = home();
@@ -387,11 +395,7 @@ mod tests {
         ];
         let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
         let out = replay(resident_config(&r, None)?, events);
-        let got: Vec<(String, &str, &str)> = out
-            .changes
-            .iter()
-            .map(|c| (c.at.to_rfc3339(), c.kind.as_str(), c.change))
-            .collect();
+        let got = changes(&out);
         assert_eq!(
             got,
             [
@@ -432,11 +436,7 @@ mod tests {
         ];
         let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
         let out = replay(resident_config(&r, None)?, events);
-        let got: Vec<(String, &str, &str)> = out
-            .changes
-            .iter()
-            .map(|c| (c.at.to_rfc3339(), c.kind.as_str(), c.change))
-            .collect();
+        let got = changes(&out);
         assert_eq!(
             got,
             [
