@@ -837,6 +837,74 @@ async fn zigbee2mqtt_emergency_action_raises_sos_by_default() -> Result<()> {
     Ok(())
 }
 
+/// With the resident asked first, a Zigbee button's double press (the default answer)
+/// is "I'm OK": the pending inactivity alert is resolved by the resident and no SOS opens.
+#[tokio::test]
+async fn zigbee2mqtt_double_press_answers_are_you_ok() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let rules = json!({
+        "inactivity": {"day_threshold_s": 2, "night_threshold_s": 2, "morning_deadline": null},
+        "check": {"enabled": true, "timeout_s": 600}
+    });
+    let rid = hub
+        .resident(json!({"name": "Answer", "rules": rules}))
+        .await?;
+    let gw = hub.device(rid, "gateway").await?;
+    let button = hub.device(rid, "button").await?;
+    let mapped = hub
+        .expect(
+            Method::POST,
+            &format!("/devices/{}/zigbee", gw.id),
+            Some(json!({"friendly_name": "pendant", "device_id": button.id})),
+            201,
+        )
+        .await?;
+    assert_eq!(
+        (&mapped["sos_actions"], &mapped["ok_actions"]),
+        (&json!(["single", "emergency"]), &json!(["double"]))
+    );
+    let (mut z2m, base) = connect_zigbee2mqtt(&hub, &gw).await?;
+    let pir = hub.device(rid, "motion").await?;
+    let mut sensor = crate::helpers::connect_device(&hub, &pir).await?;
+    sensor
+        .publish_acked(&crate::helpers::topic(&pir, "motion"), r#"{"motion":true}"#)
+        .await?;
+    let pending = hub.wait_alert(rid, "inactivity", "pending", WAIT).await?;
+    // As zigbee2mqtt.io/devices/WXKG11LM.html exposes a double click.
+    z2m.publish_acked(
+        &format!("{base}/pendant"),
+        r#"{"action":"double","battery":90,"linkquality":102}"#,
+    )
+    .await?;
+    let confirmed = hub.wait_alert(rid, "inactivity", "resolved", WAIT).await?;
+    assert_eq!(confirmed["id"], pending["id"]);
+    assert_eq!(confirmed["resolution"], "resident_confirmed");
+    let alerts = hub
+        .expect(
+            Method::GET,
+            &format!("/alerts?resident_id={rid}"),
+            None,
+            200,
+        )
+        .await?;
+    assert!(
+        !alerts.to_string().contains("\"sos\""),
+        "a double press is not SOS: {alerts}"
+    );
+    let both = json!({"friendly_name": "other", "device_id": button.id,
+        "sos_actions": ["single"], "ok_actions": ["single"]});
+    let (status, body) = hub
+        .call(
+            Some(&hub.admin_token),
+            Method::POST,
+            &format!("/devices/{}/zigbee", gw.id),
+            Some(both),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    Ok(())
+}
+
 /// A battery or link-quality report carries the cached `occupancy: true` along: it is
 /// the device's sign of life, not new movement.
 #[tokio::test]

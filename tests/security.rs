@@ -890,8 +890,8 @@ async fn login_with_code(hub: &TestHub, user: &str, code: Option<&str>) -> Resul
 
 /// A staff account with one-time codes: setting them up takes a code from the app; then a
 /// login needs a fresh code (none: `totp_required`; wrong or used before: 401), MQTT
-/// refuses the account (no place for a code), and an admin's reset for a lost phone ends
-/// its sessions. All of it is audited.
+/// refuses the account as it refuses a wrong password (no place for a code), and an
+/// admin's reset for a lost phone ends its sessions. All of it is audited.
 #[tokio::test]
 async fn one_time_codes_guard_a_staff_login() -> Result<()> {
     let hub = TestHub::start().await?;
@@ -945,11 +945,18 @@ async fn one_time_codes_guard_a_staff_login() -> Result<()> {
     let refused = mqtt_connect(hub.mqtt_port, "", "tanaka.k", &password_of("tanaka.k"))
         .await
         .err();
+    let wrong = mqtt_connect(hub.mqtt_port, "", "tanaka.k", "not-the-password")
+        .await
+        .err();
     assert_eq!(
         refused,
         Some(MqttRefusal::Refused(
-            rumqttc::ConnectReturnCode::NotAuthorized
+            rumqttc::ConnectReturnCode::BadUserNamePassword
         ))
+    );
+    assert_eq!(
+        refused, wrong,
+        "the right password is not confirmed over MQTT"
     );
 
     let id = me["id"].as_i64().unwrap_or_default();

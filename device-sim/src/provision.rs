@@ -92,6 +92,7 @@ async fn map_zigbee(api: &HubApi, client: Client, devices: &mut [FleetDevice]) -
                 friendly_name: name.clone(),
                 device_id: d.id.clone(),
                 sos_actions: None,
+                ok_actions: None,
             },
         )
         .await?;

@@ -18,6 +18,10 @@ pub struct NewZigbeeDevice {
     /// `action` values that raise SOS; left out, a button's `single` press does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sos_actions: Option<Vec<String>>,
+    /// `action` values that answer "are you OK?" (an `ok` reading); left out, a button's
+    /// `double` press does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_actions: Option<Vec<String>>,
 }
 
 /// A Zigbee device mapped to a hub device.
@@ -29,6 +33,8 @@ pub struct ZigbeeDevice {
     pub device_kind: DeviceKind,
     pub resident_id: i64,
     pub sos_actions: Vec<String>,
+    #[serde(default)]
+    pub ok_actions: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 

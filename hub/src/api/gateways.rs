@@ -15,12 +15,12 @@ use mimamori_protocol::DeviceKind;
 use super::auth::AuthUser;
 use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
-use crate::ingest::zigbee2mqtt::default_sos_actions;
-use crate::store::StoreError;
+use crate::ingest::zigbee2mqtt::{default_ok_actions, default_sos_actions};
+use crate::store::{ButtonActions, StoreError};
 
 /// Longest friendly name accepted; Zigbee2MQTT itself sets no limit.
 const MAX_NAME: usize = 200;
-/// Most SOS actions per device, each at most this long.
+/// Most SOS (or "I'm OK") actions per device, each at most this long.
 const MAX_ACTIONS: usize = 20;
 const MAX_ACTION_LEN: usize = 50;
 
@@ -46,9 +46,14 @@ async fn create(
         "a Zigbee device can be a motion, door or button device",
     )
     .await?;
-    let actions = req
-        .sos_actions
-        .unwrap_or_else(|| default_sos_actions(device.kind));
+    let actions = ButtonActions {
+        sos: req
+            .sos_actions
+            .unwrap_or_else(|| default_sos_actions(device.kind)),
+        ok: req
+            .ok_actions
+            .unwrap_or_else(|| default_ok_actions(device.kind)),
+    };
     valid_actions(&actions)?;
     st.store
         .create_zigbee_device(&gateway_id, &name, &device.id, &actions, st.clock.now())
@@ -67,7 +72,7 @@ async fn create(
         &caller,
         "zigbee.map",
         format!("device/{gateway_id}/zigbee/{name}"),
-        serde_json::json!({"device_id": device.id, "sos_actions": actions}),
+        serde_json::json!({"device_id": device.id, "sos_actions": actions.sos, "ok_actions": actions.ok}),
     )
     .await?;
     let created = read_back(rows, |z| z.friendly_name == name, &name)?;
@@ -190,18 +195,24 @@ fn valid_friendly_name(name: &str) -> ApiResult<String> {
     Ok(name.to_string())
 }
 
-fn valid_actions(actions: &[String]) -> ApiResult<()> {
-    if actions.len() > MAX_ACTIONS {
-        return Err(ApiError::Invalid(format!(
-            "at most {MAX_ACTIONS} sos_actions"
-        )));
+fn valid_actions(actions: &ButtonActions) -> ApiResult<()> {
+    for (field, list) in [("sos_actions", &actions.sos), ("ok_actions", &actions.ok)] {
+        if list.len() > MAX_ACTIONS {
+            return Err(ApiError::Invalid(format!("at most {MAX_ACTIONS} {field}")));
+        }
+        if let Some(a) = list
+            .iter()
+            .find(|a| a.is_empty() || a.len() > MAX_ACTION_LEN)
+        {
+            return Err(ApiError::Invalid(format!(
+                "{field}: {a:?} must be 1 to {MAX_ACTION_LEN} characters"
+            )));
+        }
     }
-    if let Some(a) = actions
-        .iter()
-        .find(|a| a.is_empty() || a.len() > MAX_ACTION_LEN)
-    {
+    // One press must not mean both "help" and "I'm fine".
+    if let Some(a) = actions.ok.iter().find(|a| actions.sos.contains(a)) {
         return Err(ApiError::Invalid(format!(
-            "sos action {a:?} must be 1 to {MAX_ACTION_LEN} characters"
+            "action {a:?} is in both sos_actions and ok_actions"
         )));
     }
     Ok(())
@@ -232,9 +243,15 @@ mod tests {
     }
 
     #[test]
-    fn sos_actions_are_bounded() {
-        assert!(valid_actions(&["single".into(), "hold".into()]).is_ok());
-        assert!(valid_actions(&[String::new()]).is_err());
-        assert!(valid_actions(&vec!["x".to_string(); 21]).is_err());
+    fn button_actions_are_bounded_and_never_both_sos_and_ok() {
+        let actions = |sos: &[&str], ok: &[&str]| ButtonActions {
+            sos: sos.iter().map(|s| s.to_string()).collect(),
+            ok: ok.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(valid_actions(&actions(&["single", "hold"], &["double"])).is_ok());
+        assert!(valid_actions(&actions(&[""], &[])).is_err());
+        assert!(valid_actions(&actions(&[], &[""])).is_err());
+        assert!(valid_actions(&actions(&["x"; 21], &[])).is_err());
+        assert!(valid_actions(&actions(&["single"], &["single"])).is_err());
     }
 }

@@ -178,8 +178,10 @@ impl EdgeCtx {
         if record.totp_secret.is_some() {
             // MQTT has no place for a one-time code, and a password alone is not enough
             // for this account: its subscriptions go through another account or the API.
+            // The answer is the wrong password's, so that MQTT cannot confirm a guessed
+            // password that the API would then ask a code for.
             tracing::info!(username = %username.escape_debug(), %peer, "MQTT login refused: the account has one-time codes");
-            return Err(ConnectReturnCode::NotAuthorized);
+            return Err(ConnectReturnCode::BadUsernamePassword);
         }
         self.throttle.succeeded(peer, username);
         Ok(Principal::User {

@@ -42,6 +42,15 @@ pub fn default_sos_actions(kind: DeviceKind) -> Vec<String> {
     }
 }
 
+/// The `action` values that answer "are you OK?" when a mapping names none: a button's
+/// double press, which nobody makes by leaning on it.
+pub fn default_ok_actions(kind: DeviceKind) -> Vec<String> {
+    match kind {
+        DeviceKind::Button => vec!["double".to_string()],
+        _ => Vec::new(),
+    }
+}
+
 /// A Zigbee device as the adapter needs it: the hub device it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
@@ -49,6 +58,7 @@ pub struct Mapped {
     pub kind: DeviceKind,
     pub resident_id: i64,
     pub sos_actions: Vec<String>,
+    pub ok_actions: Vec<String>,
 }
 
 impl From<&ZigbeeDevice> for Mapped {
@@ -58,6 +68,7 @@ impl From<&ZigbeeDevice> for Mapped {
             kind: z.device_kind,
             resident_id: z.resident_id,
             sos_actions: z.sos_actions.clone(),
+            ok_actions: z.ok_actions.clone(),
         }
     }
 }
@@ -250,6 +261,7 @@ impl ZigbeeMap {
             DeviceKind::Button => match s.action.as_deref() {
                 Some("") => return Ok(None),
                 Some(a) if m.sos_actions.iter().any(|x| x == a) => Reading::Sos,
+                Some(a) if m.ok_actions.iter().any(|x| x == a) => Reading::Ok,
                 _ => Reading::Heartbeat,
             },
             DeviceKind::Gps | DeviceKind::Gateway | DeviceKind::Tag | DeviceKind::Receiver => {
@@ -411,6 +423,7 @@ mod tests {
             device_kind: kind,
             resident_id: 7,
             sos_actions: sos.iter().map(|s| s.to_string()).collect(),
+            ok_actions: default_ok_actions(kind),
             created_at: Utc::now(),
         }
     }
@@ -521,6 +534,26 @@ mod tests {
     }
 
     #[test]
+    fn a_double_press_answers_are_you_ok_by_default() {
+        let m = ZigbeeMap::default();
+        m.replace_all(&[mapping(
+            "pendant",
+            "dev-sos",
+            DeviceKind::Button,
+            &["single"],
+        )]);
+        // Aqara WXKG11LM (zigbee2mqtt.io/devices/WXKG11LM.html) sends "single" and "double".
+        assert_eq!(
+            reading(&m, "pendant", r#"{"action":"double","battery":100}"#),
+            Ok(Some(Reading::Ok))
+        );
+        assert_eq!(
+            reading(&m, "pendant", r#"{"action":"single"}"#),
+            Ok(Some(Reading::Sos))
+        );
+    }
+
+    #[test]
     fn a_contact_sensor_counts_only_changes() {
         let m = map();
         // Aqara MCCGQ11LM (zigbee2mqtt.io/devices/MCCGQ11LM.html): contact true = closed.
@@ -545,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn button_actions_map_to_sos_or_are_ignored() {
+    fn button_actions_map_to_sos_ok_or_are_ignored() {
         let m = map();
         assert_eq!(
             reading(&m, "pendant", r#"{"action":"single"}"#),
@@ -556,7 +589,7 @@ mod tests {
             Ok(Some(Reading::Sos))
         );
         assert_eq!(
-            reading(&m, "pendant", r#"{"action":"double"}"#),
+            reading(&m, "pendant", r#"{"action":"triple"}"#),
             Ok(Some(Reading::Heartbeat))
         );
         // Home Assistant's legacy action sensor: an empty action after every press.

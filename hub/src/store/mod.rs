@@ -64,6 +64,13 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What a Zigbee button's `action` values mean: SOS, or the resident's "I'm OK".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ButtonActions {
+    pub sos: Vec<String>,
+    pub ok: Vec<String>,
+}
+
 /// What a CONNECT is checked against.
 #[derive(Debug, Clone)]
 pub struct DeviceAuth {
@@ -396,7 +403,7 @@ pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
         gateway_id: &str,
         friendly_name: &str,
         device_id: &str,
-        sos_actions: &[String],
+        actions: &ButtonActions,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Every mapping (of one gateway, or of all), with the mapped device's kind and resident.

@@ -1581,16 +1581,18 @@ macro_rules! impl_store {
             }
 
             // -- gateways (issue 7): add methods below this line --
-            async fn create_zigbee_device(&self, gateway_id: &str, friendly_name: &str, device_id: &str, sos_actions: &[String], at: DateTime<Utc>) -> StoreResult<()> {
-                let actions = serde_json::to_string(sos_actions).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            async fn create_zigbee_device(&self, gateway_id: &str, friendly_name: &str, device_id: &str, actions: &ButtonActions, at: DateTime<Utc>) -> StoreResult<()> {
+                let json = |a: &[String]| serde_json::to_string(a).map_err(|e| StoreError::Invalid(e.to_string()));
+                let (sos, ok) = (json(&actions.sos)?, json(&actions.ok)?);
                 let _w = self.write_guard().await;
                 sqlx::query(
-                    "INSERT INTO zigbee_devices (gateway_id, friendly_name, device_id, sos_actions, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO zigbee_devices (gateway_id, friendly_name, device_id, sos_actions, ok_actions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(gateway_id)
                 .bind(friendly_name)
                 .bind(device_id)
-                .bind(actions)
+                .bind(sos)
+                .bind(ok)
                 .bind(ms(at))
                 .execute(&self.pool)
                 .await?;
@@ -1598,8 +1600,8 @@ macro_rules! impl_store {
             }
 
             async fn zigbee_devices(&self, gateway_id: Option<&str>) -> StoreResult<Vec<ZigbeeDevice>> {
-                let rows: Vec<(String, String, String, String, i64, String, i64)> = sqlx::query_as(
-                    "SELECT z.gateway_id, z.friendly_name, z.device_id, d.kind, d.resident_id, z.sos_actions, z.created_at \
+                let rows: Vec<(String, String, String, String, i64, String, String, i64)> = sqlx::query_as(
+                    "SELECT z.gateway_id, z.friendly_name, z.device_id, d.kind, d.resident_id, z.sos_actions, z.ok_actions, z.created_at \
                      FROM zigbee_devices z JOIN devices d ON d.id = z.device_id \
                      WHERE $1 IS NULL OR z.gateway_id = $1 ORDER BY z.gateway_id, z.friendly_name",
                 )
@@ -1607,10 +1609,11 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
-                    .map(|(gateway_id, friendly_name, device_id, kind, resident_id, actions, created_at)| {
+                    .map(|(gateway_id, friendly_name, device_id, kind, resident_id, sos, ok, created_at)| {
                         let device_kind = DeviceKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("device kind {kind:?}")))?;
-                        let sos_actions = serde_json::from_str(&actions).map_err(|e| StoreError::Invalid(format!("sos_actions: {e}")))?;
-                        Ok(ZigbeeDevice { gateway_id, friendly_name, device_id, device_kind, resident_id, sos_actions, created_at: from_ms(created_at) })
+                        let actions = |name: &str, text: &str| serde_json::from_str(text).map_err(|e| StoreError::Invalid(format!("{name}: {e}")));
+                        let (sos_actions, ok_actions) = (actions("sos_actions", &sos)?, actions("ok_actions", &ok)?);
+                        Ok(ZigbeeDevice { gateway_id, friendly_name, device_id, device_kind, resident_id, sos_actions, ok_actions, created_at: from_ms(created_at) })
                     })
                     .collect()
             }

@@ -83,6 +83,34 @@ impl Resident {
         h.days >= s.min_days as usize && h.active as f64 >= s.share * h.days as f64
     }
 
+    /// The hours of the day (bits 0–23) that were usual on the learned days before `today`,
+    /// counted in one pass over the days: this runs after every event.
+    fn usual_hours(&self, today: i32) -> u32 {
+        let s = &self.c.settings().rhythm;
+        let keep = i32::try_from(s.days).unwrap_or(i32::MAX);
+        let (mut active, mut days) = ([0usize; 24], 0usize);
+        for bits in self
+            .state
+            .rhythm
+            .hours
+            .range(today.saturating_sub(keep)..today)
+            .map(|(_, bits)| *bits)
+        {
+            days += 1;
+            for (hour, count) in active.iter_mut().enumerate() {
+                *count += usize::from(bits & (1 << hour) != 0);
+            }
+        }
+        (0..24u32)
+            .filter(|h| {
+                self.usual(&Habit {
+                    active: active[*h as usize],
+                    days,
+                })
+            })
+            .fold(0, |mask, h| mask | 1 << h)
+    }
+
     /// The end of the next usual hour after the last check.
     pub(super) fn rhythm_deadline(&self) -> Option<DateTime<Utc>> {
         let r = &self.state.rhythm;
@@ -91,11 +119,16 @@ impl Resident {
         }
         let from = r.checked?;
         // The habit as of the newest day known: the state cannot know today otherwise.
-        let (checked_day, _) = self.local_day_hour(from)?;
+        let (checked_day, checked_hour) = self.local_day_hour(from)?;
         let newest = r.hours.keys().next_back().copied().unwrap_or(checked_day);
-        let today = checked_day.max(newest);
+        let usual = self.usual_hours(checked_day.max(newest));
+        // Hours in the order their ends follow `from` on the local clock, starting with the
+        // hour `from` is in; the first two usual ones are enough even where a change of UTC
+        // offset makes a local hour's end come early or late.
         (0..24)
-            .filter(|h| self.usual(&self.habit(today, *h)))
+            .map(|k| (checked_hour + k) % 24)
+            .filter(|h| usual & (1 << h) != 0)
+            .take(2)
             .filter_map(|h| {
                 let end = LocalTime {
                     hour: u8::try_from((h + 1) % 24).ok()?,
