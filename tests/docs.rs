@@ -329,7 +329,7 @@ async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
     let outputs = fenced_blocks("docs/replay.md", |l| l == "```json")?;
     assert_eq!(
         (scripts.len(), outputs.len()),
-        (3, 3),
+        (6, 6),
         "each command has its output"
     );
     for (script, want) in scripts.iter().zip(&outputs) {
