@@ -35,7 +35,8 @@ pub fn shell_blocks_of(text: &str) -> Vec<String> {
     fenced_blocks_of(text, |l| l.starts_with("```sh"))
 }
 
-fn fenced_blocks_of(text: &str, opens: impl Fn(&str) -> bool) -> Vec<String> {
+/// The fenced blocks of markdown text whose opening line `opens` accepts, in order.
+pub fn fenced_blocks_of(text: &str, opens: impl Fn(&str) -> bool) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -323,19 +324,12 @@ async fn cluster_compose_and_operations_example_match_the_hub() -> Result<()> {
 #[tokio::test]
 async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin)?;
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mimamori-test-hub"), bin.join("hub"))?;
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_tools(dir.path())?;
     let scripts = shell_blocks("docs/replay.md")?;
     let outputs = fenced_blocks("docs/replay.md", |l| l == "```json")?;
     assert_eq!(
         (scripts.len(), outputs.len()),
-        (3, 3),
+        (6, 6),
         "each command has its output"
     );
     for (script, want) in scripts.iter().zip(&outputs) {

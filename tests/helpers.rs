@@ -484,6 +484,24 @@ pub fn dashboard_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboard")
 }
 
+/// A `PATH` on which `hub` and `device-sim` are the programs under test, as the docs'
+/// examples call them; the links live in `dir/bin`.
+pub fn path_with_tools(dir: &std::path::Path) -> Result<String> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    for (name, program) in [
+        ("hub", env!("CARGO_BIN_EXE_mimamori-test-hub")),
+        ("device-sim", env!("CARGO_BIN_EXE_mimamori-test-device-sim")),
+    ] {
+        std::os::unix::fs::symlink(program, bin.join(name))?;
+    }
+    Ok(format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    ))
+}
+
 /// Polls `probe` until it yields a value, or fails after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> Result<T>
 where

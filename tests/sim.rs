@@ -274,6 +274,9 @@ fn sim_docs_commands_are_the_tested_ones() -> Result<()> {
         doc_command(ZIGBEE_PROVISION)?,
         doc_command(ZIGBEE_FLEET_RUN)?,
     ];
+    // Recording a home and checking its replay: tests/replay_sim.rs runs the page's block.
+    tested.push(doc_command("device-sim record ")?);
+    tested.push(doc_command("device-sim check ")?);
     for (client, name) in AS_SCENARIOS {
         tested.push(as_command(client, name)?);
     }

@@ -7,6 +7,7 @@
 //! - [`alerts`]: SOS-to-WebSocket latency under background load.
 //! - [`region`]: restart, inactivity timers, idle CPU and connections at region scale.
 //! - [`instructions`]: instructions per message of hub and bare broker under callgrind.
+//! - [`replay`]: `hub replay` over a simulated 60-day home, in-process on one thread.
 //! - [`soak`]: a long run at half the sustained rate: WAL size, RSS and PUBACK p99 per period.
 //! - [`report`]: the table and the JSON document.
 //!
@@ -19,6 +20,7 @@ pub mod instructions;
 pub mod process;
 pub mod provision;
 pub mod region;
+pub mod replay;
 pub mod report;
 pub mod soak;
 pub mod stats;
@@ -57,7 +59,7 @@ pub struct Options {
     /// PostgreSQL server on which a fresh database is created for the PostgreSQL ladder;
     /// skipped when it does not answer.
     pub postgres: String,
-    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `soak`,
+    /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `replay`, `soak`,
     /// `instructions`); all but `soak` and `instructions` when empty (the soak takes half
     /// an hour in a full run, and the count needs valgrind).
     pub stages: Vec<String>,
@@ -81,6 +83,7 @@ struct Sizes {
     region: RegionPlan,
     soak: soak::SoakPlan,
     count: instructions::CountPlan,
+    replay: replay::ReplayPlan,
 }
 
 fn sizes(size: Size) -> Sizes {
@@ -113,6 +116,7 @@ fn sizes(size: Size) -> Sizes {
                 rate: 100.0,
                 duration: Duration::from_secs(5),
             },
+            replay: replay::ReplayPlan { days: 60, runs: 1 },
         },
         Size::Quick => Sizes {
             devices: 200,
@@ -137,6 +141,7 @@ fn sizes(size: Size) -> Sizes {
                 periods: 3,
             },
             count: COUNT_PLAN,
+            replay: replay::ReplayPlan { days: 60, runs: 3 },
         },
         Size::Full => Sizes {
             devices: 100,
@@ -165,6 +170,7 @@ fn sizes(size: Size) -> Sizes {
                 periods: 30,
             },
             count: COUNT_PLAN,
+            replay: replay::ReplayPlan { days: 60, runs: 5 },
         },
     }
 }
@@ -249,6 +255,11 @@ async fn stages(
         note("instructions per message under callgrind: bare broker, then hub");
         report.instructions =
             Some(instructions::run(&opts.hub_binary, &opts.broker_binary, dir, &s.count).await?);
+    }
+    if opts.runs("replay") {
+        note("replay: a simulated 60-day home through hub replay, one thread");
+        let (plan, dir) = (s.replay, dir.to_path_buf());
+        report.replay = Some(tokio::task::spawn_blocking(move || replay::run(&plan, &dir)).await??);
     }
     if opts.runs("region") {
         note("region: restart, timers, connections");

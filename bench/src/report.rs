@@ -76,6 +76,7 @@ pub struct Report {
     pub region: Option<Region>,
     pub soak: Option<crate::soak::Soak>,
     pub instructions: Option<crate::instructions::Instructions>,
+    pub replay: Option<crate::replay::ReplayFigures>,
     pub targets: Vec<Target>,
     pub skipped: Vec<String>,
     pub total_s: f64,
@@ -102,6 +103,7 @@ impl Report {
             region: None,
             soak: None,
             instructions: None,
+            replay: None,
             targets: Vec::new(),
             skipped: Vec::new(),
             total_s: 0.0,
@@ -264,6 +266,19 @@ impl Report {
             }
             let _ = writeln!(out, "  hub / baseline: {:.2}", i.ratio);
         }
+        if let Some(r) = &self.replay {
+            let _ = writeln!(
+                out,
+                "\nReplay, one thread: {} days of a simulated home, {} events -> {} alert changes in {:.3} s wall{} (median of {}): {:.0} events/s",
+                r.days,
+                r.events,
+                r.changes,
+                r.wall_s,
+                r.cpu_s.map_or(String::new(), |c| format!(", {c:.3} s CPU")),
+                r.runs,
+                r.events_per_s
+            );
+        }
         let _ = writeln!(out, "\nTargets");
         for t in &self.targets {
             let _ = writeln!(
@@ -381,6 +396,17 @@ fn targets(r: &Report) -> Vec<Target> {
                 g <= 1.2,
             );
         }
+    }
+    if let Some(rp) = &r.replay {
+        push(
+            "replay of a simulated 60-day home",
+            "< 5 s",
+            format!(
+                "{:.3} s for {} days ({:.0} events/s)",
+                rp.wall_s, rp.days, rp.events_per_s
+            ),
+            rp.wall_s < 5.0 && rp.days >= 60,
+        );
     }
     if let Some(reg) = &r.region {
         let late = reg.timers.lateness_ms.map(|q| q.p99);

@@ -1,6 +1,7 @@
-//! The command line: `provision`, `run`, `backfill` and `load`. Kept in the library so that other
+//! The command line: `provision`, `run`, `backfill`, `load`, `record` and `check`. Kept in the library so that other
 //! binaries (the test harness, a benchmark) start exactly the same program.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use serde_json::json;
 
 use crate::backfill;
 use crate::client::Client;
+use crate::expect::{self, Expectations};
 use crate::fleet::Fleet;
 use crate::home::{self, Role};
 use crate::hub::HubApi;
@@ -24,6 +26,7 @@ use crate::load;
 use crate::mqtt::{host_port, DeviceLogin};
 use crate::play::{self, Player, RunConfig};
 use crate::provision::{self, FleetSpec};
+use crate::record::{self, RecordSpec};
 use crate::report::Reporter;
 use crate::rules::{self, Stillness};
 use crate::scenario::{self, ScenarioName, Setting};
@@ -52,6 +55,12 @@ pub enum Command {
     Load(LoadArgs),
     /// Send a fleet's last days of motion, backdated, so the hub has a history to show.
     Backfill(BackfillArgs),
+    /// Write weeks of one simulated home's life as `hub replay` events (to stdout), with its
+    /// resident.json and the alerts the replay should raise.
+    Record(RecordArgs),
+    /// Check `hub replay`'s output against the alerts a recording should raise; exit 1 if
+    /// they differ.
+    Check(CheckArgs),
 }
 
 /// How to reach the hub.
@@ -155,6 +164,38 @@ pub struct BackfillArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Days to record (at most 1000).
+    #[arg(long)]
+    pub days: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The local date the recording starts on, at midnight (Asia/Tokyo).
+    #[arg(long, default_value = "2026-01-05")]
+    pub start: String,
+    /// Incidents the seed places: in turn a fall, an evening collapse, a long bath, a morning
+    /// not up, a night exit and an SOS press, in an order the seed chooses.
+    #[arg(long, default_value_t = 0)]
+    pub incidents: usize,
+    /// Where to write the home's resident.json for `hub replay --resident`.
+    #[arg(long)]
+    pub resident_out: Option<PathBuf>,
+    /// Where to write the alerts the replay should raise, for `device-sim check`.
+    #[arg(long)]
+    pub expect_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The alerts the replay should raise (`record --expect-out`).
+    #[arg(long)]
+    pub expect: PathBuf,
+    /// `hub replay`'s output; standard input when not given.
+    #[arg(long)]
+    pub alerts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct LoadArgs {
     #[command(flatten)]
     pub hub: HubArgs,
@@ -233,6 +274,8 @@ async fn dispatch(cmd: Command, rep: Reporter) -> Result<bool> {
         Command::Run(a) => run_cmd(a, rep).await,
         Command::Load(a) => load_cmd(a, rep).await,
         Command::Backfill(a) => backfill_cmd(a, rep).await,
+        Command::Record(a) => record_cmd(a, rep),
+        Command::Check(a) => check_cmd(a, rep),
     }
 }
 
@@ -471,7 +514,7 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
         out.residents, out.devices, out.sent, out.acked, out.errors
     )];
     for v in &out.verdicts {
-        let ok = v.missing.is_empty() && v.unexpected.is_empty();
+        let ok = v.missing.is_empty() && v.unexpected.is_empty() && v.differing.is_empty();
         if ok && v.expected.is_empty() && fleet.is_some() && !a.expect {
             continue;
         }
@@ -487,6 +530,9 @@ async fn run_cmd(a: RunArgs, rep: Reporter) -> Result<bool> {
         }
         if !v.unexpected.is_empty() {
             line.push_str(&format!("; unexpected [{}]", v.unexpected.join(", ")));
+        }
+        if !v.differing.is_empty() {
+            line.push_str(&format!("; differing [{}]", v.differing.join(", ")));
         }
         lines.push(line);
     }
@@ -547,6 +593,102 @@ async fn backfill_cmd(a: BackfillArgs, rep: Reporter) -> Result<bool> {
     );
     rep.summary(&serde_json::to_value(&report)?, &[line]);
     Ok(report.errors == 0 && report.acked == report.sent)
+}
+
+fn record_cmd(a: RecordArgs, rep: Reporter) -> Result<bool> {
+    let start = chrono::NaiveDate::parse_from_str(&a.start, "%Y-%m-%d")
+        .with_context(|| format!("--start must be a date like 2026-01-05, got {:?}", a.start))?;
+    let rec = record::record(&RecordSpec {
+        days: a.days,
+        seed: a.seed,
+        start,
+        incidents: a.incidents,
+    })?;
+    if let Some(path) = &a.resident_out {
+        write_json(path, &rec.resident)?;
+    }
+    if let Some(path) = &a.expect_out {
+        write_json(path, &serde_json::to_value(&rec.expected)?)?;
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in &rec.events {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    // The events own stdout: what was recorded goes to stderr.
+    let s = &rec.summary;
+    if rep.json {
+        eprintln!("{}", json!({"type": "summary", "summary": s}));
+    } else {
+        eprintln!(
+            "{} days, {} events: {} day-service visits, {} long outings, {} night away (paused), {} incidents",
+            s.days,
+            s.events,
+            s.day_service_visits,
+            s.long_outings,
+            s.nights_away,
+            s.incidents.len()
+        );
+        for i in &s.incidents {
+            eprintln!("  {i}");
+        }
+    }
+    Ok(true)
+}
+
+fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)? + "\n";
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn check_cmd(a: CheckArgs, rep: Reporter) -> Result<bool> {
+    let text = std::fs::read_to_string(&a.expect)
+        .with_context(|| format!("cannot read {}", a.expect.display()))?;
+    let expected: Expectations =
+        serde_json::from_str(&text).with_context(|| format!("{}", a.expect.display()))?;
+    let (raised, summary) = match &a.alerts {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            expect::read_replay(std::io::BufReader::new(file))
+        }
+        None => expect::read_replay(std::io::stdin().lock()),
+    }?;
+    if summary.is_none() {
+        bail!("the replay's output ends without its summary line: did hub replay finish?");
+    }
+    let j = expect::judge(&expected.alerts, &expected.ignore, &raised);
+    let mut lines = Vec::new();
+    for (tag, list) in [
+        ("ok        ", &j.matched),
+        ("DIFFERS   ", &j.differing),
+        ("MISSING   ", &j.missing),
+        ("UNEXPECTED", &j.unexpected),
+    ] {
+        lines.extend(list.iter().map(|l| format!("{tag} {l}")));
+    }
+    let ignored: Vec<String> = j
+        .ignored
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.as_str()))
+        .collect();
+    lines.push(format!(
+        "{} of {} expected alerts as expected, {} differing, {} missing, {} unexpected{}",
+        j.matched.len(),
+        expected.alerts.len(),
+        j.differing.len(),
+        j.missing.len(),
+        j.unexpected.len(),
+        if ignored.is_empty() {
+            String::new()
+        } else {
+            format!(" (not judged: {})", ignored.join(", "))
+        }
+    ));
+    let ok = j.as_expected();
+    let value = json!({"as_expected": ok, "judgement": j});
+    rep.summary(&value, &lines);
+    Ok(ok)
 }
 
 async fn load_cmd(a: LoadArgs, rep: Reporter) -> Result<bool> {

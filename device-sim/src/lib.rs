@@ -10,6 +10,8 @@
 //! - [`sensors`]: PIR, door, tracker, gateway and button models turning segments into messages;
 //! - [`timeline`]: the messages and narration a simulated resident produces, in time order;
 //! - [`scenario`]: scripted situations that make the hub raise one alert on purpose;
+//! - [`record`]: weeks of one home's life, with absences and incidents, as `hub replay` events;
+//! - [`expect`]: the alerts a run or a replay should raise, and the check of those raised;
 //! - [`rules`]: the rule settings provisioned for a given time compression;
 //! - [`client`]: what Zigbee2MQTT, OwnTracks or Traccar Client would send for each message (`--as`).
 //!
@@ -23,6 +25,7 @@
 pub mod backfill;
 pub mod cli;
 pub mod client;
+pub mod expect;
 pub mod fleet;
 pub mod geo;
 pub mod home;
@@ -32,6 +35,7 @@ pub mod load;
 pub mod mqtt;
 pub mod play;
 pub mod provision;
+pub mod record;
 pub mod report;
 pub mod rules;
 pub mod scenario;

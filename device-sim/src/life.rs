@@ -128,6 +128,72 @@ impl Plan {
     pub fn note(&mut self, at: f64, text: impl Into<String>) {
         self.notes.push((at, text.into()));
     }
+
+    /// What the resident does at `t`, if the plan covers it.
+    pub fn doing_at(&self, t: f64) -> Option<&Doing> {
+        self.segments
+            .iter()
+            .find(|s| s.from <= t && t < s.to)
+            .map(|s| &s.doing)
+    }
+
+    /// The first instant at or after `t` at which the resident is at home: `t` itself, or the
+    /// end of the outing under way.
+    pub fn home_from(&self, t: f64) -> f64 {
+        self.segments
+            .iter()
+            .find(|s| s.from <= t && t < s.to && matches!(s.doing, Doing::Out(_)))
+            .map_or(t, |s| s.to)
+    }
+
+    /// Replaces what the plan does from `from` on with `story` (durations and doings, one
+    /// after the other) and returns when the story ends; the plan goes on from there. An
+    /// outing the story's end cuts into becomes rest in the living room: the resident is
+    /// home, and the door is used only where the story says. Notes inside the story's span
+    /// are dropped. `from` should be a moment at home (see [`Plan::home_from`]).
+    pub fn splice(&mut self, from: f64, story: Vec<(f64, Doing)>) -> f64 {
+        let end = from + story.iter().map(|(d, _)| d.max(1.0)).sum::<f64>();
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        for s in self.segments.drain(..) {
+            if s.to <= from {
+                before.push(s);
+                continue;
+            }
+            if s.from >= end {
+                after.push(s);
+                continue;
+            }
+            if s.from < from {
+                before.push(Segment {
+                    from: s.from,
+                    to: from,
+                    doing: s.doing.clone(),
+                });
+            }
+            if s.to > end {
+                let doing = match s.doing {
+                    Doing::Out(_) => Doing::In(Room::LivingRoom, Level::Resting),
+                    d => d,
+                };
+                after.push(Segment {
+                    from: end,
+                    to: s.to,
+                    doing,
+                });
+            }
+        }
+        let mut t = from;
+        for (dur, doing) in story {
+            let to = t + dur.max(1.0);
+            before.push(Segment { from: t, to, doing });
+            t = to;
+        }
+        before.extend(after);
+        self.segments = before;
+        self.notes.retain(|(at, _)| *at < from || *at >= end);
+        end
+    }
 }
 
 /// A walking speed in m/s around 1.1 (older people walk a little slower than 1.3).

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{self, Carrier, Client, Encoder, Identity, Wire};
+use crate::expect::{self, Expectation, Raised};
 use crate::fleet::FleetResident;
 use crate::home::Role;
 use crate::hub::HubApi;
@@ -71,6 +72,8 @@ pub struct Verdict {
     pub raised: Vec<String>,
     pub missing: Vec<String>,
     pub unexpected: Vec<String>,
+    /// Raised, but with another severity or end than expected.
+    pub differing: Vec<String>,
 }
 
 /// The result of a run.
@@ -288,7 +291,7 @@ pub async fn run(
         errors: counters.errors.load(Ordering::Relaxed),
         as_expected: verdicts
             .iter()
-            .all(|v| v.missing.is_empty() && v.unexpected.is_empty()),
+            .all(|v| v.missing.is_empty() && v.unexpected.is_empty() && v.differing.is_empty()),
         verdicts,
     })
 }
@@ -537,14 +540,7 @@ async fn watch_alerts(
     }
 }
 
-fn describe(kind: AlertKind, device: Option<&str>) -> String {
-    match device {
-        Some(d) => format!("{} ({d})", kind.as_str()),
-        None => kind.as_str().to_string(),
-    }
-}
-
-/// Matches raised alerts one to one against the expected ones.
+/// Judges the raised alerts against the expected ones: kind, device, severity and end.
 fn verdict(p: &Player, raised: &[Alert]) -> Verdict {
     let device_of = |role: Role| {
         p.resident
@@ -553,37 +549,28 @@ fn verdict(p: &Player, raised: &[Alert]) -> Verdict {
             .find(|d| d.role == role)
             .map(|d| d.id.clone())
     };
-    let mut left: Vec<&Alert> = raised.iter().collect();
-    let mut missing = Vec::new();
-    for e in &p.expect {
-        let want = e.role.and_then(device_of);
-        let pos = left
-            .iter()
-            .position(|a| a.kind == e.kind && (want.is_none() || a.device_id == want));
-        match pos {
-            Some(i) => {
-                left.remove(i);
-            }
-            None => missing.push(describe(e.kind, want.as_deref())),
-        }
-    }
+    let expected: Vec<Expectation> = p
+        .expect
+        .iter()
+        .map(|e| Expectation {
+            kind: e.kind,
+            device: e.role.and_then(device_of),
+            severity: Some(e.severity),
+            at: None,
+            resolution: e.resolution.clone(),
+            incident: String::new(),
+        })
+        .collect();
+    let raised: Vec<Raised> = raised.iter().map(Raised::from_alert).collect();
+    let j = expect::judge(&expected, &[], &raised);
     Verdict {
         resident: p.label.clone(),
         resident_id: p.resident.id,
-        expected: p
-            .expect
-            .iter()
-            .map(|e| describe(e.kind, e.role.and_then(device_of).as_deref()))
-            .collect(),
-        raised: raised
-            .iter()
-            .map(|a| describe(a.kind, a.device_id.as_deref()))
-            .collect(),
-        missing,
-        unexpected: left
-            .iter()
-            .map(|a| describe(a.kind, a.device_id.as_deref()))
-            .collect(),
+        expected: expected.iter().map(expect::describe_expected).collect(),
+        raised: raised.iter().map(expect::describe).collect(),
+        missing: j.missing,
+        unexpected: j.unexpected,
+        differing: j.differing,
     }
 }
 

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use mimamori_protocol::AlertKind;
+use mimamori_protocol::{AlertKind, Severity};
 use rand::Rng;
 use serde_json::{json, Value};
 
+use crate::expect::Resolution;
 use crate::geo::Xy;
 use crate::home::{HomeGeo, Role, Room};
 use crate::life::{self, Doing, Level, Plan, Track, TrackPoint, DAY, HOUR, MINUTE};
@@ -63,11 +64,15 @@ impl ScenarioName {
     }
 }
 
-/// An alert the hub should raise, about a device when `role` is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An alert the hub should raise, about a device when `role` is set, with its severity and,
+/// where the story decides it, how it ends. A live run does not check its moment: the hub's
+/// clock is real time and the story's is compressed.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
     pub kind: AlertKind,
     pub role: Option<Role>,
+    pub severity: Severity,
+    pub resolution: Option<Resolution>,
 }
 
 /// One stretch of a scenario.
@@ -112,11 +117,22 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
             w.speed,
             day_rules,
             fall(rng, w.geo, &roles),
-            vec![exp(AlertKind::Inactivity)],
+            // The carer's door or the first movement, whichever the hub hears first.
+            vec![exp(
+                AlertKind::Inactivity,
+                Severity::High,
+                Some(Resolution::resolved()),
+            )],
         ),
         ScenarioName::NoMorning => {
             let (rules, acts) = no_morning(rng, w, &roles);
-            (1.0, rules, acts, vec![exp(AlertKind::NoMorningActivity)])
+            let getting_up = Some(Resolution::because("motion resumed"));
+            let expect = vec![exp(
+                AlertKind::NoMorningActivity,
+                Severity::High,
+                getting_up,
+            )];
+            (1.0, rules, acts, expect)
         }
         ScenarioName::Wander => {
             let mut rules = day_rules;
@@ -125,24 +141,32 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
                 "night_starts": hhmm(w.now_tod - HOUR),
                 "night_ends": hhmm(w.now_tod + 3.0 * HOUR),
             });
+            // The end is not checked: a client that stamps whole seconds may send too few
+            // distinct fixes on the compressed walk home to confirm the return.
             (
                 w.speed,
                 rules,
                 wander(rng, w, &roles),
-                vec![exp(AlertKind::GeofenceExit)],
+                vec![exp(AlertKind::GeofenceExit, Severity::Critical, None)],
             )
         }
         ScenarioName::GpsJitter => (w.speed, day_rules, gps_jitter(rng, w.geo, &roles), vec![]),
         ScenarioName::BatteryDies => {
             let bathroom = Some(Role::Motion(Room::Bathroom));
+            // Both stay open while the story lasts; the real-time settings restored after
+            // it may clear the offline one, so neither end is checked.
             let expect = vec![
                 Expected {
                     kind: AlertKind::LowBattery,
                     role: bathroom,
+                    severity: Severity::Warning,
+                    resolution: None,
                 },
                 Expected {
                     kind: AlertKind::DeviceOffline,
                     role: bathroom,
+                    severity: Severity::Warning,
+                    resolution: None,
                 },
             ];
             (w.speed, day_rules, battery_dies(rng, w.geo, &roles), expect)
@@ -151,12 +175,19 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
             w.speed,
             day_rules,
             sos(rng, w.geo, &roles),
-            vec![exp(AlertKind::Sos)],
+            // Staff resolve an SOS; nobody does during the run.
+            vec![exp(
+                AlertKind::Sos,
+                Severity::Critical,
+                Some(Resolution::open()),
+            )],
         ),
         ScenarioName::OfflineGateway => {
             let expect = vec![Expected {
                 kind: AlertKind::DeviceOffline,
                 role: Some(Role::Gateway),
+                severity: Severity::Warning,
+                resolution: Some(Resolution::because("device reported again")),
             }];
             (
                 w.speed,
@@ -176,8 +207,13 @@ pub fn script(rng: &mut impl Rng, name: ScenarioName, w: Setting) -> Script {
     }
 }
 
-fn exp(kind: AlertKind) -> Expected {
-    Expected { kind, role: None }
+fn exp(kind: AlertKind, severity: Severity, resolution: Option<Resolution>) -> Expected {
+    Expected {
+        kind,
+        role: None,
+        severity,
+        resolution,
+    }
 }
 
 /// "HH:MM" of a time of day in seconds (wrapping around midnight).

@@ -198,8 +198,10 @@ fn movements(rng: &mut impl Rng, plan: &Plan, end: f64) -> BTreeMap<Room, Vec<f6
             continue;
         };
         let v = by_room.entry(room).or_default();
-        // Walking into a room is movement the sensor sees, unless the resident lies still.
-        let mut t = if i == 0 || level != Level::Asleep {
+        // Walking into a room is movement the sensor sees (going back to bed after the
+        // toilet too); sleep that merely goes on from the segment before is not.
+        let entered = i == 0 || !matches!(plan.segments[i - 1].doing, Doing::In(r, _) if r == room);
+        let mut t = if entered || level != Level::Asleep {
             s.from
         } else {
             s.from + geo::exponential(rng, gap)
