@@ -19,6 +19,7 @@ mod lorawan;
 mod notify;
 mod privacy;
 mod push;
+mod replay_stored;
 mod rules;
 mod security;
 mod sim;

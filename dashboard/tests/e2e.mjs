@@ -284,6 +284,21 @@ async function main() {
     await admin.waitForSelector('#zone-map path.zone');
     await shot(admin, '13-admin-resident');
 
+    // The rule editor tries edited, unsaved rules on the stored history beside the current
+    // ones: no movement must last 25 h, longer than any of her quiet spells.
+    await admin.fill('#rule-inactivity-day_threshold_s', '90000');
+    await admin.fill('#rule-inactivity-night_threshold_s', '90000');
+    await admin.click('#rules-try');
+    const tried = admin.locator('#rules-try-table tr[data-kind="inactivity"]');
+    await tried.waitFor({ timeout: 30000 });
+    check((await tried.locator('th').textContent()) === '動きがない', 'the tried alert kind has its Japanese label');
+    const count = async (which) => Number(await tried.locator(`[data-setting="${which}"]`).getAttribute('data-count'));
+    const [now, edited] = [await count('current'), await count('edited')];
+    check(now >= 1 && edited === 0, `the last 30 days raised ${now} no-movement alerts with the current rules, ${edited} with the edited ones`);
+    check((await admin.textContent('#rules-try-range')).includes('件'), 'the comparison says how much history it covered');
+    check((await admin.inputValue('#rule-inactivity-day_threshold_s')) === '90000', 'trying leaves the edited rules in the form');
+    await shot(admin, '13b-rules-tried');
+
     // A family user sees their own resident and nobody else.
     const fam = await (await context(browser, 'ja-JP')).newPage();
     watchErrors(fam, 'family');

@@ -235,7 +235,7 @@ pub async fn open_read_only(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .options([("default_transaction_read_only", "on")]);
         let pool = PgPoolOptions::new()
             .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await
             .context("cannot connect to PostgreSQL")?;
