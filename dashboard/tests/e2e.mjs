@@ -285,18 +285,23 @@ async function main() {
     await shot(admin, '13-admin-resident');
 
     // The rule editor tries edited, unsaved rules on the stored history beside the current
-    // ones: no movement must last 25 h, longer than any of her quiet spells.
-    await admin.fill('#rule-inactivity-day_threshold_s', '90000');
-    await admin.fill('#rule-inactivity-night_threshold_s', '90000');
+    // ones. Her motion sensor speaks only when it sees her, so the one-hour offline limit
+    // took it for dead (and her for unwatched) in each quiet spell; a day's limit does not.
+    await admin.fill('#rule-offline-motion_s', '86400');
     await admin.click('#rules-try');
-    const tried = admin.locator('#rules-try-table tr[data-kind="inactivity"]');
-    await tried.waitFor({ timeout: 30000 });
-    check((await tried.locator('th').textContent()) === '動きがない', 'the tried alert kind has its Japanese label');
-    const count = async (which) => Number(await tried.locator(`[data-setting="${which}"]`).getAttribute('data-count'));
-    const [now, edited] = [await count('current'), await count('edited')];
-    check(now >= 1 && edited === 0, `the last 30 days raised ${now} no-movement alerts with the current rules, ${edited} with the edited ones`);
+    await admin.locator('#rules-try-table').waitFor({ timeout: 30000 });
+    const counts = async (kind) => {
+      const row = admin.locator(`#rules-try-table tr[data-kind="${kind}"]`);
+      const count = async (which) => Number(await row.locator(`[data-setting="${which}"]`).getAttribute('data-count'));
+      return { label: await row.locator('th').textContent(), now: await count('current'), edited: await count('edited') };
+    };
+    const offline = await counts('device_offline');
+    const still = await counts('inactivity');
+    check(offline.label === '機器の通信途絶' && still.label === '動きがない', 'the tried alert kinds have their Japanese labels');
+    check(offline.edited < offline.now, `device offline: ${offline.now} with the current rules, ${offline.edited} edited`);
+    check(still.edited < still.now, `no movement: ${still.now} with the current rules, ${still.edited} edited`);
     check((await admin.textContent('#rules-try-range')).includes('件'), 'the comparison says how much history it covered');
-    check((await admin.inputValue('#rule-inactivity-day_threshold_s')) === '90000', 'trying leaves the edited rules in the form');
+    check((await admin.inputValue('#rule-offline-motion_s')) === '86400', 'trying leaves the edited rules in the form');
     await shot(admin, '13b-rules-tried');
 
     // A family user sees their own resident and nobody else.
