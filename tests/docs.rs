@@ -329,6 +329,19 @@ fn replay_md_parts() -> Result<(String, String)> {
     Ok((files.to_owned(), stored.to_owned()))
 }
 
+/// The ```sh blocks of markdown text, each with the ```json block that shows its output;
+/// `n` of them.
+fn commands_with_outputs(text: &str, n: usize) -> Vec<(String, String)> {
+    let scripts = shell_blocks_of(text);
+    let outputs = fenced_blocks_of(text, |l| l == "```json");
+    assert_eq!(
+        (scripts.len(), outputs.len()),
+        (n, n),
+        "each command has its output"
+    );
+    scripts.into_iter().zip(outputs).collect()
+}
+
 /// A PATH on which `hub` is the hub under test, in `dir`.
 fn hub_on_path(dir: &std::path::Path) -> Result<String> {
     let bin = dir.join("bin");
@@ -375,21 +388,14 @@ async fn replay_md_stored_history_session_prints_what_the_page_shows() -> Result
     let dir = tempfile::tempdir()?;
     let path = hub_on_path(dir.path())?;
     let (_, stored) = replay_md_parts()?;
-    let scripts = shell_blocks_of(&stored);
-    let outputs = fenced_blocks_of(&stored, |l| l == "```json");
-    assert_eq!(
-        (scripts.len(), outputs.len()),
-        (2, 2),
-        "each command has its output"
-    );
     let env = BTreeMap::from([
         ("PATH", path),
         ("DATABASE_URL", hub.db_url.clone()),
         ("RESIDENT", rid.to_string()),
     ]);
-    for (script, want) in scripts.iter().zip(&outputs) {
-        let got = bash(script, &env).await?;
-        let shown = replay_gist(want).with_context(|| {
+    for (script, want) in commands_with_outputs(&stored, 2) {
+        let got = bash(&script, &env).await?;
+        let shown = replay_gist(&want).with_context(|| {
             format!("the page's output is not JSON lines; the command printed:\n{got}")
         })?;
         assert_eq!(replay_gist(&got)?, shown, "{script}\n{got}");
@@ -402,14 +408,7 @@ async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = hub_on_path(dir.path())?;
     let (files, _) = replay_md_parts()?;
-    let scripts = shell_blocks_of(&files);
-    let outputs = fenced_blocks_of(&files, |l| l == "```json");
-    assert_eq!(
-        (scripts.len(), outputs.len()),
-        (3, 3),
-        "each command has its output"
-    );
-    for (script, want) in scripts.iter().zip(&outputs) {
+    for (script, want) in commands_with_outputs(&files, 3) {
         let out = tokio::process::Command::new("bash")
             .arg("-c")
             .arg(format!("set -euo pipefail\n{script}"))
@@ -423,7 +422,7 @@ async fn replay_md_what_if_session_prints_what_the_page_shows() -> Result<()> {
             "{script}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(&stdout, want, "{script}");
+        assert_eq!(stdout, want, "{script}");
     }
     Ok(())
 }

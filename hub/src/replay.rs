@@ -609,42 +609,46 @@ mod tests {
         r
     }
 
+    /// Replays event lines for the home with a rules patch; its inactivity changes as
+    /// (time of day UTC, change).
+    fn inactivity_of(
+        r: &ReplayResident,
+        lines: &[&str],
+        patch: Option<&Value>,
+    ) -> anyhow::Result<(Outcome, Vec<(String, &'static str)>)> {
+        let events = read_events(lines.join("\n").as_bytes(), &kinds(r))?;
+        let out = replay(resident_config(r, patch)?, events);
+        let seen = out
+            .changes
+            .iter()
+            .filter(|c| c.kind == AlertKind::Inactivity)
+            .map(|c| (c.at.format("%H:%M").to_string(), c.change))
+            .collect();
+        Ok((out, seen))
+    }
+
+    fn at_times<'a>(v: &[(&str, &'a str)]) -> Vec<(String, &'a str)> {
+        v.iter().map(|(t, c)| (t.to_string(), *c)).collect()
+    }
+
     #[test]
     fn an_answered_check_is_confirmed_and_staff_never_see_it() -> anyhow::Result<()> {
-        let r = checking_home();
         let lines = [
             r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-11T00:00:00Z","motion":true}"#,
             // She presses "I'm OK" a minute after the question.
             r#"{"device":"bath-pir","kind":"ok","ts":"2026-05-11T03:01:00Z"}"#,
             r#"{"device":"bath-pir","kind":"heartbeat","ts":"2026-05-11T07:00:00Z"}"#,
         ];
-        let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
-        let out = replay(resident_config(&r, None)?, events);
+        let (out, seen) = inactivity_of(&checking_home(), &lines, None)?;
         assert_eq!(
-            changes(&out),
-            [
-                (
-                    "2026-05-11T03:00:00+00:00".to_owned(),
-                    "inactivity",
-                    "pending"
-                ),
-                (
-                    "2026-05-11T03:01:00+00:00".to_owned(),
-                    "inactivity",
-                    "confirmed"
-                ),
+            seen,
+            at_times(&[
+                ("03:00", "pending"),
+                ("03:01", "confirmed"),
                 // The threshold counts afresh from her answer; this time nobody answers.
-                (
-                    "2026-05-11T06:01:00+00:00".to_owned(),
-                    "inactivity",
-                    "pending"
-                ),
-                (
-                    "2026-05-11T06:03:00+00:00".to_owned(),
-                    "inactivity",
-                    "opened"
-                ),
-            ]
+                ("06:01", "pending"),
+                ("06:03", "opened"),
+            ])
         );
         assert_eq!(
             out.changes[1].details["reason"],
@@ -658,53 +662,27 @@ mod tests {
 
     #[test]
     fn without_an_answer_a_check_opens_to_staff_when_its_time_runs_out() -> anyhow::Result<()> {
-        let r = checking_home();
         let lines = [
             r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-11T00:00:00Z","motion":true}"#,
             // An answer after the time ran out closes nothing: staff were told already.
             r#"{"device":"bath-pir","kind":"ok","ts":"2026-05-11T03:05:00Z"}"#,
             r#"{"device":"bath-pir","kind":"motion","ts":"2026-05-11T03:30:00Z","motion":true}"#,
         ];
-        let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
-        let out = replay(resident_config(&r, None)?, events);
+        let (_, seen) = inactivity_of(&checking_home(), &lines, None)?;
         assert_eq!(
-            changes(&out),
-            [
-                (
-                    "2026-05-11T03:00:00+00:00".to_owned(),
-                    "inactivity",
-                    "pending"
-                ),
-                (
-                    "2026-05-11T03:02:00+00:00".to_owned(),
-                    "inactivity",
-                    "opened"
-                ),
-                (
-                    "2026-05-11T03:30:00+00:00".to_owned(),
-                    "inactivity",
-                    "resolved"
-                ),
-            ]
+            seen,
+            at_times(&[
+                ("03:00", "pending"),
+                ("03:02", "opened"),
+                ("03:30", "resolved")
+            ])
         );
         // Without the check, the same history opens at once.
         let off = json!({"check": {"enabled": false}});
-        let events = read_events(lines.join("\n").as_bytes(), &kinds(&r))?;
-        let out = replay(resident_config(&r, Some(&off))?, events);
+        let (out, seen) = inactivity_of(&checking_home(), &lines, Some(&off))?;
         assert_eq!(
-            changes(&out),
-            [
-                (
-                    "2026-05-11T03:00:00+00:00".to_owned(),
-                    "inactivity",
-                    "opened"
-                ),
-                (
-                    "2026-05-11T03:30:00+00:00".to_owned(),
-                    "inactivity",
-                    "resolved"
-                ),
-            ]
+            seen,
+            at_times(&[("03:00", "opened"), ("03:30", "resolved")])
         );
         assert!(out.summary.asked.is_empty());
         Ok(())

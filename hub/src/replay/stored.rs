@@ -285,9 +285,7 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default()
+        s.parse().unwrap_or_default()
     }
 
     fn request(from: Option<&str>, until: Option<&str>) -> StoredReplay {
