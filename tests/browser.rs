@@ -78,7 +78,8 @@ fn screenshot_dir() -> PathBuf {
 /// Log in; the blocked-sound banner; a resident created after login presses SOS and is
 /// named within 2 s; the critical alarm repeats until acknowledged from the keyboard;
 /// the card and one-click call records on the alert page; resolve; map, board, resident
-/// page, handover, Japanese, admin, family; every page in both languages, axe-core clean.
+/// page, handover, Japanese, admin (rules tried on the last 30 days), family; every page
+/// in both languages, axe-core clean.
 #[tokio::test]
 async fn dashboard_in_a_real_browser() -> Result<()> {
     let dashboard = dashboard_dir();

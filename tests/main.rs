@@ -20,6 +20,7 @@ mod notify;
 mod privacy;
 mod push;
 mod replay_sim;
+mod replay_stored;
 mod rules;
 mod security;
 mod sim;

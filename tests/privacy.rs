@@ -169,7 +169,7 @@ async fn consent_decides_collection(backend: Backend) -> Result<()> {
 
 /// The first access-log entry of `rid` that `matches`, once the background writer has
 /// written it.
-async fn logged(
+pub async fn logged(
     hub: &TestHub,
     rid: i64,
     what: &str,

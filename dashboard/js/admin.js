@@ -6,6 +6,7 @@ import { t, when } from './i18n.js';
 import { duration, field, h, message } from './util.js';
 import { cardForm } from './card.js';
 import { ruleLabel } from './rulelabels.js';
+import { tryRulesPanel } from './tryrules.js';
 import { createMap, drawZones } from './map.js';
 
 const L = window.L;
@@ -67,8 +68,9 @@ export async function adminResidentsView(ctx, el, _id) {
 }
 
 /** Every leaf of the rule settings as an input, labelled with its unit and help in the
- *  reader's language; a setting without a label shows its key, so none is ever hidden. */
-function rulesForm(rules, out, onSave) {
+ *  reader's language; a setting without a label shows its key, so none is ever hidden.
+ *  Below it, the edited rules can be tried on the resident's last 30 days. */
+function rulesForm(residentId, rules, out, onSave) {
   const inputs = [];
   const walk = (obj, path) =>
     Object.entries(obj).flatMap(([k, v]) => {
@@ -91,21 +93,26 @@ function rulesForm(rules, out, onSave) {
       return [h('label', { class: 'field', 'data-rule': p.join('.') }, h('span', {}, label), input, hint)];
     });
   const form = h('form', { class: 'rules' }, walk(rules, []), h('button', { class: 'primary' }, t('save')));
-  form.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const patch = {};
+  /** The rules as the inputs hold them now, saved or not. Filled into a copy of the
+   *  rules shown, so that a list (sleep_rooms, check.kinds) stays a list. */
+  const edited = () => {
+    const patch = structuredClone(rules);
     for (const [p, input, old] of inputs) {
       let v;
       if (input.type === 'checkbox') v = input.checked;
       else if (input.type === 'number') v = Number(input.value);
       else v = input.value === '' && old === null ? null : input.value;
       let target = patch;
-      p.slice(0, -1).forEach((k) => (target = target[k] ??= {}));
+      p.slice(0, -1).forEach((k) => (target = target[k]));
       target[p[p.length - 1]] = v;
     }
-    onSave(patch);
+    return patch;
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    onSave(edited());
   });
-  return form;
+  return h('div', {}, form, tryRulesPanel(residentId, edited));
 }
 
 async function residentDetail(ctx, el, id, onChange) {
@@ -122,7 +129,7 @@ async function residentDetail(ctx, el, id, onChange) {
     h('h3', {}, t('card')),
     cardForm(id, resident.card, (save) => attempt(out, save)),
     h('h3', {}, t('rules')),
-    rulesForm(resident.rules, out, async (rules) => {
+    rulesForm(id, resident.rules, out, async (rules) => {
       await attempt(out, () => api('PATCH', `/residents/${id}`, { rules }));
     }),
     h('h3', {}, t('geofences')),

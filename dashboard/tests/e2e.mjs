@@ -284,6 +284,26 @@ async function main() {
     await admin.waitForSelector('#zone-map path.zone');
     await shot(admin, '13-admin-resident');
 
+    // The rule editor tries edited, unsaved rules on the stored history beside the current
+    // ones. Her motion sensor speaks only when it sees her, so the one-hour offline limit
+    // took it for dead (and her for unwatched) in each quiet spell; a day's limit does not.
+    await admin.fill('#rule-offline-motion_s', '86400');
+    await admin.click('#rules-try');
+    await admin.locator('#rules-try-table').waitFor({ timeout: 30000 });
+    const counts = async (kind) => {
+      const row = admin.locator(`#rules-try-table tr[data-kind="${kind}"]`);
+      const count = async (which) => Number(await row.locator(`[data-setting="${which}"]`).getAttribute('data-count'));
+      return { label: await row.locator('th').textContent(), now: await count('current'), edited: await count('edited') };
+    };
+    const offline = await counts('device_offline');
+    const still = await counts('inactivity');
+    check(offline.label === '機器の通信途絶' && still.label === '動きがない', 'the tried alert kinds have their Japanese labels');
+    check(offline.edited < offline.now, `device offline: ${offline.now} with the current rules, ${offline.edited} edited`);
+    check(still.edited < still.now, `no movement: ${still.now} with the current rules, ${still.edited} edited`);
+    check((await admin.textContent('#rules-try-range')).includes('件'), 'the comparison says how much history it covered');
+    check((await admin.inputValue('#rule-offline-motion_s')) === '86400', 'trying leaves the edited rules in the form');
+    await shot(admin, '13b-rules-tried');
+
     // A family user sees their own resident and nobody else.
     const fam = await (await context(browser, 'ja-JP')).newPage();
     watchErrors(fam, 'family');

@@ -238,6 +238,7 @@ impl Hub {
         let privacy = crate::privacy::Privacy {
             secrets,
             devices_before_consent: cfg.privacy.devices_before_consent,
+            retention: cfg.privacy.retention.clone(),
             access: crate::privacy::access::AccessLog::start(
                 store.clone(),
                 clock.clone(),

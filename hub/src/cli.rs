@@ -22,8 +22,25 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Replay {
             resident,
             events,
+            database,
+            resident_id,
+            from,
+            until,
             rules,
-        }) => return replay(&resident, &events, rules.as_deref()),
+        }) => {
+            let source = match (database, resident_id, resident, events) {
+                (Some(url), Some(id), _, _) => ReplaySource::Database {
+                    url,
+                    resident_id: id,
+                    from,
+                    until,
+                },
+                (_, _, Some(resident), Some(events)) => ReplaySource::Files { resident, events },
+                // clap requires one whole set of arguments or the other.
+                _ => return std::process::ExitCode::FAILURE,
+            };
+            return replay(source, rules.as_deref());
+        }
         None => None,
     };
     crate::telemetry::init();
@@ -50,14 +67,48 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-fn replay(
-    resident: &std::path::Path,
-    events: &std::path::Path,
-    rules: Option<&str>,
-) -> std::process::ExitCode {
+/// Where `hub replay` reads a home's history.
+enum ReplaySource {
+    Files {
+        resident: std::path::PathBuf,
+        events: std::path::PathBuf,
+    },
+    Database {
+        url: String,
+        resident_id: i64,
+        from: Option<String>,
+        until: Option<String>,
+    },
+}
+
+fn replay(source: ReplaySource, rules: Option<&str>) -> std::process::ExitCode {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match crate::replay::run_files(resident, events, rules, &mut out) {
-        Ok(_) => std::process::ExitCode::SUCCESS,
+    let done = match source {
+        ReplaySource::Files { resident, events } => {
+            crate::replay::run_files(&resident, &events, rules, &mut out).map(|_| ())
+        }
+        ReplaySource::Database {
+            url,
+            resident_id,
+            from,
+            until,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(crate::replay::run_database(
+                    &url,
+                    resident_id,
+                    from,
+                    until,
+                    rules,
+                    &mut out,
+                ))
+            }),
+    };
+    match done {
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -35,14 +35,33 @@ pub enum Command {
         command: AdminCommand,
     },
     /// Run the rules over a home's recorded events in virtual time and print each alert
-    /// change as a JSON line, then a summary (see docs/rules.md).
+    /// change as a JSON line, then a summary (see docs/replay.md): from files
+    /// (--resident, --events) or from a hub's database (--database-url, --resident-id,
+    /// --from), which is only read.
     Replay {
         /// The home: {"timezone","rules","devices":[{"id","kind","room"}],"geofences":[…]}.
-        #[arg(long, value_name = "FILE")]
-        resident: std::path::PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "events",
+            required_unless_present = "database"
+        )]
+        resident: Option<std::path::PathBuf>,
         /// One native message per line, with "device" and "kind" added; any order.
-        #[arg(long, value_name = "FILE")]
-        events: std::path::PathBuf,
+        #[arg(long, value_name = "FILE", requires = "resident")]
+        events: Option<std::path::PathBuf>,
+        /// A hub's database (sqlite:… or postgres://…), opened read-only.
+        #[arg(long = "database-url", value_name = "URL", conflicts_with_all = ["resident", "events"], requires_all = ["resident_id", "from"])]
+        database: Option<String>,
+        /// The resident whose stored history is replayed.
+        #[arg(long = "resident-id", value_name = "ID", requires = "database")]
+        resident_id: Option<i64>,
+        /// Start: a date (YYYY-MM-DD, the resident's local midnight) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE", requires = "database")]
+        from: Option<String>,
+        /// End: a date (up to the end of that local day) or an RFC 3339 time; default now.
+        #[arg(long, value_name = "DATE", requires = "database")]
+        until: Option<String>,
         /// Rule settings merged over the resident's, to try a change.
         #[arg(long, value_name = "JSON")]
         rules: Option<String>,

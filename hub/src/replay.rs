@@ -1,12 +1,16 @@
-//! `hub replay`: the hub's own rules engine run over a home's recorded history in virtual
-//! time, so settings can be tried on real days before they go live.
+//! `hub replay`: the hub's own alert core (rules engine, alert book, resident check) run
+//! over a home's recorded history in virtual time, so settings can be tried on real days
+//! before they go live.
 //!
-//! Pure apart from [`run_files`]: a resident description and event lines in, one JSON line per
-//! alert change and a summary out. Events are put in time order first (a gateway delivers them
-//! in any order); each one arrives at its own `ts`, and every deadline in between fires at its
-//! own instant, exactly as the hub's pipeline drives the engine.
+//! Pure apart from [`run_files`] and [`stored`]: a resident description and events in, one
+//! JSON line per alert change and a summary out. Events are put in time order first (a
+//! gateway delivers them in any order); each one arrives at its own `ts`, and every
+//! deadline in between fires at its own instant, exactly as the hub's pipeline drives the
+//! core. [`stored`] feeds it a resident's history from the hub's database.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod stored;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -16,9 +20,11 @@ use mimamori_protocol::native::{parse_native, Timestamp};
 use mimamori_protocol::pause::{NewPause, Pause};
 use mimamori_protocol::zone::NewZone;
 use mimamori_protocol::{AlertKind, DeviceEvent, DeviceKind, RuleSettings, Severity};
-use mimamori_rules::{Decision, DeviceInfo, Engine, ResidentConfig, SafeZone};
+use mimamori_rules::{DeviceInfo, ResidentConfig, SafeZone};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::alerts::{Card, CheckPlan, Core, Effects, Ladder};
 
 /// The resident id replayed events carry; one home is replayed at a time.
 const RESIDENT: i64 = 1;
@@ -67,12 +73,21 @@ pub struct Change {
 pub struct Summary {
     /// Days from the first event to the last.
     pub days: f64,
-    /// Alerts opened, by kind.
+    /// Alerts opened to staff, by kind.
     pub alerts: BTreeMap<AlertKind, u64>,
+    /// Alerts that first asked the resident "are you OK?", by kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub asked: BTreeMap<AlertKind, u64>,
+    /// Of those, the ones the resident answered, so staff never saw them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub confirmed: BTreeMap<AlertKind, u64>,
     /// Alerts opened per day, by kind, and `all`.
     pub per_day: BTreeMap<String, f64>,
     /// Events replayed.
     pub events: usize,
+    /// For a replay of stored history: what was asked for and what the store held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<stored::History>,
 }
 
 /// What a replay found.
@@ -155,7 +170,7 @@ pub fn parse_event(line: &str, kinds: &HashMap<String, DeviceKind>) -> anyhow::R
     };
     let kind = match v.remove("kind") {
         Some(Value::String(k)) => k,
-        _ => bail!("\"kind\" (motion, door, gps, sos, heartbeat or status) is required"),
+        _ => bail!("\"kind\" (motion, door, gps, sos, heartbeat, status or ok) is required"),
     };
     let Some(&device_kind) = kinds.get(&device) else {
         bail!("device {device:?} is not among the resident's devices");
@@ -177,83 +192,158 @@ pub fn parse_event(line: &str, kinds: &HashMap<String, DeviceKind>) -> anyhow::R
     })
 }
 
-/// Replays `events` (any order) through the engine for the home `cfg` describes.
+/// Replays `events` (any order) through the hub's alert core for the home `cfg` describes,
+/// from the first event to the last.
 pub fn replay(cfg: ResidentConfig, mut events: Vec<DeviceEvent>) -> Outcome {
     events.sort_by_key(|e| e.ts);
-    let (Some(start), Some(end)) = (events.first().map(|e| e.ts), events.last().map(|e| e.ts))
-    else {
-        return Outcome {
-            changes: Vec::new(),
-            summary: summarise(&[], 0.0, 0),
-        };
-    };
-    let mut engine = Engine::new();
-    engine.configure(cfg, start);
-    let mut rec = Recorder::default();
-    rec.take(&mut engine);
+    let mut replayer = Replayer::new(cfg);
     for ev in &events {
-        advance(&mut engine, ev.ts, &mut rec);
-        engine.handle_event(ev, ev.ts);
-        rec.take(&mut engine);
+        replayer.feed(ev);
     }
-    advance(&mut engine, end, &mut rec);
-    let days = (end - start).num_seconds() as f64 / 86_400.0;
-    let summary = summarise(&rec.changes, days, events.len());
-    Outcome {
-        changes: rec.changes,
-        summary,
-    }
+    replayer.finish(None)
 }
 
-/// Fires every deadline up to `until`, each at its own instant.
-fn advance(engine: &mut Engine, until: DateTime<Utc>, rec: &mut Recorder) {
-    while let Some(due) = engine.poll_timeout().filter(|t| *t <= until) {
-        engine.handle_timeout(due);
-        rec.take(engine);
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
+/// The hub's pure alert core — the rules engine and the alert book, resident check
+/// included — driven in virtual time by events fed in time order. Each event arrives at
+/// its own `ts`; every deadline before it (rule timers, the resident's time to answer)
+/// fires first, at its own instant, as the hub's pipeline does.
+pub struct Replayer {
+    core: Core,
+    /// The configuration, until the first event says when the replay starts.
+    unstarted: Option<ResidentConfig>,
+    start: Option<DateTime<Utc>>,
+    now: Option<DateTime<Utc>>,
     changes: Vec<Change>,
-    /// The severity of each open condition, for its resolution line.
-    open: HashMap<(AlertKind, String), Severity>,
+    events: usize,
 }
 
-impl Recorder {
-    fn take(&mut self, engine: &mut Engine) {
-        while let Some(d) = engine.poll_decision() {
-            let change = match d {
-                Decision::Open {
-                    key,
-                    severity,
-                    at,
-                    details,
-                    ..
-                } => {
-                    self.open.insert((key.kind, key.subject.clone()), severity);
-                    change(key.kind, &key.subject, severity, "opened", at, details)
-                }
-                Decision::Update {
-                    key,
-                    severity,
-                    at,
-                    details,
-                    ..
-                } => change(key.kind, &key.subject, severity, "updated", at, details),
-                Decision::Resolve { key, at, reason } => {
-                    let severity = self
-                        .open
-                        .remove(&(key.kind, key.subject.clone()))
-                        .unwrap_or(Severity::Warning);
-                    let details = json!({ "reason": reason });
-                    change(key.kind, &key.subject, severity, "resolved", at, details)
-                }
-            };
-            self.changes.push(change);
+impl Replayer {
+    pub fn new(cfg: ResidentConfig) -> Replayer {
+        Replayer {
+            core: Core::new(Ladder::default(), 1),
+            unstarted: Some(cfg),
+            start: None,
+            now: None,
+            changes: Vec::new(),
+            events: 0,
         }
-        engine.take_dirty();
     }
+
+    /// Feeds the next event; one earlier than the last arrives at the last one's time.
+    pub fn feed(&mut self, ev: &DeviceEvent) {
+        let at = self.now.map_or(ev.ts, |now| now.max(ev.ts));
+        if let Some(cfg) = self.unstarted.take() {
+            let card = card_of(&cfg);
+            self.core.configure(cfg, card, at);
+            self.start = Some(at);
+            self.take();
+        }
+        self.advance(at);
+        self.core.handle_event(ev, at);
+        self.take();
+        self.now = Some(at);
+        self.events += 1;
+    }
+
+    /// Runs the clock on to `end` (or stops at the last event) and sums up.
+    pub fn finish(mut self, end: Option<DateTime<Utc>>) -> Outcome {
+        let (Some(start), Some(last)) = (self.start, self.now) else {
+            return Outcome {
+                changes: Vec::new(),
+                summary: summarise(&[], 0.0, 0),
+            };
+        };
+        let end = end.map_or(last, |e| e.max(last));
+        self.advance(end);
+        let days = (end - start).num_seconds() as f64 / 86_400.0;
+        let summary = summarise(&self.changes, days, self.events);
+        Outcome {
+            changes: self.changes,
+            summary,
+        }
+    }
+
+    /// The changes found so far.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Fires every deadline up to `until`, each at its own instant.
+    fn advance(&mut self, until: DateTime<Utc>) {
+        while let Some(due) = self.core.poll_timeout().filter(|t| *t <= until) {
+            self.core.handle_timeout(due);
+            self.take();
+        }
+    }
+
+    /// Turns what the core would have committed into change lines.
+    fn take(&mut self) {
+        self.core.take_dirty();
+        let effects = self.core.take_effects();
+        self.changes.extend(changes_of(&effects));
+    }
+}
+
+/// What the alert core needs of the resident: the time zone and whether chosen alerts
+/// first ask the resident (through every device, as the hub's pipeline builds it). No
+/// contacts: a replay tells nobody.
+fn card_of(cfg: &ResidentConfig) -> Card {
+    Card {
+        name: String::new(),
+        timezone: cfg.timezone.name().to_owned(),
+        tz: cfg.timezone,
+        contacts: Vec::new(),
+        check: CheckPlan::of(
+            &cfg.settings,
+            cfg.devices.iter().map(|d| d.id.clone()).collect(),
+        ),
+    }
+}
+
+/// The alert changes of one commit, read from the history rows it writes: an alert
+/// that asks the resident first opens `pending`; `unconfirmed` (no answer in time) is
+/// when staff would have seen it `opened`; the resident's answer resolves it as
+/// `confirmed`.
+fn changes_of(effects: &Effects) -> Vec<Change> {
+    let asked: HashSet<i64> = effects
+        .history
+        .iter()
+        .filter(|h| h.action == "asked")
+        .map(|h| h.alert_id)
+        .collect();
+    effects
+        .history
+        .iter()
+        .filter_map(|h| {
+            let record = effects.alerts.get(&h.alert_id)?;
+            let a = &record.alert;
+            let written = || {
+                h.details
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or_else(|| a.details.clone())
+            };
+            let reason = || json!({ "reason": h.note });
+            let resolved_at = a.resolved_at.unwrap_or(h.at);
+            let (what, at, details) = match (h.action, h.actor.as_str()) {
+                ("opened", _) if asked.contains(&h.alert_id) => ("pending", a.opened_at, written()),
+                ("opened", _) => ("opened", a.opened_at, written()),
+                ("unconfirmed", _) => ("opened", h.at, a.details.clone()),
+                ("updated", _) => ("updated", h.at, written()),
+                ("resolved", "resident") => ("confirmed", resolved_at, reason()),
+                ("resolved", _) => ("resolved", resolved_at, reason()),
+                _ => return None,
+            };
+            Some(change(
+                a.kind,
+                &record.subject,
+                a.severity,
+                what,
+                at,
+                details,
+            ))
+        })
+        .collect()
 }
 
 fn change(
@@ -277,10 +367,14 @@ fn change(
 }
 
 fn summarise(changes: &[Change], days: f64, events: usize) -> Summary {
-    let mut alerts = BTreeMap::new();
-    for c in changes.iter().filter(|c| c.change == "opened") {
-        *alerts.entry(c.kind).or_insert(0_u64) += 1;
-    }
+    let count = |what: &str| {
+        let mut n = BTreeMap::new();
+        for c in changes.iter().filter(|c| c.change == what) {
+            *n.entry(c.kind).or_insert(0_u64) += 1;
+        }
+        n
+    };
+    let alerts = count("opened");
     let rate = |n: u64| {
         if days > 0.0 {
             (n as f64 / days * 1000.0).round() / 1000.0
@@ -296,8 +390,11 @@ fn summarise(changes: &[Change], days: f64, events: usize) -> Summary {
     Summary {
         days: (days * 10.0).round() / 10.0,
         alerts,
+        asked: count("pending"),
+        confirmed: count("confirmed"),
         per_day,
         events,
+        history: None,
     }
 }
 
@@ -341,6 +438,41 @@ pub fn run_files(
         std::fs::File::open(events).with_context(|| format!("cannot read {}", events.display()))?;
     let events = read_events(std::io::BufReader::new(file), &kinds)?;
     let outcome = replay(cfg, events);
+    write_outcome(&outcome, out)?;
+    Ok(outcome.summary)
+}
+
+/// `hub replay --database-url`: replays a resident's stored history, reading the
+/// database only, and writes the changes and the summary to `out`.
+pub async fn run_database(
+    url: &str,
+    resident_id: i64,
+    from: Option<String>,
+    until: Option<String>,
+    rules: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let rules: Option<Value> = rules
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--rules is not JSON")?;
+    let store = crate::store::open_read_only(url).await?;
+    let req = stored::StoredReplay {
+        resident_id,
+        from,
+        until,
+        rules,
+        now: crate::clock::Clock::now(&crate::clock::SystemClock),
+        max_days: None,
+        max_readings: None,
+        retention: None,
+    };
+    let outcome = stored::replay_stored(store.as_ref(), &req).await?;
+    write_outcome(&outcome, out)
+}
+
+/// One JSON line per change, then the summary line.
+fn write_outcome(outcome: &Outcome, out: &mut impl Write) -> anyhow::Result<()> {
     for c in &outcome.changes {
         serde_json::to_writer(&mut *out, c)?;
         out.write_all(b"\n")?;
@@ -348,7 +480,7 @@ pub fn run_files(
     serde_json::to_writer(&mut *out, &json!({ "summary": outcome.summary }))?;
     out.write_all(b"\n")?;
     out.flush()?;
-    Ok(outcome.summary)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -465,6 +597,94 @@ mod tests {
         let patch = json!({"inactivity": {"day_threshold_s": 18000}});
         let out = replay(resident_config(&r, Some(&patch))?, events);
         assert!(out.changes.is_empty(), "{:?}", out.changes);
+        Ok(())
+    }
+
+    /// The home with the resident check on: inactivity asks "are you OK?" first.
+    fn checking_home() -> ReplayResident {
+        let mut r = home();
+        if let Some(Value::Object(rules)) = r.rules.as_mut() {
+            rules.insert("check".into(), json!({"enabled": true, "timeout_s": 120}));
+        }
+        r
+    }
+
+    /// Replays event lines for the home with a rules patch; its inactivity changes as
+    /// (time of day UTC, change).
+    fn inactivity_of(
+        r: &ReplayResident,
+        lines: &[&str],
+        patch: Option<&Value>,
+    ) -> anyhow::Result<(Outcome, Vec<(String, &'static str)>)> {
+        let events = read_events(lines.join("\n").as_bytes(), &kinds(r))?;
+        let out = replay(resident_config(r, patch)?, events);
+        let seen = out
+            .changes
+            .iter()
+            .filter(|c| c.kind == AlertKind::Inactivity)
+            .map(|c| (c.at.format("%H:%M").to_string(), c.change))
+            .collect();
+        Ok((out, seen))
+    }
+
+    fn at_times<'a>(v: &[(&str, &'a str)]) -> Vec<(String, &'a str)> {
+        v.iter().map(|(t, c)| (t.to_string(), *c)).collect()
+    }
+
+    #[test]
+    fn an_answered_check_is_confirmed_and_staff_never_see_it() -> anyhow::Result<()> {
+        let lines = [
+            r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-11T00:00:00Z","motion":true}"#,
+            // She presses "I'm OK" a minute after the question.
+            r#"{"device":"bath-pir","kind":"ok","ts":"2026-05-11T03:01:00Z"}"#,
+            r#"{"device":"bath-pir","kind":"heartbeat","ts":"2026-05-11T07:00:00Z"}"#,
+        ];
+        let (out, seen) = inactivity_of(&checking_home(), &lines, None)?;
+        assert_eq!(
+            seen,
+            at_times(&[
+                ("03:00", "pending"),
+                ("03:01", "confirmed"),
+                // The threshold counts afresh from her answer; this time nobody answers.
+                ("06:01", "pending"),
+                ("06:03", "opened"),
+            ])
+        );
+        assert_eq!(
+            out.changes[1].details["reason"],
+            "the resident answered: I'm OK"
+        );
+        assert_eq!(out.summary.alerts.get(&AlertKind::Inactivity), Some(&1));
+        assert_eq!(out.summary.asked.get(&AlertKind::Inactivity), Some(&2));
+        assert_eq!(out.summary.confirmed.get(&AlertKind::Inactivity), Some(&1));
+        Ok(())
+    }
+
+    #[test]
+    fn without_an_answer_a_check_opens_to_staff_when_its_time_runs_out() -> anyhow::Result<()> {
+        let lines = [
+            r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-11T00:00:00Z","motion":true}"#,
+            // An answer after the time ran out closes nothing: staff were told already.
+            r#"{"device":"bath-pir","kind":"ok","ts":"2026-05-11T03:05:00Z"}"#,
+            r#"{"device":"bath-pir","kind":"motion","ts":"2026-05-11T03:30:00Z","motion":true}"#,
+        ];
+        let (_, seen) = inactivity_of(&checking_home(), &lines, None)?;
+        assert_eq!(
+            seen,
+            at_times(&[
+                ("03:00", "pending"),
+                ("03:02", "opened"),
+                ("03:30", "resolved")
+            ])
+        );
+        // Without the check, the same history opens at once.
+        let off = json!({"check": {"enabled": false}});
+        let (out, seen) = inactivity_of(&checking_home(), &lines, Some(&off))?;
+        assert_eq!(
+            seen,
+            at_times(&[("03:00", "opened"), ("03:30", "resolved")])
+        );
+        assert!(out.summary.asked.is_empty());
         Ok(())
     }
 

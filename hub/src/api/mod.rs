@@ -23,6 +23,7 @@ pub mod osmand;
 pub mod pauses;
 pub mod privacy;
 pub mod push;
+pub mod replay;
 pub mod residents;
 pub mod serve;
 pub mod system;
@@ -113,6 +114,7 @@ pub fn app(
         .merge(push::router())
         .merge(privacy::router())
         .merge(pauses::router())
+        .merge(replay::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::map_response(headers::no_store));
     let index = dashboard_dir.join("index.html");

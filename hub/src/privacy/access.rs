@@ -37,6 +37,8 @@ pub enum Read {
     Alert,
     Snapshot,
     Export,
+    /// Readings read to try rule settings on them (`POST /residents/{id}/replay`).
+    Replay,
 }
 
 impl Read {
@@ -49,6 +51,7 @@ impl Read {
             Read::Alert => "alert",
             Read::Snapshot => "snapshot",
             Read::Export => "export",
+            Read::Replay => "replay",
         }
     }
 
@@ -61,6 +64,7 @@ impl Read {
             "alert" => "an alert's details",
             "snapshot" => "the live overview",
             "export" => "a full export of the data",
+            "replay" => "the sensor readings, to try alert settings on them",
             _ => "the data",
         }
     }

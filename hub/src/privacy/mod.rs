@@ -23,6 +23,8 @@ pub struct Privacy {
     pub access: access::AccessLog,
     /// Seals webhook signing secrets before they are stored.
     pub secrets: std::sync::Arc<seal::Sealer>,
+    /// How long each class of data is kept, to say what a replay no longer finds.
+    pub retention: retention::Retention,
 }
 
 /// The privacy settings in force; by default devices wait for consent.

@@ -27,7 +27,7 @@ use mimamori_protocol::zone::{Zone, ZoneShape};
 use mimamori_protocol::{Alert, AlertKind, AlertState, DeviceEvent, DeviceKind, RuleSettings};
 
 pub use outbox::{NewContactRow, OutboxItem, PushSubscriptionRow, SummaryTarget};
-pub use sql::{connect, PgStore, SqliteStore};
+pub use sql::{connect, open_read_only, PgStore, SqliteStore};
 
 /// How many dead letters are kept; older ones are pruned as new ones arrive.
 pub const REJECTED_KEEP: i64 = 10_000;
@@ -299,6 +299,17 @@ pub trait Store: privacy::PrivacyStore + Send + Sync + 'static {
     async fn rule_state(&self, resident_id: i64) -> StoreResult<Option<String>>;
     async fn list_rejected(&self, limit: i64) -> StoreResult<Vec<RejectedMessage>>;
     async fn count_readings(&self, resident_id: i64) -> StoreResult<i64>;
+    /// Readings of a resident taken in `[from, until)`, oldest first by (`ts`, `id`), at
+    /// most `limit`, after the reading `after` (its `ts` and `id`) when given: one page of
+    /// a history read in order.
+    async fn readings_between(
+        &self,
+        resident_id: i64,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, i64)>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredReading>>;
     async fn recent_readings(
         &self,
         resident_id: i64,
@@ -505,6 +516,42 @@ pub struct StoredReading {
     pub accuracy_m: Option<f64>,
     pub battery: Option<u8>,
     pub data: Option<serde_json::Value>,
+}
+
+impl StoredReading {
+    /// The reading as it was taken, rebuilt from its row (the inverse of how `sql.rs`
+    /// writes one); `None` for a row this hub cannot read back.
+    pub fn reading(&self) -> Option<mimamori_protocol::Reading> {
+        use mimamori_protocol::Reading;
+        let data = |k: &str| self.data.as_ref().map(|d| &d[k]);
+        let text = |k: &str| data(k).and_then(|v| v.as_str()).map(str::to_owned);
+        Some(match self.kind.as_str() {
+            "motion" => Reading::Motion {
+                motion: data("motion")?.as_bool()?,
+                room: text("room"),
+            },
+            "door" => Reading::Door {
+                open: data("open")?.as_bool()?,
+            },
+            "gps" => Reading::Position {
+                lat: self.lat?,
+                lon: self.lon?,
+                accuracy_m: self.accuracy_m,
+            },
+            "sighting" => Reading::Sighting {
+                lat: self.lat?,
+                lon: self.lon?,
+                accuracy_m: self.accuracy_m,
+                receiver: text("receiver")?,
+                place: text("place")?,
+            },
+            "sos" => Reading::Sos,
+            "heartbeat" => Reading::Heartbeat,
+            "offline" => Reading::Offline,
+            "ok" => Reading::Ok,
+            _ => return None,
+        })
+    }
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {

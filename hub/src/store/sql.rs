@@ -225,6 +225,68 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Opens an existing hub database for reading only, for tools beside a running hub (`hub
+/// replay --database-url`): nothing is created, migrated or written, and a database of
+/// another schema than this binary's is refused with a reason rather than misread.
+pub async fn open_read_only(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let opts = PgConnectOptions::from_str(url)
+            .context("the database URL is not a valid PostgreSQL URL")?
+            .options([("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(opts)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        let store = PgStore::from_pool(pool);
+        let expected = latest(&sqlx::migrate!("../migrations/postgres"));
+        check_schema(store.schema_version().await, expected)?;
+        Ok(Arc::new(store))
+    } else {
+        let opts = SqliteConnectOptions::from_str(url).with_context(|| {
+            format!("database URL {url:?} is neither postgres:// nor a valid sqlite: URL")
+        })?;
+        let path = opts.get_filename().to_owned();
+        if !path.is_file() {
+            anyhow::bail!("there is no SQLite database at {}", path.display());
+        }
+        let opts = opts
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
+        let store = SqliteStore::from_pool(pool);
+        let expected = latest(&sqlx::migrate!("../migrations/sqlite"));
+        check_schema(store.schema_version().await, expected)?;
+        Ok(Arc::new(store))
+    }
+}
+
+fn latest(m: &sqlx::migrate::Migrator) -> i64 {
+    m.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+fn check_schema(stored: Result<Option<i64>, sqlx::Error>, expected: i64) -> anyhow::Result<()> {
+    match stored {
+        Err(e) => Err(anyhow::anyhow!(
+            "this is not a Mimamori hub database (no migrations recorded: {e})"
+        )),
+        Ok(Some(v)) if v == expected => Ok(()),
+        Ok(Some(v)) if v < expected => anyhow::bail!(
+            "the database is at schema {v}, older than this hub's {expected}: start the hub on it once to migrate it"
+        ),
+        Ok(Some(v)) => anyhow::bail!(
+            "the database is at schema {v}, newer than this hub's {expected}: use the hub that wrote it"
+        ),
+        Ok(None) => anyhow::bail!("this is not a Mimamori hub database (no migration applied)"),
+    }
+}
+
 /// Creates a new database file readable by the hub's user only; SQLite gives its
 /// `-wal` and `-shm` files the same mode. An existing file keeps the mode it has.
 fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
@@ -363,6 +425,15 @@ fn device_updates(readings: &[DeviceEvent]) -> HashMap<&str, (i64, Option<u8>)> 
 macro_rules! impl_store {
     ($store:ty, $db:ty, $name:literal) => {
         impl $store {
+            /// The newest migration applied; an error when there is no migrations table.
+            async fn schema_version(&self) -> Result<Option<i64>, sqlx::Error> {
+                let (v,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(v)
+            }
+
             async fn user_resident_ids(&self, user_id: i64) -> StoreResult<Vec<i64>> {
                 let ids: Vec<(i64,)> =
                     sqlx::query_as("SELECT resident_id FROM user_residents WHERE user_id = $1 ORDER BY resident_id")
@@ -1227,6 +1298,33 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
+            async fn readings_between(
+                &self,
+                resident_id: i64,
+                from: DateTime<Utc>,
+                until: DateTime<Utc>,
+                after: Option<(DateTime<Utc>, i64)>,
+                limit: i64,
+            ) -> StoreResult<Vec<StoredReading>> {
+                // Keyset paging on the (resident_id, ts) index: each page starts past the
+                // last row of the one before, so a long history costs the same per page.
+                let (after_ts, after_id) = after.map_or((ms(from), i64::MIN), |(t, id)| (ms(t), id));
+                let rows: Vec<ReadingRow> = sqlx::query_as(
+                    "SELECT id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data FROM readings \
+                     WHERE resident_id = $1 AND ts >= $2 AND ts < $3 AND (ts > $4 OR (ts = $4 AND id > $5)) \
+                     ORDER BY ts, id LIMIT $6",
+                )
+                .bind(resident_id)
+                .bind(ms(from))
+                .bind(ms(until))
+                .bind(after_ts)
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(StoredReading::from).collect())
+            }
+
             async fn recent_readings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>> {
                 let rows: Vec<ReadingRow> = sqlx::query_as(
                     "SELECT id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data FROM readings \
@@ -1936,6 +2034,68 @@ impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a replay reads back is what ingest wrote, for every kind of reading.
+    #[test]
+    fn a_stored_reading_reads_back_as_it_was_taken() {
+        let readings = [
+            Reading::Motion {
+                motion: true,
+                room: Some("bathroom".into()),
+            },
+            Reading::Motion {
+                motion: false,
+                room: None,
+            },
+            Reading::Door { open: true },
+            Reading::Position {
+                lat: 35.7,
+                lon: 139.6,
+                accuracy_m: Some(12.0),
+            },
+            Reading::Position {
+                lat: 35.7,
+                lon: 139.6,
+                accuracy_m: None,
+            },
+            Reading::Sighting {
+                lat: 35.7,
+                lon: 139.6,
+                accuracy_m: Some(30.0),
+                receiver: "rx-1".into(),
+                place: "Nakano station".into(),
+            },
+            Reading::Sos,
+            Reading::Heartbeat,
+            Reading::Offline,
+            Reading::Ok,
+        ];
+        for reading in readings {
+            let ev = DeviceEvent {
+                device_id: "d".into(),
+                device_kind: DeviceKind::Motion,
+                resident_id: 1,
+                ts: Utc::now(),
+                received_at: Utc::now(),
+                reading: reading.clone(),
+                battery: None,
+            };
+            let (lat, lon, accuracy_m) = reading_position(&ev);
+            let row = ReadingRow {
+                id: 1,
+                device_id: "d".into(),
+                kind: ev.reading.kind_str().into(),
+                ts: 0,
+                received_at: 0,
+                lat,
+                lon,
+                accuracy_m,
+                battery: None,
+                data: reading_data(&ev),
+            };
+            assert_eq!(StoredReading::from(row).reading(), Some(reading));
+        }
+    }
 
     #[test]
     fn statement_chunks_cover_every_row_in_reusable_sizes() {
