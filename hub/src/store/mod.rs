@@ -64,6 +64,15 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A change addressed to one row by its key: having touched none means the row does not
+/// exist, which callers answer as "not found".
+pub(crate) fn touched(rows_affected: u64) -> StoreResult<()> {
+    match rows_affected {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
 /// What a CONNECT is checked against.
 #[derive(Debug, Clone)]
 pub struct DeviceAuth {

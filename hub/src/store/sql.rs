@@ -732,10 +732,7 @@ macro_rules! impl_store {
             async fn delete_user(&self, id: i64) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn set_password(&self, user_id: i64, password_hash: &str) -> StoreResult<u64> {
@@ -910,10 +907,7 @@ macro_rules! impl_store {
                 .bind(r.id)
                 .execute(&self.pool)
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn delete_resident(&self, id: i64) -> StoreResult<()> {
@@ -927,9 +921,7 @@ macro_rules! impl_store {
                     .await?;
                 sqlx::query("DELETE FROM access_log WHERE resident_id = $1").bind(id).execute(&mut *tx).await?;
                 let done = sqlx::query("DELETE FROM residents WHERE id = $1").bind(id).execute(&mut *tx).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
+                touched(done.rows_affected())?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -969,10 +961,7 @@ macro_rules! impl_store {
             async fn delete_zone(&self, id: i64) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("DELETE FROM geofences WHERE id = $1").bind(id).execute(&self.pool).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn resident_setup(&self, id: i64) -> StoreResult<ResidentSetup> {
@@ -1076,10 +1065,7 @@ macro_rules! impl_store {
             async fn delete_device(&self, id: &str) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("DELETE FROM devices WHERE id = $1").bind(id).execute(&self.pool).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn set_device_secret(&self, id: &str, secret_hash: &str) -> StoreResult<()> {
@@ -1089,10 +1075,7 @@ macro_rules! impl_store {
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn set_device_place(&self, id: &str, room: Option<&str>, role: Option<mimamori_protocol::DeviceRole>) -> StoreResult<()> {
@@ -1103,10 +1086,7 @@ macro_rules! impl_store {
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn device_auth(&self, id: &str) -> StoreResult<Option<DeviceAuth>> {
@@ -1385,9 +1365,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 let done = sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&mut *tx).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
+                touched(done.rows_affected())?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1622,10 +1600,7 @@ macro_rules! impl_store {
                     .bind(friendly_name)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn vapid_key(&self, generated: &str, at: DateTime<Utc>) -> StoreResult<String> {
@@ -1684,10 +1659,7 @@ macro_rules! impl_store {
                     .bind(user_id)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn create_lorawan_device(&self, gateway_id: &str, dev_eui: &str, device_id: &str, fields: &LoraFields, profile: Option<&str>, at: DateTime<Utc>) -> StoreResult<()> {
@@ -1777,10 +1749,7 @@ macro_rules! impl_store {
                     .bind(name)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn sightings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>> {
@@ -1918,10 +1887,7 @@ macro_rules! impl_store {
                     .bind(dev_eui)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
         }
     };
