@@ -76,6 +76,7 @@ pub struct Report {
     pub region: Option<Region>,
     pub soak: Option<crate::soak::Soak>,
     pub instructions: Option<crate::instructions::Instructions>,
+    pub privacy: Option<crate::privacy::PrivacyFigures>,
     pub targets: Vec<Target>,
     pub skipped: Vec<String>,
     pub total_s: f64,
@@ -102,6 +103,7 @@ impl Report {
             region: None,
             soak: None,
             instructions: None,
+            privacy: None,
             targets: Vec::new(),
             skipped: Vec::new(),
             total_s: 0.0,
@@ -263,6 +265,9 @@ impl Report {
                 );
             }
             let _ = writeln!(out, "  hub / baseline: {:.2}", i.ratio);
+        }
+        if let Some(p) = &self.privacy {
+            crate::privacy::table(p, &mut out);
         }
         let _ = writeln!(out, "\nTargets");
         for t in &self.targets {

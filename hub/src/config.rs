@@ -185,6 +185,10 @@ pub struct Settings {
     /// Days the log of who read whose data is kept (default 1825).
     #[arg(long, env = "MIMAMORI_RETENTION_ACCESS_LOG_DAYS")]
     pub retention_access_log_days: Option<u32>,
+    /// Seconds between retention passes (default 3600); 0 runs them only when an admin
+    /// asks (`POST /api/v1/retention/run`).
+    #[arg(long, env = "MIMAMORI_RETENTION_INTERVAL_S")]
+    pub retention_interval_s: Option<u32>,
     /// A file holding the key ring webhook signing secrets are sealed with: lines of
     /// `ID:BASE64` (32 bytes each), the first one sealing (docs/privacy.md).
     #[arg(long, env = "MIMAMORI_SECRETS_KEY_FILE")]
@@ -320,6 +324,8 @@ retention_dead_letters_days = 30
 retention_alerts_days = 1825
 retention_audit_days = 1825
 retention_access_log_days = 1825
+# Seconds between retention passes; 0: only when an admin asks (POST /api/v1/retention/run).
+retention_interval_s = 3600
 # Key ring webhook signing secrets are sealed with at rest (docs/privacy.md#at-rest):
 # a file of ID:BASE64 lines readable by the hub's user only; better than secrets_key here.
 # secrets_key_file = "/etc/mimamori/secrets.keys"
@@ -381,6 +387,7 @@ impl Settings {
             retention_access_log_days: self
                 .retention_access_log_days
                 .or(file.retention_access_log_days),
+            retention_interval_s: self.retention_interval_s.or(file.retention_interval_s),
         }
     }
 
@@ -398,9 +405,19 @@ impl Settings {
             access_log_days: self.retention_access_log_days.unwrap_or(d.access_log_days),
         };
         retention.validate().map_err(anyhow::Error::msg)?;
+        let every = self
+            .retention_interval_s
+            .map_or(crate::privacy::retention::DEFAULT_EVERY, |s| {
+                std::time::Duration::from_secs(u64::from(s))
+            });
+        if every > std::time::Duration::from_secs(7 * 86_400) {
+            anyhow::bail!("retention_interval_s must be at most 604800 (a week); 0 runs passes only when asked");
+        }
         Ok(crate::privacy::PrivacyConfig {
             devices_before_consent: self.devices_before_consent.unwrap_or(false),
             retention,
+            retention_every: (!every.is_zero()).then_some(every),
+            read_audit: true,
             secrets: self.secrets()?.map(std::sync::Arc::new),
         })
     }
@@ -617,6 +634,10 @@ mod tests {
         assert_eq!(from_file.database_url, built_in.database_url);
         assert_eq!(from_file.max_connections, built_in.max_connections);
         assert_eq!(from_file.privacy.retention, built_in.privacy.retention);
+        assert_eq!(
+            from_file.privacy.retention_every,
+            built_in.privacy.retention_every
+        );
         assert_eq!(
             from_file.privacy.devices_before_consent,
             built_in.privacy.devices_before_consent
