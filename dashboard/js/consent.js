@@ -170,14 +170,15 @@ export async function consentSection(resident, { editable = false, onChange = ()
       // A renewed consent is the rarer case: folded away while one is current.
       if (current) form = h('details', { class: 'consent-renew' }, h('summary', {}, t('consent_record_renewed')), form);
     }
-    el.replaceChildren(
+    const parts = [
       h('h2', { id: 'consent-title' }, t('consent'), ' ', badge),
       status,
       body,
       form,
       manage ? h('p', {}, h('a', { href: manage, id: 'consent-manage' }, t('consent_manage'))) : null,
       history(earlier),
-    );
+    ];
+    el.replaceChildren(...parts.flat().filter(Boolean));
     return state;
   };
   await draw();

@@ -36,6 +36,15 @@ async function shot(page, name) {
   console.log(`screenshot ${path}`);
 }
 
+/** A screenshot of one part of the page, without the sticky header over it. */
+async function shotOf(page, selector, name) {
+  const path = join(SHOTS, `${name}.png`);
+  await page.evaluate(() => { document.querySelector('header').style.position = 'static'; });
+  await page.locator(selector).screenshot({ path });
+  await page.evaluate(() => { document.querySelector('header').style.position = ''; });
+  console.log(`screenshot ${path}`);
+}
+
 /** Stands in for the browser's autoplay policy, which headless Chromium does not apply:
  *  an AudioContext stays suspended until the document had a user gesture and resumes it.
  *  Every tone the page starts is recorded in `window.__tones` with its pitch. */
@@ -335,7 +344,7 @@ async function consentFlow(page) {
   await page.waitForSelector('#consent[data-consent="none"] #consent-form');
   check(await page.evaluate(() => document.activeElement?.id) === 'consent-given-by-resident', 'a new resident opens at the consent form, focused');
   check((await page.textContent('.resident-admin .out')).includes('次に下の欄で同意を記録'), 'the page says the consent comes next');
-  await shot(page, 'consent-01-new-resident');
+  await shotOf(page, '#consent', 'consent-01-new-resident');
   await axeClean(page, 'the consent form');
 
   const register = async () => {
@@ -368,7 +377,7 @@ async function consentFlow(page) {
   check(await page.locator('#consent-purpose-list li').count() === 2, 'it lists the purposes, blank lines left out');
   check((await page.textContent('#consent [data-field="document_ref"]')) === '同意書 2026-201', 'it names the document');
   check((await page.textContent('#consent [data-field="recorded_by"]')).includes('admin'), 'it says who recorded it');
-  await shot(page, 'consent-02-given');
+  await shotOf(page, '#consent', 'consent-02-given');
   await axeClean(page, 'a recorded consent');
 
   await register();
@@ -389,7 +398,7 @@ async function consentFlow(page) {
   check((await page.textContent('#consent [data-field="withdrawn_by"]')).includes('admin'), 'the withdrawal says who');
   check((await page.textContent('#consent')).includes('施設に入所'), 'the withdrawal keeps its note');
   check(await page.locator('#consent-form').isVisible(), 'a new consent can be recorded after a withdrawal');
-  await shot(page, 'consent-03-withdrawn');
+  await shotOf(page, '#consent', 'consent-03-withdrawn');
   await page.goto(`${HUB}/#/admin/audit`);
   await page.waitForSelector('#audit-log tr[data-action="consent.withdraw"]');
   const audited = async (action) => (await page.locator(`#audit-log tr[data-action="${action}"]`).allTextContents()).some((row) => row.includes(`resident/${id}`));
