@@ -232,9 +232,9 @@ async fn ward_load(
     .await
 }
 
-async fn retention_status(http: &reqwest::Client, hub: &HubProcess, token: &str) -> Result<serde_json::Value> {
-    Ok(http
-        .get(hub.url("/retention"))
+/// An API call with the admin's token, answered with JSON.
+async fn as_admin(req: reqwest::RequestBuilder, token: &str) -> Result<serde_json::Value> {
+    Ok(req
         .bearer_auth(token)
         .send()
         .await?
@@ -271,18 +271,11 @@ async fn retention_under_ingest(
     let http = reqwest::Client::new();
 
     let before = ward_load(&devices, p).await?;
-    let asked: serde_json::Value = http
-        .post(hub.url("/retention/run"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let asked = as_admin(http.post(hub.url("/retention/run")), &token).await?;
     let pass = asked["pass"].as_u64().context("no pass number")?;
     let during = ward_load(&devices, p).await?;
     let done = loop {
-        let status = retention_status(&http, &hub, &token).await?;
+        let status = as_admin(http.get(hub.url("/retention")), &token).await?;
         if status["last"]["pass"].as_u64() >= Some(pass) {
             break status["last"].clone();
         }
@@ -338,15 +331,13 @@ impl Desk {
     async fn start(binary: &Path, db: &Path, log: &Path, logged: bool) -> Result<Desk> {
         let hub = launch(binary, db, log, logged).await?;
         let token = crate::login_token(&hub).await?;
-        let residents: Vec<serde_json::Value> = reqwest::Client::new()
-            .get(hub.url("/residents"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let residents = residents.iter().filter_map(|r| r["id"].as_i64()).collect();
+        let list = as_admin(reqwest::Client::new().get(hub.url("/residents")), &token).await?;
+        let residents = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["id"].as_i64())
+            .collect();
         Ok(Desk {
             hub,
             token,

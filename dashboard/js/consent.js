@@ -163,7 +163,7 @@ export async function consentSection(resident, { editable = false, onChange = ()
       withdrawn: () => [h('p', { class: 'hint' }, t('consent_withdrawn_help')), withdrawal(latest)],
       none: () => [h('p', { class: 'hint' }, t('consent_none_help'))],
     }[state]();
-    const earlier = all.filter((c) => c !== current);
+    const earlier = all.filter((c) => c.id !== current?.id);
     let form = null;
     if (editable) {
       form = recordForm(resident, redraw('consent_recorded_msg'));

@@ -377,6 +377,7 @@ async function consentFlow(page) {
   check(await page.locator('#consent-purpose-list li').count() === 2, 'it lists the purposes, blank lines left out');
   check((await page.textContent('#consent [data-field="document_ref"]')) === '同意書 2026-201', 'it names the document');
   check((await page.textContent('#consent [data-field="recorded_by"]')).includes('admin'), 'it says who recorded it');
+  check(await page.locator('#consent .consent-history').count() === 0, 'a first consent has no earlier ones');
   await shotOf(page, '#consent', 'consent-02-given');
   await axeClean(page, 'a recorded consent');
 
@@ -398,6 +399,7 @@ async function consentFlow(page) {
   check((await page.textContent('#consent [data-field="withdrawn_by"]')).includes('admin'), 'the withdrawal says who');
   check((await page.textContent('#consent')).includes('施設に入所'), 'the withdrawal keeps its note');
   check(await page.locator('#consent-form').isVisible(), 'a new consent can be recorded after a withdrawal');
+  check((await page.textContent('#consent .consent-history summary')).includes('1'), 'the withdrawn consent is kept as an earlier one');
   await shotOf(page, '#consent', 'consent-03-withdrawn');
   await page.goto(`${HUB}/#/admin/audit`);
   await page.waitForSelector('#audit-log tr[data-action="consent.withdraw"]');
@@ -443,9 +445,10 @@ async function everyPage(browser, page, alertId) {
     ['alert', `#/alert/${alertId}`, '#alert-history li'],
     ['map', '#/map', '.resident-marker'],
     ['board', '#/residents', '[data-resident-id]'],
-    ['resident', `#/resident/${OTHER_ID}`, '#rhythm-chart'],
+    ['resident', `#/resident/${OTHER_ID}`, '#consent[data-consent="given"]'],
     ['handover', '#/handover', '#handover-happened'],
     ['admin-residents', '#/admin/residents', '#new-resident-name'],
+    ['admin-resident', `#/admin/residents/${OTHER_ID}`, '#consent[data-consent="given"] #consent-withdraw'],
     ['admin-devices', '#/admin/devices', '#device-name'],
     ['admin-users', '#/admin/users', '#user-name'],
     ['audit', '#/admin/audit', '#audit-log'],

@@ -659,6 +659,23 @@ mod tests {
     }
 
     #[test]
+    fn retention_runs_hourly_by_default_and_zero_waits_to_be_asked() -> anyhow::Result<()> {
+        let every = |s: Option<u32>| {
+            Settings {
+                retention_interval_s: s,
+                ..Settings::default()
+            }
+            .finish()
+            .map(|c| c.privacy.retention_every)
+        };
+        assert_eq!(every(None)?, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(every(Some(0))?, None);
+        assert_eq!(every(Some(30))?, Some(std::time::Duration::from_secs(30)));
+        assert!(every(Some(8 * 86_400)).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn unknown_keys_and_half_tls_are_refused() {
         assert!(toml::from_str::<Settings>("http_adr = \"x\"").is_err());
         let half = Settings {

@@ -289,6 +289,19 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_served_by_the_next_pass_to_start() {
+        let (job, runner) = job(Retention::default(), None);
+        assert_eq!(job.request(), 1, "idle: the next pass");
+        runner.status.send_modify(|s| s.running = Some(1));
+        assert_eq!(job.request(), 2, "a pass under way may be past some classes");
+        runner.status.send_modify(|s| {
+            s.running = None;
+            s.passes = 1;
+        });
+        assert_eq!(job.request(), 2);
+    }
+
+    #[test]
     fn the_activity_roll_up_must_outlive_the_readings() {
         let short = Retention {
             activity_days: 90,
