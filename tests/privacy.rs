@@ -3,6 +3,7 @@
 //! export holds everything of one resident and nothing of another.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -592,6 +593,95 @@ async fn count(s: &dyn Store, rid: i64, kind: &str) -> Result<usize> {
         .count())
 }
 
+/// Rows on both sides of each class's limit as of `now`, of devices `gps` and `pir`:
+/// 1,200 fixes 31 days old (three batches) and 5 at 29 days; motion 181 days old in two
+/// hours (3 + 2) and 4 at 179 days; dead letters, audit and access-log rows on either
+/// side of theirs. `effects` adds what a caller wants stored with them.
+async fn rows_around_the_limits(
+    s: &dyn Store,
+    rid: i64,
+    (gps, pir): (&str, &str),
+    now: chrono::DateTime<Utc>,
+    mut effects: Effects,
+) -> Result<()> {
+    let days_ago = |d: i64| now - chrono::Duration::days(d);
+    let fix = Reading::Position {
+        lat: 35.7,
+        lon: 139.6,
+        accuracy_m: Some(10.0),
+    };
+    let moved = Reading::Motion {
+        motion: true,
+        room: Some("hall".into()),
+    };
+    let mut readings = Vec::new();
+    for (age, n) in [(31, 1200), (29, 5)] {
+        for i in 0..n {
+            let at = days_ago(age) + chrono::Duration::seconds(i);
+            readings.push(reading(gps, DeviceKind::Gps, rid, at, fix.clone()));
+        }
+    }
+    let old_hour = days_ago(181);
+    let minutes = [0, 10, 20, 60, 70]
+        .map(|m| old_hour + chrono::Duration::minutes(m))
+        .into_iter()
+        .chain((0..4).map(|m| days_ago(179) + chrono::Duration::minutes(m)));
+    for at in minutes {
+        readings.push(reading(pir, DeviceKind::Motion, rid, at, moved.clone()));
+    }
+    for age in [1830, 1820] {
+        effects.audit.push(AuditEntry {
+            at: days_ago(age),
+            actor: "admin".into(),
+            action: "resident.update".into(),
+            target: format!("resident/{rid}"),
+            details: None,
+        });
+    }
+    let rejected = [31, 29]
+        .iter()
+        .map(|age| RejectedRow {
+            received_at: days_ago(*age),
+            device_id: Some(pir.into()),
+            topic: format!("watch/v1/{pir}/motion"),
+            reason: RejectReason::NotJson,
+            detail: "x".into(),
+            payload: "x".into(),
+        })
+        .collect();
+    s.commit_batch(&Batch {
+        readings,
+        rejected,
+        effects,
+        at: now,
+        ..Batch::default()
+    })
+    .await?;
+    let access: Vec<Access> = [1830, 1820]
+        .iter()
+        .map(|age| Access {
+            at: days_ago(*age),
+            resident_id: rid,
+            actor: "tanaka".into(),
+            role: "staff".into(),
+            what: "track".into(),
+            rows: 3,
+        })
+        .collect();
+    s.append_access(&access).await?;
+    Ok(())
+}
+
+/// What [`rows_around_the_limits`] leaves past its limits, by class, for one pass.
+const PAST_THE_LIMITS: [(DataClass, u64); 6] = [
+    (DataClass::Positions, 1200),
+    (DataClass::Sensors, 5),
+    (DataClass::DeadLetters, 1),
+    (DataClass::Audit, 1),
+    (DataClass::AccessLog, 1),
+    (DataClass::Activity, 0),
+];
+
 /// Ages of rows, in days, around each class's limit: the purge removes exactly the ones
 /// past it, in batches, keeps the activity per hour, and never a live alert.
 async fn check_retention(s: &dyn Store) -> Result<()> {
@@ -626,55 +716,6 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
         )
         .await?;
     }
-    let fix = Reading::Position {
-        lat: 35.7,
-        lon: 139.6,
-        accuracy_m: Some(10.0),
-    };
-    let moved = Reading::Motion {
-        motion: true,
-        room: Some("hall".into()),
-    };
-    let mut readings = Vec::new();
-    // 1,200 fixes 31 days old (three batches), 5 at 29 days.
-    for i in 0..1200 {
-        readings.push(reading(
-            "gps",
-            DeviceKind::Gps,
-            rid,
-            days_ago(31) + chrono::Duration::seconds(i),
-            fix.clone(),
-        ));
-    }
-    for i in 0..5 {
-        readings.push(reading(
-            "gps",
-            DeviceKind::Gps,
-            rid,
-            days_ago(29) + chrono::Duration::seconds(i),
-            fix.clone(),
-        ));
-    }
-    // Motion 181 days old in two hours (3 + 2), 179 days old (4).
-    let old_hour = days_ago(181);
-    for m in [0, 10, 20, 60, 70] {
-        readings.push(reading(
-            "pir",
-            DeviceKind::Motion,
-            rid,
-            old_hour + chrono::Duration::minutes(m),
-            moved.clone(),
-        ));
-    }
-    for m in 0..4 {
-        readings.push(reading(
-            "pir",
-            DeviceKind::Motion,
-            rid,
-            days_ago(179) + chrono::Duration::minutes(m),
-            moved.clone(),
-        ));
-    }
     let mut effects = Effects::default();
     for (id, age) in [(1, 1900), (2, 1700)] {
         let r = resolved_alert(id, rid, days_ago(age));
@@ -693,46 +734,7 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
     live.alert.state = AlertState::Open;
     live.alert.resolved_at = None;
     effects.alerts.insert(3, live);
-    for age in [1830, 1820] {
-        effects.audit.push(AuditEntry {
-            at: days_ago(age),
-            actor: "admin".into(),
-            action: "resident.update".into(),
-            target: format!("resident/{rid}"),
-            details: None,
-        });
-    }
-    let rejected = [31, 29]
-        .iter()
-        .map(|age| RejectedRow {
-            received_at: days_ago(*age),
-            device_id: Some("pir".into()),
-            topic: "watch/v1/pir/motion".into(),
-            reason: RejectReason::NotJson,
-            detail: "x".into(),
-            payload: "x".into(),
-        })
-        .collect();
-    s.commit_batch(&Batch {
-        readings,
-        rejected,
-        effects,
-        at: now(),
-        ..Batch::default()
-    })
-    .await?;
-    let access: Vec<Access> = [1830, 1820]
-        .iter()
-        .map(|age| Access {
-            at: days_ago(*age),
-            resident_id: rid,
-            actor: "tanaka".into(),
-            role: "staff".into(),
-            what: "track".into(),
-            rows: 3,
-        })
-        .collect();
-    s.append_access(&access).await?;
+    rows_around_the_limits(s, rid, ("gps", "pir"), now(), effects).await?;
     let (from, to) = (days_ago(182), days_ago(178));
     let rhythm_before = s.activity_per_hour(rid, from, to).await?;
     assert_eq!(rhythm_before.iter().map(|(_, n)| n).sum::<i64>(), 9);
@@ -740,13 +742,10 @@ async fn check_retention(s: &dyn Store) -> Result<()> {
     let metrics = Metrics::new();
     let removed = purge_once(s, &Retention::default(), now(), &metrics).await?;
     let of = |c: DataClass| removed.iter().find(|(k, _)| *k == c).map(|(_, n)| *n);
-    assert_eq!(of(DataClass::Positions), Some(1200));
-    assert_eq!(of(DataClass::Sensors), Some(5));
-    assert_eq!(of(DataClass::DeadLetters), Some(1));
+    for (class, n) in PAST_THE_LIMITS {
+        assert_eq!(of(class), Some(n), "{class:?}");
+    }
     assert_eq!(of(DataClass::Alerts), Some(1));
-    assert_eq!(of(DataClass::Audit), Some(1));
-    assert_eq!(of(DataClass::AccessLog), Some(1));
-    assert_eq!(of(DataClass::Activity), Some(0));
     assert_eq!(count(s, rid, "gps").await?, 5);
     assert_eq!(count(s, rid, "motion").await?, 4);
     assert_eq!(
@@ -809,6 +808,119 @@ async fn retention_purges_exactly_what_is_past_each_limit_postgres() -> Result<(
         return Ok(());
     }
     retention_on(Backend::Postgres).await
+}
+
+/// Publishes `payload` on `topic` at QoS 1, one message after another, until `stop`;
+/// each must be acknowledged. Returns how many were.
+async fn publish_until(
+    mut device: MqttClient,
+    topic: String,
+    payload: &'static str,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> Result<u64> {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        device.publish_acked(&topic, payload).await?;
+        n += 1;
+        acked.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(n)
+}
+
+async fn stored(s: &dyn Store, rid: i64, kind: &str, after: chrono::DateTime<Utc>) -> Result<usize> {
+    Ok(s.readings_page(rid, 0, 100_000)
+        .await?
+        .iter()
+        .filter(|r| r.kind == kind && r.ts > after)
+        .count())
+}
+
+/// Retention on a hub that is taking readings: a pass asked for while devices publish
+/// over real MQTT at QoS 1 removes exactly the rows past each class's limit (aged
+/// against the hub's clock, a day's margin either side), and every message published
+/// meanwhile is acknowledged and stored. How fast ingest stays is the benchmark's
+/// `privacy` stage (docs/performance.md).
+async fn retention_while_ingesting(backend: Backend) -> Result<()> {
+    let hub = TestHub::start_with(backend, &["--retention-interval-s", "0"]).await?;
+    let rid = hub.resident(json!({"name": "Busy Home"})).await?;
+    let (gps, pir) = (hub.device(rid, "gps").await?, hub.device(rid, "motion").await?);
+    // Old rows go straight into the hub's database: nothing the API takes is backdated.
+    let s = store::connect(&hub.db_url).await?;
+    let started = Utc::now();
+    rows_around_the_limits(s.as_ref(), rid, (&gps.id, &pir.id), started, Effects::default())
+        .await?;
+
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let publishers = [
+        (&gps, "gps", r#"{"lat":35.7074,"lon":139.6638,"accuracy_m":12}"#),
+        (&pir, "motion", r#"{"motion":true,"room":"hall"}"#),
+    ];
+    let mut tasks = Vec::new();
+    for (device, kind, payload) in publishers {
+        let client = connect_device(&hub, device).await?;
+        tasks.push(tokio::spawn(publish_until(
+            client,
+            topic(device, kind),
+            payload,
+            stop.clone(),
+            acked.clone(),
+        )));
+    }
+    eventually("ingest under way", WITHIN, || async {
+        (acked.load(Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await?;
+    let asked = hub.expect(Method::POST, "/retention/run", None, 202).await?;
+    let pass = asked["pass"].as_u64().ok_or_else(|| anyhow!("no pass in {asked}"))?;
+    let status = eventually("the retention pass done", WITHIN, || async {
+        let v = hub.expect(Method::GET, "/retention", None, 200).await.ok()?;
+        (v["last"]["pass"].as_u64()? >= pass).then_some(v)
+    })
+    .await?;
+    // The publishers never paused: every message of theirs during the pass was acknowledged.
+    let after_pass = acked.load(Ordering::Relaxed);
+    eventually("ingest going on after the pass", WITHIN, || async {
+        (acked.load(Ordering::Relaxed) >= after_pass + 20).then_some(())
+    })
+    .await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for t in tasks {
+        sent.push(t.await??);
+    }
+
+    let last = &status["last"];
+    assert_eq!(last["error"], Value::Null, "{status}");
+    for (class, n) in PAST_THE_LIMITS {
+        assert_eq!(last["removed"][class.as_str()], json!(n), "{class:?}: {status}");
+    }
+    assert_eq!(last["removed"]["alerts"], json!(0), "{status}");
+    // Left: the rows within their limits, and every message acknowledged.
+    let ever = started - chrono::Duration::days(3000);
+    let within = |days| started - chrono::Duration::days(days);
+    for (kind, limit, young, published) in [("gps", 30, 5, sent[0]), ("motion", 180, 4, sent[1])] {
+        let all = stored(s.as_ref(), rid, kind, ever).await?;
+        assert_eq!(all, young + published as usize, "{kind}: every message stored");
+        assert_eq!(stored(s.as_ref(), rid, kind, within(limit)).await?, all, "{kind}: nothing older left");
+    }
+    assert_eq!(s.activity_rolled_up(rid).await?.len(), 2, "the rhythm outlives the readings");
+    assert_eq!(s.dead_letters_of(rid).await?.len(), 1);
+    assert_eq!(s.access_log(rid, 100).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_during_ingest_removes_exactly_the_old_rows_sqlite() -> Result<()> {
+    retention_while_ingesting(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn retention_during_ingest_removes_exactly_the_old_rows_postgres() -> Result<()> {
+    if skip_postgres("retention_during_ingest_removes_exactly_the_old_rows_postgres") {
+        return Ok(());
+    }
+    retention_while_ingesting(Backend::Postgres).await
 }
 
 // -- secrets at rest --

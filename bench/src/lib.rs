@@ -9,6 +9,8 @@
 //! - [`instructions`]: instructions per message of hub and bare broker under callgrind.
 //! - [`replay`]: `hub replay` over a simulated 60-day home, in-process on one thread.
 //! - [`soak`]: a long run at half the sustained rate: WAL size, RSS and PUBACK p99 per period.
+//! - [`privacy`]: ingest while retention purges a backlog, and desk reads with and without
+//!   the read audit.
 //! - [`report`]: the table and the JSON document.
 //!
 //! The load is `device_sim::load::run_mix`, the code behind `device-sim load`, so anyone
@@ -17,6 +19,7 @@
 pub mod alerts;
 pub mod ingest;
 pub mod instructions;
+pub mod privacy;
 pub mod process;
 pub mod provision;
 pub mod region;
@@ -60,7 +63,7 @@ pub struct Options {
     /// skipped when it does not answer.
     pub postgres: String,
     /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `replay`, `soak`,
-    /// `instructions`); all but `soak` and `instructions` when empty (the soak takes half
+    /// `instructions`, `privacy`); all but `soak` and `instructions` when empty (the soak takes half
     /// an hour in a full run, and the count needs valgrind).
     pub stages: Vec<String>,
     /// Keep the databases and hub logs after the run (their folder is printed).
@@ -264,6 +267,11 @@ async fn stages(
     if opts.runs("region") {
         note("region: restart, timers, connections");
         report.region = Some(region::run(&opts.hub_binary, dir, &s.region).await?);
+    }
+    if opts.runs("privacy") {
+        note("privacy: ingest during a retention pass; desk reads with and without the read audit");
+        let plan = privacy::plan(opts.size);
+        report.privacy = Some(privacy::run(&opts.hub_binary, dir, &plan).await?);
     }
     Ok(())
 }

@@ -77,6 +77,7 @@ pub struct Report {
     pub soak: Option<crate::soak::Soak>,
     pub instructions: Option<crate::instructions::Instructions>,
     pub replay: Option<crate::replay::ReplayFigures>,
+    pub privacy: Option<crate::privacy::PrivacyFigures>,
     pub targets: Vec<Target>,
     pub skipped: Vec<String>,
     pub total_s: f64,
@@ -104,6 +105,7 @@ impl Report {
             soak: None,
             instructions: None,
             replay: None,
+            privacy: None,
             targets: Vec::new(),
             skipped: Vec::new(),
             total_s: 0.0,
@@ -278,6 +280,9 @@ impl Report {
                 r.runs,
                 r.events_per_s
             );
+        }
+        if let Some(p) = &self.privacy {
+            crate::privacy::table(p, &mut out);
         }
         let _ = writeln!(out, "\nTargets");
         for t in &self.targets {

@@ -5,27 +5,30 @@ import { api } from './api.js';
 import { t, when } from './i18n.js';
 import { duration, field, h, message } from './util.js';
 import { cardForm } from './card.js';
+import { consentSection } from './consent.js';
 import { ruleLabel } from './rulelabels.js';
 import { tryRulesPanel } from './tryrules.js';
 import { createMap, drawZones } from './map.js';
 
 const L = window.L;
 
-/** Runs an API action, reporting success or the API's message in `out`. */
-async function attempt(out, fn) {
+/** Runs an API action, reporting success, or the failure as `explain` words it, in `out`. */
+async function attempt(out, fn, explain = (e) => `${t('error')}: ${e.message}`) {
   try {
     const r = await fn();
     message(out, t('saved'));
     return r;
   } catch (e) {
-    message(out, `${t('error')}: ${e.message}`, 'error');
+    message(out, explain(e), 'error');
     return null;
   }
 }
 
 // ---- residents ----------------------------------------------------------------
 
-export async function adminResidentsView(ctx, el, _id) {
+/** Manage residents; `#/admin/residents/ID` opens that resident. A resident just created
+ *  opens at once at the consent form, since no device can be registered before it. */
+export async function adminResidentsView(ctx, el, id) {
   const out = h('div', { class: 'out' });
   const list = h('ul', { class: 'plain' });
   const detail = h('section', { class: 'resident-admin' });
@@ -41,7 +44,10 @@ export async function adminResidentsView(ctx, el, _id) {
         const [lat, lon] = home.value.split(',').map((s) => Number(s.trim()));
         const body = { name: name.value, timezone: tz.value };
         if (home.value.trim()) body.home = { lat, lon };
-        if (await attempt(out, () => api('POST', '/residents', body))) renderList();
+        const created = await attempt(out, () => api('POST', '/residents', body));
+        if (!created) return;
+        await renderList();
+        await select(created.id, true);
       },
     },
     field(t('name'), name),
@@ -59,11 +65,12 @@ export async function adminResidentsView(ctx, el, _id) {
       ),
     );
   };
-  const select = async (id) => {
+  const select = async (rid, created = false) => {
     if (cleanupDetail) cleanupDetail();
-    cleanupDetail = await residentDetail(ctx, detail, id, renderList);
+    cleanupDetail = await residentDetail(ctx, detail, rid, renderList, created);
   };
   await renderList();
+  if (id) await select(id);
   return () => cleanupDetail?.();
 }
 
@@ -115,10 +122,11 @@ function rulesForm(residentId, rules, out, onSave) {
   return h('div', {}, form, tryRulesPanel(residentId, edited));
 }
 
-async function residentDetail(ctx, el, id, onChange) {
+async function residentDetail(ctx, el, id, onChange, created = false) {
   const out = h('div', { class: 'out' });
   const resident = await api('GET', `/residents/${id}`);
   const zones = await api('GET', `/residents/${id}/geofences`);
+  const consent = await consentSection(resident, { editable: true });
   const mapEl = h('div', { class: 'map small', id: 'zone-map' });
   const zoneName = h('input', { id: 'zone-name', value: t('geofences') });
   const radius = h('input', { id: 'zone-radius', type: 'number', value: 200, min: 150 });
@@ -126,6 +134,7 @@ async function residentDetail(ctx, el, id, onChange) {
   el.replaceChildren(
     h('h2', {}, resident.name),
     out,
+    consent,
     h('h3', {}, t('card')),
     cardForm(id, resident.card, (save) => attempt(out, save)),
     h('h3', {}, t('rules')),
@@ -152,6 +161,11 @@ async function residentDetail(ctx, el, id, onChange) {
     hint,
     mapEl,
   );
+  if (created) {
+    message(out, t('resident_created_next', { name: resident.name }));
+    consent.scrollIntoView({ block: 'start' });
+    consent.querySelector('#consent-given-by-resident')?.focus();
+  }
   const map = createMap(mapEl);
   const drawn = drawZones(map, zones);
   if (resident.home) map.setView([resident.home.lat, resident.home.lon], 16);
@@ -252,7 +266,12 @@ export async function adminDevicesView(ctx, el) {
       class: 'card inline',
       onsubmit: async (ev) => {
         ev.preventDefault();
-        const c = await attempt(out, () => api('POST', '/devices', { resident_id: Number(resident.value), kind: kind.value, name: name.value }));
+        const rid = Number(resident.value);
+        const c = await attempt(out, () => api('POST', '/devices', { resident_id: rid, kind: kind.value, name: name.value }), (e) =>
+          // The only conflict here: the resident's consent is not on record yet.
+          e.status === 409
+            ? [t('device_needs_consent', { name: ctx.residentName(rid) }), ' ', h('a', { href: `#/admin/residents/${rid}`, id: 'device-consent-link' }, t('device_record_consent'))]
+            : `${t('error')}: ${e.message}`);
         if (c) {
           secret.replaceChildren(secretBox(c));
           render();

@@ -5,6 +5,7 @@ import { api } from './api.js';
 import { ago, localeTag, t, when } from './i18n.js';
 import { byUrgency, h, outcome, roomName, SEVERITY_RANK, severityBadge, stateBadge } from './util.js';
 import { cardView } from './card.js';
+import { consentSection } from './consent.js';
 import { createMap, drawZones } from './map.js';
 import { sightingsSection } from './sightings.js';
 
@@ -183,6 +184,10 @@ export async function residentView(ctx, el, id) {
     ),
   );
   sightingsSection(id).then((s) => s && mapEl.parentElement.after(s));
+  const manage = ctx.isStaff() ? `#/admin/residents/${id}` : null;
+  consentSection(resident, { manage })
+    .then((s) => statusEl.parentElement.append(s))
+    .catch((e) => console.warn('consent not shown', e));
   const map = createMap(mapEl);
   const zoneLayer = drawZones(map, zones);
   let marker = null;

@@ -36,6 +36,15 @@ async function shot(page, name) {
   console.log(`screenshot ${path}`);
 }
 
+/** A screenshot of one part of the page, without the sticky header over it. */
+async function shotOf(page, selector, name) {
+  const path = join(SHOTS, `${name}.png`);
+  await page.evaluate(() => { document.querySelector('header').style.position = 'static'; });
+  await page.locator(selector).screenshot({ path });
+  await page.evaluate(() => { document.querySelector('header').style.position = ''; });
+  console.log(`screenshot ${path}`);
+}
+
 /** Stands in for the browser's autoplay policy, which headless Chromium does not apply:
  *  an AudioContext stays suspended until the document had a user gesture and resumes it.
  *  Every tone the page starts is recorded in `window.__tones` with its pitch. */
@@ -303,6 +312,7 @@ async function main() {
     check((await admin.textContent('#rules-try-range')).includes('件'), 'the comparison says how much history it covered');
     check((await admin.inputValue('#rule-offline-motion_s')) === '86400', 'trying leaves the edited rules in the form');
     await shot(admin, '13b-rules-tried');
+    await consentFlow(admin);
 
     // A family user sees their own resident and nobody else.
     const fam = await (await context(browser, 'ja-JP')).newPage();
@@ -344,6 +354,79 @@ async function main() {
   }
 }
 
+/** A resident created in the dashboard opens at the consent form; a device waits for the
+ *  consent, and registers once the form recorded it; withdrawing asks first. (Japanese.) */
+async function consentFlow(page) {
+  const name = '加藤 幸子';
+  await page.goto(`${HUB}/#/admin/residents`);
+  await page.fill('#new-resident-name', name);
+  await page.click('form.card button.primary');
+  await page.waitForSelector('#consent[data-consent="none"] #consent-form');
+  check(await page.evaluate(() => document.activeElement?.id) === 'consent-given-by-resident', 'a new resident opens at the consent form, focused');
+  check((await page.textContent('.resident-admin .out')).includes('次に下の欄で同意を記録'), 'the page says the consent comes next');
+  await shotOf(page, '#consent', 'consent-01-new-resident');
+  await axeClean(page, 'the consent form');
+
+  const register = async () => {
+    await page.goto(`${HUB}/#/admin/devices`);
+    await page.selectOption('#device-resident', { label: name });
+    await page.selectOption('#device-kind', 'button');
+    await page.fill('#device-name', 'ペンダント');
+    await page.click('form.card button.primary');
+  };
+  await register();
+  const link = page.locator('#device-consent-link');
+  await link.waitFor();
+  check((await page.textContent('.msg-error')).includes('同意が記録されていない'), 'a device before consent is refused, saying why');
+  check(await page.locator('#device-secret .secret-value').count() === 0, 'no device secret without consent');
+  const consentPage = await link.getAttribute('href');
+  const id = consentPage.split('/').pop();
+  await link.click();
+  await page.waitForSelector('#consent-form');
+
+  await page.check('#consent-given-by-guardian');
+  await page.fill('#consent-giver-name', '加藤 一郎（長男）');
+  await page.fill('#consent-purposes', '見守り\n緊急時の対応\n');
+  await page.fill('#consent-recipients', '地域包括支援センター\n民生委員\n家族');
+  await page.fill('#consent-document', '同意書 2026-201');
+  await page.click('#consent-record');
+  await page.waitForSelector('#consent[data-consent="given"]');
+  check((await page.textContent('#consent-state')) === '同意あり', 'the consent shows as given');
+  check((await page.textContent('#consent [data-field="given_by"]')) === '加藤 一郎（長男）（代理人）', 'it says a guardian gave it, and who');
+  check(JSON.stringify(await page.locator('#consent-recipient-list li').allTextContents()) === JSON.stringify(['地域包括支援センター', '民生委員', '家族']), 'it names the recipients');
+  check(await page.locator('#consent-purpose-list li').count() === 2, 'it lists the purposes, blank lines left out');
+  check((await page.textContent('#consent [data-field="document_ref"]')) === '同意書 2026-201', 'it names the document');
+  check((await page.textContent('#consent [data-field="recorded_by"]')).includes('admin'), 'it says who recorded it');
+  check(await page.locator('#consent .consent-history').count() === 0, 'a first consent has no earlier ones');
+  await shotOf(page, '#consent', 'consent-02-given');
+  await axeClean(page, 'a recorded consent');
+
+  await register();
+  const secret = await page.locator('#device-secret .secret-value').textContent();
+  check(/^[0-9a-f]{64}$/.test(secret), 'with consent recorded the device registers');
+
+  await page.goto(`${HUB}/${consentPage}`);
+  await page.waitForSelector('#consent[data-consent="given"]');
+  await page.fill('#consent-withdraw-note', '施設に入所');
+  let asked = '';
+  page.once('dialog', (d) => {
+    asked = d.message();
+    d.accept();
+  });
+  await page.click('#consent-withdraw');
+  await page.waitForSelector('#consent[data-consent="withdrawn"]');
+  check(asked.includes(name) && asked.includes('収集されません'), 'withdrawing asks first, saying collection stops');
+  check((await page.textContent('#consent [data-field="withdrawn_by"]')).includes('admin'), 'the withdrawal says who');
+  check((await page.textContent('#consent')).includes('施設に入所'), 'the withdrawal keeps its note');
+  check(await page.locator('#consent-form').isVisible(), 'a new consent can be recorded after a withdrawal');
+  check((await page.textContent('#consent .consent-history summary')).includes('1'), 'the withdrawn consent is kept as an earlier one');
+  await shotOf(page, '#consent', 'consent-03-withdrawn');
+  await page.goto(`${HUB}/#/admin/audit`);
+  await page.waitForSelector('#audit-log tr[data-action="consent.withdraw"]');
+  const audited = async (action) => (await page.locator(`#audit-log tr[data-action="${action}"]`).allTextContents()).some((row) => row.includes(`resident/${id}`));
+  check(await audited('consent.record') && await audited('consent.withdraw'), 'recording and withdrawing are on the audit trail');
+}
+
 /** A search: the alert page's map moves the marker and extends the trail in place. */
 async function wanderer(page) {
   const walk = async (cmd) => {
@@ -382,9 +465,10 @@ async function everyPage(browser, page, alertId) {
     ['alert', `#/alert/${alertId}`, '#alert-history li'],
     ['map', '#/map', '.resident-marker'],
     ['board', '#/residents', '[data-resident-id]'],
-    ['resident', `#/resident/${OTHER_ID}`, '#rhythm-chart'],
+    ['resident', `#/resident/${OTHER_ID}`, '#consent[data-consent="given"]'],
     ['handover', '#/handover', '#handover-happened'],
     ['admin-residents', '#/admin/residents', '#new-resident-name'],
+    ['admin-resident', `#/admin/residents/${OTHER_ID}`, '#consent[data-consent="given"] #consent-withdraw'],
     ['admin-devices', '#/admin/devices', '#device-name'],
     ['admin-users', '#/admin/users', '#user-name'],
     ['audit', '#/admin/audit', '#audit-log'],

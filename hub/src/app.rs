@@ -41,7 +41,7 @@ pub struct Hub {
     tiles_dir: Option<std::path::PathBuf>,
     tts: Option<crate::config::TtsConfig>,
     http_header_timeout: std::time::Duration,
-    retention: crate::privacy::retention::Retention,
+    retention: crate::privacy::retention::Runner,
 }
 
 /// Where the hub's rules and alerts run: one pipeline for every resident, or in cluster
@@ -235,15 +235,19 @@ impl Hub {
             Engine::Cluster { cluster, .. } => Some(cluster.clone()),
             Engine::Single(_) => None,
         };
+        let (retention, retention_runner) = crate::privacy::retention::job(
+            cfg.privacy.retention.clone(),
+            cfg.privacy.retention_every,
+        );
         let privacy = crate::privacy::Privacy {
+            retention,
             secrets,
             devices_before_consent: cfg.privacy.devices_before_consent,
-            retention: cfg.privacy.retention.clone(),
-            access: crate::privacy::access::AccessLog::start(
-                store.clone(),
-                clock.clone(),
-                metrics.clone(),
-            ),
+            access: if cfg.privacy.read_audit {
+                crate::privacy::access::AccessLog::start(store.clone(), clock.clone(), metrics.clone())
+            } else {
+                crate::privacy::access::AccessLog::unlogged(clock.clone(), metrics.clone())
+            },
         };
         let state = AppState {
             privacy,
@@ -286,7 +290,7 @@ impl Hub {
             tiles_dir: cfg.tiles_dir,
             tts: cfg.tts,
             http_header_timeout: cfg.limits.http_header_timeout,
-            retention: cfg.privacy.retention,
+            retention: retention_runner,
         })
     }
 
@@ -328,9 +332,8 @@ impl Hub {
         let (http_gate, metrics) = (state.http_gate.clone(), state.metrics.clone());
         let ready = state.ready.clone();
         // Retention runs for as long as the hub does; a failed pass is retried at the next.
-        tokio::spawn(crate::privacy::retention::run(
+        tokio::spawn(retention.run(
             state.store.clone(),
-            retention,
             state.clock.clone(),
             state.metrics.clone(),
         ));

@@ -4,11 +4,18 @@
 use clap::Parser;
 
 use crate::admin::{self, NewPassword};
-use crate::config::{AdminCommand, Cli, Command, DEFAULT_CONFIG};
+use crate::config::{AdminCommand, Cli, Command, Config, DEFAULT_CONFIG};
 
 /// Parses the command line and runs the hub until SIGINT or SIGTERM, or runs the
 /// subcommand given.
 pub fn main() -> std::process::ExitCode {
+    main_adjusted(|_| {})
+}
+
+/// [`main`], with the resolved configuration passed through `adjust` before the hub is
+/// built: for programs that embed the hub with settings its command line does not
+/// offer (the benchmark's baseline without the read audit).
+pub fn main_adjusted(adjust: fn(&mut Config)) -> std::process::ExitCode {
     let mut cli = Cli::parse();
     let admin_command = match cli.command.take() {
         Some(Command::DefaultConfig) => {
@@ -56,7 +63,7 @@ pub fn main() -> std::process::ExitCode {
     };
     let outcome = match admin_command {
         Some(command) => runtime.block_on(run_admin(cli, command)),
-        None => runtime.block_on(run(cli)),
+        None => runtime.block_on(run(cli, adjust)),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -116,8 +123,9 @@ fn replay(source: ReplaySource, rules: Option<&str>) -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.settings.resolve()?;
+async fn run(cli: Cli, adjust: fn(&mut Config)) -> anyhow::Result<()> {
+    let mut config = cli.settings.resolve()?;
+    adjust(&mut config);
     let hub = crate::Hub::build(config).await?;
     // One line on stdout that people and tests can read the bound ports from.
     let tls = hub

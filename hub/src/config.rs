@@ -204,6 +204,10 @@ pub struct Settings {
     /// Days the log of who read whose data is kept (default 1825).
     #[arg(long, env = "MIMAMORI_RETENTION_ACCESS_LOG_DAYS")]
     pub retention_access_log_days: Option<u32>,
+    /// Seconds between retention passes (default 3600); 0 runs them only when an admin
+    /// asks (`POST /api/v1/retention/run`).
+    #[arg(long, env = "MIMAMORI_RETENTION_INTERVAL_S")]
+    pub retention_interval_s: Option<u32>,
     /// A file holding the key ring webhook signing secrets are sealed with: lines of
     /// `ID:BASE64` (32 bytes each), the first one sealing (docs/privacy.md).
     #[arg(long, env = "MIMAMORI_SECRETS_KEY_FILE")]
@@ -339,6 +343,8 @@ retention_dead_letters_days = 30
 retention_alerts_days = 1825
 retention_audit_days = 1825
 retention_access_log_days = 1825
+# Seconds between retention passes; 0: only when an admin asks (POST /api/v1/retention/run).
+retention_interval_s = 3600
 # Key ring webhook signing secrets are sealed with at rest (docs/privacy.md#at-rest):
 # a file of ID:BASE64 lines readable by the hub's user only; better than secrets_key here.
 # secrets_key_file = "/etc/mimamori/secrets.keys"
@@ -400,6 +406,7 @@ impl Settings {
             retention_access_log_days: self
                 .retention_access_log_days
                 .or(file.retention_access_log_days),
+            retention_interval_s: self.retention_interval_s.or(file.retention_interval_s),
         }
     }
 
@@ -417,9 +424,19 @@ impl Settings {
             access_log_days: self.retention_access_log_days.unwrap_or(d.access_log_days),
         };
         retention.validate().map_err(anyhow::Error::msg)?;
+        let every = self
+            .retention_interval_s
+            .map_or(crate::privacy::retention::DEFAULT_EVERY, |s| {
+                std::time::Duration::from_secs(u64::from(s))
+            });
+        if every > std::time::Duration::from_secs(7 * 86_400) {
+            anyhow::bail!("retention_interval_s must be at most 604800 (a week); 0 runs passes only when asked");
+        }
         Ok(crate::privacy::PrivacyConfig {
             devices_before_consent: self.devices_before_consent.unwrap_or(false),
             retention,
+            retention_every: (!every.is_zero()).then_some(every),
+            read_audit: true,
             secrets: self.secrets()?.map(std::sync::Arc::new),
         })
     }
@@ -637,6 +654,10 @@ mod tests {
         assert_eq!(from_file.max_connections, built_in.max_connections);
         assert_eq!(from_file.privacy.retention, built_in.privacy.retention);
         assert_eq!(
+            from_file.privacy.retention_every,
+            built_in.privacy.retention_every
+        );
+        assert_eq!(
             from_file.privacy.devices_before_consent,
             built_in.privacy.devices_before_consent
         );
@@ -653,6 +674,23 @@ mod tests {
         let cfg = flags.over(file).finish()?;
         assert_eq!(cfg.http_addr.port(), 9000);
         assert_eq!(cfg.max_connections, 7);
+        Ok(())
+    }
+
+    #[test]
+    fn retention_runs_hourly_by_default_and_zero_waits_to_be_asked() -> anyhow::Result<()> {
+        let every = |s: Option<u32>| {
+            Settings {
+                retention_interval_s: s,
+                ..Settings::default()
+            }
+            .finish()
+            .map(|c| c.privacy.retention_every)
+        };
+        assert_eq!(every(None)?, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(every(Some(0))?, None);
+        assert_eq!(every(Some(30))?, Some(std::time::Duration::from_secs(30)));
+        assert!(every(Some(8 * 86_400)).is_err());
         Ok(())
     }
 

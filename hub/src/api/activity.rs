@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use super::error::{or_not_found, ApiError, ApiPath, ApiQuery, ApiResult};
 use super::AppState;
 use crate::privacy::access::Read;
 
@@ -140,7 +140,7 @@ pub(super) async fn visible_resident(st: &AppState, id: i64) -> ApiResult<()> {
         .resident(id)
         .await
         .map(|_| ())
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))
+        .map_err(or_not_found(|| format!("no resident {id}")))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use mimamori_protocol::{Alert, AlertKind, AlertState};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use super::error::{or_not_found, ApiError, ApiPath, ApiQuery, ApiResult};
 use super::AppState;
 use crate::alerts::report::{self, ResponseReport};
 use crate::alerts::{Refusal, StaffAction, StaffCommand};
@@ -87,7 +87,7 @@ async fn visible_alert(st: &AppState, caller: &AuthUser, id: i64) -> ApiResult<A
         .store
         .alert(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no alert {id}")))?;
+        .map_err(or_not_found(|| format!("no alert {id}")))?;
     caller
         .check_resident(alert.resident_id)
         .map_err(|_| ApiError::NotFound(format!("no alert {id}")))?;

@@ -14,7 +14,7 @@ use mimamori_protocol::contact::{Channel, Contact, ContactCreated, Language, New
 use mimamori_protocol::{AlertKind, Severity};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
 use crate::notify::policy::{parse_hhmm, QuietHours};
 use crate::pipeline::Command;
@@ -190,7 +190,7 @@ async fn create(
     st.store
         .resident(resident_id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {resident_id}")))?;
+        .map_err(or_not_found(|| format!("no resident {resident_id}")))?;
     let row = validate(resident_id, &req, st.clock.now())?;
     match row.channel {
         Channel::Push => check_push_user(&st, &row).await?,
@@ -255,7 +255,7 @@ async fn list(
     st.store
         .resident(resident_id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {resident_id}")))?;
+        .map_err(or_not_found(|| format!("no resident {resident_id}")))?;
     let mut contacts = st.store.list_contacts(resident_id).await?;
     if caller.scope().is_some() {
         // Families may see who else is told, but not staff's or neighbours' addresses.
@@ -279,7 +279,7 @@ async fn remove(
         .store
         .contact(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no contact {id}")))?;
+        .map_err(or_not_found(|| format!("no contact {id}")))?;
     st.store.delete_contact(id).await?;
     st.bus.move_summaries();
     st.pipeline.send(Command::Reload(contact.resident_id)).await;

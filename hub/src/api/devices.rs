@@ -9,7 +9,7 @@ use mimamori_protocol::topic::device_prefix;
 use mimamori_protocol::{DeviceKind, DeviceRole};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::error::{or_not_found, when_missing, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
 use crate::pipeline::Command;
 use crate::security;
@@ -32,7 +32,9 @@ async fn create(
     st.store
         .resident(req.resident_id)
         .await
-        .map_err(|_| ApiError::Invalid(format!("resident {} does not exist", req.resident_id)))?;
+        .map_err(when_missing(|| {
+            ApiError::Invalid(format!("resident {} does not exist", req.resident_id))
+        }))?;
     if !st.privacy.devices_before_consent && !st.store.has_consent(req.resident_id).await? {
         return Err(ApiError::Conflict(format!(
             "resident {} has no current consent on record: record it first with POST /api/v1/residents/{}/consent",
@@ -103,7 +105,7 @@ async fn patch(
         .store
         .device(&id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+        .map_err(or_not_found(|| format!("no device {id}")))?;
     let room = p.room.clone().unwrap_or(device.room.clone());
     let role = p.role.unwrap_or(device.role);
     (device.room, device.role) = valid_place(device.kind, room.as_deref(), role)?;
@@ -145,7 +147,7 @@ async fn one(
         .store
         .device(&id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+        .map_err(or_not_found(|| format!("no device {id}")))?;
     caller
         .check_resident(device.resident_id)
         .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
@@ -162,7 +164,7 @@ async fn remove(
         .store
         .device(&id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+        .map_err(or_not_found(|| format!("no device {id}")))?;
     st.store.delete_device(&id).await?;
     st.edge.kick(&id);
     st.edge.ingest.zigbee().forget_device(&id);
@@ -191,7 +193,7 @@ async fn rotate(
         .store
         .device(&id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
+        .map_err(or_not_found(|| format!("no device {id}")))?;
     let secret = security::random_secret();
     st.store
         .set_device_secret(&id, &security::hash_token(&secret))

@@ -49,8 +49,14 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// A store's "no such row" as a 404 saying what is missing; any other failure keeps its
 /// kind, so an outage is never reported as "not found".
 pub fn or_not_found(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> ApiError {
+    when_missing(move || ApiError::NotFound(what()))
+}
+
+/// A store's "no such row" as the error `missing` makes (for a row named in a request's
+/// body, a 422 rather than a 404); any other failure keeps its kind.
+pub fn when_missing(missing: impl FnOnce() -> ApiError) -> impl FnOnce(StoreError) -> ApiError {
     move |e| match e {
-        StoreError::NotFound => ApiError::NotFound(what()),
+        StoreError::NotFound => missing(),
         other => other.into(),
     }
 }
@@ -207,5 +213,28 @@ where
         let axum::extract::Query(v) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(ApiQuery(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_row_becomes_not_found_and_an_outage_stays_a_server_error() {
+        let missing = or_not_found(|| "no resident 7".into())(StoreError::NotFound);
+        assert!(matches!(&missing, ApiError::NotFound(m) if m == "no resident 7"));
+        let outage = or_not_found(|| "no resident 7".into())(StoreError::Db(
+            sqlx::Error::PoolTimedOut,
+        ));
+        assert_eq!(
+            outage.status_and_code().0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let named = when_missing(|| ApiError::Invalid("resident 7 does not exist".into()));
+        assert_eq!(
+            named(StoreError::NotFound).status_and_code().0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 }

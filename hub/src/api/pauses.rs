@@ -15,7 +15,7 @@ use mimamori_protocol::api::Role;
 use mimamori_protocol::pause::{NewPause, Pause, PauseReason};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::AppState;
 use crate::alerts::{PauseCommand, PauseError};
 use crate::security;
@@ -71,7 +71,7 @@ async fn list(
     st.store
         .resident(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+        .map_err(or_not_found(|| format!("no resident {id}")))?;
     Ok(Json(st.store.pauses(id).await?))
 }
 

@@ -1,5 +1,5 @@
-//! A resident's consent, who read their data, and their export: the API side of
-//! privacy law (docs/privacy.md).
+//! A resident's consent, who read their data, their export, and the retention job: the
+//! API side of privacy law (docs/privacy.md).
 
 use std::str::FromStr;
 
@@ -19,7 +19,8 @@ use super::text::display_name;
 use super::{audit, AppState};
 use crate::pipeline::Command;
 use crate::privacy::access::{summarise, Read};
-use crate::store::privacy::{Access, Consent, GivenBy, NewConsent};
+use crate::privacy::retention::JobStatus;
+use crate::store::privacy::{Access, Consent, DataClass, GivenBy, NewConsent};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .route("/residents/{id}/consent/withdraw", post(withdraw))
         .route("/residents/{id}/access-log", get(access_log))
         .route("/residents/{id}/export", get(export))
+        .route("/retention", get(retention_status))
+        .route("/retention/run", post(retention_run))
 }
 
 /// Most purposes or recipients one consent names.
@@ -276,4 +279,56 @@ async fn export(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// `GET /retention`: the periods in force, how often the job runs, and its last pass.
+#[derive(Debug, Serialize)]
+struct RetentionAnswer {
+    /// Days each class is kept; 0 keeps it for ever.
+    periods_days: std::collections::BTreeMap<&'static str, u32>,
+    /// Seconds between passes; 0: only when asked for.
+    interval_s: u64,
+    #[serde(flatten)]
+    status: JobStatus,
+}
+
+async fn retention_status(
+    State(st): State<AppState>,
+    caller: AuthUser,
+) -> ApiResult<Json<RetentionAnswer>> {
+    caller.require(&[Role::Admin])?;
+    let job = &st.privacy.retention;
+    Ok(Json(RetentionAnswer {
+        periods_days: DataClass::ALL
+            .into_iter()
+            .map(|c| (c.as_str(), job.retention.days(c)))
+            .collect(),
+        interval_s: job.every.map_or(0, |d| d.as_secs()),
+        status: job.status(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct PassRequested {
+    /// The pass that will serve the request: done once `GET /retention` shows it as `last.pass`.
+    pass: u64,
+}
+
+/// `POST /retention/run`: a pass now rather than at the next interval, for instance
+/// after a period was shortened. Answered at once; the pass runs in the background.
+async fn retention_run(
+    State(st): State<AppState>,
+    caller: AuthUser,
+) -> ApiResult<(StatusCode, Json<PassRequested>)> {
+    caller.require(&[Role::Admin])?;
+    let pass = st.privacy.retention.request();
+    audit(
+        &st,
+        &caller,
+        "retention.run",
+        "retention".into(),
+        serde_json::json!({"pass": pass}),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(PassRequested { pass })))
 }

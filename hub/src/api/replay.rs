@@ -72,7 +72,7 @@ async fn replay(
         now: st.clock.now(),
         max_days: Some(MAX_DAYS),
         max_readings: Some(MAX_READINGS),
-        retention: Some(st.privacy.retention.clone()),
+        retention: Some(st.privacy.retention.retention.clone()),
     };
     let outcome = replay_stored(st.store.as_ref(), &ask)
         .await

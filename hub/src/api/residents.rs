@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
 use super::card;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{audit, AppState};
 use crate::pipeline::Command;
 use crate::privacy::access::Read;
@@ -183,7 +183,7 @@ async fn remove(
     st.store
         .delete_resident(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+        .map_err(or_not_found(|| format!("no resident {id}")))?;
     for d in devices {
         st.edge.kick(&d.id);
     }
@@ -228,7 +228,7 @@ async fn create_zone(
     st.store
         .resident(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no resident {id}")))?;
+        .map_err(or_not_found(|| format!("no resident {id}")))?;
     let name = valid_name(&z.name)?;
     let shape = z.shape().map_err(ApiError::Invalid)?;
     SafeZone::new(0, name.clone(), &shape).map_err(ApiError::Invalid)?;
@@ -268,7 +268,7 @@ async fn remove_zone(
         .store
         .zone(id)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no geofence {id}")))?;
+        .map_err(or_not_found(|| format!("no geofence {id}")))?;
     st.store.delete_zone(id).await?;
     st.pipeline.send(Command::Reload(zone.resident_id)).await;
     st.edge.waypoints.zones_changed(zone.resident_id).await;

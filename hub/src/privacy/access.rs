@@ -73,7 +73,8 @@ impl Read {
 /// The handle requests log their reads through.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: mpsc::Sender<Access>,
+    /// `None` only in the benchmark's baseline, which measures what logging costs.
+    tx: Option<mpsc::Sender<Access>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -83,11 +84,26 @@ impl AccessLog {
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write(store, rx, metrics.clone()));
-        AccessLog { tx, clock, metrics }
+        AccessLog {
+            tx: Some(tx),
+            clock,
+            metrics,
+        }
+    }
+
+    /// A log that keeps nothing: the baseline the benchmark compares the read audit with.
+    /// Nothing in the hub program turns the audit off (see [`super::PrivacyConfig`]).
+    pub fn unlogged(clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        AccessLog {
+            tx: None,
+            clock,
+            metrics,
+        }
     }
 
     /// Logs that `who` read `rows` rows of `what` about a resident; never waits.
     pub fn record(&self, who: &User, resident_id: i64, what: Read, rows: usize) {
+        let Some(tx) = &self.tx else { return };
         let entry = Access {
             at: self.clock.now(),
             resident_id,
@@ -96,7 +112,7 @@ impl AccessLog {
             what: what.as_str().to_string(),
             rows: i64::try_from(rows).unwrap_or(i64::MAX),
         };
-        if self.tx.try_send(entry).is_err() {
+        if tx.try_send(entry).is_err() {
             self.metrics.access_dropped.inc();
             warn!(
                 resident = resident_id,

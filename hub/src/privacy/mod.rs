@@ -23,15 +23,32 @@ pub struct Privacy {
     pub access: access::AccessLog,
     /// Seals webhook signing secrets before they are stored.
     pub secrets: std::sync::Arc<seal::Sealer>,
-    /// How long each class of data is kept, to say what a replay no longer finds.
-    pub retention: retention::Retention,
+    /// The retention job: its settings, its last pass, and asking for one now.
+    pub retention: retention::RetentionJob,
 }
 
 /// The privacy settings in force; by default devices wait for consent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PrivacyConfig {
     pub devices_before_consent: bool,
     pub retention: retention::Retention,
+    /// How often retention runs by itself; `None`: only when an admin asks.
+    pub retention_every: Option<std::time::Duration>,
     /// The key ring webhook signing secrets are sealed with, if one is configured.
     pub secrets: Option<std::sync::Arc<seal::Sealer>>,
+    /// Whether reads go in the access log. No setting of the hub program turns this
+    /// off; the benchmark's own build of it does, to measure what the log costs.
+    pub read_audit: bool,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            devices_before_consent: false,
+            retention: retention::Retention::default(),
+            retention_every: Some(retention::DEFAULT_EVERY),
+            secrets: None,
+            read_audit: true,
+        }
+    }
 }

@@ -5,11 +5,18 @@
 //! [`purge_once`] carries one pass out against the store for a given `now`, so tests
 //! drive it with any clock. Sensor readings are counted into the hourly activity
 //! roll-up as they go (in the same transaction), so the daily rhythm outlives them.
+//!
+//! Passes are run by one task, the [`Runner`]: on its schedule, and whenever an admin
+//! asks through the [`RetentionJob`] handle (`POST /api/v1/retention/run`), so two
+//! passes of one hub never overlap.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
@@ -22,8 +29,8 @@ use crate::store::{Store, StoreResult};
 pub const BATCH: i64 = 500;
 /// Pause between batches, which lets ingest's commits in between.
 const PAUSE: Duration = Duration::from_millis(20);
-/// How often the job runs.
-const EVERY: Duration = Duration::from_secs(3600);
+/// How often the job runs by itself unless configured otherwise.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
 /// The first run waits this long after a start, so it does not add to the restore.
 const FIRST_AFTER: Duration = Duration::from_secs(60);
 
@@ -120,21 +127,128 @@ pub async fn purge_once(
     Ok(removed)
 }
 
-/// Runs [`purge_once`] every hour for as long as the hub runs.
-pub async fn run(
-    store: Arc<dyn Store>,
-    r: Retention,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-) {
-    tokio::time::sleep(FIRST_AFTER).await;
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = purge_once(store.as_ref(), &r, clock.now(), &metrics).await {
+/// One finished pass: when, and how many rows of each class went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pass {
+    /// Passes are numbered from 1 at each start of the hub.
+    pub pass: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Rows removed, by class; empty when the pass failed.
+    pub removed: BTreeMap<&'static str, u64>,
+    /// Why the pass failed, if it did; the next pass retries.
+    pub error: Option<String>,
+}
+
+/// Where the job is: passes finished, the one under way, the last one's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobStatus {
+    pub passes: u64,
+    pub running: Option<u64>,
+    pub last: Option<Pass>,
+}
+
+/// The API's handle on the job: its settings, its status, and asking for a pass now.
+#[derive(Clone)]
+pub struct RetentionJob {
+    pub retention: Retention,
+    /// `None`: passes run only when asked for.
+    pub every: Option<Duration>,
+    wake: Arc<Notify>,
+    status: watch::Receiver<JobStatus>,
+}
+
+impl RetentionJob {
+    pub fn status(&self) -> JobStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Asks for a pass that starts after now; returns its number, which the status
+    /// shows as `last.pass` once it is done. Requests made while one waits share it.
+    pub fn request(&self) -> u64 {
+        let next = {
+            let s = self.status.borrow();
+            // A pass under way may already be past some classes: the next one serves.
+            s.running.map_or(s.passes + 1, |r| r + 1)
+        };
+        self.wake.notify_one();
+        next
+    }
+}
+
+/// The one task that runs passes; made with its handle by [`job`].
+pub struct Runner {
+    retention: Retention,
+    every: Option<Duration>,
+    wake: Arc<Notify>,
+    status: watch::Sender<JobStatus>,
+}
+
+/// The job's handle and the runner that serves it (start it with [`Runner::run`]).
+pub fn job(retention: Retention, every: Option<Duration>) -> (RetentionJob, Runner) {
+    let wake = Arc::new(Notify::new());
+    let (tx, rx) = watch::channel(JobStatus::default());
+    let handle = RetentionJob {
+        retention: retention.clone(),
+        every,
+        wake: wake.clone(),
+        status: rx,
+    };
+    let runner = Runner {
+        retention,
+        every,
+        wake,
+        status: tx,
+    };
+    (handle, runner)
+}
+
+impl Runner {
+    /// Runs a pass every `every` (the first a minute after start, or sooner if `every`
+    /// is shorter) and whenever one is asked for, for as long as the hub runs.
+    pub async fn run(self, store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) {
+        let start = tokio::time::Instant::now();
+        let mut due = self.every.map(|every| start + FIRST_AFTER.min(every));
+        loop {
+            let scheduled = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = scheduled => {
+                    due = self.every.map(|every| tokio::time::Instant::now() + every);
+                }
+                () = self.wake.notified() => {}
+            }
+            self.pass(store.as_ref(), clock.as_ref(), &metrics).await;
+        }
+    }
+
+    async fn pass(&self, store: &dyn Store, clock: &dyn Clock, metrics: &Metrics) {
+        let pass = self.status.borrow().passes + 1;
+        self.status.send_modify(|s| s.running = Some(pass));
+        let started_at = clock.now();
+        let outcome = purge_once(store, &self.retention, started_at, metrics).await;
+        if let Err(e) = &outcome {
             warn!(error = %e, "retention pass failed; the next one retries");
         }
+        let done = Pass {
+            pass,
+            started_at,
+            finished_at: clock.now(),
+            removed: outcome
+                .as_ref()
+                .map(|r| r.iter().map(|(c, n)| (c.as_str(), *n)).collect())
+                .unwrap_or_default(),
+            error: outcome.err().map(|e| e.to_string()),
+        };
+        self.status.send_modify(|s| {
+            s.passes = pass;
+            s.running = None;
+            s.last = Some(done);
+        });
     }
 }
 
@@ -172,6 +286,19 @@ mod tests {
             Some(now - chrono::Duration::days(1825))
         );
         assert_eq!(of(DataClass::Audit), None);
+    }
+
+    #[test]
+    fn a_request_is_served_by_the_next_pass_to_start() {
+        let (job, runner) = job(Retention::default(), None);
+        assert_eq!(job.request(), 1, "idle: the next pass");
+        runner.status.send_modify(|s| s.running = Some(1));
+        assert_eq!(job.request(), 2, "a pass under way may be past some classes");
+        runner.status.send_modify(|s| {
+            s.running = None;
+            s.passes = 1;
+        });
+        assert_eq!(job.request(), 2);
     }
 
     #[test]

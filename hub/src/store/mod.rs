@@ -71,6 +71,15 @@ pub struct ButtonActions {
     pub ok: Vec<String>,
 }
 
+/// A change addressed to one row by its key: having touched none means the row does not
+/// exist, which callers answer as "not found".
+pub(crate) fn touched(rows_affected: u64) -> StoreResult<()> {
+    match rows_affected {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
 /// What a CONNECT is checked against.
 #[derive(Debug, Clone)]
 pub struct DeviceAuth {

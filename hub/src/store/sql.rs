@@ -803,10 +803,7 @@ macro_rules! impl_store {
             async fn delete_user(&self, id: i64) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn set_password(&self, user_id: i64, password_hash: &str) -> StoreResult<u64> {
@@ -981,10 +978,7 @@ macro_rules! impl_store {
                 .bind(r.id)
                 .execute(&self.pool)
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn delete_resident(&self, id: i64) -> StoreResult<()> {
@@ -998,9 +992,7 @@ macro_rules! impl_store {
                     .await?;
                 sqlx::query("DELETE FROM access_log WHERE resident_id = $1").bind(id).execute(&mut *tx).await?;
                 let done = sqlx::query("DELETE FROM residents WHERE id = $1").bind(id).execute(&mut *tx).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
+                touched(done.rows_affected())?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1040,10 +1032,7 @@ macro_rules! impl_store {
             async fn delete_zone(&self, id: i64) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("DELETE FROM geofences WHERE id = $1").bind(id).execute(&self.pool).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn resident_setup(&self, id: i64) -> StoreResult<ResidentSetup> {
@@ -1147,10 +1136,7 @@ macro_rules! impl_store {
             async fn delete_device(&self, id: &str) -> StoreResult<()> {
                 let _w = self.write_guard().await;
                 let done = sqlx::query("DELETE FROM devices WHERE id = $1").bind(id).execute(&self.pool).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn set_device_secret(&self, id: &str, secret_hash: &str) -> StoreResult<()> {
@@ -1160,10 +1146,7 @@ macro_rules! impl_store {
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn set_device_place(&self, id: &str, room: Option<&str>, role: Option<mimamori_protocol::DeviceRole>) -> StoreResult<()> {
@@ -1174,10 +1157,7 @@ macro_rules! impl_store {
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn device_auth(&self, id: &str) -> StoreResult<Option<DeviceAuth>> {
@@ -1483,9 +1463,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 let done = sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&mut *tx).await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
+                touched(done.rows_affected())?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1723,10 +1701,7 @@ macro_rules! impl_store {
                     .bind(friendly_name)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn vapid_key(&self, generated: &str, at: DateTime<Utc>) -> StoreResult<String> {
@@ -1785,10 +1760,7 @@ macro_rules! impl_store {
                     .bind(user_id)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn create_lorawan_device(&self, gateway_id: &str, dev_eui: &str, device_id: &str, fields: &LoraFields, profile: Option<&str>, at: DateTime<Utc>) -> StoreResult<()> {
@@ -1878,10 +1850,7 @@ macro_rules! impl_store {
                     .bind(name)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
 
             async fn sightings(&self, resident_id: i64, limit: i64) -> StoreResult<Vec<StoredReading>> {
@@ -2019,10 +1988,7 @@ macro_rules! impl_store {
                     .bind(dev_eui)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                touched(done.rows_affected())
             }
         }
     };
