@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use mimamori_protocol::{DeviceEvent, DeviceKind};
 use serde::Serialize;
@@ -161,9 +161,10 @@ pub async fn replay_stored(store: &dyn Store, req: &StoredReplay) -> Result<Outc
 
 /// The range asked for, checked; `until` never past `now`.
 fn range(req: &StoredReplay, tz: Tz) -> Result<(DateTime<Utc>, DateTime<Utc>), ReplayError> {
+    let now = req.now.trunc_subsecs(0);
     let until = match &req.until {
-        Some(text) => parse_bound("until", text, tz, true)?.min(req.now),
-        None => req.now,
+        Some(text) => parse_bound("until", text, tz, true)?.min(now),
+        None => now,
     };
     let from = match &req.from {
         Some(text) => parse_bound("from", text, tz, false)?,
