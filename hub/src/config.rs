@@ -38,6 +38,7 @@ pub enum Command {
     /// change as a JSON line, then a summary (see docs/replay.md): from files
     /// (--resident, --events) or from a hub's database (--database-url, --resident-id,
     /// --from), which is only read.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["resident", "database"])))]
     Replay {
         /// The home: {"timezone","rules","devices":[{"id","kind","room"}],"geofences":[…]}.
         #[arg(

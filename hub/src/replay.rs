@@ -85,9 +85,16 @@ pub struct Summary {
     pub per_day: BTreeMap<String, f64>,
     /// Events replayed.
     pub events: usize,
+    /// Changes counted but not listed, past the most a replay lists.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub changes_left_out: usize,
     /// For a replay of stored history: what was asked for and what the store held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<stored::History>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// What a replay found.
@@ -214,7 +221,31 @@ pub struct Replayer {
     start: Option<DateTime<Utc>>,
     now: Option<DateTime<Utc>>,
     changes: Vec<Change>,
+    /// Most change lines kept; the summary counts every change.
+    keep: usize,
+    counts: Counts,
     events: usize,
+}
+
+/// Changes counted per kind as they happen, kept lines or not.
+#[derive(Default)]
+struct Counts {
+    opened: BTreeMap<AlertKind, u64>,
+    pending: BTreeMap<AlertKind, u64>,
+    confirmed: BTreeMap<AlertKind, u64>,
+    left_out: usize,
+}
+
+impl Counts {
+    fn add(&mut self, c: &Change) {
+        let of = match c.change {
+            "opened" => &mut self.opened,
+            "pending" => &mut self.pending,
+            "confirmed" => &mut self.confirmed,
+            _ => return,
+        };
+        *of.entry(c.kind).or_insert(0) += 1;
+    }
 }
 
 impl Replayer {
@@ -225,8 +256,17 @@ impl Replayer {
             start: None,
             now: None,
             changes: Vec::new(),
+            keep: usize::MAX,
+            counts: Counts::default(),
             events: 0,
         }
+    }
+
+    /// Keeps at most `lines` change lines (the first ones); later changes are only
+    /// counted, so settings that raise an alert a minute cost no more than a summary.
+    pub fn keeping(mut self, lines: usize) -> Replayer {
+        self.keep = lines;
+        self
     }
 
     /// Feeds the next event; one earlier than the last arrives at the last one's time.
@@ -250,22 +290,16 @@ impl Replayer {
         let (Some(start), Some(last)) = (self.start, self.now) else {
             return Outcome {
                 changes: Vec::new(),
-                summary: summarise(&[], 0.0, 0),
+                summary: summarise(Counts::default(), 0.0, 0),
             };
         };
         let end = end.map_or(last, |e| e.max(last));
         self.advance(end);
         let days = (end - start).num_seconds() as f64 / 86_400.0;
-        let summary = summarise(&self.changes, days, self.events);
         Outcome {
             changes: self.changes,
-            summary,
+            summary: summarise(self.counts, days, self.events),
         }
-    }
-
-    /// The changes found so far.
-    pub fn changes(&self) -> &[Change] {
-        &self.changes
     }
 
     /// Fires every deadline up to `until`, each at its own instant.
@@ -280,7 +314,14 @@ impl Replayer {
     fn take(&mut self) {
         self.core.take_dirty();
         let effects = self.core.take_effects();
-        self.changes.extend(changes_of(&effects));
+        for c in changes_of(&effects) {
+            self.counts.add(&c);
+            if self.changes.len() < self.keep {
+                self.changes.push(c);
+            } else {
+                self.counts.left_out += 1;
+            }
+        }
     }
 }
 
@@ -366,15 +407,7 @@ fn change(
     }
 }
 
-fn summarise(changes: &[Change], days: f64, events: usize) -> Summary {
-    let count = |what: &str| {
-        let mut n = BTreeMap::new();
-        for c in changes.iter().filter(|c| c.change == what) {
-            *n.entry(c.kind).or_insert(0_u64) += 1;
-        }
-        n
-    };
-    let alerts = count("opened");
+fn summarise(counts: Counts, days: f64, events: usize) -> Summary {
     let rate = |n: u64| {
         if days > 0.0 {
             (n as f64 / days * 1000.0).round() / 1000.0
@@ -382,18 +415,20 @@ fn summarise(changes: &[Change], days: f64, events: usize) -> Summary {
             0.0
         }
     };
-    let mut per_day: BTreeMap<String, f64> = alerts
+    let mut per_day: BTreeMap<String, f64> = counts
+        .opened
         .iter()
         .map(|(k, n)| (k.as_str().to_owned(), rate(*n)))
         .collect();
-    per_day.insert("all".into(), rate(alerts.values().sum()));
+    per_day.insert("all".into(), rate(counts.opened.values().sum()));
     Summary {
         days: (days * 10.0).round() / 10.0,
-        alerts,
-        asked: count("pending"),
-        confirmed: count("confirmed"),
+        alerts: counts.opened,
+        asked: counts.pending,
+        confirmed: counts.confirmed,
         per_day,
         events,
+        changes_left_out: counts.left_out,
         history: None,
     }
 }
@@ -465,6 +500,7 @@ pub async fn run_database(
         now: crate::clock::Clock::now(&crate::clock::SystemClock),
         max_days: None,
         max_readings: None,
+        max_changes: None,
         retention: None,
     };
     let outcome = stored::replay_stored(store.as_ref(), &req).await?;
@@ -685,6 +721,26 @@ mod tests {
             at_times(&[("03:00", "opened"), ("03:30", "resolved")])
         );
         assert!(out.summary.asked.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn past_its_limit_a_replay_counts_changes_without_listing_them() -> anyhow::Result<()> {
+        let r = checking_home();
+        let lines = [
+            r#"{"device":"bed-pir","kind":"motion","ts":"2026-05-11T00:00:00Z","motion":true}"#,
+            r#"{"device":"bath-pir","kind":"ok","ts":"2026-05-11T03:01:00Z"}"#,
+            r#"{"device":"bath-pir","kind":"heartbeat","ts":"2026-05-11T07:00:00Z"}"#,
+        ];
+        let mut replayer = Replayer::new(resident_config(&r, None)?).keeping(1);
+        for ev in read_events(lines.join("\n").as_bytes(), &kinds(&r))? {
+            replayer.feed(&ev);
+        }
+        let out = replayer.finish(None);
+        assert_eq!(out.changes.len(), 1);
+        assert_eq!(out.summary.changes_left_out, 3);
+        assert_eq!(out.summary.asked.get(&AlertKind::Inactivity), Some(&2));
+        assert_eq!(out.summary.alerts.get(&AlertKind::Inactivity), Some(&1));
         Ok(())
     }
 

@@ -2,9 +2,10 @@
 //! settings, to see what they would have raised before making them live.
 //!
 //! For staff and admins: it reads weeks of a resident's readings, so it is logged in the
-//! access log and audited like an export. Bounded: at most [`MAX_DAYS`] days and
-//! [`MAX_READINGS`] readings a replay, [`AT_ONCE`] replays at a time; the replay itself
-//! runs on a blocking thread, so the hub's async workers never wait for it.
+//! access log and audited like an export. Bounded: at most [`MAX_DAYS`] days,
+//! [`MAX_READINGS`] readings and [`MAX_CHANGES`] change lines a replay, [`AT_ONCE`]
+//! replays at a time; the replay itself runs on a blocking thread, so the hub's async
+//! workers never wait for it.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -24,6 +25,8 @@ pub const MAX_DAYS: i64 = 92;
 /// The most readings one replay reads: a quarter of a home's life with a tracker that
 /// reports every ten seconds, far past a home's sensors.
 pub const MAX_READINGS: usize = 1_000_000;
+/// The most change lines one answer lists (a few megabytes); the summary counts them all.
+pub const MAX_CHANGES: usize = 20_000;
 /// Replays that run at once, each on a blocking thread of its own.
 const AT_ONCE: usize = 2;
 
@@ -72,6 +75,7 @@ async fn replay(
         now: st.clock.now(),
         max_days: Some(MAX_DAYS),
         max_readings: Some(MAX_READINGS),
+        max_changes: Some(MAX_CHANGES),
         retention: Some(st.privacy.retention.retention.clone()),
     };
     let outcome = replay_stored(st.store.as_ref(), &ask)

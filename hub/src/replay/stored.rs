@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use mimamori_protocol::{DeviceEvent, DeviceKind};
 use serde::Serialize;
@@ -42,6 +42,8 @@ pub struct StoredReplay {
     pub max_days: Option<i64>,
     /// The most readings read, if there is a limit.
     pub max_readings: Option<usize>,
+    /// The most change lines listed, if there is a limit (the summary counts them all).
+    pub max_changes: Option<usize>,
     /// The store's retention, when known, to say what it has removed.
     pub retention: Option<Retention>,
 }
@@ -104,8 +106,9 @@ pub async fn replay_stored(store: &dyn Store, req: &StoredReplay) -> Result<Outc
     let cfg = crate::pipeline::resident_config(&setup);
 
     let (pages, mut inbox) = tokio::sync::mpsc::channel::<Vec<DeviceEvent>>(2);
+    let keep = req.max_changes.unwrap_or(usize::MAX);
     let worker = tokio::task::spawn_blocking(move || {
-        let mut replayer = Replayer::new(cfg);
+        let mut replayer = Replayer::new(cfg).keeping(keep);
         while let Some(events) = inbox.blocking_recv() {
             events.iter().for_each(|ev| replayer.feed(ev));
         }
@@ -158,9 +161,10 @@ pub async fn replay_stored(store: &dyn Store, req: &StoredReplay) -> Result<Outc
 
 /// The range asked for, checked; `until` never past `now`.
 fn range(req: &StoredReplay, tz: Tz) -> Result<(DateTime<Utc>, DateTime<Utc>), ReplayError> {
+    let now = req.now.trunc_subsecs(0);
     let until = match &req.until {
-        Some(text) => parse_bound("until", text, tz, true)?.min(req.now),
-        None => req.now,
+        Some(text) => parse_bound("until", text, tz, true)?.min(now),
+        None => now,
     };
     let from = match &req.from {
         Some(text) => parse_bound("from", text, tz, false)?,
@@ -297,6 +301,7 @@ mod tests {
             now: at("2026-12-07T03:00:00Z"),
             max_days: Some(92),
             max_readings: None,
+            max_changes: None,
             retention: None,
         }
     }
