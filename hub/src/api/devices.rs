@@ -11,6 +11,7 @@ use mimamori_protocol::{DeviceKind, DeviceRole};
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
+use crate::edge::maps::MapChange;
 use crate::pipeline::Command;
 use crate::security;
 
@@ -164,11 +165,8 @@ async fn remove(
         .await
         .map_err(|_| ApiError::NotFound(format!("no device {id}")))?;
     st.store.delete_device(&id).await?;
-    st.edge.kick(&id);
-    st.edge.ingest.zigbee().forget_device(&id);
-    st.edge.ingest.lorawan().forget_device(&id);
-    st.edge.ingest.ble().forget_device(&id);
-    st.edge.ingest.echonet().forget_device(&id);
+    st.maps_changed(MapChange::DeviceRemoved { device: id.clone() })
+        .await?;
     st.pipeline.send(Command::Reload(device.resident_id)).await;
     audit(
         &st,
