@@ -575,3 +575,287 @@ async fn a_commit_under_a_superseded_lease_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// Two cluster hubs on a NATS server and a fresh database of their own; the hubs stop
+/// before the database and the server do (fields drop in order).
+struct TwoHubs {
+    one: TestHub,
+    two: TestHub,
+    db: PgDatabase,
+    nats: NatsServer,
+}
+
+async fn two_hubs() -> Result<TwoHubs> {
+    let nats = NatsServer::start().await?;
+    let db = PgDatabase::create("mimamori_cluster").await?;
+    let url = nats.url();
+    let one = TestHub::start_sharing(&db.url, &cluster_args(&url, "hub-1", "4")).await?;
+    let two = TestHub::start_sharing(&db.url, &cluster_args(&url, "hub-2", "4")).await?;
+    wait_spread(&one, &["hub-1", "hub-2"], Duration::from_secs(20)).await?;
+    Ok(TwoHubs { one, two, db, nats })
+}
+
+async fn start_node(db: &PgDatabase, flags: &[String]) -> Result<TestHub> {
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    TestHub::start_sharing(&db.url, &args).await
+}
+
+fn seq(frame: &Value) -> u64 {
+    frame["seq"].as_u64().unwrap_or(0)
+}
+
+fn is_fix_at(frame: &Value, lat: f64) -> bool {
+    frame["type"] == "position" && frame["lat"].as_f64() == Some(lat)
+}
+
+/// `since` numbers frames by the live stream, the same on every hub: a client that
+/// watched hub 1 and lost its connection resumes on hub 2, or on hub 3 started after it
+/// left, and gets exactly the frames it missed (none twice, none lost), then live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_hub_with_exactly_the_frames_it_missed() -> Result<()> {
+    use crate::ws::WsClient;
+    if skip_postgres("cluster since test") {
+        return Ok(());
+    }
+    let hubs = two_hubs().await?;
+    let (one, two) = (&hubs.one, &hubs.two);
+    let rid = one.resident(json!({"name": "Ito Kiyo"})).await?;
+    let tracker = one.device(rid, "gps").await?;
+    let button = one.device(rid, "button").await?;
+    let mut gps_dev = connect_device(two, &tracker).await?;
+    let mut button_dev = connect_device(one, &button).await?;
+    let fix = |lat: f64| json!({"lat": lat, "lon": 139.6638, "accuracy_m": 10.0}).to_string();
+
+    let mut steady = WsClient::connect(two, &two.admin_token, None).await?;
+    let mut leaving = WsClient::connect(one, &one.admin_token, None).await?;
+    assert_eq!(steady.next().await?["type"], "snapshot");
+    assert_eq!(leaving.next().await?["type"], "snapshot");
+    gps_dev
+        .publish_acked(&topic(&tracker, "gps"), fix(35.1))
+        .await?;
+    let seen = leaving
+        .until("the first fix", |f| is_fix_at(f, 35.1))
+        .await?;
+    let since = seq(&seen);
+    leaving.close().await?;
+
+    button_dev
+        .publish_acked(&topic(&button, "sos"), "{}")
+        .await?;
+    for lat in [35.2, 35.3] {
+        gps_dev
+            .publish_acked(&topic(&tracker, "gps"), fix(lat))
+            .await?;
+    }
+    // What the client on the other hub received after `since`, up to the last fix: what
+    // the leaving client missed.
+    let mut missed = Vec::new();
+    loop {
+        let f = steady.next().await?;
+        if seq(&f) <= since {
+            continue;
+        }
+        let last = is_fix_at(&f, 35.3);
+        missed.push(f);
+        if last {
+            break;
+        }
+    }
+    assert!(
+        missed.iter().any(|f| f["type"] == "alert"),
+        "the SOS alert is among the missed frames: {missed:?}"
+    );
+    let seqs: Vec<u64> = missed.iter().map(seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs.first() == Some(&(since + 1)),
+        "the stream's numbers have no gaps: {seqs:?}"
+    );
+
+    let mut back = WsClient::connect(two, &two.admin_token, Some(since)).await?;
+    let mut replayed = Vec::new();
+    for _ in 0..missed.len() {
+        replayed.push(back.next().await?);
+    }
+    assert_eq!(replayed, missed, "resumed on hub-2: replay differs");
+    gps_dev
+        .publish_acked(&topic(&tracker, "gps"), fix(35.4))
+        .await?;
+    let live = steady.until("the next fix", |f| is_fix_at(f, 35.4)).await?;
+    let after = back.until("the next fix", |f| is_fix_at(f, 35.4)).await?;
+    assert_eq!(after, live, "after the replay the stream goes on live");
+
+    // A hub that started after the client left has none of it in memory: it reads the
+    // missed frames from the stream.
+    let url = hubs.nats.url();
+    let three = TestHub::start_sharing(&hubs.db.url, &cluster_args(&url, "hub-3", "4")).await?;
+    let mut late = WsClient::connect(&three, &three.admin_token, Some(since)).await?;
+    let mut replayed = Vec::new();
+    for _ in 0..missed.len() {
+        replayed.push(late.next().await?);
+    }
+    assert_eq!(
+        replayed, missed,
+        "resumed on a hub started later: replay differs"
+    );
+    let first_after = late.next().await?;
+    assert_eq!(
+        seq(&first_after),
+        seq(missed.last().unwrap_or(&Value::Null)) + 1,
+        "then the frames after them, none twice: {first_after}"
+    );
+    Ok(())
+}
+
+/// A Zigbee2MQTT mapping registered through hub 1 is in force on hub 2's edge, where
+/// the gateway was already connected; deleting the device there unmaps it on hub 2 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_mapping_made_through_one_hub_maps_messages_on_another() -> Result<()> {
+    use crate::gateways::{doc_example, WAIT};
+    if skip_postgres("cluster gateway map test") {
+        return Ok(());
+    }
+    let hubs = two_hubs().await?;
+    let (one, two) = (&hubs.one, &hubs.two);
+    let rid = one.resident(json!({"name": "Suzuki Hana"})).await?;
+    let gw = one.device(rid, "gateway").await?;
+    let motion = one.device(rid, "motion").await?;
+    let z2m = tokio::sync::Mutex::new(connect_device(two, &gw).await?);
+    let occupancy = format!("zigbee2mqtt/{}/bedroom motion", gw.id);
+    let publish = |payload: String| {
+        let (z2m, occupancy) = (&z2m, &occupancy);
+        async move { z2m.lock().await.publish_acked(occupancy, payload).await }
+    };
+
+    let map = doc_example("z2m-map")?.replace("MOTION_DEVICE_ID", &motion.id);
+    one.expect(
+        Method::POST,
+        &format!("/devices/{}/zigbee", gw.id),
+        Some(serde_json::from_str(&map)?),
+        201,
+    )
+    .await?;
+    // Hub 2 hears of the change a moment after hub 1 answered: the gateway publishes as
+    // it would, each message a new one, until one is mapped.
+    let mapped = eventually("a message through hub 2 mapped", WAIT, || async {
+        publish(doc_example("z2m-occupancy").ok()?).await.ok()?;
+        let readings = two.readings(rid).await.ok()?;
+        readings
+            .into_iter()
+            .find(|r| r["device_id"] == motion.id.as_str())
+    })
+    .await?;
+    // A repeated `occupancy: true` is a heartbeat of the sensor, not new movement.
+    assert_eq!(mapped["battery"], 100, "{mapped}");
+
+    one.expect(
+        Method::DELETE,
+        &format!("/devices/{}", motion.id),
+        None,
+        204,
+    )
+    .await?;
+    let marked = doc_example("z2m-occupancy")?.replacen('{', r#"{"note":"after the deletion","#, 1);
+    eventually("the deleted device unmapped on hub 2", WAIT, || async {
+        publish(marked.clone()).await.ok()?;
+        let dead = one.expect(Method::GET, "/rejected", None, 200).await.ok()?;
+        dead.as_array()?
+            .iter()
+            .any(|r| {
+                r["reason"] == "unknown_device"
+                    && r["payload"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("after the deletion"))
+            })
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Whether a hub runs a once-per-installation job now.
+async fn runs(hub: &TestHub, job: &str) -> Result<bool> {
+    Ok(hub
+        .metric(&format!("mimamori_job_running{{job=\"{job}\"}}"))
+        .await?
+        == 1.0)
+}
+
+/// How many clients of the hubs connected to the stand-in The Things Stack so far.
+fn tts_connections(server: &crate::lorawan::Mosquitto) -> usize {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(" as mimamori-"))
+        .count()
+}
+
+/// The client of The Things Stack and the retention job run on one hub of the cluster at
+/// a time: with two hubs, one client connects and an uplink is stored once; when its hub
+/// is killed, the other hub takes both jobs over and the next uplink comes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tts_client_and_retention_run_on_one_hub_and_move_when_it_dies() -> Result<()> {
+    use crate::gateways::{doc_example, WAIT};
+    use crate::lorawan::Mosquitto;
+    use crate::tts::{publish_uplink, resident_with_pir, tts_flags};
+    if skip_postgres("cluster singleton test") {
+        return Ok(());
+    }
+    let nats = NatsServer::start().await?;
+    let db = PgDatabase::create("mimamori_cluster").await?;
+    let server = Mosquitto::start("").await?;
+    let url = nats.url();
+    let flags = |node: &'static str| -> Result<Vec<String>> {
+        let mut f: Vec<String> = cluster_args(&url, node, "4").map(String::from).to_vec();
+        f.extend(tts_flags(server.port)?);
+        Ok(f)
+    };
+    let mut one = start_node(&db, &flags("hub-1")?).await?;
+    eventually("hub-1 running both jobs", WAIT, || async {
+        (runs(&one, "tts").await.ok()? && runs(&one, "retention").await.ok()?).then_some(())
+    })
+    .await?;
+    let two = start_node(&db, &flags("hub-2")?).await?;
+    // Hub 2 has run lease rounds by the time it owns partitions: the jobs were not free.
+    wait_spread(&one, &["hub-1", "hub-2"], Duration::from_secs(20)).await?;
+    assert!(!runs(&two, "tts").await? && !runs(&two, "retention").await?);
+    let jobs = view(&two).await?["jobs"].clone();
+    assert_eq!(
+        jobs.as_array()
+            .map(|j| j.iter().filter(|j| j["owner"] == "hub-1").count()),
+        Some(2),
+        "{jobs}"
+    );
+
+    let (rid, pir) = resident_with_pir(&two).await?;
+    let of_pir = |kind: &'static str| {
+        let (two, pir) = (&two, &pir);
+        async move {
+            let all = two.readings(rid).await.ok()?;
+            let n = all
+                .iter()
+                .filter(|r| r["device_id"] == pir.id.as_str() && r["kind"] == kind)
+                .count();
+            (n > 0).then_some(n)
+        }
+    };
+    publish_uplink(&server, doc_example("tts-uplink")?).await?;
+    let stored = eventually("the uplink stored", WAIT, || of_pir("heartbeat")).await?;
+    assert_eq!(stored, 1, "one client, one copy of the uplink");
+    assert_eq!(tts_connections(&server), 1, "{}", server.log());
+
+    one.kill().await?;
+    eventually("hub-2 running both jobs", WAIT, || async {
+        (runs(&two, "tts").await.ok()? && runs(&two, "retention").await.ok()?).then_some(())
+    })
+    .await?;
+    let moved = doc_example("tts-uplink")?.replace(
+        r#""temperature": 1.0,
+      "luminosity": 0.64"#,
+        r#""pir": "trigger""#,
+    );
+    assert!(moved.contains("trigger"));
+    publish_uplink(&server, moved).await?;
+    eventually("an uplink through hub-2", WAIT, || of_pir("motion")).await?;
+    assert_eq!(tts_connections(&server), 2, "{}", server.log());
+    Ok(())
+}

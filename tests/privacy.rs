@@ -828,7 +828,12 @@ async fn publish_until(
     Ok(n)
 }
 
-async fn stored(s: &dyn Store, rid: i64, kind: &str, after: chrono::DateTime<Utc>) -> Result<usize> {
+async fn stored(
+    s: &dyn Store,
+    rid: i64,
+    kind: &str,
+    after: chrono::DateTime<Utc>,
+) -> Result<usize> {
     Ok(s.readings_page(rid, 0, 100_000)
         .await?
         .iter()
@@ -844,16 +849,32 @@ async fn stored(s: &dyn Store, rid: i64, kind: &str, after: chrono::DateTime<Utc
 async fn retention_while_ingesting(backend: Backend) -> Result<()> {
     let hub = TestHub::start_with(backend, &["--retention-interval-s", "0"]).await?;
     let rid = hub.resident(json!({"name": "Busy Home"})).await?;
-    let (gps, pir) = (hub.device(rid, "gps").await?, hub.device(rid, "motion").await?);
+    let (gps, pir) = (
+        hub.device(rid, "gps").await?,
+        hub.device(rid, "motion").await?,
+    );
     // Old rows go straight into the hub's database: nothing the API takes is backdated.
     let s = store::connect(&hub.db_url).await?;
     let started = Utc::now();
-    rows_around_the_limits(s.as_ref(), rid, (&gps.id, &pir.id), started, Effects::default())
-        .await?;
+    rows_around_the_limits(
+        s.as_ref(),
+        rid,
+        (&gps.id, &pir.id),
+        started,
+        Effects::default(),
+    )
+    .await?;
 
-    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, acked) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let publishers = [
-        (&gps, "gps", r#"{"lat":35.7074,"lon":139.6638,"accuracy_m":12}"#),
+        (
+            &gps,
+            "gps",
+            r#"{"lat":35.7074,"lon":139.6638,"accuracy_m":12}"#,
+        ),
         (&pir, "motion", r#"{"motion":true,"room":"hall"}"#),
     ];
     let mut tasks = Vec::new();
@@ -871,10 +892,17 @@ async fn retention_while_ingesting(backend: Backend) -> Result<()> {
         (acked.load(Ordering::Relaxed) >= 20).then_some(())
     })
     .await?;
-    let asked = hub.expect(Method::POST, "/retention/run", None, 202).await?;
-    let pass = asked["pass"].as_u64().ok_or_else(|| anyhow!("no pass in {asked}"))?;
+    let asked = hub
+        .expect(Method::POST, "/retention/run", None, 202)
+        .await?;
+    let pass = asked["pass"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no pass in {asked}"))?;
     let status = eventually("the retention pass done", WITHIN, || async {
-        let v = hub.expect(Method::GET, "/retention", None, 200).await.ok()?;
+        let v = hub
+            .expect(Method::GET, "/retention", None, 200)
+            .await
+            .ok()?;
         (v["last"]["pass"].as_u64()? >= pass).then_some(v)
     })
     .await?;
@@ -893,7 +921,11 @@ async fn retention_while_ingesting(backend: Backend) -> Result<()> {
     let last = &status["last"];
     assert_eq!(last["error"], Value::Null, "{status}");
     for (class, n) in PAST_THE_LIMITS {
-        assert_eq!(last["removed"][class.as_str()], json!(n), "{class:?}: {status}");
+        assert_eq!(
+            last["removed"][class.as_str()],
+            json!(n),
+            "{class:?}: {status}"
+        );
     }
     assert_eq!(last["removed"]["alerts"], json!(0), "{status}");
     // Left: the rows within their limits, and every message acknowledged.
@@ -901,10 +933,22 @@ async fn retention_while_ingesting(backend: Backend) -> Result<()> {
     let within = |days| started - chrono::Duration::days(days);
     for (kind, limit, young, published) in [("gps", 30, 5, sent[0]), ("motion", 180, 4, sent[1])] {
         let all = stored(s.as_ref(), rid, kind, ever).await?;
-        assert_eq!(all, young + published as usize, "{kind}: every message stored");
-        assert_eq!(stored(s.as_ref(), rid, kind, within(limit)).await?, all, "{kind}: nothing older left");
+        assert_eq!(
+            all,
+            young + published as usize,
+            "{kind}: every message stored"
+        );
+        assert_eq!(
+            stored(s.as_ref(), rid, kind, within(limit)).await?,
+            all,
+            "{kind}: nothing older left"
+        );
     }
-    assert_eq!(s.activity_rolled_up(rid).await?.len(), 2, "the rhythm outlives the readings");
+    assert_eq!(
+        s.activity_rolled_up(rid).await?.len(),
+        2,
+        "the rhythm outlives the readings"
+    );
     assert_eq!(s.dead_letters_of(rid).await?.len(), 1);
     assert_eq!(s.access_log(rid, 100).await?.len(), 1);
     Ok(())

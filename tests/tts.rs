@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
+use mimamori_protocol::api::DeviceCreated;
 use reqwest::Method;
 use rumqttc::{Packet, QoS};
 use serde_json::{json, Value};
@@ -20,7 +21,7 @@ use crate::lorawan::Mosquitto;
 const UPLINK_TOPIC: &str = "v3/app1@ttn/devices/dev1/up";
 
 /// The hub's flags from the documented configuration, pointed at the stand-in server.
-fn tts_flags(port: u16) -> Result<Vec<String>> {
+pub(crate) fn tts_flags(port: u16) -> Result<Vec<String>> {
     let conf: toml::Value = toml::from_str(&doc_example("tts-config")?)?;
     let field = |k: &str| {
         conf[k]
@@ -44,7 +45,7 @@ fn tts_flags(port: u16) -> Result<Vec<String>> {
 
 /// Publishes as TTS would, retained so that it reaches the hub's subscription whenever
 /// that is (re)made: TTS itself does not retain, but the test must not race the client.
-async fn publish_uplink(server: &Mosquitto, payload: String) -> Result<()> {
+pub(crate) async fn publish_uplink(server: &Mosquitto, payload: String) -> Result<()> {
     let mut tts: MqttClient = mqtt_connect(server.port, "tts-stand-in", "app1@ttn", "key")
         .await
         .map_err(|e| anyhow!("cannot connect to mosquitto: {e:?}"))?;
@@ -56,12 +57,9 @@ async fn publish_uplink(server: &Mosquitto, payload: String) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn the_hub_takes_tts_uplinks_and_reconnects_after_the_server_restarts() -> Result<()> {
-    let mut server = Mosquitto::start("").await?;
-    let flags = tts_flags(server.port)?;
-    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let hub = TestHub::start_with(Backend::Sqlite, &args).await?;
+/// A resident with a motion sensor registered as the documented uplink's DevEUI behind a
+/// gateway, its `pir` field saying motion; returns the resident and the sensor.
+pub(crate) async fn resident_with_pir(hub: &TestHub) -> Result<(i64, DeviceCreated)> {
     let rid = hub.resident(json!({"name": "Yamada"})).await?;
     let gw = hub.device(rid, "gateway").await?;
     let pir = hub.device(rid, "motion").await?;
@@ -73,6 +71,16 @@ async fn the_hub_takes_tts_uplinks_and_reconnects_after_the_server_restarts() ->
         201,
     )
     .await?;
+    Ok((rid, pir))
+}
+
+#[tokio::test]
+async fn the_hub_takes_tts_uplinks_and_reconnects_after_the_server_restarts() -> Result<()> {
+    let mut server = Mosquitto::start("").await?;
+    let flags = tts_flags(server.port)?;
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let hub = TestHub::start_with(Backend::Sqlite, &args).await?;
+    let (rid, pir) = resident_with_pir(&hub).await?;
 
     publish_uplink(&server, doc_example("tts-uplink")?).await?;
     let readings = |pred: fn(&Value) -> bool| {

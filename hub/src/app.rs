@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::singleton::{self, Job};
 use crate::cluster::{self, owner::Owner, Cluster};
 use crate::config::Config;
 use crate::edge::{self, router, EdgeCtx};
@@ -39,20 +40,23 @@ pub struct Hub {
     notifier: crate::notify::Notifier,
     dashboard_dir: std::path::PathBuf,
     tiles_dir: Option<std::path::PathBuf>,
-    tts: Option<crate::config::TtsConfig>,
     http_header_timeout: std::time::Duration,
-    retention: crate::privacy::retention::Runner,
 }
 
 /// Where the hub's rules and alerts run: one pipeline for every resident, or in cluster
-/// mode the event appender and the lease loop that runs the partitions this hub owns.
+/// mode the event appender and the lease loop that runs the partitions this hub owns
+/// (and the once-per-installation jobs whose leases it holds).
 enum Engine {
-    Single(Pipeline),
+    Single {
+        pipeline: Pipeline,
+        jobs: Vec<Job>,
+    },
     Cluster {
         cluster: Cluster,
         owner: Owner,
         appender: Task,
         follower: Task,
+        maps: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>,
     },
 }
 
@@ -110,28 +114,6 @@ impl Hub {
         let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
         let mut ingest = Ingest::new(items_tx, urgent_tx, clock.clone());
         ingest.set_max_age(chrono::Duration::seconds(i64::from(cfg.max_age_s)));
-        let mappings = store
-            .zigbee_devices(None)
-            .await
-            .context("cannot load the Zigbee2MQTT device mappings")?;
-        ingest.zigbee().replace_all(&mappings);
-        let registrations = store
-            .lorawan_devices(None)
-            .await
-            .context("cannot load the LoRaWAN device registrations")?;
-        ingest.lorawan().replace_all(&registrations);
-        let receivers = store
-            .receivers()
-            .await
-            .context("cannot load the BLE receivers")?;
-        ingest.ble().replace_receivers(&receivers);
-        let tags = store.ble_tags().await.context("cannot load the BLE tags")?;
-        ingest.ble().replace_tags(&tags);
-        let echonet = store
-            .echonet_devices(None)
-            .await
-            .context("cannot load the ECHONET Lite device mappings")?;
-        ingest.echonet().replace_all(&echonet);
         let edge = Arc::new(EdgeCtx::new(
             store.clone(),
             ingest,
@@ -141,6 +123,16 @@ impl Hub {
             cfg.max_connections,
             &cfg.limits,
         ));
+        edge::maps::reload(&edge, &edge::maps::MapChange::All)
+            .await
+            .context(
+                "cannot load the gateways' device maps (Zigbee2MQTT, LoRaWAN, BLE, ECHONET Lite)",
+            )?;
+        let (retention, retention_runner) = crate::privacy::retention::job(
+            cfg.privacy.retention.clone(),
+            cfg.privacy.retention_every,
+        );
+        let jobs = once_jobs(&cfg, retention_runner, &store, &clock, &metrics, &edge);
         let (engine, handle, bus) = match &cfg.cluster {
             None => {
                 let first_seq = u64::try_from(clock.now().timestamp_millis())
@@ -172,7 +164,7 @@ impl Hub {
                 if let Err(e) = store.checkpoint().await {
                     warn!(error = %e, "checkpoint after restore failed; the background one will retry");
                 }
-                (Engine::Single(pipeline), handle, bus)
+                (Engine::Single { pipeline, jobs }, handle, bus)
             }
             Some(cc) => {
                 let cluster = Cluster::connect(cc.clone(), &cfg.database_url).await?;
@@ -191,6 +183,7 @@ impl Hub {
                     parts,
                     http.local_addr()?.to_string(),
                     mqtt.local_addr()?.to_string(),
+                    jobs,
                 );
                 let appender = Box::pin(cluster::log::append(
                     cluster.js.clone(),
@@ -205,11 +198,13 @@ impl Hub {
                     publisher.clone(),
                 ));
                 info!(node = %cc.node_id, partitions = cc.partitions, "cluster mode: partitions are taken as leases allow");
+                let maps = Box::pin(cluster::maps::follow(cluster.clone(), edge.clone()));
                 let engine = Engine::Cluster {
                     cluster,
                     owner,
                     appender,
                     follower,
+                    maps,
                 };
                 (engine, handle, bus)
             }
@@ -229,22 +224,22 @@ impl Hub {
         .context("cannot start the notification worker")?;
         let notifier = match &engine {
             Engine::Cluster { .. } => notifier.shared(),
-            Engine::Single(_) => notifier,
+            Engine::Single { .. } => notifier,
         };
         let cluster = match &engine {
             Engine::Cluster { cluster, .. } => Some(cluster.clone()),
-            Engine::Single(_) => None,
+            Engine::Single { .. } => None,
         };
-        let (retention, retention_runner) = crate::privacy::retention::job(
-            cfg.privacy.retention.clone(),
-            cfg.privacy.retention_every,
-        );
         let privacy = crate::privacy::Privacy {
             retention,
             secrets,
             devices_before_consent: cfg.privacy.devices_before_consent,
             access: if cfg.privacy.read_audit {
-                crate::privacy::access::AccessLog::start(store.clone(), clock.clone(), metrics.clone())
+                crate::privacy::access::AccessLog::start(
+                    store.clone(),
+                    clock.clone(),
+                    metrics.clone(),
+                )
             } else {
                 crate::privacy::access::AccessLog::unlogged(clock.clone(), metrics.clone())
             },
@@ -288,9 +283,7 @@ impl Hub {
             notifier,
             dashboard_dir: cfg.dashboard_dir,
             tiles_dir: cfg.tiles_dir,
-            tts: cfg.tts,
             http_header_timeout: cfg.limits.http_header_timeout,
-            retention: retention_runner,
         })
     }
 
@@ -324,24 +317,12 @@ impl Hub {
             notifier,
             dashboard_dir,
             tiles_dir,
-            tts,
             http_header_timeout,
-            retention,
         } = self;
         let edge = state.edge.clone();
         let (http_gate, metrics) = (state.http_gate.clone(), state.metrics.clone());
         let ready = state.ready.clone();
-        // Retention runs for as long as the hub does; a failed pass is retried at the next.
-        tokio::spawn(retention.run(
-            state.store.clone(),
-            state.clock.clone(),
-            state.metrics.clone(),
-        ));
         let app = api::app(state, &dashboard_dir, tiles_dir.as_deref());
-        if let Some(tts) = tts {
-            // The client never returns: it keeps reconnecting for as long as the hub runs.
-            tokio::spawn(crate::tts::run(tts, edge.ingest.clone()));
-        }
         let mqtt_task = tokio::spawn(edge::serve(mqtt, None, edge.clone()));
         let tls_task = tokio::spawn(async move {
             match tls {
@@ -350,7 +331,7 @@ impl Hub {
             }
         });
         let stop_owner = Arc::new(tokio::sync::Notify::new());
-        let (pipeline_task, owner_task) = spawn_engine(engine, stop_owner.clone());
+        let (pipeline_task, owner_task) = spawn_engine(engine, stop_owner.clone(), &metrics);
         let notify_task = tokio::spawn(notifier.run());
         let http_task = tokio::spawn(async move {
             api::serve::serve(http, app, http_gate, http_header_timeout, metrics, shutdown).await
@@ -376,25 +357,56 @@ impl Hub {
 
 type EngineTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
+/// The jobs an installation runs once: retention, and the client of The Things Stack when
+/// one is configured. Each runs for as long as its task is not aborted; a failed pass or a
+/// lost connection is retried inside it.
+fn once_jobs(
+    cfg: &Config,
+    retention: crate::privacy::retention::Runner,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    edge: &Arc<EdgeCtx>,
+) -> Vec<Job> {
+    let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
+    let mut jobs = vec![Job::new(singleton::RETENTION, move || {
+        retention
+            .clone()
+            .run(store.clone(), clock.clone(), metrics.clone())
+    })];
+    if let Some(tts) = cfg.tts.clone() {
+        let ingest = edge.ingest.clone();
+        jobs.push(Job::new(singleton::TTS, move || {
+            crate::tts::run(tts.clone(), ingest.clone())
+        }));
+    }
+    jobs
+}
+
 /// Starts the single pipeline, or the cluster's appender, request server, live follower
 /// and lease loop; the first task ends the hub if it stops, the second is the lease loop.
 fn spawn_engine(
     engine: Engine,
     stop_owner: Arc<tokio::sync::Notify>,
+    metrics: &Metrics,
 ) -> (EngineTask, Option<tokio::task::JoinHandle<()>>) {
     match engine {
-        Engine::Single(pipeline) => (
-            tokio::spawn(async move {
-                pipeline.run().await;
-                Ok(())
-            }),
-            None,
-        ),
+        Engine::Single { pipeline, jobs } => {
+            singleton::run_all_here(&jobs, metrics);
+            (
+                tokio::spawn(async move {
+                    pipeline.run().await;
+                    Ok(())
+                }),
+                None,
+            )
+        }
         Engine::Cluster {
             cluster,
             owner,
             appender,
             follower,
+            maps,
         } => {
             let owner = tokio::spawn(owner.run(stop_owner));
             let serve = cluster::rpc::serve(cluster);
@@ -403,6 +415,7 @@ fn spawn_engine(
                     () = appender => Ok(()),
                     r = serve => r.context("cluster request server"),
                     () = follower => Ok(()),
+                    r = maps => r.context("gateway map follower"),
                 }
             });
             (task, Some(owner))

@@ -141,6 +141,21 @@ impl Bus {
         self.lock().next_seq - 1
     }
 
+    /// Waits until frame `seq` has been sent, for at most `within`; says whether it was.
+    pub async fn reached(&self, seq: u64, within: std::time::Duration) -> bool {
+        let mut rx = self.tx.subscribe();
+        let waited = tokio::time::timeout(within, async {
+            while self.last_seq() < seq {
+                match rx.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let _ = waited.await;
+        self.last_seq() >= seq
+    }
+
     /// Resolves after the next alert change (or at once if one happened unobserved).
     pub async fn alert_changed(&self) {
         self.alert_changed.notified().await

@@ -31,6 +31,11 @@ pub struct ClassLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -80,6 +85,8 @@ pub struct Metrics {
     pub cluster_fenced: Counter,
     /// Cluster mode: events this hub's edge appended to the event log.
     pub cluster_appended: Counter,
+    /// 1 for each once-per-installation job (`tts`, `retention`) running on this hub.
+    pub job_running: Family<JobLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// Web Push messages accepted by a browser's push service.
     pub push_messages: Counter,
     /// Web Push subscriptions removed because their push service answered 404 or 410.
@@ -123,6 +130,12 @@ impl Metrics {
             "cluster_events_appended",
             "Cluster mode: events appended to the JetStream event log by this hub's edge",
             cluster_appended.clone(),
+        );
+        let job_running = Family::<JobLabel, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "job_running",
+            "1 for each once-per-installation job running on this hub (in cluster mode on one hub at a time)",
+            job_running.clone(),
         );
         let push_messages = Counter::default();
         let push_subscriptions_expired = Counter::default();
@@ -258,6 +271,7 @@ impl Metrics {
             cluster_nodes,
             cluster_fenced,
             cluster_appended,
+            job_running,
             push_messages,
             push_subscriptions_expired,
         }

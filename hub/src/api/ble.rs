@@ -15,6 +15,7 @@ use super::activity::visible_resident;
 use super::auth::AuthUser;
 use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{audit, AppState};
+use crate::edge::maps::MapChange;
 use crate::store::{StoreError, StoredReading};
 
 /// A receiver's range when the registration gives none: an ESP32 hears a tag in a
@@ -69,8 +70,8 @@ async fn put_receiver(
             )),
             other => other.into(),
         })?;
+    st.maps_changed(MapChange::BleReceivers).await?;
     let rows = st.store.receivers().await?;
-    st.edge.ingest.ble().replace_receivers(&rows);
     audit(
         &st,
         &caller,
@@ -118,8 +119,8 @@ async fn create_tag(
             )),
             other => other.into(),
         })?;
+    st.maps_changed(MapChange::BleTags).await?;
     let rows = st.store.ble_tags().await?;
-    st.edge.ingest.ble().replace_tags(&rows);
     audit(
         &st,
         &caller,

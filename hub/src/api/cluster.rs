@@ -1,4 +1,5 @@
-//! `GET /api/v1/cluster`: the hubs of a cluster and which partition each one owns.
+//! `GET /api/v1/cluster`: the hubs of a cluster, which partition each one owns and which
+//! hub runs each once-per-installation job.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -28,6 +29,7 @@ pub struct ClusterStatus {
     pub healthy: bool,
     pub nodes: Vec<NodeInfo>,
     pub leases: Vec<LeaseInfo>,
+    pub jobs: Vec<JobInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +54,16 @@ pub struct LeaseInfo {
     pub applied_seq: i64,
 }
 
+#[derive(Debug, Serialize)]
+pub struct JobInfo {
+    /// `tts` (The Things Stack's client) or `retention`.
+    pub job: String,
+    /// The hub running it; `None` while it is changing hands.
+    pub owner: Option<String>,
+    pub token: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
 async fn cluster(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json<ClusterStatus>> {
     caller.require(&[Role::Admin])?;
     let Some(cluster) = &st.cluster else {
@@ -62,6 +74,7 @@ async fn cluster(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json
             healthy: true,
             nodes: Vec::new(),
             leases: Vec::new(),
+            jobs: Vec::new(),
         }));
     };
     let view = cluster
@@ -99,6 +112,16 @@ async fn cluster(State(st): State<AppState>, caller: AuthUser) -> ApiResult<Json
                 token: l.token,
                 expires_at: crate::store::from_ms(l.expires_at),
                 applied_seq: l.applied_seq,
+            })
+            .collect(),
+        jobs: view
+            .singletons
+            .into_iter()
+            .map(|j| JobInfo {
+                owner: j.owner.filter(|_| j.expires_at >= now),
+                job: j.name,
+                token: j.token,
+                expires_at: crate::store::from_ms(j.expires_at),
             })
             .collect(),
     }))

@@ -11,6 +11,7 @@ use mimamori_protocol::{DeviceKind, DeviceRole};
 use super::auth::AuthUser;
 use super::error::{or_not_found, when_missing, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
+use crate::edge::maps::MapChange;
 use crate::pipeline::Command;
 use crate::security;
 
@@ -166,11 +167,8 @@ async fn remove(
         .await
         .map_err(or_not_found(|| format!("no device {id}")))?;
     st.store.delete_device(&id).await?;
-    st.edge.kick(&id);
-    st.edge.ingest.zigbee().forget_device(&id);
-    st.edge.ingest.lorawan().forget_device(&id);
-    st.edge.ingest.ble().forget_device(&id);
-    st.edge.ingest.echonet().forget_device(&id);
+    st.maps_changed(MapChange::DeviceRemoved { device: id.clone() })
+        .await?;
     st.pipeline.send(Command::Reload(device.resident_id)).await;
     audit(
         &st,

@@ -13,6 +13,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use super::gateways::{gateway, read_back, registered_device, taken};
 use super::{audit, AppState};
+use crate::edge::maps::MapChange;
 use crate::ingest::echonet::DEFAULT_ACTIVITY_ABOVE_W;
 
 const MAX_ID: usize = 200;
@@ -59,8 +60,8 @@ async fn create(
             )
             })
         })?;
+    st.maps_changed(MapChange::Echonet).await?;
     let rows = st.store.echonet_devices(None).await?;
-    st.edge.ingest.echonet().replace_all(&rows);
     audit(
         &st,
         &caller,

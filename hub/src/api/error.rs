@@ -224,9 +224,8 @@ mod tests {
     fn only_a_missing_row_becomes_not_found_and_an_outage_stays_a_server_error() {
         let missing = or_not_found(|| "no resident 7".into())(StoreError::NotFound);
         assert!(matches!(&missing, ApiError::NotFound(m) if m == "no resident 7"));
-        let outage = or_not_found(|| "no resident 7".into())(StoreError::Db(
-            sqlx::Error::PoolTimedOut,
-        ));
+        let outage =
+            or_not_found(|| "no resident 7".into())(StoreError::Db(sqlx::Error::PoolTimedOut));
         assert_eq!(
             outage.status_and_code().0,
             StatusCode::INTERNAL_SERVER_ERROR

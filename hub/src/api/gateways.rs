@@ -1,6 +1,7 @@
 //! Zigbee2MQTT gateways: which Zigbee device (by friendly name) behind a gateway is
 //! which hub device. Every change reloads the gateway's mappings into the edge's
-//! in-memory table, so messages are classified without a store query each. The checks
+//! in-memory table (every hub's, in cluster mode), so messages are classified without a
+//! store query each. The checks
 //! every family's registrations share (the gateway, the registered device, a name already
 //! taken, the row read back) are here too, for LoRaWAN and ECHONET Lite.
 
@@ -15,6 +16,7 @@ use mimamori_protocol::DeviceKind;
 use super::auth::AuthUser;
 use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{audit, AppState};
+use crate::edge::maps::MapChange;
 use crate::ingest::zigbee2mqtt::{default_ok_actions, default_sos_actions};
 use crate::store::{ButtonActions, StoreError};
 
@@ -167,9 +169,11 @@ pub(super) async fn gateway(st: &AppState, id: &str) -> ApiResult<()> {
 }
 
 async fn reload(st: &AppState, gateway_id: &str) -> ApiResult<Vec<ZigbeeDevice>> {
-    let rows = st.store.zigbee_devices(Some(gateway_id)).await?;
-    st.edge.ingest.zigbee().replace_gateway(gateway_id, &rows);
-    Ok(rows)
+    st.maps_changed(MapChange::Zigbee {
+        gateway: gateway_id.to_string(),
+    })
+    .await?;
+    Ok(st.store.zigbee_devices(Some(gateway_id)).await?)
 }
 
 /// A friendly name that can be a Zigbee2MQTT device topic and none of its other topics.

@@ -1,7 +1,8 @@
 //! LoRaWAN devices of a gateway: which DevEUI behind the gateway's network server is
 //! which hub device, and which decoded fields say what — per device, or per device
 //! profile (one model's codec) registered on the gateway and followed by its devices.
-//! Every change reloads the gateway's registrations into the edge's in-memory table.
+//! Every change reloads the gateway's registrations into the edge's in-memory table
+//! (every hub's, in cluster mode).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,6 +17,7 @@ use super::auth::AuthUser;
 use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiResult};
 use super::gateways::{gateway, read_back, registered_device, taken};
 use super::{audit, AppState};
+use crate::edge::maps::MapChange;
 use crate::ingest::lorawan::{normalise_dev_eui, resolve_fields};
 
 /// Longest field name, and most `on` values, each at most as long.
@@ -230,9 +232,11 @@ fn valid_given(f: &NewLoraFields) -> ApiResult<()> {
 }
 
 async fn reload(st: &AppState, gateway_id: &str) -> ApiResult<Vec<LorawanDevice>> {
-    let rows = st.store.lorawan_devices(Some(gateway_id)).await?;
-    st.edge.ingest.lorawan().replace_gateway(gateway_id, &rows);
-    Ok(rows)
+    st.maps_changed(MapChange::Lorawan {
+        gateway: gateway_id.to_string(),
+    })
+    .await?;
+    Ok(st.store.lorawan_devices(Some(gateway_id)).await?)
 }
 
 fn dev_eui(given: &str) -> ApiResult<String> {

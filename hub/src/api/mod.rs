@@ -86,6 +86,18 @@ pub struct AppState {
     pub privacy: crate::privacy::Privacy,
 }
 
+impl AppState {
+    /// Reloads the gateway maps a staff call changed, on this hub and, in cluster mode, on
+    /// every other, so a gateway's messages are mapped alike whichever hub it reaches.
+    pub(crate) async fn maps_changed(&self, change: crate::edge::maps::MapChange) -> ApiResult<()> {
+        crate::edge::maps::reload(&self.edge, &change).await?;
+        if let Some(cluster) = &self.cluster {
+            crate::cluster::maps::announce(cluster, change).await;
+        }
+        Ok(())
+    }
+}
+
 /// The whole HTTP application.
 pub fn app(
     state: AppState,

@@ -212,7 +212,12 @@ impl Connection {
     async fn run(&mut self, since: Option<u64>) -> Result<(), End> {
         // Subscribed first, so a revocation during the snapshot is not missed.
         let mut revoked = self.st.revocations.subscribe();
-        let (mut rx, backlog, last) = self.st.bus.subscribe_since(since);
+        let (mut rx, backlog, last) = match &self.st.cluster {
+            Some(cluster) => {
+                crate::cluster::live::subscribe_since(&cluster.js, &self.st.bus, since).await
+            }
+            None => self.st.bus.subscribe_since(since),
+        };
         match backlog {
             Some(missed) if since.is_some() => {
                 for frame in missed {

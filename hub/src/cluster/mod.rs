@@ -18,13 +18,17 @@
 //!   follows into its WebSocket bus and its MQTT router ([`live`]), numbered by the
 //!   stream's sequence, so a client may resume on any hub;
 //! - staff commands and configuration changes reach the owner over NATS requests
-//!   ([`rpc`]).
+//!   ([`rpc`]); changes to the gateways' device maps reach every hub's edge ([`maps`]);
+//! - the jobs an installation runs once (The Things Stack's client, retention) run on one
+//!   hub at a time, each under a lease of its own ([`singleton`]).
 
 pub mod live;
 pub mod log;
+pub mod maps;
 pub mod owner;
 pub mod plan;
 pub mod rpc;
+pub mod singleton;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -32,6 +36,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::connection::State;
+use tokio::sync::Notify;
 
 use crate::pipeline::PipelineHandle;
 use crate::store::cluster::LeaseStore;
@@ -124,13 +129,25 @@ pub struct Cluster {
     pub owned: Owned,
     /// Whether the last lease round could reach PostgreSQL.
     pub store_ok: Arc<AtomicBool>,
+    /// Notified at every (re)connection to NATS: what was announced meanwhile is lost.
+    pub reconnected: Arc<Notify>,
 }
 
 impl Cluster {
     /// Connects to NATS and the lease table, and creates the streams if they are missing.
     pub async fn connect(config: ClusterConfig, database_url: &str) -> anyhow::Result<Cluster> {
+        let reconnected = Arc::new(Notify::new());
+        let on_connect = reconnected.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("mimamori-{}", config.node_id))
+            .event_callback(move |event| {
+                let on_connect = on_connect.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        on_connect.notify_one();
+                    }
+                }
+            })
             // A hub cut off from NATS must notice within a lease, not after a minute.
             .ping_interval(Duration::from_secs(2))
             .connection_timeout(Duration::from_secs(5))
@@ -149,6 +166,7 @@ impl Cluster {
             leases,
             owned: Arc::default(),
             store_ok: Arc::new(AtomicBool::new(true)),
+            reconnected,
         })
     }
 

@@ -1,5 +1,7 @@
-//! Partition ownership: the lease loop that claims, renews and hands over partitions,
-//! and the runner that gives each owned partition a pipeline fed from the event log.
+//! Partition ownership: the lease loop that claims, renews and hands over partitions
+//! (and, in the same round, the leases of the jobs that run on one hub at a time,
+//! [`super::singleton`]), and the runner that gives each owned partition a pipeline fed
+//! from the event log.
 //!
 //! Safety rests on two rules. A hub renews its leases only while it reaches both NATS
 //! and PostgreSQL, and stops its pipelines before its own view of the leases runs out,
@@ -19,6 +21,7 @@ use tracing::{info, warn};
 use super::live::LiveSink;
 use super::log::{subject, EVENTS};
 use super::plan::{alive_nodes, plan};
+use super::singleton::{Job, Singletons};
 use super::{Cluster, LEASE_TTL, TICK};
 use crate::alerts::Ladder;
 use crate::clock::Clock;
@@ -120,6 +123,7 @@ pub struct Owner {
     cluster: Cluster,
     parts: PipelineParts,
     running: BTreeMap<u32, Running>,
+    singletons: Singletons,
     last_renewed: Option<Instant>,
     last_freed: Option<Instant>,
     http_addr: String,
@@ -132,11 +136,14 @@ impl Owner {
         parts: PipelineParts,
         http_addr: String,
         mqtt_addr: String,
+        jobs: Vec<Job>,
     ) -> Owner {
+        let singletons = Singletons::new(jobs, parts.metrics.clone());
         Owner {
             cluster,
             parts,
             running: BTreeMap::new(),
+            singletons,
             last_renewed: None,
             last_freed: None,
             http_addr,
@@ -167,7 +174,9 @@ impl Owner {
         for part in parts {
             self.stop(part).await;
         }
-        info!("all partitions handed over");
+        let me = self.me().to_string();
+        self.singletons.hand_over(&self.cluster.leases, &me).await;
+        info!("all partitions and jobs handed over");
     }
 
     async fn tick(&mut self) {
@@ -214,7 +223,7 @@ impl Owner {
             warn!(part, "lease lost to another hub; stopping the partition");
             self.stop(*part).await;
         }
-        Ok(())
+        self.singletons.round(&leases, &me).await
     }
 
     async fn rebalance(&mut self) -> Result<(), crate::store::StoreError> {
@@ -268,6 +277,10 @@ impl Owner {
         let overdue = self
             .last_renewed
             .is_none_or(|t| t.elapsed() + TICK >= LEASE_TTL);
+        if overdue && !self.singletons.is_empty() {
+            warn!("job leases running out unrenewed; stopping the jobs held here");
+            self.singletons.stop_all();
+        }
         if overdue && !self.running.is_empty() {
             warn!(
                 partitions = self.running.len(),

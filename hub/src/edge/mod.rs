@@ -16,6 +16,7 @@
 pub mod acl;
 pub mod codec;
 pub mod interest;
+pub mod maps;
 pub mod router;
 mod session;
 pub mod sessions;

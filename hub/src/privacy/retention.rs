@@ -176,12 +176,14 @@ impl RetentionJob {
     }
 }
 
-/// The one task that runs passes; made with its handle by [`job`].
+/// The one task that runs passes; made with its handle by [`job`]. A clone starts the
+/// job again on the hub that takes its lease over (cluster mode).
+#[derive(Clone)]
 pub struct Runner {
     retention: Retention,
     every: Option<Duration>,
     wake: Arc<Notify>,
-    status: watch::Sender<JobStatus>,
+    status: Arc<watch::Sender<JobStatus>>,
 }
 
 /// The job's handle and the runner that serves it (start it with [`Runner::run`]).
@@ -198,7 +200,7 @@ pub fn job(retention: Retention, every: Option<Duration>) -> (RetentionJob, Runn
         retention,
         every,
         wake,
-        status: tx,
+        status: Arc::new(tx),
     };
     (handle, runner)
 }
@@ -293,7 +295,11 @@ mod tests {
         let (job, runner) = job(Retention::default(), None);
         assert_eq!(job.request(), 1, "idle: the next pass");
         runner.status.send_modify(|s| s.running = Some(1));
-        assert_eq!(job.request(), 2, "a pass under way may be past some classes");
+        assert_eq!(
+            job.request(),
+            2,
+            "a pass under way may be past some classes"
+        );
         runner.status.send_modify(|s| {
             s.running = None;
             s.passes = 1;

@@ -1,4 +1,5 @@
-//! The SQL of cluster mode: the hubs' heartbeats and the partition leases, in PostgreSQL.
+//! The SQL of cluster mode: the hubs' heartbeats, the partition leases and the leases of
+//! the jobs that run on one hub at a time, in PostgreSQL.
 //!
 //! Every time here is read from the database's clock (`clock_timestamp()`), never from a
 //! hub's, so two hubs whose clocks disagree still agree on when a lease ran out. A lease
@@ -36,12 +37,22 @@ pub struct NodeRow {
     pub last_seen: i64,
 }
 
+/// The lease of a job that runs on one hub at a time.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SingletonRow {
+    pub name: String,
+    pub owner: Option<String>,
+    pub token: i64,
+    pub expires_at: i64,
+}
+
 /// The leases and the nodes, read at one moment of the database's clock.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     pub now_ms: i64,
     pub nodes: Vec<NodeRow>,
     pub leases: Vec<LeaseRow>,
+    pub singletons: Vec<SingletonRow>,
 }
 
 /// A lease this hub holds: the token its commits must carry and where its log starts.
@@ -129,10 +140,16 @@ impl LeaseStore {
         )
         .fetch_all(&self.pool)
         .await?;
+        let singletons = sqlx::query_as(
+            "SELECT name, owner, token, expires_at FROM cluster_singletons ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(ClusterView {
             now_ms,
             nodes,
             leases,
+            singletons,
         })
     }
 
@@ -209,12 +226,82 @@ impl LeaseStore {
 
     /// Frees every lease held under this node's name (by an earlier run of it).
     pub async fn release_all(&self, node: &str) -> StoreResult<u64> {
-        let done =
-            sqlx::query("UPDATE cluster_leases SET owner = NULL, expires_at = 0 WHERE owner = $1")
-                .bind(node)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
+        let mut freed = 0;
+        for table in ["cluster_leases", "cluster_singletons"] {
+            let done = sqlx::query(&format!(
+                "UPDATE {table} SET owner = NULL, expires_at = 0 WHERE owner = $1"
+            ))
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+            freed += done.rows_affected();
+        }
+        Ok(freed)
+    }
+
+    /// Takes the lease of a job that nobody runs or whose holder's lease ran out; returns
+    /// its new token, or `None` if another hub holds it.
+    pub async fn claim_singleton(
+        &self,
+        name: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<i64>> {
+        let q = format!(
+            "INSERT INTO cluster_singletons AS s (name, owner, token, expires_at) \
+             VALUES ($1, $2, 1, {DB_NOW_MS} + $3) \
+             ON CONFLICT (name) DO UPDATE SET owner = $2, token = s.token + 1, expires_at = {DB_NOW_MS} + $3 \
+             WHERE s.owner IS NULL OR s.expires_at < {DB_NOW_MS} \
+             RETURNING token"
+        );
+        let row: Option<(i64,)> = sqlx::query_as(&q)
+            .bind(name)
+            .bind(node)
+            .bind(ttl_ms(ttl))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(token,)| token))
+    }
+
+    /// Extends the job leases this hub holds with these tokens; returns the jobs still its own.
+    pub async fn renew_singletons(
+        &self,
+        node: &str,
+        held: &[(String, i64)],
+        ttl: Duration,
+    ) -> StoreResult<Vec<String>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
+        let tokens: Vec<i64> = held.iter().map(|(_, t)| *t).collect();
+        let q = format!(
+            "UPDATE cluster_singletons s SET expires_at = {DB_NOW_MS} + $1 \
+             FROM UNNEST($2::text[], $3::bigint[]) AS h(name, token) \
+             WHERE s.name = h.name AND s.token = h.token AND s.owner = $4 \
+             RETURNING s.name"
+        );
+        let rows: Vec<(String,)> = sqlx::query_as(&q)
+            .bind(ttl_ms(ttl))
+            .bind(&names)
+            .bind(&tokens)
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
+    /// Gives a job's lease up at once, so another hub may start it without waiting.
+    pub async fn release_singleton(&self, name: &str, node: &str, token: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE cluster_singletons SET owner = NULL, expires_at = 0 WHERE name = $1 AND owner = $2 AND token = $3",
+        )
+        .bind(name)
+        .bind(node)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
