@@ -8,6 +8,7 @@
 //!   16:00, and now and then a long outing (3.5–5 h) without a tracker — long enough that
 //!   only the entrance door keeps the day threshold from firing;
 //! - a night at family's, which the care manager entered as a dated pause;
+//! - over months, sensor batteries that run low and get a fresh cell five days later;
 //! - incidents chosen by the seed, each with its moments known to the millisecond: a fall, an
 //!   evening collapse in the bathroom, a long bath, a morning not up, a night exit and an SOS
 //!   press. A carer who comes after a fall or collapse opens the entrance door, and the
@@ -33,7 +34,7 @@ use crate::geo::Xy;
 use crate::home::{self, HomeGeo, Role, Room};
 use crate::life::{self, Doing, Level, Plan, Track, TrackPoint, DAY, HOUR, MINUTE};
 use crate::scenario::hhmm;
-use crate::sensors::{self, Household};
+use crate::sensors::{self, BatterySwap, Household};
 use crate::timeline::{Emission, Msg};
 
 /// The recorded home's time zone. The life model's days are 24 h long, which only a zone
@@ -41,6 +42,11 @@ use crate::timeline::{Emission, Msg};
 pub const TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Tokyo;
 /// The longest recording, so that a typing slip cannot fill a disk (about 1,300 lines a day).
 pub const MAX_DAYS: u32 = 1_000;
+/// Days after a sensor's first low-battery report that the care service puts in a fresh cell.
+const BATTERY_SWAP_DAYS: f64 = 5.0;
+/// Percentage points above `low_battery_pct` at which the rules call a battery fine again
+/// (rules.md: "above it + 5 it resolves").
+const BATTERY_HYSTERESIS: u8 = 5;
 /// Share of lines a buffering gateway delivers a few lines late.
 const LATE_SHARE: f64 = 0.02;
 /// Nakano, Tokyo: where the home stands.
@@ -80,6 +86,8 @@ pub struct RecordSummary {
     pub day_service_visits: usize,
     pub long_outings: usize,
     pub nights_away: usize,
+    /// Sensor batteries that ran low (and were replaced five days later).
+    pub battery_swaps: usize,
     /// One sentence per incident.
     pub incidents: Vec<String>,
 }
@@ -165,23 +173,33 @@ pub fn record(spec: &RecordSpec) -> anyhow::Result<Recording> {
         },
     };
     b.live_the_weeks(spec)?;
+    let rules = RuleSettings::default();
     let roles = Role::home_set(false);
-    let house = Household::new(&mut b.rng, &b.geo, &roles);
+    let mut house = Household::new(&mut b.rng, &b.geo, &roles);
+    for battery in house.batteries.values_mut() {
+        battery.swap = Some(BatterySwap {
+            below_pct: rules.low_battery_pct,
+            after_s: BATTERY_SWAP_DAYS * DAY,
+        });
+    }
     let mut emissions = sensors::render(&mut b.rng, &b.plan, &house, span);
     emissions.append(&mut b.extra);
     emissions.sort_by(|x, y| x.at.total_cmp(&y.at));
     let acts = activities(&emissions, &clock);
-    let rules = RuleSettings::default();
     let foresight = Foresight {
         acts: &acts,
         clock,
         rules: &rules,
     };
-    let alerts = b
+    let mut alerts: Vec<Expectation> = b
         .played
         .iter()
         .flat_map(|(text, i)| foresight.alerts(i, text))
         .collect();
+    let swaps = battery_alerts(&emissions, &clock, &rules, spec.start);
+    b.summary.battery_swaps = swaps.len();
+    alerts.extend(swaps);
+    alerts.sort_by_key(|e| e.at);
     let events = deliver(&mut b.rng, &emissions, &clock);
     let mut summary = b.summary;
     summary.events = events.len();
@@ -747,6 +765,59 @@ impl Foresight<'_> {
     }
 }
 
+/// The low-battery warnings of the home's sensors: each from the first report below
+/// `low_battery_pct` to the first above it + 5, after the fresh cell went in.
+fn battery_alerts(
+    emissions: &[Emission],
+    clock: &Clock,
+    rules: &RuleSettings,
+    start: NaiveDate,
+) -> Vec<Expectation> {
+    let pct = rules.low_battery_pct;
+    let mut low: std::collections::BTreeMap<Role, usize> = std::collections::BTreeMap::new();
+    let mut out: Vec<Expectation> = Vec::new();
+    for e in emissions {
+        let Msg::Heartbeat {
+            battery: Some(level),
+        } = e.msg
+        else {
+            continue;
+        };
+        match low.get(&e.role) {
+            None if level < pct => {
+                let day = (e.at / DAY).floor() as u32;
+                let date = start + chrono::Days::new(u64::from(day));
+                let text = format!(
+                    "day {} ({}): the {}'s battery reports {level} %; a fresh one goes in {BATTERY_SWAP_DAYS} days later",
+                    day + 1,
+                    date.format("%a %-d %b"),
+                    e.role.label()
+                );
+                low.insert(e.role, out.len());
+                out.push(Expectation {
+                    device: Some(device_id(e.role).to_owned()),
+                    incident: text,
+                    ..alert(
+                        AlertKind::LowBattery,
+                        Severity::Warning,
+                        clock.ts(e.at),
+                        Resolution::open(),
+                    )
+                });
+            }
+            Some(&i) if level > pct.saturating_add(BATTERY_HYSTERESIS) => {
+                out[i].resolution = Some(Resolution::Resolved {
+                    at: Some(clock.ts(e.at)),
+                    reason: Some(format!("battery at {level}%")),
+                });
+                low.remove(&e.role);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 fn alert(
     kind: AlertKind,
     severity: Severity,
@@ -893,6 +964,32 @@ mod tests {
         // morning check.
         assert_eq!(kinds.len(), 8, "{:#?}", r.expected.alerts);
         assert!(r.expected.alerts.iter().all(|e| e.at.is_some()));
+        Ok(())
+    }
+
+    #[test]
+    fn over_a_year_batteries_run_low_and_are_replaced() -> anyhow::Result<()> {
+        let r = record(&spec(365, 0))?;
+        let low: Vec<&Expectation> = r
+            .expected
+            .alerts
+            .iter()
+            .filter(|e| e.kind == AlertKind::LowBattery)
+            .collect();
+        assert!(!low.is_empty(), "{:?}", r.summary);
+        assert_eq!(r.summary.battery_swaps, low.len());
+        for e in low {
+            let Some(Resolution::Resolved {
+                at: Some(end),
+                reason,
+            }) = &e.resolution
+            else {
+                panic!("not replaced: {e:?}");
+            };
+            let days = (*end - e.at.unwrap_or_default()).num_hours() as f64 / 24.0;
+            assert!((5.0..5.1).contains(&days), "{days} days: {e:?}");
+            assert_eq!(reason.as_deref(), Some("battery at 100%"));
+        }
         Ok(())
     }
 
