@@ -498,21 +498,21 @@ mod tests {
         ));
         let by_staff = Raised::from_alert(&alert(AlertState::Resolved, Some("visited, fine")));
         let open = Raised::from_alert(&alert(AlertState::Acknowledged, None));
-        let want = Expectation {
+        let want = [Expectation {
             kind: AlertKind::DeviceOffline,
             device: Some("gw".into()),
             severity: Some(Severity::Warning),
             at: None,
             resolution: Some(Resolution::because("device reported again")),
             incident: String::new(),
-        };
-        assert!(judge(&[want.clone()], &[], &[cleared]).as_expected());
-        let j = judge(&[want.clone()], &[], &[by_staff]);
+        }];
+        assert!(judge(&want, &[], &[cleared]).as_expected());
+        let j = judge(&want, &[], &[by_staff]);
         assert!(
             j.differing[0].contains("\"by carer: visited, fine\""),
             "{j:?}"
         );
-        assert!(judge(&[want], &[], &[open]).differing[0].ends_with("still open"));
+        assert!(judge(&want, &[], &[open]).differing[0].ends_with("still open"));
     }
 
     #[test]
