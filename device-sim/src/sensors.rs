@@ -394,6 +394,16 @@ mod tests {
         }
     }
 
+    /// The battery levels the heartbeats report.
+    fn levels(out: &[Emission]) -> Vec<u8> {
+        out.iter()
+            .filter_map(|e| match e.msg {
+                Msg::Heartbeat { battery } => battery,
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_swapped_battery_reports_full_after_the_service_came() {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2);
@@ -406,13 +416,7 @@ mod tests {
             ..Battery::dying()
         };
         let died = heartbeats(&mut rng, Role::Button, b, 1000.0, 12_000.0, &mut out);
-        let levels: Vec<u8> = out
-            .iter()
-            .filter_map(|e| match e.msg {
-                Msg::Heartbeat { battery } => battery,
-                _ => None,
-            })
-            .collect();
+        let levels = levels(&out);
         assert_eq!(died, None);
         // Heartbeats come every 1000 s (± 5 %): the fresh cell goes in after the third low one.
         assert_eq!(
@@ -434,13 +438,7 @@ mod tests {
             1e6,
             &mut out,
         );
-        let levels: Vec<u8> = out
-            .iter()
-            .filter_map(|e| match e.msg {
-                Msg::Heartbeat { battery } => battery,
-                _ => None,
-            })
-            .collect();
+        let levels = levels(&out);
         assert_eq!(levels, vec![17, 16, 15, 14, 13, 12, 11, 10]);
         assert!(died.is_some_and(|d| d > out.last().map_or(0.0, |e| e.at)));
     }
