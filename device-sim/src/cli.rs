@@ -621,12 +621,13 @@ fn record_cmd(a: RecordArgs, rep: Reporter) -> Result<bool> {
         eprintln!("{}", json!({"type": "summary", "summary": s}));
     } else {
         eprintln!(
-            "{} days, {} events: {} day-service visits, {} long outings, {} night away (paused), {} incidents",
+            "{} days, {} events: {} day-service visits, {} long outings, {} night away (paused), {} battery swaps, {} incidents",
             s.days,
             s.events,
             s.day_service_visits,
             s.long_outings,
             s.nights_away,
+            s.battery_swaps,
             s.incidents.len()
         );
         for i in &s.incidents {

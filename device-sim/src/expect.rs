@@ -471,6 +471,51 @@ mod tests {
     }
 
     #[test]
+    fn an_api_alert_tells_a_cleared_condition_from_a_staff_resolution() {
+        let alert = |state, resolution: Option<&str>| Alert {
+            id: 1,
+            resident_id: 1,
+            device_id: Some("gw".into()),
+            kind: AlertKind::DeviceOffline,
+            severity: Severity::Warning,
+            state,
+            escalated: false,
+            opened_at: t("2026-01-17T05:00:00Z"),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: Some(t("2026-01-17T05:10:00Z")),
+            resolved_by: Some("carer".into()),
+            resolution: resolution.map(str::to_owned),
+            details: Value::Null,
+            updated_at: t("2026-01-17T05:10:00Z"),
+            assigned_to: None,
+            snoozed_until: None,
+            tier: 0,
+        };
+        let cleared = Raised::from_alert(&alert(
+            AlertState::Resolved,
+            Some("condition_cleared: device reported again"),
+        ));
+        let by_staff = Raised::from_alert(&alert(AlertState::Resolved, Some("visited, fine")));
+        let open = Raised::from_alert(&alert(AlertState::Acknowledged, None));
+        let want = [Expectation {
+            kind: AlertKind::DeviceOffline,
+            device: Some("gw".into()),
+            severity: Some(Severity::Warning),
+            at: None,
+            resolution: Some(Resolution::because("device reported again")),
+            incident: String::new(),
+        }];
+        assert!(judge(&want, &[], &[cleared]).as_expected());
+        let j = judge(&want, &[], &[by_staff]);
+        assert!(
+            j.differing[0].contains("\"by carer: visited, fine\""),
+            "{j:?}"
+        );
+        assert!(judge(&want, &[], &[open]).differing[0].ends_with("still open"));
+    }
+
+    #[test]
     fn replay_output_reads_as_alerts_with_their_ends() -> anyhow::Result<()> {
         let out = r#"{"at":"2026-12-01T11:30:00Z","kind":"dwell","severity":"high","change":"opened","details":{"limit_s":3600,"room":"bathroom"}}
 {"at":"2026-12-01T11:31:00Z","kind":"sos","severity":"critical","change":"opened","details":{"device":"pendant","presses":1}}

@@ -8,6 +8,7 @@
 //!   16:00, and now and then a long outing (3.5–5 h) without a tracker — long enough that
 //!   only the entrance door keeps the day threshold from firing;
 //! - a night at family's, which the care manager entered as a dated pause;
+//! - over months, sensor batteries that run low and get a fresh cell five days later;
 //! - incidents chosen by the seed, each with its moments known to the millisecond: a fall, an
 //!   evening collapse in the bathroom, a long bath, a morning not up, a night exit and an SOS
 //!   press. A carer who comes after a fall or collapse opens the entrance door, and the
@@ -33,7 +34,7 @@ use crate::geo::Xy;
 use crate::home::{self, HomeGeo, Role, Room};
 use crate::life::{self, Doing, Level, Plan, Track, TrackPoint, DAY, HOUR, MINUTE};
 use crate::scenario::hhmm;
-use crate::sensors::{self, Household};
+use crate::sensors::{self, BatterySwap, Household};
 use crate::timeline::{Emission, Msg};
 
 /// The recorded home's time zone. The life model's days are 24 h long, which only a zone
@@ -41,6 +42,11 @@ use crate::timeline::{Emission, Msg};
 pub const TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Tokyo;
 /// The longest recording, so that a typing slip cannot fill a disk (about 1,300 lines a day).
 pub const MAX_DAYS: u32 = 1_000;
+/// Days after a sensor's first low-battery report that the care service puts in a fresh cell.
+const BATTERY_SWAP_DAYS: f64 = 5.0;
+/// Percentage points above `low_battery_pct` at which the rules call a battery fine again
+/// (rules.md: "above it + 5 it resolves").
+const BATTERY_HYSTERESIS: u8 = 5;
 /// Share of lines a buffering gateway delivers a few lines late.
 const LATE_SHARE: f64 = 0.02;
 /// Nakano, Tokyo: where the home stands.
@@ -80,6 +86,8 @@ pub struct RecordSummary {
     pub day_service_visits: usize,
     pub long_outings: usize,
     pub nights_away: usize,
+    /// Sensor batteries that ran low (and were replaced five days later).
+    pub battery_swaps: usize,
     /// One sentence per incident.
     pub incidents: Vec<String>,
 }
@@ -109,9 +117,9 @@ impl IncidentKind {
 /// An incident as played, with its moments in simulated seconds.
 #[derive(Debug, Clone, PartialEq)]
 enum Incident {
-    Fall { room: Room, fell: f64, found: f64 },
+    Fall { fell: f64, found: f64 },
     EveningCollapse { fell: f64, found: f64 },
-    LongBath { from: f64, until: f64 },
+    LongBath { from: f64 },
     NotUp { day: u32, up: f64 },
     NightExit { out: f64, back: f64 },
     Sos { at: f64 },
@@ -165,18 +173,33 @@ pub fn record(spec: &RecordSpec) -> anyhow::Result<Recording> {
         },
     };
     b.live_the_weeks(spec)?;
+    let rules = RuleSettings::default();
     let roles = Role::home_set(false);
-    let house = Household::new(&mut b.rng, &b.geo, &roles);
+    let mut house = Household::new(&mut b.rng, &b.geo, &roles);
+    for battery in house.batteries.values_mut() {
+        battery.swap = Some(BatterySwap {
+            below_pct: rules.low_battery_pct,
+            after_s: BATTERY_SWAP_DAYS * DAY,
+        });
+    }
     let mut emissions = sensors::render(&mut b.rng, &b.plan, &house, span);
     emissions.append(&mut b.extra);
     emissions.sort_by(|x, y| x.at.total_cmp(&y.at));
     let acts = activities(&emissions, &clock);
-    let rules = RuleSettings::default();
-    let alerts = b
+    let foresight = Foresight {
+        acts: &acts,
+        clock,
+        rules: &rules,
+    };
+    let mut alerts: Vec<Expectation> = b
         .played
         .iter()
-        .flat_map(|(text, i)| expected_of(i, text, &acts, &clock, &rules))
+        .flat_map(|(text, i)| foresight.alerts(i, text))
         .collect();
+    let swaps = battery_alerts(&emissions, &clock, &rules, spec.start);
+    b.summary.battery_swaps = swaps.len();
+    alerts.extend(swaps);
+    alerts.sort_by_key(|e| e.at);
     let events = deliver(&mut b.rng, &emissions, &clock);
     let mut summary = b.summary;
     summary.events = events.len();
@@ -404,113 +427,122 @@ impl Builder {
         s.then(3.0 * MINUTE, room(then, Level::Active));
     }
 
+    /// Plays incident `kind` on day `d`: its story goes into the plan, its sentence and
+    /// moments into `played`.
     fn incident(&mut self, kind: IncidentKind, d: u32) {
         let day = self.day_name(d);
         let (text, incident, story) = match kind {
-            IncidentKind::Fall => {
-                let h = self.hours(10.0, 16.0);
-                let mut s = Story::new(self.plan.home_from(Self::at(d, h)));
-                let r = if self.rng.gen_bool(0.5) {
-                    Room::Kitchen
-                } else {
-                    Room::LivingRoom
-                };
-                let fell = s.then(2.0 * MINUTE, room(r, Level::Active));
-                let still = 3.0 * HOUR + self.hours(20.0, 90.0) * MINUTE;
-                let found = s.then(still, room(r, Level::Still));
-                self.carer_visit(&mut s, r, Room::Kitchen);
-                let text = format!(
-                    "{day}: falls in the {} at {} and lies still until a carer comes at {}",
-                    r.as_str().replace('_', " "),
-                    hhmm(fell),
-                    hhmm(found)
-                );
-                (
-                    text,
-                    Incident::Fall {
-                        room: r,
-                        fell,
-                        found,
-                    },
-                    s,
-                )
-            }
-            IncidentKind::EveningCollapse => {
-                let h = self.hours(19.5, 20.5);
-                let mut s = Story::new(self.plan.home_from(Self::at(d, h)));
-                let fell = s.then(90.0, room(Room::Bathroom, Level::Active));
-                let still = 3.0 * HOUR + self.hours(30.0, 60.0) * MINUTE;
-                let found = s.then(still, room(Room::Bathroom, Level::Still));
-                self.carer_visit(&mut s, Room::Bathroom, Room::Bedroom);
-                let text = format!(
-                    "{day}: collapses in the bathroom at {}; the night carer finds them at {}",
-                    hhmm(fell),
-                    hhmm(found)
-                );
-                (text, Incident::EveningCollapse { fell, found }, s)
-            }
-            IncidentKind::LongBath => {
-                let h = self.hours(19.5, 20.5);
-                let from = self.plan.home_from(Self::at(d, h));
-                let mut s = Story::new(from);
-                let long = self.hours(65.0, 100.0) * MINUTE;
-                let until = s.then(long, room(Room::Bathroom, Level::Active));
-                s.then(3.0 * MINUTE, room(Room::Bedroom, Level::Active));
-                let text = format!("{day}: a long bath, {} to {}", hhmm(from), hhmm(until));
-                (text, Incident::LongBath { from, until }, s)
-            }
-            IncidentKind::NotUp => {
-                let mut s = Story::new(self.plan.home_from(Self::at(d, 4.5)));
-                s.then(5.0 * MINUTE, room(Room::Bathroom, Level::Active));
-                s.then(90.0, room(Room::Bedroom, Level::Active));
-                let h = self.hours(10.5, 11.5);
-                let up = Self::at(d, h);
-                s.then(up - s.t, room(Room::Bedroom, Level::Still));
-                s.then(10.0 * MINUTE, room(Room::Bedroom, Level::Active));
-                s.then(15.0 * MINUTE, room(Room::Bathroom, Level::Active));
-                let text = format!(
-                    "{day}: unwell after a trip to the toilet at 04:30, stays in bed without moving until {}",
-                    hhmm(up)
-                );
-                (text, Incident::NotUp { day: d, up }, s)
-            }
-            IncidentKind::NightExit => {
-                let h = self.hours(2.0, 3.5);
-                let mut s = Story::new(self.plan.home_from(Self::at(d, h)));
-                s.then(2.0 * MINUTE, room(Room::Bedroom, Level::Active));
-                let out = s.then(90.0, room(Room::LivingRoom, Level::Active));
-                let track = self.lost_and_brought_back(out);
-                let back = s.then(track.end_t() - out, Doing::Out(track));
-                s.then(10.0 * MINUTE, room(Room::LivingRoom, Level::Active));
-                s.then(5.0 * MINUTE, room(Room::Bathroom, Level::Active));
-                let text = format!(
-                    "{day}: leaves the house at {}, confused and without a tracker; a neighbour brings them back at {}",
-                    hhmm(out),
-                    hhmm(back)
-                );
-                (text, Incident::NightExit { out, back }, s)
-            }
-            IncidentKind::Sos => {
-                let h = self.hours(9.0, 20.0);
-                let at = self.plan.home_from(Self::at(d, h));
-                for t in [at, at + 20.0] {
-                    self.extra.push(Emission {
-                        at: t,
-                        role: Role::Button,
-                        msg: Msg::Sos,
-                    });
-                }
-                let text = format!(
-                    "{day}: feels faint and presses the SOS pendant at {}, twice",
-                    hhmm(at)
-                );
-                (text, Incident::Sos { at }, Story::new(at))
-            }
+            IncidentKind::Fall => self.fall(d, &day),
+            IncidentKind::EveningCollapse => self.evening_collapse(d, &day),
+            IncidentKind::LongBath => self.long_bath(d, &day),
+            IncidentKind::NotUp => self.not_up(d, &day),
+            IncidentKind::NightExit => self.night_exit(d, &day),
+            IncidentKind::Sos => self.sos(d, &day),
         };
         if !story.parts.is_empty() {
             self.plan.splice(story.start, story.parts);
         }
         self.played.push((text, incident));
+    }
+
+    /// A story starting at a moment of day `d` between `lo` and `hi` hours when the
+    /// resident is at home.
+    fn story_between(&mut self, d: u32, lo: f64, hi: f64) -> Story {
+        let h = self.hours(lo, hi);
+        Story::new(self.plan.home_from(Self::at(d, h)))
+    }
+
+    fn fall(&mut self, d: u32, day: &str) -> (String, Incident, Story) {
+        let mut s = self.story_between(d, 10.0, 16.0);
+        let r = if self.rng.gen_bool(0.5) {
+            Room::Kitchen
+        } else {
+            Room::LivingRoom
+        };
+        let fell = s.then(2.0 * MINUTE, room(r, Level::Active));
+        let still = 3.0 * HOUR + self.hours(20.0, 90.0) * MINUTE;
+        let found = s.then(still, room(r, Level::Still));
+        self.carer_visit(&mut s, r, Room::Kitchen);
+        let text = format!(
+            "{day}: falls in the {} at {} and lies still until a carer comes at {}",
+            r.as_str().replace('_', " "),
+            hhmm(fell),
+            hhmm(found)
+        );
+        (text, Incident::Fall { fell, found }, s)
+    }
+
+    fn evening_collapse(&mut self, d: u32, day: &str) -> (String, Incident, Story) {
+        let mut s = self.story_between(d, 19.5, 20.5);
+        let fell = s.then(90.0, room(Room::Bathroom, Level::Active));
+        let still = 3.0 * HOUR + self.hours(30.0, 60.0) * MINUTE;
+        let found = s.then(still, room(Room::Bathroom, Level::Still));
+        self.carer_visit(&mut s, Room::Bathroom, Room::Bedroom);
+        let text = format!(
+            "{day}: collapses in the bathroom at {}; the night carer finds them at {}",
+            hhmm(fell),
+            hhmm(found)
+        );
+        (text, Incident::EveningCollapse { fell, found }, s)
+    }
+
+    fn long_bath(&mut self, d: u32, day: &str) -> (String, Incident, Story) {
+        let mut s = self.story_between(d, 19.5, 20.5);
+        let from = s.start;
+        let long = self.hours(65.0, 100.0) * MINUTE;
+        let until = s.then(long, room(Room::Bathroom, Level::Active));
+        s.then(3.0 * MINUTE, room(Room::Bedroom, Level::Active));
+        let text = format!("{day}: a long bath, {} to {}", hhmm(from), hhmm(until));
+        (text, Incident::LongBath { from }, s)
+    }
+
+    fn not_up(&mut self, d: u32, day: &str) -> (String, Incident, Story) {
+        let mut s = Story::new(self.plan.home_from(Self::at(d, 4.5)));
+        s.then(5.0 * MINUTE, room(Room::Bathroom, Level::Active));
+        s.then(90.0, room(Room::Bedroom, Level::Active));
+        let h = self.hours(10.5, 11.5);
+        let up = Self::at(d, h);
+        s.then(up - s.t, room(Room::Bedroom, Level::Still));
+        s.then(10.0 * MINUTE, room(Room::Bedroom, Level::Active));
+        s.then(15.0 * MINUTE, room(Room::Bathroom, Level::Active));
+        let text = format!(
+            "{day}: unwell after a trip to the toilet at 04:30, stays in bed without moving until {}",
+            hhmm(up)
+        );
+        (text, Incident::NotUp { day: d, up }, s)
+    }
+
+    fn night_exit(&mut self, d: u32, day: &str) -> (String, Incident, Story) {
+        let mut s = self.story_between(d, 2.0, 3.5);
+        s.then(2.0 * MINUTE, room(Room::Bedroom, Level::Active));
+        let out = s.then(90.0, room(Room::LivingRoom, Level::Active));
+        let track = self.lost_and_brought_back(out);
+        let back = s.then(track.end_t() - out, Doing::Out(track));
+        s.then(10.0 * MINUTE, room(Room::LivingRoom, Level::Active));
+        s.then(5.0 * MINUTE, room(Room::Bathroom, Level::Active));
+        let text = format!(
+            "{day}: leaves the house at {}, confused and without a tracker; a neighbour brings them back at {}",
+            hhmm(out),
+            hhmm(back)
+        );
+        (text, Incident::NightExit { out, back }, s)
+    }
+
+    /// Two presses of the pendant; the day goes on as planned.
+    fn sos(&mut self, d: u32, day: &str) -> (String, Incident, Story) {
+        let at = self.story_between(d, 9.0, 20.0).start;
+        for t in [at, at + 20.0] {
+            self.extra.push(Emission {
+                at: t,
+                role: Role::Button,
+                msg: Msg::Sos,
+            });
+        }
+        let text = format!(
+            "{day}: feels faint and presses the SOS pendant at {}, twice",
+            hhmm(at)
+        );
+        (text, Incident::Sos { at }, Story::new(at))
     }
 
     /// A walk that leads away from home for 20–45 minutes, and the way back with a neighbour.
@@ -611,121 +643,195 @@ fn moved(a: &Activity) -> String {
     }
 }
 
-fn resolved(a: &Activity, reason: String) -> Option<Resolution> {
-    Some(Resolution::Resolved {
+fn resolved(a: &Activity, reason: String) -> Resolution {
+    Resolution::Resolved {
         at: Some(a.ts),
         reason: Some(reason),
-    })
+    }
 }
 
-/// The alerts one incident should raise, from the events the home's devices sent.
-fn expected_of(
-    incident: &Incident,
-    text: &str,
-    acts: &[Activity],
+/// What the rules should make of the home's events: the alerts of each incident.
+struct Foresight<'a> {
+    acts: &'a [Activity],
+    clock: Clock,
+    rules: &'a RuleSettings,
+}
+
+impl Foresight<'_> {
+    /// The alerts `incident` should raise; `text` tells it.
+    fn alerts(&self, incident: &Incident, text: &str) -> Vec<Expectation> {
+        let found = match *incident {
+            Incident::Fall { found, .. } => vec![self.still(found)],
+            Incident::EveningCollapse { fell, found } => {
+                vec![self.dwell(fell), self.still(found)]
+            }
+            Incident::LongBath { from } => vec![self.dwell(from + 1.0)],
+            Incident::NotUp { day, up } => self.not_up(day, up),
+            Incident::NightExit { out, back } => vec![self.night_exit(out, back)],
+            Incident::Sos { at } => vec![Some(Expectation {
+                device: Some(device_id(Role::Button).to_owned()),
+                ..alert(
+                    AlertKind::Sos,
+                    Severity::Critical,
+                    self.clock.ts(at),
+                    Resolution::open(),
+                )
+            })],
+        };
+        found
+            .into_iter()
+            .flatten()
+            .map(|e| Expectation {
+                incident: text.to_owned(),
+                ..e
+            })
+            .collect()
+    }
+
+    fn day_threshold(&self) -> Duration {
+        secs(self.rules.inactivity.day_threshold_s)
+    }
+
+    /// Stillness until someone comes at `found`: the day threshold after the last activity
+    /// (by day, and at night when the last activity was not in bed), resolved by the next.
+    fn still(&self, found: f64) -> Option<Expectation> {
+        let last = last_before(self.acts, found)?;
+        let next = first_from(self.acts, found)?;
+        Some(alert(
+            AlertKind::Inactivity,
+            Severity::High,
+            last.ts + self.day_threshold(),
+            resolved(next, resumed(next)),
+        ))
+    }
+
+    /// The bathroom stay going on at `inside`, longer than the room's limit.
+    fn dwell(&self, inside: f64) -> Option<Expectation> {
+        let limit = self.rules.dwell.limits_s.get(Room::Bathroom.as_str())?;
+        let since = stay_start(self.acts, Room::Bathroom, inside)?;
+        let left = leaving(self.acts, Room::Bathroom, since.at)?;
+        Some(alert(
+            AlertKind::Dwell,
+            Severity::High,
+            since.ts + secs(*limit),
+            resolved(left, moved(left)),
+        ))
+    }
+
+    /// Last moved in bed before the day began, up at `up`: the day threshold counts from
+    /// `day_starts`, and the morning check finds nothing since then.
+    fn not_up(&self, day: u32, up: f64) -> Vec<Option<Expectation>> {
+        let i = &self.rules.inactivity;
+        let local = |hhmm: Option<&String>| {
+            let t = LocalTime::parse(hhmm?)?;
+            let h = f64::from(t.minutes_of_day()) / 60.0;
+            Some(self.clock.ts(Builder::at(day, h)))
+        };
+        let Some(next) = first_from(self.acts, up) else {
+            return Vec::new();
+        };
+        let end = || resolved(next, resumed(next));
+        vec![
+            local(Some(&i.day_starts)).map(|t| {
+                alert(
+                    AlertKind::Inactivity,
+                    Severity::High,
+                    t + self.day_threshold(),
+                    end(),
+                )
+            }),
+            local(i.morning_deadline.as_ref())
+                .map(|t| alert(AlertKind::NoMorningActivity, Severity::High, t, end())),
+        ]
+    }
+
+    /// Out through the entrance door at night at `out`, back indoors at `back`.
+    fn night_exit(&self, out: f64, back: f64) -> Option<Expectation> {
+        let door = self
+            .acts
+            .iter()
+            .find(|a| a.at >= out && a.door_open == Some(true))?;
+        let inside = self
+            .acts
+            .iter()
+            .find(|a| a.at >= back && a.room.is_some())?;
+        let room = inside.room.map_or("", Room::as_str);
+        Some(alert(
+            AlertKind::NightExit,
+            Severity::Critical,
+            door.ts + secs(self.rules.night_exit.confirm_s),
+            resolved(inside, format!("motion indoors ({room})")),
+        ))
+    }
+}
+
+/// The low-battery warnings of the home's sensors: each from the first report below
+/// `low_battery_pct` to the first above it + 5, after the fresh cell went in.
+fn battery_alerts(
+    emissions: &[Emission],
     clock: &Clock,
     rules: &RuleSettings,
+    start: NaiveDate,
 ) -> Vec<Expectation> {
-    let day_s = secs(rules.inactivity.day_threshold_s);
-    let bath_s = secs(
-        rules
-            .dwell
-            .limits_s
-            .get(Room::Bathroom.as_str())
-            .copied()
-            .unwrap_or(3600),
-    );
-    let alert = |kind, severity, at: DateTime<Utc>, resolution| Expectation {
+    let pct = rules.low_battery_pct;
+    let mut low: std::collections::BTreeMap<Role, usize> = std::collections::BTreeMap::new();
+    let mut out: Vec<Expectation> = Vec::new();
+    for e in emissions {
+        let Msg::Heartbeat {
+            battery: Some(level),
+        } = e.msg
+        else {
+            continue;
+        };
+        match low.get(&e.role) {
+            None if level < pct => {
+                let day = (e.at / DAY).floor() as u32;
+                let date = start + chrono::Days::new(u64::from(day));
+                let text = format!(
+                    "day {} ({}): the {}'s battery reports {level} %; a fresh one goes in {BATTERY_SWAP_DAYS} days later",
+                    day + 1,
+                    date.format("%a %-d %b"),
+                    e.role.label()
+                );
+                low.insert(e.role, out.len());
+                out.push(Expectation {
+                    device: Some(device_id(e.role).to_owned()),
+                    incident: text,
+                    ..alert(
+                        AlertKind::LowBattery,
+                        Severity::Warning,
+                        clock.ts(e.at),
+                        Resolution::open(),
+                    )
+                });
+            }
+            Some(&i) if level > pct.saturating_add(BATTERY_HYSTERESIS) => {
+                out[i].resolution = Some(Resolution::Resolved {
+                    at: Some(clock.ts(e.at)),
+                    reason: Some(format!("battery at {level}%")),
+                });
+                low.remove(&e.role);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn alert(
+    kind: AlertKind,
+    severity: Severity,
+    at: DateTime<Utc>,
+    resolution: Resolution,
+) -> Expectation {
+    Expectation {
         kind,
         device: None,
         severity: Some(severity),
         at: Some(at),
-        resolution,
-        incident: text.to_owned(),
-    };
-    // The day threshold after the last activity: by day, and at night when it was not in bed.
-    let still = |found: f64| -> Option<Expectation> {
-        let last = last_before(acts, found)?;
-        let next = first_from(acts, found)?;
-        Some(alert(
-            AlertKind::Inactivity,
-            Severity::High,
-            last.ts + day_s,
-            resolved(next, resumed(next)),
-        ))
-    };
-    // A stay in the bathroom longer than its limit.
-    let dwell = |inside: f64| -> Option<Expectation> {
-        let since = stay_start(acts, Room::Bathroom, inside)?;
-        let left = leaving(acts, Room::Bathroom, since.at)?;
-        Some(alert(
-            AlertKind::Dwell,
-            Severity::High,
-            since.ts + bath_s,
-            resolved(left, moved(left)),
-        ))
-    };
-    let found: Vec<Option<Expectation>> = match *incident {
-        Incident::Fall { found, .. } => vec![still(found)],
-        Incident::EveningCollapse { fell, found } => vec![dwell(fell), still(found)],
-        Incident::LongBath { from, .. } => vec![dwell(from + 1.0)],
-        Incident::NotUp { day, up } => {
-            // Last moved in bed before the day began: the day threshold counts from
-            // day_starts, and the morning check finds nothing since then.
-            let local = |hhmm: Option<&String>, fallback: f64| {
-                let h = hhmm
-                    .and_then(|s| LocalTime::parse(s))
-                    .map_or(fallback, |t| f64::from(t.minutes_of_day()) / 60.0);
-                clock.ts(Builder::at(day, h))
-            };
-            let day_starts = local(Some(&rules.inactivity.day_starts), 6.0);
-            let deadline = local(rules.inactivity.morning_deadline.as_ref(), 10.0);
-            let next = first_from(acts, up);
-            vec![
-                next.map(|n| {
-                    alert(
-                        AlertKind::Inactivity,
-                        Severity::High,
-                        day_starts + day_s,
-                        resolved(n, resumed(n)),
-                    )
-                }),
-                next.map(|n| {
-                    alert(
-                        AlertKind::NoMorningActivity,
-                        Severity::High,
-                        deadline,
-                        resolved(n, resumed(n)),
-                    )
-                }),
-            ]
-        }
-        Incident::NightExit { out, back } => {
-            let door = acts
-                .iter()
-                .find(|a| a.at >= out && a.door_open == Some(true));
-            let inside = acts.iter().find(|a| a.at >= back && a.room.is_some());
-            vec![door.zip(inside).map(|(door, inside)| {
-                let room = inside.room.map_or("", Room::as_str);
-                alert(
-                    AlertKind::NightExit,
-                    Severity::Critical,
-                    door.ts + secs(rules.night_exit.confirm_s),
-                    resolved(inside, format!("motion indoors ({room})")),
-                )
-            })]
-        }
-        Incident::Sos { at } => vec![Some(Expectation {
-            device: Some(device_id(Role::Button).to_owned()),
-            ..alert(
-                AlertKind::Sos,
-                Severity::Critical,
-                clock.ts(at),
-                Some(Resolution::open()),
-            )
-        })],
-    };
-    found.into_iter().flatten().collect()
+        resolution: Some(resolution),
+        incident: String::new(),
+    }
 }
 
 fn secs(s: u64) -> Duration {
@@ -858,6 +964,32 @@ mod tests {
         // morning check.
         assert_eq!(kinds.len(), 8, "{:#?}", r.expected.alerts);
         assert!(r.expected.alerts.iter().all(|e| e.at.is_some()));
+        Ok(())
+    }
+
+    #[test]
+    fn over_a_year_batteries_run_low_and_are_replaced() -> anyhow::Result<()> {
+        let r = record(&spec(365, 0))?;
+        let low: Vec<&Expectation> = r
+            .expected
+            .alerts
+            .iter()
+            .filter(|e| e.kind == AlertKind::LowBattery)
+            .collect();
+        assert!(!low.is_empty(), "{:?}", r.summary);
+        assert_eq!(r.summary.battery_swaps, low.len());
+        for e in low {
+            let Some(Resolution::Resolved {
+                at: Some(end),
+                reason,
+            }) = &e.resolution
+            else {
+                panic!("not replaced: {e:?}");
+            };
+            let days = (*end - e.at.unwrap_or_default()).num_hours() as f64 / 24.0;
+            assert!((5.0..5.1).contains(&days), "{days} days: {e:?}");
+            assert_eq!(reason.as_deref(), Some("battery at 100%"));
+        }
         Ok(())
     }
 

@@ -42,6 +42,16 @@ pub struct Battery {
     pub per_heartbeat: f64,
     /// At or below this level the device stops working altogether.
     pub dies_at: f64,
+    /// Whether someone puts in a fresh cell after the device reports a low level.
+    pub swap: Option<BatterySwap>,
+}
+
+/// A care service's answer to a low-battery warning: a fresh cell `after_s` seconds after the
+/// device first reported a level below `below_pct`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatterySwap {
+    pub below_pct: u8,
+    pub after_s: f64,
 }
 
 impl Battery {
@@ -51,6 +61,7 @@ impl Battery {
             start: rng.gen_range(40.0..100.0f64).round(),
             per_heartbeat: 0.002,
             dies_at: 0.0,
+            swap: None,
         }
     }
 
@@ -60,6 +71,7 @@ impl Battery {
             start: 17.0,
             per_heartbeat: 1.0,
             dies_at: 9.0,
+            swap: None,
         }
     }
 }
@@ -169,18 +181,31 @@ fn heartbeats(
 ) -> Option<f64> {
     let mut t = rng.gen_range(0.0..period);
     let mut level = b.start;
+    let mut low_since = None;
     while t < end {
         if level <= b.dies_at {
             return Some(t);
         }
+        let reported = level.round().clamp(0.0, 100.0) as u8;
         out.push(Emission {
             at: t,
             role,
             msg: Msg::Heartbeat {
-                battery: Some(level.round().clamp(0.0, 100.0) as u8),
+                battery: Some(reported),
             },
         });
         level -= b.per_heartbeat;
+        if let Some(swap) = b.swap {
+            let since = match low_since {
+                None if reported < swap.below_pct => *low_since.insert(t),
+                None => f64::INFINITY,
+                Some(since) => since,
+            };
+            if t >= since + swap.after_s {
+                level = 100.0;
+                low_since = None;
+            }
+        }
         t += period * rng.gen_range(0.95..1.05);
     }
     None
@@ -369,6 +394,38 @@ mod tests {
         }
     }
 
+    /// The battery levels the heartbeats report.
+    fn levels(out: &[Emission]) -> Vec<u8> {
+        out.iter()
+            .filter_map(|e| match e.msg {
+                Msg::Heartbeat { battery } => battery,
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_swapped_battery_reports_full_after_the_service_came() {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2);
+        let mut out = Vec::new();
+        let b = Battery {
+            swap: Some(BatterySwap {
+                below_pct: 15,
+                after_s: 2_500.0,
+            }),
+            ..Battery::dying()
+        };
+        let died = heartbeats(&mut rng, Role::Button, b, 1000.0, 12_000.0, &mut out);
+        let levels = levels(&out);
+        assert_eq!(died, None);
+        // Heartbeats come every 1000 s (± 5 %): the fresh cell goes in after the third low one.
+        assert_eq!(
+            &levels[..8],
+            &[17, 16, 15, 14, 13, 12, 11, 100],
+            "{levels:?}"
+        );
+    }
+
     #[test]
     fn a_dying_battery_reports_low_then_stops() {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2);
@@ -381,13 +438,7 @@ mod tests {
             1e6,
             &mut out,
         );
-        let levels: Vec<u8> = out
-            .iter()
-            .filter_map(|e| match e.msg {
-                Msg::Heartbeat { battery } => battery,
-                _ => None,
-            })
-            .collect();
+        let levels = levels(&out);
         assert_eq!(levels, vec![17, 16, 15, 14, 13, 12, 11, 10]);
         assert!(died.is_some_and(|d| d > out.last().map_or(0.0, |e| e.at)));
     }
