@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 
-use crate::process::{HubProcess, Sample};
+use crate::process::HubProcess;
 use crate::stats::Quantiles;
 use crate::{mixed_devices, provision, Size};
 
@@ -76,11 +76,11 @@ pub fn plan(size: Size) -> PrivacyPlan {
             rounds: 2,
         },
         Size::Full => PrivacyPlan {
-            devices: 1_000,
+            devices: 100,
             rate: 5_000.0,
             phase: Duration::from_secs(30),
             backlog: 2_000_000,
-            residents: 1_000,
+            residents: 500,
             fixes: 100,
             readers: 8,
             read_phase: Duration::from_secs(10),
@@ -187,28 +187,49 @@ async fn open(db: &Path) -> Result<SqliteConnection> {
         .with_context(|| format!("cannot open {}", db.display()))
 }
 
-/// Writes `count` fixes of the hub's GPS trackers, in turn, one every `step_ms` going back
-/// from `newest_ms`, in transactions of a million rows.
-async fn fixes(conn: &mut SqliteConnection, count: u64, newest_ms: i64, step_ms: i64) -> Result<()> {
+/// What [`readings`] writes: GPS fixes of the trackers, or heartbeats of the motion sensors.
+#[derive(Clone, Copy)]
+enum Rows {
+    Fixes,
+    Heartbeats,
+}
+
+/// Writes `count` readings of the hub's devices of one kind, in turn, one every `step_ms`
+/// going back from `newest_ms`, in transactions of a million rows.
+async fn readings(
+    conn: &mut SqliteConnection,
+    rows: Rows,
+    count: u64,
+    newest_ms: i64,
+    step_ms: i64,
+) -> Result<()> {
     const CHUNK: u64 = 1_000_000;
+    let (device, kind) = match rows {
+        Rows::Fixes => ("gps", "gps"),
+        Rows::Heartbeats => ("motion", "heartbeat"),
+    };
     let mut done = 0;
     while done < count {
         let n = CHUNK.min(count - done);
         // language=SQLite
         sqlx::query(
             "WITH RECURSIVE seq(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM seq WHERE x < ?2),
-                  gps AS (SELECT id, resident_id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS k
-                          FROM devices WHERE kind = 'gps'),
-                  n AS (SELECT COUNT(*) AS c FROM gps)
+                  dev AS (SELECT id, resident_id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS k
+                          FROM devices WHERE kind = ?5),
+                  n AS (SELECT COUNT(*) AS c FROM dev)
              INSERT INTO readings (resident_id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery)
-             SELECT gps.resident_id, gps.id, 'gps', ?3 - x * ?4, ?3 - x * ?4,
-                    35.7 + (x % 100) * 0.0001, 139.6, 12.0, 80
-             FROM seq JOIN gps ON gps.k = x % (SELECT c FROM n)",
+             SELECT dev.resident_id, dev.id, ?6, ?3 - x * ?4, ?3 - x * ?4,
+                    CASE WHEN ?6 = 'gps' THEN 35.7 + (x % 100) * 0.0001 END,
+                    CASE WHEN ?6 = 'gps' THEN 139.6 END,
+                    CASE WHEN ?6 = 'gps' THEN 12.0 END, 80
+             FROM seq JOIN dev ON dev.k = x % (SELECT c FROM n)",
         )
         .bind(done as i64)
         .bind((done + n - 1) as i64)
         .bind(newest_ms)
         .bind(step_ms)
+        .bind(device)
+        .bind(kind)
         .execute(&mut *conn)
         .await?;
         done += n;
@@ -255,9 +276,13 @@ async fn retention_under_ingest(
     let api = provision::admin(&hub).await?;
     let devices = mixed_devices(&hub, &api, p.devices).await?;
     hub.kill().await?;
-    let month_ago = chrono::Utc::now().timestamp_millis() - 31 * 86_400_000;
+    // The backlog is the oldest data, as in a store that has run for months; as many
+    // heartbeats of the last weeks stay, and the pass reads past them to find the end.
+    let now = chrono::Utc::now().timestamp_millis();
+    let month_ago = now - 31 * 86_400_000;
     let mut conn = open(&db).await?;
-    fixes(&mut conn, p.backlog, month_ago, 1_000).await?;
+    readings(&mut conn, Rows::Fixes, p.backlog, month_ago, 1_000).await?;
+    readings(&mut conn, Rows::Heartbeats, p.backlog, now, 1_000).await?;
     conn.close().await?;
     let hub = launch(binary, &db, &log, true).await?;
     let devices = provision::logins(
@@ -432,7 +457,8 @@ async fn read_audit(binary: &Path, dir: &Path, p: &PrivacyPlan) -> Result<ReadAu
     let mut conn = open(&db).await?;
     let now = chrono::Utc::now().timestamp_millis();
     let total = p.fixes * p.residents as u64;
-    fixes(&mut conn, total, now - 60_000, 60_000 / p.residents.max(1) as i64).await?;
+    let step = 60_000 / p.residents.max(1) as i64;
+    readings(&mut conn, Rows::Fixes, total, now - 60_000, step).await?;
     conn.close().await?;
     for suffix in ["", "-wal", "-shm"] {
         let from = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
