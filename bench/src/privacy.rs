@@ -56,8 +56,8 @@ pub fn plan(size: Size) -> PrivacyPlan {
         Size::Smoke => PrivacyPlan {
             devices: 20,
             rate: 200.0,
-            phase: Duration::from_secs(3),
-            backlog: 50_000,
+            phase: Duration::from_secs(4),
+            backlog: 30_000,
             residents: 20,
             fixes: 50,
             readers: 4,
@@ -67,8 +67,8 @@ pub fn plan(size: Size) -> PrivacyPlan {
         Size::Quick => PrivacyPlan {
             devices: 200,
             rate: 2_000.0,
-            phase: Duration::from_secs(15),
-            backlog: 500_000,
+            phase: Duration::from_secs(20),
+            backlog: 200_000,
             residents: 200,
             fixes: 100,
             readers: 8,
@@ -78,8 +78,8 @@ pub fn plan(size: Size) -> PrivacyPlan {
         Size::Full => PrivacyPlan {
             devices: 100,
             rate: 5_000.0,
-            phase: Duration::from_secs(30),
-            backlog: 2_000_000,
+            phase: Duration::from_secs(45),
+            backlog: 600_000,
             residents: 500,
             fixes: 100,
             readers: 8,
@@ -123,6 +123,9 @@ pub struct RetentionUnderIngest {
     /// How long the pass ran, and what it removed (positions, of which the backlog).
     pub pass_s: f64,
     pub removed: u64,
+    /// Whether the pass ended before the load measured during it did; if not, the end
+    /// of the pass (the last batch reads to the end of the table) went unmeasured.
+    pub pass_within_phase: bool,
     /// PUBACK p99 during the pass over the mean of before and after.
     pub p99_ratio: Option<f64>,
 }
@@ -336,6 +339,7 @@ async fn retention_under_ingest(
         after: (&after).into(),
         pass_s,
         removed,
+        pass_within_phase: pass_s <= p.phase.as_secs_f64(),
         p99_ratio,
     })
 }
@@ -528,9 +532,14 @@ pub fn table(f: &PrivacyFigures, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "  the pass removed {} fixes in {:.1} s; PUBACK p99 during / around it: {}",
+        "  the pass removed {} fixes in {:.1} s ({}); PUBACK p99 during / around it: {}",
         r.removed,
         r.pass_s,
+        if r.pass_within_phase {
+            "all of it within the phase"
+        } else {
+            "it outlasted the phase: its end went unmeasured"
+        },
         ratio(r.p99_ratio)
     );
     let a = &f.reads;
