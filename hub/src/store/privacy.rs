@@ -388,44 +388,50 @@ macro_rules! impl_privacy {
             }
 
             async fn purge_batch(&self, class: DataClass, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
-                let _w = self.write_guard().await;
-                let mut tx = self.pool.begin().await?;
-                let removed = if class == DataClass::Activity {
+                if class == DataClass::Activity {
+                    let _w = self.write_guard().await;
                     // Keyed by (resident, hour): whole hours go, the oldest first.
-                    sqlx::query(
+                    let done = sqlx::query(
                         "DELETE FROM activity_hourly WHERE hour IN \
                          (SELECT DISTINCT hour FROM activity_hourly WHERE hour < $1 ORDER BY hour LIMIT $2)",
                     )
                     .bind(ms(cutoff))
                     .bind(limit)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                } else {
-                    let (table, only, age) = class.table();
-                    let q = format!("SELECT id FROM {table} WHERE {only} AND {age} < $1 ORDER BY id LIMIT $2");
-                    let ids: Vec<(i64,)> = sqlx::query_as(&q).bind(ms(cutoff)).bind(limit).fetch_all(&mut *tx).await?;
-                    if ids.is_empty() {
-                        return Ok(0);
-                    }
-                    let ids = ids.into_iter().map(|(id,)| id);
-                    if class == DataClass::Sensors {
-                        let mut roll = QueryBuilder::<$db>::new(
-                            "INSERT INTO activity_hourly (resident_id, hour, count) \
-                             SELECT resident_id, (ts / 3600000) * 3600000, COUNT(*) FROM readings WHERE ",
-                        );
-                        roll.push(ACTIVITY).push(" AND id ");
-                        push_id_list(&mut roll, ids.clone());
-                        roll.push(
-                            " GROUP BY resident_id, ts / 3600000 \
-                             ON CONFLICT (resident_id, hour) DO UPDATE SET count = activity_hourly.count + excluded.count",
-                        );
-                        roll.build().execute(&mut *tx).await?;
-                    }
-                    let mut del = QueryBuilder::<$db>::new(format!("DELETE FROM {table} WHERE id "));
-                    push_id_list(&mut del, ids);
-                    del.build().execute(&mut *tx).await?.rows_affected()
-                };
+                    .execute(&self.pool)
+                    .await?;
+                    return Ok(done.rows_affected());
+                }
+                // Picking the rows is a read, done before the writers' turn: the last batch
+                // of a class reads to the end of the table, which in a store of months
+                // takes long enough to hold up ingest's commits behind it.
+                let (table, only, age) = class.table();
+                let q = format!("SELECT id FROM {table} WHERE {only} AND {age} < $1 ORDER BY id LIMIT $2");
+                let ids: Vec<(i64,)> = sqlx::query_as(&q).bind(ms(cutoff)).bind(limit).fetch_all(&self.pool).await?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let ids = ids.into_iter().map(|(id,)| id);
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                if class == DataClass::Sensors {
+                    let mut roll = QueryBuilder::<$db>::new(
+                        "INSERT INTO activity_hourly (resident_id, hour, count) \
+                         SELECT resident_id, (ts / 3600000) * 3600000, COUNT(*) FROM readings WHERE ",
+                    );
+                    roll.push(ACTIVITY).push(" AND id ");
+                    push_id_list(&mut roll, ids.clone());
+                    roll.push(
+                        " GROUP BY resident_id, ts / 3600000 \
+                         ON CONFLICT (resident_id, hour) DO UPDATE SET count = activity_hourly.count + excluded.count",
+                    );
+                    roll.build().execute(&mut *tx).await?;
+                }
+                // The condition again: a row picked before the turn may have changed since
+                // (an alert reopened), and only rows still past the cutoff go.
+                let mut del = QueryBuilder::<$db>::new(format!("DELETE FROM {table} WHERE {only} AND {age} < "));
+                del.push_bind(ms(cutoff)).push(" AND id ");
+                push_id_list(&mut del, ids);
+                let removed = del.build().execute(&mut *tx).await?.rows_affected();
                 tx.commit().await?;
                 Ok(removed)
             }
