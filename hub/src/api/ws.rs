@@ -11,6 +11,8 @@
 //!   behind is told so (`resync`) and given a fresh snapshot; one whose socket
 //!   accepts nothing for [`SEND_TIMEOUT`] is dropped and reconnects with `since`.
 //! - A family user receives only frames about their own residents.
+//! - In cluster mode `seq` is the live stream's, the same on every hub, so `since`
+//!   resumes on any hub ([`crate::cluster::live::subscribe_since`]).
 //! - A revocation (logout, deleted user, new password, a resident taken away) closes
 //!   the stream at once ([`crate::revocation`]); the session is also checked again at
 //!   every ping, so an expired session ends it too.
