@@ -325,7 +325,11 @@ async fn retention_under_ingest(
         _ => bail!("the pass has no times: {done}"),
     };
     let removed = done["removed"]["positions"].as_u64().unwrap_or(0);
-    let p99_ratio = match (before.ack_latency_ms_p99, during.ack_latency_ms_p99, after.ack_latency_ms_p99) {
+    let p99_ratio = match (
+        before.ack_latency_ms_p99,
+        during.ack_latency_ms_p99,
+        after.ack_latency_ms_p99,
+    ) {
         (Some(b), Some(d), Some(a)) if b + a > 0.0 => Some(d / ((b + a) / 2.0)),
         _ => None,
     };
@@ -398,7 +402,12 @@ impl Desk {
                 let mut i = r;
                 while started.elapsed() < turn {
                     let t = Instant::now();
-                    let ok = match http.get(&urls[i % urls.len()]).bearer_auth(&token).send().await {
+                    let ok = match http
+                        .get(&urls[i % urls.len()])
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                    {
                         Ok(res) if res.status().is_success() => res.bytes().await.is_ok(),
                         _ => false,
                     };
@@ -435,7 +444,10 @@ impl Desk {
             written = self.hub.metric(&http, name).await?;
         }
         if written != want {
-            bail!("{} reads, but {written} written to the access log (expected {want})", self.reads);
+            bail!(
+                "{} reads, but {written} written to the access log (expected {want})",
+                self.reads
+            );
         }
         self.hub.kill().await?;
         Ok(Reads {
@@ -471,8 +483,13 @@ async fn read_audit(binary: &Path, dir: &Path, p: &PrivacyPlan) -> Result<ReadAu
         }
     }
     let mut logged = Desk::start(binary, &db, &dir.join("privacy-reads.log"), true).await?;
-    let mut unlogged =
-        Desk::start(binary, &copy, &dir.join("privacy-reads-unlogged.log"), false).await?;
+    let mut unlogged = Desk::start(
+        binary,
+        &copy,
+        &dir.join("privacy-reads-unlogged.log"),
+        false,
+    )
+    .await?;
     for round in 0..p.rounds {
         let (first, second) = if round % 2 == 0 {
             (&mut logged, &mut unlogged)
@@ -519,7 +536,11 @@ pub fn table(f: &PrivacyFigures, out: &mut String) {
         "\nRetention under ingest ({:.0} msg/s ward mix, {} devices, {:.0} s each; pass over {} old fixes)",
         r.rate, r.devices, r.phase_s, r.backlog
     );
-    for (name, ph) in [("before the pass", &r.before), ("during the pass", &r.during), ("after the pass", &r.after)] {
+    for (name, ph) in [
+        ("before the pass", &r.before),
+        ("during the pass", &r.during),
+        ("after the pass", &r.after),
+    ] {
         let _ = writeln!(
             out,
             "  {name:<16} acked {:>8} of {:>8}, errors {:>3}, PUBACK p50 {:>8} p99 {:>8}",
