@@ -159,9 +159,15 @@ pub async fn replay_stored(store: &dyn Store, req: &StoredReplay) -> Result<Outc
     Ok(outcome)
 }
 
-/// The range asked for, checked; `until` never past `now`.
+/// The range asked for, checked; `until` never past `now`, rounded up to a whole second
+/// so that a reading stored a moment before the request is in it.
 fn range(req: &StoredReplay, tz: Tz) -> Result<(DateTime<Utc>, DateTime<Utc>), ReplayError> {
-    let now = req.now.trunc_subsecs(0);
+    let whole = req.now.trunc_subsecs(0);
+    let now = if whole < req.now {
+        whole + Duration::seconds(1)
+    } else {
+        whole
+    };
     let until = match &req.until {
         Some(text) => parse_bound("until", text, tz, true)?.min(now),
         None => now,
