@@ -621,7 +621,9 @@ async fn rows_around_the_limits(
             readings.push(reading(gps, DeviceKind::Gps, rid, at, fix.clone()));
         }
     }
-    let old_hour = days_ago(181);
+    // On the hour, so the five readings fall in two hours whatever the time of the run.
+    let old_hour =
+        chrono::DurationRound::duration_trunc(days_ago(181), chrono::Duration::hours(1))?;
     let minutes = [0, 10, 20, 60, 70]
         .map(|m| old_hour + chrono::Duration::minutes(m))
         .into_iter()
