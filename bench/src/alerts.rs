@@ -24,6 +24,10 @@ pub struct AlertLatency {
     pub alerts_sent: usize,
     pub alerts_seen: usize,
     pub latency_ms: Option<Quantiles>,
+    /// The part from the hub's receipt of the press (the alert's `opened_at`, which an SOS
+    /// without its own `ts` takes from the edge) to the frame: the hub's pipeline, commit
+    /// and WebSocket. The rest is the publisher, the wire and the edge's parsing.
+    pub in_hub_ms: Option<Quantiles>,
 }
 
 /// When each device pressed, and how long its alert frame took.
@@ -31,6 +35,7 @@ pub struct AlertLatency {
 struct Timings {
     pressed: HashMap<String, Instant>,
     latencies_ms: Vec<f64>,
+    in_hub_ms: Vec<f64>,
 }
 
 /// Presses each button once, `presses_per_s` at a time, during `background` load.
@@ -113,6 +118,7 @@ pub async fn measure(
         alerts_sent: buttons.len(),
         alerts_seen: t.latencies_ms.len(),
         latency_ms: Quantiles::of(&mut t.latencies_ms),
+        in_hub_ms: Quantiles::of(&mut t.in_hub_ms),
     })
 }
 
@@ -131,10 +137,19 @@ fn record(timings: &Mutex<Timings>, text: &str) {
     let Some(device) = frame["alert"]["device_id"].as_str() else {
         return;
     };
+    let arrived = chrono::Utc::now();
+    let opened = frame["alert"]["opened_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
     if let Ok(mut t) = timings.lock() {
         if let Some(pressed) = t.pressed.remove(device) {
             let ms = pressed.elapsed().as_secs_f64() * 1000.0;
             t.latencies_ms.push(ms);
+            if let Some(opened) = opened {
+                let in_hub = arrived.signed_duration_since(opened);
+                t.in_hub_ms
+                    .push(in_hub.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
         }
     }
 }

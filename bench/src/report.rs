@@ -191,6 +191,11 @@ impl Report {
                 a.alerts_sent,
                 quantiles_ms(a.latency_ms.as_ref())
             );
+            let _ = writeln!(
+                out,
+                "  of which from the hub's receipt (opened_at) to the frame: {}",
+                quantiles_ms(a.in_hub_ms.as_ref())
+            );
         }
         if let Some(r) = &self.region {
             let st = &r.restart;
