@@ -29,6 +29,10 @@ fn main() -> ExitCode {
             .map(|list| list.split(',').map(String::from).collect())
             .unwrap_or_default(),
         keep: has("--keep"),
+        soak_rate: args
+            .iter()
+            .find_map(|a| a.strip_prefix("--soak-rate="))
+            .and_then(|r| r.parse().ok()),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use device_sim::load::{self, LoadConfig, Mix};
 use device_sim::mqtt::DeviceLogin;
 use futures_util::StreamExt;
 use mimamori_protocol::topic::{device_topic, MessageKind};
-use rumqttc::QoS;
+use rumqttc::{Event, Packet, QoS};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -38,14 +38,13 @@ struct Timings {
     in_hub_ms: Vec<f64>,
 }
 
-/// Presses each button once, `presses_per_s` at a time, during `background` load.
+/// Presses each button once, `presses_per_s` at a time, during `background` load, and
+/// times each press to its `alert` frame on a WebSocket client of the hub.
 pub async fn measure(
     hub: &HubProcess,
     token: &str,
     buttons: &[DeviceLogin],
-    background: &[DeviceLogin],
-    background_rate: f64,
-    presses_per_s: f64,
+    load: &Background<'_>,
 ) -> Result<AlertLatency> {
     let timings = Arc::new(Mutex::new(Timings::default()));
     let ws_url = format!("{}?token={token}", hub.url("/ws").replacen("http", "ws", 1));
@@ -62,6 +61,64 @@ pub async fn measure(
             }
         })
     };
+    let result = press_all(&timings, buttons, load).await;
+    reader.abort();
+    result
+}
+
+/// The same presses and background load against the bare broker, timed from the publish
+/// to a plain subscriber's copy of the press: what any MQTT path costs on this machine
+/// under this load, the baseline of [`measure`].
+pub async fn measure_broker(
+    broker: std::net::SocketAddr,
+    buttons: &[DeviceLogin],
+    load: &Background<'_>,
+) -> Result<AlertLatency> {
+    let timings = Arc::new(Mutex::new(Timings::default()));
+    let (client, mut eventloop) = crate::ingest::connect_client(
+        broker.ip().to_string(),
+        broker.port(),
+        "sos-subscriber",
+        None,
+        100,
+    )
+    .await?;
+    let pattern = device_topic("+", MessageKind::Sos);
+    client.subscribe(pattern, QoS::AtLeastOnce).await?;
+    let reader = {
+        let timings = timings.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    if let Some(device) = p.topic.split('/').rev().nth(1) {
+                        arrived(&timings, device, None);
+                    }
+                }
+            }
+        })
+    };
+    // The subscription must be in place before the first press.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let result = press_all(&timings, buttons, load).await;
+    reader.abort();
+    result
+}
+
+/// The background traffic during the presses.
+pub struct Background<'a> {
+    pub devices: &'a [DeviceLogin],
+    pub rate: f64,
+    pub presses_per_s: f64,
+}
+
+/// Connects the buttons, starts the background load, presses each button once and waits
+/// for every press to be seen (or 30 s).
+async fn press_all(
+    timings: &Arc<Mutex<Timings>>,
+    buttons: &[DeviceLogin],
+    load: &Background<'_>,
+) -> Result<AlertLatency> {
     let mut links = Vec::with_capacity(buttons.len());
     for b in buttons {
         let creds = (b.device_id.as_str(), b.password.as_str());
@@ -71,11 +128,11 @@ pub async fn measure(
         let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
         links.push((b.device_id.clone(), client, task));
     }
-    let press_time = Duration::from_secs_f64(buttons.len() as f64 / presses_per_s);
+    let press_time = Duration::from_secs_f64(buttons.len() as f64 / load.presses_per_s);
     let bg = tokio::spawn(load::run_mix(
         LoadConfig {
-            devices: background.to_vec(),
-            rate: background_rate,
+            devices: load.devices.to_vec(),
+            rate: load.rate,
             duration: press_time + Duration::from_secs(4),
             progress: false,
         },
@@ -83,10 +140,10 @@ pub async fn measure(
     ));
     // Let the background load reach its rate before the first press.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / presses_per_s));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load.presses_per_s));
     for (device_id, client, _) in &links {
         tick.tick().await;
-        lock(&timings)?
+        lock(timings)?
             .pressed
             .insert(device_id.clone(), Instant::now());
         client
@@ -100,20 +157,19 @@ pub async fn measure(
     }
     let bg = bg.await??;
     let all_seen = || {
-        lock(&timings)
+        lock(timings)
             .map(|t| t.latencies_ms.len() >= buttons.len())
             .unwrap_or(true)
     };
     crate::ingest::wait_for(all_seen, Duration::from_secs(30)).await;
-    reader.abort();
     for (_, client, task) in links {
         let _ = client.try_disconnect();
         task.abort();
     }
-    let mut t = lock(&timings)?;
+    let mut t = lock(timings)?;
     let bg_ok = bg.errors == 0 && bg.connect_errors == 0 && bg.acked == bg.sent;
     Ok(AlertLatency {
-        background_rate,
+        background_rate: load.rate,
         background_sustained: bg_ok,
         alerts_sent: buttons.len(),
         alerts_seen: t.latencies_ms.len(),
@@ -137,16 +193,25 @@ fn record(timings: &Mutex<Timings>, text: &str) {
     let Some(device) = frame["alert"]["device_id"].as_str() else {
         return;
     };
-    let arrived = chrono::Utc::now();
     let opened = frame["alert"]["opened_at"]
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    arrived(timings, device, opened);
+}
+
+/// Notes the latency of a press's first sighting, and the part after `opened`, if given.
+fn arrived(
+    timings: &Mutex<Timings>,
+    device: &str,
+    opened: Option<chrono::DateTime<chrono::FixedOffset>>,
+) {
+    let now = chrono::Utc::now();
     if let Ok(mut t) = timings.lock() {
         if let Some(pressed) = t.pressed.remove(device) {
-            let ms = pressed.elapsed().as_secs_f64() * 1000.0;
-            t.latencies_ms.push(ms);
+            t.latencies_ms
+                .push(pressed.elapsed().as_secs_f64() * 1000.0);
             if let Some(opened) = opened {
-                let in_hub = arrived.signed_duration_since(opened);
+                let in_hub = now.signed_duration_since(opened);
                 t.in_hub_ms
                     .push(in_hub.num_microseconds().unwrap_or(0) as f64 / 1000.0);
             }

@@ -188,11 +188,16 @@ impl Baseline {
 
     /// Logins for `count` devices; the bare broker takes any credentials.
     pub fn logins(&self, count: usize) -> Vec<DeviceLogin> {
+        self.logins_named("baseline", count)
+    }
+
+    /// Logins for `count` devices whose ids start with `prefix`.
+    pub fn logins_named(&self, prefix: &str, count: usize) -> Vec<DeviceLogin> {
         (0..count)
             .map(|i| DeviceLogin {
                 host: self.addr.ip().to_string(),
                 port: self.addr.port(),
-                device_id: format!("baseline-{i}"),
+                device_id: format!("{prefix}-{i}"),
                 password: "none".into(),
             })
             .collect()

@@ -68,6 +68,9 @@ pub struct Options {
     pub stages: Vec<String>,
     /// Keep the databases and hub logs after the run (their folder is printed).
     pub keep: bool,
+    /// The soak's rate instead of its size's (`--soak-rate=N`): half of what the SQLite
+    /// ladder sustained on the machine at hand.
+    pub soak_rate: Option<f64>,
 }
 
 impl Options {
@@ -151,7 +154,7 @@ fn sizes(size: Size) -> Sizes {
             plan: Plan {
                 rates: rates(&[
                     5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0, 80_000.0,
-                    100_000.0, 125_000.0,
+                    100_000.0, 125_000.0, 150_000.0, 200_000.0,
                 ]),
                 step: Duration::from_secs(8),
             },
@@ -189,6 +192,9 @@ const COUNT_PLAN: instructions::CountPlan = instructions::CountPlan {
 pub async fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
     let mut s = sizes(opts.size);
+    if let Some(rate) = opts.soak_rate.filter(|r| *r > 0.0) {
+        s.soak.rate = rate;
+    }
     let file_limit = process::raise_file_limit(4 * s.region.connections as u64 + 10_000)?;
     let dir = tempfile::Builder::new()
         .prefix("mimamori-bench-")
@@ -229,6 +235,17 @@ async fn stages(
         note("baseline: bare rumqttd");
         let baseline = Baseline::start(&[], &opts.broker_binary).await?;
         report.baseline = Some(baseline.climb(&baseline.logins(s.devices), &s.plan).await?);
+    }
+    if opts.runs("alerts") {
+        note("alert latency's baseline: the same presses through the bare broker");
+        let broker = Baseline::start(&[], &opts.broker_binary).await?;
+        let load = alerts::Background {
+            devices: &broker.logins(s.devices),
+            rate: s.background_rate,
+            presses_per_s: s.presses_per_s,
+        };
+        let buttons = broker.logins_named("button", s.buttons);
+        report.alerts_baseline = Some(alerts::measure_broker(broker.addr, &buttons, &load).await?);
     }
     if opts.runs("sqlite") || opts.runs("alerts") {
         sqlite_stages(opts, s, dir, report).await?;
@@ -295,17 +312,12 @@ async fn sqlite_stages(
         note("alert latency under background load");
         let buttons = provision::devices_via_api(&hub, &api, DeviceKind::Button, s.buttons).await?;
         let token = login_token(&hub).await?;
-        report.alerts = Some(
-            alerts::measure(
-                &hub,
-                &token,
-                &buttons,
-                &devices,
-                s.background_rate,
-                s.presses_per_s,
-            )
-            .await?,
-        );
+        let load = alerts::Background {
+            devices: &devices,
+            rate: s.background_rate,
+            presses_per_s: s.presses_per_s,
+        };
+        report.alerts = Some(alerts::measure(&hub, &token, &buttons, &load).await?);
     }
     hub.kill().await
 }
