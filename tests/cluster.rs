@@ -818,6 +818,7 @@ async fn the_tts_client_and_retention_run_on_one_hub_and_move_when_it_dies() -> 
     // Hub 2 has run lease rounds by the time it owns partitions: the jobs were not free.
     wait_spread(&one, &["hub-1", "hub-2"], Duration::from_secs(20)).await?;
     assert!(!runs(&two, "tts").await? && !runs(&two, "retention").await?);
+    retention_pass_through(&two, "hub-1").await?;
     let jobs = view(&two).await?["jobs"].clone();
     assert_eq!(
         jobs.as_array()
@@ -857,5 +858,33 @@ async fn the_tts_client_and_retention_run_on_one_hub_and_move_when_it_dies() -> 
     publish_uplink(&server, moved).await?;
     eventually("an uplink through hub-2", WAIT, || of_pir("motion")).await?;
     assert_eq!(tts_connections(&server), 2, "{}", server.log());
+    retention_pass_through(&two, "hub-2").await?;
+    Ok(())
+}
+
+/// `POST /retention/run` and `GET /retention` on `hub` reach the retention job on the hub
+/// that holds its lease, `holder`: the pass asked for runs there and is seen done here.
+async fn retention_pass_through(hub: &TestHub, holder: &str) -> Result<()> {
+    let asked = hub
+        .expect(Method::POST, "/retention/run", None, 202)
+        .await?;
+    assert_eq!(asked["node"], holder, "{asked}");
+    let pass = asked["pass"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no pass in {asked}"))?;
+    let status = eventually(
+        "the pass asked for, done",
+        crate::gateways::WAIT,
+        || async {
+            let v = hub
+                .expect(Method::GET, "/retention", None, 200)
+                .await
+                .ok()?;
+            (v["last"]["pass"].as_u64()? >= pass).then_some(v)
+        },
+    )
+    .await?;
+    assert_eq!(status["node"], holder, "{status}");
+    assert!(status["last"]["error"].is_null(), "{status}");
     Ok(())
 }

@@ -132,7 +132,6 @@ impl Hub {
             cfg.privacy.retention.clone(),
             cfg.privacy.retention_every,
         );
-        let jobs = once_jobs(&cfg, retention_runner, &store, &clock, &metrics, &edge);
         let (engine, handle, bus) = match &cfg.cluster {
             None => {
                 let first_seq = u64::try_from(clock.now().timestamp_millis())
@@ -164,10 +163,33 @@ impl Hub {
                 if let Err(e) = store.checkpoint().await {
                     warn!(error = %e, "checkpoint after restore failed; the background one will retry");
                 }
+                let jobs = once_jobs(
+                    &cfg,
+                    retention_runner,
+                    &store,
+                    &clock,
+                    &metrics,
+                    &edge,
+                    None,
+                );
                 (Engine::Single { pipeline, jobs }, handle, bus)
             }
             Some(cc) => {
                 let cluster = Cluster::connect(cc.clone(), &cfg.database_url).await?;
+                let answers = (
+                    cluster.client.clone(),
+                    cc.node_id.clone(),
+                    retention.clone(),
+                );
+                let jobs = once_jobs(
+                    &cfg,
+                    retention_runner,
+                    &store,
+                    &clock,
+                    &metrics,
+                    &edge,
+                    Some(answers),
+                );
                 let bus = Bus::new(cluster::live::next_sequence(&cluster.js).await?);
                 let handle = cluster::rpc::dispatcher(cluster.clone(), store.clone());
                 let parts = cluster::owner::PipelineParts {
@@ -357,9 +379,19 @@ impl Hub {
 
 type EngineTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
+/// Where the retention job answers the API of every hub in cluster mode: NATS, this
+/// hub's node id, and the job's handle.
+type RetentionAnswers = (
+    async_nats::Client,
+    String,
+    crate::privacy::retention::RetentionJob,
+);
+
 /// The jobs an installation runs once: retention, and the client of The Things Stack when
 /// one is configured. Each runs for as long as its task is not aborted; a failed pass or a
-/// lost connection is retried inside it.
+/// lost connection is retried inside it. In cluster mode the retention job also answers
+/// every hub's `GET /retention` and `POST /retention/run` while it runs here.
+#[allow(clippy::too_many_arguments)]
 fn once_jobs(
     cfg: &Config,
     retention: crate::privacy::retention::Runner,
@@ -367,12 +399,22 @@ fn once_jobs(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     edge: &Arc<EdgeCtx>,
+    answers: Option<RetentionAnswers>,
 ) -> Vec<Job> {
     let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
     let mut jobs = vec![Job::new(singleton::RETENTION, move || {
-        retention
+        let passes = retention
             .clone()
-            .run(store.clone(), clock.clone(), metrics.clone())
+            .run(store.clone(), clock.clone(), metrics.clone());
+        let answers = answers.clone();
+        async move {
+            match answers {
+                Some((client, node, job)) => {
+                    tokio::join!(passes, cluster::jobs::serve(client, node, job));
+                }
+                None => passes.await,
+            }
+        }
     })];
     if let Some(tts) = cfg.tts.clone() {
         let ingest = edge.ingest.clone();

@@ -17,6 +17,7 @@ use super::auth::AuthUser;
 use super::error::{or_not_found, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::text::display_name;
 use super::{audit, AppState};
+use crate::cluster::jobs;
 use crate::pipeline::Command;
 use crate::privacy::access::{summarise, Read};
 use crate::privacy::retention::JobStatus;
@@ -288,6 +289,9 @@ struct RetentionAnswer {
     periods_days: std::collections::BTreeMap<&'static str, u32>,
     /// Seconds between passes; 0: only when asked for.
     interval_s: u64,
+    /// Cluster mode: the hub that runs the job (holds its lease) and answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
     #[serde(flatten)]
     status: JobStatus,
 }
@@ -298,20 +302,45 @@ async fn retention_status(
 ) -> ApiResult<Json<RetentionAnswer>> {
     caller.require(&[Role::Admin])?;
     let job = &st.privacy.retention;
+    let (node, status) = match &st.cluster {
+        None => (None, job.status()),
+        Some(cluster) => {
+            let answer = ask_retention_holder(cluster, jobs::Ask::Status).await?;
+            (Some(answer.node), answer.status)
+        }
+    };
     Ok(Json(RetentionAnswer {
         periods_days: DataClass::ALL
             .into_iter()
             .map(|c| (c.as_str(), job.retention.days(c)))
             .collect(),
         interval_s: job.every.map_or(0, |d| d.as_secs()),
-        status: job.status(),
+        node,
+        status,
     }))
+}
+
+/// Cluster mode: the retention job runs on one hub, which answers for it.
+async fn ask_retention_holder(
+    cluster: &crate::cluster::Cluster,
+    ask: jobs::Ask,
+) -> ApiResult<jobs::Answer> {
+    jobs::ask(cluster, ask).await.ok_or_else(|| {
+        ApiError::Unavailable(
+            "no hub runs the retention job just now (it moves to another hub within seconds \
+             after its hub stops); try again"
+                .into(),
+        )
+    })
 }
 
 #[derive(Debug, Serialize)]
 struct PassRequested {
     /// The pass that will serve the request: done once `GET /retention` shows it as `last.pass`.
     pass: u64,
+    /// Cluster mode: the hub that runs the pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 /// `POST /retention/run`: a pass now rather than at the next interval, for instance
@@ -321,14 +350,23 @@ async fn retention_run(
     caller: AuthUser,
 ) -> ApiResult<(StatusCode, Json<PassRequested>)> {
     caller.require(&[Role::Admin])?;
-    let pass = st.privacy.retention.request();
+    let (pass, node) = match &st.cluster {
+        None => (st.privacy.retention.request(), None),
+        Some(cluster) => {
+            let answer = ask_retention_holder(cluster, jobs::Ask::Run).await?;
+            let pass = answer.pass.ok_or_else(|| {
+                ApiError::Unavailable("the retention job's hub did not take the request".into())
+            })?;
+            (pass, Some(answer.node))
+        }
+    };
     audit(
         &st,
         &caller,
         "retention.run",
         "retention".into(),
-        serde_json::json!({"pass": pass}),
+        serde_json::json!({"pass": pass, "node": node}),
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(PassRequested { pass })))
+    Ok((StatusCode::ACCEPTED, Json(PassRequested { pass, node })))
 }

@@ -20,8 +20,10 @@
 //! - staff commands and configuration changes reach the owner over NATS requests
 //!   ([`rpc`]); changes to the gateways' device maps reach every hub's edge ([`maps`]);
 //! - the jobs an installation runs once (The Things Stack's client, retention) run on one
-//!   hub at a time, each under a lease of its own ([`singleton`]).
+//!   hub at a time, each under a lease of its own ([`singleton`]); the retention job's
+//!   status and run requests from any hub's API are answered by its holder ([`jobs`]).
 
+pub mod jobs;
 pub mod live;
 pub mod log;
 pub mod maps;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
@@ -128,20 +128,20 @@ pub async fn purge_once(
 }
 
 /// One finished pass: when, and how many rows of each class went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pass {
     /// Passes are numbered from 1 at each start of the hub.
     pub pass: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     /// Rows removed, by class; empty when the pass failed.
-    pub removed: BTreeMap<&'static str, u64>,
+    pub removed: BTreeMap<String, u64>,
     /// Why the pass failed, if it did; the next pass retries.
     pub error: Option<String>,
 }
 
 /// Where the job is: passes finished, the one under way, the last one's result.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub passes: u64,
     pub running: Option<u64>,
@@ -242,7 +242,11 @@ impl Runner {
             finished_at: clock.now(),
             removed: outcome
                 .as_ref()
-                .map(|r| r.iter().map(|(c, n)| (c.as_str(), *n)).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|(c, n)| (c.as_str().to_string(), *n))
+                        .collect()
+                })
                 .unwrap_or_default(),
             error: outcome.err().map(|e| e.to_string()),
         };
