@@ -154,7 +154,13 @@ export async function consentSection(resident, { editable = false, onChange = ()
     const latest = all[0];
     const state = current ? 'given' : latest ? 'withdrawn' : 'none';
     el.dataset.consent = state;
-    const redraw = (key) => async () => onChange(await draw(t(key, { name: resident.name })));
+    // The form that had focus is gone after a redraw: focus goes to the section's
+    // heading, which now reads the new state, so a screen reader says what happened.
+    const redraw = (key) => async () => {
+      const next = await draw(t(key, { name: resident.name }));
+      el.querySelector('#consent-title')?.focus();
+      onChange(next);
+    };
     const badge = h('span', { class: `badge consent-${state}`, id: 'consent-state' }, t(`consent_state_${state}`));
     const status = h('div', { class: 'out', id: 'consent-message' });
     if (said) message(status, said);
@@ -171,7 +177,7 @@ export async function consentSection(resident, { editable = false, onChange = ()
       if (current) form = h('details', { class: 'consent-renew' }, h('summary', {}, t('consent_record_renewed')), form);
     }
     const parts = [
-      h('h2', { id: 'consent-title' }, t('consent'), ' ', badge),
+      h('h2', { id: 'consent-title', tabindex: '-1' }, t('consent'), ' ', badge),
       status,
       body,
       form,

@@ -392,6 +392,7 @@ async function consentFlow(page) {
   await page.click('#consent-record');
   await page.waitForSelector('#consent[data-consent="given"]');
   check((await page.textContent('#consent-state')) === '同意あり', 'the consent shows as given');
+  check(await page.evaluate(() => document.activeElement?.id) === 'consent-title', 'focus returns to the consent heading, which says it is given');
   check((await page.textContent('#consent [data-field="given_by"]')) === '加藤 一郎（長男）（代理人）', 'it says a guardian gave it, and who');
   check(JSON.stringify(await page.locator('#consent-recipient-list li').allTextContents()) === JSON.stringify(['地域包括支援センター', '民生委員', '家族']), 'it names the recipients');
   check(await page.locator('#consent-purpose-list li').count() === 2, 'it lists the purposes, blank lines left out');
@@ -416,6 +417,7 @@ async function consentFlow(page) {
   await page.click('#consent-withdraw');
   await page.waitForSelector('#consent[data-consent="withdrawn"]');
   check(asked.includes(name) && asked.includes('収集されません'), 'withdrawing asks first, saying collection stops');
+  check(await page.evaluate(() => document.activeElement?.id) === 'consent-title', 'after withdrawing, focus is on the consent heading');
   check((await page.textContent('#consent [data-field="withdrawn_by"]')).includes('admin'), 'the withdrawal says who');
   check((await page.textContent('#consent')).includes('施設に入所'), 'the withdrawal keeps its note');
   check(await page.locator('#consent-form').isVisible(), 'a new consent can be recorded after a withdrawal');
