@@ -6,12 +6,12 @@
 //! generator never found a connection's queue full, every full second in between
 //! acknowledged at least 98 % of the rate, and the other end saw every message: the
 //! subscriber received it (baseline), or the hub counted it accepted with nothing
-//! rejected (hub).
+//! rejected (hub; the hubs together, for a cluster).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use device_sim::load::{self, LoadConfig, LoadReport, Mix};
@@ -40,7 +40,19 @@ pub struct Step {
     pub rss_mib: Option<f64>,
     /// The target's CPU time (user + system) per acknowledged message, in microseconds.
     pub cpu_us_per_msg: Option<f64>,
+    /// The CPU figures above split by kind of process, for a target of several kinds (a
+    /// cluster's hubs and its NATS server); empty for one process.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_split: Vec<ProcessCpu>,
     pub sustained: bool,
+}
+
+/// The share of one kind of process in a step's CPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessCpu {
+    pub name: String,
+    pub cpu_pct: f64,
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 impl Step {
@@ -48,8 +60,33 @@ impl Step {
     fn measured(mut self, before: &Sample, after: &Sample) -> Step {
         self.cpu_pct = Some(after.cpu_pct_since(before));
         self.rss_mib = Some(after.rss_bytes as f64 / (1 << 20) as f64);
-        self.cpu_us_per_msg =
-            (self.acked > 0).then(|| (after.cpu_s - before.cpu_s) * 1e6 / self.acked as f64);
+        self.cpu_us_per_msg = self.us_per_msg(before, after);
+        self
+    }
+
+    /// The share of the processes of this name, for a target of several kinds.
+    pub fn cpu_of(&self, name: &str) -> Option<&ProcessCpu> {
+        self.cpu_split.iter().find(|p| p.name == name)
+    }
+
+    fn us_per_msg(&self, before: &Sample, after: &Sample) -> Option<f64> {
+        (self.acked > 0).then(|| (after.cpu_s - before.cpu_s) * 1e6 / self.acked as f64)
+    }
+
+    /// [`Step::measured`] over every group together, and each group's own share.
+    fn measured_by_group(mut self, groups: &[Group], before: &[Sample], after: &[Sample]) -> Step {
+        self = self.measured(&Sample::sum(before), &Sample::sum(after));
+        if groups.len() > 1 {
+            self.cpu_split = groups
+                .iter()
+                .zip(before.iter().zip(after))
+                .map(|(g, (b, a))| ProcessCpu {
+                    name: g.name.clone(),
+                    cpu_pct: a.cpu_pct_since(b),
+                    cpu_us_per_msg: self.us_per_msg(b, a),
+                })
+                .collect();
+        }
         self
     }
 }
@@ -138,6 +175,7 @@ fn step_from(rate: f64, r: &LoadReport, seen: u64, rejected: u64) -> Step {
         cpu_pct: None,
         rss_mib: None,
         cpu_us_per_msg: None,
+        cpu_split: Vec::new(),
         sustained,
     }
 }
@@ -336,6 +374,53 @@ pub async fn wait_for(done: impl Fn() -> bool, timeout: Duration) -> bool {
     true
 }
 
+/// Processes of one kind whose CPU and memory a hub ladder reports together.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub pids: Vec<u32>,
+}
+
+fn sample_groups(groups: &[Group]) -> Result<Vec<Sample>> {
+    groups.iter().map(|g| Sample::of_all(&g.pids)).collect()
+}
+
+const ACCEPTED: &str = "mimamori_messages_accepted_total";
+const REJECTED: &str = "mimamori_messages_rejected_total";
+
+/// One counter summed over the hubs.
+async fn total(hubs: &[&HubProcess], http: &reqwest::Client, name: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    for hub in hubs {
+        sum += hub.metric(http, name).await?;
+    }
+    Ok(sum)
+}
+
+/// The hubs' accepted count once it reaches `expected` or stops rising. A single hub
+/// counts a message before its PUBACK; in a cluster the PUBACK follows JetStream's
+/// acknowledgement and the partition's owner counts the message when it commits it, a
+/// moment later, or much later behind a backlog the step left, which this also lets drain
+/// before the next step.
+async fn settled_accepted(
+    hubs: &[&HubProcess],
+    http: &reqwest::Client,
+    expected: f64,
+) -> Result<f64> {
+    const STILL: Duration = Duration::from_secs(3);
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let mut seen = total(hubs, http, ACCEPTED).await?;
+    let mut moved = Instant::now();
+    while seen < expected && moved.elapsed() < STILL && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = total(hubs, http, ACCEPTED).await?;
+        if now != seen {
+            (seen, moved) = (now, Instant::now());
+        }
+    }
+    Ok(seen)
+}
+
 /// Runs the ladder against the hub, reading its counters and /proc around each step.
 pub async fn climb_hub(
     hub: &HubProcess,
@@ -343,27 +428,36 @@ pub async fn climb_hub(
     devices: &[DeviceLogin],
     plan: &Plan,
 ) -> Result<Ladder> {
+    let hub_only = Group {
+        name: "hub".into(),
+        pids: vec![hub.pid],
+    };
+    climb_hubs(&[hub], &[hub_only], target, devices, plan).await
+}
+
+/// Runs the ladder against hubs that share the load, `devices` spread over them: the far
+/// end of a step is their accepted and rejected counters summed; its CPU and memory are
+/// those of `groups` (the hubs, and what serves them), sampled from the step's start until
+/// the hubs have counted what was acknowledged.
+pub async fn climb_hubs(
+    hubs: &[&HubProcess],
+    groups: &[Group],
+    target: &str,
+    devices: &[DeviceLogin],
+    plan: &Plan,
+) -> Result<Ladder> {
     let http = reqwest::Client::new();
     let mut ladder = Ladder::new(target, devices.len());
     for &rate in &plan.rates {
-        let accepted = hub
-            .metric(&http, "mimamori_messages_accepted_total")
-            .await?;
-        let rejected = hub
-            .metric(&http, "mimamori_messages_rejected_total")
-            .await?;
-        let before: Sample = hub.sample()?;
+        let accepted = total(hubs, &http, ACCEPTED).await?;
+        let rejected = total(hubs, &http, REJECTED).await?;
+        let before = sample_groups(groups)?;
         let r = load::run_mix(config(devices, rate, plan.step), Mix::WARD).await?;
-        let after = hub.sample()?;
-        let seen = (hub
-            .metric(&http, "mimamori_messages_accepted_total")
-            .await?
-            - accepted) as u64;
-        let rejected = (hub
-            .metric(&http, "mimamori_messages_rejected_total")
-            .await?
-            - rejected) as u64;
-        let step = step_from(rate, &r, seen, rejected).measured(&before, &after);
+        let seen = settled_accepted(hubs, &http, accepted + r.acked as f64).await? - accepted;
+        let after = sample_groups(groups)?;
+        let rejected = total(hubs, &http, REJECTED).await? - rejected;
+        let step = step_from(rate, &r, seen as u64, rejected as u64)
+            .measured_by_group(groups, &before, &after);
         if !ladder.push(step) {
             break;
         }

@@ -11,12 +11,15 @@
 //! - [`soak`]: a long run at half the sustained rate: WAL size, RSS and PUBACK p99 per period.
 //! - [`privacy`]: ingest while retention purges a backlog, and desk reads with and without
 //!   the read audit.
+//! - [`cluster`]: three hubs in cluster mode on NATS JetStream beside one hub, both on
+//!   PostgreSQL: the ladder and alert latency.
 //! - [`report`]: the table and the JSON document.
 //!
 //! The load is `device_sim::load::run_mix`, the code behind `device-sim load`, so anyone
 //! can point the same generator at their own installation.
 
 pub mod alerts;
+pub mod cluster;
 pub mod ingest;
 pub mod instructions;
 pub mod privacy;
@@ -63,8 +66,9 @@ pub struct Options {
     /// skipped when it does not answer.
     pub postgres: String,
     /// Stages to run (`baseline`, `sqlite`, `alerts`, `postgres`, `region`, `replay`, `soak`,
-    /// `instructions`, `privacy`); all but `soak` and `instructions` when empty (the soak takes half
-    /// an hour in a full run, and the count needs valgrind).
+    /// `instructions`, `privacy`, `cluster`); all but `soak`, `instructions` and `cluster` when
+    /// empty (the soak takes half an hour in a full run, the count needs valgrind, and the
+    /// cluster needs nats-server and runs two more ladders).
     pub stages: Vec<String>,
     /// Keep the databases and hub logs after the run (their folder is printed).
     pub keep: bool,
@@ -75,7 +79,7 @@ pub struct Options {
 
 impl Options {
     fn runs(&self, stage: &str) -> bool {
-        (self.stages.is_empty() && !matches!(stage, "soak" | "instructions"))
+        (self.stages.is_empty() && !matches!(stage, "soak" | "instructions" | "cluster"))
             || self.stages.iter().any(|s| s == stage)
     }
 }
@@ -290,6 +294,35 @@ async fn stages(
         let plan = privacy::plan(opts.size);
         report.privacy = Some(privacy::run(&opts.hub_binary, dir, &plan).await?);
     }
+    if opts.runs("cluster") {
+        cluster_stage(opts, s, dir, report).await?;
+    }
+    Ok(())
+}
+
+/// The cluster beside one hub, skipped where nats-server or PostgreSQL is missing.
+async fn cluster_stage(
+    opts: &Options,
+    s: &Sizes,
+    dir: &std::path::Path,
+    report: &mut Report,
+) -> Result<()> {
+    let databases = match cluster::prepare(&opts.postgres).await {
+        Ok(d) => d,
+        Err(e) => {
+            report.skipped.push(format!("cluster: {e:#}"));
+            return Ok(());
+        }
+    };
+    let plan = cluster::ClusterPlan {
+        devices: s.devices,
+        plan: s.plan.clone(),
+        buttons: s.buttons,
+        background_rate: s.background_rate,
+        presses_per_s: s.presses_per_s,
+    };
+    let figures = cluster::run(&opts.hub_binary, databases, dir, &plan, opts.keep).await?;
+    report.cluster = Some(figures);
     Ok(())
 }
 

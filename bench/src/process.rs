@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 /// The password the benchmark gives the hub's `admin` user.
@@ -66,26 +66,19 @@ impl HubProcess {
             .stdout
             .take()
             .ok_or_else(|| anyhow!("hub has no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(300), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.strip_prefix("mimamori hub ready: ") {
-                    return Ok::<_, anyhow::Error>(rest.to_string());
-                }
-            }
-            bail!("the hub exited before it was ready")
+        let ready = watch_output(stdout, Duration::from_secs(300), |line| {
+            line.strip_prefix("mimamori hub ready: ")
+                .map(|rest| Ok(rest.to_string()))
         })
         .await;
         let ready = match ready {
-            Ok(Ok(r)) => r,
-            other => {
+            Ok(r) => r,
+            Err(e) => {
                 let logged = std::fs::read_to_string(log).unwrap_or_default();
-                bail!("hub did not start: {other:?}\n--- hub log ---\n{logged}");
+                bail!("hub did not start: {e:#}\n--- hub log ---\n{logged}");
             }
         };
         let ready_after = started.elapsed();
-        // Keep draining stdout so the hub never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let pid = child
             .id()
             .ok_or_else(|| anyhow!("the hub exited at once"))?;
@@ -137,6 +130,29 @@ impl HubProcess {
             .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
             .sum())
     }
+}
+
+/// Reads a child's output line by line until `found` makes something of a line (or an
+/// error), for at most `within`; then drains the rest in the background, so that the
+/// child never blocks on a full pipe.
+pub async fn watch_output<T>(
+    output: impl AsyncRead + Unpin + Send + 'static,
+    within: Duration,
+    mut found: impl FnMut(&str) -> Option<Result<T>>,
+) -> Result<T> {
+    let mut lines = BufReader::new(output).lines();
+    let outcome = tokio::time::timeout(within, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(outcome) = found(&line) {
+                return outcome;
+            }
+        }
+        bail!("the process exited before it was ready")
+    })
+    .await
+    .map_err(|_| anyhow!("not ready within {} s", within.as_secs()))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(outcome)
 }
 
 fn parse_ready(line: &str) -> Result<(String, String)> {
@@ -192,6 +208,24 @@ impl Sample {
             cpu_s,
             rss_bytes: rss_kib * 1024,
         })
+    }
+
+    /// Several processes as one: their CPU time and resident memory added up.
+    pub fn of_all(pids: &[u32]) -> Result<Sample> {
+        let each: Vec<Sample> = pids
+            .iter()
+            .map(|&pid| Sample::of(pid))
+            .collect::<Result<_>>()?;
+        Ok(Sample::sum(&each))
+    }
+
+    /// Samples of several processes taken together, as one; now when there are none.
+    pub fn sum(samples: &[Sample]) -> Sample {
+        Sample {
+            at: samples.last().map_or_else(Instant::now, |s| s.at),
+            cpu_s: samples.iter().map(|s| s.cpu_s).sum(),
+            rss_bytes: samples.iter().map(|s| s.rss_bytes).sum(),
+        }
     }
 
     /// CPU used between `earlier` and this sample, in percent of one core.

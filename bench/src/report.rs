@@ -80,6 +80,7 @@ pub struct Report {
     pub instructions: Option<crate::instructions::Instructions>,
     pub replay: Option<crate::replay::ReplayFigures>,
     pub privacy: Option<crate::privacy::PrivacyFigures>,
+    pub cluster: Option<crate::cluster::ClusterFigures>,
     pub targets: Vec<Target>,
     pub skipped: Vec<String>,
     pub total_s: f64,
@@ -109,6 +110,7 @@ impl Report {
             instructions: None,
             replay: None,
             privacy: None,
+            cluster: None,
             targets: Vec::new(),
             skipped: Vec::new(),
             total_s: 0.0,
@@ -135,54 +137,16 @@ impl Report {
             self.commit.as_deref().unwrap_or("?"),
             self.total_s
         );
-        let _ = writeln!(
-            out,
-            "\nIngest (QoS 1, mix 60 % motion / 30 % heartbeat / 10 % GPS)"
-        );
-        let _ = writeln!(
-            out,
-            "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  sustained",
-            "target",
-            "devices",
-            "rate/s",
-            "acked",
-            "seen",
-            "errors",
-            "slowest",
-            "ack p50",
-            "ack p99",
-            "CPU %",
-            "RSS MiB",
-            "CPU us/msg",
-        );
-        for ladder in [&self.baseline, &self.sqlite, &self.postgres]
+        let ladders: Vec<&Ladder> = [&self.baseline, &self.sqlite, &self.postgres]
             .into_iter()
             .flatten()
-        {
-            for s in &ladder.steps {
-                let _ = writeln!(
-                    out,
-                    "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  {}",
-                    ladder.target,
-                    ladder.devices,
-                    s.rate,
-                    s.acked,
-                    s.seen,
-                    s.errors,
-                    s.slowest_second,
-                    opt_ms(s.ack_p50_ms),
-                    opt_ms(s.ack_p99_ms),
-                    s.cpu_pct.map_or("-".into(), |c| format!("{c:.0}")),
-                    s.rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
-                    s.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.1}")),
-                    if s.sustained { "yes" } else { "NO" }
-                );
-            }
+            .collect();
+        if !ladders.is_empty() {
             let _ = writeln!(
                 out,
-                "{:<26} highest sustained: {:.0} msg/s",
-                ladder.target, ladder.sustained_rate
+                "\nIngest (QoS 1, mix 60 % motion / 30 % heartbeat / 10 % GPS)"
             );
+            ladder_table(&ladders, &mut out);
         }
         if let Some(a) = &self.alerts_baseline {
             let _ = writeln!(
@@ -196,20 +160,7 @@ impl Report {
             );
         }
         if let Some(a) = &self.alerts {
-            let _ = writeln!(
-                out,
-                "\nAlert latency, SOS publish -> WebSocket frame, {:.0} msg/s background ({}): {} of {} alerts, {}",
-                a.background_rate,
-                if a.background_sustained { "sustained" } else { "NOT sustained" },
-                a.alerts_seen,
-                a.alerts_sent,
-                quantiles_ms(a.latency_ms.as_ref())
-            );
-            let _ = writeln!(
-                out,
-                "  of which from the hub's receipt (opened_at) to the frame: {}",
-                quantiles_ms(a.in_hub_ms.as_ref())
-            );
+            let _ = writeln!(out, "\nAlert latency, {}", alert_figures(a));
         }
         if let Some(r) = &self.region {
             let st = &r.restart;
@@ -304,6 +255,9 @@ impl Report {
         if let Some(p) = &self.privacy {
             crate::privacy::table(p, &mut out);
         }
+        if let Some(c) = &self.cluster {
+            crate::cluster::table(c, &mut out);
+        }
         let _ = writeln!(out, "\nTargets");
         for t in &self.targets {
             let _ = writeln!(
@@ -322,7 +276,66 @@ impl Report {
     }
 }
 
-fn opt_ms(v: Option<f64>) -> String {
+/// The rows of ingest ladders under one header, each ladder with its highest sustained rate.
+pub(crate) fn ladder_table(ladders: &[&Ladder], out: &mut String) {
+    let _ = writeln!(
+        out,
+        "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  sustained",
+        "target",
+        "devices",
+        "rate/s",
+        "acked",
+        "seen",
+        "errors",
+        "slowest",
+        "ack p50",
+        "ack p99",
+        "CPU %",
+        "RSS MiB",
+        "CPU us/msg",
+    );
+    for ladder in ladders {
+        for s in &ladder.steps {
+            let _ = writeln!(
+                out,
+                "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  {}",
+                ladder.target,
+                ladder.devices,
+                s.rate,
+                s.acked,
+                s.seen,
+                s.errors,
+                s.slowest_second,
+                opt_ms(s.ack_p50_ms),
+                opt_ms(s.ack_p99_ms),
+                s.cpu_pct.map_or("-".into(), |c| format!("{c:.0}")),
+                s.rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
+                s.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.1}")),
+                if s.sustained { "yes" } else { "NO" }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<26} highest sustained: {:.0} msg/s",
+            ladder.target, ladder.sustained_rate
+        );
+    }
+}
+
+/// An alert measurement in two lines: the whole latency, then the hub's part of it.
+pub(crate) fn alert_figures(a: &AlertLatency) -> String {
+    format!(
+        "SOS publish -> WebSocket frame, {:.0} msg/s background ({}): {} of {} alerts, {}\n  of which from the hub's receipt (opened_at) to the frame: {}",
+        a.background_rate,
+        if a.background_sustained { "sustained" } else { "NOT sustained" },
+        a.alerts_seen,
+        a.alerts_sent,
+        quantiles_ms(a.latency_ms.as_ref()),
+        quantiles_ms(a.in_hub_ms.as_ref())
+    )
+}
+
+pub(crate) fn opt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.1}ms"))
 }
 
