@@ -230,15 +230,12 @@ async fn alert_latency(
     let token = crate::login_token(viewer).await?;
     let buttons = spread(&devices.buttons, hubs);
     let background = spread(&devices.ingest, hubs);
-    alerts::measure(
-        viewer,
-        &token,
-        &buttons,
-        &background,
+    let load = alerts::Background {
+        devices: &background,
         rate,
-        plan.presses_per_s,
-    )
-    .await
+        presses_per_s: plan.presses_per_s,
+    };
+    alerts::measure(viewer, &token, &buttons, &load).await
 }
 
 /// The planned background rate, unless a ladder fell short of it: then the highest rate
