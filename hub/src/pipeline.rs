@@ -38,13 +38,10 @@ use crate::store::{Batch, Fence, ResidentSetup, Store, StoreError};
 /// Most items written in one transaction.
 const MAX_BATCH: usize = 2_000;
 /// Under load, how long a batch waits for more messages before it commits. Every commit
-/// rewrites the pages it touches (the readings index, devices, rules state: about 1 KiB
-/// of log per message at 10 ms), so a few large commits write far less than many small
-/// ones; a batch that decides an alert, or an SOS on the urgent lane, commits at once.
-/// 25 ms rather than 10 halves the log SQLite writes under load, and with it the
-/// checkpoints an alert may wait behind: SOS → desk p99 went from 17–26 ms to 14–18 ms
-/// at 10,000 msg/s (docs/performance.md), for about 15 ms more PUBACK latency.
-const LINGER: Duration = Duration::from_millis(25);
+/// rewrites the pages it touches (the readings index, devices, rules state), so a few
+/// large commits write far less than many small ones; a batch that decides an alert
+/// commits at once.
+const LINGER: Duration = Duration::from_millis(10);
 /// A batch this big means the hub is under load, and the next one lingers.
 const LINGER_AFTER: usize = 64;
 /// How often WebSocket viewers get a resident's status at most. A status is a snapshot,

@@ -58,24 +58,15 @@ fn device_info(d: &Device) -> mimamori_rules::DeviceInfo {
 /// was rewritten in between, so copies a few seconds apart write far less than copies
 /// every second; the log grows meanwhile by what ingest writes in that time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-/// How often the log's length is looked at between those copies: at 60,000 msg/s the
-/// log grows by tens of MiB a second.
-const CHECKPOINT_LOOK: Duration = Duration::from_millis(250);
+/// How often the log's length is looked at between those copies.
+const CHECKPOINT_LOOK: Duration = Duration::from_secs(1);
 /// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`);
 /// a file longer than this has grown since, and is copied at the next look rather than
 /// at the next [`CHECKPOINT_EVERY`], so the file stays near this size under any load.
 const WAL_KEEP: u64 = 16 << 20;
 /// Rounds of copying beside the writers before the rest is copied in their turn: each
 /// round copies what the writers appended during the one before, so the rest shrinks.
-const CHECKPOINT_ROUNDS: usize = 8;
-/// A log file longer than this is finished in the writers' turn. A shorter one is left
-/// to start over by itself: a round that ends between two commits leaves nothing to
-/// copy, and the next commit then starts the log over with nobody held. Under load the
-/// pipeline's commits come with gaps between them (it gathers a batch for up to
-/// [`crate::pipeline`]'s linger), so that is common; holding the writers costs every
-/// commit and alert waiting behind it the copy and two fsyncs (15–25 ms measured at
-/// 60,000 msg/s).
-const WAL_HOLD: u64 = 32 << 20;
+const CHECKPOINT_ROUNDS: usize = 4;
 /// Frames (4 KiB pages) left over that are small enough to copy in the writers' turn.
 const FINISH_IN_TURN: i64 = 1_024;
 
@@ -102,15 +93,14 @@ async fn checkpoint_in_background(
         }
         let meta = std::fs::metadata(&wal).ok();
         let modified = meta.as_ref().and_then(|m| m.modified().ok());
-        let len = meta.as_ref().map_or(0, |m| m.len());
-        let long = len > WAL_KEEP;
+        let long = meta.is_some_and(|m| m.len() > WAL_KEEP);
         if (modified.is_some() && modified == copied_up_to)
             || (!long && last_copy.elapsed() < CHECKPOINT_EVERY)
         {
             continue;
         }
         last_copy = tokio::time::Instant::now();
-        match checkpoint_whole_log(&pool, &writer, len).await {
+        match checkpoint_whole_log(&pool, &writer).await {
             Ok(true) => copied_up_to = modified,
             Ok(false) => {}
             Err(_) if pool.is_closed() => return,
@@ -121,28 +111,21 @@ async fn checkpoint_in_background(
 
 /// Copies every frame of the log into the database, so that the next commit starts the
 /// log over from its beginning and SQLite cuts the file back to `journal_size_limit`.
-/// Under steady writes a PASSIVE checkpoint may never get there: writers append while it
-/// copies. So: PASSIVE rounds beside the writers (they wait for nothing) until one
-/// leaves nothing to copy, which lets the next commit start the log over unless a commit
-/// came during that round. Only when the file (`len`) has grown past [`WAL_HOLD`] anyway
-/// is the rest copied in the writers' turn, which holds commits for milliseconds rather
-/// than the whole copy (a TRUNCATE checkpoint in their turn held them for hundreds).
-/// `false` if the writers outran the copy or a reader kept some frames from being copied.
-async fn checkpoint_whole_log(
-    pool: &SqlitePool,
-    writer: &Mutex<()>,
-    len: u64,
-) -> Result<bool, sqlx::Error> {
+/// Under steady writes a PASSIVE checkpoint alone never gets there: writers append while
+/// it copies, so the log is never all copied and grows without end. So: PASSIVE rounds
+/// beside the writers (they wait for nothing) until what was appended meanwhile is
+/// small, then that rest in the writers' turn, which holds commits for a few
+/// milliseconds rather than the whole copy (a TRUNCATE checkpoint in their turn held
+/// them for hundreds). `false` if the writers outran the copy or a reader kept some
+/// frames from being copied.
+async fn checkpoint_whole_log(pool: &SqlitePool, writer: &Mutex<()>) -> Result<bool, sqlx::Error> {
     let mut rest = i64::MAX;
     for _ in 0..CHECKPOINT_ROUNDS {
         let (_, log, copied) = passive_checkpoint(pool).await?;
         rest = log - copied;
-        if rest == 0 {
+        if rest <= FINISH_IN_TURN {
             break;
         }
-    }
-    if len <= WAL_HOLD {
-        return Ok(rest == 0);
     }
     if rest > FINISH_IN_TURN {
         // The writers outran the copy: holding them for the rest would stall every
