@@ -796,7 +796,7 @@ fn tts_connections(server: &crate::lorawan::Mosquitto) -> usize {
 async fn the_tts_client_and_retention_run_on_one_hub_and_move_when_it_dies() -> Result<()> {
     use crate::gateways::{doc_example, WAIT};
     use crate::lorawan::Mosquitto;
-    use crate::tts::{publish_uplink, resident_with_pir, tts_flags};
+    use crate::tts::{pir_uplink, publish_uplink, resident_with_pir, tts_flags};
     if skip_postgres("cluster singleton test") {
         return Ok(());
     }
@@ -849,13 +849,7 @@ async fn the_tts_client_and_retention_run_on_one_hub_and_move_when_it_dies() -> 
         (runs(&two, "tts").await.ok()? && runs(&two, "retention").await.ok()?).then_some(())
     })
     .await?;
-    let moved = doc_example("tts-uplink")?.replace(
-        r#""temperature": 1.0,
-      "luminosity": 0.64"#,
-        r#""pir": "trigger""#,
-    );
-    assert!(moved.contains("trigger"));
-    publish_uplink(&server, moved).await?;
+    publish_uplink(&server, pir_uplink()?).await?;
     eventually("an uplink through hub-2", WAIT, || of_pir("motion")).await?;
     assert_eq!(tts_connections(&server), 2, "{}", server.log());
     retention_pass_through(&two, "hub-2").await?;
@@ -865,25 +859,8 @@ async fn the_tts_client_and_retention_run_on_one_hub_and_move_when_it_dies() -> 
 /// `POST /retention/run` and `GET /retention` on `hub` reach the retention job on the hub
 /// that holds its lease, `holder`: the pass asked for runs there and is seen done here.
 async fn retention_pass_through(hub: &TestHub, holder: &str) -> Result<()> {
-    let asked = hub
-        .expect(Method::POST, "/retention/run", None, 202)
-        .await?;
+    let (asked, status) = crate::privacy::retention_pass(hub, crate::gateways::WAIT).await?;
     assert_eq!(asked["node"], holder, "{asked}");
-    let pass = asked["pass"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no pass in {asked}"))?;
-    let status = eventually(
-        "the pass asked for, done",
-        crate::gateways::WAIT,
-        || async {
-            let v = hub
-                .expect(Method::GET, "/retention", None, 200)
-                .await
-                .ok()?;
-            (v["last"]["pass"].as_u64()? >= pass).then_some(v)
-        },
-    )
-    .await?;
     assert_eq!(status["node"], holder, "{status}");
     assert!(status["last"]["error"].is_null(), "{status}");
     Ok(())

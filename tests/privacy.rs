@@ -843,6 +843,26 @@ async fn stored(
         .count())
 }
 
+/// Asks `hub` for a retention pass and waits up to `within` until `GET /retention` shows
+/// it done: (the answer to the request, the status then).
+pub(crate) async fn retention_pass(hub: &TestHub, within: Duration) -> Result<(Value, Value)> {
+    let asked = hub
+        .expect(Method::POST, "/retention/run", None, 202)
+        .await?;
+    let pass = asked["pass"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no pass in {asked}"))?;
+    let status = eventually("the retention pass done", within, || async {
+        let v = hub
+            .expect(Method::GET, "/retention", None, 200)
+            .await
+            .ok()?;
+        (v["last"]["pass"].as_u64()? >= pass).then_some(v)
+    })
+    .await?;
+    Ok((asked, status))
+}
+
 /// Retention on a hub that is taking readings: a pass asked for while devices publish
 /// over real MQTT at QoS 1 removes exactly the rows past each class's limit (aged
 /// against the hub's clock, a day's margin either side), and every message published
@@ -894,20 +914,7 @@ async fn retention_while_ingesting(backend: Backend) -> Result<()> {
         (acked.load(Ordering::Relaxed) >= 20).then_some(())
     })
     .await?;
-    let asked = hub
-        .expect(Method::POST, "/retention/run", None, 202)
-        .await?;
-    let pass = asked["pass"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no pass in {asked}"))?;
-    let status = eventually("the retention pass done", WITHIN, || async {
-        let v = hub
-            .expect(Method::GET, "/retention", None, 200)
-            .await
-            .ok()?;
-        (v["last"]["pass"].as_u64()? >= pass).then_some(v)
-    })
-    .await?;
+    let (_, status) = retention_pass(&hub, WITHIN).await?;
     // The publishers never paused: every message of theirs during the pass was acknowledged.
     let after_pass = acked.load(Ordering::Relaxed);
     eventually("ingest going on after the pass", WITHIN, || async {

@@ -21,6 +21,21 @@ use crate::lorawan::Mosquitto;
 const UPLINK_TOPIC: &str = "v3/app1@ttn/devices/dev1/up";
 
 /// The hub's flags from the documented configuration, pointed at the stand-in server.
+/// The documented uplink with its decoded fields made a PIR trigger (a motion reading).
+pub(crate) fn pir_uplink() -> Result<String> {
+    let moved = doc_example("tts-uplink")?.replace(
+        r#""temperature": 1.0,
+      "luminosity": 0.64"#,
+        r#""pir": "trigger""#,
+    );
+    if !moved.contains("trigger") {
+        return Err(anyhow!(
+            "the documented uplink's fields changed; no PIR trigger made"
+        ));
+    }
+    Ok(moved)
+}
+
 pub(crate) fn tts_flags(port: u16) -> Result<Vec<String>> {
     let conf: toml::Value = toml::from_str(&doc_example("tts-config")?)?;
     let field = |k: &str| {
@@ -106,13 +121,7 @@ async fn the_hub_takes_tts_uplinks_and_reconnects_after_the_server_restarts() ->
     // TTS restarts: the hub's client reconnects and subscribes again.
     let restarted = Instant::now();
     server.restart().await?;
-    let moved = doc_example("tts-uplink")?.replace(
-        r#""temperature": 1.0,
-      "luminosity": 0.64"#,
-        r#""pir": "trigger""#,
-    );
-    assert!(moved.contains("trigger"));
-    publish_uplink(&server, moved).await?;
+    publish_uplink(&server, pir_uplink()?).await?;
     eventually("an uplink after the restart", WAIT, || {
         readings(|r| r["kind"] == "motion")
     })

@@ -85,6 +85,18 @@ pub async fn measure_broker(
     .await?;
     let pattern = device_topic("+", MessageKind::Sos);
     client.subscribe(pattern, QoS::AtLeastOnce).await?;
+    // The subscription must be in place before the first press.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(anyhow!("the SOS subscriber lost the broker: {e}")),
+            }
+        }
+    })
+    .await
+    .context("no SUBACK from the bare broker in 10 s")??;
     let reader = {
         let timings = timings.clone();
         tokio::spawn(async move {
@@ -98,8 +110,6 @@ pub async fn measure_broker(
             }
         })
     };
-    // The subscription must be in place before the first press.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let result = press_all(&timings, buttons, load).await;
     reader.abort();
     result

@@ -132,6 +132,18 @@ impl Hub {
             cfg.privacy.retention.clone(),
             cfg.privacy.retention_every,
         );
+        // Made in the arm that knows whether the retention job answers other hubs.
+        let jobs_for = |answers| {
+            once_jobs(
+                &cfg,
+                retention_runner,
+                &store,
+                &clock,
+                &metrics,
+                &edge,
+                answers,
+            )
+        };
         let (engine, handle, bus) = match &cfg.cluster {
             None => {
                 let first_seq = u64::try_from(clock.now().timestamp_millis())
@@ -163,16 +175,14 @@ impl Hub {
                 if let Err(e) = store.checkpoint().await {
                     warn!(error = %e, "checkpoint after restore failed; the background one will retry");
                 }
-                let jobs = once_jobs(
-                    &cfg,
-                    retention_runner,
-                    &store,
-                    &clock,
-                    &metrics,
-                    &edge,
-                    None,
-                );
-                (Engine::Single { pipeline, jobs }, handle, bus)
+                (
+                    Engine::Single {
+                        pipeline,
+                        jobs: jobs_for(None),
+                    },
+                    handle,
+                    bus,
+                )
             }
             Some(cc) => {
                 let cluster = Cluster::connect(cc.clone(), &cfg.database_url).await?;
@@ -181,15 +191,7 @@ impl Hub {
                     cc.node_id.clone(),
                     retention.clone(),
                 );
-                let jobs = once_jobs(
-                    &cfg,
-                    retention_runner,
-                    &store,
-                    &clock,
-                    &metrics,
-                    &edge,
-                    Some(answers),
-                );
+                let jobs = jobs_for(Some(answers));
                 let bus = Bus::new(cluster::live::next_sequence(&cluster.js).await?);
                 let handle = cluster::rpc::dispatcher(cluster.clone(), store.clone());
                 let parts = cluster::owner::PipelineParts {
