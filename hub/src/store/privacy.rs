@@ -123,18 +123,22 @@ impl DataClass {
         }
     }
 
-    /// The id-keyed table of the class, the condition that picks its rows and the time
-    /// column its age is read from.
-    fn table(self) -> (&'static str, &'static str, &'static str) {
+    /// The id-keyed table of the class, the condition that picks its rows, the time
+    /// column its age is read from, and the order its rows are picked in. Readings are
+    /// picked by time through `readings_ts`, so a pass reads only the rows it removes: in
+    /// id order the last pick of a pass read to the end of the table, which held one
+    /// snapshot for seconds in a large store and kept the write-ahead log from starting
+    /// over meanwhile.
+    fn table(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
-            DataClass::Positions => ("readings", "kind IN ('gps', 'sighting')", "ts"),
-            DataClass::Sensors => ("readings", "kind NOT IN ('gps', 'sighting')", "ts"),
-            DataClass::Activity => ("activity_hourly", "1 = 1", "hour"),
-            DataClass::DeadLetters => ("rejected", "1 = 1", "received_at"),
+            DataClass::Positions => ("readings", "kind IN ('gps', 'sighting')", "ts", "ts"),
+            DataClass::Sensors => ("readings", "kind NOT IN ('gps', 'sighting')", "ts", "ts"),
+            DataClass::Activity => ("activity_hourly", "1 = 1", "hour", "hour"),
+            DataClass::DeadLetters => ("rejected", "1 = 1", "received_at", "id"),
             // A live alert is never purged, however old.
-            DataClass::Alerts => ("alerts", "state = 'resolved'", "resolved_at"),
-            DataClass::Audit => ("audit_log", "1 = 1", "at"),
-            DataClass::AccessLog => ("access_log", "1 = 1", "at"),
+            DataClass::Alerts => ("alerts", "state = 'resolved'", "resolved_at", "id"),
+            DataClass::Audit => ("audit_log", "1 = 1", "at", "id"),
+            DataClass::AccessLog => ("access_log", "1 = 1", "at", "id"),
         }
     }
 }
@@ -404,8 +408,8 @@ macro_rules! impl_privacy {
                 // Picking the rows is a read, done before the writers' turn: the last batch
                 // of a class reads to the end of the table, which in a store of months
                 // takes long enough to hold up ingest's commits behind it.
-                let (table, only, age) = class.table();
-                let q = format!("SELECT id FROM {table} WHERE {only} AND {age} < $1 ORDER BY id LIMIT $2");
+                let (table, only, age, order) = class.table();
+                let q = format!("SELECT id FROM {table} WHERE {only} AND {age} < $1 ORDER BY {order} LIMIT $2");
                 let ids: Vec<(i64,)> = sqlx::query_as(&q).bind(ms(cutoff)).bind(limit).fetch_all(&self.pool).await?;
                 if ids.is_empty() {
                     return Ok(0);

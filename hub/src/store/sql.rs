@@ -59,29 +59,76 @@ fn device_info(d: &Device) -> mimamori_rules::DeviceInfo {
 /// every second; the log grows meanwhile by what ingest writes in that time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// How often the log's length is looked at between those copies.
-const CHECKPOINT_LOOK: Duration = Duration::from_secs(1);
-/// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`);
-/// a file longer than this has grown since, and is copied at the next look rather than
-/// at the next [`CHECKPOINT_EVERY`], so the file stays near this size under any load.
-const WAL_KEEP: u64 = 16 << 20;
+const CHECKPOINT_LOOK: Duration = Duration::from_millis(100);
+/// The size the log file is kept under, whatever the load.
+const WAL_BOUND: u64 = 64 << 20;
+/// Log written since its last restart that is copied at the next look rather than at
+/// the next [`CHECKPOINT_EVERY`], so that under load the log starts over every few
+/// hundred milliseconds, well before the file reaches [`WAL_LIMIT`].
+const RESTART_AT: u64 = WAL_BOUND / 4;
+/// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`).
+/// The log restarts long before it fills this, so SQLite has nothing to cut: cutting
+/// the file inside the commit that restarts the log (freeing tens of MiB of cached
+/// pages) held that commit, and every alert behind it, for 20–30 ms.
+const WAL_LIMIT: u64 = WAL_BOUND * 3 / 4;
+/// Log written since its last restart past which the rest is copied in the writers'
+/// turn however much it is: holding the writers longer is the price of the bound when
+/// readers or a burst kept the rounds from catching up.
+const FORCE_TURN_AT: u64 = WAL_BOUND / 2;
 /// Rounds of copying beside the writers before the rest is copied in their turn: each
 /// round copies what the writers appended during the one before, so the rest shrinks.
 const CHECKPOINT_ROUNDS: usize = 4;
 /// Frames (4 KiB pages) left over that are small enough to copy in the writers' turn.
 const FINISH_IN_TURN: i64 = 1_024;
 
+/// The database file's companions whose state the background checkpoint looks at.
+struct LogFiles {
+    wal: std::path::PathBuf,
+    shm: std::path::PathBuf,
+}
+
+impl LogFiles {
+    fn beside(db: &std::path::Path) -> LogFiles {
+        let with = |suffix: &str| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            std::path::PathBuf::from(p)
+        };
+        LogFiles {
+            wal: with("-wal"),
+            shm: with("-shm"),
+        }
+    }
+
+    /// Bytes of log written since it last started over, from the wal-index header at the
+    /// start of the `-shm` file (its `mxFrame` and page size, in native byte order; see
+    /// SQLite's "WAL-mode File Format"). A heuristic: read without SQLite's locks, it may
+    /// be one commit old. `None` if the file cannot be read.
+    fn written(&self) -> Option<u64> {
+        use std::io::Read;
+        let mut header = [0u8; 20];
+        std::fs::File::open(&self.shm)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .ok()?;
+        let page = match u16::from_ne_bytes([header[14], header[15]]) {
+            1 => 65_536,
+            n => u64::from(n),
+        };
+        let frames = u64::from(u32::from_ne_bytes([
+            header[16], header[17], header[18], header[19],
+        ]));
+        Some(frames * (page + 24))
+    }
+}
+
 /// Copies the write-ahead log into the database file on a connection of its own, every
-/// [`CHECKPOINT_EVERY`] while the log changes, or sooner once the file is longer than
-/// [`WAL_KEEP`]. SQLite's automatic checkpoint runs inside
+/// [`CHECKPOINT_EVERY`] while the log changes, or at the next look once it holds
+/// [`RESTART_AT`]. SQLite's automatic checkpoint runs inside
 /// whichever COMMIT crosses the log's size limit, with two fsyncs: on this machine's
 /// disks that stalled an ingest commit, and every alert waiting behind it, by up to
 /// 200 ms. An idle hub's log does not change, so it costs nothing. Ends when the pool is
 /// closed.
-async fn checkpoint_in_background(
-    pool: SqlitePool,
-    wal: std::path::PathBuf,
-    writer: Arc<Mutex<()>>,
-) {
+async fn checkpoint_in_background(pool: SqlitePool, files: LogFiles, writer: Arc<Mutex<()>>) {
     let mut tick = tokio::time::interval(CHECKPOINT_LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut copied_up_to = None;
@@ -91,16 +138,20 @@ async fn checkpoint_in_background(
         if pool.is_closed() {
             return;
         }
-        let meta = std::fs::metadata(&wal).ok();
+        let meta = std::fs::metadata(&files.wal).ok();
         let modified = meta.as_ref().and_then(|m| m.modified().ok());
-        let long = meta.is_some_and(|m| m.len() > WAL_KEEP);
+        let written = files
+            .written()
+            .or_else(|| meta.as_ref().map(|m| m.len()))
+            .unwrap_or(0);
+        let full = written >= RESTART_AT;
         if (modified.is_some() && modified == copied_up_to)
-            || (!long && last_copy.elapsed() < CHECKPOINT_EVERY)
+            || (!full && last_copy.elapsed() < CHECKPOINT_EVERY)
         {
             continue;
         }
         last_copy = tokio::time::Instant::now();
-        match checkpoint_whole_log(&pool, &writer).await {
+        match checkpoint_whole_log(&pool, &writer, written >= FORCE_TURN_AT).await {
             Ok(true) => copied_up_to = modified,
             Ok(false) => {}
             Err(_) if pool.is_closed() => return,
@@ -118,7 +169,11 @@ async fn checkpoint_in_background(
 /// milliseconds rather than the whole copy (a TRUNCATE checkpoint in their turn held
 /// them for hundreds). `false` if the writers outran the copy or a reader kept some
 /// frames from being copied.
-async fn checkpoint_whole_log(pool: &SqlitePool, writer: &Mutex<()>) -> Result<bool, sqlx::Error> {
+async fn checkpoint_whole_log(
+    pool: &SqlitePool,
+    writer: &Mutex<()>,
+    force: bool,
+) -> Result<bool, sqlx::Error> {
     let mut rest = i64::MAX;
     for _ in 0..CHECKPOINT_ROUNDS {
         let (_, log, copied) = passive_checkpoint(pool).await?;
@@ -127,7 +182,7 @@ async fn checkpoint_whole_log(pool: &SqlitePool, writer: &Mutex<()>) -> Result<b
             break;
         }
     }
-    if rest > FINISH_IN_TURN {
+    if rest > FINISH_IN_TURN && !force {
         // The writers outran the copy: holding them for the rest would stall every
         // PUBACK behind it, so try again at the next look.
         return Ok(false);
@@ -202,10 +257,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             // one has copied the whole log, the next commit starts it over and cuts the
             // file back to this size.
             .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", WAL_KEEP.to_string())
+            .pragma("journal_size_limit", WAL_LIMIT.to_string())
             .busy_timeout(Duration::from_secs(10));
-        let mut wal = opts.get_filename().as_os_str().to_owned();
-        wal.push("-wal");
+        let files = LogFiles::beside(opts.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
@@ -216,11 +270,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("SQLite migrations failed")?;
         let store = SqliteStore::from_pool(pool.clone());
-        tokio::spawn(checkpoint_in_background(
-            pool,
-            wal.into(),
-            store.writer.clone(),
-        ));
+        tokio::spawn(checkpoint_in_background(pool, files, store.writer.clone()));
         Ok(Arc::new(store))
     }
 }
