@@ -2,7 +2,9 @@
 //! sampled every period — the write-ahead log's size, the hub's RSS and PUBACK p99 — so
 //! that growth, not just speed, shows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -29,8 +31,39 @@ pub struct Period {
     pub acked: u64,
     pub errors: u64,
     pub ack_p99_ms: Option<f64>,
+    /// The log's length at the end of the period.
     pub wal_mib: f64,
+    /// The longest it was during the period, looked at every [`WAL_LOOK`].
+    pub wal_max_mib: f64,
     pub rss_mib: f64,
+}
+
+/// How often the log's length is looked at between samples: the log can grow and be
+/// cut back well within a period, so one sample a period would miss its peaks.
+const WAL_LOOK: Duration = Duration::from_millis(50);
+
+/// Stops the watcher however the run ends.
+struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the longest length the file reached since it was last taken.
+fn watch_length(file: PathBuf) -> (Arc<AtomicU64>, Watcher) {
+    let longest = Arc::new(AtomicU64::new(0));
+    let seen = longest.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WAL_LOOK);
+        loop {
+            tick.tick().await;
+            let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            seen.fetch_max(len, Ordering::Relaxed);
+        }
+    });
+    (longest, Watcher(task))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +71,7 @@ pub struct Soak {
     pub rate: f64,
     pub period_s: f64,
     pub periods: Vec<Period>,
-    /// The largest write-ahead log seen at a sample.
+    /// The longest the write-ahead log was at any look.
     pub max_wal_mib: f64,
     /// RSS of the last period over the first.
     pub rss_growth: Option<f64>,
@@ -57,6 +90,8 @@ pub async fn run(
 ) -> Result<Soak> {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let (longest, _watcher) = watch_length(wal.clone());
     let mut periods = Vec::new();
     for index in 1..=plan.periods {
         let cfg = LoadConfig {
@@ -74,15 +109,16 @@ pub async fn run(
             errors: r.errors,
             ack_p99_ms: r.ack_latency_ms_p99,
             wal_mib: mib(wal_bytes),
+            wal_max_mib: mib(longest.swap(0, Ordering::Relaxed).max(wal_bytes)),
             rss_mib: mib(hub.sample()?.rss_bytes),
         };
         eprintln!(
-            "[bench] soak {index}/{}: {} acked of {}, PUBACK p99 {:?} ms, WAL {:.1} MiB, RSS {:.0} MiB",
-            plan.periods, p.acked, p.sent, p.ack_p99_ms, p.wal_mib, p.rss_mib
+            "[bench] soak {index}/{}: {} acked of {}, PUBACK p99 {:?} ms, WAL {:.1} MiB (longest {:.1}), RSS {:.0} MiB",
+            plan.periods, p.acked, p.sent, p.ack_p99_ms, p.wal_mib, p.wal_max_mib, p.rss_mib
         );
         periods.push(p);
     }
-    let max_wal_mib = periods.iter().map(|p| p.wal_mib).fold(0.0, f64::max);
+    let max_wal_mib = periods.iter().map(|p| p.wal_max_mib).fold(0.0, f64::max);
     let rss_growth = match (periods.first(), periods.last()) {
         (Some(a), Some(b)) if a.rss_mib > 0.0 => Some(b.rss_mib / a.rss_mib),
         _ => None,
