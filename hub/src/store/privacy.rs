@@ -125,10 +125,11 @@ impl DataClass {
 
     /// The id-keyed table of the class, the condition that picks its rows, the time
     /// column its age is read from, and the order its rows are picked in. Readings are
-    /// picked by time through `readings_ts`, so a pass reads only the rows it removes: in
-    /// id order the last pick of a pass read to the end of the table, which held one
-    /// snapshot for seconds in a large store and kept the write-ahead log from starting
-    /// over meanwhile.
+    /// picked by time through the index of their class (`readings_positions_ts`,
+    /// `readings_others_ts`, whose conditions are these word for word), so a pass reads
+    /// only the rows it removes: in id order the last pick of a pass read to the end of
+    /// the table, which held one snapshot for seconds in a large store and kept the
+    /// write-ahead log from starting over meanwhile.
     fn table(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
             DataClass::Positions => ("readings", "kind IN ('gps', 'sighting')", "ts", "ts"),
@@ -405,9 +406,9 @@ macro_rules! impl_privacy {
                     .await?;
                     return Ok(done.rows_affected());
                 }
-                // Picking the rows is a read, done before the writers' turn: the last batch
-                // of a class reads to the end of the table, which in a store of months
-                // takes long enough to hold up ingest's commits behind it.
+                // Picking the rows is a read, done before the writers' turn: in the tables
+                // picked in id order the last batch of a class reads to the end of the
+                // table, which in a store of months would hold up ingest's commits.
                 let (table, only, age, order) = class.table();
                 let q = format!("SELECT id FROM {table} WHERE {only} AND {age} < $1 ORDER BY {order} LIMIT $2");
                 let ids: Vec<(i64,)> = sqlx::query_as(&q).bind(ms(cutoff)).bind(limit).fetch_all(&self.pool).await?;

@@ -58,27 +58,34 @@ fn device_info(d: &Device) -> mimamori_rules::DeviceInfo {
 /// was rewritten in between, so copies a few seconds apart write far less than copies
 /// every second; the log grows meanwhile by what ingest writes in that time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-/// How often the log's length is looked at between those copies.
+/// How often the log written since its last restart is looked at between those copies.
 const CHECKPOINT_LOOK: Duration = Duration::from_millis(100);
-/// The size the log file is kept under, whatever the load.
+/// The size the log file is kept under at any ingest rate. Only a reader can hold it
+/// past this: SQLite copies no frame that a snapshot still being read may need.
 const WAL_BOUND: u64 = 64 << 20;
 /// Log written since its last restart that is copied at the next look rather than at
 /// the next [`CHECKPOINT_EVERY`], so that under load the log starts over every few
 /// hundred milliseconds, well before the file reaches [`WAL_LIMIT`].
 const RESTART_AT: u64 = WAL_BOUND / 4;
 /// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`).
-/// The log restarts long before it fills this, so SQLite has nothing to cut: cutting
+/// The log restarts long before it fills this, so SQLite normally has nothing to cut:
+/// cutting
 /// the file inside the commit that restarts the log (freeing tens of MiB of cached
 /// pages) held that commit, and every alert behind it, for 20–30 ms.
 const WAL_LIMIT: u64 = WAL_BOUND * 3 / 4;
 /// Log written since its last restart past which the rest is copied in the writers'
-/// turn however much it is: holding the writers longer is the price of the bound when
-/// readers or a burst kept the rounds from catching up.
+/// turn even when it is more than [`FINISH_IN_TURN`]: holding the writers longer is the
+/// price of the bound when a burst kept the rounds from catching up.
 const FORCE_TURN_AT: u64 = WAL_BOUND / 2;
+/// The most frames a forced turn copies (32 MiB of 4 KiB pages): more left over means a
+/// reader had held the copy back, and holding every writer (and alert) while all of it
+/// is copied would cost more than the log's length.
+const FORCE_AT_MOST: i64 = 8_192;
 /// Rounds of copying beside the writers before the rest is copied in their turn: each
 /// round copies what the writers appended during the one before, so the rest shrinks.
 const CHECKPOINT_ROUNDS: usize = 4;
-/// Frames (4 KiB pages) left over that are small enough to copy in the writers' turn.
+/// Frames left over that are small enough to copy in the writers' turn (4 MiB of 4 KiB
+/// pages).
 const FINISH_IN_TURN: i64 = 1_024;
 
 /// The database file's companions whose state the background checkpoint looks at.
@@ -121,9 +128,10 @@ impl LogFiles {
     }
 }
 
-/// Copies the write-ahead log into the database file on a connection of its own, every
-/// [`CHECKPOINT_EVERY`] while the log changes, or at the next look once it holds
-/// [`RESTART_AT`]. SQLite's automatic checkpoint runs inside
+/// Copies the write-ahead log into the database file beside the writers, every
+/// [`CHECKPOINT_EVERY`] while the log changes, or at the next look once [`RESTART_AT`]
+/// was written since it last started over (past [`FORCE_TURN_AT`], see
+/// [`checkpoint_whole_log`]). SQLite's automatic checkpoint runs inside
 /// whichever COMMIT crosses the log's size limit, with two fsyncs: on this machine's
 /// disks that stalled an ingest commit, and every alert waiting behind it, by up to
 /// 200 ms. An idle hub's log does not change, so it costs nothing. Ends when the pool is
@@ -140,10 +148,9 @@ async fn checkpoint_in_background(pool: SqlitePool, files: LogFiles, writer: Arc
         }
         let meta = std::fs::metadata(&files.wal).ok();
         let modified = meta.as_ref().and_then(|m| m.modified().ok());
-        let written = files
-            .written()
-            .or_else(|| meta.as_ref().map(|m| m.len()))
-            .unwrap_or(0);
+        // Without the header (never seen with WAL on), only the 5 s rule applies: the
+        // file's length says how long the log once was, not what it holds now.
+        let written = files.written().unwrap_or(0);
         let full = written >= RESTART_AT;
         if (modified.is_some() && modified == copied_up_to)
             || (!full && last_copy.elapsed() < CHECKPOINT_EVERY)
@@ -161,13 +168,13 @@ async fn checkpoint_in_background(pool: SqlitePool, files: LogFiles, writer: Arc
 }
 
 /// Copies every frame of the log into the database, so that the next commit starts the
-/// log over from its beginning and SQLite cuts the file back to `journal_size_limit`.
-/// Under steady writes a PASSIVE checkpoint alone never gets there: writers append while
+/// log over from its beginning. Under steady writes a PASSIVE checkpoint alone never gets there: writers append while
 /// it copies, so the log is never all copied and grows without end. So: PASSIVE rounds
 /// beside the writers (they wait for nothing) until what was appended meanwhile is
 /// small, then that rest in the writers' turn, which holds commits for a few
 /// milliseconds rather than the whole copy (a TRUNCATE checkpoint in their turn held
-/// them for hundreds). `false` if the writers outran the copy or a reader kept some
+/// them for hundreds). With `force`, a rest of up to [`FORCE_AT_MOST`] frames is copied
+/// in their turn too. `false` if the writers outran the copy or a reader kept some
 /// frames from being copied.
 async fn checkpoint_whole_log(
     pool: &SqlitePool,
@@ -175,16 +182,25 @@ async fn checkpoint_whole_log(
     force: bool,
 ) -> Result<bool, sqlx::Error> {
     let mut rest = i64::MAX;
+    let mut first_copied = None;
+    // Rounds that copy nothing new while frames wait mean a reader holds them.
+    let mut advanced = false;
     for _ in 0..CHECKPOINT_ROUNDS {
         let (_, log, copied) = passive_checkpoint(pool).await?;
         rest = log - copied;
         if rest <= FINISH_IN_TURN {
             break;
         }
+        advanced = copied > *first_copied.get_or_insert(copied);
     }
-    if rest > FINISH_IN_TURN && !force {
-        // The writers outran the copy: holding them for the rest would stall every
-        // PUBACK behind it, so try again at the next look.
+    let in_turn = if force && advanced {
+        FORCE_AT_MOST
+    } else {
+        FINISH_IN_TURN
+    };
+    if rest > in_turn {
+        // The writers outran the copy, or a reader holds it back: holding the writers for
+        // the rest would stall every PUBACK behind it, so try again at the next look.
         return Ok(false);
     }
     let _turn = writer.lock().await;
@@ -254,8 +270,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             // in a temporary file it costs a write per page (a third of a commit's time).
             .pragma("temp_store", "memory")
             // Checkpoints run beside the writers (see `checkpoint_in_background`); when
-            // one has copied the whole log, the next commit starts it over and cuts the
-            // file back to this size.
+            // one has copied the whole log, the next commit starts it over, and cuts the
+            // file back to this size if it ever grew past it.
             .pragma("wal_autocheckpoint", "0")
             .pragma("journal_size_limit", WAL_LIMIT.to_string())
             .busy_timeout(Duration::from_secs(10));
