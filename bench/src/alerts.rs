@@ -24,9 +24,10 @@ pub struct AlertLatency {
     pub alerts_sent: usize,
     pub alerts_seen: usize,
     pub latency_ms: Option<Quantiles>,
-    /// The part from the hub's receipt of the press (the alert's `opened_at`, which an SOS
-    /// without its own `ts` takes from the edge) to the frame: the hub's pipeline, commit
-    /// and WebSocket. The rest is the publisher, the wire and the edge's parsing.
+    /// The part from the pipeline's taking of the press (the alert's `opened_at`: the
+    /// rules engine opens an SOS at its `now`) to the frame: the press's commit and the
+    /// WebSocket. The rest is the publisher, the wire, the edge and any wait in the
+    /// pipeline's queue.
     pub in_hub_ms: Option<Quantiles>,
 }
 

@@ -326,7 +326,7 @@ pub(crate) fn ladder_table(ladders: &[&Ladder], out: &mut String) {
 /// An alert measurement in two lines: the whole latency, then the hub's part of it.
 pub(crate) fn alert_figures(a: &AlertLatency) -> String {
     format!(
-        "SOS publish -> WebSocket frame, {:.0} msg/s background ({}): {} of {} alerts, {}\n  of which from the hub's receipt (opened_at) to the frame: {}",
+        "SOS publish -> WebSocket frame, {:.0} msg/s background ({}): {} of {} alerts, {}\n  of which from the pipeline taking the press (opened_at) to the frame: {}",
         a.background_rate,
         if a.background_sustained { "sustained" } else { "NOT sustained" },
         a.alerts_seen,
