@@ -69,9 +69,8 @@ const WAL_BOUND: u64 = 64 << 20;
 const RESTART_AT: u64 = WAL_BOUND / 4;
 /// What SQLite cuts the log file back to when it starts it over (`journal_size_limit`).
 /// The log restarts long before it fills this, so SQLite normally has nothing to cut:
-/// cutting
-/// the file inside the commit that restarts the log (freeing tens of MiB of cached
-/// pages) held that commit, and every alert behind it, for 20–30 ms.
+/// cutting the file inside the commit that restarts the log (freeing tens of MiB of
+/// cached pages) held that commit, and every alert behind it, for 20–30 ms.
 const WAL_LIMIT: u64 = WAL_BOUND * 3 / 4;
 /// Log written since its last restart past which the rest is copied in the writers'
 /// turn even when it is more than [`FINISH_IN_TURN`]: holding the writers longer is the
@@ -168,12 +167,12 @@ async fn checkpoint_in_background(pool: SqlitePool, files: LogFiles, writer: Arc
 }
 
 /// Copies every frame of the log into the database, so that the next commit starts the
-/// log over from its beginning. Under steady writes a PASSIVE checkpoint alone never gets there: writers append while
-/// it copies, so the log is never all copied and grows without end. So: PASSIVE rounds
-/// beside the writers (they wait for nothing) until what was appended meanwhile is
-/// small, then that rest in the writers' turn, which holds commits for a few
-/// milliseconds rather than the whole copy (a TRUNCATE checkpoint in their turn held
-/// them for hundreds). With `force`, a rest of up to [`FORCE_AT_MOST`] frames is copied
+/// log over from its beginning. Under steady writes a PASSIVE checkpoint alone never gets
+/// there: writers append while it copies, so the log is never all copied and grows
+/// without end. So: PASSIVE rounds beside the writers (they wait for nothing) until what
+/// was appended meanwhile is small, then that rest in the writers' turn, which holds
+/// commits for a few milliseconds rather than the whole copy (a TRUNCATE checkpoint in
+/// their turn held them for hundreds). With `force`, a rest of up to [`FORCE_AT_MOST`] frames is copied
 /// in their turn too. `false` if the writers outran the copy or a reader kept some
 /// frames from being copied.
 async fn checkpoint_whole_log(
