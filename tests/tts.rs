@@ -20,7 +20,6 @@ use crate::lorawan::Mosquitto;
 /// The topic TTS publishes the documented uplink on (application `app1` on The Things Network).
 const UPLINK_TOPIC: &str = "v3/app1@ttn/devices/dev1/up";
 
-/// The hub's flags from the documented configuration, pointed at the stand-in server.
 /// The documented uplink with its decoded fields made a PIR trigger (a motion reading).
 pub(crate) fn pir_uplink() -> Result<String> {
     let moved = doc_example("tts-uplink")?.replace(
@@ -36,6 +35,7 @@ pub(crate) fn pir_uplink() -> Result<String> {
     Ok(moved)
 }
 
+/// The hub's flags from the documented configuration, pointed at the stand-in server.
 pub(crate) fn tts_flags(port: u16) -> Result<Vec<String>> {
     let conf: toml::Value = toml::from_str(&doc_example("tts-config")?)?;
     let field = |k: &str| {
