@@ -281,37 +281,41 @@ impl Report {
 pub(crate) fn ladder_table(ladders: &[&Ladder], out: &mut String) {
     let _ = writeln!(
         out,
-        "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  sustained",
+        "{:<26} {:>7} {:>9} {:>9} {:>9} {:>6} {:>9} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10} {:>6}  sustained",
         "target",
         "devices",
         "rate/s",
         "acked",
         "seen",
         "errors",
+        "window/s",
         "slowest",
         "ack p50",
         "ack p99",
         "CPU %",
         "RSS MiB",
         "CPU us/msg",
+        "load %",
     );
     for ladder in ladders {
         for s in &ladder.steps {
             let _ = writeln!(
                 out,
-                "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}  {}",
+                "{:<26} {:>7} {:>9.0} {:>9} {:>9} {:>6} {:>9.0} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10} {:>6}  {}",
                 ladder.target,
                 ladder.devices,
                 s.rate,
                 s.acked,
                 s.seen,
                 s.errors,
+                s.window_rate,
                 s.slowest_second,
                 opt_ms(s.ack_p50_ms),
                 opt_ms(s.ack_p99_ms),
                 s.cpu_pct.map_or("-".into(), |c| format!("{c:.0}")),
                 s.rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
                 s.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.1}")),
+                s.load_cpu_pct.map_or("-".into(), |c| format!("{c:.0}")),
                 if s.sustained { "yes" } else { "NO" }
             );
         }
