@@ -11,6 +11,7 @@ use anyhow::Result;
 use device_sim::load::{self, LoadConfig, Mix};
 use device_sim::mqtt::DeviceLogin;
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use crate::process::HubProcess;
 
@@ -42,20 +43,13 @@ pub struct Period {
 /// cut back well within a period, so one sample a period would miss its peaks.
 const WAL_LOOK: Duration = Duration::from_millis(50);
 
-/// Stops the watcher however the run ends.
-struct Watcher(tokio::task::JoinHandle<()>);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Keeps the longest length the file reached since it was last taken.
-fn watch_length(file: PathBuf) -> (Arc<AtomicU64>, Watcher) {
+/// Keeps the longest length the file reached since it was last taken, until the returned
+/// set is dropped (which aborts its task however the run ends).
+fn watch_length(file: PathBuf) -> (Arc<AtomicU64>, JoinSet<()>) {
     let longest = Arc::new(AtomicU64::new(0));
     let seen = longest.clone();
-    let task = tokio::spawn(async move {
+    let mut watcher = JoinSet::new();
+    watcher.spawn(async move {
         let mut tick = tokio::time::interval(WAL_LOOK);
         loop {
             tick.tick().await;
@@ -63,7 +57,7 @@ fn watch_length(file: PathBuf) -> (Arc<AtomicU64>, Watcher) {
             seen.fetch_max(len, Ordering::Relaxed);
         }
     });
-    (longest, Watcher(task))
+    (longest, watcher)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -123,23 +123,28 @@ impl DataClass {
         }
     }
 
-    /// The id-keyed table of the class, the condition that picks its rows, the time
-    /// column its age is read from, and the order its rows are picked in. Readings are
-    /// picked by time through the index of their class (`readings_positions_ts`,
+    /// Where the class's rows are and how retention picks them. Readings are picked by
+    /// time through the index of their class (`readings_positions_ts`,
     /// `readings_others_ts`, whose conditions are these word for word), so a pass reads
     /// only the rows it removes: in id order the last pick of a pass read to the end of
     /// the table, which held one snapshot for seconds in a large store and kept the
     /// write-ahead log from starting over meanwhile.
-    fn table(self) -> (&'static str, &'static str, &'static str, &'static str) {
+    fn table(self) -> ClassRows {
+        let rows = |table, only, age, order| ClassRows {
+            table,
+            only,
+            age,
+            order,
+        };
         match self {
-            DataClass::Positions => ("readings", "kind IN ('gps', 'sighting')", "ts", "ts"),
-            DataClass::Sensors => ("readings", "kind NOT IN ('gps', 'sighting')", "ts", "ts"),
-            DataClass::Activity => ("activity_hourly", "1 = 1", "hour", "hour"),
-            DataClass::DeadLetters => ("rejected", "1 = 1", "received_at", "id"),
+            DataClass::Positions => rows("readings", "kind IN ('gps', 'sighting')", "ts", "ts"),
+            DataClass::Sensors => rows("readings", "kind NOT IN ('gps', 'sighting')", "ts", "ts"),
+            DataClass::Activity => rows("activity_hourly", "1 = 1", "hour", "hour"),
+            DataClass::DeadLetters => rows("rejected", "1 = 1", "received_at", "id"),
             // A live alert is never purged, however old.
-            DataClass::Alerts => ("alerts", "state = 'resolved'", "resolved_at", "id"),
-            DataClass::Audit => ("audit_log", "1 = 1", "at", "id"),
-            DataClass::AccessLog => ("access_log", "1 = 1", "at", "id"),
+            DataClass::Alerts => rows("alerts", "state = 'resolved'", "resolved_at", "id"),
+            DataClass::Audit => rows("audit_log", "1 = 1", "at", "id"),
+            DataClass::AccessLog => rows("access_log", "1 = 1", "at", "id"),
         }
     }
 }
@@ -291,6 +296,18 @@ impl From<AccessRow> for Access {
 /// Rows of the access log per INSERT statement, under both backends' parameter limits.
 const ACCESS_CHUNK: usize = 1_000;
 
+/// Where a class's rows are, and how retention picks the oldest of them.
+struct ClassRows {
+    /// The id-keyed table.
+    table: &'static str,
+    /// The condition that picks the class's rows in it.
+    only: &'static str,
+    /// The time column its age is read from.
+    age: &'static str,
+    /// The order rows are picked in: an indexed column, so a pick reads no more than it takes.
+    order: &'static str,
+}
+
 macro_rules! impl_privacy {
     ($store:ty, $db:ty) => {
         #[async_trait]
@@ -409,7 +426,7 @@ macro_rules! impl_privacy {
                 // Picking the rows is a read, done before the writers' turn: in the tables
                 // picked in id order the last batch of a class reads to the end of the
                 // table, which in a store of months would hold up ingest's commits.
-                let (table, only, age, order) = class.table();
+                let ClassRows { table, only, age, order } = class.table();
                 let q = format!("SELECT id FROM {table} WHERE {only} AND {age} < $1 ORDER BY {order} LIMIT $2");
                 let ids: Vec<(i64,)> = sqlx::query_as(&q).bind(ms(cutoff)).bind(limit).fetch_all(&self.pool).await?;
                 if ids.is_empty() {

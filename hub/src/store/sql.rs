@@ -172,9 +172,9 @@ async fn checkpoint_in_background(pool: SqlitePool, files: LogFiles, writer: Arc
 /// without end. So: PASSIVE rounds beside the writers (they wait for nothing) until what
 /// was appended meanwhile is small, then that rest in the writers' turn, which holds
 /// commits for a few milliseconds rather than the whole copy (a TRUNCATE checkpoint in
-/// their turn held them for hundreds). With `force`, a rest of up to [`FORCE_AT_MOST`] frames is copied
-/// in their turn too. `false` if the writers outran the copy or a reader kept some
-/// frames from being copied.
+/// their turn held them for hundreds). With `force`, a rest of up to [`FORCE_AT_MOST`]
+/// frames is copied in their turn too. `false` if the writers outran the copy or a
+/// reader kept some frames from being copied.
 async fn checkpoint_whole_log(
     pool: &SqlitePool,
     writer: &Mutex<()>,
