@@ -299,11 +299,20 @@ async fn check_alert_rows_are_written_over_and_one_live_per_key(s: &dyn Store) -
         "a later version of an alert is written over the earlier one"
     );
     assert_eq!(s.list_audit(10).await?[0].action, "alert.acknowledged");
+    let readings_before = s.count_readings(rid).await?;
+    let refused = Batch {
+        readings: vec![event("btn", rid, 1, Reading::Sos, None)],
+        rule_states: vec![(rid, "{\"refused\":true}".into())],
+        ..write(effects_of(vec![sos_record(2, rid, 1)]))
+    };
     assert!(
-        s.commit_batch(&write(effects_of(vec![sos_record(2, rid, 1)])))
-            .await
-            .is_err(),
+        s.commit_batch(&refused).await.is_err(),
         "the store refuses a second live alert for one key"
+    );
+    assert_eq!(
+        (s.count_readings(rid).await?, s.rule_state(rid).await?),
+        (readings_before, None),
+        "nothing of a refused batch is kept"
     );
     let mut resolved = sos_record(1, rid, 0);
     resolved.alert.state = AlertState::Resolved;

@@ -12,6 +12,7 @@ mod outbox;
 pub mod privacy;
 mod rows;
 mod sql;
+mod sqlite_batch;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -48,6 +49,9 @@ pub enum StoreError {
     Fenced(u32),
     #[error(transparent)]
     Db(sqlx::Error),
+    /// SQLite's batch writer failed (`sqlite_batch.rs`); nothing of the batch was kept.
+    #[error("SQLite: {0}")]
+    Sqlite(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -177,6 +181,17 @@ pub struct Fence {
 }
 
 impl Batch {
+    /// Every resident the batch writes for: a batch may trail a deletion, so the store
+    /// writes only for those that still exist.
+    pub fn residents(&self) -> std::collections::BTreeSet<i64> {
+        self.readings
+            .iter()
+            .map(|r| r.resident_id)
+            .chain(self.rule_states.iter().map(|(r, _)| *r))
+            .chain(self.effects.residents())
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.readings.is_empty()
             && self.rejected.is_empty()

@@ -38,6 +38,7 @@ use mimamori_protocol::contact::{Contact, Delivery};
 
 use super::outbox::*;
 use super::rows::*;
+use super::sqlite_batch::{in_place, BatchWriter};
 use super::*;
 
 /// The columns of a stored pause, in [`PauseRow`]'s order.
@@ -275,6 +276,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .pragma("journal_size_limit", WAL_LIMIT.to_string())
             .busy_timeout(Duration::from_secs(10));
         let files = LogFiles::beside(opts.get_filename());
+        let opts_file = opts.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
@@ -284,7 +286,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .run(&pool)
             .await
             .context("SQLite migrations failed")?;
-        let store = SqliteStore::from_pool(pool.clone());
+        let mut store = SqliteStore::from_pool(pool.clone());
+        // A second connection to a database in memory would be a database of its own.
+        if opts_file != std::path::Path::new(":memory:") && !opts_file.as_os_str().is_empty() {
+            let writer = BatchWriter::open(&opts_file, WAL_LIMIT)
+                .with_context(|| format!("cannot open SQLite database {url:?} for writing"))?;
+            store.batches = Some(writer);
+        }
         tokio::spawn(checkpoint_in_background(pool, files, store.writer.clone()));
         Ok(Arc::new(store))
     }
@@ -390,6 +398,10 @@ impl PgStore {
     async fn checkpoint_now(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<()> {
+        self.commit_in_statements(batch).await
+    }
 }
 
 /// SQLite, the embedded default.
@@ -398,6 +410,9 @@ pub struct SqliteStore {
     /// SQLite allows one writer; taking turns here avoids `SQLITE_BUSY` when a deferred
     /// transaction that began with a read tries to write after another writer.
     writer: Arc<Mutex<()>>,
+    /// The ingest commit's own connection to the file; `None` for a database opened
+    /// only to read.
+    batches: Option<BatchWriter>,
 }
 
 impl SqliteStore {
@@ -405,6 +420,21 @@ impl SqliteStore {
         SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(())),
+            batches: None,
+        }
+    }
+
+    /// Writes a batch in the writers' turn. Without a fence (SQLite never has one: a
+    /// cluster runs on PostgreSQL) it is one call to the batch writer, rather than a
+    /// round trip to a connection's thread per statement: under load a round trip
+    /// waits for a busy core, and an alarm's commit is made of a dozen of them.
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<()> {
+        match (&self.batches, &batch.fence) {
+            (Some(writer), None) => {
+                let _w = self.write_guard().await;
+                in_place(|| writer.write(batch))
+            }
+            _ => self.commit_in_statements(batch).await,
         }
     }
 
@@ -444,7 +474,67 @@ pub(super) const ALERT_COLS: &str =
      acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
      snoozed_until, tier";
 
-fn reading_data(ev: &DeviceEvent) -> Option<String> {
+// The ingest commit's statements, shared by the multi-row statements built here and the
+// one-row statements of SQLite's batch writer (`sqlite_batch.rs`).
+pub(super) const READINGS_INSERT: &str =
+    "INSERT INTO readings (resident_id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data) ";
+pub(super) const REJECTED_INSERT: &str =
+    "INSERT INTO rejected (received_at, device_id, topic, reason, detail, payload) ";
+pub(super) const RULE_STATE_INSERT: &str =
+    "INSERT INTO rule_state (resident_id, state, updated_at) ";
+pub(super) const RULE_STATE_CONFLICT: &str =
+    " ON CONFLICT (resident_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at";
+pub(super) const ALERTS_INSERT: &str =
+    "INSERT INTO alerts (id, resident_id, device_id, kind, subject, severity, state, escalated, opened_at, \
+     acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
+     snoozed_until, tier, ladder) ";
+pub(super) const ALERTS_CONFLICT: &str =
+    " ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, severity = excluded.severity, state = excluded.state, \
+     escalated = excluded.escalated, acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by, \
+     resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, resolution = excluded.resolution, \
+     details = excluded.details, updated_at = excluded.updated_at, assigned_to = excluded.assigned_to, \
+     snoozed_until = excluded.snoozed_until, tier = excluded.tier, ladder = excluded.ladder";
+pub(super) const HISTORY_INSERT: &str =
+    "INSERT INTO alert_events (alert_id, at, action, actor, note, details) ";
+pub(super) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)";
+pub(super) const OUTBOX_INSERT: &str =
+    "INSERT INTO deliveries (idempotency_key, resident_id, alert_id, contact_id, contact_name, event, channel, address, \
+     secret, language, payload, state, attempts, created_at, next_attempt_at) ";
+pub(super) const OUTBOX_CONFLICT: &str = " ON CONFLICT (idempotency_key) DO NOTHING";
+pub(super) const PAUSE_INSERT: &str =
+    "INSERT INTO resident_pauses (id, resident_id, from_at, until_at, reason, note, created_by, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const PAUSE_DELETE: &str =
+    "DELETE FROM resident_pauses WHERE id = $1 AND resident_id = $2";
+
+/// Each kind of dead letter keeps its own newest rows: a flood of unauthenticated
+/// requests (no device) can never push out what authenticated devices did. Each entry:
+/// the kind's condition, how many it keeps, and whether these rows have any of it.
+pub(super) fn rejected_kinds(rejected: &[RejectedRow]) -> [(&'static str, i64, bool); 2] {
+    [
+        (
+            "device_id IS NOT NULL",
+            REJECTED_KEEP,
+            rejected.iter().any(|r| r.device_id.is_some()),
+        ),
+        (
+            "device_id IS NULL",
+            REJECTED_ANONYMOUS_KEEP,
+            rejected.iter().any(|r| r.device_id.is_none()),
+        ),
+    ]
+}
+
+/// Removes the dead letters of one kind beyond the newest `$1`.
+pub(super) fn rejected_prune(kind: &str) -> String {
+    format!(
+        "DELETE FROM rejected WHERE {kind} AND id < \
+         (SELECT id FROM rejected WHERE {kind} ORDER BY id DESC LIMIT 1 OFFSET $1)"
+    )
+}
+
+pub(super) fn reading_data(ev: &DeviceEvent) -> Option<String> {
     match &ev.reading {
         Reading::Motion { motion, room } => {
             Some(serde_json::json!({"motion": motion, "room": room}).to_string())
@@ -457,7 +547,7 @@ fn reading_data(ev: &DeviceEvent) -> Option<String> {
     }
 }
 
-fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>) {
+pub(super) fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>) {
     match ev.reading {
         Reading::Position {
             lat,
@@ -475,7 +565,7 @@ fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>)
 }
 
 /// The newest receive time and last battery level of each device in a batch.
-fn device_updates(readings: &[DeviceEvent]) -> HashMap<&str, (i64, Option<u8>)> {
+pub(super) fn device_updates(readings: &[DeviceEvent]) -> HashMap<&str, (i64, Option<u8>)> {
     let mut out: HashMap<&str, (i64, Option<u8>)> = HashMap::new();
     for ev in readings {
         let e = out.entry(ev.device_id.as_str()).or_insert((i64::MIN, None));
@@ -583,11 +673,11 @@ macro_rules! impl_store {
 
             async fn upsert_rule_states(tx: &mut sqlx::Transaction<'_, $db>, states: &[&(i64, String)], at: i64) -> StoreResult<()> {
                 for chunk in statement_chunks(states) {
-                    let mut q = QueryBuilder::<$db>::new("INSERT INTO rule_state (resident_id, state, updated_at) ");
+                    let mut q = QueryBuilder::<$db>::new(RULE_STATE_INSERT);
                     q.push_values(chunk, |mut b, (rid, state)| {
                         b.push_bind(*rid).push_bind(state.as_str()).push_bind(at);
                     });
-                    q.push(" ON CONFLICT (resident_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at");
+                    q.push(RULE_STATE_CONFLICT);
                     q.build().execute(&mut **tx).await?;
                 }
                 Ok(())
@@ -595,9 +685,7 @@ macro_rules! impl_store {
 
             async fn insert_readings(tx: &mut sqlx::Transaction<'_, $db>, readings: &[&DeviceEvent]) -> StoreResult<()> {
                 for chunk in statement_chunks(readings) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO readings (resident_id, device_id, kind, ts, received_at, lat, lon, accuracy_m, battery, data) ",
-                    );
+                    let mut q = QueryBuilder::<$db>::new(READINGS_INSERT);
                     q.push_values(chunk, |mut b, ev| {
                         let (lat, lon, acc) = reading_position(ev);
                         b.push_bind(ev.resident_id)
@@ -618,9 +706,7 @@ macro_rules! impl_store {
 
             async fn insert_rejected(tx: &mut sqlx::Transaction<'_, $db>, rejected: &[RejectedRow]) -> StoreResult<()> {
                 for chunk in statement_chunks(rejected) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO rejected (received_at, device_id, topic, reason, detail, payload) ",
-                    );
+                    let mut q = QueryBuilder::<$db>::new(REJECTED_INSERT);
                     q.push_values(chunk, |mut b, r| {
                         b.push_bind(ms(r.received_at))
                             .push_bind(r.device_id.clone())
@@ -631,21 +717,10 @@ macro_rules! impl_store {
                     });
                     q.build().execute(&mut **tx).await?;
                 }
-                // Each kind keeps its own newest rows: a flood of unauthenticated requests
-                // (no device) can never push out what authenticated devices did.
-                let kinds = [
-                    ("device_id IS NOT NULL", REJECTED_KEEP, rejected.iter().any(|r| r.device_id.is_some())),
-                    ("device_id IS NULL", REJECTED_ANONYMOUS_KEEP, rejected.iter().any(|r| r.device_id.is_none())),
-                ];
-                for (kind, keep, touched) in kinds {
-                    if !touched {
-                        continue;
+                for (kind, keep, touched) in rejected_kinds(rejected) {
+                    if touched {
+                        sqlx::query(&rejected_prune(kind)).bind(keep - 1).execute(&mut **tx).await?;
                     }
-                    let prune = format!(
-                        "DELETE FROM rejected WHERE {kind} AND id < \
-                         (SELECT id FROM rejected WHERE {kind} ORDER BY id DESC LIMIT 1 OFFSET $1)"
-                    );
-                    sqlx::query(&prune).bind(keep - 1).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -653,11 +728,7 @@ macro_rules! impl_store {
             // One statement per chunk: a burst of timers opens thousands of alerts in one commit.
             async fn upsert_alerts(tx: &mut sqlx::Transaction<'_, $db>, records: &[&AlertRecord]) -> StoreResult<()> {
                 for chunk in statement_chunks(records) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO alerts (id, resident_id, device_id, kind, subject, severity, state, escalated, opened_at, \
-                         acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution, details, updated_at, assigned_to, \
-                         snoozed_until, tier, ladder) ",
-                    );
+                    let mut q = QueryBuilder::<$db>::new(ALERTS_INSERT);
                     q.push_values(chunk, |mut b, r| {
                         let a = &r.alert;
                         b.push_bind(a.id)
@@ -681,13 +752,7 @@ macro_rules! impl_store {
                             .push_bind(i64::from(a.tier))
                             .push_bind(r.ladder.clone());
                     });
-                    q.push(
-                        " ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, severity = excluded.severity, state = excluded.state, \
-                         escalated = excluded.escalated, acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by, \
-                         resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, resolution = excluded.resolution, \
-                         details = excluded.details, updated_at = excluded.updated_at, assigned_to = excluded.assigned_to, \
-                         snoozed_until = excluded.snoozed_until, tier = excluded.tier, ladder = excluded.ladder",
-                    );
+                    q.push(ALERTS_CONFLICT);
                     q.build().execute(&mut **tx).await?;
                 }
                 Ok(())
@@ -695,7 +760,7 @@ macro_rules! impl_store {
 
             async fn insert_history(tx: &mut sqlx::Transaction<'_, $db>, rows: &[HistoryRow]) -> StoreResult<()> {
                 for chunk in statement_chunks(rows) {
-                    let mut q = QueryBuilder::<$db>::new("INSERT INTO alert_events (alert_id, at, action, actor, note, details) ");
+                    let mut q = QueryBuilder::<$db>::new(HISTORY_INSERT);
                     q.push_values(chunk, |mut b, h| {
                         b.push_bind(h.alert_id)
                             .push_bind(ms(h.at))
@@ -713,10 +778,7 @@ macro_rules! impl_store {
                 for change in changes {
                     match change {
                         PauseChange::Add(p) => {
-                            sqlx::query(
-                                "INSERT INTO resident_pauses (id, resident_id, from_at, until_at, reason, note, created_by, created_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                            )
+                            sqlx::query(PAUSE_INSERT)
                             .bind(&p.id)
                             .bind(p.resident_id)
                             .bind(ms(p.from))
@@ -729,7 +791,7 @@ macro_rules! impl_store {
                             .await?;
                         }
                         PauseChange::Remove { resident_id, id } => {
-                            sqlx::query("DELETE FROM resident_pauses WHERE id = $1 AND resident_id = $2")
+                            sqlx::query(PAUSE_DELETE)
                                 .bind(id)
                                 .bind(resident_id)
                                 .execute(&mut **tx)
@@ -742,7 +804,7 @@ macro_rules! impl_store {
 
             async fn insert_audit(tx: &mut sqlx::Transaction<'_, $db>, rows: &[AuditEntry]) -> StoreResult<()> {
                 for e in rows {
-                    sqlx::query("INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
+                    sqlx::query(AUDIT_INSERT)
                         .bind(ms(e.at))
                         .bind(&e.actor)
                         .bind(&e.action)
@@ -758,10 +820,7 @@ macro_rules! impl_store {
             async fn insert_outbox(tx: &mut sqlx::Transaction<'_, $db>, rows: &[OutboxEntry]) -> StoreResult<u64> {
                 let mut added = 0;
                 for chunk in statement_chunks(rows) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO deliveries (idempotency_key, resident_id, alert_id, contact_id, contact_name, event, channel, address, \
-                         secret, language, payload, state, attempts, created_at, next_attempt_at) ",
-                    );
+                    let mut q = QueryBuilder::<$db>::new(OUTBOX_INSERT);
                     q.push_values(chunk, |mut b, o| {
                         let c = &o.contact;
                         b.push_bind(o.key.clone())
@@ -780,7 +839,7 @@ macro_rules! impl_store {
                             .push_bind(ms(o.created_at))
                             .push_bind(ms(o.created_at));
                     });
-                    q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+                    q.push(OUTBOX_CONFLICT);
                     added += q.build().execute(&mut **tx).await?.rows_affected();
                 }
                 Ok(added)
@@ -790,6 +849,43 @@ macro_rules! impl_store {
                 let q = format!("SELECT {CONTACT_COLS} FROM contacts WHERE $1 IS NULL OR resident_id = $1 ORDER BY id");
                 let rows: Vec<ContactRow> = sqlx::query_as(&q).bind(resident_id).fetch_all(&self.pool).await?;
                 rows.into_iter().map(ContactRow::into_parts).collect()
+            }
+
+            /// Writes a batch as one transaction of multi-row statements, each a round trip.
+            async fn commit_in_statements(&self, batch: &Batch) -> StoreResult<()> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                if let Some(fence) = &batch.fence {
+                    // First, so the lease row stays locked until the commit: a takeover
+                    // waits for this commit, and a commit after a takeover is refused.
+                    Self::check_fence(&mut tx, fence).await?;
+                }
+                let e = &batch.effects;
+                let alive = Self::existing_residents(&mut tx, &batch.residents()).await?;
+                let readings: Vec<&DeviceEvent> = batch.readings.iter().filter(|r| alive.contains(&r.resident_id)).collect();
+                Self::insert_readings(&mut tx, &readings).await?;
+                let updates: Vec<_> = device_updates(&batch.readings).into_iter().collect();
+                Self::update_devices_seen(&mut tx, &updates).await?;
+                if !batch.rejected.is_empty() {
+                    Self::insert_rejected(&mut tx, &batch.rejected).await?;
+                }
+                let states: Vec<&(i64, String)> = batch.rule_states.iter().filter(|(r, _)| alive.contains(r)).collect();
+                Self::upsert_rule_states(&mut tx, &states, ms(batch.at)).await?;
+                // Alerts, their history, the audit of staff actions and the notifications
+                // they call for are one transaction with the state that decided them: a
+                // crash keeps all or none, so nothing is lost and nothing sent twice.
+                let records: Vec<&AlertRecord> = e.alerts.values().filter(|r| alive.contains(&r.alert.resident_id)).collect();
+                Self::upsert_alerts(&mut tx, &records).await?;
+                let written: BTreeSet<i64> = records.iter().map(|r| r.alert.id).collect();
+                let history: Vec<HistoryRow> = e.history.iter().filter(|h| written.contains(&h.alert_id)).cloned().collect();
+                Self::insert_history(&mut tx, &history).await?;
+                Self::insert_audit(&mut tx, &e.audit).await?;
+                let outbox: Vec<OutboxEntry> = e.outbox.iter().filter(|o| alive.contains(&o.resident_id)).cloned().collect();
+                Self::insert_outbox(&mut tx, &outbox).await?;
+                let pauses: Vec<&PauseChange> = e.pauses.iter().filter(|p| alive.contains(&p.resident_id())).collect();
+                Self::write_pauses(&mut tx, &pauses).await?;
+                tx.commit().await?;
+                Ok(())
             }
         }
 
@@ -1240,46 +1336,7 @@ macro_rules! impl_store {
                 if batch.is_empty() {
                     return Ok(());
                 }
-                let _w = self.write_guard().await;
-                let mut tx = self.pool.begin().await?;
-                if let Some(fence) = &batch.fence {
-                    // First, so the lease row stays locked until the commit: a takeover
-                    // waits for this commit, and a commit after a takeover is refused.
-                    Self::check_fence(&mut tx, fence).await?;
-                }
-                let e = &batch.effects;
-                let mentioned: BTreeSet<i64> = batch
-                    .readings
-                    .iter()
-                    .map(|r| r.resident_id)
-                    .chain(batch.rule_states.iter().map(|(r, _)| *r))
-                    .chain(e.residents())
-                    .collect();
-                let alive = Self::existing_residents(&mut tx, &mentioned).await?;
-                let readings: Vec<&DeviceEvent> = batch.readings.iter().filter(|r| alive.contains(&r.resident_id)).collect();
-                Self::insert_readings(&mut tx, &readings).await?;
-                let updates: Vec<_> = device_updates(&batch.readings).into_iter().collect();
-                Self::update_devices_seen(&mut tx, &updates).await?;
-                if !batch.rejected.is_empty() {
-                    Self::insert_rejected(&mut tx, &batch.rejected).await?;
-                }
-                let states: Vec<&(i64, String)> = batch.rule_states.iter().filter(|(r, _)| alive.contains(r)).collect();
-                Self::upsert_rule_states(&mut tx, &states, ms(batch.at)).await?;
-                // Alerts, their history, the audit of staff actions and the notifications
-                // they call for are one transaction with the state that decided them: a
-                // crash keeps all or none, so nothing is lost and nothing sent twice.
-                let records: Vec<&AlertRecord> = e.alerts.values().filter(|r| alive.contains(&r.alert.resident_id)).collect();
-                Self::upsert_alerts(&mut tx, &records).await?;
-                let written: BTreeSet<i64> = records.iter().map(|r| r.alert.id).collect();
-                let history: Vec<HistoryRow> = e.history.iter().filter(|h| written.contains(&h.alert_id)).cloned().collect();
-                Self::insert_history(&mut tx, &history).await?;
-                Self::insert_audit(&mut tx, &e.audit).await?;
-                let outbox: Vec<OutboxEntry> = e.outbox.iter().filter(|o| alive.contains(&o.resident_id)).cloned().collect();
-                Self::insert_outbox(&mut tx, &outbox).await?;
-                let pauses: Vec<&PauseChange> = e.pauses.iter().filter(|p| alive.contains(&p.resident_id())).collect();
-                Self::write_pauses(&mut tx, &pauses).await?;
-                tx.commit().await?;
-                Ok(())
+                self.write_batch(batch).await
             }
 
             async fn live_alerts(&self) -> StoreResult<Vec<StoredAlert>> {
