@@ -287,12 +287,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("SQLite migrations failed")?;
         let mut store = SqliteStore::from_pool(pool.clone());
-        // A second connection to a database in memory would be a database of its own.
-        if opts_file != std::path::Path::new(":memory:") && !opts_file.as_os_str().is_empty() {
-            let writer = BatchWriter::open(&opts_file, WAL_LIMIT)
-                .with_context(|| format!("cannot open SQLite database {url:?} for writing"))?;
-            store.batches = Some(writer);
-        }
+        store.batches = BatchWriter::open_migrated(&opts_file, WAL_LIMIT);
         tokio::spawn(checkpoint_in_background(pool, files, store.writer.clone()));
         Ok(Arc::new(store))
     }

@@ -5,8 +5,9 @@
 //! statements; on a busy machine each round trip waits for a core (about 0.1–0.3 ms
 //! measured under ingest load), which put most of an alarm's time on the desk into
 //! these hand-overs. Here the whole transaction runs as one call with cached one-row
-//! statements, in the turn of the store's writers, and the SQL is the same text as the
-//! multi-row statements PostgreSQL gets (`sql.rs`).
+//! statements, in the turn of the store's writers. The inserts and upserts are the same
+//! text as the multi-row statements PostgreSQL gets (`sql.rs`); the residents check and
+//! the devices update are their one-row equivalents.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -33,8 +34,34 @@ pub(crate) struct BatchWriter {
 }
 
 impl BatchWriter {
-    /// Opens the (already migrated) database file with the settings of the store's pool.
-    pub(crate) fn open(path: &Path, journal_limit: u64) -> rusqlite::Result<BatchWriter> {
+    /// The writer of the (already migrated) database file, or `None` where a second
+    /// connection cannot reach the pool's database: one in memory (sqlx names it
+    /// `file:sqlx-in-memory-N`, and `mode=memory` leaves only an empty file on disk). The
+    /// store then commits through sqlx, as PostgreSQL does.
+    pub(crate) fn open_migrated(path: &Path, journal_limit: u64) -> Option<BatchWriter> {
+        let found = BatchWriter::open(path, journal_limit).and_then(|w| {
+            let migrated = w.lock().query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings')",
+                [],
+                |row| row.get::<_, bool>(0),
+            )?;
+            Ok(migrated.then_some(w))
+        });
+        match found {
+            Ok(Some(writer)) => Some(writer),
+            Ok(None) => {
+                tracing::info!(path = %path.display(), "no migrated database in this file; commits go through the pool");
+                None
+            }
+            Err(e) => {
+                tracing::info!(path = %path.display(), error = %e, "no second connection to this database; commits go through the pool");
+                None
+            }
+        }
+    }
+
+    /// Opens the database file with the settings of the store's pool.
+    fn open(path: &Path, journal_limit: u64) -> rusqlite::Result<BatchWriter> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -55,13 +82,25 @@ impl BatchWriter {
 
     /// Writes the batch as one transaction: all of it, or (on error) none of it.
     pub(crate) fn write(&self, batch: &Batch) -> StoreResult<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
-        write_rows(&tx, batch).map_err(failed)?;
-        tx.commit().map_err(failed)
+        let mut conn = self.lock();
+        let written = write_in_transaction(&mut conn, batch);
+        // Dropping the transaction rolls it back; should even that fail, the connection
+        // must not stay inside it, or every later commit would fail to begin.
+        if written.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        written.map_err(failed)
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn write_in_transaction(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    write_rows(&tx, batch)?;
+    tx.commit()
 }
 
 /// Runs blocking work where the caller is. On the multi-threaded runtime the worker's
@@ -356,6 +395,35 @@ mod tests {
             numbered("UPDATE t SET a = $2 WHERE id = $1 AND b = '$x' AND c = $10"),
             "UPDATE t SET a = ?2 WHERE id = ?1 AND b = '$x' AND c = ?10"
         );
+    }
+
+    /// A second connection is used only where it reaches the pool's database.
+    #[tokio::test]
+    async fn only_a_migrated_file_gets_a_writer_and_memory_still_commits() -> anyhow::Result<()> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        let dir = std::env::temp_dir().join(format!(
+            "mimamori-batch-{}-{}",
+            std::process::id(),
+            stamp.as_nanos()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let empty = dir.join("empty.db");
+        std::fs::write(&empty, b"")?;
+        assert!(
+            BatchWriter::open_migrated(&empty, 1 << 20).is_none(),
+            "an empty file is not the hub's database"
+        );
+        let file = dir.join("hub.db");
+        let _store = super::super::connect(&format!("sqlite:{}", file.display())).await?;
+        assert!(BatchWriter::open_migrated(&file, 1 << 20).is_some());
+        let memory = super::super::connect("sqlite::memory:").await?;
+        let batch = Batch {
+            rule_states: vec![(1, "{}".into())],
+            ..Batch::default()
+        };
+        memory.commit_batch(&batch).await?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     /// The binding that went wrong with `$n`: a later number before an earlier one.
