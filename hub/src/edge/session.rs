@@ -75,9 +75,11 @@ type AckFuture = Pin<Box<dyn Future<Output = (PendingPublish, bool)> + Send>>;
 struct PendingPublish {
     qospid: QosPid,
     retain: bool,
+    /// The topic and payload for the router; empty when not forwarded.
     topic: String,
     payload: Bytes,
-    /// Accepted messages go on to subscribers; refused ones only to the dead-letter table.
+    /// An accepted message someone subscribed to when it arrived, or a retained one, goes
+    /// on to the router; the rest only to the store, refused ones to the dead letters.
     forward: bool,
 }
 
@@ -521,12 +523,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             return self.clear_retained(p).await;
         }
         let item = self.ctx.ingest.classify(&device, p.topic_name, p.payload);
-        let forward = matches!(item, Item::Accepted(_));
+        // Decided now, so that the copy for the router is made only when someone
+        // subscribes (or the router keeps it as the retained message): most device
+        // messages only go to the store.
+        let forward = matches!(item, Item::Accepted(_))
+            && (p.retain || self.ctx.interest.wanted(p.topic_name));
         let pending = PendingPublish {
             qospid: p.qospid,
             retain: p.retain,
-            topic: p.topic_name.to_string(),
-            payload: Bytes::copy_from_slice(p.payload),
+            topic: if forward {
+                p.topic_name.to_string()
+            } else {
+                String::new()
+            },
+            payload: if forward {
+                Bytes::copy_from_slice(p.payload)
+            } else {
+                Bytes::new()
+            },
             forward,
         };
         match p.qospid {
@@ -632,7 +646,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 encode_into(&Packet::Pubrec(pid), to_device)?
             }
         }
-        if !p.forward || !(p.retain || self.ctx.interest.wanted(&p.topic)) {
+        if !p.forward {
             return Ok(());
         }
         let qospid = match p.qospid {

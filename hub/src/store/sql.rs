@@ -529,17 +529,36 @@ pub(super) fn rejected_prune(kind: &str) -> String {
     )
 }
 
+/// What a reading carries beyond its columns, as JSON. Written field by field rather than
+/// through a `serde_json::Value` (a map and a string per key, for every motion reading);
+/// the keys keep the sorted order stored rows have always had.
 pub(super) fn reading_data(ev: &DeviceEvent) -> Option<String> {
-    match &ev.reading {
-        Reading::Motion { motion, room } => {
-            Some(serde_json::json!({"motion": motion, "room": room}).to_string())
-        }
-        Reading::Door { open } => Some(serde_json::json!({"open": open}).to_string()),
+    #[derive(serde::Serialize)]
+    struct Motion<'a> {
+        motion: bool,
+        room: &'a Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct Door {
+        open: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct Sighting<'a> {
+        place: &'a str,
+        receiver: &'a str,
+    }
+    let json = match &ev.reading {
+        Reading::Motion { motion, room } => serde_json::to_string(&Motion {
+            motion: *motion,
+            room,
+        }),
+        Reading::Door { open } => serde_json::to_string(&Door { open: *open }),
         Reading::Sighting {
             receiver, place, ..
-        } => Some(serde_json::json!({"receiver": receiver, "place": place}).to_string()),
-        _ => None,
-    }
+        } => serde_json::to_string(&Sighting { place, receiver }),
+        _ => return None,
+    };
+    json.ok()
 }
 
 pub(super) fn reading_position(ev: &DeviceEvent) -> (Option<f64>, Option<f64>, Option<f64>) {
@@ -2178,6 +2197,55 @@ mod tests {
             };
             assert_eq!(StoredReading::from(row).reading(), Some(reading));
         }
+    }
+
+    /// Rows written before and after `reading_data` stopped building a map hold the
+    /// same text.
+    #[test]
+    fn reading_data_is_the_text_stored_rows_have_always_had() {
+        let ev = |reading| DeviceEvent {
+            device_id: "d".into(),
+            device_kind: DeviceKind::Motion,
+            resident_id: 1,
+            ts: Utc::now(),
+            received_at: Utc::now(),
+            reading,
+            battery: None,
+        };
+        let cases = [
+            (
+                Reading::Motion {
+                    motion: true,
+                    room: Some("kitchen".into()),
+                },
+                serde_json::json!({"motion": true, "room": "kitchen"}),
+            ),
+            (
+                Reading::Motion {
+                    motion: false,
+                    room: None,
+                },
+                serde_json::json!({"motion": false, "room": null}),
+            ),
+            (
+                Reading::Door { open: true },
+                serde_json::json!({"open": true}),
+            ),
+            (
+                Reading::Sighting {
+                    lat: 35.7,
+                    lon: 139.6,
+                    accuracy_m: None,
+                    receiver: "rx-1".into(),
+                    place: "Nakano \"station\"".into(),
+                },
+                serde_json::json!({"receiver": "rx-1", "place": "Nakano \"station\""}),
+            ),
+        ];
+        for (reading, map) in cases {
+            assert_eq!(reading_data(&ev(reading)), Some(map.to_string()));
+        }
+        assert_eq!(reading_data(&ev(Reading::Heartbeat)), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -136,6 +136,35 @@ fn write_rows(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
     write_pauses(tx, batch, &alive)
 }
 
+/// The texts of the statements a commit runs, built once: the statement cache is looked
+/// up by text, and building them for every commit cost more than running a small one.
+struct Texts {
+    readings: String,
+    rejected: String,
+    rule_state: String,
+    alerts: String,
+    history: String,
+    audit: String,
+    outbox: String,
+    pause_insert: String,
+    pause_delete: String,
+}
+
+fn texts() -> &'static Texts {
+    static TEXTS: OnceLock<Texts> = OnceLock::new();
+    TEXTS.get_or_init(|| Texts {
+        readings: one_row(READINGS_INSERT, 10, ""),
+        rejected: one_row(REJECTED_INSERT, 6, ""),
+        rule_state: one_row(RULE_STATE_INSERT, 3, RULE_STATE_CONFLICT),
+        alerts: one_row(ALERTS_INSERT, 20, ALERTS_CONFLICT),
+        history: one_row(HISTORY_INSERT, 6, ""),
+        audit: numbered(AUDIT_INSERT),
+        outbox: one_row(OUTBOX_INSERT, 15, OUTBOX_CONFLICT),
+        pause_insert: numbered(PAUSE_INSERT),
+        pause_delete: numbered(PAUSE_DELETE),
+    })
+}
+
 /// `prefix VALUES (?1, …, ?n) suffix`: the one-row form of a multi-row statement.
 fn one_row(prefix: &str, columns: usize, suffix: &str) -> String {
     let values: Vec<String> = (1..=columns).map(|i| format!("?{i}")).collect();
@@ -174,7 +203,7 @@ fn insert_readings(
     batch: &Batch,
     alive: &BTreeSet<i64>,
 ) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(&one_row(READINGS_INSERT, 10, ""))?;
+    let mut insert = tx.prepare_cached(&texts().readings)?;
     for ev in batch
         .readings
         .iter()
@@ -209,7 +238,7 @@ fn update_devices_seen(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<
 }
 
 fn insert_rejected(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(&one_row(REJECTED_INSERT, 6, ""))?;
+    let mut insert = tx.prepare_cached(&texts().rejected)?;
     for r in &batch.rejected {
         insert.execute(params![
             ms(r.received_at),
@@ -234,7 +263,7 @@ fn upsert_rule_states(
     batch: &Batch,
     alive: &BTreeSet<i64>,
 ) -> rusqlite::Result<()> {
-    let mut upsert = tx.prepare_cached(&one_row(RULE_STATE_INSERT, 3, RULE_STATE_CONFLICT))?;
+    let mut upsert = tx.prepare_cached(&texts().rule_state)?;
     let at = ms(batch.at);
     for (rid, state) in batch.rule_states.iter().filter(|(r, _)| alive.contains(r)) {
         upsert.execute(params![rid, state, at])?;
@@ -248,7 +277,7 @@ fn upsert_alerts(
     batch: &Batch,
     alive: &BTreeSet<i64>,
 ) -> rusqlite::Result<BTreeSet<i64>> {
-    let mut upsert = tx.prepare_cached(&one_row(ALERTS_INSERT, 20, ALERTS_CONFLICT))?;
+    let mut upsert = tx.prepare_cached(&texts().alerts)?;
     let mut written = BTreeSet::new();
     for r in batch
         .effects
@@ -289,7 +318,7 @@ fn insert_history(
     batch: &Batch,
     written: &BTreeSet<i64>,
 ) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(&one_row(HISTORY_INSERT, 6, ""))?;
+    let mut insert = tx.prepare_cached(&texts().history)?;
     for h in batch
         .effects
         .history
@@ -309,7 +338,7 @@ fn insert_history(
 }
 
 fn insert_audit(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(&numbered(AUDIT_INSERT))?;
+    let mut insert = tx.prepare_cached(&texts().audit)?;
     for e in &batch.effects.audit {
         let details = e.details.as_ref().map(|d| d.to_string());
         insert.execute(params![ms(e.at), e.actor, e.action, e.target, details])?;
@@ -322,7 +351,7 @@ fn insert_outbox(
     batch: &Batch,
     alive: &BTreeSet<i64>,
 ) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(&one_row(OUTBOX_INSERT, 15, OUTBOX_CONFLICT))?;
+    let mut insert = tx.prepare_cached(&texts().outbox)?;
     for o in batch
         .effects
         .outbox
@@ -364,20 +393,19 @@ fn write_pauses(
     {
         match change {
             PauseChange::Add(p) => {
-                tx.prepare_cached(&numbered(PAUSE_INSERT))?
-                    .execute(params![
-                        p.id,
-                        p.resident_id,
-                        ms(p.from),
-                        ms(p.until),
-                        p.reason.as_str(),
-                        p.note,
-                        p.created_by,
-                        ms(p.created_at),
-                    ])?;
+                tx.prepare_cached(&texts().pause_insert)?.execute(params![
+                    p.id,
+                    p.resident_id,
+                    ms(p.from),
+                    ms(p.until),
+                    p.reason.as_str(),
+                    p.note,
+                    p.created_by,
+                    ms(p.created_at),
+                ])?;
             }
             PauseChange::Remove { resident_id, id } => {
-                tx.prepare_cached(&numbered(PAUSE_DELETE))?
+                tx.prepare_cached(&texts().pause_delete)?
                     .execute(params![id, resident_id])?;
             }
         }
