@@ -258,7 +258,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         let opts = SqliteConnectOptions::from_str(url).with_context(|| {
             format!("DATABASE_URL {url:?} is neither postgres:// nor a valid sqlite: URL")
         })?;
-        create_private(opts.get_filename())?;
+        let memory = in_memory(url);
+        if !memory {
+            create_private(opts.get_filename())?;
+        }
         let opts = opts
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -287,7 +290,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("SQLite migrations failed")?;
         let mut store = SqliteStore::from_pool(pool.clone());
-        store.batches = BatchWriter::open_migrated(&opts_file, WAL_LIMIT);
+        if !memory {
+            store.batches = BatchWriter::open_migrated(&opts_file, WAL_LIMIT);
+        }
         tokio::spawn(checkpoint_in_background(pool, files, store.writer.clone()));
         Ok(Arc::new(store))
     }
@@ -355,11 +360,23 @@ fn check_schema(stored: Result<Option<i64>, sqlx::Error>, expected: i64) -> anyh
     }
 }
 
+/// Whether a `sqlite:` URL names a database in memory (`:memory:` or `mode=memory`),
+/// which has no file: sqlx renames `:memory:` to `file:sqlx-in-memory-N`, so the
+/// parsed options cannot tell.
+fn in_memory(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || query.split('&').any(|p| p == "mode=memory")
+}
+
 /// Creates a new database file readable by the hub's user only; SQLite gives its
 /// `-wal` and `-shm` files the same mode. An existing file keeps the mode it has.
 fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    if path == std::path::Path::new(":memory:") || path.as_os_str().is_empty() {
+    if path.as_os_str().is_empty() {
         return Ok(());
     }
     match std::fs::OpenOptions::new()
@@ -2246,6 +2263,24 @@ mod tests {
             assert_eq!(reading_data(&ev(reading)), Some(map.to_string()));
         }
         assert_eq!(reading_data(&ev(Reading::Heartbeat)), None);
+    }
+
+    #[test]
+    fn urls_of_databases_in_memory_are_told_apart_from_files() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite:hub.db?mode=memory&cache=shared",
+        ] {
+            assert!(in_memory(url), "{url}");
+        }
+        for url in [
+            "sqlite:hub.db",
+            "sqlite://hub.db?mode=rwc",
+            "sqlite:/data/memory.db",
+        ] {
+            assert!(!in_memory(url), "{url}");
+        }
     }
 
     #[test]

@@ -34,10 +34,9 @@ pub(crate) struct BatchWriter {
 }
 
 impl BatchWriter {
-    /// The writer of the (already migrated) database file, or `None` where a second
-    /// connection cannot reach the pool's database: one in memory (sqlx names it
-    /// `file:sqlx-in-memory-N`, and `mode=memory` leaves only an empty file on disk). The
-    /// store then commits through sqlx, as PostgreSQL does.
+    /// The writer of the (already migrated) database file, or `None` where this file is
+    /// not the hub's database; the store then commits through sqlx, as PostgreSQL does.
+    /// (A database in memory, which no second connection reaches, never gets here.)
     pub(crate) fn open_migrated(path: &Path, journal_limit: u64) -> Option<BatchWriter> {
         let found = BatchWriter::open(path, journal_limit).and_then(|w| {
             let migrated = w.lock().query_row(
@@ -445,6 +444,10 @@ mod tests {
         let _store = super::super::connect(&format!("sqlite:{}", file.display())).await?;
         assert!(BatchWriter::open_migrated(&file, 1 << 20).is_some());
         let memory = super::super::connect("sqlite::memory:").await?;
+        assert!(
+            !std::path::Path::new("file:sqlx-in-memory-0").exists(),
+            "a database in memory leaves no file behind"
+        );
         let batch = Batch {
             rule_states: vec![(1, "{}".into())],
             ..Batch::default()
