@@ -115,8 +115,21 @@ pub(crate) fn in_place<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// SQLite's refusal as the store's error: a second row for a unique key is a `Conflict`,
+/// as sqlx reports it on the other commit path.
 fn failed(e: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite(e.to_string())
+    use rusqlite::ffi;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.extended_code,
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ) =>
+        {
+            StoreError::Conflict(e.to_string())
+        }
+        _ => StoreError::Sqlite(e.to_string()),
+    }
 }
 
 /// The same rows, in the same order, as `commit_in_statements` writes.
@@ -454,6 +467,18 @@ mod tests {
         };
         memory.commit_batch(&batch).await?;
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_row_for_a_unique_key_is_a_conflict() -> rusqlite::Result<()> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE t (k INTEGER UNIQUE, v INTEGER CHECK (v > 0))")?;
+        conn.execute("INSERT INTO t VALUES (1, 1)", [])?;
+        let twice = conn.execute("INSERT INTO t VALUES (1, 2)", []).map_err(failed);
+        assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+        let refused = conn.execute("INSERT INTO t VALUES (2, 0)", []).map_err(failed);
+        assert!(matches!(refused, Err(StoreError::Sqlite(_))), "{refused:?}");
         Ok(())
     }
 
