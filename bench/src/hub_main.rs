@@ -3,10 +3,6 @@
 //! baseline the `privacy` stage measures the read audit against. The `hub` program has
 //! no such setting.
 
-/// The `hub` program's allocator, so that what is measured is what runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     hub::cli::main_adjusted(|config| {
         if std::env::var_os("MIMAMORI_BENCH_UNLOGGED_READS").is_some() {

@@ -88,8 +88,9 @@ pub struct Report {
 
 impl Report {
     pub fn new(size: Size, machine: Machine, file_limit: u64) -> Report {
+        // `-dirty` when the figures come from changes not yet committed.
         let commit = std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
+            .args(["describe", "--always", "--dirty", "--abbrev=7"])
             .output()
             .ok()
             .filter(|o| o.status.success())

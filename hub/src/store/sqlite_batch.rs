@@ -475,9 +475,13 @@ mod tests {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch("CREATE TABLE t (k INTEGER UNIQUE, v INTEGER CHECK (v > 0))")?;
         conn.execute("INSERT INTO t VALUES (1, 1)", [])?;
-        let twice = conn.execute("INSERT INTO t VALUES (1, 2)", []).map_err(failed);
+        let twice = conn
+            .execute("INSERT INTO t VALUES (1, 2)", [])
+            .map_err(failed);
         assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
-        let refused = conn.execute("INSERT INTO t VALUES (2, 0)", []).map_err(failed);
+        let refused = conn
+            .execute("INSERT INTO t VALUES (2, 0)", [])
+            .map_err(failed);
         assert!(matches!(refused, Err(StoreError::Sqlite(_))), "{refused:?}");
         Ok(())
     }
