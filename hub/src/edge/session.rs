@@ -75,12 +75,16 @@ type AckFuture = Pin<Box<dyn Future<Output = (PendingPublish, bool)> + Send>>;
 struct PendingPublish {
     qospid: QosPid,
     retain: bool,
-    /// The topic and payload for the router; empty when not forwarded.
+    /// What goes on to the router: an accepted message someone subscribed to when it
+    /// arrived, or a retained one. The rest go only to the store, refused ones to the
+    /// dead letters.
+    copy: Option<RouterCopy>,
+}
+
+/// A device message's topic and payload, kept for the router until the message is stored.
+struct RouterCopy {
     topic: String,
     payload: Bytes,
-    /// An accepted message someone subscribed to when it arrived, or a retained one, goes
-    /// on to the router; the rest only to the store, refused ones to the dead letters.
-    forward: bool,
 }
 
 /// A will, owned, to replay through ingest when the connection ends abnormally.
@@ -531,17 +535,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         let pending = PendingPublish {
             qospid: p.qospid,
             retain: p.retain,
-            topic: if forward {
-                p.topic_name.to_string()
-            } else {
-                String::new()
-            },
-            payload: if forward {
-                Bytes::copy_from_slice(p.payload)
-            } else {
-                Bytes::new()
-            },
-            forward,
+            copy: forward.then(|| RouterCopy {
+                topic: p.topic_name.to_string(),
+                payload: Bytes::copy_from_slice(p.payload),
+            }),
         };
         match p.qospid {
             QosPid::AtMostOnce => {
@@ -569,9 +566,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
         let pending = PendingPublish {
             qospid: p.qospid,
             retain: true,
-            topic: p.topic_name.to_string(),
-            payload: Bytes::new(),
-            forward: true,
+            copy: Some(RouterCopy {
+                topic: p.topic_name.to_string(),
+                payload: Bytes::new(),
+            }),
         };
         if self.acks.is_empty() {
             return self.stored_ready((pending, true)).await;
@@ -646,9 +644,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
                 encode_into(&Packet::Pubrec(pid), to_device)?
             }
         }
-        if !p.forward {
+        let Some(copy) = &p.copy else {
             return Ok(());
-        }
+        };
         let qospid = match p.qospid {
             QosPid::AtMostOnce => QosPid::AtMostOnce,
             _ => {
@@ -661,12 +659,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Session<S> {
             QosPid::AtLeastOnce(_) => QoS::AtLeastOnce,
             QosPid::ExactlyOnce(_) => QoS::ExactlyOnce,
         };
-        let sealed = router::seal(published_at, &p.payload);
+        let sealed = router::seal(published_at, &copy.payload);
         let out = Packet::Publish(Publish {
             dup: false,
             qospid,
             retain: p.retain,
-            topic_name: &p.topic,
+            topic_name: &copy.topic,
             payload: &sealed,
         });
         encode_into(&out, to_router)

@@ -46,17 +46,13 @@ impl BatchWriter {
             )?;
             Ok(migrated.then_some(w))
         });
-        match found {
-            Ok(Some(writer)) => Some(writer),
-            Ok(None) => {
-                tracing::info!(path = %path.display(), "no migrated database in this file; commits go through the pool");
-                None
-            }
-            Err(e) => {
-                tracing::info!(path = %path.display(), error = %e, "no second connection to this database; commits go through the pool");
-                None
-            }
-        }
+        let why = match found {
+            Ok(Some(writer)) => return Some(writer),
+            Ok(None) => "no migrated database in this file".to_string(),
+            Err(e) => format!("no second connection to this database: {e}"),
+        };
+        tracing::info!(path = %path.display(), why, "commits go through the pool");
+        None
     }
 
     /// Opens the database file with the settings of the store's pool.
@@ -440,20 +436,14 @@ mod tests {
     /// A second connection is used only where it reaches the pool's database.
     #[tokio::test]
     async fn only_a_migrated_file_gets_a_writer_and_memory_still_commits() -> anyhow::Result<()> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-        let dir = std::env::temp_dir().join(format!(
-            "mimamori-batch-{}-{}",
-            std::process::id(),
-            stamp.as_nanos()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let empty = dir.join("empty.db");
+        let dir = tempfile::tempdir()?;
+        let empty = dir.path().join("empty.db");
         std::fs::write(&empty, b"")?;
         assert!(
             BatchWriter::open_migrated(&empty, 1 << 20).is_none(),
             "an empty file is not the hub's database"
         );
-        let file = dir.join("hub.db");
+        let file = dir.path().join("hub.db");
         let _store = super::super::connect(&format!("sqlite:{}", file.display())).await?;
         assert!(BatchWriter::open_migrated(&file, 1 << 20).is_some());
         let memory = super::super::connect("sqlite::memory:").await?;
@@ -466,7 +456,6 @@ mod tests {
             ..Batch::default()
         };
         memory.commit_batch(&batch).await?;
-        std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
 
