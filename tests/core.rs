@@ -369,6 +369,118 @@ async fn acknowledged_message_survives_sigkill(backend: Backend) -> Result<()> {
 }
 
 #[tokio::test]
+async fn sqlite_acknowledged_messages_of_a_flood_survive_sigkill() -> Result<()> {
+    acknowledged_messages_of_a_flood_survive_sigkill(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_acknowledged_messages_of_a_flood_survive_sigkill() -> Result<()> {
+    if skip_postgres("postgres_acknowledged_messages_of_a_flood_survive_sigkill") {
+        return Ok(());
+    }
+    acknowledged_messages_of_a_flood_survive_sigkill(Backend::Postgres).await
+}
+
+/// Fixes each flooding device sends, with this many unacknowledged at once.
+const FLOOD_EACH: u16 = 900;
+const FLOOD_WINDOW: u16 = 64;
+/// Devices flooding at once: on PostgreSQL enough for batches written beside the next.
+const FLOOD_DEVICES: usize = 4;
+
+/// Under a flood from several devices, one batch is written while the next runs through
+/// the rules; a SIGKILL in the middle must still find every PUBACKed message stored.
+async fn acknowledged_messages_of_a_flood_survive_sigkill(backend: Backend) -> Result<()> {
+    let mut hub = TestHub::start_with(backend, &[]).await?;
+    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut floods = Vec::new();
+    for _ in 0..FLOOD_DEVICES {
+        let (rid, dev) = resident_with_device(&hub, "gps").await?;
+        let (device, _) = RawClient::accepted(hub.mqtt_port, RawLogin::device(&dev)).await?;
+        let count = acked_so_far.clone();
+        let topic = topic(&dev, "gps");
+        floods.push((rid, tokio::spawn(flood(device, topic, count))));
+    }
+    eventually(
+        "a third of the flood acknowledged",
+        Duration::from_secs(30),
+        || {
+            let n = acked_so_far.load(std::sync::atomic::Ordering::Relaxed);
+            async move { (n >= FLOOD_DEVICES * usize::from(FLOOD_EACH) / 3).then_some(()) }
+        },
+    )
+    .await?;
+    hub.kill().await?;
+    let mut acked = Vec::new();
+    for (rid, flood) in floods {
+        acked.push((rid, flood.await??));
+    }
+    let total: usize = acked.iter().map(|(_, a)| a.len()).sum();
+    assert!(
+        total < FLOOD_DEVICES * usize::from(FLOOD_EACH),
+        "the kill came in the middle of the flood ({total} acknowledged)"
+    );
+    hub.restart().await?;
+    for (rid, acked) in acked {
+        let stored: std::collections::BTreeSet<u16> = hub
+            .readings(rid)
+            .await?
+            .iter()
+            .filter_map(|r| r["lat"].as_f64())
+            .map(flood_index)
+            .collect();
+        let lost: Vec<&u16> = acked.iter().filter(|i| !stored.contains(i)).collect();
+        assert!(
+            lost.is_empty(),
+            "resident {rid}: PUBACKed but not stored: {lost:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Publishes [`FLOOD_EACH`] fixes at QoS 1, keeping [`FLOOD_WINDOW`] unacknowledged, until
+/// done or the hub goes away; returns the index of every fix the hub acknowledged.
+async fn flood(
+    mut device: RawClient,
+    topic: String,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<std::collections::BTreeSet<u16>> {
+    let mut acked = std::collections::BTreeSet::new();
+    let mut sent = 0u16;
+    while acked.len() < usize::from(FLOOD_EACH) {
+        if sent < FLOOD_EACH && usize::from(sent) - acked.len() < usize::from(FLOOD_WINDOW) {
+            let payload =
+                json!({"lat": 35.70 + f64::from(sent) * 1e-5, "lon": 139.66, "accuracy_m": 8.0})
+                    .to_string();
+            let publish = mqttrs::Packet::Publish(mqttrs::Publish {
+                dup: false,
+                qospid: mqttrs::QosPid::AtLeastOnce(raw_pid(sent + 1)?),
+                retain: false,
+                topic_name: &topic,
+                payload: payload.as_bytes(),
+            });
+            if device.send(&publish).await.is_err() {
+                break;
+            }
+            sent += 1;
+            continue;
+        }
+        match device.next().await {
+            Ok(mqttrs::Packet::Puback(pid)) => {
+                acked.insert(pid.get() - 1);
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(acked)
+}
+
+fn flood_index(lat: f64) -> u16 {
+    ((lat - 35.70) / 1e-5).round() as u16
+}
+
+#[tokio::test]
 async fn every_call_needs_a_token_and_roles_limit_what_it_may_do() -> Result<()> {
     let hub = TestHub::start().await?;
     let mine = hub.resident(json!({"name": "Mother"})).await?;
