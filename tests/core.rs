@@ -384,32 +384,51 @@ async fn postgres_acknowledged_messages_of_a_flood_survive_sigkill() -> Result<(
 /// Fixes each flooding device sends, with this many unacknowledged at once.
 const FLOOD_EACH: u16 = 900;
 const FLOOD_WINDOW: u16 = 64;
-/// Devices flooding at once: on PostgreSQL enough for batches written beside the next.
+/// Devices flooding at once: enough for batches of many messages.
 const FLOOD_DEVICES: usize = 4;
 
-/// Under a flood from several devices, one batch is written while the next runs through
-/// the rules; a SIGKILL in the middle must still find every PUBACKed message stored.
+/// How far a flood has got, and the signal that it is a third of the way.
+#[derive(Default)]
+struct FloodProgress {
+    acked: std::sync::atomic::AtomicUsize,
+    third: tokio::sync::Notify,
+}
+
+impl FloodProgress {
+    fn one_more(&self) {
+        let n = self
+            .acked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n == FLOOD_DEVICES * usize::from(FLOOD_EACH) / 3 {
+            self.third.notify_one();
+        }
+    }
+}
+
+/// Under a flood from several devices, messages are committed many to a batch and their
+/// PUBACKs released together; a SIGKILL in the middle must still find every PUBACKed
+/// message stored.
 async fn acknowledged_messages_of_a_flood_survive_sigkill(backend: Backend) -> Result<()> {
     let mut hub = TestHub::start_with(backend, &[]).await?;
-    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = std::sync::Arc::new(FloodProgress::default());
     let mut floods = Vec::new();
     for _ in 0..FLOOD_DEVICES {
         let (rid, dev) = resident_with_device(&hub, "gps").await?;
         let (device, _) = RawClient::accepted(hub.mqtt_port, RawLogin::device(&dev)).await?;
-        let count = acked_so_far.clone();
         let topic = topic(&dev, "gps");
-        floods.push((rid, tokio::spawn(flood(device, topic, count))));
+        floods.push((rid, tokio::spawn(flood(device, topic, progress.clone()))));
     }
-    eventually(
-        "a third of the flood acknowledged",
-        Duration::from_secs(30),
-        || {
-            let n = acked_so_far.load(std::sync::atomic::Ordering::Relaxed);
-            async move { (n >= FLOOD_DEVICES * usize::from(FLOOD_EACH) / 3).then_some(()) }
-        },
-    )
-    .await?;
+    tokio::time::timeout(Duration::from_secs(60), progress.third.notified())
+        .await
+        .map_err(|_| anyhow::anyhow!("a third of the flood was not acknowledged in 60 s"))?;
+    let batches = hub.metric("mimamori_ingest_batches_total").await?;
     hub.kill().await?;
+    let acked_before_kill = progress.acked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        batches < acked_before_kill as f64,
+        "messages were committed many to a batch ({batches} batches for {acked_before_kill})"
+    );
     let mut acked = Vec::new();
     for (rid, flood) in floods {
         acked.push((rid, flood.await??));
@@ -442,7 +461,7 @@ async fn acknowledged_messages_of_a_flood_survive_sigkill(backend: Backend) -> R
 async fn flood(
     mut device: RawClient,
     topic: String,
-    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    progress: std::sync::Arc<FloodProgress>,
 ) -> Result<std::collections::BTreeSet<u16>> {
     let mut acked = std::collections::BTreeSet::new();
     let mut sent = 0u16;
@@ -466,8 +485,9 @@ async fn flood(
         }
         match device.next().await {
             Ok(mqttrs::Packet::Puback(pid)) => {
-                acked.insert(pid.get() - 1);
-                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if acked.insert(pid.get() - 1) {
+                    progress.one_more();
+                }
             }
             Ok(_) => {}
             Err(_) => break,

@@ -165,25 +165,7 @@ pub struct Pipeline {
     /// Residents with a current consent; everyone else's messages are refused. Kept
     /// here, beside the residents the core watches, and changed by the same reload.
     consented: HashSet<i64>,
-    /// The bulk batch being written while the next one runs through the rules.
-    in_flight: Option<InFlight>,
-    /// The core was rebuilt from the store after an overlapped commit failed: what was
-    /// gathered on top of that commit is void.
-    rebuilt: bool,
 }
-
-/// A bulk batch whose commit runs beside the rules of the next one. Its messages are
-/// acknowledged, and its changes announced, only once it has landed; at most one is
-/// under way, so batches reach the store in the order they were decided.
-struct InFlight {
-    write: tokio::task::JoinHandle<(Batch, Result<(), StoreError>)>,
-    acks: Vec<oneshot::Sender<bool>>,
-    dirty: Vec<i64>,
-}
-
-/// How an overlapped commit ended: its batch and the store's answer, or the write's
-/// task failed.
-type Landed = Result<(Batch, Result<(), StoreError>), tokio::task::JoinError>;
 
 /// What one batch gathers before it is written.
 #[derive(Default)]
@@ -227,8 +209,6 @@ impl Pipeline {
             last_batch: 0,
             restart_grace: chrono::Duration::seconds(60),
             consented: HashSet::new(),
-            in_flight: None,
-            rebuilt: false,
         };
         (p, handle)
     }
@@ -306,11 +286,6 @@ impl Pipeline {
             let deadline = self.core.poll_timeout();
             tokio::select! {
                 biased;
-                landed = landing(&mut self.in_flight) => {
-                    self.land(landed).await;
-                    // Nothing was being gathered on top of it.
-                    self.rebuilt = false;
-                }
                 cmd = self.commands.recv() => match cmd {
                     Some((cmd, done)) => {
                         self.command(cmd).await;
@@ -331,7 +306,6 @@ impl Pipeline {
                 }
             }
         }
-        self.settle().await;
         info!("pipeline stopped");
     }
 
@@ -447,9 +421,6 @@ impl Pipeline {
             }
             tokio::select! {
                 biased;
-                // The batch before lands as soon as it is written: its devices need not
-                // wait for this one to be gathered.
-                landed = landing(&mut self.in_flight) => self.land(landed).await,
                 // Joins this batch, which then commits at once.
                 Some(e) = self.urgent.recv() => self.gather(e, &mut batch),
                 next = tokio::time::timeout_at(until, self.items.recv()) => match next {
@@ -459,30 +430,16 @@ impl Pipeline {
             }
         }
         self.last_batch = batch.messages;
-        self.fire_due();
-        let now = self.clock.now();
-        // A partition's commits are fenced by how far into the event log they reach,
-        // which the commit before must have settled: one at a time. A small batch means
-        // no load, and is written at once: handing it to another thread costs more than
-        // the overlap saves.
-        if self.partition.is_some() || batch.messages < LINGER_AFTER {
-            self.commit(batch, now).await;
-        } else {
-            self.commit_overlapped(batch, now).await;
-        }
+        self.finish(batch).await;
     }
 
-    /// Fires what fell due and commits a gathered batch at once.
+    /// Fires what fell due and commits a gathered batch.
     async fn finish(&mut self, batch: Gathered) {
-        self.fire_due();
-        self.commit(batch, self.clock.now()).await;
-    }
-
-    fn fire_due(&mut self) {
         let now = self.clock.now();
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
+        self.commit(batch, now).await;
     }
 
     /// Runs one message through the rules and adds it to the batch.
@@ -546,17 +503,21 @@ impl Pipeline {
         })
     }
 
-    async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
-        write(self.store.as_ref(), &self.metrics, batch).await
+    async fn write(&self, batch: &Batch) -> Result<(), crate::store::StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let written = self.store.commit_batch(batch).await;
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        written
     }
 
     /// Writes one batch with the core's effects and state, then acknowledges and
     /// announces; `false` if the store refused it (nothing of it is kept).
     async fn commit(&mut self, gathered: Gathered, now: DateTime<Utc>) -> bool {
-        self.settle().await;
-        if std::mem::take(&mut self.rebuilt) {
-            return void(gathered);
-        }
         let Gathered {
             readings,
             rejected,
@@ -568,73 +529,10 @@ impl Pipeline {
         if !batch.is_empty() {
             batch.fence = self.fence(&seqs);
         }
-        let written = self.write(&batch).await;
-        self.landed(batch, dirty, acks, &seqs, written).await
-    }
-
-    /// Starts writing a bulk batch and returns, so that the next one runs through the
-    /// rules meanwhile; it is acknowledged and announced when it lands.
-    async fn commit_overlapped(&mut self, gathered: Gathered, now: DateTime<Utc>) {
-        self.settle().await;
-        if std::mem::take(&mut self.rebuilt) {
-            void(gathered);
-            return;
-        }
-        let (batch, dirty) = self.take_batch(gathered.readings, gathered.rejected, now);
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        let write = tokio::spawn(async move {
-            let written = write(store.as_ref(), &metrics, &batch).await;
-            (batch, written)
-        });
-        self.in_flight = Some(InFlight {
-            write,
-            acks: gathered.acks,
-            dirty,
-        });
-    }
-
-    /// Waits for the batch under way, if any, to land.
-    async fn settle(&mut self) {
-        if let Some(f) = self.in_flight.as_mut() {
-            let landed = (&mut f.write).await;
-            self.land(landed).await;
-        }
-    }
-
-    /// Acknowledges and announces the batch that was under way, or, if it was not
-    /// stored, refuses its messages and rebuilds the core, which had gone past it.
-    async fn land(&mut self, landed: Landed) {
-        let Some(f) = self.in_flight.take() else {
-            return;
-        };
-        let stored = match landed {
-            Ok((batch, written)) => self.landed(batch, f.dirty, f.acks, &[], written).await,
-            Err(e) => {
-                error!(error = %e, "batch write stopped; devices will resend");
-                self.metrics.batch_failures.inc();
-                refuse(f.acks);
-                self.recover().await;
-                false
-            }
-        };
-        self.rebuilt |= !stored;
-    }
-
-    /// What follows a write: on success the messages are acknowledged and the changes
-    /// announced; on failure the messages are refused and the core rebuilt.
-    async fn landed(
-        &mut self,
-        batch: Batch,
-        dirty: Vec<i64>,
-        acks: Vec<oneshot::Sender<bool>>,
-        seqs: &[u64],
-        written: Result<(), StoreError>,
-    ) -> bool {
-        match written {
+        match self.write(&batch).await {
             Ok(()) => {
                 if let Some((scope, _)) = &self.partition {
-                    scope.cursor().applied(seqs);
+                    scope.cursor().applied(&seqs);
                 }
                 if !batch.is_empty() {
                     self.metrics.batches.inc();
@@ -664,7 +562,9 @@ impl Pipeline {
             Err(e) => {
                 error!(error = %e, items = batch.readings.len() + batch.rejected.len(), "batch not stored; devices will resend");
                 self.metrics.batch_failures.inc();
-                refuse(acks);
+                for a in acks {
+                    let _ = a.send(false);
+                }
                 self.recover().await;
                 false
             }
@@ -863,41 +763,6 @@ pub fn resident_config(setup: &ResidentSetup) -> ResidentConfig {
         zones,
         devices: setup.devices.clone(),
         pauses: setup.pauses.clone(),
-    }
-}
-
-/// Times a batch's write into the store.
-async fn write(store: &dyn Store, metrics: &Metrics, batch: &Batch) -> Result<(), StoreError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    let written = store.commit_batch(batch).await;
-    metrics
-        .batch_seconds
-        .observe(started.elapsed().as_secs_f64());
-    written
-}
-
-/// Tells the devices of messages that were not stored to send them again.
-fn refuse(acks: Vec<oneshot::Sender<bool>>) {
-    for a in acks {
-        let _ = a.send(false);
-    }
-}
-
-/// Refuses a batch gathered on a core that has since been rebuilt from the store: its
-/// rules ran on state that is gone, so its devices send it again.
-fn void(gathered: Gathered) -> bool {
-    refuse(gathered.acks);
-    false
-}
-
-/// Resolves when the batch under way has been written; never without one.
-async fn landing(in_flight: &mut Option<InFlight>) -> Landed {
-    match in_flight {
-        Some(f) => (&mut f.write).await,
-        None => std::future::pending().await,
     }
 }
 
