@@ -18,7 +18,10 @@ COPY --from=build /src/target/release/hub /usr/local/bin/hub
 COPY --from=dashboard /dashboard /usr/share/mimamori/dashboard
 USER mimamori
 WORKDIR /var/lib/mimamori
-ENV MIMAMORI_HTTP_ADDR=0.0.0.0:8080 \
+# glibc gives each thread that allocates a heap of its own, up to eight per core, and
+# each keeps what it once held: the hub's soak grew by 44 MiB that way (docs/performance.md).
+ENV MALLOC_ARENA_MAX=2 \
+    MIMAMORI_HTTP_ADDR=0.0.0.0:8080 \
     MIMAMORI_MQTT_ADDR=0.0.0.0:1883 \
     MIMAMORI_DASHBOARD_DIR=/usr/share/mimamori/dashboard \
     DATABASE_URL=sqlite:/var/lib/mimamori/mimamori.db

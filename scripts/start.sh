@@ -131,7 +131,7 @@ trap 'exit 143' TERM
 # in the past (stale_timestamp), so the demo's hub accepts the days it backfills.
 max_age=()
 [ $demo = 1 ] && max_age=(--max-age-s $(((${MIMAMORI_DEMO_HISTORY_DAYS:-7} + 1) * 86400)))
-MIMAMORI_ADMIN_PASSWORD="$password" "$hub" --http-addr "$http_addr" --mqtt-addr "$mqtt_addr" \
+MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" MIMAMORI_ADMIN_PASSWORD="$password" "$hub" --http-addr "$http_addr" --mqtt-addr "$mqtt_addr" \
   --database-url "sqlite:$db" --dashboard-dir dashboard "${max_age[@]}" \
   >"$run_dir/stdout" 2>"$run_dir/stderr" &
 hub_pid=$!

@@ -53,6 +53,11 @@ impl HubProcess {
             .args(["--database-url", database_url])
             .args(["--max-connections", "50000"])
             .env("MIMAMORI_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // As the image and `scripts/start.sh` run it (docs/operations.md).
+            .env(
+                "MALLOC_ARENA_MAX",
+                std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("BENCH_HUB_LOG").unwrap_or_else(|_| "warn".into()),
