@@ -84,11 +84,11 @@ const FORCE_AT_MOST: i64 = 8_192;
 /// Rounds of copying beside the writers before the rest is copied in their turn: each
 /// round copies what the writers appended during the one before, so the rest shrinks.
 const CHECKPOINT_ROUNDS: usize = 4;
-/// Page cache of each of the pool's connections, negative for KiB (SQLite's convention).
-const POOL_CACHE_KIB: i64 = -256;
 /// Frames left over that are small enough to copy in the writers' turn (4 MiB of 4 KiB
 /// pages).
 const FINISH_IN_TURN: i64 = 1_024;
+/// Page cache of each of the pool's connections; the batch writer keeps SQLite's default.
+const POOL_CACHE_KIB: u32 = 256;
 
 /// The database file's companions whose state the background checkpoint looks at.
 struct LogFiles {
@@ -283,7 +283,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             // has its own connection. SQLite's default cache of 2,000 KiB for each of the
             // pool's connections filled over twenty minutes of steady ingest and was most
             // of the hub's growth in memory; the file's pages stay in the OS's cache.
-            .pragma("cache_size", POOL_CACHE_KIB.to_string())
+            .pragma("cache_size", format!("-{POOL_CACHE_KIB}"))
             .busy_timeout(Duration::from_secs(10));
         let files = LogFiles::beside(opts.get_filename());
         let opts_file = opts.get_filename().to_path_buf();

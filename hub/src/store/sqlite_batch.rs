@@ -55,7 +55,7 @@ impl BatchWriter {
         None
     }
 
-    /// Opens the database file with the settings of the store's pool.
+    /// Opens the database file with the settings of the store's pool, but its own cache.
     fn open(path: &Path, journal_limit: u64) -> rusqlite::Result<BatchWriter> {
         let conn = Connection::open_with_flags(
             path,
@@ -63,7 +63,9 @@ impl BatchWriter {
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // As the pool's connections (see `connect`): checkpoints are the background
-        // task's, and the statement journal of a multi-row insert stays in memory.
+        // task's, and the statement journal of a multi-row insert stays in memory. Unlike
+        // them it keeps SQLite's default page cache: every commit rewrites the indexes'
+        // pages, which the pool's small caches would read back from the OS each time.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
